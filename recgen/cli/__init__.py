@@ -1,0 +1,1 @@
+"""The ``recgen`` command line (Typer)."""

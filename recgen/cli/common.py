@@ -1,0 +1,71 @@
+"""Options and loading shared by CLI commands: dataset → recommender, user → history, errors → exit 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from ..config import RecgenConfig
+from ..data import Dataset, load_dataset
+from ..errors import RecgenError
+from ..paths import cache_dir
+
+console = Console(stderr=True)
+
+
+def friendly_errors(func: Callable) -> Callable:
+    """Turn a :class:`RecgenError` into one red line and exit code 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RecgenError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def default_index_dir(dataset: Dataset, embedder: str | None) -> Path:
+    """Indexes are cached per dataset, embedder and catalog fingerprint, outside the repo."""
+    name = (embedder or "all-MiniLM-L6-v2").replace("/", "_")
+    return cache_dir() / "indexes" / f"{dataset.name}-{name}-{dataset.catalog.fingerprint()[:12]}"
+
+
+def make_config(config_file: Path | None = None, **overrides) -> RecgenConfig:
+    base = RecgenConfig.from_file(config_file).model_dump() if config_file else {}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return RecgenConfig.validated(base, str(config_file or "options"))
+
+
+def load_recommender(dataset_name: str, config: RecgenConfig, index_dir: Path | None = None,
+                     show_progress: bool = True):
+    """Load a dataset and build (or reuse the cached index of) a Recommender over it."""
+    from ..recommender import Recommender
+
+    dataset = load_dataset(dataset_name)
+    folder = index_dir or default_index_dir(dataset, config.embedder)
+    return dataset, Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)
+
+
+def history_for_user(dataset: Dataset, user: str, holdout: int = 0) -> list[str]:
+    """A user's history; ``holdout`` drops the last items (e.g. 2 to hide leave-one-out targets)."""
+    seq = dataset.history(user)
+    return list(seq[: len(seq) - holdout] if holdout else seq)
+
+
+def parse_history(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")

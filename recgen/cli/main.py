@@ -1,0 +1,128 @@
+"""``recgen``: index, recommend, demo (and eval, finetune, serve, chat, batch from their modules)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .common import (console, default_index_dir, friendly_errors, history_for_user, load_recommender, make_config,
+                     parse_history, print_json)
+
+app = typer.Typer(help="LLM-based generative recommender: ranked catalog items, each with a reason.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+DatasetOpt = typer.Option("ml-100k", "--dataset", "-d", help="dataset name (under RECGEN_DATA_DIR or ../shared/data) or folder")
+
+
+@app.command()
+@friendly_errors
+def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None, help="sentence-transformers name or path"),
+          out: Optional[Path] = typer.Option(None, help="index folder (default: the cache)"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Build the retrieval index for a dataset's catalog (cached; rebuilt when the catalog changes)."""
+    from ..data import load_dataset
+    from ..retrieval import Retriever
+
+    data = load_dataset(dataset)
+    folder = out or default_index_dir(data, embedder)
+    start = time.perf_counter()
+    retriever = Retriever.build(data.catalog, embedder, show_progress=not as_json)
+    retriever.save(folder)
+    seconds = time.perf_counter() - start
+    info = {"dataset": data.name, "items": len(data.catalog), "index": str(folder), "seconds": round(seconds, 2)}
+    if as_json:
+        print_json(info)
+    else:
+        console.print(f"indexed {info['items']} items of {data.name} in {seconds:.1f} s → {folder}")
+
+
+def _show(recs, title: str) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in ("#", "item", "title", "score", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in recs:
+        table.add_row(str(r.rank), r.item_id, r.title, f"{r.score:.3f}", r.reason or "")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def recommend(dataset: str = DatasetOpt,
+              user: Optional[str] = typer.Option(None, "--user", "-u", help="a user id of the dataset"),
+              history: Optional[str] = typer.Option(None, help="comma-separated item ids, oldest first"),
+              query: Optional[str] = typer.Option(None, "--query", "-q", help="free-text request"),
+              k: int = typer.Option(10, "-k", min=1, help="how many items"),
+              mode: str = typer.Option("score", help="score (verbalizer) or generate (constrained decoding)"),
+              reasons: bool = typer.Option(True, "--reasons/--no-reasons"),
+              lm: Optional[str] = typer.Option(None, help="HF model id or folder (default SmolLM2-135M-Instruct)"),
+              adapter: Optional[str] = typer.Option(None, help="peft LoRA adapter folder"),
+              embedder: Optional[str] = typer.Option(None),
+              config: Optional[Path] = typer.Option(None, help="config file (JSON or YAML) with RecgenConfig keys"),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Recommend for a dataset user, a given history, and/or a free-text request."""
+    if mode not in ("score", "generate"):
+        raise typer.BadParameter("mode must be 'score' or 'generate'")
+    cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder)
+    data, rec = load_recommender(dataset, cfg, show_progress=not as_json)
+    items = parse_history(history) or []
+    if user is not None:
+        items = history_for_user(data, user) + items
+    start = time.perf_counter()
+    recs = rec.recommend(history=items, query=query, k=k, mode=mode, reasons=reasons)
+    seconds = time.perf_counter() - start
+    if as_json:
+        print_json({"user": user, "history": items, "query": query, "seconds": round(seconds, 3),
+                    "recommendations": [r.model_dump() for r in recs]})
+        return
+    if items:
+        console.print("[bold]history[/] (last 5): " + "; ".join(data.catalog.get(i).title for i in items[-5:]))
+    _show(recs, f"recgen — {len(recs)} for {'user ' + user if user else 'you'} ({seconds:.1f} s)")
+
+
+@app.command()
+@friendly_errors
+def demo(data_path: str = typer.Option("ml-100k", "--dataset", "-d", help="MovieLens-100k folder or name"),
+         user: str = typer.Option("1", help="user to recommend for"), k: int = typer.Option(5, "-k"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """The main job on the embedded defaults: index ml-100k, recommend with reasons for one user."""
+    cfg = make_config()
+    data, rec = load_recommender(data_path, cfg, show_progress=not as_json)
+    items = history_for_user(data, user)
+    start = time.perf_counter()
+    recs = rec.recommend(history=items, k=k, reasons=True)
+    seconds = time.perf_counter() - start
+    if as_json:
+        print_json({"user": user, "seconds": round(seconds, 3), "recommendations": [r.model_dump() for r in recs]})
+        return
+    console.print("[bold]history[/] (last 5): " + "; ".join(data.catalog.get(i).title for i in items[-5:]))
+    _show(recs, f"recgen demo — user {user} of {data.name} ({seconds:.1f} s)")
+
+
+def _mount_optional() -> None:
+    """Sub-commands in their own modules; each is added only when its module is present."""
+    import importlib
+
+    for module, attr, name in (("eval_cmd", "eval_app", "eval"), ("finetune_cmd", "finetune_app", "finetune")):
+        try:
+            sub = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        except (ImportError, AttributeError):
+            continue
+        app.add_typer(sub, name=name)
+    for module, names in (("serve_cmd", ("serve", "chat")), ("batch_cmd", ("batch",))):
+        try:
+            mod = importlib.import_module(f"{__package__}.{module}")
+        except ImportError:
+            continue
+        for name in names:
+            if hasattr(mod, name):
+                app.command(name=name)(getattr(mod, name))
+
+
+_mount_optional()
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,208 @@
+"""The evaluation protocol: leave-one-out targets, full ranking over all items, own-history masking.
+
+* ``stage="valid"``: target = second-last item, history = training items (use this for tuning).
+* ``stage="test"``: target = last item, history = training items + the validation item.
+* Systems are fitted on the **training** part of every sequence only (never on validation or test targets).
+* Full ranking: the target competes with every catalog item; only the user's own earlier items (the history
+  for that stage) are masked. No sampled negatives.
+* Ties in a score matrix count against the target (see :func:`ranks_from_scores`).
+* ``users=N, seed=S`` evaluates a seeded random sample of the eligible users that depends only on the
+  dataset, N and S, so every system is evaluated on exactly the same users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from ..data import Dataset, LeaveOneOut, leave_one_out
+from ..data.split import MIN_INTERACTIONS
+from .metrics import metrics_from_ranks, ranks_from_scores
+
+STAGES = ("valid", "test")
+#: The per-user metrics written to the per-user JSONL (everything else is recomputed from the rank).
+ROW_METRICS = ("ndcg@10", "recall@10", "mrr@10")
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    return stage
+
+
+@dataclass
+class EvalData:
+    """A dataset's leave-one-out split as item-index arrays, in the split's user order.
+
+    ``train[p]`` is user ``user_ids[p]``'s training sequence (catalog rows, oldest first).
+    """
+
+    dataset: Dataset
+    split: LeaveOneOut
+    user_ids: list[str]
+    train: list[np.ndarray]
+    valid: np.ndarray
+    test: np.ndarray
+    _pos: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, min_interactions: int = MIN_INTERACTIONS) -> "EvalData":
+        split = leave_one_out(dataset, min_interactions=min_interactions)
+        index_of = dataset.catalog.index_of
+        train = [np.fromiter((index_of(i) for i in s.train), dtype=np.int64, count=len(s.train)) for s in split.splits]
+        valid = np.array([index_of(s.valid) for s in split.splits], dtype=np.int64)
+        test = np.array([index_of(s.test) for s in split.splits], dtype=np.int64)
+        user_ids = [s.user_id for s in split.splits]
+        return cls(dataset, split, user_ids, train, valid, test, {u: p for p, u in enumerate(user_ids)})
+
+    @property
+    def n_items(self) -> int:
+        return len(self.dataset.catalog)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def excluded_users(self) -> int:
+        return self.split.excluded_users
+
+    def position(self, user_id: str) -> int:
+        return self._pos[user_id]
+
+    def history(self, stage: str, p: int) -> np.ndarray:
+        """What a model may see for user position ``p`` at ``stage`` (catalog rows, oldest first)."""
+        if check_stage(stage) == "valid":
+            return self.train[p]
+        return np.append(self.train[p], self.valid[p])
+
+    def target(self, stage: str, p: int) -> int:
+        return int((self.valid if check_stage(stage) == "valid" else self.test)[p])
+
+    def targets(self, stage: str, positions: Sequence[int]) -> np.ndarray:
+        return (self.valid if check_stage(stage) == "valid" else self.test)[np.asarray(positions, dtype=np.int64)]
+
+    def train_sequences(self) -> list[np.ndarray]:
+        """What systems are fitted on: each user's training part (validation and test targets held out)."""
+        return self.train
+
+    def items_without_text(self) -> list[str]:
+        """Items whose title was empty in the source (the catalog gave them the ``item <id>`` placeholder)."""
+        return [item.item_id for item in self.dataset.catalog
+                if item.title == f"item {item.item_id}" and not item.description and not item.genres]
+
+    def target_in_history(self, stage: str) -> int:
+        """Users whose target is also among their earlier items (a repeat; masked, so always a miss)."""
+        return sum(int(self.target(stage, p) in set(self.history(stage, p).tolist())) for p in range(self.n_users))
+
+
+def sample_users(n_eligible: int, users: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded random sample of ``users`` eligible users (all when ``users`` is falsy).
+
+    Depends only on ``n_eligible``, ``users`` and ``seed``, so two systems get identical users.
+    """
+    if not users or users >= n_eligible:
+        return np.arange(n_eligible)
+    if users < 0:
+        raise ValueError("--users must be positive (0 = all users)")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_eligible, size=users, replace=False))
+
+
+# -- systems --------------------------------------------------------------------------------------
+
+class Scorer(Protocol):
+    """A system that scores every catalog item for a batch of users (vectorized)."""
+
+    name: str
+
+    def fit(self, data: EvalData, log: Callable[[str], None] | None = None) -> None: ...
+
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        """[len(histories), n_items] scores, higher = better; the harness masks the history afterwards."""
+
+    def params(self) -> dict: ...
+
+
+class ListSystem(Protocol):
+    """A two-stage system that returns a ranked list (e.g. retriever + LM ranker), one user at a time."""
+
+    name: str
+
+    def fit(self, data: EvalData, log: Callable[[str], None] | None = None) -> None: ...
+
+    def recommend(self, history: list[str]) -> tuple[list[str], list[str]]:
+        """(ranked item ids, the candidate ids the ranker was given)."""
+
+    def params(self) -> dict: ...
+
+
+def mask_history(scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    """Set each user's own earlier items to ``-inf`` in place (the only items removed from the ranking)."""
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    cols = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
+    scores[rows, cols] = -np.inf
+    return scores
+
+
+def score_rows(system: Scorer, data: EvalData, stage: str, positions: Sequence[int],
+               batch_size: int = 512) -> Iterator[list[dict]]:
+    """Yield per-user result rows, one list per batch, for a vectorized :class:`Scorer`."""
+    check_stage(stage)
+    positions = np.asarray(positions, dtype=np.int64)
+    ids = data.dataset.catalog.ids
+    for start in range(0, len(positions), batch_size):
+        batch = positions[start:start + batch_size]
+        histories = [data.history(stage, int(p)) for p in batch]
+        scores = np.array(system.score(histories), dtype=np.float64, copy=True)
+        if scores.shape != (len(batch), data.n_items):
+            raise ValueError(f"{system.name}: score matrix has shape {scores.shape}, expected "
+                             f"{(len(batch), data.n_items)}")
+        mask_history(scores, histories)
+        targets = data.targets(stage, batch)
+        ranks = ranks_from_scores(scores, targets)
+        per_user = metrics_from_ranks(ranks, ks=(10,))
+        rows = []
+        for j, p in enumerate(batch):
+            row = {"user": data.user_ids[p], "target": ids[targets[j]], "rank": int(ranks[j])}
+            for m in ROW_METRICS:
+                row[m] = round(float(per_user[m][j]), 6)
+            rows.append(row)
+        yield rows
+
+
+def list_rows(system: ListSystem, data: EvalData, stage: str, positions: Sequence[int]) -> Iterator[list[dict]]:
+    """Yield per-user rows (one user per list) for a two-stage :class:`ListSystem`.
+
+    Besides the rank (``None`` when the target is not in the returned list) each row records whether the
+    target was among the retrieved candidates and how many returned items were valid: known, distinct,
+    unseen, and among the candidates.
+    """
+    check_stage(stage)
+    catalog = data.dataset.catalog
+    ids = catalog.ids
+    for p in positions:
+        p = int(p)
+        history = [ids[i] for i in data.history(stage, p)]
+        target = ids[data.target(stage, p)]
+        ranked, candidates = system.recommend(history)
+        ranked = [str(i) for i in ranked]
+        seen, cand, valid = set(history), set(candidates), 0
+        used: set[str] = set()
+        for item in ranked:
+            if item in catalog and item not in used and item not in seen and item in cand:
+                valid += 1
+            used.add(item)
+        rank = None
+        for pos, item in enumerate(dict.fromkeys(ranked)):
+            if item == target:
+                rank = pos + 1
+                break
+        per_user = metrics_from_ranks([rank], ks=(10,))
+        row = {"user": data.user_ids[p], "target": target, "rank": rank,
+               **{m: round(float(per_user[m][0]), 6) for m in ROW_METRICS},
+               "retrieved": target in cand, "n_candidates": len(candidates), "n_returned": len(ranked),
+               "n_valid": valid}
+        yield [row]

@@ -1,0 +1,197 @@
+"""The default backend: a transformers causal LM (optionally with a peft LoRA adapter) on CPU or GPU.
+
+Score mode reads the next-token logits of the label tokens at the last position only
+(``logits_to_keep=1``), so a ranking costs one forward pass. Generation of label lists uses
+``prefix_allowed_tokens_fn`` so the model can emit only unused, valid labels. Reasons for one user
+share a prompt prefix, which is run once and its KV cache reused for every item.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+from ..ranking.prompts import ChatPrompt
+from .resolve import resolve_lm
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, device: str = "cpu"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._newline_ids = {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
+        self._stop_ids = set(self._newline_ids) | {tokenizer.eos_token_id}
+        end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
+            self._stop_ids.add(end_turn)
+        self._label_cache: dict[str, int] = {}
+
+    # -- loading ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config) -> "TransformersBackend":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        path = resolve_lm(config.lm)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch.float32 if config.device == "cpu" else "auto",
+                trust_remote_code=config.trust_remote_code, use_safetensors=True,  # never unpickle weights
+            )
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load language model {config.lm or path!r}: {exc}") from None
+        if config.adapter:
+            model = load_adapter(model, config.adapter)
+        return cls(model.to(config.device), tokenizer, config.device)
+
+    # -- prompt encoding ----------------------------------------------------------------------
+    def render(self, prompt: ChatPrompt) -> str:
+        text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        return text + prompt.response_prefix
+
+    def encode(self, prompt: ChatPrompt) -> list[int]:
+        return self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, prompt: ChatPrompt) -> int:
+        return len(self.encode(prompt))
+
+    def label_id(self, label: str) -> int:
+        if label not in self._label_cache:
+            ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ModelLoadError(f"label {label!r} is {len(ids)} tokens for this tokenizer; labels must be one token")
+            self._label_cache[label] = ids[0]
+        return self._label_cache[label]
+
+    def _left_pad(self, rows: list[list[int]]):
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        return ids, mask
+
+    @staticmethod
+    def _positions(mask: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
+        return (mask.cumsum(-1) - 1).clamp(min=0) + offset
+
+    # -- score mode ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
+        ids, mask = self._left_pad([self.encode(p) for p in prompts])
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions(mask),
+                            logits_to_keep=1).logits[:, -1, :]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        return [[float(logprobs[row, self.label_id(l)]) for l in row_labels] for row, row_labels in enumerate(labels)]
+
+    # -- constrained label lists --------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:
+        newline = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
+        if len(newline) != 1:
+            raise ModelLoadError("this tokenizer has no single newline token; use score mode")
+        sep, eos = newline[0], self.tokenizer.eos_token_id
+        encoded = [self.encode(p) for p in prompts]
+        ids, mask = self._left_pad(encoded)
+        width = ids.shape[1]
+        label_ids = [[self.label_id(l) for l in row] for row in labels]
+
+        def allowed(batch_id: int, sequence: torch.Tensor) -> list[int]:
+            written = sequence[width:].tolist()
+            chosen = [t for t in written if t != sep]
+            if written and written[-1] != sep:
+                return [sep]
+            if len(chosen) >= k[batch_id]:
+                return [eos]
+            remaining = [t for t in label_ids[batch_id] if t not in chosen]
+            return remaining or [eos]
+
+        out = self.model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=2 * max(k) + 1, do_sample=False, num_beams=1,
+            prefix_allowed_tokens_fn=allowed, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
+        )
+        results = []
+        for row, sequence in enumerate(out[:, width:].tolist()):
+            by_id = {i: l for l, i in zip(labels[row], label_ids[row])}
+            picked = []
+            for token in sequence:
+                if token == eos:
+                    break
+                if token in by_id and by_id[token] not in picked:
+                    picked.append(by_id[token])
+            results.append(picked[: k[row]])
+        return results
+
+    # -- free text with a shared prefix ------------------------------------------------------
+    @torch.inference_mode()
+    def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
+        """Greedy decoding for a batch whose prompts share a prefix (one user's reasons).
+
+        The longest common token prefix is run once; its KV cache is repeated for the batch and only
+        each prompt's own suffix is prefilled. Suffixes are left-padded after the prefix, with explicit
+        position ids, so padding never shifts positions.
+        """
+        from transformers import DynamicCache
+
+        rows = [self.encode(p) for p in prompts]
+        shared = _common_prefix_length(rows)
+        shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps at least one own token
+        batch = len(rows)
+        cache = DynamicCache(config=self.model.config)
+        prefix_mask = torch.ones((batch, shared), dtype=torch.long, device=self.device)
+        if shared > 0:
+            prefix = torch.tensor([rows[0][:shared]], device=self.device)
+            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(batch)
+        suffix_ids, suffix_mask = self._left_pad([r[shared:] for r in rows])
+        mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+        positions = self._positions(suffix_mask, shared)
+        logits = self.model(input_ids=suffix_ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        next_pos = positions[:, -1:] + 1
+        written: list[list[int]] = [[] for _ in range(batch)]
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        for _ in range(max_new_tokens):
+            token = logits.argmax(-1)
+            for row in range(batch):
+                if not done[row]:
+                    if int(token[row]) in self._stop_ids:
+                        done[row] = True
+                    else:
+                        written[row].append(int(token[row]))
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], dim=1)
+            logits = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
+                                past_key_values=cache, use_cache=True).logits[:, -1, :]
+            next_pos = next_pos + 1
+        return [self.tokenizer.decode(w, skip_special_tokens=True).strip() for w in written]
+
+
+def _common_prefix_length(rows: list[list[int]]) -> int:
+    first = rows[0]
+    length = min(len(r) for r in rows)
+    for i in range(length):
+        if any(r[i] != first[i] for r in rows[1:]):
+            return i
+    return length
+
+
+def load_adapter(model, adapter: str):
+    """Apply a peft LoRA adapter folder; refuse folders without ``adapter_model.safetensors``."""
+    from peft import PeftModel
+
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter folder {adapter} has no adapter_config.json")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ModelLoadError(f"adapter folder {adapter} has no adapter_model.safetensors (only safetensors is loaded)")
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=False)

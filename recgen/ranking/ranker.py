@@ -1,0 +1,85 @@
+"""The LM ranking stage: candidates under letter labels in one prompt, ordered by the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..data.catalog import Catalog, Item
+from .labels import labels_for
+from .prompts import ChatPrompt, chat, shorten
+
+Mode = Literal["score", "generate"]
+
+
+@dataclass
+class RankRequest:
+    """One user's ranking job: history (ids, oldest first), optional request, retrieved candidates."""
+
+    history: list[str]
+    query: str | None
+    candidates: list[str]
+    k: int
+
+
+def candidate_text(item: Item, title_chars: int) -> str:
+    text = shorten(item.title, title_chars)
+    if item.genres:
+        text += f" [{', '.join(item.genres[:3])}]"
+    return text
+
+
+def build_rank_prompt(catalog: Catalog, request: RankRequest, *, prompt_history: int, title_chars: int,
+                      listing: bool = False, prompts_dir: str | None = None) -> ChatPrompt:
+    labels = labels_for(len(request.candidates))
+    history = [shorten(catalog.get(i).title, title_chars) for i in request.history[-prompt_history:]]
+    candidates = [
+        {"label": label, "text": candidate_text(catalog.get(item_id), title_chars)}
+        for label, item_id in zip(labels, request.candidates)
+    ]
+    prompt = chat("rank", prompts_dir, history=history, query=request.query or "", candidates=candidates,
+                  listing=listing, k=request.k)
+    prompt.meta["labels"] = labels
+    return prompt
+
+
+class Ranker:
+    """Orders retrieved candidates with an :class:`~recgen.lm.backend.LMBackend`."""
+
+    def __init__(self, catalog: Catalog, backend, *, prompt_history: int = 10, title_chars: int = 60,
+                 prompts_dir: str | None = None):
+        self.catalog = catalog
+        self.backend = backend
+        self.prompt_history = prompt_history
+        self.title_chars = title_chars
+        self.prompts_dir = prompts_dir
+
+    def prompt(self, request: RankRequest, listing: bool = False) -> ChatPrompt:
+        return build_rank_prompt(self.catalog, request, prompt_history=self.prompt_history,
+                                 title_chars=self.title_chars, listing=listing, prompts_dir=self.prompts_dir)
+
+    def rank(self, requests: list[RankRequest], mode: Mode = "score") -> list[list[tuple[str, float]]]:
+        """Per request, (item_id, score) best first. Score mode ranks all candidates by label log-prob;
+        generate mode returns the model's own list of ``k`` distinct labels (score = 1/rank)."""
+        if not requests:
+            return []
+        if mode == "score":
+            prompts = [self.prompt(r) for r in requests]
+            scores = self.backend.score_labels(prompts, [p.meta["labels"] for p in prompts])
+            out = []
+            for request, row in zip(requests, scores):
+                pairs = list(zip(request.candidates, row))
+                # Stable sort: ties keep retrieval order.
+                out.append(sorted(pairs, key=lambda pair: -pair[1]))
+            return out
+        if mode == "generate":
+            prompts = [self.prompt(r, listing=True) for r in requests]
+            ks = [min(r.k, len(r.candidates)) for r in requests]
+            lists = self.backend.generate_labels(prompts, [p.meta["labels"] for p in prompts], ks)
+            out = []
+            for request, prompt, picked in zip(requests, prompts, lists):
+                by_label = dict(zip(prompt.meta["labels"], request.candidates))
+                ids = [by_label[label] for label in picked if label in by_label]
+                out.append([(item_id, 1.0 / (rank + 1)) for rank, item_id in enumerate(ids)])
+            return out
+        raise ValueError(f"mode must be 'score' or 'generate', not {mode!r}")

@@ -1,0 +1,120 @@
+"""Reasons: written by the LM, then checked against the catalog; an invented claim is replaced by a
+plain reason built only from facts (shared genres with named history items, or the request)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..data.catalog import Catalog, Item
+from .prompts import ChatPrompt, chat, shorten
+
+_YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+_TRAILING_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+
+
+def short_title(title: str) -> str:
+    """``"Usual Suspects, The (1995)"`` → ``"the usual suspects"``: how a title is written in prose."""
+    title = _TRAILING_YEAR.sub("", title).strip()
+    for article in ("The", "A", "An", "Les", "La", "Il", "Das"):
+        suffix = f", {article}"
+        if title.endswith(suffix):
+            title = f"{article} {title[: -len(suffix)]}"
+    return title.lower()
+
+
+def _genre_pattern(genre: str) -> re.Pattern:
+    stem = genre.lower().rstrip("s")
+    if len(stem) > 5:
+        stem = stem[:5]
+    return re.compile(r"\b" + re.escape(stem) + r"[\w'-]*", re.IGNORECASE)
+
+
+@dataclass
+class ReasonChecker:
+    """Finds claims a reason cannot back: other catalog titles, genres the item lacks, wrong years."""
+
+    catalog: Catalog
+
+    def __post_init__(self) -> None:
+        self._titles = {}
+        for item in self.catalog:
+            short = short_title(item.title)
+            if len(short) >= 6 and not short.startswith("item "):
+                self._titles.setdefault(short, item.item_id)
+        genres = sorted({g for item in self.catalog for g in item.genres})
+        self._genres = {g: _genre_pattern(g) for g in genres}
+
+    def problems(self, reason: str, item: Item, history: list[Item]) -> list[str]:
+        found = []
+        if len(reason.split()) < 3:
+            found.append("too short")
+        lower = reason.lower()
+        allowed_ids = {item.item_id} | {h.item_id for h in history}
+        for title, item_id in self._titles.items():
+            if item_id not in allowed_ids and _mentions(lower, title):
+                found.append(f"names {title!r}, not in the history")
+        for genre, pattern in self._genres.items():
+            if genre not in item.genres and pattern.search(reason):
+                found.append(f"calls it {genre}, which it is not")
+        years = {str(i.year) for i in [item, *history] if i.year}
+        years |= {m for i in [item, *history] for m in _YEAR.findall(i.title)}
+        for year in _YEAR.findall(reason):
+            if year not in years:
+                found.append(f"mentions year {year}")
+        return found
+
+
+def _mentions(text: str, title: str) -> bool:
+    start = text.find(title)
+    while start >= 0:
+        end = start + len(title)
+        before = text[start - 1] if start > 0 else " "
+        after = text[end] if end < len(text) else " "
+        if not before.isalnum() and not after.isalnum():
+            return True
+        start = text.find(title, start + 1)
+    return False
+
+
+def clean_reason(text: str, max_chars: int = 240) -> str:
+    """First sentence (or line) of the model's text, without list markers or quotes around it."""
+    text = text.strip().strip('"').strip()
+    text = re.sub(r"^(reason|because)\s*[:\-]\s*", "", text, flags=re.IGNORECASE)
+    match = re.search(r"(.+?[.!?])(\s|$)", text)
+    if match:
+        text = match.group(1)
+    return shorten(text, max_chars)
+
+
+def fallback_reason(item: Item, history: list[Item], query: str | None, similar: Item | None = None) -> str:
+    """A reason made only of facts recgen holds, so it is true by construction."""
+    for past in reversed(history):
+        shared = [g for g in item.genres if g in set(past.genres)]
+        if shared:
+            return f"Shares {_join(shared[:3])} with {past.title}, which you liked."
+    if query:
+        return f"It matches your request: \u201c{shorten(query, 80)}\u201d."
+    if similar is not None:
+        return f"Its description is close to {similar.title}, which you liked."
+    if item.genres:
+        return f"{_join(list(item.genres[:3]))}, close in content to your recent items."
+    return "Its description is close to items you liked recently."
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def build_reason_prompt(item: Item, history: list[Item], query: str | None, *, title_chars: int,
+                        prompts_dir: str | None = None) -> ChatPrompt:
+    return chat("reason", prompts_dir, response_prefix="",
+                history=[shorten(h.title, title_chars) for h in history], query=query or "",
+                item=_item_line(item, title_chars))
+
+
+def _item_line(item: Item, title_chars: int) -> str:
+    text = shorten(item.title, title_chars)
+    if item.genres:
+        text += f" ({', '.join(item.genres)})"
+    return text

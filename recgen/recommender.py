@@ -1,0 +1,222 @@
+"""The public Python API: build from a catalog, save/load, and recommend for a history and/or a request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .config import MAX_CANDIDATES, RecgenConfig
+from .data.catalog import Catalog
+from .data.dataset import Dataset
+from .errors import DataError, InvalidRequestError, UnknownItemError
+from .ranking.ranker import Mode, RankRequest, Ranker
+from .ranking.reasons import ReasonChecker, build_reason_prompt, clean_reason, fallback_reason
+from .retrieval import Retriever
+from .types import Recommendation, RecommendRequest
+
+log = logging.getLogger(__name__)
+
+_CONFIG, _CATALOG, _POPULARITY, _INDEX = "config.json", "catalog.jsonl", "popularity.json", "index"
+
+
+class Recommender:
+    """Retrieval → LM ranking → reasons, over one catalog.
+
+    >>> rec = Recommender.from_dataset(load_dataset("ml-100k"))          # doctest: +SKIP
+    >>> rec.recommend(history=["50", "172"], k=5)                           # doctest: +SKIP
+    """
+
+    def __init__(self, catalog: Catalog, config: RecgenConfig | None = None, *, retriever: Retriever | None = None,
+                 popularity: list[str] | None = None, backend=None, show_progress: bool = False):
+        self.catalog = catalog
+        self.config = config or RecgenConfig()
+        self.retriever = retriever or Retriever.build(catalog, self.config.embedder, show_progress=show_progress)
+        self.retriever.max_history = self.config.retrieval_history
+        self.retriever.decay = self.config.recency_decay
+        self.retriever.query_weight = self.config.query_weight
+        self.popularity = popularity or []
+        self._backend = backend
+        self._checker: ReasonChecker | None = None
+
+    # -- construction and persistence ---------------------------------------------------------
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, config: RecgenConfig | None = None, *,
+                     index_dir: str | Path | None = None, show_progress: bool = False, **kwargs) -> "Recommender":
+        """A recommender over ``dataset.catalog`` whose empty-history fallback is the dataset's popularity.
+
+        ``index_dir`` caches the retrieval index: reused when it matches the catalog and embedder,
+        rebuilt (and overwritten) when it is stale or corrupt."""
+        config = config or RecgenConfig()
+        retriever = None
+        if index_dir is not None:
+            retriever = load_or_build_index(dataset.catalog, config.embedder, index_dir, show_progress)
+        return cls(dataset.catalog, config, retriever=retriever, popularity=dataset.popularity(),
+                   show_progress=show_progress, **kwargs)
+
+    def save(self, folder: str | Path) -> None:
+        """Write config, catalog, popularity and index into ``folder`` (replaced atomically)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            (tmp / _CONFIG).write_text(self.config.model_dump_json(indent=2))
+            (tmp / _CATALOG).write_text(self.catalog.to_jsonl(), encoding="utf-8")
+            (tmp / _POPULARITY).write_text(json.dumps(self.popularity))
+            self.retriever.save(tmp / _INDEX)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: str | Path, config: RecgenConfig | None = None, **kwargs) -> "Recommender":
+        """Load a saved recommender; ``config`` overrides the saved one (e.g. another LM or adapter)."""
+        folder = Path(folder)
+        for name in (_CONFIG, _CATALOG):
+            if not (folder / name).is_file():
+                raise DataError(f"{folder} is not a saved recommender (missing {name})")
+        saved = RecgenConfig.validated(json.loads((folder / _CONFIG).read_text()), str(folder / _CONFIG))
+        config = config or saved
+        catalog = Catalog.from_jsonl_text((folder / _CATALOG).read_text(encoding="utf-8"), str(folder / _CATALOG))
+        popularity = json.loads((folder / _POPULARITY).read_text()) if (folder / _POPULARITY).is_file() else []
+        retriever = Retriever.load(folder / _INDEX, catalog, None if config.embedder == saved.embedder else config.embedder)
+        return cls(catalog, config, retriever=retriever, popularity=popularity, **kwargs)
+
+    # -- components ---------------------------------------------------------------------------
+    @property
+    def backend(self):
+        """The LM backend, loaded on first use (retrieval-only callers never pay for it)."""
+        if self._backend is None:
+            from .lm.backend import make_backend
+
+            self._backend = make_backend(self.config)
+        return self._backend
+
+    @property
+    def ranker(self) -> Ranker:
+        return Ranker(self.catalog, self.backend, prompt_history=self.config.prompt_history,
+                      title_chars=self.config.title_chars, prompts_dir=self.config.prompts_dir)
+
+    @property
+    def checker(self) -> ReasonChecker:
+        if self._checker is None:
+            self._checker = ReasonChecker(self.catalog)
+        return self._checker
+
+    # -- recommending -------------------------------------------------------------------------
+    def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
+                  mode: Mode = "score", reasons: bool = True, exclude: list[str] | None = None) -> list[Recommendation]:
+        """Up to ``k`` items, best first: never in ``history``/``exclude``, each once, each a catalog item.
+
+        An empty history with no query falls back to the most popular items (when the recommender was
+        built from a dataset). ``k`` above the candidate count enlarges the candidate set, up to 26.
+        """
+        return self.recommend_batch([RecommendRequest(history=history, query=query, k=k, mode=mode,
+                                                      reasons=reasons, exclude=exclude)])[0]
+
+    def recommend_batch(self, requests: list[RecommendRequest | dict]) -> list[list[Recommendation]]:
+        """Recommendations for many requests; LM ranking is batched across requests of the same mode."""
+        parsed = [r if isinstance(r, RecommendRequest) else RecommendRequest.model_validate(r) for r in requests]
+        jobs = [self._prepare(r) for r in parsed]
+        ranked: list[list[tuple[str, float]] | None] = [None] * len(jobs)
+        for mode in ("score", "generate"):
+            todo = [n for n, job in enumerate(jobs) if isinstance(job, RankRequest) and parsed[n].mode == mode]
+            for n, order in zip(todo, self.ranker.rank([jobs[n] for n in todo], mode=mode)):
+                ranked[n] = order
+        results = []
+        for request, job, order in zip(parsed, jobs, ranked):
+            if isinstance(job, list):  # popularity fallback
+                results.append(self._finish(request, [], job, popular=True))
+            else:
+                results.append(self._finish(request, job.history, order[: request.k]))
+        return results
+
+    def _prepare(self, request: RecommendRequest) -> RankRequest | list[tuple[str, float]]:
+        """Validate a request and retrieve its candidates (or the popularity list for an empty request)."""
+        if request.user is not None:
+            raise InvalidRequestError("`user` needs a dataset; resolve it to a history first (see recgen.cli)")
+        if request.k > MAX_CANDIDATES:
+            raise InvalidRequestError(f"k={request.k} is more than the {MAX_CANDIDATES} candidates the ranker can label")
+        query = (request.query or "").strip() or None
+        if query is not None and len(query) > self.config.max_query_chars:
+            raise InvalidRequestError(
+                f"the query is {len(query)} characters; the limit is {self.config.max_query_chars} (config max_query_chars)"
+            )
+        history = [str(i) for i in request.history or []]
+        known, unknown = self.catalog.known(history)
+        if unknown:
+            raise UnknownItemError(f"history has item id(s) not in the catalog: {', '.join(map(repr, unknown[:10]))}")
+        _, unknown_excluded = self.catalog.known(request.exclude or [])
+        if unknown_excluded:
+            raise UnknownItemError(f"exclude has item id(s) not in the catalog: {', '.join(map(repr, unknown_excluded[:10]))}")
+        exclude = set(request.exclude or ())
+        if not history and query is None:
+            if not self.popularity:
+                raise InvalidRequestError("give a history or a query (this recommender has no popularity fallback)")
+            seen = exclude
+            top = [i for i in self.popularity if i not in seen][: request.k]
+            return [(i, 1.0 / (rank + 1)) for rank, i in enumerate(top)]
+        n = max(self.config.n_candidates, request.k)
+        candidates = self.retriever.retrieve(history, query, n=n, exclude=exclude)
+        return RankRequest(history=history, query=query, candidates=[c for c, _ in candidates], k=request.k)
+
+    def _finish(self, request: RecommendRequest, history: list[str], order: list[tuple[str, float]],
+                popular: bool = False) -> list[Recommendation]:
+        reasons: list[tuple[str, str]] | list[None] = [None] * len(order)
+        if request.reasons and order:
+            if popular:
+                reasons = [("One of the most popular items in the catalog.", "fallback")] * len(order)
+            else:
+                reasons = self.explain(history, request.query, [i for i, _ in order])
+        return [
+            Recommendation(item_id=item_id, title=self.catalog.get(item_id).title, rank=rank + 1, score=score,
+                           reason=reason[0] if reason else None, reason_source=reason[1] if reason else None)
+            for rank, ((item_id, score), reason) in enumerate(zip(order, reasons))
+        ]
+
+    def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
+        """(reason, source) per item: the LM's sentence if it passes the fact check, else a fallback."""
+        past = [self.catalog.get(i) for i in history[-self.config.prompt_history:]]
+        shown = past[-5:]
+        items = [self.catalog.get(i) for i in item_ids]
+        prompts = [build_reason_prompt(item, shown, query, title_chars=self.config.title_chars,
+                                       prompts_dir=self.config.prompts_dir) for item in items]
+        texts = self.backend.generate_text(prompts, self.config.reason_tokens)
+        out = []
+        for item, text in zip(items, texts):
+            reason = clean_reason(text)
+            problems = self.checker.problems(reason, item, past)
+            if problems:
+                log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))
+                out.append((fallback_reason(item, past, query, self._closest(item, past)), "fallback"))
+            else:
+                out.append((reason, "model"))
+        return out
+
+    def _closest(self, item, past):
+        if not past:
+            return None
+        emb = self.retriever.item_embeddings
+        row = emb[self.catalog.index_of(item.item_id)]
+        return max(past, key=lambda p: float(emb[self.catalog.index_of(p.item_id)] @ row))
+
+
+def load_or_build_index(catalog: Catalog, embedder: str | None, folder: str | Path, show_progress: bool = False) -> Retriever:
+    """Reuse a saved index when it matches; rebuild it, with a logged reason, when stale or corrupt."""
+    from .errors import IndexCorruptError, IndexStaleError
+
+    folder = Path(folder)
+    if folder.exists():
+        try:
+            return Retriever.load(folder, catalog, embedder or "all-MiniLM-L6-v2")
+        except (IndexStaleError, IndexCorruptError) as exc:
+            log.warning("rebuilding the index: %s", exc)
+    retriever = Retriever.build(catalog, embedder, show_progress=show_progress)
+    retriever.save(folder)
+    return retriever

@@ -1,0 +1,86 @@
+"""Item-embedding FAISS index saved with what it was built from, so a stale index is never used silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import IndexCorruptError, IndexStaleError
+
+INDEX_FILE = "items.faiss"
+META_FILE = "index.json"
+
+
+@dataclass
+class IndexMeta:
+    embedder: str
+    catalog_fingerprint: str
+    n_items: int
+    dim: int
+    recgen_version: str = __version__
+
+
+def make_index(vectors: np.ndarray):
+    """Exact inner-product search: right for normalized vectors and catalogs below ~1M items."""
+    import faiss
+
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return index
+
+
+def save_index(folder: str | Path, index, meta: IndexMeta) -> None:
+    """Write to a temporary folder and rename it into place: a crash never leaves a half index."""
+    import faiss
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        (tmp / META_FILE).write_text(json.dumps(meta.__dict__, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str | None = None):
+    """Load and check an index folder; raise :class:`IndexStaleError` or :class:`IndexCorruptError`."""
+    import faiss
+
+    folder = Path(folder)
+    meta_path, index_path = folder / META_FILE, folder / INDEX_FILE
+    for path in (meta_path, index_path):
+        if not path.is_file():
+            raise IndexCorruptError(f"index folder {folder} is missing {path.name}; rebuild it with `recgen index`")
+    try:
+        meta = IndexMeta(**json.loads(meta_path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise IndexCorruptError(f"{meta_path} is not a valid index description ({exc}); rebuild the index") from None
+    if meta.catalog_fingerprint != expect_fingerprint:
+        raise IndexStaleError(
+            f"index in {folder} was built from another catalog (fingerprint {meta.catalog_fingerprint} != "
+            f"{expect_fingerprint}); rebuild it with `recgen index`"
+        )
+    if expect_embedder is not None and meta.embedder != expect_embedder:
+        raise IndexStaleError(
+            f"index in {folder} was built with embedding model {meta.embedder!r}, not {expect_embedder!r}; "
+            "rebuild it or pass the matching model"
+        )
+    try:
+        index = faiss.read_index(str(index_path))
+    except RuntimeError as exc:
+        raise IndexCorruptError(f"{index_path} cannot be read ({exc}); rebuild the index") from None
+    if index.ntotal != meta.n_items or index.d != meta.dim:
+        raise IndexCorruptError(f"{index_path} holds {index.ntotal}x{index.d} vectors, expected {meta.n_items}x{meta.dim}")
+    return index, meta

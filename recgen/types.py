@@ -1,0 +1,34 @@
+"""Result types shared by the API, CLI, server and batch jobs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Recommendation(BaseModel):
+    """One recommended catalog item. ``reason_source`` says whether the LM's text passed the fact check."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    title: str
+    rank: int
+    score: float
+    reason: str | None = None
+    reason_source: Literal["model", "fallback"] | None = None
+
+
+class RecommendRequest(BaseModel):
+    """A request as batch jobs and the HTTP API take it: a known user, a history, a query, or a mix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str | None = None
+    history: list[str] | None = None
+    query: str | None = None
+    k: int = Field(10, ge=1)
+    mode: Literal["score", "generate"] = "score"
+    reasons: bool = True
+    exclude: list[str] | None = None
