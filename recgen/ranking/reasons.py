@@ -10,6 +10,7 @@ from ..data.catalog import Catalog, Item
 from .prompts import ChatPrompt, chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+_LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
 _TRAILING_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 
 
@@ -50,10 +51,17 @@ class ReasonChecker:
         if len(reason.split()) < 3:
             found.append("too short")
         lower = reason.lower()
+        allowed_titles = {short_title(i.title) for i in [item, *history]}
+        for quoted in re.findall(r'["\u201c]([^"\u201d]{2,})["\u201d]', reason):
+            if not any(_mentions(quoted.lower(), t) or _mentions(t, quoted.lower()) for t in allowed_titles):
+                found.append(f"quotes {quoted!r}, not a title it may name")
         allowed_ids = {item.item_id} | {h.item_id for h in history}
         for title, item_id in self._titles.items():
             if item_id not in allowed_ids and _mentions(lower, title):
                 found.append(f"names {title!r}, not in the history")
+        own = short_title(item.title)
+        if _mentions(lower, own) and _LIKED.search(reason):
+            found.append("says the user already liked the recommended item")
         for genre, pattern in self._genres.items():
             if genre not in item.genres and pattern.search(reason):
                 found.append(f"calls it {genre}, which it is not")
@@ -108,7 +116,7 @@ def _join(names: list[str]) -> str:
 
 def build_reason_prompt(item: Item, history: list[Item], query: str | None, *, title_chars: int,
                         prompts_dir: str | None = None) -> ChatPrompt:
-    return chat("reason", prompts_dir, response_prefix="",
+    return chat("reason", prompts_dir, response_prefix="Reason:",
                 history=[shorten(h.title, title_chars) for h in history], query=query or "",
                 item=_item_line(item, title_chars))
 

@@ -1,0 +1,51 @@
+"""The reason fact-check on hand-written reasons, and fallbacks that are true by construction."""
+
+import pytest
+
+from recgen.data import Catalog, Item
+from recgen.ranking.reasons import ReasonChecker, clean_reason, fallback_reason, short_title
+
+CATALOG = Catalog([
+    Item("1", "Toy Story (1995)", ("Animation", "Comedy"), 1995),
+    Item("2", "Usual Suspects, The (1995)", ("Crime", "Thriller"), 1995),
+    Item("3", "Shining, The (1980)", ("Horror",), 1980),
+    Item("4", "Aladdin (1992)", ("Animation", "Comedy", "Musical"), 1992),
+])
+CHECK = ReasonChecker(CATALOG)
+ALADDIN, TOY, SUSPECTS, SHINING = (CATALOG.get(i) for i in "4123")
+
+
+def test_short_title_moves_article():
+    assert short_title("Usual Suspects, The (1995)") == "the usual suspects"
+
+
+@pytest.mark.parametrize("reason", [
+    "A musical animated comedy like Toy Story, which you liked.",
+    "Another animated comedy for a Toy Story fan.",
+])
+def test_true_reasons_pass(reason):
+    assert CHECK.problems(reason, ALADDIN, [TOY]) == []
+
+
+@pytest.mark.parametrize("reason, problem", [
+    ("A fun follow-up to The Usual Suspects.", "not in the history"),
+    ("A horror comedy like Toy Story.", "Horror"),
+    ("A 1977 classic like Toy Story.", "year 1977"),
+    ('Because of the movie "The (1996)" you saw.', "quotes"),
+    ("You liked Aladdin before, so watch it again.", "already liked"),
+    ("Fun.", "too short"),
+])
+def test_invented_claims_are_caught(reason, problem):
+    found = CHECK.problems(reason, ALADDIN, [TOY])
+    assert any(problem in p for p in found), found
+
+
+def test_clean_reason_keeps_first_sentence():
+    assert clean_reason(' "Because: A fine film. And more text') == "A fine film."
+
+
+def test_fallbacks_only_state_facts():
+    assert fallback_reason(ALADDIN, [SHINING, TOY], None) == "Shares Animation and Comedy with Toy Story (1995), which you liked."
+    assert fallback_reason(SHINING, [TOY], "something scary") == "It matches your request: \u201csomething scary\u201d."
+    for reason in [fallback_reason(ALADDIN, [SHINING, TOY], None), fallback_reason(SUSPECTS, [SHINING], None, SHINING)]:
+        assert CHECK.problems(reason, ALADDIN if "Toy" in reason else SUSPECTS, [SHINING, TOY]) == []

@@ -1,0 +1,100 @@
+"""The Recommender's promises, as properties over many random requests, and its answers to bad input."""
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recgen import RecgenConfig, Recommender
+from recgen.errors import InvalidRequestError, UnknownItemError
+
+from conftest import make_catalog
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 12), mode=st.sampled_from(["score", "generate"]),
+       with_query=st.booleans())
+def test_every_item_is_valid_unseen_distinct_candidate(tiny_recommender, seed, k, mode, with_query):
+    rng = random.Random(seed)
+    ids = tiny_recommender.catalog.ids
+    history = rng.sample(ids, rng.randint(0, 15))
+    query = rng.choice(["a scary one", "Synthetic Film 4", "romance please"]) if with_query else None
+    job = tiny_recommender._prepare(__import__("recgen").RecommendRequest(history=history, query=query, k=k, mode=mode))
+    recs = tiny_recommender.recommend(history=history, query=query, k=k, mode=mode, reasons=False)
+    got = [r.item_id for r in recs]
+    assert len(got) == len(set(got))
+    assert all(i in tiny_recommender.catalog for i in got)
+    assert not set(got) & set(history)
+    assert [r.rank for r in recs] == list(range(1, len(recs) + 1))
+    if history or query:
+        assert set(got) <= set(job.candidates)
+        assert len(recs) == min(k, len(job.candidates))
+    else:
+        assert got == tiny_recommender.popularity[:k]
+
+
+def test_score_mode_returns_all_candidates_in_score_order(tiny_recommender):
+    recs = tiny_recommender.recommend(history=["1", "2", "3"], k=10, reasons=False)
+    assert len(recs) == 10
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+
+
+def test_reasons_are_present_and_fact_checked(tiny_recommender):
+    recs = tiny_recommender.recommend(history=["1", "2", "3"], k=4, reasons=True)
+    assert all(r.reason and r.reason_source in ("model", "fallback") for r in recs)
+    history = {tiny_recommender.catalog.get(i).item_id for i in ["1", "2", "3"]}
+    for r in recs:
+        if r.reason_source == "model":
+            item = tiny_recommender.catalog.get(r.item_id)
+            assert tiny_recommender.checker.problems(r.reason, item, [tiny_recommender.catalog.get(i) for i in history]) == []
+
+
+def test_batch_equals_single(tiny_recommender):
+    requests = [{"history": ["1", "5"], "k": 3, "reasons": False}, {"query": "Synthetic Film 20", "k": 2, "reasons": False},
+                {"history": ["7", "8", "9", "10"], "k": 4, "mode": "generate", "reasons": False}]
+    batch = tiny_recommender.recommend_batch(requests)
+    singles = [tiny_recommender.recommend(**r) for r in requests]
+    assert [[x.item_id for x in b] for b in batch] == [[x.item_id for x in s] for s in singles]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"history": ["1", "nope"]}, UnknownItemError, "'nope'"),
+    ({"history": ["nope1", "nope2"]}, UnknownItemError, "not in the catalog"),
+    ({"history": ["1"], "exclude": ["ghost"]}, UnknownItemError, "'ghost'"),
+    ({"query": "x" * 100_000}, InvalidRequestError, "limit is 2000"),
+    ({"history": ["1"], "k": 27}, InvalidRequestError, "k=27"),
+])
+def test_bad_requests_get_clear_errors(tiny_recommender, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tiny_recommender.recommend(reasons=False, **kwargs)
+
+
+def test_empty_history_and_blank_query_fall_back_to_popularity(tiny_recommender):
+    recs = tiny_recommender.recommend(history=[], query="   ", k=3)
+    assert [r.item_id for r in recs] == tiny_recommender.popularity[:3]
+    assert all(r.reason_source == "fallback" for r in recs)
+
+
+def test_without_popularity_an_empty_request_is_an_error(tiny_backend):
+    rec = Recommender(make_catalog(20), RecgenConfig(), backend=tiny_backend)
+    with pytest.raises(InvalidRequestError, match="give a history or a query"):
+        rec.recommend(history=[])
+
+
+def test_k_above_candidates_enlarges_the_pool_but_small_catalogs_return_fewer(tiny_backend):
+    rec = Recommender(make_catalog(8), RecgenConfig(n_candidates=3), backend=tiny_backend)
+    recs = rec.recommend(history=["0", "1"], k=10, reasons=False)
+    assert len(recs) == 6  # 8 items minus 2 seen
+    recs = Recommender(make_catalog(30), RecgenConfig(n_candidates=3), backend=tiny_backend).recommend(
+        history=["0"], k=7, reasons=False)
+    assert len(recs) == 7
+
+
+def test_save_and_load_roundtrip(tiny_recommender, tiny_backend, tmp_path):
+    tiny_recommender.save(tmp_path / "rec")
+    loaded = Recommender.load(tmp_path / "rec", backend=tiny_backend)
+    a = tiny_recommender.recommend(history=["4", "5"], k=5, reasons=False)
+    b = loaded.recommend(history=["4", "5"], k=5, reasons=False)
+    assert [r.item_id for r in a] == [r.item_id for r in b]
+    assert loaded.popularity == tiny_recommender.popularity

@@ -1,0 +1,67 @@
+"""Retrieval with the real MiniLM embedder on a synthetic catalog: exclusion, persistence, staleness."""
+
+import numpy as np
+import pytest
+
+from recgen.data import Catalog, Item
+from recgen.errors import IndexCorruptError, IndexStaleError, InvalidRequestError
+from recgen.retrieval import Retriever, recency_weights
+
+from conftest import make_catalog
+
+
+@pytest.fixture(scope="module")
+def retriever():
+    return Retriever.build(make_catalog(40))
+
+
+def test_recency_weights_newest_heaviest():
+    w = recency_weights(4, 0.5)
+    assert w.tolist() == [0.125, 0.25, 0.5, 1.0]
+
+
+def test_history_is_excluded_and_scores_sorted(retriever):
+    history = ["3", "9", "15"]
+    got = retriever.retrieve(history, n=10, exclude={"4"})
+    ids = [i for i, _ in got]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert not set(ids) & {"3", "9", "15", "4"}
+    scores = [s for _, s in got]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_query_only_finds_matching_title(retriever):
+    top = retriever.retrieve([], query="Synthetic Film 17", n=3)
+    assert "17" in [i for i, _ in top]
+
+
+def test_needs_history_or_query(retriever):
+    with pytest.raises(InvalidRequestError):
+        retriever.retrieve([], None)
+
+
+def test_item_embeddings_are_normalized_rows(retriever):
+    emb = retriever.item_embeddings
+    assert emb.shape[0] == 40
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_save_load_roundtrip_and_stale_detection(retriever, tmp_path):
+    retriever.save(tmp_path / "idx")
+    loaded = Retriever.load(tmp_path / "idx", retriever.catalog)
+    assert loaded.retrieve(["1"], n=5) == retriever.retrieve(["1"], n=5)
+    other = Catalog([Item(i.item_id, i.title + " remastered") for i in retriever.catalog])
+    with pytest.raises(IndexStaleError, match="another catalog"):
+        Retriever.load(tmp_path / "idx", other)
+    with pytest.raises(IndexStaleError, match="embedding model"):
+        Retriever.load(tmp_path / "idx", retriever.catalog, embedder="some-other-model")
+
+
+def test_corrupt_index_is_refused(retriever, tmp_path):
+    retriever.save(tmp_path / "idx")
+    (tmp_path / "idx" / "items.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexCorruptError, match="cannot be read"):
+        Retriever.load(tmp_path / "idx", retriever.catalog)
+    (tmp_path / "idx" / "index.json").unlink()
+    with pytest.raises(IndexCorruptError, match="missing index.json"):
+        Retriever.load(tmp_path / "idx", retriever.catalog)
