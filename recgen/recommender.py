@@ -120,21 +120,37 @@ class Recommender:
         return self.recommend_batch([RecommendRequest(history=history, query=query, k=k, mode=mode,
                                                       reasons=reasons, exclude=exclude)])[0]
 
-    def recommend_batch(self, requests: list[RecommendRequest | dict]) -> list[list[Recommendation]]:
-        """Recommendations for many requests; LM ranking is batched across requests of the same mode."""
-        parsed = [r if isinstance(r, RecommendRequest) else RecommendRequest.model_validate(r) for r in requests]
-        jobs = [self._prepare(r) for r in parsed]
-        ranked: list[list[tuple[str, float]] | None] = [None] * len(jobs)
+    def recommend_batch(self, requests: list[RecommendRequest | dict], *,
+                        return_exceptions: bool = False) -> list[list[Recommendation] | Exception]:
+        """Recommendations for many requests; LM ranking is batched across requests of the same mode.
+
+        With ``return_exceptions=True`` a bad request yields its :class:`RecgenError` in its place and the
+        others are still served (what batch jobs and servers want); otherwise the first error is raised.
+        """
+        from .errors import RecgenError
+
+        jobs: list = []
+        for raw in requests:
+            try:
+                request = raw if isinstance(raw, RecommendRequest) else RecommendRequest.model_validate(raw)
+                jobs.append((request, self._prepare(request)))
+            except (RecgenError, ValueError) as exc:
+                if not return_exceptions:
+                    raise
+                jobs.append((None, exc if isinstance(exc, RecgenError) else InvalidRequestError(str(exc))))
+        ranked: dict[int, list[tuple[str, float]]] = {}
         for mode in ("score", "generate"):
-            todo = [n for n, job in enumerate(jobs) if isinstance(job, RankRequest) and parsed[n].mode == mode]
-            for n, order in zip(todo, self.ranker.rank([jobs[n] for n in todo], mode=mode)):
+            todo = [n for n, (request, job) in enumerate(jobs) if isinstance(job, RankRequest) and request.mode == mode]
+            for n, order in zip(todo, self.ranker.rank([jobs[n][1] for n in todo], mode=mode)):
                 ranked[n] = order
-        results = []
-        for request, job, order in zip(parsed, jobs, ranked):
-            if isinstance(job, list):  # popularity fallback
+        results: list = []
+        for n, (request, job) in enumerate(jobs):
+            if isinstance(job, Exception):
+                results.append(job)
+            elif isinstance(job, list):  # popularity fallback
                 results.append(self._finish(request, [], job, popular=True))
             else:
-                results.append(self._finish(request, job.history, order[: request.k]))
+                results.append(self._finish(request, job.history, ranked[n][: request.k]))
         return results
 
     def _prepare(self, request: RecommendRequest) -> RankRequest | list[tuple[str, float]]:

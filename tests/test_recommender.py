@@ -98,3 +98,13 @@ def test_save_and_load_roundtrip(tiny_recommender, tiny_backend, tmp_path):
     b = loaded.recommend(history=["4", "5"], k=5, reasons=False)
     assert [r.item_id for r in a] == [r.item_id for r in b]
     assert loaded.popularity == tiny_recommender.popularity
+
+
+def test_batch_can_return_errors_in_place(tiny_recommender):
+    out = tiny_recommender.recommend_batch(
+        [{"history": ["1"], "k": 2, "reasons": False}, {"history": ["ghost"]}, {"k": 0}], return_exceptions=True)
+    assert len(out[0]) == 2
+    assert isinstance(out[1], UnknownItemError)
+    assert isinstance(out[2], InvalidRequestError)
+    with pytest.raises(UnknownItemError):
+        tiny_recommender.recommend_batch([{"history": ["ghost"]}])
