@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_dir
 from .config import MAX_CANDIDATES, RecgenConfig
 from .data.catalog import Catalog
 from .data.dataset import Dataset
@@ -59,20 +57,11 @@ class Recommender:
 
     def save(self, folder: str | Path) -> None:
         """Write config, catalog, popularity and index into ``folder`` (replaced atomically)."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+        with atomic_dir(folder) as tmp:
             (tmp / _CONFIG).write_text(self.config.model_dump_json(indent=2))
             (tmp / _CATALOG).write_text(self.catalog.to_jsonl(), encoding="utf-8")
             (tmp / _POPULARITY).write_text(json.dumps(self.popularity))
             self.retriever.save(tmp / _INDEX)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: str | Path, config: RecgenConfig | None = None, **kwargs) -> "Recommender":

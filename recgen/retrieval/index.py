@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_dir
 from ..errors import IndexCorruptError, IndexStaleError
 
 INDEX_FILE = "items.faiss"
@@ -40,18 +38,9 @@ def save_index(folder: str | Path, index, meta: IndexMeta) -> None:
     """Write to a temporary folder and rename it into place: a crash never leaves a half index."""
     import faiss
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / META_FILE).write_text(json.dumps(meta.__dict__, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str | None = None):
