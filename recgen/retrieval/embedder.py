@@ -10,16 +10,19 @@ from ..errors import ModelLoadError
 from ..lm.resolve import resolve_embedder
 
 
-@lru_cache(maxsize=4)
 def load_embedder(name: str | None = None):
     """Load (once per process) a sentence-transformers model by name or path, on CPU unless CUDA exists."""
+    return _load(resolve_embedder(name))
+
+
+@lru_cache(maxsize=4)
+def _load(path: str):
     from sentence_transformers import SentenceTransformer
 
-    path = resolve_embedder(name)
     try:
         return SentenceTransformer(path, device=None, trust_remote_code=False)
     except Exception as exc:  # the library raises many types; the user needs one clear message
-        raise ModelLoadError(f"cannot load embedding model {name or path!r}: {exc}") from exc
+        raise ModelLoadError(f"cannot load embedding model {path!r}: {exc}") from exc
 
 
 def embed(model, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:

@@ -59,7 +59,7 @@ class Retriever:
 
     # -- queries ------------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
-        return embed(load_embedder(self.embedder_name if self.embedder_name != "all-MiniLM-L6-v2" else None), [text])[0]
+        return embed(load_embedder(self.embedder_name), [text])[0]
 
     def history_vector(self, history: list[str]) -> np.ndarray | None:
         recent = history[-self.max_history:]
