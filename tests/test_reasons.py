@@ -46,6 +46,14 @@ def test_clean_reason_keeps_first_sentence():
 
 def test_fallbacks_only_state_facts():
     assert fallback_reason(ALADDIN, [SHINING, TOY], None) == "Shares Animation and Comedy with Toy Story (1995), which you liked."
-    assert fallback_reason(SHINING, [TOY], "something scary") == "It matches your request: \u201csomething scary\u201d."
+    assert fallback_reason(SHINING, [TOY], "something scary") == "Horror, close to your request."
     for reason in [fallback_reason(ALADDIN, [SHINING, TOY], None), fallback_reason(SUSPECTS, [SHINING], None, SHINING)]:
         assert CHECK.problems(reason, ALADDIN if "Toy" in reason else SUSPECTS, [SHINING, TOY]) == []
+
+
+@pytest.mark.parametrize("reason, problem", [
+    ("A fun animated comedy like Toy Story, which I loved.", "first person"),
+    ("An animated comedy from the Disney vault.", "'Disney'"),
+])
+def test_first_person_and_unknown_names_are_caught(reason, problem):
+    assert any(problem in p for p in CHECK.problems(reason, ALADDIN, [TOY]))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 from ..data.catalog import Catalog, Item
 from .prompts import ChatPrompt, chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
+_FIRST_PERSON = re.compile(r"\b(I|me|my|mine|we|our)\b")
 _TRAILING_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 
 
@@ -31,6 +33,37 @@ def _genre_pattern(genre: str) -> re.Pattern:
     return re.compile(r"\b" + re.escape(stem) + r"[\w'-]*", re.IGNORECASE)
 
 
+_WORDS = re.compile(r"[a-z0-9]+")
+_CAPITALISED = re.compile(r"[A-Z][\w'\u2019&-]*")
+_QUOTED = re.compile(r'["\u201c]([^"\u201d]{2,})["\u201d]')
+
+
+def words_of(text: str) -> set[str]:
+    return set(_WORDS.findall(text.lower()))
+
+
+def unsupported_names(reason: str, allowed_titles: list[str], genre_words: Iterable[str] = ()) -> list[str]:
+    """Names a reason uses that are not the item's or a history item's title, nor a genre: quoted text and
+    capitalised words inside a sentence ("like The Matrix", "a Disney classic"). Such a reason is replaced."""
+    allowed = set(genre_words) | {"i"}
+    for title in allowed_titles:
+        allowed |= words_of(title)
+    titles = {short_title(t) for t in allowed_titles} | {t.lower() for t in allowed_titles}
+    found = []
+    for quoted in _QUOTED.findall(reason):
+        q = quoted.strip(" .,!?")
+        if q.lower() not in titles and short_title(q) not in titles:
+            found.append(quoted)  # only a title may be quoted, never the user's words
+    for match in _CAPITALISED.finditer(reason):
+        before = reason[: match.start()].rstrip()
+        if not before or before[-1] in ".!?:;\"\u201c(\u2014-":
+            continue  # a sentence starts here
+        words = words_of(match.group(0))
+        if words and not words <= allowed:
+            found.append(match.group(0))
+    return found
+
+
 @dataclass
 class ReasonChecker:
     """Finds claims a reason cannot back: other catalog titles, genres the item lacks, wrong years."""
@@ -45,6 +78,7 @@ class ReasonChecker:
                 self._titles.setdefault(short, item.item_id)
         genres = sorted({g for item in self.catalog for g in item.genres})
         self._genres = {g: _genre_pattern(g) for g in genres}
+        self._genre_words = {w for g in genres for w in words_of(g)}
 
     def problems(self, reason: str, item: Item, history: list[Item]) -> list[str]:
         found = []
@@ -59,6 +93,10 @@ class ReasonChecker:
         for title, item_id in self._titles.items():
             if item_id not in allowed_ids and _mentions(lower, title):
                 found.append(f"names {title!r}, not in the history")
+        if _FIRST_PERSON.search(reason):
+            found.append("speaks in the first person")
+        for name in unsupported_names(reason, [item.title, *(h.title for h in history)], self._genre_words):
+            found.append(f"uses the name {name!r}, which is not a title it may name")
         own = short_title(item.title)
         if _mentions(lower, own) and _LIKED.search(reason):
             found.append("says the user already liked the recommended item")
@@ -102,7 +140,8 @@ def fallback_reason(item: Item, history: list[Item], query: str | None, similar:
         if shared:
             return f"Shares {_join(shared[:3])} with {past.title}, which you liked."
     if query:
-        return f"It matches your request: \u201c{shorten(query, 80)}\u201d."
+        what = _join(list(item.genres[:3])) if item.genres else "One of the closest catalog matches"
+        return f"{what}, close to your request."
     if similar is not None:
         return f"Its description is close to {similar.title}, which you liked."
     if item.genres:
