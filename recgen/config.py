@@ -31,6 +31,9 @@ class RecgenConfig(BaseModel):
     retrieval_history: int = Field(20, ge=1, description="history items averaged into the retrieval query")
     recency_decay: float = Field(0.85, gt=0, le=1)
     query_weight: float = Field(0.6, ge=0, le=1, description="share of the request text when history is given too")
+    collaborative_weight: float = Field(
+        1.0, ge=0, description="weight of item-to-item transitions (from the dataset's sequences) beside the "
+        "text cosine in retrieval; 0 = text only. Chosen on validation targets: eval/results/*/tuning/hybrid-retrieval.json")
     title_chars: int = Field(60, ge=8, description="titles are cut to this many characters in prompts")
     reason_tokens: int = Field(32, ge=4, le=256)
     max_query_chars: int = Field(2000, ge=1)

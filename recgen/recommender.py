@@ -14,11 +14,13 @@ from .errors import DataError, InvalidRequestError, UnknownItemError
 from .ranking.ranker import Mode, RankRequest, Ranker
 from .ranking.reasons import ReasonChecker, build_reason_prompt, clean_reason, fallback_reason
 from .retrieval import Retriever
+from .retrieval.collaborative import ItemTransitions
 from .types import Recommendation, RecommendRequest
 
 log = logging.getLogger(__name__)
 
 _CONFIG, _CATALOG, _POPULARITY, _INDEX = "config.json", "catalog.jsonl", "popularity.json", "index"
+_TRANSITIONS = "transitions.npz"
 
 
 class Recommender:
@@ -29,13 +31,16 @@ class Recommender:
     """
 
     def __init__(self, catalog: Catalog, config: RecgenConfig | None = None, *, retriever: Retriever | None = None,
-                 popularity: list[str] | None = None, backend=None, show_progress: bool = False):
+                 popularity: list[str] | None = None, transitions: ItemTransitions | None = None, backend=None,
+                 show_progress: bool = False):
         self.catalog = catalog
         self.config = config or RecgenConfig()
         self.retriever = retriever or Retriever.build(catalog, self.config.embedder, show_progress=show_progress)
         self.retriever.max_history = self.config.retrieval_history
         self.retriever.decay = self.config.recency_decay
         self.retriever.query_weight = self.config.query_weight
+        self.retriever.transitions = transitions
+        self.retriever.collaborative_weight = self.config.collaborative_weight
         self.popularity = popularity or []
         self._backend = backend
         self._checker: ReasonChecker | None = None
@@ -44,7 +49,8 @@ class Recommender:
     @classmethod
     def from_dataset(cls, dataset: Dataset, config: RecgenConfig | None = None, *,
                      index_dir: str | Path | None = None, show_progress: bool = False, **kwargs) -> "Recommender":
-        """A recommender over ``dataset.catalog`` whose empty-history fallback is the dataset's popularity.
+        """A recommender over ``dataset.catalog``: its sequences give the popularity fallback and the
+        item-to-item transitions that retrieval mixes with text similarity.
 
         ``index_dir`` caches the retrieval index: reused when it matches the catalog and embedder,
         rebuilt (and overwritten) when it is stale or corrupt."""
@@ -52,8 +58,11 @@ class Recommender:
         retriever = None
         if index_dir is not None:
             retriever = load_or_build_index(dataset.catalog, config.embedder, index_dir, show_progress)
+        transitions = None
+        if config.collaborative_weight > 0:
+            transitions = ItemTransitions.fit(dataset.catalog, list(dataset.sequences.values()))
         return cls(dataset.catalog, config, retriever=retriever, popularity=dataset.popularity(),
-                   show_progress=show_progress, **kwargs)
+                   transitions=transitions, show_progress=show_progress, **kwargs)
 
     def save(self, folder: str | Path) -> None:
         """Write config, catalog, popularity and index into ``folder`` (replaced atomically)."""
@@ -62,6 +71,8 @@ class Recommender:
             (tmp / _CATALOG).write_text(self.catalog.to_jsonl(), encoding="utf-8")
             (tmp / _POPULARITY).write_text(json.dumps(self.popularity))
             self.retriever.save(tmp / _INDEX)
+            if self.retriever.transitions is not None:
+                self.retriever.transitions.save(tmp / _TRANSITIONS)
 
     @classmethod
     def load(cls, folder: str | Path, config: RecgenConfig | None = None, **kwargs) -> "Recommender":
@@ -75,7 +86,8 @@ class Recommender:
         catalog = Catalog.from_jsonl_text((folder / _CATALOG).read_text(encoding="utf-8"), str(folder / _CATALOG))
         popularity = json.loads((folder / _POPULARITY).read_text()) if (folder / _POPULARITY).is_file() else []
         retriever = Retriever.load(folder / _INDEX, catalog, None if config.embedder == saved.embedder else config.embedder)
-        return cls(catalog, config, retriever=retriever, popularity=popularity, **kwargs)
+        transitions = ItemTransitions.load(folder / _TRANSITIONS) if (folder / _TRANSITIONS).is_file() else None
+        return cls(catalog, config, retriever=retriever, popularity=popularity, transitions=transitions, **kwargs)
 
     # -- components ---------------------------------------------------------------------------
     @property

@@ -22,7 +22,8 @@ class Retriever:
     """Holds the catalog's normalized item embeddings in a FAISS inner-product index."""
 
     def __init__(self, catalog: Catalog, embedder_name: str, index, *, max_history: int = 20,
-                 decay: float = 0.85, query_weight: float = 0.6):
+                 decay: float = 0.85, query_weight: float = 0.6, transitions=None,
+                 collaborative_weight: float = 0.0):
         self.catalog = catalog
         self.embedder_name = embedder_name
         self.index = index
@@ -30,6 +31,10 @@ class Retriever:
         self.decay = decay
         self.query_weight = query_weight
         self._item_embeddings: np.ndarray | None = None
+        #: Optional :class:`~recgen.retrieval.collaborative.ItemTransitions`; with a history, candidates are
+        #: ranked by cosine + ``collaborative_weight`` × transition score (scaled to max 1 per user).
+        self.transitions = transitions
+        self.collaborative_weight = collaborative_weight
 
     # -- building and persistence -------------------------------------------------------------
     @classmethod
@@ -88,6 +93,8 @@ class Retriever:
         """Top-``n`` (item_id, cosine) not in ``exclude`` (the history is always excluded)."""
         skip = set(history) | set(exclude or ())
         vector = self.query_vector(history, query)
+        if history and self.transitions is not None and self.collaborative_weight > 0:
+            return self._retrieve_hybrid(history, vector, n, skip)
         want = min(len(self.catalog), n + len(skip))
         scores, rows = self.index.search(vector[None, :], want)
         out = []
@@ -101,3 +108,17 @@ class Retriever:
             if len(out) == n:
                 break
         return out
+
+    def hybrid_scores(self, history: list[str], vector: np.ndarray) -> np.ndarray:
+        """Cosine to the query vector plus the weighted collaborative score, for every catalog item."""
+        rows = np.array([self.catalog.index_of(i) for i in history], dtype=np.int64)
+        return self.item_embeddings @ vector + self.collaborative_weight * self.transitions.scores(rows)
+
+    def _retrieve_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str]) -> list[tuple[str, float]]:
+        scores = self.hybrid_scores(history, vector)
+        for item_id in skip:
+            scores[self.catalog.index_of(item_id)] = -np.inf
+        n = min(n, int(np.isfinite(scores).sum()))
+        top = np.argpartition(-scores, n - 1)[:n] if n else np.array([], dtype=np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(self.catalog.items[row].item_id, float(scores[row])) for row in top]

@@ -1,0 +1,79 @@
+"""Item-to-item transitions learned from interaction sequences: the collaborative half of retrieval.
+
+Text embeddings alone find items that *read* alike; what users actually pick next is better predicted by
+what followed the same items in other users' sequences. Counts of (a → b) within ``window`` steps, weighted
+1/distance, plus ``backward`` × the reverse direction, normalised ``C[a,b] / (n_a^alpha · n_b^(1-alpha))``.
+A history's score for b is ``sum_k decay^k · C[h_{-1-k}, b]`` over its ``last`` most recent items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class TransitionParams:
+    window: int = 10
+    last: int = 10
+    decay: float = 0.5
+    backward: float = 0.25
+    alpha: float = 0.75
+
+
+class ItemTransitions:
+    """A sparse [n_items, n_items] similarity over catalog rows, fitted on training sequences only."""
+
+    def __init__(self, matrix: sp.csr_matrix, params: TransitionParams):
+        self.matrix = matrix.tocsr()
+        self.params = params
+
+    @classmethod
+    def fit(cls, catalog: Catalog, sequences: list[list[str]], params: TransitionParams | None = None) -> "ItemTransitions":
+        params = params or TransitionParams()
+        n = len(catalog)
+        rows, cols, vals = [], [], []
+        for seq in sequences:
+            ids = np.array([catalog.index_of(i) for i in seq], dtype=np.int64)
+            for d in range(1, min(params.window, len(ids) - 1) + 1):
+                a, b = ids[:-d], ids[d:]
+                rows += [a, b]
+                cols += [b, a]
+                vals += [np.full(len(a), 1.0 / d), np.full(len(a), params.backward / d)]
+        if rows:
+            counts = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+            counts.sum_duplicates()
+        else:
+            counts = sp.csr_matrix((n, n))
+        out_w = np.asarray(counts.sum(axis=1)).ravel()
+        in_w = np.asarray(counts.sum(axis=0)).ravel()
+        left = np.where(out_w > 0, out_w, 1.0) ** -params.alpha
+        right = np.where(in_w > 0, in_w, 1.0) ** -(1.0 - params.alpha)
+        return cls((sp.diags(left) @ counts @ sp.diags(right)).tocsr().astype(np.float32), params)
+
+    def scores(self, history_rows: np.ndarray) -> np.ndarray:
+        """Dense scores over the catalog for one history (catalog rows, oldest first), scaled to max 1."""
+        recent = np.asarray(history_rows)[-self.params.last:][::-1]
+        if len(recent) == 0:
+            return np.zeros(self.matrix.shape[0], dtype=np.float32)
+        weights = (self.params.decay ** np.arange(len(recent))).astype(np.float32)
+        scores = np.asarray(self.matrix[recent].T @ weights).ravel()
+        top = scores.max()
+        return scores / top if top > 0 else scores
+
+    def save(self, path: str | Path) -> None:
+        sp.save_npz(Path(path), self.matrix)
+        Path(path).with_suffix(".json").write_text(__import__("json").dumps(asdict(self.params)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ItemTransitions":
+        import json
+
+        matrix = sp.load_npz(Path(path))  # numpy arrays only, no pickle
+        params = TransitionParams(**json.loads(Path(path).with_suffix(".json").read_text()))
+        return cls(matrix, params)
