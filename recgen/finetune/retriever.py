@@ -1,0 +1,282 @@
+"""Contrastive fine-tuning of the retriever's sentence-transformers model on training histories.
+
+Pairs are (text of a history prefix -> text of the next item) from TRAINING sequences only, trained with
+``MultipleNegativesRankingLoss`` (in-batch negatives). Batches never hold the same text twice (the
+``NO_DUPLICATES`` rule: a duplicate positive in a batch would be a false negative). The loop is a plain
+torch loop because ``SentenceTransformerTrainer`` needs the ``datasets`` package, which recgen does not
+depend on. The tuned model is saved (safetensors), the FAISS index rebuilt, and Recall@20 on validation
+and test targets reported before and after, plus a tuned fusion with an item co-occurrence signal.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .config import RetrieverFinetuneConfig
+
+
+# -- pairs ------------------------------------------------------------------------------------------
+def anchor_text(catalog, history: list[str], n_items: int) -> str:
+    titles = [catalog.get(i).title for i in history[-n_items:]]
+    return "Liked: " + "; ".join(titles)
+
+
+def build_pairs(catalog, splits, cfg: RetrieverFinetuneConfig) -> list[tuple[str, str]]:
+    """(history text, next item text) from training prefixes; validation/test items never used."""
+    rng = random.Random(cfg.seed)
+    pairs = []
+    for split in sorted(splits, key=lambda s: s.user_id):
+        train = list(split.train)
+        held_out = {split.valid, split.test}
+        positions = list(range(cfg.train.min_history, len(train)))
+        if len(positions) > cfg.train.pairs_per_user:
+            positions = rng.sample(positions, cfg.train.pairs_per_user)
+        for t in positions:
+            if train[t] in held_out:
+                continue
+            pairs.append((anchor_text(catalog, train[:t], cfg.train.history_items), catalog.get(train[t]).text()))
+    rng.shuffle(pairs)
+    if cfg.train.max_pairs:
+        pairs = pairs[: cfg.train.max_pairs]
+    if len(pairs) < cfg.train.batch_size:
+        raise DataError(f"only {len(pairs)} training pairs; at least batch_size={cfg.train.batch_size} are needed")
+    return pairs
+
+
+def no_duplicate_batches(pairs: list[tuple[str, str]], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches in which no anchor or positive text occurs twice (deferred pairs go to later batches)."""
+    rng = random.Random(seed)
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    batches, pending = [], order
+    while pending:
+        batch, texts, deferred = [], set(), []
+        for i in pending:
+            a, p = pairs[i]
+            if len(batch) < batch_size and a not in texts and p not in texts:
+                batch.append(i)
+                texts.update((a, p))
+            else:
+                deferred.append(i)
+        if len(batch) < 2:
+            break  # the rest would only be duplicates of each other
+        batches.append(batch)
+        pending = deferred
+    return batches
+
+
+# -- evaluation -----------------------------------------------------------------------------------------
+def user_scores(emb: np.ndarray, catalog, histories: list[list[str]], max_history: int, decay: float) -> np.ndarray:
+    """[users, items] cosine of the recency-weighted history vector (as ``Retriever.history_vector``)."""
+    from ..retrieval.retriever import recency_weights
+
+    out = np.zeros((len(histories), len(catalog)), dtype=np.float32)
+    for n, history in enumerate(histories):
+        recent = history[-max_history:]
+        rows = np.array([catalog.index_of(i) for i in recent])
+        vec = recency_weights(len(rows), decay) @ emb[rows]
+        vec /= max(np.linalg.norm(vec), 1e-12)
+        out[n] = emb @ vec
+    return out
+
+
+def cooccurrence(catalog, splits, window: int = 5) -> np.ndarray:
+    """Item-item counts of pairs within ``window`` positions in training sequences, row-normalised."""
+    n = len(catalog)
+    counts = np.zeros((n, n), dtype=np.float32)
+    for split in splits:
+        rows = [catalog.index_of(i) for i in split.train]
+        for a in range(len(rows)):
+            for b in range(a + 1, min(len(rows), a + 1 + window)):
+                counts[rows[a], rows[b]] += 1
+                counts[rows[b], rows[a]] += 1
+    counts = np.log1p(counts)
+    norm = counts.max(axis=1, keepdims=True)
+    return counts / np.maximum(norm, 1e-12)
+
+
+def cooc_scores(cooc: np.ndarray, catalog, histories: list[list[str]], max_history: int, decay: float) -> np.ndarray:
+    from ..retrieval.retriever import recency_weights
+
+    out = np.zeros((len(histories), len(catalog)), dtype=np.float32)
+    for n, history in enumerate(histories):
+        recent = history[-max_history:]
+        rows = np.array([catalog.index_of(i) for i in recent])
+        s = recency_weights(len(rows), decay) @ cooc[rows]
+        out[n] = s / max(float(s.max()), 1e-12)
+    return out
+
+
+def recall_at(scores: np.ndarray, catalog, histories, targets, k: int) -> tuple[float, np.ndarray]:
+    scores = scores.copy()
+    for n, history in enumerate(histories):
+        scores[n, [catalog.index_of(i) for i in history]] = -np.inf
+    t = np.array([catalog.index_of(x) for x in targets])
+    target_scores = scores[np.arange(len(t)), t][:, None]
+    ranks = (scores > target_scores).sum(axis=1) + 1
+    hits = (ranks <= k).astype(np.float64)
+    return float(hits.mean()), hits
+
+
+def _stage(splits, stage: str):
+    return [s.history_for(stage) for s in splits], [s.target(stage) for s in splits]
+
+
+def evaluate_embeddings(emb, catalog, splits, cfg, k: int) -> dict:
+    out = {}
+    for stage in ("valid", "test"):
+        histories, targets = _stage(splits, stage)
+        out[stage], _ = recall_at(user_scores(emb, catalog, histories, cfg.retrieval_history, cfg.recency_decay),
+                                  catalog, histories, targets, k)
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", dataset=None) -> dict:
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    from ..data import leave_one_out, load_dataset
+    from ..lm.resolve import resolve_embedder
+    from ..retrieval import Retriever
+    from ..retrieval.embedder import embed
+    from ..retrieval.index import make_index
+    from .trainer import atomic_folder
+
+    console = Console(stderr=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.seed)
+    t_start = time.time()
+    dataset = dataset or load_dataset(cfg.dataset)
+    catalog = dataset.catalog
+    splits = sorted(leave_one_out(dataset).splits, key=lambda s: s.user_id)
+    if cfg.train.eval_users and cfg.train.eval_users < len(splits):
+        eval_splits = random.Random(cfg.seed).sample(splits, cfg.train.eval_users)
+    else:
+        eval_splits = splits
+    k = cfg.n_candidates
+    model = SentenceTransformer(resolve_embedder(cfg.embedder), device="cpu")
+    texts = [item.text() for item in catalog]
+    before_emb = embed(model, texts)
+    before = evaluate_embeddings(before_emb, catalog, eval_splits, cfg, k)
+    console.print(f"before: Recall@{k} valid {before['valid']:.4f}, test {before['test']:.4f}")
+
+    pairs = build_pairs(catalog, splits, cfg)
+    loss_fn = MultipleNegativesRankingLoss(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr)
+    epochs_batches = [no_duplicate_batches(pairs, cfg.train.batch_size, cfg.seed + e) for e in range(cfg.train.epochs)]
+    total = sum(len(b) for b in epochs_batches)
+    warm = int(total * cfg.train.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / (warm + 1) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    model.train()
+    losses = []
+    t_train = time.time()
+    with Progress(TextColumn("[bold]retriever"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("train", total=total, loss=float("nan"))
+        for batches in epochs_batches:
+            for batch in batches:
+                anchors = [pairs[i][0] for i in batch]
+                positives = [pairs[i][1] for i in batch]
+                features = [model.tokenize(anchors), model.tokenize(positives)]
+                loss = loss_fn(features, None)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                progress.update(task, advance=1, loss=float(np.mean(losses[-20:])))
+                if not console.is_terminal and len(losses) % 10 == 0:
+                    console.print(f"batch {len(losses)}/{total} loss {np.mean(losses[-10:]):.4f}", highlight=False)
+    train_seconds = time.time() - t_train
+    model.eval()
+    after_emb = embed(model, texts)
+    after = evaluate_embeddings(after_emb, catalog, eval_splits, cfg, k)
+    console.print(f"after: Recall@{k} valid {after['valid']:.4f}, test {after['test']:.4f} ({train_seconds:.0f}s training)")
+
+    # Fusion with item co-occurrence (training sequences only); weight chosen on validation, reported on test.
+    cooc = cooccurrence(catalog, splits)
+    fusion = {}
+    for name, emb in (("base", before_emb), ("tuned", after_emb)):
+        rows = []
+        for w in cfg.train.cooc_weights:
+            res = {"weight": w}
+            for stage in ("valid", "test"):
+                histories, targets = _stage(eval_splits, stage)
+                s = (1 - w) * user_scores(emb, catalog, histories, cfg.retrieval_history, cfg.recency_decay)
+                if w:
+                    s = s + w * cooc_scores(cooc, catalog, histories, cfg.retrieval_history, cfg.recency_decay)
+                res[stage], _ = recall_at(s, catalog, histories, targets, k)
+            rows.append(res)
+        best = max(rows, key=lambda r: r["valid"])
+        fusion[name] = {"grid": rows, "best_weight_on_valid": best["weight"], "valid": best["valid"], "test": best["test"]}
+        console.print(f"{name} embeddings + co-occurrence: best weight {best['weight']} -> Recall@{k} valid "
+                      f"{best['valid']:.4f}, test {best['test']:.4f}")
+
+    out = Path(cfg.output_dir)
+    model_dir = out / "model"
+    atomic_folder(model_dir, lambda tmp: model.save(str(tmp), safe_serialization=True))
+    retriever = Retriever(catalog, str(model_dir), make_index(after_emb))
+    retriever.save(out / "index")
+    summary = {
+        "run": cfg.name, "dataset": cfg.dataset, "base_embedder": resolve_embedder(cfg.embedder),
+        "pairs": len(pairs), "batches": total, "epochs": cfg.train.epochs, "train_seconds": round(train_seconds, 1),
+        "pairs_per_second": round(len(pairs) * cfg.train.epochs / max(train_seconds, 1e-9), 1),
+        "eval_users": len(eval_splits), "k": k,
+        "valid_before": {f"recall@{k}": before["valid"]}, "valid_after": {f"recall@{k}": after["valid"]},
+        "test_before": {f"recall@{k}": before["test"]}, "test_after": {f"recall@{k}": after["test"]},
+        "cooccurrence_fusion": fusion, "loss_first_20": float(np.mean(losses[:20])),
+        "loss_last_20": float(np.mean(losses[-20:])), "model_dir": str(model_dir), "index_dir": str(out / "index"),
+        "wall_seconds": round(time.time() - t_start, 1), "command": command, "config": cfg.model_dump(mode="json"),
+        "note": "the co-occurrence fusion is measured here only; recgen's Retriever serves embedding scores",
+    }
+    # Recall@k is the same key for every stage; also expose the plain names the CLI prints.
+    summary["valid_before"]["recall@20"] = before["valid"]
+    summary["valid_after"]["recall@20"] = after["valid"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.results_dir:
+        res = Path(cfg.results_dir)
+        res.mkdir(parents=True, exist_ok=True)
+        (res / "metrics.json").write_text(json.dumps(summary, indent=2))
+        (res / "loss.json").write_text(json.dumps([round(x, 4) for x in losses]))
+        _write_retriever_card(res / "README.md", summary)
+    return summary
+
+
+def _write_retriever_card(path: Path, s: dict) -> None:
+    k = s["k"]
+    f = s["cooccurrence_fusion"]
+    path.write_text(f"""# Retriever fine-tuning: {s['run']}
+
+* Base embedder: `{s['base_embedder']}`; dataset `{s['dataset']}` (leave-one-out; pairs from training histories only)
+* Loss: MultipleNegativesRankingLoss, batches without duplicate texts; {s['pairs']} (history text -> next item
+  text) pairs, {s['epochs']} epoch(s), {s['batches']} batches, {s['train_seconds']} s training
+  ({s['pairs_per_second']} pairs/s), wall time {s['wall_seconds']} s
+* Evaluated on {s['eval_users']} users, full catalog, history excluded
+
+| | Recall@{k} valid | Recall@{k} test |
+|---|---:|---:|
+| base embeddings | {s['valid_before'][f'recall@{k}']:.4f} | {s['test_before'][f'recall@{k}']:.4f} |
+| fine-tuned embeddings | {s['valid_after'][f'recall@{k}']:.4f} | {s['test_after'][f'recall@{k}']:.4f} |
+| base + co-occurrence (w={f['base']['best_weight_on_valid']}, chosen on valid) | {f['base']['valid']:.4f} | {f['base']['test']:.4f} |
+| fine-tuned + co-occurrence (w={f['tuned']['best_weight_on_valid']}, chosen on valid) | {f['tuned']['valid']:.4f} | {f['tuned']['test']:.4f} |
+
+Model: `{s['model_dir']}` (outside git); index: `{s['index_dir']}`. Use it with
+`RecgenConfig(embedder="{s['model_dir']}")`. {s['note']}.
+
+Command: `{s['command']}`
+""")

@@ -1,0 +1,137 @@
+"""Ranker SFT examples from TRAINING histories only (validation/test targets never appear).
+
+For a prefix ``train[:t]`` of a user's training sequence the target is ``train[t]``. Candidates are the
+retriever's top-N for that prefix (hard negatives), excluding the user's later items (they are positives,
+not negatives) and the held-out validation/test items. The target replaces the last candidate when it was
+not retrieved, then the candidate order is shuffled so the answer is not biased toward ``A``. The prompt is
+built with :func:`recgen.ranking.ranker.build_rank_prompt` exactly as at inference; the supervised response
+is the label letter (optionally followed by the end-of-turn token).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from ..data.catalog import Catalog
+from ..data.split import UserSplit
+from ..errors import DataError
+from ..ranking.prompts import ChatPrompt
+from ..ranking.ranker import RankRequest, build_rank_prompt
+from ..ranking.reasons import build_reason_prompt
+from .config import SFTDataConfig
+
+IGNORE = -100
+
+
+@dataclass
+class SFTExample:
+    user_id: str
+    kind: str  # "rank" or "reason"
+    prompt: ChatPrompt
+    response: str
+    history: list[str]
+    target: str
+    candidates: list[str] = field(default_factory=list)
+
+
+def _prefix_positions(n_train: int, cfg: SFTDataConfig, rng: random.Random) -> list[int]:
+    positions = list(range(cfg.min_history, n_train))
+    if len(positions) <= cfg.prefixes_per_user:
+        return positions
+    return sorted(rng.sample(positions, cfg.prefixes_per_user))
+
+
+def build_sft_examples(catalog: Catalog, splits: list[UserSplit], retriever, cfg: SFTDataConfig,
+                       seed: int = 0, prompts_dir: str | None = None) -> list[SFTExample]:
+    """Deterministic for a seed: users are visited in sorted order with one seeded RNG."""
+    rng = random.Random(seed)
+    examples: list[SFTExample] = []
+    for split in sorted(splits, key=lambda s: s.user_id):
+        train = list(split.train)
+        held_out = {split.valid, split.test}
+        for t in _prefix_positions(len(train), cfg, rng):
+            history, target = train[:t], train[t]
+            if target in held_out:  # a training item re-consumed later: never teach a held-out id
+                continue
+            exclude = (set(train[t + 1:]) | held_out) - {target}
+            retrieved = [i for i, _ in retriever.retrieve(history, n=cfg.n_candidates, exclude=exclude)]
+            if len(retrieved) < 2:
+                continue
+            candidates = retrieved[: cfg.n_candidates]
+            if target not in candidates:
+                candidates[-1] = target
+            rng.shuffle(candidates)
+            request = RankRequest(history=history, query=None, candidates=candidates, k=10)
+            prompt = build_rank_prompt(catalog, request, prompt_history=cfg.prompt_history,
+                                       title_chars=cfg.title_chars, prompts_dir=prompts_dir)
+            label = prompt.meta["labels"][candidates.index(target)]
+            examples.append(SFTExample(split.user_id, "rank", prompt, label, history, target, candidates))
+            if cfg.reasons_fraction and rng.random() < cfg.reasons_fraction:
+                reason = fact_reason(catalog, history[-cfg.prompt_history:][-5:], target)
+                if reason:
+                    shown = [catalog.get(i) for i in history[-cfg.prompt_history:][-5:]]
+                    rprompt = build_reason_prompt(catalog.get(target), shown, None, title_chars=cfg.title_chars,
+                                                  prompts_dir=prompts_dir)
+                    examples.append(SFTExample(split.user_id, "reason", rprompt, " " + reason, history, target))
+        if cfg.max_examples and len(examples) >= cfg.max_examples:
+            break
+    if cfg.max_examples:
+        examples = examples[: cfg.max_examples]
+    return examples
+
+
+def fact_reason(catalog: Catalog, history: list[str], target: str) -> str | None:
+    """A reason that is true by construction: a genre the item shares with a named history item."""
+    item = catalog.get(target)
+    for past_id in reversed(history):
+        past = catalog.get(past_id)
+        shared = [g for g in item.genres if g in past.genres]
+        if shared:
+            return f"It is {shared[0]}, like {past.title}, which you liked."
+    return None
+
+
+def render(tokenizer, prompt: ChatPrompt) -> str:
+    """The exact text the transformers backend feeds the model (chat template + response prefix)."""
+    from ..lm.transformers_backend import TransformersBackend
+
+    return TransformersBackend.render(SimpleNamespace(tokenizer=tokenizer), prompt)
+
+
+def end_of_turn_id(tokenizer) -> int:
+    token = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(token, int) and token != tokenizer.unk_token_id:
+        return token
+    return tokenizer.eos_token_id
+
+
+def encode_example(tokenizer, example: SFTExample, *, supervise_end_of_turn: bool = False) -> dict:
+    """``input_ids`` = prompt + response; ``labels`` = -100 on the prompt, the response ids after it."""
+    prompt_ids = tokenizer(render(tokenizer, example.prompt), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(example.response, add_special_tokens=False)["input_ids"]
+    if example.kind == "rank" and len(response_ids) != 1:
+        raise DataError(f"label {example.response!r} is {len(response_ids)} tokens; labels must be one token")
+    if supervise_end_of_turn or example.kind == "reason":
+        response_ids = response_ids + [end_of_turn_id(tokenizer)]
+    return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE] * len(prompt_ids) + response_ids}
+
+
+def encode_all(tokenizer, examples: list[SFTExample], *, max_length: int, supervise_end_of_turn: bool = False,
+               min_examples: int = 1) -> tuple[list[dict], int]:
+    """Encoded rows (longer than ``max_length`` dropped, never truncated) and how many were dropped."""
+    rows, dropped = [], 0
+    for example in examples:
+        row = encode_example(tokenizer, example, supervise_end_of_turn=supervise_end_of_turn)
+        if len(row["input_ids"]) > max_length:
+            dropped += 1
+            continue
+        rows.append(row)
+    if len(rows) < min_examples:
+        raise DataError(
+            f"only {len(rows)} SFT example(s) after encoding ({len(examples)} built, {dropped} longer than "
+            f"max_length={max_length}); at least {min_examples} (batch_size x grad_accum) are needed: use a "
+            "larger dataset, more prefixes_per_user, a smaller min_history or a smaller batch"
+        )
+    return rows, dropped

@@ -1,0 +1,559 @@
+"""LoRA SFT of the ranker: a plain torch loop on CPU with checkpoints, resume, validation and early stopping.
+
+Layout under ``output_dir`` (outside git):
+
+* ``checkpoints/step-000040/`` adapter + optimizer/scheduler/RNG state (safetensors + JSON) + ``manifest.json``
+  (sha256 of every file, written last). Folders are written to a temporary sibling and renamed, so a crash
+  or a full disk never leaves a checkpoint that looks complete.
+* ``best/`` the adapter with the best validation NDCG@10 so far.
+* ``adapter/`` the final deliverable: the best adapter, ``recgen_config.json`` (the prompt settings to use at
+  inference) and ``README.md`` (model card).
+* ``train_log.jsonl`` one line per logged step / evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import RecgenError
+from .config import RankerFinetuneConfig
+from .sft_data import IGNORE
+
+CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "optimizer.json",
+                    "scheduler.json", "rng.safetensors", "rng.json", "trainer_state.json")
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RecgenError):
+    """A checkpoint folder that is missing files or whose files do not match their recorded hashes."""
+
+
+# -- atomic folders ---------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def atomic_folder(target: Path, write) -> Path:
+    """Call ``write(tmp)`` on a fresh temporary sibling, add a manifest, then rename it to ``target``.
+
+    Any exception (e.g. ``OSError: No space left on device``) removes the temporary folder and leaves an
+    existing ``target`` untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST}
+        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+        _fsync_tree(tmp)
+        if target.exists():
+            old = target.with_name(f".old-{target.name}-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def verify_folder(folder: Path, required: tuple[str, ...] = ()) -> dict:
+    """Check the manifest and every file's hash; raise :class:`CheckpointError` naming the bad file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"checkpoint {folder} is incomplete: missing {MANIFEST}; refusing to resume from it")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {folder}: {MANIFEST} is corrupted; refusing to resume from it") from None
+    for name in required:
+        if name not in files:
+            raise CheckpointError(f"checkpoint {folder}: {name} is not listed in {MANIFEST}; refusing to resume")
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {folder} is missing {name}; refusing to resume from it")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"checkpoint {folder}: {name} is corrupted (sha256 mismatch); refusing to resume")
+    return manifest
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    steps = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    return steps[-1] if steps else None
+
+
+# -- state (de)serialisation without pickle -------------------------------------------------------------
+def _optimizer_to_files(optimizer, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    (folder / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
+
+
+def _optimizer_from_files(optimizer, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    meta = json.loads((folder / "optimizer.json").read_text())
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _rng_to_files(folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"torch": torch.get_rng_state()}, str(folder / "rng.safetensors"))
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    (folder / "rng.json").write_text(json.dumps({
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }))
+
+
+def _rng_from_files(folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
+    data = json.loads((folder / "rng.json").read_text())
+    version, internal, gauss = data["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = data["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _scheduler_state(scheduler) -> dict:
+    state = scheduler.state_dict()
+    state.pop("lr_lambdas", None)
+    return json.loads(json.dumps(state, default=float))
+
+
+# -- batching -------------------------------------------------------------------------------------------
+def batch_order(n_rows: int, lengths: list[int], batch_size: int, epoch: int, seed: int) -> list[list[int]]:
+    """Deterministic per (seed, epoch): shuffle, sort within windows by length (less padding), shuffle batches."""
+    rng = np.random.default_rng(seed * 1000 + epoch)
+    perm = rng.permutation(n_rows).tolist()
+    window = batch_size * 16
+    batches = []
+    for start in range(0, n_rows, window):
+        chunk = sorted(perm[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = rng.permutation(len(batches)).tolist()
+    return [batches[i] for i in order]
+
+
+def collate(rows: list[dict], pad_id: int):
+    """Left padding (as the backend does at inference), explicit position ids, right-aligned labels."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for n, row in enumerate(rows):
+        length = len(row["input_ids"])
+        ids[n, width - length:] = torch.tensor(row["input_ids"])
+        mask[n, width - length:] = 1
+        labels[n, width - length:] = torch.tensor(row["labels"])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions, labels
+
+
+def supervised_loss(model, ids, mask, positions, labels) -> tuple[torch.Tensor, int]:
+    """Cross-entropy over supervised tokens only; logits are computed for the trailing positions only."""
+    supervised = (labels != IGNORE).any(dim=0).nonzero()
+    if len(supervised) == 0:
+        raise ValueError("a batch without supervised tokens")
+    keep = ids.shape[1] - int(supervised[0]) + 1
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    pred = logits[:, :-1, :].float()
+    target = labels[:, ids.shape[1] - keep + 1:]
+    n = int((target != IGNORE).sum())
+    loss = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    return loss / max(n, 1), n
+
+
+# -- validation -------------------------------------------------------------------------------------------
+@dataclass
+class ValidationSet:
+    """A fixed sample of users: history = train, target = validation item, candidates from the retriever.
+
+    Only users whose target was retrieved can score above 0, so only they are sent to the LM; NDCG@10 is
+    averaged over **all** sampled users (misses count 0)."""
+
+    requests: list  # RankRequest for users whose target is among the candidates
+    targets: list[str]
+    n_users: int
+    retrieval_ranks: list[int | None]
+
+
+def make_validation_set(splits, retriever, n_users: int, n_candidates: int, seed: int) -> ValidationSet:
+    from ..ranking.ranker import RankRequest
+
+    rng = random.Random(seed + 7919)
+    chosen = sorted(splits, key=lambda s: s.user_id)
+    chosen = rng.sample(chosen, min(n_users, len(chosen)))
+    requests, targets, ranks = [], [], []
+    for split in chosen:
+        history = split.history_for("valid")
+        candidates = [i for i, _ in retriever.retrieve(history, n=n_candidates)]
+        target = split.target("valid")
+        ranks.append(candidates.index(target) + 1 if target in candidates else None)
+        if target in candidates:
+            requests.append(RankRequest(history=history, query=None, candidates=candidates, k=10))
+            targets.append(target)
+    return ValidationSet(requests, targets, len(chosen), ranks)
+
+
+def ndcg_from_ranks(ranks: list[int | None], k: int = 10) -> float:
+    try:
+        from ..evaluation.metrics import metrics_from_ranks
+
+        return float(np.mean(metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"]))
+    except ImportError:  # the evaluation package is optional for fine-tuning
+        return float(np.mean([1.0 / math.log2(r + 1) if r is not None and r <= k else 0.0 for r in ranks]))
+
+
+def evaluate_ranker(ranker, vset: ValidationSet, batch_size: int) -> dict:
+    ranks: list[int | None] = [None] * (vset.n_users - len(vset.requests))
+    for start in range(0, len(vset.requests), batch_size):
+        chunk = vset.requests[start:start + batch_size]
+        for request, target, order in zip(chunk, vset.targets[start:start + batch_size],
+                                          ranker.rank(chunk, mode="score")):
+            ranks.append([i for i, _ in order].index(target) + 1)
+    hit10 = sum(1 for r in ranks if r is not None and r <= 10) / max(len(ranks), 1)
+    return {"ndcg@10": ndcg_from_ranks(ranks), "recall@10": hit10,
+            "retrieval_ndcg@10": ndcg_from_ranks(vset.retrieval_ranks),
+            "users": vset.n_users, "users_with_target_retrieved": len(vset.requests)}
+
+
+# -- the training run ---------------------------------------------------------------------------------------
+class RankerTrainer:
+    def __init__(self, config: RankerFinetuneConfig, *, command: str = "", console=None):
+        from rich.console import Console
+
+        self.cfg = config
+        self.command = command
+        self.out = Path(config.output_dir)
+        self.console = console or Console(stderr=True)
+        self.log_path = self.out / "train_log.jsonl"
+
+    def log(self, record: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def prepare(self, dataset=None, retriever=None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ..data import leave_one_out, load_dataset
+        from ..lm.resolve import resolve_lm
+        from ..lm.transformers_backend import TransformersBackend
+        from ..ranking.ranker import Ranker
+        from ..retrieval import Retriever
+        from .lora import wrap_model
+        from .sft_data import build_sft_examples, encode_all
+
+        cfg, data_cfg, train = self.cfg, self.cfg.data, self.cfg.train
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        t0 = time.time()
+        self.dataset = dataset or load_dataset(cfg.dataset)
+        self.splits = leave_one_out(self.dataset).splits
+        if not self.splits:
+            raise RecgenError(f"dataset {cfg.dataset!r} has no user with enough interactions to split")
+        self.retriever = retriever or Retriever.build(self.dataset.catalog, data_cfg.embedder)
+        self.retriever.max_history = data_cfg.retrieval_history
+        self.retriever.decay = data_cfg.recency_decay
+        self.lm_path = resolve_lm(cfg.lm)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.lm_path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        examples = build_sft_examples(self.dataset.catalog, self.splits, self.retriever, data_cfg, seed=cfg.seed)
+        self.examples = examples
+        self.rows, self.dropped = encode_all(self.tokenizer, examples, max_length=train.max_length,
+                                             supervise_end_of_turn=data_cfg.supervise_end_of_turn,
+                                             min_examples=train.batch_size * train.grad_accum)
+        self.lengths = [len(r["input_ids"]) for r in self.rows]
+        base = AutoModelForCausalLM.from_pretrained(self.lm_path, dtype=torch.float32, use_safetensors=True)
+        vocab_before = base.get_input_embeddings().weight.shape[0]
+        self.model = wrap_model(base, cfg.lora, train.gradient_checkpointing)
+        assert self.model.get_input_embeddings().weight.shape[0] == vocab_before  # no new tokens
+        self.backend = TransformersBackend(self.model, self.tokenizer)
+        self.ranker = Ranker(self.dataset.catalog, self.backend, prompt_history=data_cfg.prompt_history,
+                             title_chars=data_cfg.title_chars)
+        self.vset = make_validation_set(self.splits, self.retriever, train.eval_users, data_cfg.n_candidates, cfg.seed)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable = sum(p.numel() for p in params)
+        self.optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        warm, total = train.warmup_steps, train.max_steps
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / (warm + 1)
+            progress = (step - warm) / max(1, total - warm)
+            return max(0.0, 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.setup_seconds = time.time() - t0
+        self.state = {"step": 0, "micro_step": 0, "train_seconds": 0.0, "tokens": 0, "supervised_tokens": 0,
+                      "best_metric": None, "best_step": None, "evals": [], "bad_evals": 0, "losses": [],
+                      "stopped": None}
+        self.console.print(
+            f"[bold]{len(self.rows)}[/] SFT examples ({self.dropped} too long dropped, mean {np.mean(self.lengths):.0f} "
+            f"tokens); validation: {self.vset.n_users} users, {len(self.vset.requests)} with the target retrieved; "
+            f"{self.trainable:,} trainable parameters; setup {self.setup_seconds:.0f}s"
+        )
+        return self
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def _save_adapter(self, folder: Path) -> None:
+        from .lora import DEFAULT_BASE_HUB_ID
+
+        self.model.save_pretrained(str(folder), safe_serialization=True)
+        if self.cfg.lm is None:  # the local GGUF conversion: name the hub model for vLLM / other users
+            config_path = folder / "adapter_config.json"
+            data = json.loads(config_path.read_text())
+            data["base_model_name_or_path"] = DEFAULT_BASE_HUB_ID
+            config_path.write_text(json.dumps(data, indent=2))
+
+    def save_checkpoint(self) -> Path:
+        step = self.state["step"]
+
+        def write(tmp: Path) -> None:
+            self._save_adapter(tmp)
+            _optimizer_to_files(self.optimizer, tmp)
+            (tmp / "scheduler.json").write_text(json.dumps(_scheduler_state(self.scheduler)))
+            _rng_to_files(tmp)
+            (tmp / "trainer_state.json").write_text(json.dumps(
+                {**self.state, "config": self.cfg.model_dump(mode="json")}, indent=1))
+
+        target = atomic_folder(self.out / "checkpoints" / f"step-{step:06d}", write)
+        folders = sorted(p for p in (self.out / "checkpoints").iterdir() if p.is_dir() and p.name.startswith("step-"))
+        for old in folders[: -self.cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def resume(self, folder: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        verify_folder(folder, CHECKPOINT_FILES)
+        state = json.loads((folder / "trainer_state.json").read_text())
+        saved_cfg = state.pop("config", None)
+        if saved_cfg is not None:
+            mine = self.cfg.model_dump(mode="json")
+            differs = [k for k in ("dataset", "lm", "seed", "data", "lora") if saved_cfg.get(k) != mine.get(k)]
+            if differs:
+                raise CheckpointError(f"checkpoint {folder} was made with other settings ({', '.join(differs)}); "
+                                      "refusing to resume")
+        set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
+        _optimizer_from_files(self.optimizer, folder)
+        sched = json.loads((folder / "scheduler.json").read_text())
+        sched["lr_lambdas"] = [None]
+        self.scheduler.load_state_dict(sched)
+        _rng_from_files(folder)
+        self.state.update(state)
+        self.state["stopped"] = None
+        self.console.print(f"resumed from {folder} at step {self.state['step']}")
+
+    def save_best(self, metrics: dict) -> None:
+        def write(tmp: Path) -> None:
+            self._save_adapter(tmp)
+            (tmp / "metrics.json").write_text(json.dumps({"step": self.state["step"], **metrics}, indent=2))
+
+        atomic_folder(self.out / "best", write)
+
+    # -- loop ---------------------------------------------------------------------------------------------------
+    def validate(self) -> dict:
+        t0 = time.time()
+        metrics = evaluate_ranker(self.ranker, self.vset, self.cfg.train.eval_batch_size)
+        self.model.train()
+        metrics["seconds"] = round(time.time() - t0, 1)
+        step = self.state["step"]
+        self.state["evals"].append({"step": step, **metrics})
+        self.log({"event": "eval", "step": step, **metrics})
+        best = self.state["best_metric"]
+        if best is None or metrics["ndcg@10"] > best:
+            self.state["best_metric"], self.state["best_step"], self.state["bad_evals"] = metrics["ndcg@10"], step, 0
+            self.save_best(metrics)
+        else:
+            self.state["bad_evals"] += 1
+        self.console.print(f"step {step}: validation NDCG@10 {metrics['ndcg@10']:.4f} (Recall@10 {metrics['recall@10']:.3f},"
+                           f" retrieval-only NDCG@10 {metrics['retrieval_ndcg@10']:.4f}; best {self.state['best_metric']:.4f}"
+                           f" at step {self.state['best_step']}) [{metrics['seconds']}s]")
+        return metrics
+
+    def train(self, resume: str | bool | None = None) -> dict:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        cfg = self.cfg.train
+        if resume:
+            folder = latest_checkpoint(self.out) if resume is True or resume == "latest" else Path(resume)
+            if folder is None:
+                raise CheckpointError(f"no checkpoint to resume from under {self.out / 'checkpoints'}")
+            self.resume(folder)
+        else:
+            if self.log_path.exists():
+                self.log_path.unlink()
+            self.log({"event": "start", "examples": len(self.rows), "dropped": self.dropped,
+                      "mean_tokens": float(np.mean(self.lengths)), "trainable_params": self.trainable,
+                      "validation_users": self.vset.n_users, "validation_hits": len(self.vset.requests)})
+        self.model.train()
+        if cfg.eval_at_start and self.state["step"] == 0 and not self.state["evals"]:
+            self.validate()  # zero-shot reference point
+        pad = self.tokenizer.pad_token_id
+        n_batches = math.ceil(len(self.rows) / cfg.batch_size)
+        started = time.time()
+        budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else None
+        progress = Progress(TextColumn("[bold]ranker SFT"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} {task.fields[tps]:.0f} tok/s"),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+        order_cache: dict[int, list[list[int]]] = {}
+
+        def micro_batch(index: int) -> list[int]:
+            epoch, pos = divmod(index, n_batches)
+            if epoch not in order_cache:
+                order_cache.clear()
+                order_cache[epoch] = batch_order(len(self.rows), self.lengths, cfg.batch_size, epoch, self.cfg.seed)
+            return order_cache[epoch][pos]
+
+        with progress:
+            task = progress.add_task("train", total=cfg.max_steps, completed=self.state["step"], loss=float("nan"),
+                                     lr=self.scheduler.get_last_lr()[0], tps=0.0)
+            while self.state["step"] < cfg.max_steps:
+                t_step = time.time()
+                self.optimizer.zero_grad(set_to_none=True)
+                step_loss, step_tokens = 0.0, 0
+                for _ in range(cfg.grad_accum):
+                    rows = [self.rows[i] for i in micro_batch(self.state["micro_step"])]
+                    ids, mask, positions, labels = collate(rows, pad)
+                    loss, n_sup = supervised_loss(self.model, ids, mask, positions, labels)
+                    (loss / cfg.grad_accum).backward()
+                    step_loss += float(loss.detach()) / cfg.grad_accum
+                    step_tokens += int(mask.sum())
+                    self.state["supervised_tokens"] += n_sup
+                    self.state["micro_step"] += 1
+                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.state["step"] += 1
+                seconds = time.time() - t_step
+                self.state["train_seconds"] += seconds
+                self.state["tokens"] += step_tokens
+                step = self.state["step"]
+                lr = self.scheduler.get_last_lr()[0]
+                self.state["losses"].append([step, round(step_loss, 5)])
+                tps = self.state["tokens"] / max(self.state["train_seconds"], 1e-9)
+                progress.update(task, completed=step, loss=step_loss, lr=lr, tps=tps)
+                if step % cfg.log_every == 0:
+                    self.log({"event": "step", "step": step, "loss": step_loss, "lr": lr, "tokens": step_tokens,
+                              "seconds": round(seconds, 2), "epoch": self.state["micro_step"] / n_batches})
+                    self.console.print(f"step {step}/{cfg.max_steps} loss {step_loss:.4f} lr {lr:.2e} "
+                                       f"{seconds:.1f}s {tps:.0f} tok/s", highlight=False)
+                out_of_time = budget is not None and self.state["train_seconds"] >= budget
+                last = step >= cfg.max_steps or out_of_time
+                stop_early = False
+                if step % cfg.eval_every == 0 or last:
+                    self.validate()
+                    patience = cfg.early_stopping_patience
+                    stop_early = patience is not None and self.state["bad_evals"] >= patience
+                if step % cfg.checkpoint_every == 0 or last or stop_early:
+                    self.save_checkpoint()
+                if stop_early:
+                    self.state["stopped"] = f"early stopping: no improvement in {cfg.early_stopping_patience} evaluations"
+                    break
+                if out_of_time:
+                    self.state["stopped"] = f"time budget of {cfg.max_train_minutes} min reached"
+                    break
+        self.state["wall_seconds_this_run"] = round(time.time() - started, 1)
+        if self.state["stopped"] is None:
+            self.state["stopped"] = "max_steps reached"
+        self.save_checkpoint()
+        return self.finish()
+
+    def finish(self) -> dict:
+        from .model_card import write_model_card, write_results
+
+        best = self.out / "best"
+        source = best if (best / "adapter_model.safetensors").is_file() else latest_checkpoint(self.out)
+        train_tokens_per_s = self.state["tokens"] / max(self.state["train_seconds"], 1e-9)
+        summary = {
+            "run": self.cfg.name, "dataset": self.cfg.dataset, "base_model": self.lm_path,
+            "steps": self.state["step"], "examples": len(self.rows), "dropped_too_long": self.dropped,
+            "mean_prompt_tokens": float(np.mean(self.lengths)), "epochs": self.state["micro_step"] * self.cfg.train.batch_size / len(self.rows),
+            "train_seconds": round(self.state["train_seconds"], 1), "tokens": self.state["tokens"],
+            "tokens_per_second": round(train_tokens_per_s, 1), "trainable_params": self.trainable,
+            "best_step": self.state["best_step"], "best_validation_ndcg@10": self.state["best_metric"],
+            "validation": self.state["evals"], "stopped": self.state["stopped"], "command": self.command,
+            "setup_seconds": round(self.setup_seconds, 1),
+        }
+
+        def write(tmp: Path) -> None:
+            for name in ("adapter_model.safetensors", "adapter_config.json"):
+                shutil.copy2(source / name, tmp / name)
+            inference = {"prompt_history": self.cfg.data.prompt_history, "title_chars": self.cfg.data.title_chars,
+                         "n_candidates": self.cfg.data.n_candidates, "retrieval_history": self.cfg.data.retrieval_history,
+                         "recency_decay": self.cfg.data.recency_decay, "embedder": self.cfg.data.embedder,
+                         "lm": self.cfg.lm}
+            (tmp / "recgen_config.json").write_text(json.dumps(inference, indent=2))
+            summary["adapter_bytes"] = (tmp / "adapter_model.safetensors").stat().st_size
+            write_model_card(tmp / "README.md", self.cfg, summary, inference)
+
+        atomic_folder(self.out / "adapter", write)
+        summary["adapter_dir"] = str(self.out / "adapter")
+        if self.cfg.results_dir:
+            write_results(Path(self.cfg.results_dir), self.out, summary)
+        self.console.print(f"adapter written to {self.out / 'adapter'} (best step {self.state['best_step']}, "
+                           f"validation NDCG@10 {self.state['best_metric']})")
+        return summary

@@ -1,0 +1,231 @@
+"""recgen.finetune: config validation, SFT data hygiene, a tiny LoRA run, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from recgen.data import Catalog, Dataset, Item, leave_one_out  # noqa: E402
+from recgen.errors import ConfigError, DataError  # noqa: E402
+from recgen.finetune.config import RankerFinetuneConfig, SFTDataConfig, load_ranker_config, validate  # noqa: E402
+from recgen.finetune.sft_data import IGNORE, build_sft_examples, encode_example  # noqa: E402
+from recgen.finetune.trainer import CheckpointError, RankerTrainer, atomic_folder, latest_checkpoint  # noqa: E402
+
+GENRES = ("Drama", "Comedy", "Action", "Horror", "Romance")
+
+
+class FakeRetriever:
+    """Deterministic stand-in for the FAISS retriever: items in catalog order, history/exclude skipped."""
+
+    def __init__(self, catalog):
+        self.catalog = catalog
+        self.max_history, self.decay = 20, 0.85
+
+    def retrieve(self, history, query=None, n=20, exclude=None):
+        skip = set(history) | set(exclude or ())
+        start = int(history[-1]) if history else 0
+        ids = self.catalog.ids[start:] + self.catalog.ids[:start]
+        return [(i, 1.0) for i in ids if i not in skip][:n]
+
+
+def make_dataset(n_users: int = 12, length: int = 9, n_items: int = 60) -> Dataset:
+    items = [Item(str(i), f"Movie number {i} ({1990 + i % 10})", (GENRES[i % 5], GENRES[(i * 3) % 5])) for i in range(n_items)]
+    sequences = {f"u{u}": [str((u * 7 + 5 * t) % n_items) for t in range(length)] for u in range(n_users)}
+    return Dataset("tiny", Catalog(items), sequences)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> str:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from recgen.lm.resolve import resolve_lm
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_lm(None))
+    except Exception as exc:  # the default LM package is not installed
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def ranker_config(tiny_lm: str, out: Path, **train) -> RankerFinetuneConfig:
+    settings = dict(batch_size=2, grad_accum=2, max_steps=3, checkpoint_every=1, eval_every=2, eval_users=6,
+                    warmup_steps=1, threads=1, keep_checkpoints=5)
+    settings.update(train)
+    return RankerFinetuneConfig(
+        name="tiny", dataset="tiny", lm=tiny_lm, output_dir=str(out / "run"), results_dir=str(out / "results"),
+        data=SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2, prefixes_per_user=2),
+        lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}, train=settings,
+    )
+
+
+def make_trainer(cfg, dataset=None) -> RankerTrainer:
+    dataset = dataset or make_dataset()
+    return RankerTrainer(cfg).prepare(dataset=dataset, retriever=FakeRetriever(dataset.catalog))
+
+
+# -- config --------------------------------------------------------------------------------------------------
+def test_config_lists_unknown_keys_and_wrong_types(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ndataset: ml-100k\noutput_dir: out\nlearning_rate: 0.1\n"
+                    "train:\n  max_steps: many\n  batchsize: 4\nlora:\n  r: 64\n  target_modules: [lm_head]\n")
+    with pytest.raises(ConfigError) as err:
+        load_ranker_config(path)
+    message = str(err.value)
+    for fragment in ("learning_rate", "train.max_steps", "train.batchsize", "lora.r", "lm_head", "bad.yaml"):
+        assert fragment in message, (fragment, message)
+
+
+def test_shipped_recipes_validate():
+    from recgen.finetune.config import load_retriever_config
+
+    root = Path(__file__).resolve().parents[1] / "finetune"
+    for name in ("ml-100k-ranker", "beauty-ranker"):
+        assert load_ranker_config(root / f"{name}.yaml").lora.r <= 16
+    for name in ("ml-100k-retriever", "beauty-retriever"):
+        load_retriever_config(root / f"{name}.yaml")
+    with pytest.raises(ConfigError, match="kind"):
+        validate(RankerFinetuneConfig, {"name": "x", "dataset": "d", "output_dir": "o", "kind": "retriever"})
+
+
+# -- SFT data --------------------------------------------------------------------------------------------------
+def test_sft_examples_exclude_heldout_targets_and_are_deterministic():
+    dataset = make_dataset()
+    splits = leave_one_out(dataset).splits
+    retriever = FakeRetriever(dataset.catalog)
+    cfg = SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2, prefixes_per_user=3)
+    first = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=3)
+    second = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=3)
+    assert first and [(e.prompt.messages, e.response) for e in first] == [(e.prompt.messages, e.response) for e in second]
+    other = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=4)
+    assert [e.response for e in first] != [e.response for e in other]
+    by_user = {s.user_id: s for s in splits}
+    for example in first:
+        split = by_user[example.user_id]
+        held_out = {split.valid, split.test}
+        assert example.target not in held_out
+        assert not held_out & set(example.candidates)
+        assert not held_out & set(example.history)
+        assert example.target in example.candidates
+        label = example.prompt.meta["labels"][example.candidates.index(example.target)]
+        assert example.response == label
+    assert len({e.response for e in first}) > 3  # shuffled: the answer is not always "A"
+
+
+def test_only_the_label_token_is_supervised(tiny_lm):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    dataset = make_dataset()
+    examples = build_sft_examples(dataset.catalog, leave_one_out(dataset).splits, FakeRetriever(dataset.catalog),
+                                  SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2), seed=0)
+    row = encode_example(tokenizer, examples[0])
+    supervised = [(i, t) for i, t in enumerate(row["labels"]) if t != IGNORE]
+    assert len(supervised) == 1
+    position, token = supervised[0]
+    assert position == len(row["input_ids"]) - 1
+    assert tokenizer.decode([token]) == examples[0].response
+    # the prompt is exactly what the inference backend feeds the model
+    from recgen.lm.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend.__new__(TransformersBackend)
+    backend.tokenizer = tokenizer
+    assert row["input_ids"][:-1] == backend.encode(examples[0].prompt)
+
+
+def test_too_small_dataset_is_a_clear_error(tiny_lm, tmp_path):
+    cfg = ranker_config(tiny_lm, tmp_path, batch_size=8, grad_accum=8)
+    with pytest.raises(DataError, match="at least 64"):
+        make_trainer(cfg, make_dataset(n_users=3, length=5))
+
+
+# -- training, adapter, resume ----------------------------------------------------------------------------------
+def test_tiny_run_writes_a_loadable_adapter_and_resumes(tiny_lm, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from recgen.finetune.lora import check_adapter_config
+    from recgen.lm.transformers_backend import load_adapter
+
+    cfg = ranker_config(tiny_lm, tmp_path, max_steps=2)
+    summary = make_trainer(cfg).train()
+    assert summary["steps"] == 2
+    out = Path(cfg.output_dir)
+    adapter = out / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert not config.get("modules_to_save") and check_adapter_config(config) == []
+    assert set(config["target_modules"]) == {"q_proj", "v_proj"}
+    assert (adapter / "README.md").is_file() and (adapter / "recgen_config.json").is_file()
+    assert (tmp_path / "results" / "metrics.json").is_file()
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    vocab = base.get_input_embeddings().weight.shape[0]
+    model = load_adapter(base, str(adapter))
+    assert model.get_input_embeddings().weight.shape[0] == vocab
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+    # resume: a new process-like trainer continues from step 2 to 3
+    assert latest_checkpoint(out).name == "step-000002"
+    resumed = make_trainer(ranker_config(tiny_lm, tmp_path, max_steps=3))
+    summary = resumed.train(resume="latest")
+    assert summary["steps"] == 3
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()
+             if json.loads(line).get("event") == "step"]
+    assert steps == [1, 2, 3]
+
+    # a corrupted or incomplete checkpoint is refused, naming the file
+    checkpoint = latest_checkpoint(out)
+    blob = checkpoint / "optimizer.safetensors"
+    blob.write_bytes(blob.read_bytes()[:-7] + b"garbage")
+    with pytest.raises(CheckpointError, match="optimizer.safetensors"):
+        make_trainer(ranker_config(tiny_lm, tmp_path, max_steps=4)).train(resume=str(checkpoint))
+    earlier = out / "checkpoints" / "step-000002"
+    (earlier / "rng.json").unlink()
+    with pytest.raises(CheckpointError, match="rng.json"):
+        make_trainer(ranker_config(tiny_lm, tmp_path, max_steps=4)).resume(earlier)
+
+
+def test_atomic_folder_never_leaves_a_half_adapter(tmp_path):
+    target = tmp_path / "adapter"
+
+    def full_disk(tmp: Path) -> None:
+        (tmp / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_folder(target, full_disk)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    atomic_folder(target, lambda tmp: (tmp / "a.txt").write_text("ok"))
+    with pytest.raises(OSError):
+        atomic_folder(target, full_disk)
+    assert (target / "a.txt").read_text() == "ok"  # the previous complete folder survives
+
+
+# -- retriever pairs ---------------------------------------------------------------------------------------------
+def test_retriever_pairs_use_training_items_only_and_batches_have_no_duplicates():
+    from recgen.finetune.config import RetrieverFinetuneConfig
+    from recgen.finetune.retriever import build_pairs, no_duplicate_batches
+
+    dataset = make_dataset(n_users=12, length=9, n_items=20)
+    splits = leave_one_out(dataset).splits
+    cfg = RetrieverFinetuneConfig(name="t", dataset="tiny", output_dir="unused",
+                                  train={"batch_size": 8, "pairs_per_user": 3, "history_items": 2})
+    pairs = build_pairs(dataset.catalog, splits, cfg)
+    assert pairs == build_pairs(dataset.catalog, splits, cfg)
+    texts = {dataset.catalog.get(i).text(): i for i in dataset.catalog.ids}
+    positives = {texts[p] for _, p in pairs}
+    assert positives <= {i for s in splits for i in s.train}
+    batches = no_duplicate_batches(pairs, 8, seed=0)
+    for batch in batches:
+        seen = [t for i in batch for t in pairs[i]]
+        assert len(seen) == len(set(seen))
+    assert sorted(i for b in batches for i in b) == sorted(set(i for b in batches for i in b))
