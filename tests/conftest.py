@@ -108,3 +108,20 @@ def shared_data() -> Path:
     if found is None:
         pytest.skip("real datasets not found: set RECGEN_DATA_DIR or place them in ../shared/data (see README)")
     return found
+
+
+# -- batch jobs (tests/test_batch*.py, tests/test_ray_batch.py) ------------------------------------
+def write_generic_dataset(dataset: Dataset, folder: Path) -> Path:
+    """``dataset`` as recgen's generic on-disk format (items.jsonl + interactions.csv), for CLI subprocesses."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.jsonl").write_text(dataset.catalog.to_jsonl(), encoding="utf-8")
+    rows = ["user,item,timestamp"] + [f"{user},{item},{t}" for user, seq in dataset.sequences.items()
+                                      for t, item in enumerate(seq)]
+    (folder / "interactions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset_dir(tmp_path_factory, dataset) -> Path:
+    """The synthetic dataset written to disk; its index is cached like any dataset's."""
+    return write_generic_dataset(dataset, tmp_path_factory.mktemp("data") / "synthetic")

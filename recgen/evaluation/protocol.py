@@ -19,9 +19,21 @@ import numpy as np
 
 from ..data import Dataset, LeaveOneOut, leave_one_out
 from ..data.split import MIN_INTERACTIONS
-from .metrics import metrics_from_ranks, ranks_from_scores
+from .metrics import metrics_from_ranks, rank_of, ranks_from_scores
 
 STAGES = ("valid", "test")
+
+
+def pseudonym(value: str) -> str:
+    """A stable 16-hex-digit key for a user or item id, used in per-user result files.
+
+    Results are committed to the repository, and a table of every user's held-out item would be a part of
+    the dataset (whose terms forbid redistribution). Keys let two runs be paired user by user, and let
+    someone who has the dataset map them back, without the files carrying the ids themselves.
+    """
+    import hashlib
+
+    return hashlib.sha256(f"recgen:{value}".encode()).hexdigest()[:16]
 #: The per-user metrics written to the per-user JSONL (everything else is recomputed from the rank).
 ROW_METRICS = ("ndcg@10", "recall@10", "mrr@10")
 
@@ -156,7 +168,11 @@ def score_rows(system: Scorer, data: EvalData, stage: str, positions: Sequence[i
     for start in range(0, len(positions), batch_size):
         batch = positions[start:start + batch_size]
         histories = [data.history(stage, int(p)) for p in batch]
-        scores = np.array(system.score(histories), dtype=np.float64, copy=True)
+        scores = np.asarray(system.score(histories))
+        # keep float32/float64 as the system returned it (float64 carries exact tie-breaks); always copy,
+        # because masking writes into the matrix
+        scores = np.array(scores, dtype=scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64,
+                          copy=True)
         if scores.shape != (len(batch), data.n_items):
             raise ValueError(f"{system.name}: score matrix has shape {scores.shape}, expected "
                              f"{(len(batch), data.n_items)}")
@@ -166,15 +182,16 @@ def score_rows(system: Scorer, data: EvalData, stage: str, positions: Sequence[i
         per_user = metrics_from_ranks(ranks, ks=(10,))
         rows = []
         for j, p in enumerate(batch):
-            row = {"user": data.user_ids[p], "target": ids[targets[j]], "rank": int(ranks[j])}
+            row = {"user": pseudonym(data.user_ids[p]), "target": pseudonym(ids[targets[j]]), "rank": int(ranks[j])}
             for m in ROW_METRICS:
                 row[m] = round(float(per_user[m][j]), 6)
             rows.append(row)
         yield rows
 
 
-def list_rows(system: ListSystem, data: EvalData, stage: str, positions: Sequence[int]) -> Iterator[list[dict]]:
-    """Yield per-user rows (one user per list) for a two-stage :class:`ListSystem`.
+def list_rows(system: ListSystem, data: EvalData, stage: str, positions: Sequence[int],
+              batch_size: int = 8) -> Iterator[list[dict]]:
+    """Yield per-user rows, one list per batch of users, for a two-stage :class:`ListSystem`.
 
     Besides the rank (``None`` when the target is not in the returned list) each row records whether the
     target was among the retrieved candidates and how many returned items were valid: known, distinct,
@@ -183,26 +200,30 @@ def list_rows(system: ListSystem, data: EvalData, stage: str, positions: Sequenc
     check_stage(stage)
     catalog = data.dataset.catalog
     ids = catalog.ids
-    for p in positions:
-        p = int(p)
-        history = [ids[i] for i in data.history(stage, p)]
-        target = ids[data.target(stage, p)]
-        ranked, candidates = system.recommend(history)
-        ranked = [str(i) for i in ranked]
-        seen, cand, valid = set(history), set(candidates), 0
-        used: set[str] = set()
-        for item in ranked:
-            if item in catalog and item not in used and item not in seen and item in cand:
-                valid += 1
-            used.add(item)
-        rank = None
-        for pos, item in enumerate(dict.fromkeys(ranked)):
-            if item == target:
-                rank = pos + 1
-                break
-        per_user = metrics_from_ranks([rank], ks=(10,))
-        row = {"user": data.user_ids[p], "target": target, "rank": rank,
-               **{m: round(float(per_user[m][0]), 6) for m in ROW_METRICS},
-               "retrieved": target in cand, "n_candidates": len(candidates), "n_returned": len(ranked),
-               "n_valid": valid}
-        yield [row]
+    positions = [int(p) for p in positions]
+    many = getattr(system, "recommend_many", None)
+    for start in range(0, len(positions), batch_size):
+        batch = positions[start:start + batch_size]
+        histories = [[ids[i] for i in data.history(stage, p)] for p in batch]
+        outputs = many(histories) if many is not None else [system.recommend(h) for h in histories]
+        rows = []
+        for p, history, (ranked, candidates) in zip(batch, histories, outputs):
+            target = ids[data.target(stage, p)]
+            ranked = [str(i) for i in ranked]
+            rows.append(list_row(data.user_ids[p], target, history, ranked, list(candidates), catalog))
+        yield rows
+
+
+def list_row(user: str, target: str, history: list[str], ranked: list[str], candidates: list[str], catalog) -> dict:
+    seen, cand = set(history), set(candidates)
+    valid, used = 0, set()
+    for item in ranked:
+        if item in catalog and item not in used and item not in seen and item in cand:
+            valid += 1
+        used.add(item)
+    rank = rank_of(ranked, target)
+    per_user = metrics_from_ranks([rank], ks=(10,))
+    return {"user": pseudonym(user), "target": pseudonym(target), "rank": rank,
+            **{m: round(float(per_user[m][0]), 6) for m in ROW_METRICS},
+            "retrieved": target in cand, "n_candidates": len(candidates), "n_returned": len(ranked),
+            "n_valid": valid}

@@ -1,0 +1,247 @@
+"""``recgen eval``: run a system under the offline protocol, compare two runs, regenerate reports."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ConfigError, RecgenError
+
+eval_app = typer.Typer(help="Offline evaluation: leave-one-out, full ranking, bootstrap CIs, paired tests.",
+                       no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+RESULTS_DIR = Path("eval/results")
+SYSTEM_HELP = "popular | itemknn | retrieval | sasrec | lm-zeroshot"
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _parse_params(items: list[str] | None) -> dict:
+    """``key=value`` pairs; values are read as JSON when they parse (numbers, true/false, lists), else text."""
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param expects key=value, got {item!r}")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return lambda: Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), console=console, transient=False)
+
+
+def _command(dataset, system, stage, users, seed, run_name, params, config, results_dir, overwrite) -> str:
+    parts = ["recgen", "eval", "run", "--dataset", dataset, "--system", system, "--stage", stage]
+    if users:
+        parts += ["--users", str(users)]
+    parts += ["--seed", str(seed)]
+    if run_name:
+        parts += ["--run-name", run_name]
+    for item in params or []:
+        parts += ["--param", item]
+    if config:
+        parts += ["--config", str(config)]
+    if Path(results_dir) != RESULTS_DIR:
+        parts += ["--results-dir", str(results_dir)]
+    if overwrite:
+        parts.append("--overwrite")
+    return shlex.join(parts)
+
+
+@eval_app.command("run")
+def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset name or folder"),
+        system: str = typer.Option(..., "--system", "-s", help=SYSTEM_HELP),
+        stage: str = typer.Option("test", help="test (history = train + valid) or valid (tuning; history = train)"),
+        users: int = typer.Option(0, help="evaluate a seeded random sample of N users (0 = all)"),
+        seed: int = typer.Option(0, help="seed of the user sample and the bootstrap"),
+        run_name: Optional[str] = typer.Option(None, help="result file name (default <system>-<stage>[-u<N>-s<seed>])"),
+        param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="system parameter key=value (repeatable)"),
+        config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML) for lm-zeroshot"),
+        results_dir: Path = typer.Option(RESULTS_DIR, help="results root; files go to <root>/<dataset>/"),
+        batch_size: int = typer.Option(512, min=1, help="users scored per batch (vectorized systems)"),
+        bootstrap: int = typer.Option(1000, min=100, help="bootstrap resamples for the 95% CIs"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run with this name"),
+        report: bool = typer.Option(True, "--report/--no-report", help="regenerate README.md, SUMMARY.md and plots"),
+        as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout")) -> None:
+    """Evaluate one system and write eval/results/<dataset>/<run>.json (+ per-user JSONL)."""
+    from ..evaluation.report import write_reports
+    from ..evaluation.runner import RunSpec, run_evaluation
+
+    try:
+        params = _parse_params(param)
+        if config is not None:
+            if system != "lm-zeroshot":
+                raise ConfigError("--config only applies to --system lm-zeroshot")
+            from ..config import RecgenConfig
+
+            params = {**RecgenConfig.from_file(config).model_dump(exclude_defaults=True), **params}
+        command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite)
+        spec = RunSpec(dataset=dataset, system=system, stage=stage, users=users, seed=seed, run_name=run_name,
+                       params=params, results_dir=results_dir, batch_size=batch_size, n_boot=bootstrap,
+                       overwrite=overwrite, command=command)
+        result = run_evaluation(spec, progress_factory=_progress(not as_json),
+                                log=lambda message: console.print(f"[dim]{message}[/]"))
+    except (RecgenError, ValueError) as exc:
+        _fail(exc)
+    if report:
+        try:
+            write_reports(results_dir, result["dataset"])
+        except Exception as exc:  # the run files are written; a report problem must not hide that
+            console.print(f"[yellow]warning:[/] the run is saved, but the report could not be regenerated ({exc}); "
+                          "run `recgen eval report`")
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    _show_run(result)
+
+
+def _show_run(result: dict) -> None:
+    users = result["users"]
+    table = Table(title=f"{result['run_name']}: {result['system']} on {result['dataset']} ({result['stage']}, "
+                        f"{users['evaluated']:,} users, {users['excluded_fewer_than_3_interactions']} excluded)")
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name in ("ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20"):
+        entry = result["metrics"][name]
+        table.add_row(name, f"{entry['mean']:.4f}", f"[{entry['ci95'][0]:.4f}, {entry['ci95'][1]:.4f}]")
+    for key, value in (result.get("pipeline") or {}).items():
+        if isinstance(value, dict) and "mean" in value:
+            table.add_row(key, f"{value['mean']:.4f}", f"[{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]")
+        elif key == "validity" and value is not None:
+            table.add_row("validity", f"{100 * value:.2f}%", "")
+    console.print(table)
+    timing = result["timing"]
+    console.print(f"wall {timing['total_wall_s']:.1f} s; stages: " + ", ".join(
+        f"{name} {s['wall_s']:.1f} s (peak {s['peak_rss_mb']:.0f} MB)" for name, s in timing["stages"].items()))
+
+
+@eval_app.command("compare")
+def compare(run_a: str = typer.Argument(..., help="run name (or path to its .json)"),
+            run_b: str = typer.Argument(..., help="run name (or path to its .json)"),
+            dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
+            results_dir: Path = typer.Option(RESULTS_DIR),
+            metrics: str = typer.Option("ndcg@10,recall@10,mrr@10,ndcg@20,recall@20", help="comma-separated"),
+            bootstrap: int = typer.Option(10000, min=100, help="paired bootstrap resamples"),
+            seed: int = typer.Option(0),
+            intersect: bool = typer.Option(False, help="compare on the users both runs share (else they must match)"),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Paired comparison of two runs on the same users: paired bootstrap CI/p and Wilcoxon on NDCG@10."""
+    from ..evaluation.metrics import metrics_from_ranks
+    from ..evaluation.runner import load_run
+    from ..evaluation.stats import compare_paired
+
+    try:
+        (sa, rows_a), (sb, rows_b) = load_run(results_dir, dataset, run_a), load_run(results_dir, dataset, run_b)
+        for key in ("dataset", "stage"):
+            if sa[key] != sb[key]:
+                raise RecgenError(f"the runs differ in {key} ({sa[key]} vs {sb[key]}); a paired test needs the same")
+        a = {r["user"]: r for r in rows_a}
+        b = {r["user"]: r for r in rows_b}
+        if set(a) != set(b):
+            if not intersect:
+                raise RecgenError(f"the runs cover different users ({len(a)} vs {len(b)}, {len(set(a) & set(b))} shared); "
+                                  "evaluate both with the same --users/--seed, or pass --intersect")
+        users = [u for u in a if u in b]
+        if not users:
+            raise RecgenError("the runs share no users")
+        for u in users:
+            if a[u]["target"] != b[u]["target"]:
+                raise RecgenError(f"user {u} has different targets in the two runs; they are not comparable")
+        names = [m.strip() for m in metrics.split(",") if m.strip()]
+        ks = sorted({int(m.split("@")[1]) for m in names} | {10})
+        per_a = metrics_from_ranks([a[u]["rank"] for u in users], ks)
+        per_b = metrics_from_ranks([b[u]["rank"] for u in users], ks)
+        unknown = [m for m in names if m not in per_a]
+        if unknown:
+            raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; use ndcg@K, recall@K, mrr@K")
+        results = compare_paired(per_a, per_b, names, n_boot=bootstrap, seed=seed)
+        if "ndcg@10" not in names:
+            results += [r for r in compare_paired(per_a, per_b, ["ndcg@10"], n_boot=bootstrap, seed=seed)]
+    except (RecgenError, ValueError) as exc:
+        _fail(exc)
+    out = {"dataset": sa["dataset"], "stage": sa["stage"], "run_a": sa["run_name"], "run_b": sb["run_name"],
+           "users": len(users), "comparisons": [r.to_dict() for r in results]}
+    wil = next(r for r in results if r.metric == "ndcg@10")
+    out["wilcoxon_ndcg@10"] = {"p_value": wil.p_wilcoxon, "nonzero_pairs": wil.n_nonzero}
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"{sa['run_name']} (A) vs {sb['run_name']} (B): {sa['dataset']}, {sa['stage']}, "
+                        f"{len(users):,} paired users")
+    for col in ("metric", "A", "B", "A - B", "95% CI (paired bootstrap)", "p (bootstrap)", "p (Wilcoxon)"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(r.metric, f"{r.mean_a:.4f}", f"{r.mean_b:.4f}", f"{r.delta:+.4f}",
+                      f"[{r.ci95[0]:+.4f}, {r.ci95[1]:+.4f}]",
+                      f"< {1 / (bootstrap + 1):.0e}" if r.p_bootstrap <= 1 / (bootstrap + 1) + 1e-12 else f"{r.p_bootstrap:.4g}",
+                      "-" if r.p_wilcoxon is None else f"{r.p_wilcoxon:.4g}")
+    console.print(table)
+    console.print(f"Wilcoxon signed-rank on per-user NDCG@10: p = {wil.p_wilcoxon:.4g} "
+                  f"({wil.n_nonzero:,} users with a non-zero difference; ties dropped)")
+
+
+@eval_app.command("tune")
+def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
+         system: str = typer.Option("itemknn", "--system", "-s", help="popular | itemknn | retrieval"),
+         grid: List[str] = typer.Option(..., "--grid", "-g", help="key=v1,v2,... (repeatable)"),
+         param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="fixed key=value"),
+         users: int = typer.Option(0, help="seeded sample of validation users (0 = all)"),
+         seed: int = typer.Option(0),
+         metric: str = typer.Option("ndcg@10", help="selection metric on the validation stage"),
+         results_dir: Path = typer.Option(RESULTS_DIR),
+         name: Optional[str] = typer.Option(None, help="output file name (default <system>-valid-grid)"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Grid search on the validation stage only; writes <dataset>/tuning/<name>.json."""
+    from ..evaluation.tuning import grid_search, parse_grid
+
+    try:
+        out = grid_search(dataset, system, parse_grid(grid), _parse_params(param), users=users, seed=seed,
+                          metric=metric, results_dir=results_dir, name=name,
+                          log=lambda m: console.print(f"[dim]{m}[/]"))
+    except (RecgenError, ValueError, TypeError) as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        console.print(f"best on validation ({out['users']:,} users): {out['best']}")
+
+
+@eval_app.command("report")
+def report(dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="one dataset folder (default: all)"),
+           results_dir: Path = typer.Option(RESULTS_DIR),
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Regenerate README.md tables, SUMMARY.md and PNG plots (metrics by K, wall time per stage)."""
+    from ..evaluation.report import write_reports
+
+    if not Path(results_dir).is_dir():
+        _fail(RecgenError(f"no results folder {results_dir}; run `recgen eval run` first"))
+    written = write_reports(results_dir, dataset)
+    if as_json:
+        print(json.dumps({"written": [str(p) for p in written]}, indent=2))
+    else:
+        for path in written:
+            console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    eval_app()

@@ -1,0 +1,374 @@
+"""Run one system under the protocol and write its result files.
+
+``<results>/<dataset>/<run>.json``: config, environment, user counts, metrics with 95% bootstrap CIs,
+per-stage wall time / CPU / peak RSS, CPU-seconds per 1,000 users, the command.
+``<results>/<dataset>/<run>.users.jsonl``: a header line with the config hash, then one row per user
+(user, target, rank or null, ndcg@10, recall@10, mrr@10), written incrementally. After a complete run the
+file is gzipped (``.users.jsonl.gz``) when it exceeds 1 MB. User and item ids appear only as
+:func:`~recgen.evaluation.protocol.pseudonym` keys (the files are committed; the data may not be).
+
+* An existing ``<run>.json`` is never overwritten silently: pass ``overwrite=True`` (``--overwrite``).
+* An interrupted run (per-user file without ``<run>.json``) resumes when its config hash matches;
+  otherwise the run refuses and says to use ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__
+from ..data import load_dataset
+from ..errors import ConfigError, RecgenError
+from .baselines import LIST_SYSTEMS, make_system
+from .metrics import DEFAULT_KS, mean_metrics, metrics_from_ranks
+from .protocol import EvalData, check_stage, list_rows, pseudonym, sample_users, score_rows
+from .resources import StageMonitor
+from .stats import bootstrap_cis
+
+PROTOCOL_VERSION = 1
+GZIP_ABOVE_BYTES = 1_000_000
+PACKAGES = ("numpy", "scipy", "torch", "sentence-transformers", "faiss-cpu", "transformers", "peft", "safetensors")
+
+
+class RunExistsError(RecgenError):
+    """A finished run with this name exists, or an interrupted one with another config."""
+
+
+@dataclass
+class RunSpec:
+    dataset: str
+    system: str
+    stage: str = "test"
+    users: int = 0
+    seed: int = 0
+    run_name: str | None = None
+    params: dict = field(default_factory=dict)
+    results_dir: Path = Path("eval/results")
+    batch_size: int = 512
+    n_boot: int = 1000
+    overwrite: bool = False
+    command: str | None = None
+
+    def name(self) -> str:
+        if self.run_name:
+            return self.run_name
+        sample = f"-u{self.users}-s{self.seed}" if self.users else ""
+        return f"{self.system}-{self.stage}{sample}"
+
+
+def run_paths(results_dir: Path, dataset: str, run: str) -> dict[str, Path]:
+    folder = Path(results_dir) / dataset
+    return {"folder": folder, "json": folder / f"{run}.json", "users": folder / f"{run}.users.jsonl",
+            "users_gz": folder / f"{run}.users.jsonl.gz"}
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def read_user_file(path: Path) -> tuple[dict | None, list[dict]]:
+    """(header, rows) of a per-user JSONL (plain or gzipped); a torn last line (interrupt) is ignored."""
+    header, rows = None, []
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interrupt; the user is simply evaluated again
+            if number == 0 and "header" in row:
+                header = row["header"]
+            else:
+                rows.append(row)
+    return header, rows
+
+
+def user_file_for(paths: dict[str, Path]) -> Path | None:
+    for key in ("users", "users_gz"):
+        if paths[key].is_file():
+            return paths[key]
+    return None
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def environment() -> dict:
+    from importlib import metadata
+
+    versions = {"recgen": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    repo = Path(__file__).resolve().parents[2]
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                capture_output=True, text=True, timeout=10)
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        threads = None
+    return {"packages": versions, "git_commit": commit or "none (no commit yet)", "git_dirty": dirty,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": threads}
+
+
+def summarize(rows: list[dict], n_boot: int, seed: int, list_system: bool) -> dict:
+    """Metrics (mean and 95% CI) over all rows; for list systems also retriever recall and validity."""
+    ranks = [row["rank"] for row in rows]
+    per_user = metrics_from_ranks(ranks, DEFAULT_KS)
+    means = mean_metrics(per_user)
+    cis = bootstrap_cis(per_user, n_boot=n_boot, seed=seed)
+    metrics = {name: {"mean": round(means[name], 6), "ci95": [round(cis[name][0], 6), round(cis[name][1], 6)]}
+               for name in per_user}
+    out: dict = {"metrics": metrics}
+    if list_system:
+        retrieved = np.array([bool(row.get("retrieved")) for row in rows], dtype=np.float64)
+        n_cand = max((row.get("n_candidates", 0) for row in rows), default=0)
+        recall_ci = bootstrap_cis({"r": retrieved}, n_boot=n_boot, seed=seed)["r"]
+        inside = [row["rank"] for row in rows if row.get("retrieved")]
+        within = mean_metrics(metrics_from_ranks(inside, (1, 5, 10, 20))) if inside else {}
+        returned = sum(row.get("n_returned", 0) for row in rows)
+        valid = sum(row.get("n_valid", 0) for row in rows)
+        out["pipeline"] = {
+            f"retriever_recall@{n_cand}": {"mean": round(float(retrieved.mean()), 6) if len(rows) else None,
+                                           "ci95": [round(recall_ci[0], 6), round(recall_ci[1], 6)]},
+            "users_target_retrieved": int(retrieved.sum()),
+            "ranker_within_retrieved": {k: round(v, 6) for k, v in within.items()},
+            "validity": round(valid / returned, 6) if returned else None,
+            "returned_items": returned,
+            "invalid_items": returned - valid,
+        }
+    return out
+
+
+def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
+                   log: Callable[[str], None] = lambda message: None) -> dict:
+    """Evaluate ``spec.system`` and write the run files; returns the run summary that was written."""
+    check_stage(spec.stage)
+    if spec.users < 0:
+        raise ConfigError("--users must be >= 0 (0 = all users)")
+    if spec.system not in (*LIST_SYSTEMS, "popular", "itemknn", "retrieval", "sasrec"):
+        raise ConfigError(f"unknown system {spec.system!r}; choose popular, itemknn, retrieval, sasrec or lm-zeroshot")
+    started = time.perf_counter()
+    monitor = StageMonitor()
+    with monitor.stage("load"):
+        dataset = load_dataset(spec.dataset)
+        data = EvalData.from_dataset(dataset)
+    run = spec.name()
+    paths = run_paths(spec.results_dir, dataset.name, run)
+    log(f"{dataset.name}: {data.n_users:,} users evaluable, {data.excluded_users:,} excluded "
+        f"(fewer than 3 interactions), {data.n_items:,} items")
+    no_text = data.items_without_text()
+    if no_text:
+        log(f"{len(no_text)} item(s) have no title text (placeholder 'item <id>' is embedded): "
+            f"{', '.join(no_text[:5])}{' ...' if len(no_text) > 5 else ''}")
+
+    try:
+        system = make_system(spec.system, spec.params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad parameters for {spec.system}: {exc}") from None
+    config = {
+        "protocol_version": PROTOCOL_VERSION, "dataset": dataset.name, "catalog": dataset.catalog.fingerprint(),
+        "n_interactions": dataset.num_interactions(), "system": spec.system, "params": spec.params,
+        "stage": spec.stage, "users": spec.users, "seed": spec.seed,
+    }
+    chash = config_hash(config)
+
+    # -- existing results: never silently overwritten; interrupted runs resume ------------------
+    if paths["json"].exists():
+        if not spec.overwrite:
+            raise RunExistsError(f"{paths['json']} already exists; pass --overwrite to replace it, or choose another "
+                                 "--run-name")
+    done: dict[str, dict] = {}
+    existing = user_file_for(paths)
+    if spec.overwrite:
+        for key in ("json", "users", "users_gz"):
+            paths[key].unlink(missing_ok=True)
+        existing = None
+    if existing is not None:
+        header, rows = read_user_file(existing)
+        if header is None or header.get("config_hash") != chash:
+            raise RunExistsError(
+                f"{existing} holds an interrupted run with a different configuration "
+                f"(hash {header.get('config_hash') if header else 'missing'} != {chash}); pass --overwrite to start "
+                "again, or choose another --run-name")
+        done = {row["user"]: row for row in rows}
+        # rewrite cleanly before appending: drops a line torn by the interrupt (and continues a .gz in plain text)
+        _write_rows(paths["users"], header, list(done.values()))
+        if existing.suffix == ".gz":
+            existing.unlink()
+        log(f"resuming {run}: {len(done):,} users already evaluated")
+
+    positions = sample_users(data.n_users, spec.users, spec.seed)
+    keys = [pseudonym(u) for u in data.user_ids]  # per-user files carry keys, not dataset ids
+    todo = [int(p) for p in positions if keys[p] not in done]
+    paths["folder"].mkdir(parents=True, exist_ok=True)
+    header = {"config_hash": chash, "run_name": run, "dataset": dataset.name, "system": spec.system,
+              "stage": spec.stage, "users": spec.users, "seed": spec.seed, "params": spec.params}
+    if not paths["users"].exists():
+        _write_rows(paths["users"], header, [])
+
+    progress = progress_factory() if progress_factory else None
+    try:
+        if progress is not None:
+            progress.start()
+        fit_info = {}
+        if todo:
+            with monitor.stage("fit"):
+                fit = getattr(system, "fit")
+                if spec.system == "sasrec":
+                    fit(data, log=log, progress=progress)
+                else:
+                    fit(data, log=log)
+                fit_info = dict(getattr(system, "fit_info", {}) or {})
+        list_system = spec.system in LIST_SYSTEMS
+        with monitor.stage("score"):
+            task = progress.add_task(f"ranking ({spec.system}, {spec.stage})", total=len(todo)) if progress else None
+            rows_iter = (list_rows(system, data, spec.stage, todo, batch_size=getattr(system, "batch", 8))
+                         if list_system else score_rows(system, data, spec.stage, todo, batch_size=spec.batch_size))
+            with paths["users"].open("a", encoding="utf-8") as handle:
+                for rows in rows_iter:
+                    for row in rows:
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        done[row["user"]] = row
+                    handle.flush()
+                    if progress is not None:
+                        progress.advance(task, len(rows))
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    with monitor.stage("metrics"):
+        order = [keys[p] for p in positions]
+        missing = [u for u in order if u not in done]
+        if missing:
+            raise RecgenError(f"{len(missing)} sampled users have no result (e.g. {missing[0]}); re-run to resume")
+        rows = [done[u] for u in order]
+        summary = summarize(rows, spec.n_boot, spec.seed, spec.system in LIST_SYSTEMS)
+
+    size = paths["users"].stat().st_size
+    if size > GZIP_ABOVE_BYTES:
+        with paths["users"].open("rb") as src, gzip.open(paths["users_gz"], "wb", compresslevel=9) as dst:
+            dst.write(src.read())
+        paths["users"].unlink()
+        per_user_file = paths["users_gz"].name
+    else:
+        per_user_file = paths["users"].name
+
+    n_scored = len(todo)
+    score_stage = monitor.stages.get("score", {})
+    cpu_fit_score = sum(monitor.stages.get(s, {}).get("cpu_s", 0.0) for s in ("fit", "score"))
+    result = {
+        "run_name": run,
+        "dataset": dataset.name,
+        "system": spec.system,
+        "stage": spec.stage,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": spec.command,
+        "argv": sys.argv,
+        "config": {**config, "system_params": _jsonable(system.params())},
+        "config_hash": chash,
+        "seed": spec.seed,
+        "protocol": {
+            "split": "leave-one-out: last item = test, second last = validation, rest = training",
+            "history": "training items" if spec.stage == "valid" else "training items + validation item",
+            "fitted_on": "training part of every sequence only",
+            "ranking": "full ranking over all catalog items; only the user's own history items are masked",
+            "ties": "count against the target",
+            "averaging": "mean over all evaluated users; a miss counts 0",
+            "ci": f"95% percentile bootstrap over users, {spec.n_boot} resamples, seed {spec.seed}",
+        },
+        "users": {
+            "in_dataset": len(dataset.sequences),
+            "excluded_fewer_than_3_interactions": data.excluded_users,
+            "eligible": data.n_users,
+            "requested": spec.users or "all",
+            "evaluated": len(rows),
+            "scored_in_this_invocation": n_scored,
+            "resumed": n_scored < len(rows),
+            "target_in_history": data.target_in_history(spec.stage),
+        },
+        "items": {"catalog": data.n_items, "without_text": len(no_text)},
+        **summary,
+        "fit": _jsonable(fit_info),
+        "timing": {
+            "stages": monitor.stages,
+            "total_wall_s": round(time.perf_counter() - started, 2),
+            "cpu_s_per_1000_users_ranking": round(score_stage.get("cpu_s", 0.0) / n_scored * 1000, 3) if n_scored else None,
+            "cpu_s_per_1000_users_fit_and_ranking": round(cpu_fit_score / n_scored * 1000, 3) if n_scored else None,
+            "note": "times cover this invocation only" if n_scored < len(rows) else "",
+        },
+        "environment": environment(),
+        "per_user_file": per_user_file,
+    }
+    tmp = paths["json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(paths["json"])
+    return result
+
+
+def _write_rows(path: Path, header: dict, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# -- loading finished runs ------------------------------------------------------------------------
+
+def load_run(results_dir: Path, dataset: str, run: str) -> tuple[dict, list[dict]]:
+    """A finished run's summary and per-user rows; ``run`` may also be a path to its ``.json``."""
+    path = Path(run)
+    if path.suffix == ".json" and path.is_file():
+        paths = run_paths(path.parent.parent, path.parent.name, path.name[:-len(".json")])
+    else:
+        paths = run_paths(results_dir, dataset, run)
+    if not paths["json"].is_file():
+        available = sorted(p.name[:-5] for p in paths["folder"].glob("*.json")) if paths["folder"].is_dir() else []
+        raise RecgenError(f"no finished run {paths['json']}" + (f"; available: {', '.join(available)}" if available else ""))
+    summary = json.loads(paths["json"].read_text())
+    user_file = user_file_for(paths)
+    if user_file is None:
+        raise RecgenError(f"{paths['json']} has no per-user file ({paths['users'].name}[.gz]); paired tests need it")
+    _, rows = read_user_file(user_file)
+    return summary, rows

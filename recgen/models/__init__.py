@@ -1,0 +1,1 @@
+"""Trainable sequential recommenders used as baselines (and possibly as retrievers)."""
