@@ -1,0 +1,231 @@
+"""Run a batch file through a Recommender: resumable, batched across requests, one process or Ray Data.
+
+Resuming: the output is append-only (see :mod:`recgen.batch.io`); a run first drops a torn last line,
+then skips every ``custom_id`` already in the output, so a killed job re-run with the same command
+ends with every id exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..config import RecgenConfig
+from ..errors import DataError, RecgenError
+from ..types import RecommendRequest
+from .io import BatchRequest, ResultWriter, done_ids, output_line, read_requests, repair_tail, write_errors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchSummary:
+    """What a run did. ``users_per_second`` counts requests processed in this run over ``seconds``
+    (ranking + reasons + writing; model loading is ``load_seconds``). On Ray, the clock starts at the
+    first results and those are not counted, since the driver cannot see when the actors finished loading."""
+
+    input: str
+    output: str
+    errors_file: str | None
+    requests: int = 0
+    malformed: int = 0
+    duplicates: int = 0
+    already_done: int = 0
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    load_seconds: float = 0.0
+    seconds: float = 0.0
+    users_per_second: float = 0.0
+    engine: str = "local"
+    batch_size: int = 8
+    torn_bytes_dropped: int = 0
+    workers_used: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_errors_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.stem + ".errors.jsonl")
+
+
+def resolve_user(request: RecommendRequest, dataset) -> RecommendRequest:
+    """Replace ``user`` by that user's history (followed by any ``history`` given in the request)."""
+    if request.user is None:
+        return request
+    if dataset is None:
+        raise DataError("a request names a `user`, but no dataset is loaded")
+    history = list(dataset.history(request.user)) + list(request.history or [])
+    return request.model_copy(update={"user": None, "history": history})
+
+
+def _failure(item: BatchRequest, exc: BaseException) -> str:
+    if isinstance(exc, RecgenError):
+        return output_line(item, error=exc, status_code=400)
+    log.warning("request %s (line %d) failed: %s: %s", item.custom_id, item.line, type(exc).__name__, exc)
+    return output_line(item, error=exc, status_code=500)
+
+
+def process_requests(recommender, dataset, items: list[BatchRequest]) -> list[str]:
+    """Result lines for ``items`` (same order). LM ranking is batched across the items; a request that
+    cannot be served (unknown user or item, bad k, ...) gets an error line and does not stop the others."""
+    lines: list[str | None] = [None] * len(items)
+    ready: list[tuple[int, RecommendRequest]] = []
+    for n, item in enumerate(items):
+        try:
+            ready.append((n, resolve_user(item.request, dataset)))
+        except RecgenError as exc:
+            lines[n] = _failure(item, exc)
+    if ready:
+        try:
+            results = recommender.recommend_batch([request for _, request in ready])
+        except Exception:  # noqa: BLE001 - isolate the request(s) that failed, one at a time
+            results = None
+        if results is not None:
+            for (n, _), recs in zip(ready, results):
+                lines[n] = output_line(items[n], recs)
+        else:
+            for n, request in ready:
+                try:
+                    lines[n] = output_line(items[n], recommender.recommend_batch([request])[0])
+                except Exception as exc:  # noqa: BLE001 - one bad request must not stop a batch job
+                    lines[n] = _failure(items[n], exc)
+    return [line for line in lines if line is not None]
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start: start + size]
+
+
+class _Progress:
+    """A rich progress bar with the overall users/s; silent when ``enabled`` is false."""
+
+    def __init__(self, total: int, enabled: bool, console=None):
+        self.enabled = enabled and total > 0
+        self.total = total
+        self.done = 0
+        self.offset = 0  # results counted before the clock was (re)started
+        self.start = time.perf_counter()
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+                TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]} users/s"), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
+            self._task = self._bar.add_task("batch", total=total, rate="-")
+            self._bar.start()
+
+    def reset_clock(self) -> None:
+        self.start = time.perf_counter()
+        self.offset = self.done
+
+    @property
+    def timed(self) -> int:
+        return self.done - self.offset
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.enabled:
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            self._bar.update(self._task, advance=n, rate=f"{self.timed / elapsed:.2f}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self._bar.stop()
+
+
+def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str | None = "ml-100k",
+              config: RecgenConfig | None = None, batch_size: int = 8, errors_path: str | Path | None = None,
+              index_dir: str | Path | None = None, use_ray: bool = False, ray_workers: int = 2,
+              ray_gpus_per_worker: float = 0.0,
+              show_progress: bool = True, console=None, recommender=None, loaded_dataset=None,
+              on_batch: Callable[[int], None] | None = None) -> BatchSummary:
+    """Run every request of ``input_path`` not yet in ``output_path``; return what was done.
+
+    ``recommender`` / ``loaded_dataset`` skip loading (tests, notebooks); otherwise the dataset is loaded
+    by name or folder and its cached index reused. ``use_ray`` runs the same job on Ray Data with
+    ``ray_workers`` actors, each building its Recommender once (``ray_gpus_per_worker=1`` on a GPU cluster).
+    """
+    if batch_size < 1:
+        raise DataError("--batch-size must be at least 1")
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise DataError(f"input file {input_path} not found")
+    if input_path.resolve() == output_path.resolve():
+        raise DataError("the output file must not be the input file")
+    config = config or RecgenConfig()
+    errors_file = Path(errors_path) if errors_path else default_errors_path(output_path)
+    summary = BatchSummary(str(input_path), str(output_path), None, engine="ray" if use_ray else "local",
+                           batch_size=batch_size)
+
+    requests, errors = read_requests(input_path)
+    summary.requests = len(requests)
+    summary.duplicates = sum(1 for e in errors if e["error"].startswith("duplicate custom_id"))
+    summary.malformed = len(errors) - summary.duplicates
+    if errors or errors_file.exists():
+        write_errors(errors_file, errors)
+        summary.errors_file = str(errors_file)
+
+    summary.torn_bytes_dropped = repair_tail(output_path)
+    done = done_ids(output_path)
+    todo = [r for r in requests if r.custom_id not in done]
+    summary.already_done = len(requests) - len(todo)
+    if not todo:
+        return summary
+
+    progress = _Progress(len(todo), show_progress, console)
+    try:
+        with ResultWriter(output_path) as writer:
+            def emit(lines: list[str]) -> None:
+                writer.write(lines)
+                summary.processed += len(lines)
+                summary.failed += sum(1 for line in lines if json.loads(line).get("error") is not None)
+                progress.advance(len(lines))
+                if on_batch is not None:
+                    on_batch(summary.processed)
+
+            load_start = time.perf_counter()
+            if use_ray:
+                from .ray_runner import run_on_ray
+
+                run_on_ray(todo, emit, dataset=dataset, config=config, index_dir=index_dir, batch_size=batch_size,
+                           workers=ray_workers, summary=summary, num_gpus=ray_gpus_per_worker,
+                           on_ready=lambda: _started(summary, load_start, progress))
+            else:
+                rec, data = recommender, loaded_dataset
+                if rec is None:
+                    from ..cli.common import load_recommender
+
+                    data, rec = load_recommender(dataset, config, index_dir=Path(index_dir) if index_dir else None,
+                                                 show_progress=False)
+                _ = rec.backend  # load the LM now, so throughput excludes model loading
+                _started(summary, load_start, progress)
+                for chunk in _chunks(todo, batch_size):
+                    emit(process_requests(rec, data, chunk))
+    finally:
+        progress.close()
+        if summary.processed:
+            summary.seconds = round(time.perf_counter() - progress.start, 3)
+            summary.users_per_second = round(progress.timed / max(summary.seconds, 1e-9), 3)
+        summary.succeeded = summary.processed - summary.failed
+    return summary
+
+
+def _started(summary: BatchSummary, load_start: float, progress: _Progress) -> None:
+    summary.load_seconds = round(time.perf_counter() - load_start, 3)
+    progress.reset_clock()
+
+
+def thread_count(workers: int) -> int:
+    """torch threads per worker so that ``workers`` processes share the machine's cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
