@@ -86,18 +86,17 @@ def process_requests(recommender, dataset, items: list[BatchRequest]) -> list[st
             lines[n] = _failure(item, exc)
     if ready:
         try:
-            results = recommender.recommend_batch([request for _, request in ready])
-        except Exception:  # noqa: BLE001 - isolate the request(s) that failed, one at a time
-            results = None
-        if results is not None:
-            for (n, _), recs in zip(ready, results):
-                lines[n] = output_line(items[n], recs)
-        else:
-            for n, request in ready:
+            results = recommender.recommend_batch([request for _, request in ready], return_exceptions=True)
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure: serve the requests one at a time
+            log.warning("batch of %d failed (%s); retrying one by one", len(ready), exc)
+            results = []
+            for _, request in ready:
                 try:
-                    lines[n] = output_line(items[n], recommender.recommend_batch([request])[0])
-                except Exception as exc:  # noqa: BLE001 - one bad request must not stop a batch job
-                    lines[n] = _failure(items[n], exc)
+                    results.append(recommender.recommend_batch([request])[0])
+                except Exception as one:  # noqa: BLE001 - one bad request must not stop a batch job
+                    results.append(one)
+        for (n, _), recs in zip(ready, results):
+            lines[n] = _failure(items[n], recs) if isinstance(recs, BaseException) else output_line(items[n], recs)
     return [line for line in lines if line is not None]
 
 
