@@ -242,7 +242,7 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
         "cooccurrence_fusion": fusion, "loss_first_20": float(np.mean(losses[:20])),
         "loss_last_20": float(np.mean(losses[-20:])), "model_dir": str(model_dir), "index_dir": str(out / "index"),
         "wall_seconds": round(time.time() - t_start, 1), "command": command, "config": cfg.model_dump(mode="json"),
-        "note": "the co-occurrence fusion is measured here only; recgen's Retriever serves embedding scores",
+        "note": "the fusion here is measured offline; recgen's Retriever serves it as RecgenConfig.collaborative_weight",
     }
     # Recall@k is the same key for every stage; also expose the plain names the CLI prints.
     summary["valid_before"]["recall@20"] = before["valid"]
