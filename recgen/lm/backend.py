@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from ..errors import ModelLoadError
 from ..ranking.prompts import ChatPrompt
 
 
@@ -35,3 +36,30 @@ def make_backend(config) -> LMBackend:
     from .transformers_backend import TransformersBackend
 
     return TransformersBackend.from_config(config)
+
+
+class ChatTokenizing:
+    """Prompt rendering and label lookup shared by backends that hold a Hugging Face ``tokenizer``."""
+
+    tokenizer = None
+    _label_cache: dict[str, int]
+
+    def render(self, prompt: ChatPrompt) -> str:
+        text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        return text + prompt.response_prefix
+
+    def encode(self, prompt: ChatPrompt) -> list[int]:
+        return self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, prompt: ChatPrompt) -> int:
+        return len(self.encode(prompt))
+
+    def label_id(self, label: str) -> int:
+        """The single token of a candidate label; a label of several tokens cannot be scored in one pass."""
+        cache = self.__dict__.setdefault("_label_cache", {})
+        if label not in cache:
+            ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ModelLoadError(f"label {label!r} is {len(ids)} tokens for this tokenizer; labels must be one token")
+            cache[label] = ids[0]
+        return cache[label]

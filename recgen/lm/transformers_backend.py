@@ -14,10 +14,11 @@ import torch
 
 from ..errors import ModelLoadError
 from ..ranking.prompts import ChatPrompt
+from .backend import ChatTokenizing
 from .resolve import resolve_lm
 
 
-class TransformersBackend:
+class TransformersBackend(ChatTokenizing):
     name = "transformers"
 
     def __init__(self, model, tokenizer, device: str = "cpu"):
@@ -54,24 +55,6 @@ class TransformersBackend:
         return cls(model.to(config.device), tokenizer, config.device)
 
     # -- prompt encoding ----------------------------------------------------------------------
-    def render(self, prompt: ChatPrompt) -> str:
-        text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
-        return text + prompt.response_prefix
-
-    def encode(self, prompt: ChatPrompt) -> list[int]:
-        return self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"]
-
-    def count_tokens(self, prompt: ChatPrompt) -> int:
-        return len(self.encode(prompt))
-
-    def label_id(self, label: str) -> int:
-        if label not in self._label_cache:
-            ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
-            if len(ids) != 1:
-                raise ModelLoadError(f"label {label!r} is {len(ids)} tokens for this tokenizer; labels must be one token")
-            self._label_cache[label] = ids[0]
-        return self._label_cache[label]
-
     def _left_pad(self, rows: list[list[int]]):
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id

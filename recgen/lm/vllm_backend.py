@@ -34,6 +34,7 @@ from pathlib import Path
 from ..config import MAX_CANDIDATES
 from ..errors import ModelLoadError
 from ..ranking.prompts import ChatPrompt
+from .backend import ChatTokenizing
 
 VLLM_MISSING = (
     "vLLM is not installed: pip install 'recgen[vllm]' (needs a CUDA GPU; it pins torch 2.14 and its own "
@@ -276,7 +277,7 @@ def supports_label_logprobs() -> bool:
     return "logprob_token_ids" in set(getattr(SamplingParams, "__struct_fields__", ()))
 
 
-class VLLMBackend:
+class VLLMBackend(ChatTokenizing):
     """:class:`~recgen.lm.backend.LMBackend` over an in-process ``vllm.LLM`` (one engine per GPU)."""
 
     name = "vllm"
@@ -313,21 +314,6 @@ class VLLMBackend:
         return cls(llm, lora_request=lora)
 
     # -- prompts ------------------------------------------------------------------------------
-    def encode(self, prompt: ChatPrompt) -> list[int]:
-        text = self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text + prompt.response_prefix, add_special_tokens=False)["input_ids"]
-
-    def count_tokens(self, prompt: ChatPrompt) -> int:
-        return len(self.encode(prompt))
-
-    def label_id(self, label: str) -> int:
-        if label not in self._label_cache:
-            ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
-            if len(ids) != 1:
-                raise ModelLoadError(f"label {label!r} is {len(ids)} tokens for this tokenizer; labels must be one token")
-            self._label_cache[label] = ids[0]
-        return self._label_cache[label]
-
     def _generate(self, prompts: list[ChatPrompt], specs: list[dict]):
         inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         params = [self.make_params(s) for s in specs]
