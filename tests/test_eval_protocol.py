@@ -107,6 +107,43 @@ def test_list_rows_validity_and_retrieval_flags(data):
 
     rows = [r for rows in list_rows(Fake(), data, "test", range(10), batch_size=4) for r in rows]
     assert [r["rank"] for r in rows] == [1] * 10
+    assert all(r["second_stage"] for r in rows)  # no first stage exposed: every user goes through the system
+
+
+def test_second_stage_only_sees_users_whose_target_was_retrieved(data):
+    """A reranker cannot rescue a target that is not among its candidates: those users skip it, with
+    exactly the metrics they would have had (0), and the row says so."""
+    ids = data.dataset.catalog.ids
+
+    class TwoStage:
+        name = "two-stage"
+        ranked_histories: list = []
+
+        def candidates_many(self, histories):
+            # even users' targets are retrieved (the true next item), odd users' are not
+            return [[f"i{(int(h[-1][1:]) + 1) % 30}", "i0", "i7"] if int(h[-1][1:]) % 2 == 0 else ["i0", "i7"]
+                    for h in histories]
+
+        def recommend_many(self, histories):
+            self.ranked_histories.extend(histories)
+            return [(list(reversed(c)), c) for c in self.candidates_many(histories)]
+
+        def params(self):
+            return {}
+
+    system = TwoStage()
+    rows = [r for rows in list_rows(system, data, "test", range(10), batch_size=3) for r in rows]
+    histories = [[ids[i] for i in data.history("test", p)] for p in range(10)]
+    targets = [ids[data.target("test", p)] for p in range(10)]
+    hits = [t in c for t, c in zip(targets, system.candidates_many(histories))]
+    assert any(hits) and not all(hits)
+    assert [r["second_stage"] for r in rows] == hits == [r["retrieved"] for r in rows]
+    assert system.ranked_histories == [h for h, hit in zip(histories, hits) if hit]
+    for row, hit in zip(rows, hits):
+        if hit:
+            assert row["rank"] is not None  # ranked by the second stage (reversed list)
+        else:
+            assert row["rank"] is None and row["ndcg@10"] == 0.0 and row["n_returned"] == row["n_candidates"] == 2
 
 
 # -- run files ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class FakeRetriever:
     def __init__(self, catalog):
         self.catalog = catalog
         self.max_history, self.decay = 20, 0.85
+        self.transitions, self.collaborative_weight = None, 0.0  # set (and ignored) like the real Retriever's
 
     def retrieve(self, history, query=None, n=20, exclude=None):
         skip = set(history) | set(exclude or ())
@@ -104,7 +105,7 @@ def test_sft_examples_exclude_heldout_targets_and_are_deterministic():
     dataset = make_dataset()
     splits = leave_one_out(dataset).splits
     retriever = FakeRetriever(dataset.catalog)
-    cfg = SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2, prefixes_per_user=3)
+    cfg = SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2, prefixes_per_user=3, candidate_order="shuffled")
     first = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=3)
     second = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=3)
     assert first and [(e.prompt.messages, e.response) for e in first] == [(e.prompt.messages, e.response) for e in second]
@@ -121,6 +122,76 @@ def test_sft_examples_exclude_heldout_targets_and_are_deterministic():
         label = example.prompt.meta["labels"][example.candidates.index(example.target)]
         assert example.response == label
     assert len({e.response for e in first}) > 3  # shuffled: the answer is not always "A"
+
+
+class ListRetriever(FakeRetriever):
+    """Retrieves a fixed per-call list so tests know exactly what the retriever said."""
+
+    def __init__(self, catalog, n_retrieved):
+        super().__init__(catalog)
+        self.n_retrieved = n_retrieved
+        self.calls = []
+
+    def retrieve(self, history, query=None, n=20, exclude=None):
+        # an int, or a function of the history (to mix hits and misses: the next item sits 5th here)
+        limit = self.n_retrieved(history) if callable(self.n_retrieved) else self.n_retrieved
+        out = super().retrieve(history, query, n=min(n, limit), exclude=exclude)
+        self.calls.append((list(history), [i for i, _ in out], self.transitions))
+        return out
+
+
+def test_sft_candidates_keep_the_retrieval_order_and_skip_misses():
+    dataset = make_dataset(n_users=20)
+    splits = leave_one_out(dataset).splits
+    retriever = ListRetriever(dataset.catalog, n_retrieved=lambda history: 5 if len(history) % 2 else 4)
+    cfg = SFTDataConfig(n_candidates=5, prompt_history=4, min_history=2, prefixes_per_user=4, collaborative_weight=0)
+    stats = {}
+    examples = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=0, stats=stats)
+    said = {tuple(history): ids for history, ids, _ in retriever.calls}
+    assert examples and stats["skipped_unretrieved"] > 0
+    assert all(len(e.history) % 2 for e in examples)  # exactly the prefixes whose target was retrieved
+    assert len(examples) == stats["target_retrieved"] == stats["prefixes"] - stats["skipped_unretrieved"]
+    for example in examples:
+        assert example.candidates == said[tuple(example.history)]  # the retriever's own order, untouched
+
+
+def test_injected_targets_land_at_random_positions_not_last():
+    dataset = make_dataset(n_users=20)
+    splits = leave_one_out(dataset).splits
+    cfg = SFTDataConfig(n_candidates=4, prompt_history=4, min_history=2, prefixes_per_user=4, collaborative_weight=0,
+                        unretrieved_target="inject")
+    stats = {}
+    examples = build_sft_examples(dataset.catalog, splits, ListRetriever(dataset.catalog, 4), cfg, seed=0, stats=stats)
+    assert stats["injected"] > 10 and stats["skipped_unretrieved"] == 0
+    positions = {e.candidates.index(e.target) for e in examples}
+    assert len(positions) == 4 and all(len(e.candidates) == 4 for e in examples)
+
+
+def test_sft_candidates_use_out_of_fold_transitions():
+    """A user's own steps never reach the transitions that pick that user's SFT candidates."""
+    from recgen.finetune.sft_data import out_of_fold_transitions, user_folds
+
+    n_users, length = 10, 6
+    items = [Item(str(i), f"Item {i}") for i in range(n_users * length)]
+    sequences = {f"u{u}": [str(u * length + t) for t in range(length)] for u in range(n_users)}  # disjoint items
+    dataset = Dataset("folds", Catalog(items), sequences)
+    splits = leave_one_out(dataset).splits
+    cfg = SFTDataConfig(n_candidates=4, min_history=2, prefixes_per_user=2, collaborative_folds=5)
+    folds, fitted = out_of_fold_transitions(dataset.catalog, splits, cfg, seed=0)
+    assert folds == user_folds(splits, 5, 0) and sorted(set(folds.values())) == list(range(5))
+    for split in splits:
+        rows = [dataset.catalog.index_of(i) for i in split.train]
+        own = fitted[folds[split.user_id]].matrix[rows][:, rows]
+        assert own.nnz == 0, split.user_id  # left out of its own fold's counts
+        other = fitted[(folds[split.user_id] + 1) % 5].matrix[rows][:, rows]
+        assert other.nnz > 0  # and counted in the others
+    retriever = ListRetriever(dataset.catalog, 4)
+    build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=0)
+    owner = {i: u for u, seq in sequences.items() for i in seq}
+    for history, _, transitions in retriever.calls:
+        assert transitions is fitted[folds[owner[history[0]]]] or \
+            (transitions.matrix != fitted[folds[owner[history[0]]]].matrix).nnz == 0
+    assert retriever.transitions is None and retriever.collaborative_weight == 0.0  # restored afterwards
 
 
 def test_only_the_label_token_is_supervised(tiny_lm):

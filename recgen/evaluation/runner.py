@@ -313,6 +313,8 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
             "scored_in_this_invocation": n_scored,
             "resumed": n_scored < len(rows),
             "target_in_history": data.target_in_history(spec.stage),
+            **({"ranked_by_second_stage": sum(1 for r in rows if r.get("second_stage", True))}
+               if spec.system in LIST_SYSTEMS else {}),
         },
         "items": {"catalog": data.n_items, "without_text": len(no_text)},
         **summary,

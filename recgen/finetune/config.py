@@ -34,6 +34,18 @@ class SFTDataConfig(_Strict):
     max_examples: int | None = Field(None, ge=1)
     supervise_end_of_turn: bool = Field(False, description="also train the end-of-turn token after the label")
     reasons_fraction: float = Field(0.0, ge=0, le=1, description="share of extra reason examples built from facts")
+    collaborative_weight: float = Field(
+        1.0, ge=0, description="hybrid retrieval weight of item transitions, as RecgenConfig.collaborative_weight "
+                               "at inference (0 = text only)")
+    collaborative_folds: int = Field(
+        5, ge=2, description="SFT candidates for a user come from transitions fitted on the OTHER folds' users, so "
+                             "the user's own next item is not in the transition counts (no leak into the candidates)")
+    candidate_order: Literal["retrieval", "shuffled"] = Field(
+        "retrieval", description="retrieval = candidates in the retriever's order, as at inference (the model can "
+                                 "learn how far to trust it); shuffled = random order")
+    unretrieved_target: Literal["skip", "inject"] = Field(
+        "skip", description="a prefix whose target the retriever missed: skip it (the LM can only reorder what is "
+                            "retrieved), or inject the target at a random position")
 
 
 class LoraSettings(_Strict):

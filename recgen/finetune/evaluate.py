@@ -71,6 +71,11 @@ def compare_rankers(dataset: str, adapter: str, *, users: int = 500, seed: int =
     retriever = Retriever.build(ds.catalog, emb)
     retriever.max_history = settings["retrieval_history"]
     retriever.decay = settings["recency_decay"]
+    if settings.get("collaborative_weight", 0) > 0:  # hybrid, as at inference; fitted on training parts only
+        from ..retrieval.collaborative import ItemTransitions
+
+        retriever.transitions = ItemTransitions.fit(ds.catalog, [list(s.train) for s in splits])
+        retriever.collaborative_weight = settings["collaborative_weight"]
     n = settings["n_candidates"]
     retrieval_ranks, requests, targets, hit_rows = [], [], [], []
     for row, split in enumerate(chosen):

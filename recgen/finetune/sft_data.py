@@ -2,10 +2,16 @@
 
 For a prefix ``train[:t]`` of a user's training sequence the target is ``train[t]``. Candidates are the
 retriever's top-N for that prefix (hard negatives), excluding the user's later items (they are positives,
-not negatives) and the held-out validation/test items. The target replaces the last candidate when it was
-not retrieved, then the candidate order is shuffled so the answer is not biased toward ``A``. The prompt is
-built with :func:`recgen.ranking.ranker.build_rank_prompt` exactly as at inference; the supervised response
-is the label letter (optionally followed by the end-of-turn token).
+not negatives) and the held-out validation/test items.
+
+By default the candidates keep the retriever's order, as at inference, and prefixes whose target was not
+retrieved are skipped (the LM can only reorder what it is given), as LlamaRec does. The hybrid retriever's
+item transitions are fitted out of fold: a user's candidates come from transitions counted on the other
+folds' training sequences, so the user's own ``train[t-1] -> train[t]`` step cannot pull the target into
+the list (that would make retrieval look more reliable in training than on unseen users).
+
+The prompt is built with :func:`recgen.ranking.ranker.build_rank_prompt` exactly as at inference; the
+supervised response is the label letter (optionally followed by the end-of-turn token).
 """
 
 from __future__ import annotations
@@ -43,43 +49,95 @@ def _prefix_positions(n_train: int, cfg: SFTDataConfig, rng: random.Random) -> l
     return sorted(rng.sample(positions, cfg.prefixes_per_user))
 
 
+def user_folds(splits: list[UserSplit], n_folds: int, seed: int) -> dict[str, int]:
+    """A seeded, balanced assignment of users to ``n_folds`` folds."""
+    users = sorted(s.user_id for s in splits)
+    random.Random(f"folds-{seed}").shuffle(users)
+    return {user: n % n_folds for n, user in enumerate(users)}
+
+
+def out_of_fold_transitions(catalog: Catalog, splits: list[UserSplit], cfg: SFTDataConfig, seed: int) -> tuple[dict, list]:
+    """(user -> fold, per-fold ItemTransitions fitted on the other folds' TRAINING sequences)."""
+    from ..retrieval.collaborative import ItemTransitions
+
+    folds = user_folds(splits, cfg.collaborative_folds, seed)
+    fitted = []
+    for k in range(cfg.collaborative_folds):
+        sequences = [list(s.train) for s in splits if folds[s.user_id] != k]
+        fitted.append(ItemTransitions.fit(catalog, sequences))
+    return folds, fitted
+
+
 def build_sft_examples(catalog: Catalog, splits: list[UserSplit], retriever, cfg: SFTDataConfig,
-                       seed: int = 0, prompts_dir: str | None = None) -> list[SFTExample]:
-    """Deterministic for a seed: users are visited in sorted order with one seeded RNG."""
+                       seed: int = 0, prompts_dir: str | None = None, stats: dict | None = None) -> list[SFTExample]:
+    """Deterministic for a seed: users are visited in sorted order with one seeded RNG.
+
+    With ``cfg.collaborative_weight > 0`` the retriever is switched to hybrid scoring with out-of-fold
+    transitions for each user (and restored afterwards). ``stats`` (if given) receives counts of prefixes
+    tried, retrieved and skipped."""
     rng = random.Random(seed)
     examples: list[SFTExample] = []
-    for split in sorted(splits, key=lambda s: s.user_id):
-        train = list(split.train)
-        held_out = {split.valid, split.test}
-        for t in _prefix_positions(len(train), cfg, rng):
-            history, target = train[:t], train[t]
-            if target in held_out:  # a training item re-consumed later: never teach a held-out id
-                continue
-            exclude = (set(train[t + 1:]) | held_out) - {target}
-            retrieved = [i for i, _ in retriever.retrieve(history, n=cfg.n_candidates, exclude=exclude)]
-            if len(retrieved) < 2:
-                continue
-            candidates = retrieved[: cfg.n_candidates]
-            if target not in candidates:
-                candidates[-1] = target
-            rng.shuffle(candidates)
-            request = RankRequest(history=history, query=None, candidates=candidates, k=10)
-            prompt = build_rank_prompt(catalog, request, prompt_history=cfg.prompt_history,
-                                       title_chars=cfg.title_chars, prompts_dir=prompts_dir)
-            label = prompt.meta["labels"][candidates.index(target)]
-            examples.append(SFTExample(split.user_id, "rank", prompt, label, history, target, candidates))
-            if cfg.reasons_fraction and rng.random() < cfg.reasons_fraction:
-                reason = fact_reason(catalog, history[-cfg.prompt_history:][-5:], target)
-                if reason:
-                    shown = [catalog.get(i) for i in history[-cfg.prompt_history:][-5:]]
-                    rprompt = build_reason_prompt(catalog.get(target), shown, None, title_chars=cfg.title_chars,
-                                                  prompts_dir=prompts_dir)
-                    examples.append(SFTExample(split.user_id, "reason", rprompt, " " + reason, history, target))
-        if cfg.max_examples and len(examples) >= cfg.max_examples:
-            break
+    counts = {"prefixes": 0, "target_retrieved": 0, "skipped_unretrieved": 0, "injected": 0}
+    folds, fold_transitions = ({}, [])
+    if cfg.collaborative_weight > 0:
+        folds, fold_transitions = out_of_fold_transitions(catalog, splits, cfg, seed)
+    saved = (retriever.transitions, retriever.collaborative_weight)
+    try:
+        for split in sorted(splits, key=lambda s: s.user_id):
+            if fold_transitions:
+                retriever.transitions = fold_transitions[folds[split.user_id]]
+                retriever.collaborative_weight = cfg.collaborative_weight
+            _user_examples(catalog, split, retriever, cfg, rng, prompts_dir, examples, counts)
+            if cfg.max_examples and len(examples) >= cfg.max_examples:
+                break
+    finally:
+        retriever.transitions, retriever.collaborative_weight = saved
     if cfg.max_examples:
         examples = examples[: cfg.max_examples]
+    if stats is not None:
+        stats.update(counts)
     return examples
+
+
+def _user_examples(catalog, split, retriever, cfg, rng, prompts_dir, examples, counts) -> None:
+    """Rank (and optional reason) examples from one user's training prefixes, appended to ``examples``."""
+    train = list(split.train)
+    held_out = {split.valid, split.test}
+    for t in _prefix_positions(len(train), cfg, rng):
+        history, target = train[:t], train[t]
+        if target in held_out:  # a training item re-consumed later: never teach a held-out id
+            continue
+        exclude = (set(train[t + 1:]) | held_out) - {target}
+        retrieved = [i for i, _ in retriever.retrieve(history, n=cfg.n_candidates, exclude=exclude)]
+        if len(retrieved) < 2:
+            continue
+        counts["prefixes"] += 1
+        candidates = retrieved[: cfg.n_candidates]
+        if target in candidates:
+            counts["target_retrieved"] += 1
+        elif cfg.unretrieved_target == "skip":
+            counts["skipped_unretrieved"] += 1
+            continue
+        else:
+            counts["injected"] += 1
+            candidates[-1] = target
+            if cfg.candidate_order == "retrieval":  # never teach "the last one is the answer"
+                candidates.pop()
+                candidates.insert(rng.randrange(len(candidates) + 1), target)
+        if cfg.candidate_order == "shuffled":
+            rng.shuffle(candidates)
+        request = RankRequest(history=history, query=None, candidates=candidates, k=10)
+        prompt = build_rank_prompt(catalog, request, prompt_history=cfg.prompt_history,
+                                   title_chars=cfg.title_chars, prompts_dir=prompts_dir)
+        label = prompt.meta["labels"][candidates.index(target)]
+        examples.append(SFTExample(split.user_id, "rank", prompt, label, history, target, candidates))
+        if cfg.reasons_fraction and rng.random() < cfg.reasons_fraction:
+            reason = fact_reason(catalog, history[-cfg.prompt_history:][-5:], target)
+            if reason:
+                shown = [catalog.get(i) for i in history[-cfg.prompt_history:][-5:]]
+                rprompt = build_reason_prompt(catalog.get(target), shown, None, title_chars=cfg.title_chars,
+                                              prompts_dir=prompts_dir)
+                examples.append(SFTExample(split.user_id, "reason", rprompt, " " + reason, history, target))
 
 
 def fact_reason(catalog: Catalog, history: list[str], target: str) -> str | None:

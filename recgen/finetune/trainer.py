@@ -315,11 +315,20 @@ class RankerTrainer:
         self.retriever = retriever or Retriever.build(self.dataset.catalog, data_cfg.embedder)
         self.retriever.max_history = data_cfg.retrieval_history
         self.retriever.decay = data_cfg.recency_decay
+        if data_cfg.collaborative_weight > 0:
+            # Validation uses the inference-time hybrid retriever: transitions from every user's training part
+            # (validation/test items are never in them). SFT examples use out-of-fold transitions instead.
+            from ..retrieval.collaborative import ItemTransitions
+
+            self.retriever.transitions = ItemTransitions.fit(self.dataset.catalog, [list(s.train) for s in self.splits])
+            self.retriever.collaborative_weight = data_cfg.collaborative_weight
         self.lm_path = resolve_lm(cfg.lm)
         self.tokenizer = AutoTokenizer.from_pretrained(self.lm_path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        examples = build_sft_examples(self.dataset.catalog, self.splits, self.retriever, data_cfg, seed=cfg.seed)
+        self.sft_stats: dict = {}
+        examples = build_sft_examples(self.dataset.catalog, self.splits, self.retriever, data_cfg, seed=cfg.seed,
+                                      stats=self.sft_stats)
         self.examples = examples
         self.rows, self.dropped = encode_all(self.tokenizer, examples, max_length=train.max_length,
                                              supervise_end_of_turn=data_cfg.supervise_end_of_turn,
@@ -448,7 +457,8 @@ class RankerTrainer:
                 self.log_path.unlink()
             self.log({"event": "start", "examples": len(self.rows), "dropped": self.dropped,
                       "mean_tokens": float(np.mean(self.lengths)), "trainable_params": self.trainable,
-                      "validation_users": self.vset.n_users, "validation_hits": len(self.vset.requests)})
+                      "validation_users": self.vset.n_users, "validation_hits": len(self.vset.requests),
+                      "sft_data": self.sft_stats})
         self.model.train()
         if cfg.eval_at_start and self.state["step"] == 0 and not self.state["evals"]:
             self.validate()  # zero-shot reference point
@@ -536,7 +546,7 @@ class RankerTrainer:
             "tokens_per_second": round(train_tokens_per_s, 1), "trainable_params": self.trainable,
             "best_step": self.state["best_step"], "best_validation_ndcg@10": self.state["best_metric"],
             "validation": self.state["evals"], "stopped": self.state["stopped"], "command": self.command,
-            "setup_seconds": round(self.setup_seconds, 1),
+            "setup_seconds": round(self.setup_seconds, 1), "sft_data": self.sft_stats,
         }
 
         def write(tmp: Path) -> None:
@@ -545,7 +555,7 @@ class RankerTrainer:
             inference = {"prompt_history": self.cfg.data.prompt_history, "title_chars": self.cfg.data.title_chars,
                          "n_candidates": self.cfg.data.n_candidates, "retrieval_history": self.cfg.data.retrieval_history,
                          "recency_decay": self.cfg.data.recency_decay, "embedder": self.cfg.data.embedder,
-                         "lm": self.cfg.lm}
+                         "collaborative_weight": self.cfg.data.collaborative_weight, "lm": self.cfg.lm}
             (tmp / "recgen_config.json").write_text(json.dumps(inference, indent=2))
             summary["adapter_bytes"] = (tmp / "adapter_model.safetensors").stat().st_size
             write_model_card(tmp / "README.md", self.cfg, summary, inference)

@@ -49,11 +49,13 @@ class LMZeroShot:
         n = self.config.n_candidates
         requests = [{"history": h, "k": n, "mode": self.mode, "reasons": False} for h in histories]
         results = rec.recommend_batch(requests)
-        out = []
-        for history, recs in zip(histories, results):
-            candidates = [item for item, _ in rec.retriever.retrieve(history, None, n=n)]
-            out.append(([r.item_id for r in recs], candidates))
-        return out
+        return [([r.item_id for r in recs], candidates)
+                for recs, candidates in zip(results, self.candidates_many(histories))]
+
+    def candidates_many(self, histories: list[list[str]]) -> list[list[str]]:
+        """The retriever's candidates alone (the first stage), in retrieval order."""
+        n = self.config.n_candidates
+        return [[item for item, _ in self.recommender.retriever.retrieve(h, None, n=n)] for h in histories]
 
     def recommend(self, history: list[str]) -> tuple[list[str], list[str]]:
         return self.recommend_many([history])[0]
