@@ -42,3 +42,25 @@ def test_unknown_user_exit_code_2(shared_data):
                                  "--no-reasons"])
     assert result.exit_code == 2
     assert "'99999' is not in dataset" in result.output
+
+
+def test_finetune_by_recipe_dispatches_on_kind_and_reports_bad_recipes(tmp_path, monkeypatch):
+    """`recgen finetune --config X.yaml` picks the trainer from the recipe's kind; bad recipes fail clearly."""
+    import recgen.cli.finetune_cmd as cmd
+
+    called = []
+    monkeypatch.setattr(cmd, "ranker", lambda config, **kw: called.append(("ranker", config, kw["resume"])))
+    monkeypatch.setattr(cmd, "retriever", lambda config: called.append(("retriever", config)))
+    ranker_yaml, retriever_yaml, bad_yaml = tmp_path / "r.yaml", tmp_path / "e.yaml", tmp_path / "bad.yaml"
+    ranker_yaml.write_text("name: a\ndataset: d\noutput_dir: o\n")  # kind defaults to ranker
+    retriever_yaml.write_text("name: b\nkind: retriever\ndataset: d\noutput_dir: o\n")
+    bad_yaml.write_text("name: c\nkind: teacher\n")
+    assert runner.invoke(app, ["finetune", "--config", str(ranker_yaml), "--resume", "latest"]).exit_code == 0
+    assert runner.invoke(app, ["finetune", "--config", str(retriever_yaml)]).exit_code == 0
+    assert called == [("ranker", str(ranker_yaml), "latest"), ("retriever", str(retriever_yaml))]
+    result = runner.invoke(app, ["finetune", "--config", str(bad_yaml)])
+    assert result.exit_code == 2 and "teacher" in result.output
+    result = runner.invoke(app, ["finetune", "--config", str(retriever_yaml), "--resume", "latest"])
+    assert result.exit_code == 2 and "ranker recipes only" in result.output
+    result = runner.invoke(app, ["finetune", "--config", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "missing.yaml" in result.output

@@ -8,8 +8,33 @@ from typing import Optional
 
 import typer
 
-finetune_app = typer.Typer(help="Fine-tune the ranker (LoRA SFT) or the retriever (contrastive).",
-                           no_args_is_help=True)
+finetune_app = typer.Typer(help="Fine-tune the ranker (LoRA SFT) or the retriever (contrastive).")
+
+
+@finetune_app.callback(invoke_without_command=True)
+def by_recipe(ctx: typer.Context,
+              config: Optional[str] = typer.Option(None, "--config", "-c",
+                                                   help="finetune/<name>.yaml; its `kind` picks ranker or retriever"),
+              resume: Optional[str] = typer.Option(None, help="ranker only: 'latest' or a checkpoint folder")) -> None:
+    """`recgen finetune --config finetune/<name>.yaml` runs the recipe, whichever kind it is."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    from ..errors import RecgenError
+    from ..finetune.config import recipe_kind
+
+    try:
+        kind = recipe_kind(config)
+    except RecgenError as exc:
+        _fail(exc)
+    if kind == "retriever":
+        if resume is not None:
+            _fail(ValueError("--resume applies to ranker recipes only"))
+        retriever(config)
+    else:
+        ranker(config, resume=resume, max_steps=None, output_dir=None)
 
 
 def _command() -> str:

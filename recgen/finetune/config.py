@@ -154,6 +154,14 @@ def validate(cls, data: dict, source: str = "config"):
         raise ConfigError(f"{source}: {exc.error_count()} problem(s): " + format_validation_error(exc)) from None
 
 
+def recipe_kind(path: str | Path) -> str:
+    """``ranker`` (the default) or ``retriever``: which trainer a recipe is for."""
+    kind = _read_yaml(path).get("kind", "ranker")
+    if kind not in ("ranker", "retriever"):
+        raise ConfigError(f"{path}: kind must be 'ranker' or 'retriever', not {kind!r}")
+    return kind
+
+
 def load_ranker_config(path: str | Path) -> RankerFinetuneConfig:
     return validate(RankerFinetuneConfig, _read_yaml(path), str(path))
 
