@@ -221,6 +221,16 @@ def test_too_small_dataset_is_a_clear_error(tiny_lm, tmp_path):
         make_trainer(cfg, make_dataset(n_users=3, length=5))
 
 
+def test_missing_base_model_is_a_clear_error(tiny_lm, tmp_path):
+    from recgen.errors import ModelLoadError
+
+    cfg = ranker_config(tiny_lm, tmp_path)
+    cfg.lm = str(tmp_path / "no-such-model")
+    with pytest.raises(ModelLoadError, match="no-such-model"):
+        make_trainer(cfg)
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
 # -- training, adapter, resume ----------------------------------------------------------------------------------
 def test_tiny_run_writes_a_loadable_adapter_and_resumes(tiny_lm, tmp_path):
     from transformers import AutoModelForCausalLM

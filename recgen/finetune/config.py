@@ -114,8 +114,9 @@ class RetrieverTrainSettings(_Strict):
     max_pairs: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
     eval_users: int | None = Field(None, ge=1, description="None = all users")
-    cooc_weights: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5],
-                                      description="fusion weights tried for the co-occurrence signal")
+    collaborative_weights: list[float] = Field(
+        default_factory=lambda: [0.0, 1.0],
+        description="hybrid weights (cosine + w x item transitions) reported; 1.0 is what recgen serves by default")
 
 
 class RetrieverFinetuneConfig(_Strict):

@@ -14,6 +14,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _candidates(cfg, summary: dict) -> str:
+    d = cfg.data
+    source = (f"hybrid retriever (text + {d.collaborative_weight:g} x item transitions fitted out of fold, "
+              f"{d.collaborative_folds} folds)" if d.collaborative_weight else "text retriever")
+    stats = summary.get("sft_data") or {}
+    share = (f"; the target was retrieved for {stats['target_retrieved']:,} of {stats['prefixes']:,} prefixes"
+             if stats.get("prefixes") else "")
+    missed = "skipped" if d.unretrieved_target == "skip" else "given the target at a random position"
+    return (f"candidates = the {source}'s top-{d.n_candidates} in {d.candidate_order} order; prefixes whose target "
+            f"was not retrieved are {missed}{share}")
+
+
 def write_model_card(path: Path, cfg, summary: dict, inference: dict) -> None:
     evals = summary.get("validation") or []
     curve = "\n".join(f"| {e['step']} | {e['ndcg@10']:.4f} | {e['recall@10']:.4f} |" for e in evals)
@@ -32,8 +44,7 @@ score = next-token log-prob of each letter at the assistant turn's first positio
 * **Base model**: `{summary['base_model']}` (weights untouched; only the adapter is trained)
 * **Data**: `{cfg.dataset}`, leave-one-out split, SFT examples from *training* histories only
   ({summary['examples']} examples, {summary['dropped_too_long']} dropped as too long, mean
-  {summary['mean_prompt_tokens']:.0f} prompt tokens; {cfg.data.prefixes_per_user} prefix(es) per user; candidates =
-  retriever top-{cfg.data.n_candidates} hard negatives + the true next item, shuffled)
+  {summary['mean_prompt_tokens']:.0f} prompt tokens; {cfg.data.prefixes_per_user} prefix(es) per user; {_candidates(cfg, summary)})
 * **LoRA**: r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout={cfg.lora.dropout}, target modules
   {cfg.lora.target_modules}; no new tokens, no modules_to_save ({summary['trainable_params']:,} trainable parameters)
 * **Training**: {summary['steps']} optimizer steps (batch {cfg.train.batch_size} x accumulation {cfg.train.grad_accum}),
@@ -51,7 +62,7 @@ The prompt settings below must be the same at inference (they are in `recgen_con
 ```python
 from recgen import RecgenConfig
 config = RecgenConfig(adapter="<this folder>", prompt_history={inference['prompt_history']}, title_chars={inference['title_chars']},
-                      n_candidates={inference['n_candidates']})
+                      n_candidates={inference['n_candidates']}, collaborative_weight={inference.get('collaborative_weight', 0)})
 ```
 
 vLLM: `vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --enable-lora --lora-modules recgen-ranker=<this folder>`

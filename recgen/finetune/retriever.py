@@ -5,7 +5,7 @@ Pairs are (text of a history prefix -> text of the next item) from TRAINING sequ
 ``NO_DUPLICATES`` rule: a duplicate positive in a batch would be a false negative). The loop is a plain
 torch loop because ``SentenceTransformerTrainer`` needs the ``datasets`` package, which recgen does not
 depend on. The tuned model is saved (safetensors), the FAISS index rebuilt, and Recall@20 on validation
-and test targets reported before and after, plus a tuned fusion with an item co-occurrence signal.
+and test targets reported before and after, alone and in the served hybrid (+ item transitions).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -87,30 +86,11 @@ def user_scores(emb: np.ndarray, catalog, histories: list[list[str]], max_histor
     return out
 
 
-def cooccurrence(catalog, splits, window: int = 5) -> np.ndarray:
-    """Item-item counts of pairs within ``window`` positions in training sequences, row-normalised."""
-    n = len(catalog)
-    counts = np.zeros((n, n), dtype=np.float32)
-    for split in splits:
-        rows = [catalog.index_of(i) for i in split.train]
-        for a in range(len(rows)):
-            for b in range(a + 1, min(len(rows), a + 1 + window)):
-                counts[rows[a], rows[b]] += 1
-                counts[rows[b], rows[a]] += 1
-    counts = np.log1p(counts)
-    norm = counts.max(axis=1, keepdims=True)
-    return counts / np.maximum(norm, 1e-12)
-
-
-def cooc_scores(cooc: np.ndarray, catalog, histories: list[list[str]], max_history: int, decay: float) -> np.ndarray:
-    from ..retrieval.retriever import recency_weights
-
-    out = np.zeros((len(histories), len(catalog)), dtype=np.float32)
+def hybrid_scores(scores: np.ndarray, transitions, catalog, histories: list[list[str]], weight: float) -> np.ndarray:
+    """Cosine scores plus ``weight`` x item transitions, exactly as ``Retriever.hybrid_scores`` serves them."""
+    out = scores.copy()
     for n, history in enumerate(histories):
-        recent = history[-max_history:]
-        rows = np.array([catalog.index_of(i) for i in recent])
-        s = recency_weights(len(rows), decay) @ cooc[rows]
-        out[n] = s / max(float(s.max()), 1e-12)
+        out[n] += weight * transitions.scores(np.array([catalog.index_of(i) for i in history], dtype=np.int64))
     return out
 
 
@@ -191,7 +171,8 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
             for batch in batches:
                 anchors = [pairs[i][0] for i in batch]
                 positives = [pairs[i][1] for i in batch]
-                features = [model.tokenize(anchors), model.tokenize(positives)]
+                encode = getattr(model, "preprocess", None) or model.tokenize  # tokenize: before 6.x
+                features = [encode(anchors), encode(positives)]
                 loss = loss_fn(features, None)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -208,23 +189,25 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     after = evaluate_embeddings(after_emb, catalog, eval_splits, cfg, k)
     console.print(f"after: Recall@{k} valid {after['valid']:.4f}, test {after['test']:.4f} ({train_seconds:.0f}s training)")
 
-    # Fusion with item co-occurrence (training sequences only); weight chosen on validation, reported on test.
-    cooc = cooccurrence(catalog, splits)
+    # The served hybrid (RecgenConfig.collaborative_weight): cosine + w x item transitions fitted on the
+    # training part of every sequence, before and after tuning. Weights are compared on validation only.
+    from ..retrieval.collaborative import ItemTransitions
+
+    transitions = ItemTransitions.fit(catalog, [list(s.train) for s in splits])
     fusion = {}
     for name, emb in (("base", before_emb), ("tuned", after_emb)):
         rows = []
-        for w in cfg.train.cooc_weights:
+        for w in cfg.train.collaborative_weights:
             res = {"weight": w}
             for stage in ("valid", "test"):
                 histories, targets = _stage(eval_splits, stage)
-                s = (1 - w) * user_scores(emb, catalog, histories, cfg.retrieval_history, cfg.recency_decay)
-                if w:
-                    s = s + w * cooc_scores(cooc, catalog, histories, cfg.retrieval_history, cfg.recency_decay)
-                res[stage], _ = recall_at(s, catalog, histories, targets, k)
+                cosine = user_scores(emb, catalog, histories, cfg.retrieval_history, cfg.recency_decay)
+                res[stage], _ = recall_at(hybrid_scores(cosine, transitions, catalog, histories, w) if w else cosine,
+                                          catalog, histories, targets, k)
             rows.append(res)
         best = max(rows, key=lambda r: r["valid"])
         fusion[name] = {"grid": rows, "best_weight_on_valid": best["weight"], "valid": best["valid"], "test": best["test"]}
-        console.print(f"{name} embeddings + co-occurrence: best weight {best['weight']} -> Recall@{k} valid "
+        console.print(f"{name} embeddings + transitions: best weight {best['weight']} -> Recall@{k} valid "
                       f"{best['valid']:.4f}, test {best['test']:.4f}")
 
     out = Path(cfg.output_dir)
@@ -239,10 +222,10 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
         "eval_users": len(eval_splits), "k": k,
         "valid_before": {f"recall@{k}": before["valid"]}, "valid_after": {f"recall@{k}": after["valid"]},
         "test_before": {f"recall@{k}": before["test"]}, "test_after": {f"recall@{k}": after["test"]},
-        "cooccurrence_fusion": fusion, "loss_first_20": float(np.mean(losses[:20])),
+        "hybrid": fusion, "loss_first_20": float(np.mean(losses[:20])),
         "loss_last_20": float(np.mean(losses[-20:])), "model_dir": str(model_dir), "index_dir": str(out / "index"),
         "wall_seconds": round(time.time() - t_start, 1), "command": command, "config": cfg.model_dump(mode="json"),
-        "note": "the fusion here is measured offline; recgen's Retriever serves it as RecgenConfig.collaborative_weight",
+        "note": "hybrid = cosine + w x item transitions, as recgen's Retriever serves it (RecgenConfig.collaborative_weight)",
     }
     # Recall@k is the same key for every stage; also expose the plain names the CLI prints.
     summary["valid_before"]["recall@20"] = before["valid"]
@@ -259,7 +242,7 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
 
 def _write_retriever_card(path: Path, s: dict) -> None:
     k = s["k"]
-    f = s["cooccurrence_fusion"]
+    f = s["hybrid"]
     path.write_text(f"""# Retriever fine-tuning: {s['run']}
 
 * Base embedder: `{s['base_embedder']}`; dataset `{s['dataset']}` (leave-one-out; pairs from training histories only)
@@ -272,8 +255,8 @@ def _write_retriever_card(path: Path, s: dict) -> None:
 |---|---:|---:|
 | base embeddings | {s['valid_before'][f'recall@{k}']:.4f} | {s['test_before'][f'recall@{k}']:.4f} |
 | fine-tuned embeddings | {s['valid_after'][f'recall@{k}']:.4f} | {s['test_after'][f'recall@{k}']:.4f} |
-| base + co-occurrence (w={f['base']['best_weight_on_valid']}, chosen on valid) | {f['base']['valid']:.4f} | {f['base']['test']:.4f} |
-| fine-tuned + co-occurrence (w={f['tuned']['best_weight_on_valid']}, chosen on valid) | {f['tuned']['valid']:.4f} | {f['tuned']['test']:.4f} |
+| base hybrid, + transitions (w={f['base']['best_weight_on_valid']}, chosen on valid) | {f['base']['valid']:.4f} | {f['base']['test']:.4f} |
+| fine-tuned hybrid, + transitions (w={f['tuned']['best_weight_on_valid']}, chosen on valid) | {f['tuned']['valid']:.4f} | {f['tuned']['test']:.4f} |
 
 Model: `{s['model_dir']}` (outside git); index: `{s['index_dir']}`. Use it with
 `RecgenConfig(embedder="{s['model_dir']}")`. {s['note']}.

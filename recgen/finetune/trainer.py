@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import RecgenError
+from ..errors import ModelLoadError, RecgenError
 from .config import RankerFinetuneConfig
 from .sft_data import IGNORE
 
@@ -323,7 +323,10 @@ class RankerTrainer:
             self.retriever.transitions = ItemTransitions.fit(self.dataset.catalog, [list(s.train) for s in self.splits])
             self.retriever.collaborative_weight = data_cfg.collaborative_weight
         self.lm_path = resolve_lm(cfg.lm)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.lm_path)
+        try:  # before the (slow) SFT data: a missing base model should fail at once, by name
+            self.tokenizer = AutoTokenizer.from_pretrained(self.lm_path)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the base model {self.lm_path!r} (config `lm`): {exc}") from None
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.sft_stats: dict = {}
