@@ -35,6 +35,9 @@ class RecgenConfig(BaseModel):
         1.0, ge=0, description="weight of item-to-item transitions (from the dataset's sequences) beside the "
         "text cosine in retrieval; 0 = text only. Chosen on validation targets: eval/results/*/tuning/hybrid-retrieval.json")
     title_chars: int = Field(60, ge=8, description="titles are cut to this many characters in prompts")
+    retrieval_prior: float = Field(
+        0.0, ge=0, description="score mode: add retrieval_prior x -ln(retrieval position) to each candidate's "
+        "label log-prob (0 = LM alone); set on validation users by `recgen finetune calibrate`")
     reason_tokens: int = Field(32, ge=4, le=256)
     max_query_chars: int = Field(2000, ge=1)
     prompts_dir: str | None = None

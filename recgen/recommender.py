@@ -102,7 +102,8 @@ class Recommender:
     @property
     def ranker(self) -> Ranker:
         return Ranker(self.catalog, self.backend, prompt_history=self.config.prompt_history,
-                      title_chars=self.config.title_chars, prompts_dir=self.config.prompts_dir)
+                      title_chars=self.config.title_chars, prompts_dir=self.config.prompts_dir,
+                      retrieval_prior=self.config.retrieval_prior)
 
     @property
     def checker(self) -> ReasonChecker:

@@ -1,5 +1,6 @@
 """The Recommender's promises, as properties over many random requests, and its answers to bad input."""
 
+import math
 import random
 
 import pytest
@@ -108,3 +109,23 @@ def test_batch_can_return_errors_in_place(tiny_recommender):
     assert isinstance(out[2], InvalidRequestError)
     with pytest.raises(UnknownItemError):
         tiny_recommender.recommend_batch([{"history": ["ghost"]}])
+
+
+def test_retrieval_prior_blends_the_lm_with_the_retrieval_order():
+    """prior 0 = the LM's order; a large prior = the retrieval order; in between, a blend."""
+    from recgen.finetune.calibrate import grid_from_scores, pick
+    from recgen.ranking.ranker import with_retrieval_prior
+
+    lm = [-3.0, -2.9, -0.5, -4.0]  # the LM prefers the 3rd candidate, then the 2nd
+    assert with_retrieval_prior(lm, 0.0) == lm
+    order = lambda scores: sorted(range(len(scores)), key=lambda j: -scores[j])  # noqa: E731
+    assert order(with_retrieval_prior(lm, 0.0)) == [2, 1, 0, 3]
+    assert order(with_retrieval_prior(lm, 100.0)) == [0, 1, 2, 3]
+    assert order(with_retrieval_prior(lm, 1.0)) == [2, 0, 1, 3]  # -1.60 (3rd), -3 (1st), -3.59, -5.39
+    # calibration: users whose target is 1st in retrieval but whom the LM gets wrong want a large prior ...
+    grid = grid_from_scores([lm, lm], [0, 0], n_users=4, priors=(0.0, 1.0, 100.0, 1000.0))
+    # ranks 3, 2, 1, 1 for both users; the two other sampled users were misses (0)
+    assert [round(r["ndcg@10"], 4) for r in grid] == [0.25, round(2 / math.log2(3) / 4, 4), 0.5, 0.5]
+    assert pick(grid)["retrieval_prior"] == 100.0  # the smallest of the equally good priors
+    # ... and users whose target the LM finds want none
+    assert pick(grid_from_scores([lm], [2], n_users=1, priors=(0.0, 1.0, 100.0)))["retrieval_prior"] == 0.0

@@ -108,5 +108,30 @@ def evaluate(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
         _fail(exc)
 
 
+@finetune_app.command("calibrate")
+def calibrate(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
+              adapter: Optional[str] = typer.Option(None, help="adapter folder (none = the zero-shot LM)"),
+              users: int = typer.Option(500, help="seeded sample of VALIDATION users"),
+              seed: int = typer.Option(1, help="seed of the validation sample"),
+              threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+              out: Optional[str] = typer.Option(None, help="folder for calibration_*.json"),
+              as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout")) -> None:
+    """Choose retrieval_prior (LM log-prob + prior x -ln(retrieval position)) on validation users."""
+    import json
+
+    from ..errors import RecgenError
+    from ..finetune.calibrate import calibrate as run
+
+    try:
+        result = run(dataset, adapter, users=users, seed=seed, threads=threads, out=out, command=_command())
+    except RecgenError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(f"use -p retrieval_prior={result['best']['retrieval_prior']:g} "
+                   f"(validation NDCG@10 {result['best']['ndcg@10']:.4f})")
+
+
 if __name__ == "__main__":
     finetune_app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,16 +44,26 @@ def build_rank_prompt(catalog: Catalog, request: RankRequest, *, prompt_history:
     return prompt
 
 
+def with_retrieval_prior(scores, prior: float) -> list[float]:
+    """Label log-probs (in candidate = retrieval order) plus ``prior * -ln(position)``."""
+    if not prior:
+        return [float(x) for x in scores]
+    return [float(x) - prior * math.log(position) for position, x in enumerate(scores, start=1)]
+
+
 class Ranker:
     """Orders retrieved candidates with an :class:`~recgen.lm.backend.LMBackend`."""
 
     def __init__(self, catalog: Catalog, backend, *, prompt_history: int = 10, title_chars: int = 60,
-                 prompts_dir: str | None = None):
+                 prompts_dir: str | None = None, retrieval_prior: float = 0.0):
         self.catalog = catalog
         self.backend = backend
         self.prompt_history = prompt_history
         self.title_chars = title_chars
         self.prompts_dir = prompts_dir
+        #: Score mode adds ``retrieval_prior * -ln(position)`` to each label log-prob (position 1 = the
+        #: retriever's first candidate): 0 = the LM alone, large = the retrieval order. Set on validation.
+        self.retrieval_prior = retrieval_prior
 
     def prompt(self, request: RankRequest, listing: bool = False) -> ChatPrompt:
         return build_rank_prompt(self.catalog, request, prompt_history=self.prompt_history,
@@ -68,7 +79,7 @@ class Ranker:
             scores = self.backend.score_labels(prompts, [p.meta["labels"] for p in prompts])
             out = []
             for request, row in zip(requests, scores):
-                pairs = list(zip(request.candidates, row))
+                pairs = list(zip(request.candidates, with_retrieval_prior(row, self.retrieval_prior)))
                 # Stable sort: ties keep retrieval order.
                 out.append(sorted(pairs, key=lambda pair: -pair[1]))
             return out
