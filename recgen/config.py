@@ -56,6 +56,21 @@ class RecgenConfig(BaseModel):
             raise ConfigError(f"cannot read config {path}: {exc}") from None
         return cls.validated(data, source=str(path))
 
+    def adapter_mismatches(self) -> dict[str, tuple]:
+        """Prompt/retrieval settings where this config differs from what the adapter was trained with
+        (its ``recgen_config.json``): ``{name: (trained, configured)}``. A ranker fed prompts unlike its
+        training prompts still runs, but silently worse, so callers warn."""
+        if not self.adapter:
+            return {}
+        path = Path(self.adapter) / "recgen_config.json"
+        try:
+            trained = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}  # adapters from elsewhere have no such file
+        mine = self.model_dump()
+        return {name: (value, mine[name]) for name, value in trained.items()
+                if value is not None and name in mine and mine[name] != value}
+
     @classmethod
     def validated(cls, data: dict, source: str = "config") -> "RecgenConfig":
         try:

@@ -44,6 +44,9 @@ class Recommender:
         self.popularity = popularity or []
         self._backend = backend
         self._checker: ReasonChecker | None = None
+        for name, (trained, configured) in self.config.adapter_mismatches().items():
+            log.warning("adapter %s was trained with %s=%r but this recommender uses %r; rankings will be "
+                        "worse than the adapter's reported metrics", self.config.adapter, name, trained, configured)
 
     # -- construction and persistence ---------------------------------------------------------
     @classmethod

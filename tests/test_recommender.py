@@ -129,3 +129,20 @@ def test_retrieval_prior_blends_the_lm_with_the_retrieval_order():
     assert pick(grid)["retrieval_prior"] == 100.0  # the smallest of the equally good priors
     # ... and users whose target the LM finds want none
     assert pick(grid_from_scores([lm], [2], n_users=1, priors=(0.0, 1.0, 100.0)))["retrieval_prior"] == 0.0
+
+
+def test_an_adapter_trained_with_other_prompt_settings_is_flagged(tmp_path, caplog):
+    """The adapter's recgen_config.json records its training prompts; a differing config is warned about."""
+    import json
+    import logging
+
+    (tmp_path / "recgen_config.json").write_text(json.dumps(
+        {"prompt_history": 10, "title_chars": 40, "embedder": None, "lm": None}))
+    same = RecgenConfig(adapter=str(tmp_path), title_chars=40)
+    assert same.adapter_mismatches() == {}
+    other = RecgenConfig(adapter=str(tmp_path), title_chars=60, prompt_history=5)
+    assert other.adapter_mismatches() == {"title_chars": (40, 60), "prompt_history": (10, 5)}
+    assert RecgenConfig().adapter_mismatches() == {}
+    with caplog.at_level(logging.WARNING, logger="recgen.recommender"):
+        Recommender(make_catalog(12), other, backend=object())
+    assert "title_chars=40" in caplog.text
