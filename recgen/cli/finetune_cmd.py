@@ -38,7 +38,10 @@ def by_recipe(ctx: typer.Context,
 
 
 def _command() -> str:
-    return "recgen finetune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] != ["finetune"]:  # run as the finetune app itself rather than through `recgen`
+        args = ["finetune", *args]
+    return "recgen " + " ".join(shlex.quote(a) for a in args)
 
 
 def _fail(exc: Exception) -> None:

@@ -240,12 +240,22 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     return summary
 
 
+def _display_path(path: str) -> str:
+    """A site-packages path as its package-relative tail (the card must not carry this machine's paths)."""
+    marker = "site-packages/"
+    return path.split(marker, 1)[1] if marker in path else path
+
+
 def _write_retriever_card(path: Path, s: dict) -> None:
     k = s["k"]
     f = s["hybrid"]
+    weight_rows = "\n".join(
+        f"| {label} hybrid, + transitions (w={row['weight']:g}) | {row['valid']:.4f} | {row['test']:.4f} |"
+        for key, label in (("base", "base"), ("tuned", "fine-tuned"))
+        for row in f[key]["grid"] if row["weight"] > 0)
     path.write_text(f"""# Retriever fine-tuning: {s['run']}
 
-* Base embedder: `{s['base_embedder']}`; dataset `{s['dataset']}` (leave-one-out; pairs from training histories only)
+* Base embedder: `{_display_path(s['base_embedder'])}`; dataset `{s['dataset']}` (leave-one-out; pairs from training histories only)
 * Loss: MultipleNegativesRankingLoss, batches without duplicate texts; {s['pairs']} (history text -> next item
   text) pairs, {s['epochs']} epoch(s), {s['batches']} batches, {s['train_seconds']} s training
   ({s['pairs_per_second']} pairs/s), wall time {s['wall_seconds']} s
@@ -257,6 +267,12 @@ def _write_retriever_card(path: Path, s: dict) -> None:
 | fine-tuned embeddings | {s['valid_after'][f'recall@{k}']:.4f} | {s['test_after'][f'recall@{k}']:.4f} |
 | base hybrid, + transitions (w={f['base']['best_weight_on_valid']}, chosen on valid) | {f['base']['valid']:.4f} | {f['base']['test']:.4f} |
 | fine-tuned hybrid, + transitions (w={f['tuned']['best_weight_on_valid']}, chosen on valid) | {f['tuned']['valid']:.4f} | {f['tuned']['test']:.4f} |
+
+Every hybrid weight of the recipe (recgen serves `collaborative_weight` = 1.0 unless told otherwise):
+
+| | Recall@{k} valid | Recall@{k} test |
+|---|---:|---:|
+{weight_rows}
 
 Model: `{s['model_dir']}` (outside git); index: `{s['index_dir']}`. Use it with
 `RecgenConfig(embedder="{s['model_dir']}")`. {s['note']}.
