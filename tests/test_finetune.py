@@ -241,6 +241,7 @@ def test_tiny_run_writes_a_loadable_adapter_and_resumes(tiny_lm, tmp_path):
     cfg = ranker_config(tiny_lm, tmp_path, max_steps=2)
     summary = make_trainer(cfg).train()
     assert summary["steps"] == 2
+    assert summary["base_model"] == cfg.lm  # a user-given base is recorded as given
     out = Path(cfg.output_dir)
     adapter = out / "adapter"
     config = json.loads((adapter / "adapter_config.json").read_text())

