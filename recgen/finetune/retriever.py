@@ -216,7 +216,7 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     retriever = Retriever(catalog, str(model_dir), make_index(after_emb))
     retriever.save(out / "index")
     summary = {
-        "run": cfg.name, "dataset": cfg.dataset, "base_embedder": resolve_embedder(cfg.embedder),
+        "run": cfg.name, "dataset": cfg.dataset, "base_embedder": _display_path(resolve_embedder(cfg.embedder)),
         "pairs": len(pairs), "batches": total, "epochs": cfg.train.epochs, "train_seconds": round(train_seconds, 1),
         "pairs_per_second": round(len(pairs) * cfg.train.epochs / max(train_seconds, 1e-9), 1),
         "eval_users": len(eval_splits), "k": k,
