@@ -11,6 +11,7 @@ from .config import MAX_CANDIDATES, RecgenConfig
 from .data.catalog import Catalog
 from .data.dataset import Dataset
 from .errors import DataError, InvalidRequestError, UnknownItemError
+from .lm.resolve import DEFAULT_EMBEDDER
 from .ranking.ranker import Mode, RankRequest, Ranker
 from .ranking.reasons import ReasonChecker, build_reason_prompt, clean_reason, fallback_reason
 from .retrieval import Retriever
@@ -235,7 +236,7 @@ def load_or_build_index(catalog: Catalog, embedder: str | None, folder: str | Pa
     folder = Path(folder)
     if folder.exists():
         try:
-            return Retriever.load(folder, catalog, embedder or "all-MiniLM-L6-v2")
+            return Retriever.load(folder, catalog, embedder or DEFAULT_EMBEDDER)
         except (IndexStaleError, IndexCorruptError) as exc:
             log.warning("rebuilding the index: %s", exc)
     retriever = Retriever.build(catalog, embedder, show_progress=show_progress)

@@ -324,3 +324,18 @@ def test_list_system_run_reports_pipeline_extras(dataset_dir, tmp_path, monkeypa
     assert summary["metrics"]["recall@10"]["mean"] == pytest.approx(odd / 40)
     write_reports(results, "chain")
     assert "Two-stage pipeline" in (results / "chain" / "README.md").read_text()
+
+
+def test_report_label_names_every_variant_that_changes_the_system():
+    from recgen.evaluation.report import label
+
+    def run(system, **params):
+        return {"system": system, "config": {"system_params": params}}
+
+    assert label(run("retrieval", collaborative_weight=0, embedder="all-MiniLM-L6-v2")) == "retrieval (text only)"
+    assert label(run("retrieval", collaborative_weight=0.5, embedder="outputs/finetune/beauty-retriever/model")) == (
+        "retrieval (text + transitions, w=0.5, embedder beauty-retriever)")
+    assert label(run("lm-zeroshot", adapter=None, embedder=None)) == "lm-zeroshot"
+    assert label(run("lm-zeroshot", adapter="a/adapter", retrieval_prior=1.5)) == "lm (LoRA adapter, retrieval prior 1.5)"
+    assert label(run("lm-zeroshot", adapter="a/adapter", retrieval_prior=0)) == "lm (LoRA adapter)"
+    assert label(run("sasrec")) == "sasrec"

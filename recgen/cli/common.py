@@ -15,6 +15,7 @@ from rich.markup import escape
 from ..config import RecgenConfig
 from ..data import Dataset, load_dataset
 from ..errors import RecgenError
+from ..lm.resolve import DEFAULT_EMBEDDER
 from ..paths import cache_dir
 
 console = Console(stderr=True)
@@ -36,7 +37,7 @@ def friendly_errors(func: Callable) -> Callable:
 
 def default_index_dir(dataset: Dataset, embedder: str | None) -> Path:
     """Indexes are cached per dataset, embedder and catalog fingerprint, outside the repo."""
-    name = (embedder or "all-MiniLM-L6-v2").replace("/", "_")
+    name = (embedder or DEFAULT_EMBEDDER).replace("/", "_")
     return cache_dir() / "indexes" / f"{dataset.name}-{name}-{dataset.catalog.fingerprint()[:12]}"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..lm.resolve import DEFAULT_EMBEDDER
+
 #: Published numbers under the same protocol (leave-one-out, full ranking, all users), for orientation only.
 PUBLISHED = {
     "amazon-beauty": {
@@ -32,12 +34,26 @@ def load_summaries(folder: Path) -> list[dict]:
 def label(run: dict) -> str:
     """The system column: the system name, plus the variant when a parameter changes what it is."""
     params = (run.get("config") or {}).get("system_params") or {}
+    variant = []
     if run["system"] == "retrieval":
         weight = params.get("collaborative_weight") or 0
-        return f"retrieval (text + transitions, w={weight:g})" if weight else "retrieval (text only)"
+        variant.append(f"text + transitions, w={weight:g}" if weight else "text only")
+    if params.get("embedder") and Path(params["embedder"]).name != DEFAULT_EMBEDDER:
+        variant.append(f"embedder {_short_path(params['embedder'])}")
     if run["system"] == "lm-zeroshot" and params.get("adapter"):
-        return "lm (LoRA adapter)"
-    return run["system"]
+        name = "lm"
+        variant.insert(0, "LoRA adapter")
+        if params.get("retrieval_prior"):
+            variant.append(f"retrieval prior {params['retrieval_prior']:g}")
+    else:
+        name = run["system"]
+    return f"{name} ({', '.join(variant)})" if variant else name
+
+
+def _short_path(path: str) -> str:
+    """`outputs/finetune/x-retriever/model` -> `x-retriever`: the folder that names a tuned model."""
+    p = Path(path)
+    return p.parent.name if p.name == "model" and p.parent.name else p.name
 
 
 def _m(run: dict, name: str, ci: bool = True) -> str:

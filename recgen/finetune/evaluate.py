@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
+from ..lm.resolve import DEFAULT_EMBEDDER
 
 
 def _per_user(ranks, ks=(10, 20)) -> dict[str, np.ndarray]:
@@ -135,7 +136,7 @@ def compare_rankers(dataset: str, adapter: str, *, users: int = 500, seed: int =
     result = {
         "dataset": dataset, "stage": stage, "users": len(chosen), "seed": seed,
         "users_with_target_retrieved": len(requests), "n_candidates": n, "adapter": str(folder),
-        "embedder": emb or "all-MiniLM-L6-v2", "prompt_settings": settings, "means": means,
+        "embedder": emb or DEFAULT_EMBEDDER, "prompt_settings": settings, "means": means,
         "paired": comparisons, "lm_seconds": timings, "wall_seconds": round(time.time() - t0, 1), "command": command,
         "per_user_ndcg@10": {name: [round(float(x), 5) for x in pu["ndcg@10"]] for name, pu in per_user.items()},
         "user_ids": [s.user_id for s in chosen],

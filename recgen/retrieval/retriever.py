@@ -8,6 +8,7 @@ import numpy as np
 
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
+from ..lm.resolve import DEFAULT_EMBEDDER
 from .embedder import embed, load_embedder
 from .index import IndexMeta, load_index, make_index, save_index
 
@@ -42,7 +43,7 @@ class Retriever:
               batch_size: int = 64, **options) -> "Retriever":
         model = load_embedder(embedder)
         vectors = embed(model, [item.text() for item in catalog], batch_size=batch_size, show_progress=show_progress)
-        retriever = cls(catalog, embedder or "all-MiniLM-L6-v2", make_index(vectors), **options)
+        retriever = cls(catalog, embedder or DEFAULT_EMBEDDER, make_index(vectors), **options)
         retriever._item_embeddings = vectors
         return retriever
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from ...config import RecgenConfig
+from ...lm.resolve import DEFAULT_EMBEDDER
 from ...paths import cache_dir
 from ..protocol import EvalData
 
 
 def index_folder(dataset_name: str, fingerprint: str, embedder: str | None) -> Path:
     """Same layout as ``recgen.cli.common.default_index_dir``, so CLI and evaluation share one cache."""
-    name = (embedder or "all-MiniLM-L6-v2").replace("/", "_")
+    name = (embedder or DEFAULT_EMBEDDER).replace("/", "_")
     return cache_dir() / "indexes" / f"{dataset_name}-{name}-{fingerprint[:12]}"
 
 
@@ -47,7 +48,7 @@ class RetrievalOnly:
         self.retriever = None
 
     def params(self) -> dict:
-        out = {"embedder": self.embedder or "all-MiniLM-L6-v2", "retrieval_history": self.config.retrieval_history,
+        out = {"embedder": self.embedder or DEFAULT_EMBEDDER, "retrieval_history": self.config.retrieval_history,
                "recency_decay": self.config.recency_decay, "collaborative_weight": self.collaborative_weight}
         transitions = getattr(self.retriever, "transitions", None)
         if transitions is not None:
