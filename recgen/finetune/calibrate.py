@@ -13,29 +13,26 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 DEFAULT_PRIORS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
-
-
-def ndcg_at_10(rank: int | None) -> float:
-    return 1.0 / np.log2(rank + 1) if rank is not None and rank <= 10 else 0.0
 
 
 def grid_from_scores(label_scores: list[list[float]], target_positions: list[int], n_users: int,
                      priors=DEFAULT_PRIORS) -> list[dict]:
     """Validation NDCG@10 (over all ``n_users``; users not listed count 0) for each prior."""
     from ..ranking.ranker import with_retrieval_prior
+    from .trainer import ndcg_from_ranks
 
     rows = []
+    unranked = [None] * (n_users - len(label_scores))
     for prior in priors:
-        total = 0.0
+        ranks = []
         for scores, target in zip(label_scores, target_positions):
             adjusted = with_retrieval_prior(scores, prior)
             # stable: ties keep retrieval order, exactly as Ranker sorts
             order = sorted(range(len(adjusted)), key=lambda j: -adjusted[j])
-            total += ndcg_at_10(order.index(target) + 1)
-        rows.append({"retrieval_prior": prior, "ndcg@10": total / max(n_users, 1)})
+            ranks.append(order.index(target) + 1)
+        rows.append({"retrieval_prior": prior, "ndcg@10": ndcg_from_ranks(ranks + unranked) if n_users else 0.0})
     return rows
 
 
@@ -53,7 +50,7 @@ def calibrate(dataset: str, adapter: str | None, *, users: int = 500, seed: int 
     from ..config import RecgenConfig
     from ..data import Dataset, leave_one_out, load_dataset
     from ..recommender import Recommender
-    from .trainer import make_validation_set
+    from .trainer import make_validation_set, ndcg_from_ranks
 
     console = Console(stderr=True)
     t0 = time.time()
@@ -79,7 +76,7 @@ def calibrate(dataset: str, adapter: str | None, *, users: int = 500, seed: int 
                       highlight=False)
     grid = grid_from_scores(label_scores, positions, vset.n_users, priors)
     best = pick(grid)
-    retrieval_only = float(np.mean([ndcg_at_10(r) for r in vset.retrieval_ranks]))
+    retrieval_only = ndcg_from_ranks(vset.retrieval_ranks)
     result = {
         "dataset": dataset, "adapter": adapter, "stage": "valid", "users": vset.n_users,
         "users_with_target_retrieved": len(vset.requests), "seed": seed, "grid": grid,

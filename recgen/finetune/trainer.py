@@ -252,12 +252,10 @@ def make_validation_set(splits, retriever, n_users: int, n_candidates: int, seed
 
 
 def ndcg_from_ranks(ranks: list[int | None], k: int = 10) -> float:
-    try:
-        from ..evaluation.metrics import metrics_from_ranks
+    """Mean NDCG@k over users from the target's 1-based rank (None = not ranked, counts 0)."""
+    from ..evaluation.metrics import metrics_from_ranks
 
-        return float(np.mean(metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"]))
-    except ImportError:  # the evaluation package is optional for fine-tuning
-        return float(np.mean([1.0 / math.log2(r + 1) if r is not None and r <= k else 0.0 for r in ranks]))
+    return float(np.mean(metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"]))
 
 
 def evaluate_ranker(ranker, vset: ValidationSet, batch_size: int) -> dict:
