@@ -255,7 +255,7 @@ def _write_retriever_card(path: Path, s: dict) -> None:
         for row in f[key]["grid"] if row["weight"] > 0)
     path.write_text(f"""# Retriever fine-tuning: {s['run']}
 
-* Base embedder: `{_display_path(s['base_embedder'])}`; dataset `{s['dataset']}` (leave-one-out; pairs from training histories only)
+* Base embedder: `{s['base_embedder']}`; dataset `{s['dataset']}` (leave-one-out; pairs from training histories only)
 * Loss: MultipleNegativesRankingLoss, batches without duplicate texts; {s['pairs']} (history text -> next item
   text) pairs, {s['epochs']} epoch(s), {s['batches']} batches, {s['train_seconds']} s training
   ({s['pairs_per_second']} pairs/s), wall time {s['wall_seconds']} s
