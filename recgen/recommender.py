@@ -11,10 +11,10 @@ from .config import MAX_CANDIDATES, RecgenConfig
 from .data.catalog import Catalog
 from .data.dataset import Dataset
 from .errors import DataError, InvalidRequestError, UnknownItemError
-from .lm.resolve import DEFAULT_EMBEDDER
 from .ranking.ranker import Mode, RankRequest, Ranker
 from .ranking.reasons import ReasonChecker, build_reason_prompt, clean_reason, fallback_reason
 from .retrieval import Retriever
+from .retrieval.cache import index_folder, load_or_build_index
 from .retrieval.collaborative import ItemTransitions
 from .types import Recommendation, RecommendRequest
 
@@ -229,16 +229,14 @@ class Recommender:
         return max(past, key=lambda p: float(emb[self.catalog.index_of(p.item_id)] @ row))
 
 
-def load_or_build_index(catalog: Catalog, embedder: str | None, folder: str | Path, show_progress: bool = False) -> Retriever:
-    """Reuse a saved index when it matches; rebuild it, with a logged reason, when stale or corrupt."""
-    from .errors import IndexCorruptError, IndexStaleError
+def open_dataset(dataset_name: str, config: RecgenConfig | None = None, index_dir: str | Path | None = None,
+                 show_progress: bool = False) -> tuple[Dataset, "Recommender"]:
+    """Load a dataset by name or path and build its Recommender, reusing the cached index when it matches.
 
-    folder = Path(folder)
-    if folder.exists():
-        try:
-            return Retriever.load(folder, catalog, embedder or DEFAULT_EMBEDDER)
-        except (IndexStaleError, IndexCorruptError) as exc:
-            log.warning("rebuilding the index: %s", exc)
-    retriever = Retriever.build(catalog, embedder, show_progress=show_progress)
-    retriever.save(folder)
-    return retriever
+    What every entry point that serves a dataset (CLI, server, batch jobs, benchmarks) calls."""
+    from .data import load_dataset
+
+    config = config or RecgenConfig()
+    dataset = load_dataset(dataset_name)
+    folder = index_dir or index_folder(dataset.name, dataset.catalog.fingerprint(), config.embedder)
+    return dataset, Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)

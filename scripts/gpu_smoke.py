@@ -80,21 +80,22 @@ def main() -> None:
 
     import torch
 
-    from recgen.cli.common import load_recommender, make_config
+    from recgen.cli.common import make_config
+    from recgen.recommender import open_dataset
     from recgen.lm.vllm_backend import VLLMBackend
 
     runs = []
     users = None
     if not args.skip_transformers:
         cfg = make_config(lm=args.lm, adapter=args.adapter, device="cuda")
-        dataset, rec = load_recommender(args.dataset, cfg, show_progress=False)
+        dataset, rec = open_dataset(args.dataset, cfg, show_progress=False)
         users = sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]
         runs.append(run_backend("transformers", rec, dataset, users, args.k, args.mode, args.reasons, args.batch_size))
         del rec
         torch.cuda.empty_cache()
 
     cfg = make_config(lm=args.lm, adapter=args.adapter, backend="vllm")
-    dataset, rec = load_recommender(args.dataset, cfg, show_progress=False)
+    dataset, rec = open_dataset(args.dataset, cfg, show_progress=False)
     users = users or sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]
     rec._backend = VLLMBackend.from_config(cfg, gpu_memory_utilization=args.gpu_memory_utilization)
     runs.append(run_backend("vllm", rec, dataset, users, args.k, args.mode, args.reasons, args.batch_size))

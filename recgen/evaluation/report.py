@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..lm.resolve import DEFAULT_EMBEDDER
+from ..retrieval.embedder import DEFAULT_EMBEDDER
 
 #: Published numbers under the same protocol (leave-one-out, full ranking, all users), for orientation only.
 PUBLISHED = {

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelLoadError
-from ..lm.resolve import DEFAULT_EMBEDDER
+from ..retrieval.embedder import DEFAULT_EMBEDDER
 
 
 def _per_user(ranks, ks=(10, 20)) -> dict[str, np.ndarray]:

@@ -127,7 +127,7 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     from ..data import leave_one_out, load_dataset
-    from ..lm.resolve import resolve_embedder
+    from ..retrieval.embedder import resolve_embedder
     from ..retrieval import Retriever
     from ..retrieval.embedder import embed
     from ..retrieval.index import make_index

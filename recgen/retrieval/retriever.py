@@ -8,8 +8,7 @@ import numpy as np
 
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
-from ..lm.resolve import DEFAULT_EMBEDDER
-from .embedder import embed, load_embedder
+from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
 from .index import IndexMeta, load_index, make_index, save_index
 
 

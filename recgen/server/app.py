@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
+from ..version import __version__
 from ..errors import RecgenError
 from .protocol import (ChatCompletionRequest, ChatCompletionResponse, ModelList, RecommendationsRequest,
                        RecommendationsResponse)

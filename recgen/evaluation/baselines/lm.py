@@ -11,7 +11,7 @@ from __future__ import annotations
 from ...config import RecgenConfig
 from ...data import Dataset
 from ..protocol import EvalData
-from .retrieval import index_folder
+from ...retrieval.cache import index_folder
 
 
 class LMZeroShot:

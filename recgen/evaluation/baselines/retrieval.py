@@ -15,21 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ...config import RecgenConfig
-from ...lm.resolve import DEFAULT_EMBEDDER
-from ...paths import cache_dir
+from ...retrieval.embedder import DEFAULT_EMBEDDER
+from ...retrieval.cache import index_folder, load_or_build_index
 from ..protocol import EvalData
-
-
-def index_folder(dataset_name: str, fingerprint: str, embedder: str | None) -> Path:
-    """Same layout as ``recgen.cli.common.default_index_dir``, so CLI and evaluation share one cache."""
-    name = (embedder or DEFAULT_EMBEDDER).replace("/", "_")
-    return cache_dir() / "indexes" / f"{dataset_name}-{name}-{fingerprint[:12]}"
 
 
 def cached_retriever(catalog, dataset_name: str, embedder: str | None = None, show_progress: bool = False):
     """The catalog's retriever from the cache, or built and cached (stale or corrupt caches are rebuilt)."""
-    from ...recommender import load_or_build_index
-
     folder = index_folder(dataset_name, catalog.fingerprint(), embedder)
     was_cached = folder.is_dir()
     return load_or_build_index(catalog, embedder, folder, show_progress=show_progress), was_cached, folder

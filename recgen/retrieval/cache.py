@@ -1,0 +1,38 @@
+"""Where a catalog's retrieval index is cached, and reusing it when it still matches.
+
+One layout for the CLI, batch jobs, the server and evaluation: ``cache_dir()/indexes/<dataset>-<embedder>-
+<catalog fingerprint>``, so every entry point that serves a dataset reuses the same index.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..data.catalog import Catalog
+from ..errors import IndexCorruptError, IndexStaleError
+from ..paths import cache_dir
+from .embedder import DEFAULT_EMBEDDER
+from .retriever import Retriever
+
+log = logging.getLogger(__name__)
+
+
+def index_folder(dataset_name: str, fingerprint: str, embedder: str | None) -> Path:
+    """The cache folder of one dataset's index for one embedder and catalog version."""
+    name = (embedder or DEFAULT_EMBEDDER).replace("/", "_")
+    return cache_dir() / "indexes" / f"{dataset_name}-{name}-{fingerprint[:12]}"
+
+
+def load_or_build_index(catalog: Catalog, embedder: str | None, folder: str | Path,
+                        show_progress: bool = False, **options) -> Retriever:
+    """Reuse a saved index when it matches; rebuild it, with a logged reason, when stale or corrupt."""
+    folder = Path(folder)
+    if folder.exists():
+        try:
+            return Retriever.load(folder, catalog, embedder or DEFAULT_EMBEDDER, **options)
+        except (IndexStaleError, IndexCorruptError) as exc:
+            log.warning("rebuilding the index: %s", exc)
+    retriever = Retriever.build(catalog, embedder, show_progress=show_progress, **options)
+    retriever.save(folder)
+    return retriever
