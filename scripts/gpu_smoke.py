@@ -47,7 +47,7 @@ def run_backend(name: str, rec, dataset, users: list[str], k: int, mode: str, re
     seconds = time.perf_counter() - start
 
     invalid = 0
-    n = max(rec.config.n_candidates, k)
+    n = max(rec.config.retrieval.n_candidates, k)
     for user, recs in zip(users, results):
         history = dataset.history(user)
         candidates = {c for c, _ in rec.retriever.retrieve(history, None, n=n, exclude=set())}

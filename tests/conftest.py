@@ -11,27 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from recgen.data import Catalog, Dataset, Item
+from builders import make_catalog, make_dataset, save_tiny_lm, write_generic_dataset
+from recgen.data import Catalog, Dataset
 
-GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_catalog(n: int = 60) -> Catalog:
-    """Deterministic synthetic catalog (made by the project, not from any dataset)."""
-    items = []
-    for i in range(n):
-        genres = (GENRES[i % len(GENRES)], GENRES[(i * 7 + 1) % len(GENRES)])
-        genres = tuple(dict.fromkeys(genres))
-        items.append(Item(str(i), f"Synthetic Film {i} ({1970 + i % 40})", genres, 1970 + i % 40))
-    return Catalog(items)
-
-
-def make_dataset(n_items: int = 60, n_users: int = 30, length: int = 8) -> Dataset:
-    """Each user walks the catalog with a fixed stride: next item = (item + 3) % n."""
-    catalog = make_catalog(n_items)
-    sequences = {f"u{u}": [str((u * 5 + 3 * j) % n_items) for j in range(length)] for u in range(n_users)}
-    return Dataset("synthetic", catalog, sequences)
 
 
 @pytest.fixture(scope="session")
@@ -56,35 +39,18 @@ def smollm_tokenizer_dir() -> str:
         pytest.skip(f"default LM not installed: {exc}")
 
 
-def tiny_llama(vocab_size: int, seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=vocab_size, max_position_embeddings=2048,
-                         tie_word_embeddings=True)
-    return LlamaForCausalLM(config).eval()
-
-
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory, smollm_tokenizer_dir) -> str:
     """A tiny random Llama saved as an HF folder (safetensors) with the SmolLM2 tokenizer."""
-    from transformers import AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
-    tiny_llama(len(tokenizer)).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_lm(smollm_tokenizer_dir, tmp_path_factory.mktemp("tiny-lm"))
 
 
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_lm_dir):
-    from recgen.config import RecgenConfig
+    from recgen.config import LMSettings
     from recgen.lm.transformers_backend import TransformersBackend
 
-    return TransformersBackend.from_config(RecgenConfig(lm=tiny_lm_dir, threads=1))
+    return TransformersBackend.from_settings(LMSettings(model=tiny_lm_dir, threads=1))
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +58,7 @@ def tiny_recommender(dataset, tiny_backend):
     """Real MiniLM retrieval over the synthetic catalog, tiny random LM ranking."""
     from recgen import RecgenConfig, Recommender
 
-    return Recommender.from_dataset(dataset, RecgenConfig(n_candidates=10, reason_tokens=8), backend=tiny_backend)
+    return Recommender.from_dataset(dataset, RecgenConfig(retrieval={"n_candidates": 10}, prompt={"reason_tokens": 8}), backend=tiny_backend)
 
 
 def shared_data_dir() -> Path | None:
@@ -108,17 +74,6 @@ def shared_data() -> Path:
     if found is None:
         pytest.skip("real datasets not found: set RECGEN_DATA_DIR or place them in ../shared/data (see README)")
     return found
-
-
-# -- batch jobs (tests/test_batch*.py, tests/test_ray_batch.py) ------------------------------------
-def write_generic_dataset(dataset: Dataset, folder: Path) -> Path:
-    """``dataset`` as recgen's generic on-disk format (items.jsonl + interactions.csv), for CLI subprocesses."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "items.jsonl").write_text(dataset.catalog.to_jsonl(), encoding="utf-8")
-    rows = ["user,item,timestamp"] + [f"{user},{item},{t}" for user, seq in dataset.sequences.items()
-                                      for t, item in enumerate(seq)]
-    (folder / "interactions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="session")

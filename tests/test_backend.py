@@ -6,7 +6,7 @@ not change a single score or token.
 
 import torch
 
-from recgen.ranking.prompts import ChatPrompt
+from recgen.lm.prompt import ChatPrompt
 
 
 def _prompt(text: str, prefix: str = "") -> ChatPrompt:

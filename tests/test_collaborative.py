@@ -5,7 +5,8 @@ import numpy as np
 from recgen.retrieval import Retriever
 from recgen.retrieval.collaborative import ItemTransitions, TransitionParams
 
-from conftest import make_catalog
+from builders import make_catalog
+from recgen.config import RetrievalSettings
 
 
 def test_transitions_follow_the_sequences():
@@ -30,10 +31,10 @@ def test_save_load_roundtrip(tmp_path):
 def test_hybrid_retrieval_puts_the_observed_next_item_first():
     catalog = make_catalog(30)
     seqs = [["3", "17"], ["3", "17"], ["8", "3", "17"]]
-    retriever = Retriever.build(catalog, transitions=ItemTransitions.fit(catalog, seqs), collaborative_weight=5.0)
+    retriever = Retriever.build(catalog, RetrievalSettings(collaborative_weight=5.0),
+                                transitions=ItemTransitions.fit(catalog, seqs))
     top = retriever.retrieve(["3"], n=5)
     assert top[0][0] == "17"
     assert "3" not in [i for i, _ in top]
-    retriever.collaborative_weight = 0.0
-    text_only = [i for i, _ in retriever.retrieve(["3"], n=5)]
+    text_only = [i for i, _ in retriever.rebound(RetrievalSettings(collaborative_weight=0.0)).retrieve(["3"], n=5)]
     assert len(text_only) == 5 and "3" not in text_only

@@ -7,7 +7,7 @@ import pytest
 from recgen.data import Catalog, Item, leave_one_out, load_dataset
 from recgen.errors import DataError, UnknownItemError, UnknownUserError
 
-from conftest import make_dataset
+from builders import make_dataset
 
 
 def test_duplicate_ids_are_an_error():

@@ -171,7 +171,7 @@ def test_run_files_exist_never_overwritten_silently(dataset_dir, tmp_path):
     assert summary["metrics"]["recall@1"]["mean"] == 1.0  # the chain is deterministic
     assert {"load", "fit", "score", "metrics"} <= set(summary["timing"]["stages"])
     assert summary["environment"]["packages"]["numpy"]
-    header, rows = read_user_file(folder / "itemknn-test.users.jsonl")
+    header, rows = read_user_file(folder / "itemknn-test.users.jsonl.gz")
     assert header["config_hash"] == summary["config_hash"] and len(rows) == 60
     with pytest.raises(RunExistsError, match="--overwrite"):
         run_evaluation(_spec(dataset_dir, results))
@@ -186,12 +186,14 @@ def test_interrupted_run_resumes_with_same_config(dataset_dir, tmp_path):
     run_evaluation(_spec(dataset_dir, results, system="popular", run_name="cut"))
     folder = results / "chain"
     (folder / "cut.json").unlink()
-    lines = (folder / "cut.users.jsonl").read_text().splitlines()
+    with gzip.open(folder / "cut.users.jsonl.gz", "rt") as handle:  # finished runs keep their rows gzipped
+        lines = handle.read().splitlines()
+    (folder / "cut.users.jsonl.gz").unlink()
     (folder / "cut.users.jsonl").write_text("\n".join(lines[:26]) + "\n" + lines[26][:15])
     resumed = run_evaluation(_spec(dataset_dir, results, system="popular", run_name="cut"))
     assert resumed["users"]["scored_in_this_invocation"] == 35 and resumed["users"]["resumed"]
     assert resumed["metrics"] == full["metrics"]
-    _, rows = read_user_file(folder / "cut.users.jsonl")
+    _, rows = read_user_file(folder / "cut.users.jsonl.gz")
     assert len({r["user"] for r in rows}) == 60
 
 
@@ -210,8 +212,8 @@ def test_sampled_runs_share_users_and_rows_match_ranks(dataset_dir, tmp_path):
     a = run_evaluation(_spec(dataset_dir, results, system="popular", users=20, seed=5))
     b = run_evaluation(_spec(dataset_dir, results, system="itemknn", users=20, seed=5))
     assert a["run_name"] == "popular-test-u20-s5"
-    _, rows_a = read_user_file(results / "chain" / "popular-test-u20-s5.users.jsonl")
-    _, rows_b = read_user_file(results / "chain" / "itemknn-test-u20-s5.users.jsonl")
+    _, rows_a = read_user_file(results / "chain" / a["per_user_file"])
+    _, rows_b = read_user_file(results / "chain" / b["per_user_file"])
     assert [r["user"] for r in rows_a] == [r["user"] for r in rows_b] and len(rows_a) == 20
     assert [r["target"] for r in rows_a] == [r["target"] for r in rows_b]
     per_user = metrics_from_ranks([r["rank"] for r in rows_a], ks=(10,))
@@ -219,10 +221,7 @@ def test_sampled_runs_share_users_and_rows_match_ranks(dataset_dir, tmp_path):
     assert b["metrics"]["ndcg@10"]["mean"] > a["metrics"]["ndcg@10"]["mean"]
 
 
-def test_large_user_files_are_gzipped(dataset_dir, tmp_path, monkeypatch):
-    import recgen.evaluation.runner as runner
-
-    monkeypatch.setattr(runner, "GZIP_ABOVE_BYTES", 100)
+def test_finished_user_files_are_gzipped(dataset_dir, tmp_path):
     results = tmp_path / "results"
     summary = run_evaluation(_spec(dataset_dir, results, system="popular"))
     assert summary["per_user_file"].endswith(".gz")
@@ -298,7 +297,7 @@ def test_list_system_run_reports_pipeline_extras(dataset_dir, tmp_path, monkeypa
     from recgen.evaluation.report import write_reports
 
     class Fake:
-        name = "lm-zeroshot"
+        name = "lm"
         batch = 8
 
         def fit(self, data, log=None):
@@ -314,7 +313,7 @@ def test_list_system_run_reports_pipeline_extras(dataset_dir, tmp_path, monkeypa
 
     monkeypatch.setattr(runner, "make_system", lambda name, params: Fake())
     results = tmp_path / "results"
-    summary = run_evaluation(_spec(dataset_dir, results, system="lm-zeroshot", users=40, seed=0))
+    summary = run_evaluation(_spec(dataset_dir, results, system="lm", users=40, seed=0))
     pipe = summary["pipeline"]
     odd = pipe["users_target_retrieved"]
     assert 0 < odd < 40 and pipe["retriever_recall@3"]["mean"] == pytest.approx(odd / 40)
@@ -335,7 +334,10 @@ def test_report_label_names_every_variant_that_changes_the_system():
     assert label(run("retrieval", collaborative_weight=0, embedder="all-MiniLM-L6-v2")) == "retrieval (text only)"
     assert label(run("retrieval", collaborative_weight=0.5, embedder="outputs/finetune/beauty-retriever/model")) == (
         "retrieval (text + transitions, w=0.5, embedder beauty-retriever)")
-    assert label(run("lm-zeroshot", adapter=None, embedder=None)) == "lm-zeroshot"
+    assert label(run("lm-zeroshot", adapter=None, embedder=None)) == "lm-zeroshot"  # a run from before the registry
+    assert label(run("lm", lm={"adapter": None}, retrieval={"embedder": None})) == "lm"
+    assert label(run("lm", lm={"adapter": "a/adapter"}, ranking={"retrieval_prior": 1.5})) == (
+        "lm (LoRA adapter, retrieval prior 1.5)")
     assert label(run("lm-zeroshot", adapter="a/adapter", retrieval_prior=1.5)) == "lm (LoRA adapter, retrieval prior 1.5)"
     assert label(run("lm-zeroshot", adapter="a/adapter", retrieval_prior=0)) == "lm (LoRA adapter)"
     assert label(run("sasrec")) == "sasrec"

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+import builders  # noqa: E402
 from recgen.data import Catalog, Dataset, Item, leave_one_out  # noqa: E402
 from recgen.errors import ConfigError, DataError  # noqa: E402
 from recgen.finetune.config import RankerFinetuneConfig, SFTDataConfig, load_ranker_config, validate  # noqa: E402
@@ -24,10 +25,15 @@ class FakeRetriever:
 
     def __init__(self, catalog):
         self.catalog = catalog
-        self.max_history, self.decay = 20, 0.85
-        self.transitions, self.collaborative_weight = None, 0.0  # set (and ignored) like the real Retriever's
+        self.transitions = None
+        self.calls_with_transitions = 0
 
-    def retrieve(self, history, query=None, n=20, exclude=None):
+    def rebound(self, settings, transitions=None):
+        self.transitions = transitions  # what the pipeline factory would bind (ignored when retrieving)
+        return self
+
+    def retrieve(self, history, query=None, n=20, exclude=None, transitions=None):
+        self.calls_with_transitions += transitions is not None
         skip = set(history) | set(exclude or ())
         start = int(history[-1]) if history else 0
         ids = self.catalog.ids[start:] + self.catalog.ids[:start]
@@ -35,29 +41,12 @@ class FakeRetriever:
 
 
 def make_dataset(n_users: int = 12, length: int = 9, n_items: int = 60) -> Dataset:
-    items = [Item(str(i), f"Movie number {i} ({1990 + i % 10})", (GENRES[i % 5], GENRES[(i * 3) % 5])) for i in range(n_items)]
-    sequences = {f"u{u}": [str((u * 7 + 5 * t) % n_items) for t in range(length)] for u in range(n_users)}
-    return Dataset("tiny", Catalog(items), sequences)
+    return builders.make_dataset(n_items, n_users, length, start=7, stride=5, name="tiny")
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory) -> str:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from recgen.lm.resolve import resolve_lm
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_lm(None))
-    except Exception as exc:  # the default LM package is not installed
-        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
-    folder = tmp_path_factory.mktemp("tiny-lm")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+def tiny_lm(tiny_lm_dir) -> str:
+    return tiny_lm_dir
 
 
 def ranker_config(tiny_lm: str, out: Path, **train) -> RankerFinetuneConfig:
@@ -66,7 +55,7 @@ def ranker_config(tiny_lm: str, out: Path, **train) -> RankerFinetuneConfig:
     settings.update(train)
     return RankerFinetuneConfig(
         name="tiny", dataset="tiny", lm=tiny_lm, output_dir=str(out / "run"), results_dir=str(out / "results"),
-        data=SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2, prefixes_per_user=2),
+        data=SFTDataConfig(retrieval={"n_candidates": 8}, prompt={"history": 4}, min_history=2, prefixes_per_user=2),
         lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}, train=settings,
     )
 
@@ -105,7 +94,7 @@ def test_sft_examples_exclude_heldout_targets_and_are_deterministic():
     dataset = make_dataset()
     splits = leave_one_out(dataset).splits
     retriever = FakeRetriever(dataset.catalog)
-    cfg = SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2, prefixes_per_user=3, candidate_order="shuffled")
+    cfg = SFTDataConfig(retrieval={"n_candidates": 8}, prompt={"history": 4}, min_history=2, prefixes_per_user=3, candidate_order="shuffled")
     first = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=3)
     second = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=3)
     assert first and [(e.prompt.messages, e.response) for e in first] == [(e.prompt.messages, e.response) for e in second]
@@ -132,11 +121,11 @@ class ListRetriever(FakeRetriever):
         self.n_retrieved = n_retrieved
         self.calls = []
 
-    def retrieve(self, history, query=None, n=20, exclude=None):
+    def retrieve(self, history, query=None, n=20, exclude=None, transitions=None):
         # an int, or a function of the history (to mix hits and misses: the next item sits 5th here)
         limit = self.n_retrieved(history) if callable(self.n_retrieved) else self.n_retrieved
-        out = super().retrieve(history, query, n=min(n, limit), exclude=exclude)
-        self.calls.append((list(history), [i for i, _ in out], self.transitions))
+        out = super().retrieve(history, query, n=min(n, limit), exclude=exclude, transitions=transitions)
+        self.calls.append((list(history), [i for i, _ in out], transitions))
         return out
 
 
@@ -144,7 +133,7 @@ def test_sft_candidates_keep_the_retrieval_order_and_skip_misses():
     dataset = make_dataset(n_users=20)
     splits = leave_one_out(dataset).splits
     retriever = ListRetriever(dataset.catalog, n_retrieved=lambda history: 5 if len(history) % 2 else 4)
-    cfg = SFTDataConfig(n_candidates=5, prompt_history=4, min_history=2, prefixes_per_user=4, collaborative_weight=0)
+    cfg = SFTDataConfig(retrieval={"n_candidates": 5, "collaborative_weight": 0}, prompt={"history": 4}, min_history=2, prefixes_per_user=4)
     stats = {}
     examples = build_sft_examples(dataset.catalog, splits, retriever, cfg, seed=0, stats=stats)
     said = {tuple(history): ids for history, ids, _ in retriever.calls}
@@ -158,7 +147,7 @@ def test_sft_candidates_keep_the_retrieval_order_and_skip_misses():
 def test_injected_targets_land_at_random_positions_not_last():
     dataset = make_dataset(n_users=20)
     splits = leave_one_out(dataset).splits
-    cfg = SFTDataConfig(n_candidates=4, prompt_history=4, min_history=2, prefixes_per_user=4, collaborative_weight=0,
+    cfg = SFTDataConfig(retrieval={"n_candidates": 4, "collaborative_weight": 0}, prompt={"history": 4}, min_history=2, prefixes_per_user=4,
                         unretrieved_target="inject")
     stats = {}
     examples = build_sft_examples(dataset.catalog, splits, ListRetriever(dataset.catalog, 4), cfg, seed=0, stats=stats)
@@ -176,7 +165,7 @@ def test_sft_candidates_use_out_of_fold_transitions():
     sequences = {f"u{u}": [str(u * length + t) for t in range(length)] for u in range(n_users)}  # disjoint items
     dataset = Dataset("folds", Catalog(items), sequences)
     splits = leave_one_out(dataset).splits
-    cfg = SFTDataConfig(n_candidates=4, min_history=2, prefixes_per_user=2, collaborative_folds=5)
+    cfg = SFTDataConfig(retrieval={"n_candidates": 4}, min_history=2, prefixes_per_user=2, collaborative_folds=5)
     folds, fitted = out_of_fold_transitions(dataset.catalog, splits, cfg, seed=0)
     assert folds == user_folds(splits, 5, 0) and sorted(set(folds.values())) == list(range(5))
     for split in splits:
@@ -191,7 +180,7 @@ def test_sft_candidates_use_out_of_fold_transitions():
     for history, _, transitions in retriever.calls:
         assert transitions is fitted[folds[owner[history[0]]]] or \
             (transitions.matrix != fitted[folds[owner[history[0]]]].matrix).nnz == 0
-    assert retriever.transitions is None and retriever.collaborative_weight == 0.0  # restored afterwards
+    assert retriever.transitions is None  # passed per call, never set on the retriever
 
 
 def test_only_the_label_token_is_supervised(tiny_lm):
@@ -200,7 +189,7 @@ def test_only_the_label_token_is_supervised(tiny_lm):
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
     dataset = make_dataset()
     examples = build_sft_examples(dataset.catalog, leave_one_out(dataset).splits, FakeRetriever(dataset.catalog),
-                                  SFTDataConfig(n_candidates=8, prompt_history=4, min_history=2), seed=0)
+                                  SFTDataConfig(retrieval={"n_candidates": 8}, prompt={"history": 4}, min_history=2), seed=0)
     row = encode_example(tokenizer, examples[0])
     supervised = [(i, t) for i, t in enumerate(row["labels"]) if t != IGNORE]
     assert len(supervised) == 1

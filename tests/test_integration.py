@@ -32,11 +32,11 @@ def test_real_reasons_pass_the_check_or_fall_back(real):
     data, rec = real
     history = data.history("1")[:-2]
     recs = rec.recommend(history=history, k=5, reasons=True)
-    past = [data.catalog.get(i) for i in history[-rec.config.prompt_history:]]
+    past = [data.catalog.get(i) for i in history[-rec.config.prompt.history:]]
     for r in recs:
         assert r.reason
         if r.reason_source == "model":
-            assert rec.checker.problems(r.reason, data.catalog.get(r.item_id), past) == []
+            assert rec.pipeline.reasoner.checker.problems(r.reason, data.catalog.get(r.item_id), past) == []
 
 
 def test_query_only_request_on_real_catalog(real):

@@ -32,7 +32,7 @@ def test_ray_job_equals_single_process_job(tmp_path, synthetic_dataset_dir, tiny
     rows.append({"custom_id": "ghost", "user": "not-a-user", "k": 3})
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    config = RecgenConfig(lm=tiny_lm_dir, threads=1)
+    config = RecgenConfig(lm={"model": tiny_lm_dir, "threads": 1})
 
     local = tmp_path / "local.jsonl"
     run_batch(src, local, dataset=str(synthetic_dataset_dir), config=config, batch_size=1, show_progress=False)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from recgen import RecgenConfig, Recommender
 from recgen.errors import InvalidRequestError, UnknownItemError
 
-from conftest import make_catalog
+from builders import make_catalog
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -84,10 +84,10 @@ def test_without_popularity_an_empty_request_is_an_error(tiny_backend):
 
 
 def test_k_above_candidates_enlarges_the_pool_but_small_catalogs_return_fewer(tiny_backend):
-    rec = Recommender(make_catalog(8), RecgenConfig(n_candidates=3), backend=tiny_backend)
+    rec = Recommender(make_catalog(8), RecgenConfig(retrieval={"n_candidates": 3}), backend=tiny_backend)
     recs = rec.recommend(history=["0", "1"], k=10, reasons=False)
     assert len(recs) == 6  # 8 items minus 2 seen
-    recs = Recommender(make_catalog(30), RecgenConfig(n_candidates=3), backend=tiny_backend).recommend(
+    recs = Recommender(make_catalog(30), RecgenConfig(retrieval={"n_candidates": 3}), backend=tiny_backend).recommend(
         history=["0"], k=7, reasons=False)
     assert len(recs) == 7
 
@@ -113,7 +113,7 @@ def test_batch_can_return_errors_in_place(tiny_recommender):
 
 def test_retrieval_prior_blends_the_lm_with_the_retrieval_order():
     """prior 0 = the LM's order; a large prior = the retrieval order; in between, a blend."""
-    from recgen.finetune.calibrate import grid_from_scores, pick
+    from recgen.finetune.calibrate import pick
     from recgen.ranking.ranker import with_retrieval_prior
 
     lm = [-3.0, -2.9, -0.5, -4.0]  # the LM prefers the 3rd candidate, then the 2nd
@@ -122,13 +122,35 @@ def test_retrieval_prior_blends_the_lm_with_the_retrieval_order():
     assert order(with_retrieval_prior(lm, 0.0)) == [2, 1, 0, 3]
     assert order(with_retrieval_prior(lm, 100.0)) == [0, 1, 2, 3]
     assert order(with_retrieval_prior(lm, 1.0)) == [2, 0, 1, 3]  # -1.60 (3rd), -3 (1st), -3.59, -5.39
-    # calibration: users whose target is 1st in retrieval but whom the LM gets wrong want a large prior ...
-    grid = grid_from_scores([lm, lm], [0, 0], n_users=4, priors=(0.0, 1.0, 100.0, 1000.0))
-    # ranks 3, 2, 1, 1 for both users; the two other sampled users were misses (0)
-    assert [round(r["ndcg@10"], 4) for r in grid] == [0.25, round(2 / math.log2(3) / 4, 4), 0.5, 0.5]
+    grid = [{"retrieval_prior": 0.0, "ndcg@10": 0.25}, {"retrieval_prior": 100.0, "ndcg@10": 0.5},
+            {"retrieval_prior": 1000.0, "ndcg@10": 0.5}]
     assert pick(grid)["retrieval_prior"] == 100.0  # the smallest of the equally good priors
-    # ... and users whose target the LM finds want none
-    assert pick(grid_from_scores([lm], [2], n_users=1, priors=(0.0, 1.0, 100.0)))["retrieval_prior"] == 0.0
+
+
+class ReverseLM:
+    """Prefers the last candidate: the opposite of the retrieval order."""
+
+    name = "reverse"
+
+    def score_labels(self, prompts, labels):
+        return [[float(j) for j in range(len(ls))] for ls in labels]
+
+
+def test_calibration_runs_the_lm_once_per_user_and_scores_priors_with_the_harness(dataset, tmp_path, monkeypatch):
+    """Every prior is evaluated by the harness on the same validation users; the LM's scores are memoized."""
+    from recgen.finetune.calibrate import calibrate
+
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    config = RecgenConfig(retrieval={"n_candidates": 10})
+    result = calibrate(dataset, None, users=12, seed=0, priors=(0.0, 1.0, 100.0), config=config,
+                       backend=ReverseLM(), log=lambda message: None)
+    ndcg = {row["retrieval_prior"]: row["ndcg@10"] for row in result["grid"]}
+    # the synthetic users walk with a fixed stride, which the hybrid retriever learns: retrieval order is right
+    assert ndcg[0.0] <= ndcg[1.0] <= ndcg[100.0] == pytest.approx(result["retrieval_order_ndcg@10"])
+    assert ndcg[0.0] < ndcg[100.0]
+    assert result["best"]["retrieval_prior"] == 100.0
+    # once per distinct prompt (users with the same recent history share one), not once per prior
+    assert 0 < result["lm_prompts"] <= result["users_with_target_retrieved"] <= 12
 
 
 def test_an_adapter_trained_with_other_prompt_settings_is_flagged(tmp_path, caplog):
@@ -137,12 +159,15 @@ def test_an_adapter_trained_with_other_prompt_settings_is_flagged(tmp_path, capl
     import logging
 
     (tmp_path / "recgen_config.json").write_text(json.dumps(
-        {"prompt_history": 10, "title_chars": 40, "embedder": None, "lm": None}))
-    same = RecgenConfig(adapter=str(tmp_path), title_chars=40)
+        {"retrieval": {"embedder": None}, "prompt": {"history": 10, "title_chars": 40}}))
+    same = RecgenConfig(lm={"adapter": str(tmp_path)}, prompt={"title_chars": 40})
     assert same.adapter_mismatches() == {}
-    other = RecgenConfig(adapter=str(tmp_path), title_chars=60, prompt_history=5)
-    assert other.adapter_mismatches() == {"title_chars": (40, 60), "prompt_history": (10, 5)}
+    other = RecgenConfig(lm={"adapter": str(tmp_path)}, prompt={"title_chars": 60, "history": 5})
+    assert other.adapter_mismatches() == {"prompt.title_chars": (40, 60), "prompt.history": (10, 5)}
+    # adapters trained before the settings groups recorded flat keys: still compared
+    (tmp_path / "recgen_config.json").write_text(json.dumps({"prompt_history": 10, "title_chars": 40}))
+    assert other.adapter_mismatches() == {"prompt.title_chars": (40, 60), "prompt.history": (10, 5)}
     assert RecgenConfig().adapter_mismatches() == {}
     with caplog.at_level(logging.WARNING, logger="recgen.recommender"):
         Recommender(make_catalog(12), other, backend=object())
-    assert "title_chars=40" in caplog.text
+    assert "prompt.title_chars=40" in caplog.text

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from recgen.config import RetrievalSettings
 from recgen.data import Catalog, Item
 from recgen.errors import IndexCorruptError, IndexStaleError, InvalidRequestError
 from recgen.retrieval import Retriever, recency_weights
 
-from conftest import make_catalog
+from builders import make_catalog
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_save_load_roundtrip_and_stale_detection(retriever, tmp_path):
     with pytest.raises(IndexStaleError, match="another catalog"):
         Retriever.load(tmp_path / "idx", other)
     with pytest.raises(IndexStaleError, match="embedding model"):
-        Retriever.load(tmp_path / "idx", retriever.catalog, embedder="some-other-model")
+        Retriever.load(tmp_path / "idx", retriever.catalog, RetrievalSettings(embedder="some-other-model"))
 
 
 def test_corrupt_index_is_refused(retriever, tmp_path):

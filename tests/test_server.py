@@ -21,7 +21,7 @@ from recgen import RecgenConfig, Recommender
 from recgen.server.app import create_app
 from recgen.server.serving import ServerSettings
 
-from conftest import make_dataset
+from builders import make_dataset
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -90,7 +90,7 @@ def test_health_models_and_page(client):
 
 
 def test_models_list_the_adapter(tiny_recommender, tiny_backend, dataset, tmp_path):
-    config = RecgenConfig(adapter=str(tmp_path / "movies-lora"), n_candidates=10)
+    config = RecgenConfig(lm={"adapter": str(tmp_path / "movies-lora")}, retrieval={"n_candidates": 10})
     rec = Recommender(dataset.catalog, config, retriever=tiny_recommender.retriever, backend=tiny_backend)
     with TestClient(create_app(rec, dataset)) as c:
         cards = c.get("/v1/models").json()["data"]

@@ -16,7 +16,7 @@ from recgen.batch.io import response_body
 from recgen.config import RecgenConfig
 from recgen.errors import ModelLoadError
 from recgen.lm import vllm_backend as vb
-from recgen.ranking.prompts import ChatPrompt
+from recgen.lm.prompt import ChatPrompt
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm"
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -233,10 +233,10 @@ def test_vllm_backend_reasons_stop_at_newline(fake_vllm_backend):
 # -- without vLLM / with vLLM ---------------------------------------------------------------------
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")
 def test_backend_vllm_without_vllm_is_a_clear_error():
-    from recgen.lm.backend import make_backend
+    from recgen.lm.factory import make_backend
 
     with pytest.raises(ModelLoadError, match=r"pip install 'recgen\[vllm\]'.*CUDA"):
-        make_backend(RecgenConfig(backend="vllm"))
+        make_backend(RecgenConfig(lm={"backend": "vllm"}).lm)
     with pytest.raises(ModelLoadError, match="vLLM is not installed"):
         vb.to_vllm_sampling_params({"max_tokens": 1})
 

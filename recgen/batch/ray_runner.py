@@ -40,10 +40,10 @@ class RecommendWorker:
         from ..recommender import Recommender
 
         cfg = RecgenConfig.model_validate(config)
-        if threads and cfg.threads is None and cfg.device == "cpu":
-            cfg = cfg.model_copy(update={"threads": threads})
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        if threads and cfg.lm.threads is None and cfg.lm.device == "cpu":
+            cfg = cfg.updated(lm={"threads": threads})
+        if cfg.lm.threads:
+            torch.set_num_threads(cfg.lm.threads)
         self.dataset = load_dataset(dataset_path)
         self.recommender = Recommender.from_dataset(self.dataset, cfg, index_dir=index_dir)
         _ = self.recommender.backend  # load the LM once, at actor start
@@ -84,8 +84,8 @@ def run_on_ray(todo: list[BatchRequest], emit: Callable[[list[str]], None], *, d
     # Resolve the dataset and build the retrieval index once, in the driver; actors only load them.
     dataset_path = str(resolve_dataset_path(dataset).resolve())
     data = load_dataset(dataset_path)
-    folder = Path(index_dir) if index_dir else index_folder(data.name, data.catalog.fingerprint(), config.embedder)
-    load_or_build_index(data.catalog, config.embedder, folder)
+    folder = Path(index_dir) if index_dir else index_folder(data.name, data.catalog.fingerprint(), config.retrieval.embedder)
+    load_or_build_index(data.catalog, config.retrieval, folder)
 
     started_here = not ray.is_initialized()
     if started_here:

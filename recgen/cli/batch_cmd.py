@@ -30,7 +30,8 @@ def batch(input: Path = typer.Option(..., "--input", "-i", help="requests, one J
     """Recommend for every request of a JSONL file. Re-running the same command resumes a killed job."""
     from ..batch.runner import run_batch
 
-    cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder, backend=backend, threads=threads)
+    cfg = make_config(config, lm={"model": lm, "adapter": adapter, "backend": backend, "threads": threads},
+                      retrieval={"embedder": embedder})
     try:
         summary = run_batch(input, output, dataset=dataset, config=cfg, batch_size=batch_size, errors_path=errors,
                             use_ray=ray, ray_workers=workers, ray_gpus_per_worker=gpus_per_worker,

@@ -33,10 +33,12 @@ def friendly_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def make_config(config_file: Path | None = None, **overrides) -> RecgenConfig:
-    base = RecgenConfig.from_file(config_file).model_dump() if config_file else {}
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return RecgenConfig.validated(base, str(config_file or "options"))
+def make_config(config_file: Path | None = None, **groups: dict) -> RecgenConfig:
+    """The config file (or the defaults) with the command-line options that were given on top, e.g.
+    ``make_config(path, lm={"model": lm, "adapter": None})``: options left at ``None`` change nothing."""
+    base = RecgenConfig.from_file(config_file) if config_file else RecgenConfig()
+    given = {group: {k: v for k, v in values.items() if v is not None} for group, values in groups.items()}
+    return base.updated(str(config_file or "options"), **{g: v for g, v in given.items() if v})
 
 
 def history_for_user(dataset: Dataset, user: str, holdout: int = 0) -> list[str]:

@@ -147,7 +147,7 @@ def compare(run_a: str = typer.Argument(..., help="run name (or path to its .jso
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Paired comparison of two runs on the same users: paired bootstrap CI/p and Wilcoxon on NDCG@10."""
     from ..evaluation.metrics import metrics_from_ranks
-    from ..evaluation.runner import load_run
+    from ..evaluation.runfiles import load_run
     from ..evaluation.stats import compare_paired
 
     try:

@@ -88,29 +88,6 @@ def retriever(config: str = typer.Option(..., "--config", "-c", help="finetune/<
                f"{summary['valid_after']['recall@20']:.4f}; model: {summary['model_dir']}")
 
 
-@finetune_app.command("evaluate")
-def evaluate(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
-             adapter: str = typer.Option(..., help="adapter folder written by `finetune ranker`"),
-             users: int = typer.Option(500, help="seeded sample of test users"),
-             seed: int = typer.Option(0),
-             stage: str = typer.Option("test"),
-             out: Optional[str] = typer.Option(None, help="results folder for metrics JSON"),
-             embedder: Optional[str] = typer.Option(None, help="retriever model (default: the adapter's)"),
-             batch_size: int = typer.Option(4),
-             recipe: Optional[str] = typer.Option(None, help="ranker recipe to take prompt settings from if the adapter is not there yet"),
-             only: Optional[str] = typer.Option(None, help="run just 'zero_shot' or 'fine_tuned' (cached in --out)")) -> None:
-    """Retrieval-only vs zero-shot LM vs fine-tuned LM on the same users, with paired tests."""
-    from ..errors import RecgenError
-    from ..finetune.evaluate import compare_rankers
-
-    try:
-        compare_rankers(dataset, adapter, users=users, seed=seed, stage=stage, out=out, embedder=embedder,
-                        batch_size=batch_size, command=_command(), recipe=recipe,
-                        systems_to_run=(only,) if only else ("zero_shot", "fine_tuned"))
-    except RecgenError as exc:
-        _fail(exc)
-
-
 @finetune_app.command("calibrate")
 def calibrate(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
               adapter: Optional[str] = typer.Option(None, help="adapter folder (none = the zero-shot LM)"),
@@ -126,7 +103,8 @@ def calibrate(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
     from ..finetune.calibrate import calibrate as run
 
     try:
-        result = run(dataset, adapter, users=users, seed=seed, threads=threads, out=out, command=_command())
+        result = run(dataset, adapter, users=users, seed=seed, threads=threads, out=out, command=_command(),
+                     log=lambda message: typer.echo(message, err=True))
     except RecgenError as exc:
         _fail(exc)
     if as_json:

@@ -9,10 +9,13 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..config import RetrievalSettings
+from ..data import load_dataset
 from ..recommender import open_dataset
+from ..retrieval import Retriever
 from ..retrieval.cache import index_folder
-from .common import (console, friendly_errors, history_for_user, make_config,
-                     parse_history, print_json)
+from . import batch_cmd, eval_cmd, finetune_cmd, serve_cmd
+from .common import console, friendly_errors, history_for_user, make_config, parse_history, print_json
 
 app = typer.Typer(help="LLM-based generative recommender: ranked catalog items, each with a reason.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -26,13 +29,10 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
           out: Optional[Path] = typer.Option(None, help="index folder (default: the cache)"),
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Build the retrieval index for a dataset's catalog (cached; rebuilt when the catalog changes)."""
-    from ..data import load_dataset
-    from ..retrieval import Retriever
-
     data = load_dataset(dataset)
     folder = out or index_folder(data.name, data.catalog.fingerprint(), embedder)
     start = time.perf_counter()
-    retriever = Retriever.build(data.catalog, embedder, show_progress=not as_json)
+    retriever = Retriever.build(data.catalog, RetrievalSettings(embedder=embedder), show_progress=not as_json)
     retriever.save(folder)
     seconds = time.perf_counter() - start
     info = {"dataset": data.name, "items": len(data.catalog), "index": str(folder), "seconds": round(seconds, 2)}
@@ -68,7 +68,7 @@ def recommend(dataset: str = DatasetOpt,
     """Recommend for a dataset user, a given history, and/or a free-text request."""
     if mode not in ("score", "generate"):
         raise typer.BadParameter("mode must be 'score' or 'generate'")
-    cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder)
+    cfg = make_config(config, lm={"model": lm, "adapter": adapter}, retrieval={"embedder": embedder})
     data, rec = open_dataset(dataset, cfg, show_progress=not as_json)
     items = parse_history(history) or []
     if user is not None:
@@ -104,27 +104,11 @@ def demo(data_path: str = typer.Option("ml-100k", "--dataset", "-d", help="Movie
     _show(recs, f"recgen demo — user {user} of {data.name} ({seconds:.1f} s)")
 
 
-def _mount_optional() -> None:
-    """Sub-commands in their own modules; each is added only when its module is present."""
-    import importlib
-
-    for module, attr, name in (("eval_cmd", "eval_app", "eval"), ("finetune_cmd", "finetune_app", "finetune")):
-        try:
-            sub = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        except (ImportError, AttributeError):
-            continue
-        app.add_typer(sub, name=name)
-    for module, names in (("serve_cmd", ("serve", "chat")), ("batch_cmd", ("batch",))):
-        try:
-            mod = importlib.import_module(f"{__package__}.{module}")
-        except ImportError:
-            continue
-        for name in names:
-            if hasattr(mod, name):
-                app.command(name=name)(getattr(mod, name))
-
-
-_mount_optional()
+app.add_typer(eval_cmd.eval_app, name="eval")
+app.add_typer(finetune_cmd.finetune_app, name="finetune")
+app.command(name="serve")(serve_cmd.serve)
+app.command(name="chat")(serve_cmd.chat)
+app.command(name="batch")(batch_cmd.batch)
 
 if __name__ == "__main__":
     app()

@@ -60,7 +60,7 @@ def serve(dataset: str = DatasetOpt,
     from ..server.app import create_app
     from ..server.serving import ServerSettings
 
-    cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder)
+    cfg = make_config(config, lm={"model": lm, "adapter": adapter}, retrieval={"embedder": embedder})
     data, rec = open_dataset(dataset, cfg)
     console.print("loading the language model…")
     _warm_up(rec)
@@ -104,7 +104,7 @@ def chat(dataset: str = DatasetOpt,
     from ..server.chat_state import ChatContext, chat_turn
 
     _check_mode(mode)
-    cfg = make_config(config, lm=lm, adapter=adapter, embedder=embedder)
+    cfg = make_config(config, lm={"model": lm, "adapter": adapter}, retrieval={"embedder": embedder})
     data, rec = open_dataset(dataset, cfg)
     history = history_for_user(data, user) if user is not None else []
     context = ChatContext.from_catalog(rec.catalog)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import Dataset, LeaveOneOut, leave_one_out
 from ..data.split import MIN_INTERACTIONS
-from .metrics import metrics_from_ranks, rank_of, ranks_from_scores
+from .metrics import mean_metrics, metrics_from_ranks, rank_of, ranks_from_scores
 
 STAGES = ("valid", "test")
 
@@ -95,6 +95,11 @@ class EvalData:
 
     def targets(self, stage: str, positions: Sequence[int]) -> np.ndarray:
         return (self.valid if check_stage(stage) == "valid" else self.test)[np.asarray(positions, dtype=np.int64)]
+
+    def train_dataset(self) -> Dataset:
+        """The dataset cut to each evaluated user's training part: what pipelines are fitted on."""
+        return Dataset(self.dataset.name, self.dataset.catalog,
+                       {u: list(s.train) for u, s in zip(self.user_ids, self.split.splits)})
 
     def train_sequences(self) -> list[np.ndarray]:
         """What systems are fitted on: each user's training part (validation and test targets held out)."""
@@ -189,6 +194,19 @@ def score_rows(system: Scorer, data: EvalData, stage: str, positions: Sequence[i
         yield rows
 
 
+def evaluate_users(system, data: EvalData, stage: str, positions: Sequence[int],
+                   batch_size: int | None = None) -> Iterator[list[dict]]:
+    """Per-user result rows, one list per batch, for any system: the one place a target is ranked."""
+    if hasattr(system, "recommend_many") or hasattr(system, "recommend"):
+        return list_rows(system, data, stage, positions, batch_size=batch_size or getattr(system, "batch", 8))
+    return score_rows(system, data, stage, positions, batch_size=batch_size or 512)
+
+
+def mean_of(rows: list[dict], ks: Sequence[int] = (10,)) -> dict[str, float]:
+    """Mean NDCG/Recall/MRR@K over rows (a row without a rank counts 0)."""
+    return mean_metrics(metrics_from_ranks([row["rank"] for row in rows], ks))
+
+
 def list_rows(system: ListSystem, data: EvalData, stage: str, positions: Sequence[int],
               batch_size: int = 8) -> Iterator[list[dict]]:
     """Yield per-user rows, one list per batch of users, for a two-stage :class:`ListSystem`.
@@ -247,5 +265,5 @@ def list_row(user: str, target: str, history: list[str], ranked: list[str], cand
     per_user = metrics_from_ranks([rank], ks=(10,))
     return {"user": pseudonym(user), "target": pseudonym(target), "rank": rank,
             **{m: round(float(per_user[m][0]), 6) for m in ROW_METRICS},
-            "retrieved": target in cand, "n_candidates": len(candidates), "n_returned": len(ranked),
+            "retrieved": target in cand, "retrieval_rank": rank_of(candidates, target), "n_candidates": len(candidates), "n_returned": len(ranked),
             "n_valid": valid}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import nest_legacy_keys
 from ..retrieval.embedder import DEFAULT_EMBEDDER
 
 #: Published numbers under the same protocol (leave-one-out, full ranking, all users), for orientation only.
@@ -14,7 +15,7 @@ PUBLISHED = {
         "rows": [("LlamaRec", 0.0554, 0.0971), ("LRURec", 0.0533, 0.0916), ("SASRec", 0.0481, 0.0844)],
     },
 }
-SYSTEM_ORDER = ("popular", "itemknn", "retrieval", "sasrec", "lm-zeroshot")
+SYSTEM_ORDER = ("popular", "itemknn", "retrieval", "sasrec", "lm", "lm-zeroshot")
 
 
 def load_summaries(folder: Path) -> list[dict]:
@@ -33,20 +34,24 @@ def load_summaries(folder: Path) -> list[dict]:
 
 def label(run: dict) -> str:
     """The system column: the system name, plus the variant when a parameter changes what it is."""
-    params = (run.get("config") or {}).get("system_params") or {}
+    raw = (run.get("config") or {}).get("system_params") or {}
+    # the retrieval system's params are the retrieval settings themselves; the LM system's are a RecgenConfig
+    params = {"retrieval": raw} if run["system"] == "retrieval" else nest_legacy_keys(raw)
+    retrieval, lm = params.get("retrieval") or {}, params.get("lm") or {}
+    prior = (params.get("ranking") or {}).get("retrieval_prior")
     variant = []
     if run["system"] == "retrieval":
-        weight = params.get("collaborative_weight") or 0
+        weight = retrieval.get("collaborative_weight") or 0
         variant.append(f"text + transitions, w={weight:g}" if weight else "text only")
-    if params.get("embedder") and Path(params["embedder"]).name != DEFAULT_EMBEDDER:
-        variant.append(f"embedder {_short_path(params['embedder'])}")
-    if run["system"] == "lm-zeroshot" and params.get("adapter"):
-        name = "lm"
-        variant.insert(0, "LoRA adapter")
-        if params.get("retrieval_prior"):
-            variant.append(f"retrieval prior {params['retrieval_prior']:g}")
-    else:
-        name = run["system"]
+    if retrieval.get("embedder") and Path(retrieval["embedder"]).name != DEFAULT_EMBEDDER:
+        variant.append(f"embedder {_short_path(retrieval['embedder'])}")
+    name = run["system"]
+    if name in ("lm", "lm-zeroshot"):  # lm-zeroshot: the LM system's name in runs made before the registry
+        name = "lm" if lm.get("adapter") or name == "lm" else name
+        if lm.get("adapter"):
+            variant.insert(0, "LoRA adapter")
+        if prior:
+            variant.append(f"retrieval prior {prior:g}")
     return f"{name} ({', '.join(variant)})" if variant else name
 
 

@@ -4,7 +4,7 @@
 per-stage wall time / CPU / peak RSS, CPU-seconds per 1,000 users, the command.
 ``<results>/<dataset>/<run>.users.jsonl``: a header line with the config hash, then one row per user
 (user, target, rank or null, ndcg@10, recall@10, mrr@10), written incrementally. After a complete run the
-file is gzipped (``.users.jsonl.gz``) when it exceeds 1 MB. User and item ids appear only as
+file is gzipped (``.users.jsonl.gz``). User and item ids appear only as
 :func:`~recgen.evaluation.protocol.pseudonym` keys (the files are committed; the data may not be).
 
 * An existing ``<run>.json`` is never overwritten silently: pass ``overwrite=True`` (``--overwrite``).
@@ -14,12 +14,8 @@ file is gzipped (``.users.jsonl.gz``) when it exceeds 1 MB. User and item ids ap
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,18 +25,17 @@ from typing import Callable
 
 import numpy as np
 
-from .. import __version__
 from ..data import load_dataset
 from ..errors import ConfigError, RecgenError
-from .baselines import LIST_SYSTEMS, make_system
+from .environment import environment
 from .metrics import DEFAULT_KS, mean_metrics, metrics_from_ranks
-from .protocol import EvalData, check_stage, list_rows, pseudonym, sample_users, score_rows
+from .protocol import EvalData, check_stage, evaluate_users, pseudonym, sample_users
 from .resources import StageMonitor
+from .runfiles import gzip_rows, read_user_file, run_paths, user_file_for, write_rows
 from .stats import bootstrap_cis
+from .systems import SYSTEMS, is_list_system, make_system
 
 PROTOCOL_VERSION = 1
-GZIP_ABOVE_BYTES = 1_000_000
-PACKAGES = ("numpy", "scipy", "torch", "sentence-transformers", "faiss-cpu", "transformers", "peft", "safetensors")
 
 
 class RunExistsError(RecgenError):
@@ -69,73 +64,8 @@ class RunSpec:
         return f"{self.system}-{self.stage}{sample}"
 
 
-def run_paths(results_dir: Path, dataset: str, run: str) -> dict[str, Path]:
-    folder = Path(results_dir) / dataset
-    return {"folder": folder, "json": folder / f"{run}.json", "users": folder / f"{run}.users.jsonl",
-            "users_gz": folder / f"{run}.users.jsonl.gz"}
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
-
-
-def read_user_file(path: Path) -> tuple[dict | None, list[dict]]:
-    """(header, rows) of a per-user JSONL (plain or gzipped); a torn last line (interrupt) is ignored."""
-    header, rows = None, []
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by an interrupt; the user is simply evaluated again
-            if number == 0 and "header" in row:
-                header = row["header"]
-            else:
-                rows.append(row)
-    return header, rows
-
-
-def user_file_for(paths: dict[str, Path]) -> Path | None:
-    for key in ("users", "users_gz"):
-        if paths[key].is_file():
-            return paths[key]
-    return None
-
-
 def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def environment() -> dict:
-    from importlib import metadata
-
-    versions = {"recgen": __version__, "python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    repo = Path(__file__).resolve().parents[2]
-    commit, dirty = None, None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                capture_output=True, text=True, timeout=10)
-        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        import torch
-
-        threads = torch.get_num_threads()
-    except ImportError:  # pragma: no cover
-        threads = None
-    return {"packages": versions, "git_commit": commit or "none (no commit yet)", "git_dirty": dirty,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": threads}
 
 
 def summarize(rows: list[dict], n_boot: int, seed: int, list_system: bool) -> dict:
@@ -173,8 +103,8 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
     check_stage(spec.stage)
     if spec.users < 0:
         raise ConfigError("--users must be >= 0 (0 = all users)")
-    if spec.system not in (*LIST_SYSTEMS, "popular", "itemknn", "retrieval", "sasrec"):
-        raise ConfigError(f"unknown system {spec.system!r}; choose popular, itemknn, retrieval, sasrec or lm-zeroshot")
+    if spec.system not in SYSTEMS:
+        raise ConfigError(f"unknown system {spec.system!r}; choose one of {', '.join(SYSTEMS)}")
     started = time.perf_counter()
     monitor = StageMonitor()
     with monitor.stage("load"):
@@ -193,6 +123,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
         system = make_system(spec.system, spec.params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad parameters for {spec.system}: {exc}") from None
+    list_system = is_list_system(system)
     config = {
         "protocol_version": PROTOCOL_VERSION, "dataset": dataset.name, "catalog": dataset.catalog.fingerprint(),
         "n_interactions": dataset.num_interactions(), "system": spec.system, "params": spec.params,
@@ -220,7 +151,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
                 "again, or choose another --run-name")
         done = {row["user"]: row for row in rows}
         # rewrite cleanly before appending: drops a line torn by the interrupt (and continues a .gz in plain text)
-        _write_rows(paths["users"], header, list(done.values()))
+        write_rows(paths["users"], header, list(done.values()))
         if existing.suffix == ".gz":
             existing.unlink()
         log(f"resuming {run}: {len(done):,} users already evaluated")
@@ -232,7 +163,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
     header = {"config_hash": chash, "run_name": run, "dataset": dataset.name, "system": spec.system,
               "stage": spec.stage, "users": spec.users, "seed": spec.seed, "params": spec.params}
     if not paths["users"].exists():
-        _write_rows(paths["users"], header, [])
+        write_rows(paths["users"], header, [])
 
     progress = progress_factory() if progress_factory else None
     try:
@@ -247,11 +178,10 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
                 else:
                     fit(data, log=log)
                 fit_info = dict(getattr(system, "fit_info", {}) or {})
-        list_system = spec.system in LIST_SYSTEMS
         with monitor.stage("score"):
             task = progress.add_task(f"ranking ({spec.system}, {spec.stage})", total=len(todo)) if progress else None
-            rows_iter = (list_rows(system, data, spec.stage, todo, batch_size=getattr(system, "batch", 8))
-                         if list_system else score_rows(system, data, spec.stage, todo, batch_size=spec.batch_size))
+            rows_iter = evaluate_users(system, data, spec.stage, todo,
+                                       batch_size=None if list_system else spec.batch_size)
             with paths["users"].open("a", encoding="utf-8") as handle:
                 for rows in rows_iter:
                     for row in rows:
@@ -270,16 +200,9 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
         if missing:
             raise RecgenError(f"{len(missing)} sampled users have no result (e.g. {missing[0]}); re-run to resume")
         rows = [done[u] for u in order]
-        summary = summarize(rows, spec.n_boot, spec.seed, spec.system in LIST_SYSTEMS)
+        summary = summarize(rows, spec.n_boot, spec.seed, list_system)
 
-    size = paths["users"].stat().st_size
-    if size > GZIP_ABOVE_BYTES:
-        with paths["users"].open("rb") as src, gzip.open(paths["users_gz"], "wb", compresslevel=9) as dst:
-            dst.write(src.read())
-        paths["users"].unlink()
-        per_user_file = paths["users_gz"].name
-    else:
-        per_user_file = paths["users"].name
+    per_user_file = gzip_rows(paths)
 
     n_scored = len(todo)
     score_stage = monitor.stages.get("score", {})
@@ -314,7 +237,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
             "resumed": n_scored < len(rows),
             "target_in_history": data.target_in_history(spec.stage),
             **({"ranked_by_second_stage": sum(1 for r in rows if r.get("second_stage", True))}
-               if spec.system in LIST_SYSTEMS else {}),
+               if list_system else {}),
         },
         "items": {"catalog": data.n_items, "without_text": len(no_text)},
         **summary,
@@ -335,13 +258,6 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
     return result
 
 
-def _write_rows(path: Path, header: dict, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def _jsonable(value):
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -356,21 +272,3 @@ def _jsonable(value):
     return value
 
 
-# -- loading finished runs ------------------------------------------------------------------------
-
-def load_run(results_dir: Path, dataset: str, run: str) -> tuple[dict, list[dict]]:
-    """A finished run's summary and per-user rows; ``run`` may also be a path to its ``.json``."""
-    path = Path(run)
-    if path.suffix == ".json" and path.is_file():
-        paths = run_paths(path.parent.parent, path.parent.name, path.name[:-len(".json")])
-    else:
-        paths = run_paths(results_dir, dataset, run)
-    if not paths["json"].is_file():
-        available = sorted(p.name[:-5] for p in paths["folder"].glob("*.json")) if paths["folder"].is_dir() else []
-        raise RecgenError(f"no finished run {paths['json']}" + (f"; available: {', '.join(available)}" if available else ""))
-    summary = json.loads(paths["json"].read_text())
-    user_file = user_file_for(paths)
-    if user_file is None:
-        raise RecgenError(f"{paths['json']} has no per-user file ({paths['users'].name}[.gz]); paired tests need it")
-    _, rows = read_user_file(user_file)
-    return summary, rows

@@ -16,9 +16,8 @@ from pathlib import Path
 
 
 from ..data import load_dataset
-from .baselines import make_system
-from .metrics import mean_metrics, metrics_from_ranks
-from .protocol import EvalData, sample_users, score_rows
+from .protocol import EvalData, evaluate_users, mean_of, sample_users
+from .systems import NOT_FOR_GRIDS, make_system
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -41,7 +40,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 def grid_search(dataset: str, system: str, grid: dict[str, list], fixed: dict | None = None, users: int = 0,
                 seed: int = 0, metric: str = "ndcg@10", results_dir: Path | None = None, name: str | None = None,
                 log=print) -> dict:
-    if system in ("sasrec", "lm-zeroshot"):
+    if system in NOT_FOR_GRIDS:
         raise ValueError(f"{system} is too slow for a grid here; tune it with `recgen eval run --stage valid`")
     started = time.perf_counter()
     data = EvalData.from_dataset(load_dataset(dataset))
@@ -53,8 +52,8 @@ def grid_search(dataset: str, system: str, grid: dict[str, list], fixed: dict | 
         t0 = time.perf_counter()
         model = make_system(system, params)
         model.fit(data)
-        ranks = [row["rank"] for rows in score_rows(model, data, "valid", positions) for row in rows]
-        means = mean_metrics(metrics_from_ranks(ranks, (10, 20)))
+        rows = [row for batch in evaluate_users(model, data, "valid", positions) for row in batch]
+        means = mean_of(rows, (10, 20))
         entry = {"params": params, **{k: round(v, 6) for k, v in means.items() if k.startswith(("ndcg", "recall"))},
                  "seconds": round(time.perf_counter() - t0, 2)}
         results.append(entry)

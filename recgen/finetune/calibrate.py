@@ -2,9 +2,9 @@
 
 The ranker sees the candidates in retrieval order, but a small LM trained on a few thousand examples is a
 noisy judge; adding ``prior * -ln(position)`` to its label log-probs blends the two orders (0 = the LM alone,
-large = the retrieval order). The LM is run once per user (history = train, target = validation item, only
-users whose target was retrieved: the rest score 0 under any prior) and every prior on the grid is scored
-from those log-probs. Test targets are never looked at.
+large = the retrieval order). Every prior on the grid is evaluated by the harness (``lm`` system, stage
+``valid``, the same seeded users); the LM's label scores are memoized, so it runs once per user however
+many priors are tried. Test targets are never looked at.
 """
 
 from __future__ import annotations
@@ -13,27 +13,15 @@ import json
 import time
 from pathlib import Path
 
+from ..config import RecgenConfig
+from ..data import Dataset, load_dataset
+from ..evaluation.protocol import EvalData, evaluate_users, mean_of, sample_users
+from ..evaluation.systems.lm import LMSystem
+from ..evaluation.systems.retrieval import RetrievalSystem
+from ..lm.factory import make_backend
+from ..lm.memo import ScoreMemo
 
 DEFAULT_PRIORS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
-
-
-def grid_from_scores(label_scores: list[list[float]], target_positions: list[int], n_users: int,
-                     priors=DEFAULT_PRIORS) -> list[dict]:
-    """Validation NDCG@10 (over all ``n_users``; users not listed count 0) for each prior."""
-    from ..ranking.ranker import with_retrieval_prior
-    from .trainer import ndcg_from_ranks
-
-    rows = []
-    unranked = [None] * (n_users - len(label_scores))
-    for prior in priors:
-        ranks = []
-        for scores, target in zip(label_scores, target_positions):
-            adjusted = with_retrieval_prior(scores, prior)
-            # stable: ties keep retrieval order, exactly as Ranker sorts
-            order = sorted(range(len(adjusted)), key=lambda j: -adjusted[j])
-            ranks.append(order.index(target) + 1)
-        rows.append({"retrieval_prior": prior, "ndcg@10": ndcg_from_ranks(ranks + unranked) if n_users else 0.0})
-    return rows
 
 
 def pick(grid: list[dict]) -> dict:
@@ -42,51 +30,37 @@ def pick(grid: list[dict]) -> dict:
     return min((row for row in grid if row["ndcg@10"] >= best - 1e-12), key=lambda row: row["retrieval_prior"])
 
 
-def calibrate(dataset: str, adapter: str | None, *, users: int = 500, seed: int = 1, threads: int | None = None,
-              batch_size: int = 8, out: str | None = None, priors=DEFAULT_PRIORS, config_overrides: dict | None = None,
-              command: str = "") -> dict:
-    from rich.console import Console
-
-    from ..config import RecgenConfig
-    from ..data import Dataset, leave_one_out, load_dataset
-    from ..recommender import Recommender
-    from .trainer import make_validation_set, ndcg_from_ranks
-
-    console = Console(stderr=True)
+def calibrate(dataset: str | Dataset, adapter: str | None, *, users: int = 500, seed: int = 1, threads: int | None = None,
+              batch_size: int = 8, out: str | None = None, priors=DEFAULT_PRIORS, config: RecgenConfig | None = None,
+              command: str = "", backend=None, log=print) -> dict:
+    """Validation NDCG@10 per prior on ``users`` seeded users; ``backend`` replaces the one ``config`` loads."""
     t0 = time.time()
-    config = RecgenConfig.validated({**(config_overrides or {}), "adapter": adapter, "threads": threads},
-                                    "calibration config")
-    full = load_dataset(dataset)
-    splits = sorted(leave_one_out(full).splits, key=lambda s: s.user_id)
-    # As the eval harness: the recommender (transitions, popularity) is fitted on training parts only.
-    train_only = Dataset(full.name, full.catalog, {s.user_id: list(s.train) for s in splits})
-    rec = Recommender.from_dataset(train_only, config)
-    vset = make_validation_set(splits, rec.retriever, users, config.n_candidates, seed)
-    console.print(f"{vset.n_users} validation users, {len(vset.requests)} with the target retrieved")
-    ranker = rec.ranker
-    label_scores, positions = [], []
-    for start in range(0, len(vset.requests), batch_size):
-        chunk = vset.requests[start:start + batch_size]
-        prompts = [ranker.prompt(r) for r in chunk]
-        for request, target, row in zip(chunk, vset.targets[start:start + batch_size],
-                                        rec.backend.score_labels(prompts, [p.meta["labels"] for p in prompts])):
-            label_scores.append([float(x) for x in row])
-            positions.append(request.candidates.index(target))
-        console.print(f"  {min(start + batch_size, len(vset.requests))}/{len(vset.requests)} users scored",
-                      highlight=False)
-    grid = grid_from_scores(label_scores, positions, vset.n_users, priors)
+    config = (config or RecgenConfig()).updated("calibration config", lm={"adapter": adapter, "threads": threads})
+    data = EvalData.from_dataset(dataset if isinstance(dataset, Dataset) else load_dataset(dataset))
+    positions = sample_users(data.n_users, users, seed)
+    memo = ScoreMemo(backend or make_backend(config.lm))
+    retriever = None
+    grid = []
+    for prior in priors:
+        system = LMSystem(config=config.updated(ranking={"retrieval_prior": prior}), backend=memo,
+                          retriever=retriever, batch=batch_size)
+        system.fit(data)
+        retriever = system.recommender.retriever  # one index for every prior
+        rows = [row for batch in evaluate_users(system, data, "valid", positions) for row in batch]
+        grid.append({"retrieval_prior": prior, "ndcg@10": mean_of(rows)["ndcg@10"]})
+        log(f"  prior {prior:>6g}: validation NDCG@10 {grid[-1]['ndcg@10']:.4f} ({memo.calls} LM prompts so far)")
+    reference = RetrievalSystem(config=config, retriever=retriever)
+    reference.fit(data)
+    retrieval_rows = [row for batch in evaluate_users(reference, data, "valid", positions) for row in batch]
+    retrieval_only = mean_of(retrieval_rows)["ndcg@10"]
     best = pick(grid)
-    retrieval_only = ndcg_from_ranks(vset.retrieval_ranks)
     result = {
-        "dataset": dataset, "adapter": adapter, "stage": "valid", "users": vset.n_users,
-        "users_with_target_retrieved": len(vset.requests), "seed": seed, "grid": grid,
-        "best": best, "retrieval_order_ndcg@10": retrieval_only, "seconds": round(time.time() - t0, 1),
-        "command": command, "config": config.model_dump(mode="json"),
+        "dataset": data.dataset.name, "adapter": adapter, "stage": "valid", "users": len(positions),
+        "users_with_target_retrieved": sum(1 for row in rows if row["retrieved"]), "seed": seed, "grid": grid,
+        "best": best, "retrieval_order_ndcg@10": retrieval_only, "lm_prompts": memo.calls,
+        "seconds": round(time.time() - t0, 1), "command": command, "config": config.model_dump(mode="json"),
     }
-    for row in grid:
-        console.print(f"  prior {row['retrieval_prior']:>6g}: validation NDCG@10 {row['ndcg@10']:.4f}", highlight=False)
-    console.print(f"best prior {best['retrieval_prior']:g} (NDCG@10 {best['ndcg@10']:.4f}; retrieval order "
-                  f"{retrieval_only:.4f})")
+    log(f"best prior {best['retrieval_prior']:g} (NDCG@10 {best['ndcg@10']:.4f}; retrieval order {retrieval_only:.4f})")
     if out:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)

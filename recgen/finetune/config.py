@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import MAX_CANDIDATES, format_validation_error
+from ..config import LMSettings, PromptSettings, RecgenConfig, RetrievalSettings, format_validation_error
 from ..errors import ConfigError
 
 #: LoRA may only wrap the attention / MLP linear layers (vLLM rejects embedding / lm_head weights).
@@ -21,22 +21,16 @@ class _Strict(BaseModel):
 
 
 class SFTDataConfig(_Strict):
-    """How ranker SFT examples are made from training histories (and the prompt shape used at inference)."""
+    """How ranker SFT examples are made from training histories. ``retrieval`` and ``prompt`` are the very
+    settings groups of :class:`~recgen.config.RecgenConfig`: the adapter records them and is served with them."""
 
-    n_candidates: int = Field(20, ge=2, le=MAX_CANDIDATES)
-    prompt_history: int = Field(10, ge=1, le=50, description="history items in the prompt (same at inference)")
-    title_chars: int = Field(60, ge=8, description="title cut in prompts (same at inference)")
-    retrieval_history: int = Field(20, ge=1)
-    recency_decay: float = Field(0.85, gt=0, le=1)
-    embedder: str | None = None
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
     min_history: int = Field(3, ge=1, description="shortest prefix used as a history")
     prefixes_per_user: int = Field(2, ge=1, description="random prefixes of each user's train sequence")
     max_examples: int | None = Field(None, ge=1)
     supervise_end_of_turn: bool = Field(False, description="also train the end-of-turn token after the label")
     reasons_fraction: float = Field(0.0, ge=0, le=1, description="share of extra reason examples built from facts")
-    collaborative_weight: float = Field(
-        1.0, ge=0, description="hybrid retrieval weight of item transitions, as RecgenConfig.collaborative_weight "
-                               "at inference (0 = text only)")
     collaborative_folds: int = Field(
         5, ge=2, description="SFT candidates for a user come from transitions fitted on the OTHER folds' users, so "
                              "the user's own next item is not in the transition counts (no leak into the candidates)")
@@ -102,6 +96,10 @@ class RankerFinetuneConfig(_Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
 
+    def serving_config(self) -> RecgenConfig:
+        """The RecgenConfig the adapter is validated with during training and must be served with."""
+        return RecgenConfig(retrieval=self.data.retrieval, prompt=self.data.prompt, lm=LMSettings(model=self.lm))
+
 
 class RetrieverTrainSettings(_Strict):
     batch_size: int = Field(64, ge=2)
@@ -123,13 +121,11 @@ class RetrieverFinetuneConfig(_Strict):
     kind: Literal["retriever"] = "retriever"
     name: str
     dataset: str
-    embedder: str | None = None
     output_dir: str
     results_dir: str | None = None
     seed: int = 0
-    n_candidates: int = Field(20, ge=1)
-    retrieval_history: int = Field(20, ge=1)
-    recency_decay: float = Field(0.85, gt=0, le=1)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings,
+                                         description="served retrieval settings; `embedder` is the base model")
     train: RetrieverTrainSettings = Field(default_factory=RetrieverTrainSettings)
 
 

@@ -16,13 +16,14 @@ def _fmt(value) -> str:
 
 def _candidates(cfg, summary: dict) -> str:
     d = cfg.data
-    source = (f"hybrid retriever (text + {d.collaborative_weight:g} x item transitions fitted out of fold, "
-              f"{d.collaborative_folds} folds)" if d.collaborative_weight else "text retriever")
+    weight = d.retrieval.collaborative_weight
+    source = (f"hybrid retriever (text + {weight:g} x item transitions fitted out of fold, "
+              f"{d.collaborative_folds} folds)" if weight else "text retriever")
     stats = summary.get("sft_data") or {}
     share = (f"; the target was retrieved for {stats['target_retrieved']:,} of {stats['prefixes']:,} prefixes"
              if stats.get("prefixes") else "")
     missed = "skipped" if d.unretrieved_target == "skip" else "given the target at a random position"
-    return (f"candidates = the {source}'s top-{d.n_candidates} in {d.candidate_order} order; prefixes whose target "
+    return (f"candidates = the {source}'s top-{d.retrieval.n_candidates} in {d.candidate_order} order; prefixes whose target "
             f"was not retrieved are {missed}{share}")
 
 
@@ -38,7 +39,7 @@ tags: [recgen, lora, recommendation, ranking]
 
 # recgen ranker adapter: {cfg.name}
 
-LoRA adapter for the recgen LM ranker (score mode: candidates under letters A..{chr(64 + cfg.data.n_candidates)},
+LoRA adapter for the recgen LM ranker (score mode: candidates under letters A..{chr(64 + cfg.data.retrieval.n_candidates)},
 score = next-token log-prob of each letter at the assistant turn's first position).
 
 * **Base model**: `{summary['base_model']}` (weights untouched; only the adapter is trained)
@@ -61,8 +62,8 @@ The prompt settings below must be the same at inference (they are in `recgen_con
 
 ```python
 from recgen import RecgenConfig
-config = RecgenConfig(adapter="<this folder>", prompt_history={inference['prompt_history']}, title_chars={inference['title_chars']},
-                      n_candidates={inference['n_candidates']}, collaborative_weight={inference.get('collaborative_weight', 0)})
+config = RecgenConfig(lm={{"adapter": "<this folder>"}}, retrieval={inference['retrieval']},
+                      prompt={inference['prompt']})
 ```
 
 vLLM: `vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --enable-lora --lora-modules recgen-ranker=<this folder>`

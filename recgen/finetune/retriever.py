@@ -17,8 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+
+from ..config import RecgenConfig
+from ..data import load_dataset
 from ..errors import DataError
+from ..evaluation.protocol import EvalData, evaluate_users, mean_of, sample_users
+from ..evaluation.systems.retrieval import RetrievalSystem
+from ..retrieval import Retriever
+from ..retrieval.embedder import DEFAULT_EMBEDDER, embed, resolve_embedder
 from .config import RetrieverFinetuneConfig
+from .trainer import atomic_folder
 
 
 # -- pairs ------------------------------------------------------------------------------------------
@@ -72,50 +80,14 @@ def no_duplicate_batches(pairs: list[tuple[str, str]], batch_size: int, seed: in
 
 
 # -- evaluation -----------------------------------------------------------------------------------------
-def user_scores(emb: np.ndarray, catalog, histories: list[list[str]], max_history: int, decay: float) -> np.ndarray:
-    """[users, items] cosine of the recency-weighted history vector (as ``Retriever.history_vector``)."""
-    from ..retrieval.retriever import recency_weights
-
-    out = np.zeros((len(histories), len(catalog)), dtype=np.float32)
-    for n, history in enumerate(histories):
-        recent = history[-max_history:]
-        rows = np.array([catalog.index_of(i) for i in recent])
-        vec = recency_weights(len(rows), decay) @ emb[rows]
-        vec /= max(np.linalg.norm(vec), 1e-12)
-        out[n] = emb @ vec
-    return out
-
-
-def hybrid_scores(scores: np.ndarray, transitions, catalog, histories: list[list[str]], weight: float) -> np.ndarray:
-    """Cosine scores plus ``weight`` x item transitions, exactly as ``Retriever.hybrid_scores`` serves them."""
-    out = scores.copy()
-    for n, history in enumerate(histories):
-        out[n] += weight * transitions.scores(np.array([catalog.index_of(i) for i in history], dtype=np.int64))
-    return out
-
-
-def recall_at(scores: np.ndarray, catalog, histories, targets, k: int) -> tuple[float, np.ndarray]:
-    scores = scores.copy()
-    for n, history in enumerate(histories):
-        scores[n, [catalog.index_of(i) for i in history]] = -np.inf
-    t = np.array([catalog.index_of(x) for x in targets])
-    target_scores = scores[np.arange(len(t)), t][:, None]
-    ranks = (scores > target_scores).sum(axis=1) + 1
-    hits = (ranks <= k).astype(np.float64)
-    return float(hits.mean()), hits
-
-
-def _stage(splits, stage: str):
-    return [s.history_for(stage) for s in splits], [s.target(stage) for s in splits]
-
-
-def evaluate_embeddings(emb, catalog, splits, cfg, k: int) -> dict:
-    out = {}
-    for stage in ("valid", "test"):
-        histories, targets = _stage(splits, stage)
-        out[stage], _ = recall_at(user_scores(emb, catalog, histories, cfg.retrieval_history, cfg.recency_decay),
-                                  catalog, histories, targets, k)
-    return out
+def recall_by_stage(data: EvalData, positions, retriever: Retriever, config: RecgenConfig, weight: float,
+                    k: int) -> dict[str, float]:
+    """Recall@k of the served retrieval (cosine + ``weight`` × transitions) on validation and test targets,
+    through the evaluation harness (full ranking, history masked, ties against the target)."""
+    system = RetrievalSystem(config=config, retriever=retriever, collaborative_weight=weight)
+    system.fit(data)
+    return {stage: mean_of([row for batch in evaluate_users(system, data, stage, positions) for row in batch],
+                           (k,))[f"recall@{k}"] for stage in ("valid", "test")}
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -126,12 +98,6 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    from ..data import leave_one_out, load_dataset
-    from ..retrieval.embedder import resolve_embedder
-    from ..retrieval import Retriever
-    from ..retrieval.embedder import embed
-    from ..retrieval.index import make_index
-    from .trainer import atomic_folder
 
     console = Console(stderr=True)
     if cfg.train.threads:
@@ -140,16 +106,17 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     t_start = time.time()
     dataset = dataset or load_dataset(cfg.dataset)
     catalog = dataset.catalog
-    splits = sorted(leave_one_out(dataset).splits, key=lambda s: s.user_id)
-    if cfg.train.eval_users and cfg.train.eval_users < len(splits):
-        eval_splits = random.Random(cfg.seed).sample(splits, cfg.train.eval_users)
-    else:
-        eval_splits = splits
-    k = cfg.n_candidates
-    model = SentenceTransformer(resolve_embedder(cfg.embedder), device="cpu")
+    data = EvalData.from_dataset(dataset)
+    splits = data.split.splits
+    positions = sample_users(data.n_users, cfg.train.eval_users, cfg.seed)
+    serving = RecgenConfig(retrieval=cfg.retrieval)
+    k = cfg.retrieval.n_candidates
+    model = SentenceTransformer(resolve_embedder(cfg.retrieval.embedder), device="cpu")
     texts = [item.text() for item in catalog]
     before_emb = embed(model, texts)
-    before = evaluate_embeddings(before_emb, catalog, eval_splits, cfg, k)
+    base_name = cfg.retrieval.embedder or DEFAULT_EMBEDDER
+    before_retriever = Retriever.from_vectors(catalog, before_emb, serving.retrieval, embedder_name=base_name)
+    before = recall_by_stage(data, positions, before_retriever, serving, 0.0, k)
     console.print(f"before: Recall@{k} valid {before['valid']:.4f}, test {before['test']:.4f}")
 
     pairs = build_pairs(catalog, splits, cfg)
@@ -186,40 +153,30 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     train_seconds = time.time() - t_train
     model.eval()
     after_emb = embed(model, texts)
-    after = evaluate_embeddings(after_emb, catalog, eval_splits, cfg, k)
+    out = Path(cfg.output_dir)
+    model_dir = out / "model"
+    after_retriever = Retriever.from_vectors(catalog, after_emb, serving.retrieval, embedder_name=str(model_dir))
+    after = recall_by_stage(data, positions, after_retriever, serving, 0.0, k)
     console.print(f"after: Recall@{k} valid {after['valid']:.4f}, test {after['test']:.4f} ({train_seconds:.0f}s training)")
 
-    # The served hybrid (RecgenConfig.collaborative_weight): cosine + w x item transitions fitted on the
-    # training part of every sequence, before and after tuning. Weights are compared on validation only.
-    from ..retrieval.collaborative import ItemTransitions
-
-    transitions = ItemTransitions.fit(catalog, [list(s.train) for s in splits])
+    # The served hybrid (retrieval.collaborative_weight): cosine + w x item transitions fitted on the training
+    # part of every sequence, before and after tuning. Weights are compared on validation only.
     fusion = {}
-    for name, emb in (("base", before_emb), ("tuned", after_emb)):
-        rows = []
-        for w in cfg.train.collaborative_weights:
-            res = {"weight": w}
-            for stage in ("valid", "test"):
-                histories, targets = _stage(eval_splits, stage)
-                cosine = user_scores(emb, catalog, histories, cfg.retrieval_history, cfg.recency_decay)
-                res[stage], _ = recall_at(hybrid_scores(cosine, transitions, catalog, histories, w) if w else cosine,
-                                          catalog, histories, targets, k)
-            rows.append(res)
+    for name, retriever in (("base", before_retriever), ("tuned", after_retriever)):
+        rows = [{"weight": w, **recall_by_stage(data, positions, retriever, serving, w, k)}
+                for w in cfg.train.collaborative_weights]
         best = max(rows, key=lambda r: r["valid"])
         fusion[name] = {"grid": rows, "best_weight_on_valid": best["weight"], "valid": best["valid"], "test": best["test"]}
         console.print(f"{name} embeddings + transitions: best weight {best['weight']} -> Recall@{k} valid "
                       f"{best['valid']:.4f}, test {best['test']:.4f}")
 
-    out = Path(cfg.output_dir)
-    model_dir = out / "model"
     atomic_folder(model_dir, lambda tmp: model.save(str(tmp), safe_serialization=True))
-    retriever = Retriever(catalog, str(model_dir), make_index(after_emb))
-    retriever.save(out / "index")
+    after_retriever.save(out / "index")
     summary = {
-        "run": cfg.name, "dataset": cfg.dataset, "base_embedder": _display_path(resolve_embedder(cfg.embedder)),
+        "run": cfg.name, "dataset": cfg.dataset, "base_embedder": _display_path(resolve_embedder(cfg.retrieval.embedder)),
         "pairs": len(pairs), "batches": total, "epochs": cfg.train.epochs, "train_seconds": round(train_seconds, 1),
         "pairs_per_second": round(len(pairs) * cfg.train.epochs / max(train_seconds, 1e-9), 1),
-        "eval_users": len(eval_splits), "k": k,
+        "eval_users": len(positions), "k": k,
         "valid_before": {f"recall@{k}": before["valid"]}, "valid_after": {f"recall@{k}": after["valid"]},
         "test_before": {f"recall@{k}": before["test"]}, "test_after": {f"recall@{k}": after["test"]},
         "hybrid": fusion, "loss_first_20": float(np.mean(losses[:20])),
@@ -275,7 +232,7 @@ Every hybrid weight of the recipe (recgen serves `collaborative_weight` = 1.0 un
 {weight_rows}
 
 Model: `{s['model_dir']}` (outside git); index: `{s['index_dir']}`. Use it with
-`RecgenConfig(embedder="{s['model_dir']}")`. {s['note']}.
+`RecgenConfig(retrieval={{"embedder": "{s['model_dir']}"}})`. {s['note']}.
 
 Command: `{s['command']}`
 """)

@@ -23,8 +23,9 @@ from types import SimpleNamespace
 from ..data.catalog import Catalog
 from ..data.split import UserSplit
 from ..errors import DataError
-from ..ranking.prompts import ChatPrompt
+from ..lm.prompt import ChatPrompt
 from ..ranking.ranker import RankRequest, build_rank_prompt
+from ..ranking.reasoner import PROMPT_HISTORY_ITEMS
 from ..ranking.reasons import build_reason_prompt
 from .config import SFTDataConfig
 
@@ -69,29 +70,23 @@ def out_of_fold_transitions(catalog: Catalog, splits: list[UserSplit], cfg: SFTD
 
 
 def build_sft_examples(catalog: Catalog, splits: list[UserSplit], retriever, cfg: SFTDataConfig,
-                       seed: int = 0, prompts_dir: str | None = None, stats: dict | None = None) -> list[SFTExample]:
+                       seed: int = 0, stats: dict | None = None) -> list[SFTExample]:
     """Deterministic for a seed: users are visited in sorted order with one seeded RNG.
 
-    With ``cfg.collaborative_weight > 0`` the retriever is switched to hybrid scoring with out-of-fold
-    transitions for each user (and restored afterwards). ``stats`` (if given) receives counts of prefixes
-    tried, retrieved and skipped."""
+    With ``cfg.retrieval.collaborative_weight > 0`` each user's candidates are retrieved with out-of-fold
+    transitions (passed per call; the retriever is not changed). ``stats`` (if given) receives counts of
+    prefixes tried, retrieved and skipped."""
     rng = random.Random(seed)
     examples: list[SFTExample] = []
     counts = {"prefixes": 0, "target_retrieved": 0, "skipped_unretrieved": 0, "injected": 0}
     folds, fold_transitions = ({}, [])
-    if cfg.collaborative_weight > 0:
+    if cfg.retrieval.collaborative_weight > 0:
         folds, fold_transitions = out_of_fold_transitions(catalog, splits, cfg, seed)
-    saved = (retriever.transitions, retriever.collaborative_weight)
-    try:
-        for split in sorted(splits, key=lambda s: s.user_id):
-            if fold_transitions:
-                retriever.transitions = fold_transitions[folds[split.user_id]]
-                retriever.collaborative_weight = cfg.collaborative_weight
-            _user_examples(catalog, split, retriever, cfg, rng, prompts_dir, examples, counts)
-            if cfg.max_examples and len(examples) >= cfg.max_examples:
-                break
-    finally:
-        retriever.transitions, retriever.collaborative_weight = saved
+    for split in sorted(splits, key=lambda s: s.user_id):
+        transitions = fold_transitions[folds[split.user_id]] if fold_transitions else None
+        _user_examples(catalog, split, retriever, transitions, cfg, rng, examples, counts)
+        if cfg.max_examples and len(examples) >= cfg.max_examples:
+            break
     if cfg.max_examples:
         examples = examples[: cfg.max_examples]
     if stats is not None:
@@ -99,7 +94,7 @@ def build_sft_examples(catalog: Catalog, splits: list[UserSplit], retriever, cfg
     return examples
 
 
-def _user_examples(catalog, split, retriever, cfg, rng, prompts_dir, examples, counts) -> None:
+def _user_examples(catalog, split, retriever, transitions, cfg, rng, examples, counts) -> None:
     """Rank (and optional reason) examples from one user's training prefixes, appended to ``examples``."""
     train = list(split.train)
     held_out = {split.valid, split.test}
@@ -108,11 +103,12 @@ def _user_examples(catalog, split, retriever, cfg, rng, prompts_dir, examples, c
         if target in held_out:  # a training item re-consumed later: never teach a held-out id
             continue
         exclude = (set(train[t + 1:]) | held_out) - {target}
-        retrieved = [i for i, _ in retriever.retrieve(history, n=cfg.n_candidates, exclude=exclude)]
+        retrieved = [i for i, _ in retriever.retrieve(history, n=cfg.retrieval.n_candidates, exclude=exclude,
+                                                        transitions=transitions)]
         if len(retrieved) < 2:
             continue
         counts["prefixes"] += 1
-        candidates = retrieved[: cfg.n_candidates]
+        candidates = retrieved[: cfg.retrieval.n_candidates]
         if target in candidates:
             counts["target_retrieved"] += 1
         elif cfg.unretrieved_target == "skip":
@@ -127,16 +123,14 @@ def _user_examples(catalog, split, retriever, cfg, rng, prompts_dir, examples, c
         if cfg.candidate_order == "shuffled":
             rng.shuffle(candidates)
         request = RankRequest(history=history, query=None, candidates=candidates, k=10)
-        prompt = build_rank_prompt(catalog, request, prompt_history=cfg.prompt_history,
-                                   title_chars=cfg.title_chars, prompts_dir=prompts_dir)
+        prompt = build_rank_prompt(catalog, request, cfg.prompt)
         label = prompt.meta["labels"][candidates.index(target)]
         examples.append(SFTExample(split.user_id, "rank", prompt, label, history, target, candidates))
         if cfg.reasons_fraction and rng.random() < cfg.reasons_fraction:
-            reason = fact_reason(catalog, history[-cfg.prompt_history:][-5:], target)
+            reason = fact_reason(catalog, history[-cfg.prompt.history:][-PROMPT_HISTORY_ITEMS:], target)
             if reason:
-                shown = [catalog.get(i) for i in history[-cfg.prompt_history:][-5:]]
-                rprompt = build_reason_prompt(catalog.get(target), shown, None, title_chars=cfg.title_chars,
-                                              prompts_dir=prompts_dir)
+                shown = [catalog.get(i) for i in history[-cfg.prompt.history:][-PROMPT_HISTORY_ITEMS:]]
+                rprompt = build_reason_prompt(catalog.get(target), shown, None, cfg.prompt)
                 examples.append(SFTExample(split.user_id, "reason", rprompt, " " + reason, history, target))
 
 

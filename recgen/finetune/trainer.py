@@ -27,9 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import load_dataset
 from ..errors import ModelLoadError, RecgenError
+from ..evaluation.protocol import EvalData, evaluate_users, mean_of, sample_users
+from ..evaluation.systems.lm import LMSystem
+from ..lm.resolve import resolve_lm
+from ..lm.transformers_backend import TransformersBackend
+from ..pipeline import FittedState, build_retriever
 from .config import RankerFinetuneConfig
-from .sft_data import IGNORE
+from .lora import wrap_model
+from .sft_data import IGNORE, build_sft_examples, encode_all
 
 CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "optimizer.json",
                     "scheduler.json", "rng.safetensors", "rng.json", "trainer_state.json")
@@ -219,58 +226,6 @@ def supervised_loss(model, ids, mask, positions, labels) -> tuple[torch.Tensor, 
     return loss / max(n, 1), n
 
 
-# -- validation -------------------------------------------------------------------------------------------
-@dataclass
-class ValidationSet:
-    """A fixed sample of users: history = train, target = validation item, candidates from the retriever.
-
-    Only users whose target was retrieved can score above 0, so only they are sent to the LM; NDCG@10 is
-    averaged over **all** sampled users (misses count 0)."""
-
-    requests: list  # RankRequest for users whose target is among the candidates
-    targets: list[str]
-    n_users: int
-    retrieval_ranks: list[int | None]
-
-
-def make_validation_set(splits, retriever, n_users: int, n_candidates: int, seed: int) -> ValidationSet:
-    from ..ranking.ranker import RankRequest
-
-    rng = random.Random(seed + 7919)
-    chosen = sorted(splits, key=lambda s: s.user_id)
-    chosen = rng.sample(chosen, min(n_users, len(chosen)))
-    requests, targets, ranks = [], [], []
-    for split in chosen:
-        history = split.history_for("valid")
-        candidates = [i for i, _ in retriever.retrieve(history, n=n_candidates)]
-        target = split.target("valid")
-        ranks.append(candidates.index(target) + 1 if target in candidates else None)
-        if target in candidates:
-            requests.append(RankRequest(history=history, query=None, candidates=candidates, k=10))
-            targets.append(target)
-    return ValidationSet(requests, targets, len(chosen), ranks)
-
-
-def ndcg_from_ranks(ranks: list[int | None], k: int = 10) -> float:
-    """Mean NDCG@k over users from the target's 1-based rank (None = not ranked, counts 0)."""
-    from ..evaluation.metrics import metrics_from_ranks
-
-    return float(np.mean(metrics_from_ranks(ranks, ks=(k,))[f"ndcg@{k}"]))
-
-
-def evaluate_ranker(ranker, vset: ValidationSet, batch_size: int) -> dict:
-    ranks: list[int | None] = [None] * (vset.n_users - len(vset.requests))
-    for start in range(0, len(vset.requests), batch_size):
-        chunk = vset.requests[start:start + batch_size]
-        for request, target, order in zip(chunk, vset.targets[start:start + batch_size],
-                                          ranker.rank(chunk, mode="score")):
-            ranks.append([i for i, _ in order].index(target) + 1)
-    hit10 = sum(1 for r in ranks if r is not None and r <= 10) / max(len(ranks), 1)
-    return {"ndcg@10": ndcg_from_ranks(ranks), "recall@10": hit10,
-            "retrieval_ndcg@10": ndcg_from_ranks(vset.retrieval_ranks),
-            "users": vset.n_users, "users_with_target_retrieved": len(vset.requests)}
-
-
 # -- the training run ---------------------------------------------------------------------------------------
 class RankerTrainer:
     def __init__(self, config: RankerFinetuneConfig, *, command: str = "", console=None):
@@ -291,14 +246,6 @@ class RankerTrainer:
     def prepare(self, dataset=None, retriever=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ..data import leave_one_out, load_dataset
-        from ..lm.resolve import resolve_lm
-        from ..lm.transformers_backend import TransformersBackend
-        from ..ranking.ranker import Ranker
-        from ..retrieval import Retriever
-        from .lora import wrap_model
-        from .sft_data import build_sft_examples, encode_all
-
         cfg, data_cfg, train = self.cfg, self.cfg.data, self.cfg.train
         if train.threads:
             torch.set_num_threads(train.threads)
@@ -307,19 +254,16 @@ class RankerTrainer:
         np.random.seed(cfg.seed)
         t0 = time.time()
         self.dataset = dataset or load_dataset(cfg.dataset)
-        self.splits = leave_one_out(self.dataset).splits
+        self.eval_data = EvalData.from_dataset(self.dataset)
+        self.splits = self.eval_data.split.splits
         if not self.splits:
             raise RecgenError(f"dataset {cfg.dataset!r} has no user with enough interactions to split")
-        self.retriever = retriever or Retriever.build(self.dataset.catalog, data_cfg.embedder)
-        self.retriever.max_history = data_cfg.retrieval_history
-        self.retriever.decay = data_cfg.recency_decay
-        if data_cfg.collaborative_weight > 0:
-            # Validation uses the inference-time hybrid retriever: transitions from every user's training part
-            # (validation/test items are never in them). SFT examples use out-of-fold transitions instead.
-            from ..retrieval.collaborative import ItemTransitions
-
-            self.retriever.transitions = ItemTransitions.fit(self.dataset.catalog, [list(s.train) for s in self.splits])
-            self.retriever.collaborative_weight = data_cfg.collaborative_weight
+        # Validation uses the served hybrid retriever, built by the pipeline factory: transitions from every
+        # user's training part (validation/test items are never in them). SFT examples pass out-of-fold
+        # transitions per call instead.
+        state = FittedState.fit(self.eval_data.train_dataset(), data_cfg.retrieval)
+        self.retriever = build_retriever(self.dataset.catalog, data_cfg.retrieval, transitions=state.transitions,
+                                         retriever=retriever)
         self.lm_path = resolve_lm(cfg.lm)
         try:  # before the (slow) SFT data: a missing base model should fail at once, by name
             self.tokenizer = AutoTokenizer.from_pretrained(self.lm_path)
@@ -340,9 +284,11 @@ class RankerTrainer:
         self.model = wrap_model(base, cfg.lora, train.gradient_checkpointing)
         assert self.model.get_input_embeddings().weight.shape[0] == vocab_before  # no new tokens
         self.backend = TransformersBackend(self.model, self.tokenizer)
-        self.ranker = Ranker(self.dataset.catalog, self.backend, prompt_history=data_cfg.prompt_history,
-                             title_chars=data_cfg.title_chars)
-        self.vset = make_validation_set(self.splits, self.retriever, train.eval_users, data_cfg.n_candidates, cfg.seed)
+        # validation = the harness's LM system, with the model being trained as its backend
+        self.validator = LMSystem(config=cfg.serving_config(), backend=self.backend, retriever=self.retriever,
+                                  batch=train.eval_batch_size)
+        self.validator.fit(self.eval_data)
+        self.eval_positions = sample_users(self.eval_data.n_users, train.eval_users, cfg.seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.trainable = sum(p.numel() for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
@@ -361,7 +307,7 @@ class RankerTrainer:
                       "stopped": None}
         self.console.print(
             f"[bold]{len(self.rows)}[/] SFT examples ({self.dropped} too long dropped, mean {np.mean(self.lengths):.0f} "
-            f"tokens); validation: {self.vset.n_users} users, {len(self.vset.requests)} with the target retrieved; "
+            f"tokens); validation: {len(self.eval_positions)} users; "
             f"{self.trainable:,} trainable parameters; setup {self.setup_seconds:.0f}s"
         )
         return self
@@ -435,7 +381,12 @@ class RankerTrainer:
     # -- loop ---------------------------------------------------------------------------------------------------
     def validate(self) -> dict:
         t0 = time.time()
-        metrics = evaluate_ranker(self.ranker, self.vset, self.cfg.train.eval_batch_size)
+        rows = [row for batch in evaluate_users(self.validator, self.eval_data, "valid", self.eval_positions)
+                for row in batch]
+        means = mean_of(rows)
+        metrics = {"ndcg@10": means["ndcg@10"], "recall@10": means["recall@10"],
+                   "retrieval_ndcg@10": mean_of([{"rank": row["retrieval_rank"]} for row in rows])["ndcg@10"],
+                   "users": len(rows), "users_with_target_retrieved": sum(1 for row in rows if row["retrieved"])}
         self.model.train()
         metrics["seconds"] = round(time.time() - t0, 1)
         step = self.state["step"]
@@ -466,7 +417,7 @@ class RankerTrainer:
                 self.log_path.unlink()
             self.log({"event": "start", "examples": len(self.rows), "dropped": self.dropped,
                       "mean_tokens": float(np.mean(self.lengths)), "trainable_params": self.trainable,
-                      "validation_users": self.vset.n_users, "validation_hits": len(self.vset.requests),
+                      "validation_users": len(self.eval_positions),
                       "sft_data": self.sft_stats})
         self.model.train()
         if cfg.eval_at_start and self.state["step"] == 0 and not self.state["evals"]:
@@ -561,10 +512,7 @@ class RankerTrainer:
         def write(tmp: Path) -> None:
             for name in ("adapter_model.safetensors", "adapter_config.json"):
                 shutil.copy2(source / name, tmp / name)
-            inference = {"prompt_history": self.cfg.data.prompt_history, "title_chars": self.cfg.data.title_chars,
-                         "n_candidates": self.cfg.data.n_candidates, "retrieval_history": self.cfg.data.retrieval_history,
-                         "recency_decay": self.cfg.data.recency_decay, "embedder": self.cfg.data.embedder,
-                         "collaborative_weight": self.cfg.data.collaborative_weight, "lm": self.cfg.lm}
+            inference = self.cfg.serving_config().trained_settings()
             (tmp / "recgen_config.json").write_text(json.dumps(inference, indent=2))
             summary["adapter_bytes"] = (tmp / "adapter_model.safetensors").stat().st_size
             write_model_card(tmp / "README.md", self.cfg, summary, inference)

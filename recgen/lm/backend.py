@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from ..errors import ModelLoadError
-from ..ranking.prompts import ChatPrompt
+from .prompt import ChatPrompt
 
 
 @runtime_checkable
@@ -25,17 +25,6 @@ class LMBackend(Protocol):
 
     def count_tokens(self, prompt: ChatPrompt) -> int:
         """Prompt length in tokens, as the model sees it (chat template applied)."""
-
-
-def make_backend(config) -> LMBackend:
-    """Build the backend a :class:`~recgen.config.RecgenConfig` asks for."""
-    if config.backend == "vllm":
-        from .vllm_backend import VLLMBackend
-
-        return VLLMBackend.from_config(config)
-    from .transformers_backend import TransformersBackend
-
-    return TransformersBackend.from_config(config)
 
 
 class ChatTokenizing:

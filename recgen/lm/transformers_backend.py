@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from ..config import LMSettings
 from ..errors import ModelLoadError
-from ..ranking.prompts import ChatPrompt
+from .prompt import ChatPrompt
 from .backend import ChatTokenizing
 from .resolve import resolve_lm
 
@@ -36,23 +37,23 @@ class TransformersBackend(ChatTokenizing):
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config) -> "TransformersBackend":
+    def from_settings(cls, settings: LMSettings) -> "TransformersBackend":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        path = resolve_lm(config.lm)
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        path = resolve_lm(settings.model)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch.float32 if config.device == "cpu" else "auto",
-                trust_remote_code=config.trust_remote_code, use_safetensors=True,  # never unpickle weights
+                path, dtype=torch.float32 if settings.device == "cpu" else "auto",
+                trust_remote_code=settings.trust_remote_code, use_safetensors=True,  # never unpickle weights
             )
         except OSError as exc:
-            raise ModelLoadError(f"cannot load language model {config.lm or path!r}: {exc}") from None
-        if config.adapter:
-            model = load_adapter(model, config.adapter)
-        return cls(model.to(config.device), tokenizer, config.device)
+            raise ModelLoadError(f"cannot load language model {settings.model or path!r}: {exc}") from None
+        if settings.adapter:
+            model = load_adapter(model, settings.adapter)
+        return cls(model.to(settings.device), tokenizer, settings.device)
 
     # -- prompt encoding ----------------------------------------------------------------------
     def _left_pad(self, rows: list[list[int]]):

@@ -31,9 +31,9 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..config import MAX_CANDIDATES
+from ..config import MAX_CANDIDATES, LMSettings
 from ..errors import ModelLoadError
-from ..ranking.prompts import ChatPrompt
+from .prompt import ChatPrompt
 from .backend import ChatTokenizing
 
 VLLM_MISSING = (
@@ -293,24 +293,24 @@ class VLLMBackend(ChatTokenizing):
         self._label_cache: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, config, **llm_options):
-        """``config.lm`` may also be the URL of a ``vllm serve`` server (then :class:`VLLMServerBackend`)."""
-        if config.lm and str(config.lm).startswith(("http://", "https://")):
-            return VLLMServerBackend.from_config(config)
+    def from_settings(cls, settings: LMSettings, **llm_options):
+        """``settings.model`` may also be the URL of a ``vllm serve`` server (then :class:`VLLMServerBackend`)."""
+        if settings.model and str(settings.model).startswith(("http://", "https://")):
+            return VLLMServerBackend.from_settings(settings)
         vllm = _import_vllm()
         from .resolve import resolve_lm
 
-        kwargs = build_llm_kwargs(resolve_lm(config.lm), adapter=config.adapter,
-                                  trust_remote_code=config.trust_remote_code, **llm_options)
+        kwargs = build_llm_kwargs(resolve_lm(settings.model), adapter=settings.adapter,
+                                  trust_remote_code=settings.trust_remote_code, **llm_options)
         try:
             llm = vllm.LLM(**kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"vLLM cannot load {kwargs['model']!r}: {exc}") from None
         lora = None
-        if config.adapter:
+        if settings.adapter:
             from vllm.lora.request import LoRARequest
 
-            lora = LoRARequest(ADAPTER_NAME, 1, str(Path(config.adapter).resolve()))
+            lora = LoRARequest(ADAPTER_NAME, 1, str(Path(settings.adapter).resolve()))
         return cls(llm, lora_request=lora)
 
     # -- prompts ------------------------------------------------------------------------------
@@ -374,17 +374,17 @@ class VLLMServerBackend:
         self.client = client or httpx.Client(timeout=timeout, headers=headers)
 
     @classmethod
-    def from_config(cls, config) -> "VLLMServerBackend":
+    def from_settings(cls, settings: LMSettings) -> "VLLMServerBackend":
         """``lm`` = server URL; ``adapter`` = the served LoRA name (else the server's first model)."""
         import os
 
-        backend = cls(config.lm, config.adapter or "", api_key=os.environ.get("RECGEN_VLLM_API_KEY"))
+        backend = cls(settings.model, settings.adapter or "", api_key=os.environ.get("RECGEN_VLLM_API_KEY"))
         if not backend.model:
             models = backend._request("GET", "/models")
             try:
                 backend.model = models["data"][0]["id"]
             except (KeyError, IndexError, TypeError):
-                raise ModelLoadError(f"the vLLM server at {config.lm} lists no models") from None
+                raise ModelLoadError(f"the vLLM server at {settings.model} lists no models") from None
         return backend
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
 
 from ..errors import ConfigError
+from ..lm.prompt import ChatPrompt
 
 
 def default_prompts_dir() -> Path:
@@ -35,15 +35,6 @@ def render(name: str, folder: str | None = None, **values) -> str:
         return env.get_template(f"{name}.jinja").render(**values).strip()
     except jinja2.TemplateNotFound:
         raise ConfigError(f"prompt template {name}.jinja not found in {folder or default_prompts_dir()}") from None
-
-
-@dataclass
-class ChatPrompt:
-    """Messages for a chat model plus text the assistant's turn starts with (often empty)."""
-
-    messages: list[dict[str, str]]
-    response_prefix: str = ""
-    meta: dict = field(default_factory=dict)
 
 
 def chat(name: str, folder: str | None = None, response_prefix: str = "", **values) -> ChatPrompt:

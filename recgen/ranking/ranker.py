@@ -6,9 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ..config import PromptSettings, RankingSettings
 from ..data.catalog import Catalog, Item
 from .labels import labels_for
-from .prompts import ChatPrompt, chat, shorten
+from ..lm.prompt import ChatPrompt
+from .prompts import chat, shorten
 
 Mode = Literal["score", "generate"]
 
@@ -30,15 +32,15 @@ def candidate_text(item: Item, title_chars: int) -> str:
     return text
 
 
-def build_rank_prompt(catalog: Catalog, request: RankRequest, *, prompt_history: int, title_chars: int,
-                      listing: bool = False, prompts_dir: str | None = None) -> ChatPrompt:
+def build_rank_prompt(catalog: Catalog, request: RankRequest, settings: PromptSettings,
+                      listing: bool = False) -> ChatPrompt:
     labels = labels_for(len(request.candidates))
-    history = [shorten(catalog.get(i).title, title_chars) for i in request.history[-prompt_history:]]
+    history = [shorten(catalog.get(i).title, settings.title_chars) for i in request.history[-settings.history:]]
     candidates = [
-        {"label": label, "text": candidate_text(catalog.get(item_id), title_chars)}
+        {"label": label, "text": candidate_text(catalog.get(item_id), settings.title_chars)}
         for label, item_id in zip(labels, request.candidates)
     ]
-    prompt = chat("rank", prompts_dir, history=history, query=request.query or "", candidates=candidates,
+    prompt = chat("rank", settings.prompts_dir, history=history, query=request.query or "", candidates=candidates,
                   listing=listing, k=request.k)
     prompt.meta["labels"] = labels
     return prompt
@@ -54,20 +56,17 @@ def with_retrieval_prior(scores, prior: float) -> list[float]:
 class Ranker:
     """Orders retrieved candidates with an :class:`~recgen.lm.backend.LMBackend`."""
 
-    def __init__(self, catalog: Catalog, backend, *, prompt_history: int = 10, title_chars: int = 60,
-                 prompts_dir: str | None = None, retrieval_prior: float = 0.0):
+    def __init__(self, catalog: Catalog, backend, prompt: PromptSettings | None = None,
+                 ranking: RankingSettings | None = None):
         self.catalog = catalog
         self.backend = backend
-        self.prompt_history = prompt_history
-        self.title_chars = title_chars
-        self.prompts_dir = prompts_dir
+        self.settings = prompt or PromptSettings()
         #: Score mode adds ``retrieval_prior * -ln(position)`` to each label log-prob (position 1 = the
         #: retriever's first candidate): 0 = the LM alone, large = the retrieval order. Set on validation.
-        self.retrieval_prior = retrieval_prior
+        self.retrieval_prior = (ranking or RankingSettings()).retrieval_prior
 
     def prompt(self, request: RankRequest, listing: bool = False) -> ChatPrompt:
-        return build_rank_prompt(self.catalog, request, prompt_history=self.prompt_history,
-                                 title_chars=self.title_chars, listing=listing, prompts_dir=self.prompts_dir)
+        return build_rank_prompt(self.catalog, request, self.settings, listing=listing)
 
     def rank(self, requests: list[RankRequest], mode: Mode = "score") -> list[list[tuple[str, float]]]:
         """Per request, (item_id, score) best first. Score mode ranks all candidates by label log-prob;

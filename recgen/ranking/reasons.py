@@ -7,8 +7,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
-from .prompts import ChatPrompt, chat, shorten
+from ..lm.prompt import ChatPrompt
+from .prompts import chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
@@ -153,11 +155,10 @@ def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def build_reason_prompt(item: Item, history: list[Item], query: str | None, *, title_chars: int,
-                        prompts_dir: str | None = None) -> ChatPrompt:
-    return chat("reason", prompts_dir, response_prefix="Reason:",
-                history=[shorten(h.title, title_chars) for h in history], query=query or "",
-                item=_item_line(item, title_chars))
+def build_reason_prompt(item: Item, history: list[Item], query: str | None, settings: PromptSettings) -> ChatPrompt:
+    return chat("reason", settings.prompts_dir, response_prefix="Reason:",
+                history=[shorten(h.title, settings.title_chars) for h in history], query=query or "",
+                item=_item_line(item, settings.title_chars))
 
 
 def _item_line(item: Item, title_chars: int) -> str:

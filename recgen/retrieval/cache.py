@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import RetrievalSettings
 from ..data.catalog import Catalog
 from ..errors import IndexCorruptError, IndexStaleError
 from ..paths import cache_dir
@@ -24,15 +25,15 @@ def index_folder(dataset_name: str, fingerprint: str, embedder: str | None) -> P
     return cache_dir() / "indexes" / f"{dataset_name}-{name}-{fingerprint[:12]}"
 
 
-def load_or_build_index(catalog: Catalog, embedder: str | None, folder: str | Path,
-                        show_progress: bool = False, **options) -> Retriever:
+def load_or_build_index(catalog: Catalog, settings: RetrievalSettings, folder: str | Path,
+                        show_progress: bool = False, transitions=None) -> Retriever:
     """Reuse a saved index when it matches; rebuild it, with a logged reason, when stale or corrupt."""
     folder = Path(folder)
     if folder.exists():
         try:
-            return Retriever.load(folder, catalog, embedder or DEFAULT_EMBEDDER, **options)
+            return Retriever.load(folder, catalog, settings, transitions=transitions)
         except (IndexStaleError, IndexCorruptError) as exc:
             log.warning("rebuilding the index: %s", exc)
-    retriever = Retriever.build(catalog, embedder, show_progress=show_progress, **options)
+    retriever = Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions)
     retriever.save(folder)
     return retriever

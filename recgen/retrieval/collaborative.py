@@ -8,6 +8,8 @@ A history's score for b is ``sum_k decay^k · C[h_{-1-k}, b]`` over its ``last``
 
 from __future__ import annotations
 
+import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.catalog import Catalog
+from ..errors import DataError
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,17 @@ class ItemTransitions:
 
     def save(self, path: str | Path) -> None:
         sp.save_npz(Path(path), self.matrix)
-        Path(path).with_suffix(".json").write_text(__import__("json").dumps(asdict(self.params)))
+        Path(path).with_suffix(".json").write_text(json.dumps(asdict(self.params)))
 
     @classmethod
-    def load(cls, path: str | Path) -> "ItemTransitions":
-        import json
-
-        matrix = sp.load_npz(Path(path))  # numpy arrays only, no pickle
-        params = TransitionParams(**json.loads(Path(path).with_suffix(".json").read_text()))
+    def load(cls, path: str | Path, n_items: int | None = None) -> "ItemTransitions":
+        """Read a saved matrix (numpy arrays only, no pickle); a corrupt or mismatched file is a DataError."""
+        path = Path(path)
+        try:
+            matrix = sp.load_npz(path)
+            params = TransitionParams(**json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # npz, JSON
+            raise DataError(f"{path} is not a readable transition matrix ({type(exc).__name__}: {exc})") from None
+        if n_items is not None and matrix.shape != (n_items, n_items):
+            raise DataError(f"{path} is a {matrix.shape[0]}x{matrix.shape[1]} matrix; the catalog has {n_items} items")
         return cls(matrix, params)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import RetrievalSettings
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
+from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
 from .index import IndexMeta, load_index, make_index, save_index
 
@@ -21,28 +23,32 @@ def recency_weights(length: int, decay: float) -> np.ndarray:
 class Retriever:
     """Holds the catalog's normalized item embeddings in a FAISS inner-product index."""
 
-    def __init__(self, catalog: Catalog, embedder_name: str, index, *, max_history: int = 20,
-                 decay: float = 0.85, query_weight: float = 0.6, transitions=None,
-                 collaborative_weight: float = 0.0):
+    def __init__(self, catalog: Catalog, index, settings: RetrievalSettings | None = None, *,
+                 embedder_name: str | None = None, transitions: ItemTransitions | None = None):
         self.catalog = catalog
-        self.embedder_name = embedder_name
         self.index = index
-        self.max_history = max_history
-        self.decay = decay
-        self.query_weight = query_weight
+        self.settings = settings or RetrievalSettings()
+        #: The embedder the index was built with (a resolved name; ``settings.embedder`` may be ``None``).
+        self.embedder_name = embedder_name or self.settings.embedder or DEFAULT_EMBEDDER
         self._item_embeddings: np.ndarray | None = None
-        #: Optional :class:`~recgen.retrieval.collaborative.ItemTransitions`; with a history, candidates are
-        #: ranked by cosine + ``collaborative_weight`` × transition score (scaled to max 1 per user).
+        #: Item transitions fitted on the data's sequences; with a history, candidates are ranked by
+        #: cosine + ``settings.collaborative_weight`` × transition score (scaled to max 1 per user).
         self.transitions = transitions
-        self.collaborative_weight = collaborative_weight
 
     # -- building and persistence -------------------------------------------------------------
     @classmethod
-    def build(cls, catalog: Catalog, embedder: str | None = None, *, show_progress: bool = False,
-              batch_size: int = 64, **options) -> "Retriever":
-        model = load_embedder(embedder)
+    def build(cls, catalog: Catalog, settings: RetrievalSettings | None = None, *, show_progress: bool = False,
+              batch_size: int = 64, transitions: ItemTransitions | None = None) -> "Retriever":
+        settings = settings or RetrievalSettings()
+        model = load_embedder(settings.embedder)
         vectors = embed(model, [item.text() for item in catalog], batch_size=batch_size, show_progress=show_progress)
-        retriever = cls(catalog, embedder or DEFAULT_EMBEDDER, make_index(vectors), **options)
+        return cls.from_vectors(catalog, vectors, settings, transitions=transitions)
+
+    @classmethod
+    def from_vectors(cls, catalog: Catalog, vectors: np.ndarray, settings: RetrievalSettings | None = None, *,
+                     embedder_name: str | None = None, transitions: ItemTransitions | None = None) -> "Retriever":
+        """A retriever over already computed, normalized item vectors (row i = ``catalog.items[i]``)."""
+        retriever = cls(catalog, make_index(vectors), settings, embedder_name=embedder_name, transitions=transitions)
         retriever._item_embeddings = vectors
         return retriever
 
@@ -51,9 +57,18 @@ class Retriever:
         save_index(folder, self.index, meta)
 
     @classmethod
-    def load(cls, folder: str | Path, catalog: Catalog, embedder: str | None = None, **options) -> "Retriever":
-        index, meta = load_index(folder, catalog.fingerprint(), embedder)
-        return cls(catalog, meta.embedder, index, **options)
+    def load(cls, folder: str | Path, catalog: Catalog, settings: RetrievalSettings | None = None, *,
+             transitions: ItemTransitions | None = None) -> "Retriever":
+        """The saved index; stale (another catalog, or another embedder than ``settings.embedder``) is an error."""
+        settings = settings or RetrievalSettings()
+        index, meta = load_index(folder, catalog.fingerprint(), settings.embedder or DEFAULT_EMBEDDER)
+        return cls(catalog, index, settings, embedder_name=meta.embedder, transitions=transitions)
+
+    def rebound(self, settings: RetrievalSettings, transitions: ItemTransitions | None = None) -> "Retriever":
+        """A retriever over the same index (shared, not copied) with other settings and transitions."""
+        other = Retriever(self.catalog, self.index, settings, embedder_name=self.embedder_name, transitions=transitions)
+        other._item_embeddings = self._item_embeddings
+        return other
 
     @property
     def item_embeddings(self) -> np.ndarray:
@@ -67,11 +82,11 @@ class Retriever:
         return embed(load_embedder(self.embedder_name), [text])[0]
 
     def history_vector(self, history: list[str]) -> np.ndarray | None:
-        recent = history[-self.max_history:]
+        recent = history[-self.settings.history:]
         if not recent:
             return None
         rows = np.array([self.catalog.index_of(i) for i in recent])
-        vector = recency_weights(len(rows), self.decay) @ self.item_embeddings[rows]
+        vector = recency_weights(len(rows), self.settings.recency_decay) @ self.item_embeddings[rows]
         norm = np.linalg.norm(vector)
         return vector / norm if norm > 0 else None
 
@@ -80,21 +95,24 @@ class Retriever:
         parts = []
         hist = self.history_vector(history)
         if hist is not None:
-            parts.append((1.0 - self.query_weight if query else 1.0, hist))
+            parts.append((1.0 - self.settings.query_weight if query else 1.0, hist))
         if query:
-            parts.append((self.query_weight if hist is not None else 1.0, self.embed_query(query)))
+            parts.append((self.settings.query_weight if hist is not None else 1.0, self.embed_query(query)))
         if not parts:
             raise InvalidRequestError("retrieval needs a history or a query")
         vector = sum(weight * vec for weight, vec in parts)
         return (vector / np.linalg.norm(vector)).astype(np.float32)
 
-    def retrieve(self, history: list[str], query: str | None = None, n: int = 20,
-                 exclude: set[str] | None = None) -> list[tuple[str, float]]:
-        """Top-``n`` (item_id, cosine) not in ``exclude`` (the history is always excluded)."""
+    def retrieve(self, history: list[str], query: str | None = None, n: int | None = None,
+                 exclude: set[str] | None = None, *, transitions: ItemTransitions | None = None) -> list[tuple[str, float]]:
+        """Top-``n`` (default ``settings.n_candidates``) (item_id, score) not in ``exclude`` (the history is always
+        excluded). ``transitions`` replaces the fitted ones for this call (e.g. out-of-fold ones in training)."""
+        n = self.settings.n_candidates if n is None else n
         skip = set(history) | set(exclude or ())
         vector = self.query_vector(history, query)
-        if history and self.transitions is not None and self.collaborative_weight > 0:
-            return self._retrieve_hybrid(history, vector, n, skip)
+        transitions = transitions if transitions is not None else self.transitions
+        if history and transitions is not None and self.settings.collaborative_weight > 0:
+            return self._retrieve_hybrid(history, vector, n, skip, transitions)
         want = min(len(self.catalog), n + len(skip))
         scores, rows = self.index.search(vector[None, :], want)
         out = []
@@ -109,13 +127,21 @@ class Retriever:
                 break
         return out
 
-    def hybrid_scores(self, history: list[str], vector: np.ndarray) -> np.ndarray:
-        """Cosine to the query vector plus the weighted collaborative score, for every catalog item."""
+    def scores(self, history: list[str], vector: np.ndarray | None = None,
+               transitions: ItemTransitions | None = None) -> np.ndarray:
+        """What :meth:`retrieve` ranks by, for every catalog item: cosine to the query vector, plus the weighted
+        transition score when transitions are fitted and the weight is above 0."""
+        vector = self.query_vector(history) if vector is None else vector
+        cosine = self.item_embeddings @ vector
+        transitions = transitions if transitions is not None else self.transitions
+        if not history or transitions is None or self.settings.collaborative_weight <= 0:
+            return cosine
         rows = np.array([self.catalog.index_of(i) for i in history], dtype=np.int64)
-        return self.item_embeddings @ vector + self.collaborative_weight * self.transitions.scores(rows)
+        return cosine + self.settings.collaborative_weight * transitions.scores(rows)
 
-    def _retrieve_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str]) -> list[tuple[str, float]]:
-        scores = self.hybrid_scores(history, vector)
+    def _retrieve_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str],
+                         transitions: ItemTransitions) -> list[tuple[str, float]]:
+        scores = self.scores(history, vector, transitions)
         for item_id in skip:
             scores[self.catalog.index_of(item_id)] = -np.inf
         n = min(n, int(np.isfinite(scores).sum()))

@@ -239,5 +239,5 @@ def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, his
             recs = recommender.recommend(history=history, query=query, k=min(k, available), mode=mode,
                                          reasons=reasons, exclude=sorted(blocked))
             recs = checked_for_chat(recs, catalog, list(state.constraints.liked), history, query is not None,
-                                    context.genre_words, recommender.config.prompt_history)
+                                    context.genre_words, recommender.config.prompt.history)
     return ChatReply(render_reply(recs, state, notes, who), recs, state, notes, query)

@@ -73,18 +73,18 @@ class RecgenServing:
     # -- identity ------------------------------------------------------------------------------------
     @property
     def lm_name(self) -> str:
-        return self.recommender.config.lm or "smollm2-135m-instruct"
+        return self.recommender.config.lm.model or "smollm2-135m-instruct"
 
     @property
     def adapter_name(self) -> str | None:
-        adapter = self.recommender.config.adapter
+        adapter = self.recommender.config.lm.adapter
         return Path(adapter).name if adapter else None
 
     def models(self) -> ModelList:
         name = self.settings.served_model_name
         cards = [ModelCard(id=name, root=self.lm_name, created=int(self.started))]
         if self.adapter_name:
-            cards.append(ModelCard(id=self.adapter_name, root=str(self.recommender.config.adapter), parent=name,
+            cards.append(ModelCard(id=self.adapter_name, root=str(self.recommender.config.lm.adapter), parent=name,
                                    created=int(self.started)))
         return ModelList(data=cards)
 
@@ -96,7 +96,7 @@ class RecgenServing:
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.settings.served_model_name, "lm": self.lm_name,
-                "adapter": self.recommender.config.adapter, "items": len(self.recommender.catalog),
+                "adapter": self.recommender.config.lm.adapter, "items": len(self.recommender.catalog),
                 "dataset": getattr(self.dataset, "name", None), "in_flight": self._in_flight,
                 "max_concurrency": self.settings.max_concurrency, "uptime_s": round(time.time() - self.started, 1),
                 **self.counters}

