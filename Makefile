@@ -6,7 +6,7 @@ DATA    ?= ../shared/data
 USER_ID ?= 1
 export RECGEN_DATA_DIR ?= $(abspath $(DATA))
 
-.PHONY: setup demo test browser clean
+.PHONY: setup demo test test-fast lint browser clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,8 +28,17 @@ browser:
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
 	    >/dev/null 2>&1 || echo "chromium not installed: the web-page test will be skipped"; }
 
+# The full suite (what CI runs: .ci/run); it includes the lint and import-layer checks (tests/test_architecture.py).
 test: setup browser
 	$(PY) -m pytest -q
+
+# The inner loop: no slow tests, no real datasets or default models (< 3 minutes on 2 cores).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not integration"
+
+lint: setup
+	$(VENV)/bin/ruff check recgen tests benchmarks scripts finetune
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

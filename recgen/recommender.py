@@ -13,7 +13,7 @@ from .data.catalog import Catalog
 from .data.dataset import Dataset
 from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
 from .pipeline import FittedState, build_pipeline
-from .ranking.ranker import Mode, RankRequest, Ranker
+from .ranking.ranker import Mode, Ranker, RankRequest
 from .retrieval import Retriever
 from .retrieval.cache import index_folder
 from .retrieval.collaborative import ItemTransitions

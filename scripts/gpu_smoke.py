@@ -81,8 +81,8 @@ def main() -> None:
     import torch
 
     from recgen.cli.common import make_config
-    from recgen.recommender import open_dataset
     from recgen.lm.vllm_backend import VLLMBackend
+    from recgen.recommender import open_dataset
 
     runs = []
     users = None

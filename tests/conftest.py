@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from builders import make_catalog, make_dataset, save_tiny_lm, write_generic_dataset
+
 from recgen.data import Catalog, Dataset
 
 REPO = Path(__file__).resolve().parents[1]

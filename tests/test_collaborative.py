@@ -1,12 +1,11 @@
 """Item transitions on hand-made sequences, and hybrid retrieval that uses them."""
 
 import numpy as np
+from builders import make_catalog
 
+from recgen.config import RetrievalSettings
 from recgen.retrieval import Retriever
 from recgen.retrieval.collaborative import ItemTransitions, TransitionParams
-
-from builders import make_catalog
-from recgen.config import RetrievalSettings
 
 
 def test_transitions_follow_the_sequences():

@@ -7,8 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from recgen.evaluation.metrics import (hit_at_k, mean_metrics, metrics_from_ranks, mrr_at_k, ndcg_at_k, rank_of,
-                                       ranks_from_scores, recall_at_k, topk_from_scores)
+from recgen.evaluation.metrics import (
+    hit_at_k,
+    mean_metrics,
+    metrics_from_ranks,
+    mrr_at_k,
+    ndcg_at_k,
+    rank_of,
+    ranks_from_scores,
+    recall_at_k,
+    topk_from_scores,
+)
 from recgen.evaluation.stats import bootstrap_cis, paired_bootstrap, wilcoxon_p
 
 

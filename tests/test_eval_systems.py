@@ -8,9 +8,9 @@ import pytest
 
 from recgen.config import RetrievalSettings
 from recgen.data import Dataset
-from recgen.evaluation.systems import make_system
 from recgen.evaluation.protocol import EvalData, score_rows
 from recgen.evaluation.synthetic import chain_dataset
+from recgen.evaluation.systems import make_system
 
 
 def _rows(system, data, stage="test", positions=None):

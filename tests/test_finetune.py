@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 import builders  # noqa: E402
+
 from recgen.data import Catalog, Dataset, Item, leave_one_out  # noqa: E402
 from recgen.errors import ConfigError, DataError  # noqa: E402
 from recgen.finetune.config import RankerFinetuneConfig, SFTDataConfig, load_ranker_config, validate  # noqa: E402

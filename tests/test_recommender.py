@@ -1,16 +1,14 @@
 """The Recommender's promises, as properties over many random requests, and its answers to bad input."""
 
-import math
 import random
 
 import pytest
+from builders import make_catalog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recgen import RecgenConfig, Recommender
 from recgen.errors import InvalidRequestError, UnknownItemError
-
-from builders import make_catalog
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from builders import make_catalog
 
 from recgen.config import RetrievalSettings
 from recgen.data import Catalog, Item
 from recgen.errors import IndexCorruptError, IndexStaleError, InvalidRequestError
 from recgen.retrieval import Retriever, recency_weights
-
-from builders import make_catalog
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ eval_app = typer.Typer(help="Offline evaluation: leave-one-out, full ranking, bo
 console = Console(stderr=True)
 
 RESULTS_DIR = Path("eval/results")
-SYSTEM_HELP = "popular | itemknn | retrieval | sasrec | lm-zeroshot"
+SYSTEM_HELP = ("popular | itemknn | retrieval (the served hybrid; -p collaborative_weight=0 = text only) | sasrec | "
+               "lm (-p adapter=<folder> for a LoRA ranker)")
 
 
 def _fail(exc: Exception) -> None:
@@ -40,10 +41,67 @@ def _parse_params(items: list[str] | None) -> dict:
     return params
 
 
+class LogProgress:
+    """Progress as plain log lines (every 10% or 60 s) where stderr is not a terminal (a job log, CI, nohup),
+    with the part of rich's Progress API the harness uses."""
+
+    def __init__(self, every_s: float = 60.0):
+        self.every_s = every_s
+        self.tasks: dict[int, dict] = {}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        for task in self.tasks.values():
+            if task["done"] != task["logged"]:
+                self._log(task)
+
+    def add_task(self, description: str, total: float | None = None, **_) -> int:
+        import time
+
+        self.tasks[len(self.tasks)] = {"description": description, "total": total, "done": 0, "logged": 0,
+                                       "started": time.monotonic(), "last": time.monotonic()}
+        return len(self.tasks) - 1
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+    def update(self, task_id: int, advance: float = 0, completed: float | None = None, total: float | None = None,
+               **_) -> None:
+        import time
+
+        task = self.tasks[task_id]
+        if total is not None:
+            task["total"] = total
+        task["done"] = completed if completed is not None else task["done"] + advance
+        step = (task["total"] or 0) / 10
+        if time.monotonic() - task["last"] >= self.every_s or (step and task["done"] - task["logged"] >= step):
+            self._log(task)
+
+    def _log(self, task: dict) -> None:
+        import time
+
+        elapsed = time.monotonic() - task["started"]
+        total = f"/{task['total']:,.0f}" if task["total"] else ""
+        console.print(f"{task['description']}: {task['done']:,.0f}{total} ({elapsed:.0f} s)", highlight=False)
+        task["logged"], task["last"] = task["done"], time.monotonic()
+
+
 def _progress(enabled: bool):
+    """Bars on a terminal, log lines elsewhere (so a job log shows progress), nothing with --json."""
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    if not console.is_terminal:
+        return LogProgress
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return lambda: Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=console, transient=False)
@@ -89,11 +147,11 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     try:
         params = _parse_params(param)
         if config is not None:
-            if system != "lm-zeroshot":
-                raise ConfigError("--config only applies to --system lm-zeroshot")
+            if system not in ("lm", "retrieval"):
+                raise ConfigError("--config applies to --system lm and retrieval")
             from ..config import RecgenConfig
 
-            params = {**RecgenConfig.from_file(config).model_dump(exclude_defaults=True), **params}
+            params = {"config": RecgenConfig.from_file(config).model_dump(exclude_defaults=True), **params}
         command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite)
         spec = RunSpec(dataset=dataset, system=system, stage=stage, users=users, seed=seed, run_name=run_name,
                        params=params, results_dir=results_dir, batch_size=batch_size, n_boot=bootstrap,

@@ -12,8 +12,14 @@ from ..errors import RecgenError
 GZIP_ABOVE_BYTES = 0
 
 
+def dataset_key(name_or_path: str) -> str:
+    """A dataset's results folder name, given its name or its folder path (as ``load_dataset`` names it)."""
+    path = Path(name_or_path).expanduser()
+    return path.name if path.is_dir() else str(name_or_path)
+
+
 def run_paths(results_dir: Path, dataset: str, run: str) -> dict[str, Path]:
-    folder = Path(results_dir) / dataset
+    folder = Path(results_dir) / dataset_key(dataset)
     return {"folder": folder, "json": folder / f"{run}.json", "users": folder / f"{run}.users.jsonl",
             "users_gz": folder / f"{run}.users.jsonl.gz"}
 

@@ -14,7 +14,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
 from ..data import load_dataset
 from .protocol import EvalData, evaluate_users, mean_of, sample_users
 from .systems import NOT_FOR_GRIDS, make_system

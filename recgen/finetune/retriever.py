@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from ..config import RecgenConfig
 from ..data import load_dataset
 from ..errors import DataError

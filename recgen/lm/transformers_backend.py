@@ -14,8 +14,8 @@ import torch
 
 from ..config import LMSettings
 from ..errors import ModelLoadError
-from .prompt import ChatPrompt
 from .backend import ChatTokenizing
+from .prompt import ChatPrompt
 from .resolve import resolve_lm
 
 

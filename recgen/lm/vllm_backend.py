@@ -33,8 +33,8 @@ from pathlib import Path
 
 from ..config import MAX_CANDIDATES, LMSettings
 from ..errors import ModelLoadError
-from .prompt import ChatPrompt
 from .backend import ChatTokenizing
+from .prompt import ChatPrompt
 
 VLLM_MISSING = (
     "vLLM is not installed: pip install 'recgen[vllm]' (needs a CUDA GPU; it pins torch 2.14 and its own "

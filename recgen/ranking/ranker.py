@@ -8,8 +8,8 @@ from typing import Literal
 
 from ..config import PromptSettings, RankingSettings
 from ..data.catalog import Catalog, Item
-from .labels import labels_for
 from ..lm.prompt import ChatPrompt
+from .labels import labels_for
 from .prompts import chat, shorten
 
 Mode = Literal["score", "generate"]

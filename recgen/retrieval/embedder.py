@@ -9,7 +9,6 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..paths import package_folder
 
-
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..version import __version__
 from ..atomic import atomic_dir
 from ..errors import IndexCorruptError, IndexStaleError
+from ..version import __version__
 
 INDEX_FILE = "items.faiss"
 META_FILE = "index.json"
