@@ -29,6 +29,50 @@ class TransitionParams:
     alpha: float = 0.75
 
 
+def transition_matrix(sequences: list[np.ndarray], n_items: int, window: int, backward: float,
+                      alpha: float) -> sp.csr_matrix:
+    """Normalised (a → b) counts over catalog-row sequences, float64: the one implementation behind hybrid
+    retrieval and the ItemKNN baseline. ``backward`` = 0 adds no reverse entries at all."""
+    rows, cols, vals = [], [], []
+    for seq in sequences:
+        for d in range(1, window + 1):
+            if len(seq) <= d:
+                break
+            a, b = seq[:-d], seq[d:]
+            rows.append(a)
+            cols.append(b)
+            vals.append(np.full(len(a), 1.0 / d))
+            if backward > 0:
+                rows.append(b)
+                cols.append(a)
+                vals.append(np.full(len(a), backward / d))
+    if rows:
+        counts = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                               shape=(n_items, n_items))
+    else:
+        counts = sp.csr_matrix((n_items, n_items))
+    counts.sum_duplicates()
+    out_w = np.asarray(counts.sum(axis=1)).ravel()
+    in_w = np.asarray(counts.sum(axis=0)).ravel()
+    left = np.where(out_w > 0, out_w, 1.0) ** -alpha
+    right = np.where(in_w > 0, in_w, 1.0) ** -(1.0 - alpha)
+    return (sp.diags(left) @ counts @ sp.diags(right)).tocsr()
+
+
+def history_weights(histories: list[np.ndarray], n_items: int, last: int, decay: float) -> sp.csr_matrix:
+    """[users, items] weights ``decay**k`` on each history's ``k``-th most recent item (``last`` of them)."""
+    rows, cols, vals = [], [], []
+    for r, hist in enumerate(histories):
+        recent = np.asarray(hist)[-last:][::-1]  # newest first
+        rows.append(np.full(len(recent), r))
+        cols.append(recent)
+        vals.append(decay ** np.arange(len(recent)))
+    if not rows:
+        return sp.csr_matrix((0, n_items))
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(len(histories), n_items))
+
+
 class ItemTransitions:
     """A sparse [n_items, n_items] similarity over catalog rows, fitted on training sequences only."""
 
@@ -39,25 +83,9 @@ class ItemTransitions:
     @classmethod
     def fit(cls, catalog: Catalog, sequences: list[list[str]], params: TransitionParams | None = None) -> "ItemTransitions":
         params = params or TransitionParams()
-        n = len(catalog)
-        rows, cols, vals = [], [], []
-        for seq in sequences:
-            ids = np.array([catalog.index_of(i) for i in seq], dtype=np.int64)
-            for d in range(1, min(params.window, len(ids) - 1) + 1):
-                a, b = ids[:-d], ids[d:]
-                rows += [a, b]
-                cols += [b, a]
-                vals += [np.full(len(a), 1.0 / d), np.full(len(a), params.backward / d)]
-        if rows:
-            counts = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-            counts.sum_duplicates()
-        else:
-            counts = sp.csr_matrix((n, n))
-        out_w = np.asarray(counts.sum(axis=1)).ravel()
-        in_w = np.asarray(counts.sum(axis=0)).ravel()
-        left = np.where(out_w > 0, out_w, 1.0) ** -params.alpha
-        right = np.where(in_w > 0, in_w, 1.0) ** -(1.0 - params.alpha)
-        return cls((sp.diags(left) @ counts @ sp.diags(right)).tocsr().astype(np.float32), params)
+        rows = [np.array([catalog.index_of(i) for i in seq], dtype=np.int64) for seq in sequences]
+        matrix = transition_matrix(rows, len(catalog), params.window, params.backward, params.alpha)
+        return cls(matrix.astype(np.float32), params)
 
     def scores(self, history_rows: np.ndarray) -> np.ndarray:
         """Dense scores over the catalog for one history (catalog rows, oldest first), scaled to max 1."""

@@ -6,7 +6,8 @@ co-occurrence). Each row is normalised as ``C[a, b] / (n_a ** alpha * n_b ** (1 
 item's total pair weight (``alpha = 1`` is the transition probability; smaller ``alpha`` damps popular
 targets, as in cosine ItemKNN). A user's score for ``b`` is ``sum_k decay**k * C[h_{-1-k}, b]`` over the
 ``last`` most recent history items. Items with equal scores (usually 0) are ordered by training popularity,
-added as a tie-break far below any real score difference.
+added as a tie-break far below any real score difference. The counts are
+:func:`recgen.retrieval.collaborative.transition_matrix`, the code hybrid retrieval serves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ...retrieval.collaborative import history_weights, transition_matrix
 from ..protocol import EvalData
 
 
@@ -34,30 +36,7 @@ class ItemKNN:
 
     def fit(self, data: EvalData, log=None) -> None:
         n = data.n_items
-        rows, cols, vals = [], [], []
-        for seq in data.train_sequences():
-            for d in range(1, self.window + 1):
-                if len(seq) <= d:
-                    break
-                a, b = seq[:-d], seq[d:]
-                rows.append(a)
-                cols.append(b)
-                vals.append(np.full(len(a), 1.0 / d))
-                if self.backward > 0:
-                    rows.append(b)
-                    cols.append(a)
-                    vals.append(np.full(len(a), self.backward / d))
-        if rows:
-            counts = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                                   shape=(n, n))
-        else:
-            counts = sp.csr_matrix((n, n))
-        counts.sum_duplicates()
-        out_weight = np.asarray(counts.sum(axis=1)).ravel()
-        in_weight = np.asarray(counts.sum(axis=0)).ravel()
-        left = np.where(out_weight > 0, out_weight, 1.0) ** -self.alpha
-        right = np.where(in_weight > 0, in_weight, 1.0) ** -(1.0 - self.alpha)
-        self.sim_ = (sp.diags(left) @ counts @ sp.diags(right)).tocsr()
+        self.sim_ = transition_matrix(data.train_sequences(), n, self.window, self.backward, self.alpha)
         pop = np.bincount(np.concatenate(data.train_sequences()), minlength=n).astype(np.float64) \
             if data.train_sequences() else np.zeros(n)
         # popularity tie-break in [0, 1e-6): far below the smallest non-zero similarity contribution
@@ -65,18 +44,10 @@ class ItemKNN:
         scale = min(1e-6, 1e-3 * smallest * self.decay ** (self.last - 1))
         self.tiebreak_ = scale * pop / (pop.max() + 1.0)
         if log:
-            log(f"itemknn: {counts.nnz:,} item pairs from training sequences")
+            log(f"itemknn: {self.sim_.nnz:,} item pairs from training sequences")
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         if self.sim_ is None:
             raise RuntimeError("call fit() first")
-        rows, cols, vals = [], [], []
-        for r, hist in enumerate(histories):
-            recent = hist[-self.last:][::-1]  # newest first
-            rows.append(np.full(len(recent), r))
-            cols.append(recent)
-            vals.append(self.decay ** np.arange(len(recent)))
-        weights = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                                shape=(len(histories), self.sim_.shape[0]))
-        scores = (weights @ self.sim_).toarray()
-        return scores + self.tiebreak_
+        weights = history_weights(histories, self.sim_.shape[0], self.last, self.decay)
+        return (weights @ self.sim_).toarray() + self.tiebreak_
