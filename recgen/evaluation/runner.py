@@ -110,78 +110,99 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
     with monitor.stage("load"):
         dataset = load_dataset(spec.dataset)
         data = EvalData.from_dataset(dataset)
-    run = spec.name()
-    paths = run_paths(spec.results_dir, dataset.name, run)
-    log(f"{dataset.name}: {data.n_users:,} users evaluable, {data.excluded_users:,} excluded "
-        f"(fewer than 3 interactions), {data.n_items:,} items")
-    no_text = data.items_without_text()
-    if no_text:
-        log(f"{len(no_text)} item(s) have no title text (placeholder 'item <id>' is embedded): "
-            f"{', '.join(no_text[:5])}{' ...' if len(no_text) > 5 else ''}")
-
+    _describe(data, log)
     try:
         system = make_system(spec.system, spec.params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad parameters for {spec.system}: {exc}") from None
-    list_system = is_list_system(system)
     config = {
         "protocol_version": PROTOCOL_VERSION, "dataset": dataset.name, "catalog": dataset.catalog.fingerprint(),
         "n_interactions": dataset.num_interactions(), "system": spec.system, "params": spec.params,
         "stage": spec.stage, "users": spec.users, "seed": spec.seed,
     }
     chash = config_hash(config)
-
-    # -- existing results: never silently overwritten; interrupted runs resume ------------------
-    if paths["json"].exists():
-        if not spec.overwrite:
-            raise RunExistsError(f"{paths['json']} already exists; pass --overwrite to replace it, or choose another "
-                                 "--run-name")
-    done: dict[str, dict] = {}
-    existing = user_file_for(paths)
-    if spec.overwrite:
-        for key in ("json", "users", "users_gz"):
-            paths[key].unlink(missing_ok=True)
-        existing = None
-    if existing is not None:
-        header, rows = read_user_file(existing)
-        if header is None or header.get("config_hash") != chash:
-            raise RunExistsError(
-                f"{existing} holds an interrupted run with a different configuration "
-                f"(hash {header.get('config_hash') if header else 'missing'} != {chash}); pass --overwrite to start "
-                "again, or choose another --run-name")
-        done = {row["user"]: row for row in rows}
-        # rewrite cleanly before appending: drops a line torn by the interrupt (and continues a .gz in plain text)
-        write_rows(paths["users"], header, list(done.values()))
-        if existing.suffix == ".gz":
-            existing.unlink()
-        log(f"resuming {run}: {len(done):,} users already evaluated")
-
+    paths = run_paths(spec.results_dir, dataset.name, spec.name())
+    done = _resume(spec, paths, chash, log)
     positions = sample_users(data.n_users, spec.users, spec.seed)
     keys = [pseudonym(u) for u in data.user_ids]  # per-user files carry keys, not dataset ids
     todo = [int(p) for p in positions if keys[p] not in done]
-    paths["folder"].mkdir(parents=True, exist_ok=True)
-    header = {"config_hash": chash, "run_name": run, "dataset": dataset.name, "system": spec.system,
+    header = {"config_hash": chash, "run_name": spec.name(), "dataset": dataset.name, "system": spec.system,
               "stage": spec.stage, "users": spec.users, "seed": spec.seed, "params": spec.params}
+    fit_info = _fit_and_score(spec, system, data, todo, paths, header, done, monitor, progress_factory, log)
+    with monitor.stage("metrics"):
+        order = [keys[p] for p in positions]
+        missing = [u for u in order if u not in done]
+        if missing:
+            raise RecgenError(f"{len(missing)} sampled users have no result (e.g. {missing[0]}); re-run to resume")
+        rows = [done[u] for u in order]
+        summary = summarize(rows, spec.n_boot, spec.seed, is_list_system(system))
+    result = _result(spec, data, system, config, chash, rows, len(todo), summary, fit_info, monitor, started,
+                     gzip_rows(paths))
+    tmp = paths["json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(paths["json"])
+    return result
+
+
+def _describe(data: EvalData, log: Callable[[str], None]) -> None:
+    log(f"{data.dataset.name}: {data.n_users:,} users evaluable, {data.excluded_users:,} excluded "
+        f"(fewer than 3 interactions), {data.n_items:,} items")
+    no_text = data.items_without_text()
+    if no_text:
+        log(f"{len(no_text)} item(s) have no title text (placeholder 'item <id>' is embedded): "
+            f"{', '.join(no_text[:5])}{' ...' if len(no_text) > 5 else ''}")
+
+
+def _resume(spec: RunSpec, paths: dict[str, Path], chash: str, log) -> dict[str, dict]:
+    """Rows already evaluated by an interrupted run of the same config; a finished run is never overwritten
+    silently, and an interrupted run of another config refuses (both unless ``spec.overwrite``)."""
+    if paths["json"].exists() and not spec.overwrite:
+        raise RunExistsError(f"{paths['json']} already exists; pass --overwrite to replace it, or choose another "
+                             "--run-name")
+    if spec.overwrite:
+        for key in ("json", "users", "users_gz"):
+            paths[key].unlink(missing_ok=True)
+        return {}
+    existing = user_file_for(paths)
+    if existing is None:
+        return {}
+    header, rows = read_user_file(existing)
+    if header is None or header.get("config_hash") != chash:
+        raise RunExistsError(
+            f"{existing} holds an interrupted run with a different configuration "
+            f"(hash {header.get('config_hash') if header else 'missing'} != {chash}); pass --overwrite to start "
+            "again, or choose another --run-name")
+    done = {row["user"]: row for row in rows}
+    # rewrite cleanly before appending: drops a line torn by the interrupt (and continues a .gz in plain text)
+    write_rows(paths["users"], header, list(done.values()))
+    if existing.suffix == ".gz":
+        existing.unlink()
+    log(f"resuming {spec.name()}: {len(done):,} users already evaluated")
+    return done
+
+
+def _fit_and_score(spec: RunSpec, system, data: EvalData, todo: list[int], paths: dict[str, Path], header: dict,
+                   done: dict[str, dict], monitor: StageMonitor, progress_factory, log) -> dict:
+    """Fit the system and append one row per user in ``todo`` to the per-user file (flushed per batch)."""
+    paths["folder"].mkdir(parents=True, exist_ok=True)
     if not paths["users"].exists():
         write_rows(paths["users"], header, [])
-
+    if not todo:
+        return {}
     progress = progress_factory() if progress_factory else None
     try:
         if progress is not None:
             progress.start()
-        fit_info = {}
-        if todo:
-            with monitor.stage("fit"):
-                fit = getattr(system, "fit")
-                if spec.system == "sasrec":
-                    fit(data, log=log, progress=progress)
-                else:
-                    fit(data, log=log)
-                fit_info = dict(getattr(system, "fit_info", {}) or {})
+        with monitor.stage("fit"):
+            if spec.system == "sasrec":
+                system.fit(data, log=log, progress=progress)
+            else:
+                system.fit(data, log=log)
+            fit_info = dict(getattr(system, "fit_info", {}) or {})
         with monitor.stage("score"):
             task = progress.add_task(f"ranking ({spec.system}, {spec.stage})", total=len(todo)) if progress else None
             rows_iter = evaluate_users(system, data, spec.stage, todo,
-                                       batch_size=None if list_system else spec.batch_size)
+                                       batch_size=None if is_list_system(system) else spec.batch_size)
             with paths["users"].open("a", encoding="utf-8") as handle:
                 for rows in rows_iter:
                     for row in rows:
@@ -193,23 +214,18 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
     finally:
         if progress is not None:
             progress.stop()
+    return fit_info
 
-    with monitor.stage("metrics"):
-        order = [keys[p] for p in positions]
-        missing = [u for u in order if u not in done]
-        if missing:
-            raise RecgenError(f"{len(missing)} sampled users have no result (e.g. {missing[0]}); re-run to resume")
-        rows = [done[u] for u in order]
-        summary = summarize(rows, spec.n_boot, spec.seed, list_system)
 
-    per_user_file = gzip_rows(paths)
-
-    n_scored = len(todo)
+def _result(spec: RunSpec, data: EvalData, system, config: dict, chash: str, rows: list[dict], n_scored: int,
+            summary: dict, fit_info: dict, monitor: StageMonitor, started: float, per_user_file: str) -> dict:
+    """The run summary written to ``<run>.json``."""
+    list_system = is_list_system(system)
     score_stage = monitor.stages.get("score", {})
     cpu_fit_score = sum(monitor.stages.get(s, {}).get("cpu_s", 0.0) for s in ("fit", "score"))
-    result = {
-        "run_name": run,
-        "dataset": dataset.name,
+    return {
+        "run_name": spec.name(),
+        "dataset": data.dataset.name,
         "system": spec.system,
         "stage": spec.stage,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -228,7 +244,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
             "ci": f"95% percentile bootstrap over users, {spec.n_boot} resamples, seed {spec.seed}",
         },
         "users": {
-            "in_dataset": len(dataset.sequences),
+            "in_dataset": len(data.dataset.sequences),
             "excluded_fewer_than_3_interactions": data.excluded_users,
             "eligible": data.n_users,
             "requested": spec.users or "all",
@@ -239,7 +255,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
             **({"ranked_by_second_stage": sum(1 for r in rows if r.get("second_stage", True))}
                if list_system else {}),
         },
-        "items": {"catalog": data.n_items, "without_text": len(no_text)},
+        "items": {"catalog": data.n_items, "without_text": len(data.items_without_text())},
         **summary,
         "fit": _jsonable(fit_info),
         "timing": {
@@ -252,10 +268,6 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
         "environment": environment(),
         "per_user_file": per_user_file,
     }
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(paths["json"])
-    return result
 
 
 def _jsonable(value):
