@@ -13,13 +13,10 @@ Layout under ``output_dir`` (outside git):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,151 +25,11 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError, RecgenError
+from .checkpoint import (CHECKPOINT_FILES, MANIFEST, CheckpointError, _optimizer_from_files,  # noqa: F401
+                         _optimizer_to_files, _rng_from_files, _rng_to_files, _scheduler_state, atomic_folder,
+                         latest_checkpoint, prune_checkpoints, verify_checkpoint, verify_folder)
 from .config import RankerFinetuneConfig
 from .sft_data import IGNORE
-
-CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "optimizer.json",
-                    "scheduler.json", "rng.safetensors", "rng.json", "trainer_state.json")
-MANIFEST = "manifest.json"
-
-
-class CheckpointError(RecgenError):
-    """A checkpoint folder that is missing files or whose files do not match their recorded hashes."""
-
-
-# -- atomic folders ---------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def atomic_folder(target: Path, write) -> Path:
-    """Call ``write(tmp)`` on a fresh temporary sibling, add a manifest, then rename it to ``target``.
-
-    Any exception (e.g. ``OSError: No space left on device``) removes the temporary folder and leaves an
-    existing ``target`` untouched."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST}
-        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
-        _fsync_tree(tmp)
-        if target.exists():
-            old = target.with_name(f".old-{target.name}-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def verify_folder(folder: Path, required: tuple[str, ...] = ()) -> dict:
-    """Check the manifest and every file's hash; raise :class:`CheckpointError` naming the bad file."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist")
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise CheckpointError(f"checkpoint {folder} is incomplete: missing {MANIFEST}; refusing to resume from it")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(f"checkpoint {folder}: {MANIFEST} is corrupted; refusing to resume from it") from None
-    for name in required:
-        if name not in files:
-            raise CheckpointError(f"checkpoint {folder}: {name} is not listed in {MANIFEST}; refusing to resume")
-    for name, digest in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {folder} is missing {name}; refusing to resume from it")
-        if _sha256(path) != digest:
-            raise CheckpointError(f"checkpoint {folder}: {name} is corrupted (sha256 mismatch); refusing to resume")
-    return manifest
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    folder = Path(output_dir) / "checkpoints"
-    if not folder.is_dir():
-        return None
-    steps = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
-    return steps[-1] if steps else None
-
-
-# -- state (de)serialisation without pickle -------------------------------------------------------------
-def _optimizer_to_files(optimizer, folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    save_file(tensors, str(folder / "optimizer.safetensors"))
-    (folder / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
-
-
-def _optimizer_from_files(optimizer, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    meta = json.loads((folder / "optimizer.json").read_text())
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    for name, value in meta["scalars"].items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _rng_to_files(folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({"torch": torch.get_rng_state()}, str(folder / "rng.safetensors"))
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    (folder / "rng.json").write_text(json.dumps({
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-    }))
-
-
-def _rng_from_files(folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
-    data = json.loads((folder / "rng.json").read_text())
-    version, internal, gauss = data["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = data["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-def _scheduler_state(scheduler) -> dict:
-    state = scheduler.state_dict()
-    state.pop("lr_lambdas", None)
-    return json.loads(json.dumps(state, default=float))
 
 
 # -- batching -------------------------------------------------------------------------------------------
@@ -396,17 +253,15 @@ class RankerTrainer:
             (tmp / "trainer_state.json").write_text(json.dumps(
                 {**self.state, "config": self.cfg.model_dump(mode="json")}, indent=1))
 
-        target = atomic_folder(self.out / "checkpoints" / f"step-{step:06d}", write)
-        folders = sorted(p for p in (self.out / "checkpoints").iterdir() if p.is_dir() and p.name.startswith("step-"))
-        for old in folders[: -self.cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        target = atomic_folder(self.out / "checkpoints" / f"step-{step:06d}", write, what="ranker checkpoint")
+        prune_checkpoints(self.out, self.cfg.train.keep_checkpoints)
         return target
 
     def resume(self, folder: Path) -> None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        verify_folder(folder, CHECKPOINT_FILES)
+        verify_checkpoint(folder)
         state = json.loads((folder / "trainer_state.json").read_text())
         saved_cfg = state.pop("config", None)
         if saved_cfg is not None:
