@@ -148,18 +148,45 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clean_stale(folder: Path) -> None:
+def recover_interrupted(folder: Path) -> None:
     """Remove temporary siblings left by a killed writer (dead pid, carrying the marker); restore a target
-    that a killed two-step swap left aside."""
+    that a killed two-step swap left aside. Called before every write; safe to call any time."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        return
     pattern = re.compile(rf"^\.(tmp|old)-{re.escape(folder.name)}-(\d+)-")
     for sibling in folder.parent.iterdir():
         match = pattern.match(sibling.name)
-        if not match or _pid_alive(int(match.group(2))) or not (sibling / MARKER).is_file():
+        if not match or _pid_alive(int(match.group(2))) or not sibling.is_dir() or sibling.is_symlink():
+            continue
+        if not (sibling / MARKER).is_file():
+            if not any(sibling.iterdir()):  # killed between mkdtemp and the marker
+                sibling.rmdir()
             continue
         if match.group(1) == "old" and not folder.exists():
             os.replace(sibling, folder)
         else:
-            shutil.rmtree(sibling, ignore_errors=True)
+            _discard(sibling)
+
+
+def _discard_quietly(folder: Path) -> None:
+    try:
+        _discard(folder)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _discard(folder: Path) -> None:
+    """Delete a folder recgen wrote, its marker last: a kill midway leaves it recognisable for cleanup."""
+    for entry in folder.iterdir():
+        if entry.name == MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    (folder / MARKER).unlink(missing_ok=True)
+    folder.rmdir()
 
 
 def write_manifest(folder: Path) -> dict:
@@ -183,7 +210,7 @@ def atomic_dir(folder: str | Path, *, manifest: bool = False, what: str = "") ->
     permission) are raised as :class:`SaveError`. ``what`` names the content in the marker file."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(folder)
+    recover_interrupted(folder)
     check_replaceable(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-{os.getpid()}-", dir=folder.parent))
     try:
@@ -203,7 +230,7 @@ def atomic_dir(folder: str | Path, *, manifest: bool = False, what: str = "") ->
                                        "the previous version (if any) is unchanged") from exc
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _discard_quietly(tmp)
 
 
 def _commit(tmp: Path, folder: Path) -> None:
@@ -212,15 +239,15 @@ def _commit(tmp: Path, folder: Path) -> None:
         os.replace(tmp, folder)
         return
     check_replaceable(folder)  # it may have changed while we were writing
-    if _exchange(tmp, folder):  # tmp now holds the old version
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    if not (folder / MARKER).is_file():  # a legacy folder: mark it so a crash mid-swap can be recovered
+    if not (folder / MARKER).is_file():  # a legacy folder: mark it so a kill mid-swap or mid-delete is recoverable
         _write_marker(folder, "previous version being replaced")
+    if _exchange(tmp, folder):  # tmp now holds the old version
+        _discard_quietly(tmp)
+        return
     old = folder.with_name(f".old-{folder.name}-{os.getpid()}-{os.urandom(4).hex()}")
     os.replace(folder, old)
     os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard_quietly(old)
 
 
 def atomic_folder(target: str | Path, write: Callable[[Path], object], *, manifest: bool = True,

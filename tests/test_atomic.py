@@ -209,8 +209,11 @@ def test_stale_temporary_of_a_dead_writer_is_removed(tmp_path):
     stale.mkdir()
     (stale / MARKER).write_text("{}")
     (stale / "half.bin").write_bytes(b"x")
-    foreign = tmp_path / f".tmp-out-{dead}-mine"  # no marker: not ours, kept
+    foreign = tmp_path / f".tmp-out-{dead}-mine"  # no marker and not empty: not provably ours, kept
     foreign.mkdir()
+    (foreign / "mine.txt").write_text("x")
+    empty = tmp_path / f".tmp-out-{dead}-new"  # killed between mkdtemp and the marker: removed
+    empty.mkdir()
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "a.txt").write_text("v1")
-    assert not stale.exists() and foreign.exists()
+    assert not stale.exists() and not empty.exists() and (foreign / "mine.txt").exists()
