@@ -34,6 +34,9 @@ LEGACY_LAYOUTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "retrieval index": (frozenset({"index.json", "items.faiss"}), frozenset({"index.json", "items.faiss"})),
     "saved recommender": (frozenset({"config.json", "catalog.jsonl"}),
                           frozenset({"config.json", "catalog.jsonl", "popularity.json", "transitions.npz", "index"})),
+    "converted language model": (frozenset({"config.json", "tokenizer_config.json"}), frozenset({
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"})),
 }
 # sentence-transformers module folders inside a fine-tuned embedder (their files are not in the manifest)
 _MODULE_FOLDER = re.compile(r"^\d+_[A-Za-z]+$")
@@ -66,13 +69,15 @@ def replaceable(folder: Path) -> bool:
     The rule: the folder is empty, or carries :data:`MARKER`, or (written before the marker) has exactly
     a known recgen layout: an index (``index.json`` + ``items.faiss``), a saved recommender
     (``config.json`` + ``catalog.jsonl`` with optional ``popularity.json``, ``transitions.npz`` and an
-    ``index/`` that is replaceable itself), or a ``manifest.json`` that lists every top-level file
-    (checkpoints, adapters, fine-tuned embedders). A single unknown file makes it not replaceable."""
+    ``index/`` that is replaceable itself), the converted default LM (``config.json`` +
+    ``tokenizer_config.json`` and only the standard transformers file names), or a ``manifest.json`` that
+    lists every top-level file (checkpoints, adapters, fine-tuned embedders; numbered sentence-transformers
+    module folders allowed). A single unknown file makes it not replaceable."""
     folder = Path(folder)
     if folder.is_symlink() or not folder.is_dir():
         return False
     names = {p.name for p in folder.iterdir()}
-    if not names or MARKER in names:
+    if not names or (folder / MARKER).is_file():
         return True
     for required, allowed in LEGACY_LAYOUTS.values():
         if required <= names <= allowed:

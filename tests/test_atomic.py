@@ -97,6 +97,7 @@ def test_empty_folder_is_filled(tmp_path):
     {"index.json": "{}", "items.faiss": "x"},                                         # retrieval index
     {"config.json": "{}", "catalog.jsonl": "", "popularity.json": "[]",
      "index/index.json": "{}", "index/items.faiss": "x"},                             # saved recommender
+    {"config.json": "{}", "tokenizer_config.json": "{}", "model.safetensors": "x"},  # converted default LM
 ])
 def test_legacy_recgen_folders_without_marker_are_replaceable(tmp_path, files):
     target = tmp_path / "legacy"
@@ -116,6 +117,13 @@ def test_legacy_manifest_folder_is_replaceable_but_not_with_an_unlisted_file(tmp
     (target / MANIFEST).write_text(json.dumps({"files": {"optimizer.json": "0" * 64}}))
     assert replaceable(target)
     (target / "notes.md").write_text("mine")
+    assert not replaceable(target)
+
+
+def test_a_folder_with_only_config_json_is_not_taken_for_a_recgen_folder(tmp_path):
+    target = tmp_path / "project"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
     assert not replaceable(target)
 
 

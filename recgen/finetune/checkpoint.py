@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import MANIFEST, atomic_folder, replaceable, verify_folder
+from ..atomic import MANIFEST, atomic_folder, check_replaceable, replaceable, verify_folder
 from ..errors import FolderCorruptError
 
 CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "optimizer.json",
                     "scheduler.json", "rng.safetensors", "rng.json", "trainer_state.json")
 
 __all__ = ["CHECKPOINT_FILES", "MANIFEST", "CheckpointError", "atomic_folder", "verify_folder", "verify_checkpoint",
-           "latest_checkpoint", "prune_checkpoints", "_optimizer_to_files", "_optimizer_from_files",
+           "latest_checkpoint", "prune_checkpoints", "check_output_dir", "_optimizer_to_files", "_optimizer_from_files",
            "_rng_to_files", "_rng_from_files", "_scheduler_state"]
 
 
@@ -51,6 +51,18 @@ def prune_checkpoints(output_dir: Path, keep: int) -> None:
     for old in steps[: -keep] if keep > 0 else []:
         if replaceable(old):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Before training: raise :class:`~recgen.errors.UnsafeOverwriteError` if ``adapter/``, ``best/`` or a
+    ``checkpoints/step-*`` folder holds files recgen did not write (found now, not after hours of training)."""
+    out = Path(output_dir)
+    for name in ("adapter", "best"):
+        check_replaceable(out / name)
+    if (out / "checkpoints").is_dir():
+        for step in (out / "checkpoints").iterdir():
+            if step.name.startswith("step-"):
+                check_replaceable(step)
 
 
 # -- state (de)serialisation without pickle -------------------------------------------------------------
