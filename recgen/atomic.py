@@ -214,12 +214,13 @@ def atomic_dir(folder: str | Path, *, manifest: bool = False, what: str = "") ->
     error the temporary folder is removed and ``folder`` is untouched; disk errors (full, read-only, no
     permission) are raised as :class:`SaveError`. ``what`` names the content in the marker file."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    recover_interrupted(folder)
-    check_replaceable(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-{os.getpid()}-", dir=folder.parent))
+    tmp: Path | None = None
     try:
         try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            recover_interrupted(folder)
+            check_replaceable(folder)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-{os.getpid()}-", dir=folder.parent))
             _write_marker(tmp, what)
             yield tmp
             if not (tmp / MARKER).is_file():
@@ -234,7 +235,7 @@ def atomic_dir(folder: str | Path, *, manifest: bool = False, what: str = "") ->
             raise SaveError(exc.errno, f"could not write {folder}: {exc.strerror or exc}; "
                                        "the previous version (if any) is unchanged") from exc
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             _discard_quietly(tmp)
 
 

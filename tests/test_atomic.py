@@ -225,3 +225,15 @@ def test_stale_temporary_of_a_dead_writer_is_removed(tmp_path):
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "a.txt").write_text("v1")
     assert not stale.exists() and not empty.exists() and (foreign / "mine.txt").exists()
+
+
+def test_read_only_disk_is_a_save_error(tmp_path, monkeypatch):
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(SaveError, match="Read-only"):
+        with atomic_dir(tmp_path / "out"):
+            pass
