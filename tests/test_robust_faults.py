@@ -17,7 +17,7 @@ import pytest
 
 from fixtures import fault_writer
 from fixtures.fault_writer import WRITERS
-from recgen.atomic import MARKER, recover_interrupted
+from recgen.atomic import recover_interrupted
 from recgen.errors import SaveError
 
 REPO = Path(__file__).resolve().parents[1]
