@@ -35,3 +35,17 @@ class InvalidRequestError(RecgenError):
 
 class ConfigError(RecgenError):
     """A config file with unknown keys or wrong types."""
+
+
+class UnsafeOverwriteError(DataError):
+    """An output folder that holds files recgen did not write: replacing it would delete them."""
+
+
+class FolderCorruptError(RecgenError):
+    """A folder recgen wrote whose manifest is missing or does not match its files (a half or damaged write)."""
+
+
+class SaveError(RecgenError, OSError):
+    """Writing an output folder failed (full disk, read-only, no permission); the previous folder is unchanged.
+
+    Also an ``OSError`` (same errno) so callers that handle I/O errors keep working."""

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from .atomic import atomic_dir
 from .config import MAX_CANDIDATES, RecgenConfig
-from .data import load_dataset
+from .data import load_catalog_file, load_dataset
 from .data.catalog import Catalog
 from .data.dataset import Dataset
+from .data.files import read_text
 from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
 from .pipeline import FittedState, build_pipeline
 from .ranking.ranker import Mode, Ranker, RankRequest
@@ -74,7 +75,7 @@ class Recommender:
                 raise DataError(f"{folder} is not a saved recommender (missing {name})")
         saved = RecgenConfig.validated(_read_json(folder / _CONFIG), str(folder / _CONFIG))
         config = config or saved
-        catalog = Catalog.from_jsonl_text(_read_text(folder / _CATALOG), str(folder / _CATALOG))
+        catalog = load_catalog_file(folder / _CATALOG)
         popularity = _read_json(folder / _POPULARITY) if (folder / _POPULARITY).is_file() else []
         if not isinstance(popularity, list) or not all(isinstance(i, str) for i in popularity):
             raise DataError(f"{folder / _POPULARITY} must be a JSON list of item ids")
@@ -204,16 +205,9 @@ class Recommender:
         return self.pipeline.reasoner.explain(history, query, item_ids)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-
-
 def _read_json(path: Path):
     try:
-        return json.loads(_read_text(path))
+        return json.loads(read_text(path))
     except ValueError as exc:
         raise DataError(f"{path} is not valid JSON: {exc}") from None
 

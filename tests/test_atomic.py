@@ -1,8 +1,29 @@
-"""atomic_dir: a failure while writing leaves the old folder as it was and no temporary folder behind."""
+"""recgen/atomic.py: folders are written completely or not at all, and a folder recgen did not write is never
+replaced (issue 12 High #2: ``--out`` / ``index_dir`` / ``save`` on a folder holding user files deleted them)."""
 
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
 import pytest
 
-from recgen.atomic import atomic_dir
+from recgen.atomic import MANIFEST, MARKER, atomic_dir, atomic_folder, replaceable, verify_folder
+from recgen.errors import DataError, FolderCorruptError, RecgenError, SaveError, UnsafeOverwriteError
+
+
+def user_folder(tmp_path, name="project"):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("months of work")
+    return folder
+
+
+def assert_untouched(folder):
+    assert (folder / "thesis.tex").read_text() == "months of work"
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis.tex"]
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []  # no temporary left
 
 
 def test_success_replaces_and_failure_keeps_old(tmp_path):
@@ -10,9 +31,209 @@ def test_success_replaces_and_failure_keeps_old(tmp_path):
     with atomic_dir(target) as tmp:
         (tmp / "a.txt").write_text("v1")
     assert (target / "a.txt").read_text() == "v1"
+    assert json.loads((target / MARKER).read_text())["written_by"].startswith("recgen")
     with pytest.raises(OSError):
         with atomic_dir(target) as tmp:
             (tmp / "a.txt").write_text("half")
             raise OSError(28, "No space left on device")
     assert (target / "a.txt").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_recgen_folder_is_replaced_whole(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "old.txt").write_text("v1")
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == [MARKER, "new.txt"]
+
+
+def test_atomic_dir_refuses_a_folder_with_user_files(tmp_path):
+    folder = user_folder(tmp_path)
+    with pytest.raises(UnsafeOverwriteError, match="thesis.tex") as info:
+        with atomic_dir(folder) as tmp:
+            (tmp / "items.faiss").write_bytes(b"x")
+    assert isinstance(info.value, DataError)
+    assert_untouched(folder)
+
+
+def test_atomic_dir_refuses_a_file_and_a_symlink(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("keep")
+    with pytest.raises(UnsafeOverwriteError):
+        with atomic_dir(path):
+            pass
+    assert path.read_text() == "keep"
+    elsewhere = user_folder(tmp_path, "elsewhere")
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere)
+    with pytest.raises(UnsafeOverwriteError):
+        with atomic_dir(link):
+            pass
+    assert (elsewhere / "thesis.tex").read_text() == "months of work" and link.is_symlink()
+
+
+def test_a_user_file_added_while_writing_is_not_deleted(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    with pytest.raises(UnsafeOverwriteError):
+        with atomic_dir(target) as tmp:
+            (target / MARKER).unlink()
+            (target / "mine.txt").write_text("added by the user meanwhile")
+    assert (target / "mine.txt").is_file()
+
+
+def test_empty_folder_is_filled(tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    assert (target / "a.txt").read_text() == "v1"
+
+
+@pytest.mark.parametrize("files", [
+    {"index.json": "{}", "items.faiss": "x"},                                         # retrieval index
+    {"config.json": "{}", "catalog.jsonl": "", "popularity.json": "[]",
+     "index/index.json": "{}", "index/items.faiss": "x"},                             # saved recommender
+    {"config.json": "{}", "tokenizer_config.json": "{}", "model.safetensors": "x"},  # converted default LM
+])
+def test_legacy_recgen_folders_without_marker_are_replaceable(tmp_path, files):
+    target = tmp_path / "legacy"
+    for name, text in files.items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(text)
+    assert replaceable(target)
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("v2")
+    assert (target / "new.txt").is_file() and not (target / "config.json").exists()
+
+
+def test_legacy_manifest_folder_is_replaceable_but_not_with_an_unlisted_file(tmp_path):
+    target = tmp_path / "step-000002"
+    target.mkdir()
+    (target / "optimizer.json").write_text("{}")
+    (target / MANIFEST).write_text(json.dumps({"files": {"optimizer.json": "0" * 64}}))
+    assert replaceable(target)
+    (target / "notes.md").write_text("mine")
+    assert not replaceable(target)
+
+
+def test_a_folder_with_only_config_json_is_not_taken_for_a_recgen_folder(tmp_path):
+    target = tmp_path / "project"
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    assert not replaceable(target)
+
+
+@pytest.mark.parametrize("extra", ["thesis.tex", "index/thesis.tex"])
+def test_legacy_layout_plus_a_user_file_is_refused(tmp_path, extra):
+    target = tmp_path / "legacy"
+    (target / "index").mkdir(parents=True)
+    for name in ("config.json", "catalog.jsonl", "index/index.json", "index/items.faiss", extra):
+        (target / name).write_text("x")
+    assert not replaceable(target)
+    with pytest.raises(UnsafeOverwriteError):
+        with atomic_dir(target):
+            pass
+    assert (target / extra).read_text() == "x"
+
+
+def test_save_index_keeps_a_folder_with_user_files(tmp_path):
+    from recgen.retrieval.index import IndexMeta, make_index, save_index
+
+    folder = user_folder(tmp_path)
+    vectors = np.eye(4, dtype="float32")
+    with pytest.raises(UnsafeOverwriteError):
+        save_index(folder, make_index(vectors), IndexMeta("e", "f", 4, 4))
+    assert_untouched(folder)
+    save_index(tmp_path / "idx", make_index(vectors), IndexMeta("e", "f", 4, 4))  # then a fresh one works
+    save_index(tmp_path / "idx", make_index(vectors), IndexMeta("e", "f", 4, 4))  # and is replaceable
+
+
+def test_recommender_save_and_index_dir_keep_a_folder_with_user_files(tmp_path, dataset):
+    from recgen import RecgenConfig, Recommender
+
+    folder = user_folder(tmp_path)
+    with pytest.raises(RecgenError):
+        Recommender.from_dataset(dataset, RecgenConfig(), index_dir=folder)
+    assert_untouched(folder)
+    rec = Recommender.from_dataset(dataset, RecgenConfig(), index_dir=tmp_path / "idx")
+    with pytest.raises(UnsafeOverwriteError):
+        rec.save(folder)
+    assert_untouched(folder)
+    rec.save(tmp_path / "rec")
+    rec.save(tmp_path / "rec")  # its own folder is replaced
+    assert Recommender.load(tmp_path / "rec").catalog.ids == dataset.catalog.ids
+
+
+def test_cli_index_out_keeps_a_folder_with_user_files(tmp_path, dataset):
+    from conftest import write_generic_dataset
+    from typer.testing import CliRunner
+
+    from recgen.cli.main import app
+
+    data = write_generic_dataset(dataset, tmp_path / "data") or tmp_path / "data"
+    folder = user_folder(tmp_path)
+    result = CliRunner().invoke(app, ["index", "--dataset", str(data), "--out", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "refusing to replace" in result.output
+    assert_untouched(folder)
+
+
+# -- manifest folders (checkpoints, adapters) -----------------------------------------------------------------
+def test_atomic_folder_manifest_is_written_last_and_verified(tmp_path):
+    target = atomic_folder(tmp_path / "ckpt", lambda tmp: (tmp / "a.bin").write_bytes(b"abc"))
+    manifest = verify_folder(target, ("a.bin",))
+    assert set(manifest["files"]) == {"a.bin"}  # the marker is not part of the content
+    (target / "a.bin").write_bytes(b"abd")
+    with pytest.raises(FolderCorruptError, match="a.bin"):
+        verify_folder(target)
+    (target / MANIFEST).write_text("{not json")
+    with pytest.raises(FolderCorruptError, match=MANIFEST):
+        verify_folder(target)
+
+
+def test_full_disk_is_a_clear_save_error_and_keeps_the_old_folder(tmp_path):
+    target = atomic_folder(tmp_path / "adapter", lambda tmp: (tmp / "a.txt").write_text("ok"))
+
+    def full_disk(tmp):
+        (tmp / "a.txt").write_text("ha")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SaveError, match="No space left on device") as info:
+        atomic_folder(target, full_disk)
+    assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
+    assert "unchanged" in str(info.value)
+    assert (target / "a.txt").read_text() == "ok"
+    verify_folder(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+
+
+def test_stale_temporary_of_a_dead_writer_is_removed(tmp_path):
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    stale = tmp_path / f".tmp-out-{dead}-abc"
+    stale.mkdir()
+    (stale / MARKER).write_text("{}")
+    (stale / "half.bin").write_bytes(b"x")
+    foreign = tmp_path / f".tmp-out-{dead}-mine"  # no marker and not empty: not provably ours, kept
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("x")
+    empty = tmp_path / f".tmp-out-{dead}-new"  # killed between mkdtemp and the marker: removed
+    empty.mkdir()
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("v1")
+    assert not stale.exists() and not empty.exists() and (foreign / "mine.txt").exists()
+
+
+def test_read_only_disk_is_a_save_error(tmp_path, monkeypatch):
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(SaveError, match="Read-only"):
+        with atomic_dir(tmp_path / "out"):
+            pass

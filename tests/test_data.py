@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from builders import make_dataset
 
 from recgen.data import Catalog, Item, leave_one_out, load_dataset
 from recgen.errors import DataError, UnknownItemError, UnknownUserError
-
-from builders import make_dataset
 
 
 def test_duplicate_ids_are_an_error():

@@ -12,11 +12,13 @@ pytest.importorskip("peft")
 
 import builders  # noqa: E402
 
+from recgen.atomic import atomic_folder  # noqa: E402
 from recgen.data import Catalog, Dataset, Item, leave_one_out  # noqa: E402
 from recgen.errors import ConfigError, DataError  # noqa: E402
+from recgen.finetune.checkpoint import CheckpointError, latest_checkpoint  # noqa: E402
 from recgen.finetune.config import RankerFinetuneConfig, SFTDataConfig, load_ranker_config, validate  # noqa: E402
 from recgen.finetune.sft_data import IGNORE, build_sft_examples, encode_example  # noqa: E402
-from recgen.finetune.trainer import CheckpointError, RankerTrainer, atomic_folder, latest_checkpoint  # noqa: E402
+from recgen.finetune.trainer import RankerTrainer  # noqa: E402
 
 GENRES = ("Drama", "Comedy", "Action", "Horror", "Romance")
 

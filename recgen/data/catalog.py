@@ -41,24 +41,51 @@ class Item:
 
     @classmethod
     def from_dict(cls, row: dict) -> "Item":
+        """An item from a JSON object or CSV row; wrong types are a :class:`DataError` (the caller adds the line)."""
+        item_id = _text(row.get("item_id"), "item_id", None)
+        if not item_id.strip():
+            raise DataError("'item_id' is empty")
         genres = row.get("genres") or row.get("categories") or ()
         if isinstance(genres, str):
             genres = [g.strip() for g in genres.replace("|", ",").split(",") if g.strip()]
+        elif not isinstance(genres, (list, tuple)):
+            raise DataError(f"item {item_id!r}: 'genres' must be a list or a '|'-separated string, "
+                            f"not {type(genres).__name__} {genres!r:.40}")
         year = row.get("year")
         if year in ("", None):
             year = None
         else:
             try:
+                if isinstance(year, bool) or (isinstance(year, float) and not year.is_integer()):
+                    raise ValueError
                 year = int(year)
-            except (TypeError, ValueError) as exc:
-                raise DataError(f"item {row.get('item_id')!r}: year {year!r} is not a whole number") from exc
+            except (TypeError, ValueError, OverflowError):
+                raise DataError(f"item {item_id!r}: year {year!r:.40} is not a whole number") from None
         return cls(
-            item_id=str(row["item_id"]),
-            title=str(row.get("title") or ""),
-            genres=tuple(str(g) for g in genres),
+            item_id=item_id,
+            title=_text(row.get("title"), "title", item_id),
+            genres=tuple(_text(g, "genres", item_id) for g in genres),
             year=year,
-            description=str(row.get("description") or ""),
+            description=_text(row.get("description"), "description", item_id),
         )
+
+
+def _text(value, field: str, item_id: str | None) -> str:
+    """A text field: strings and whole numbers are accepted (ids like ``42``); anything else is an error,
+    as is a string that cannot be written as UTF-8 (a lone surrogate from a JSON escape)."""
+    where = f"item {item_id!r}: " if item_id is not None else ""
+    if value is None:
+        if item_id is None:
+            raise DataError("missing 'item_id'")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{where}{field!r} must be text, not {type(value).__name__} {value!r:.40}")
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{where}{field!r} holds an invalid character (an unpaired surrogate escape)") from None
+    return text
 
 
 @dataclass
@@ -145,7 +172,17 @@ class Catalog:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+            except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
+                raise DataError(f"{source}:{number}: not valid JSON ({exc})") from None
+            except RecursionError:
+                raise DataError(f"{source}:{number}: JSON nested too deeply") from None
             if not isinstance(row, dict) or "item_id" not in row:
                 raise DataError(f"{source}:{number}: each line must be an object with an 'item_id'")
-            items.append(Item.from_dict(row))
-        return cls(items)
+            try:
+                items.append(Item.from_dict(row))
+            except DataError as exc:
+                raise DataError(f"{source}:{number}: {exc}") from None
+        try:
+            return cls(items)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None

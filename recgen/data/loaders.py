@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -17,14 +16,9 @@ from ..errors import DataError
 from ..paths import resolve_dataset_path
 from .catalog import Catalog, Item
 from .dataset import Dataset
+from .files import csv_records, csv_rows, finite_number, need_file, read_text
 
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise DataError(f"missing file {path}")
-    return path
 
 
 def load_movielens_100k(folder: str | Path) -> Dataset:
@@ -33,19 +27,25 @@ def load_movielens_100k(folder: str | Path) -> Dataset:
     Ties in timestamp keep the file's row order (a stable sort), so the split is deterministic.
     """
     folder = resolve_dataset_path(folder)
+    genre_path, item_path, data_path = folder / "u.genre", folder / "u.item", folder / "u.data"
     genre_names = []
-    for line in _need(folder / "u.genre").read_text(encoding="latin-1").splitlines():
+    for number, line in enumerate(read_text(genre_path, "latin-1").splitlines(), 1):
         if line.strip():
-            name, _, number = line.rpartition("|")
-            genre_names.append((int(number), name))
+            name, _, flag = line.rpartition("|")
+            try:
+                genre_names.append((int(flag), name))
+            except ValueError:
+                raise DataError(f"{genre_path}:{number}: expected 'name|number', got {line[:60]!r}") from None
     genre_names = [name for _, name in sorted(genre_names)]
     items = []
-    for number, line in enumerate(_need(folder / "u.item").read_text(encoding="latin-1").splitlines(), 1):
+    for number, line in enumerate(read_text(item_path, "latin-1").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("|")
         if len(fields) < 5 + len(genre_names):
-            raise DataError(f"{folder / 'u.item'}:{number}: expected {5 + len(genre_names)} fields")
+            raise DataError(f"{item_path}:{number}: expected {5 + len(genre_names)} fields")
+        if not fields[0].strip():
+            raise DataError(f"{item_path}:{number}: empty item id")
         flags = fields[5 : 5 + len(genre_names)]
         genres = tuple(g for g, f in zip(genre_names, flags) if f == "1" and g != "unknown")
         title = fields[1].strip()
@@ -54,14 +54,24 @@ def load_movielens_100k(folder: str | Path) -> Dataset:
         if year is None and fields[2][-4:].isdigit():
             year = int(fields[2][-4:])
         items.append(Item(fields[0], title, genres, year))
-    catalog = Catalog(items)
+    try:
+        catalog = Catalog(items)
+    except DataError as exc:
+        raise DataError(f"{item_path}: {exc}") from None
     events: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
-    with _need(folder / "u.data").open(encoding="latin-1") as handle:
-        for row_number, line in enumerate(handle):
-            parts = line.split("\t")
-            if len(parts) < 4:
-                raise DataError(f"{folder / 'u.data'}:{row_number + 1}: expected 4 tab-separated fields")
-            events[parts[0]].append((int(parts[3]), row_number, parts[1]))
+    for number, line in enumerate(read_text(data_path, "latin-1").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 4:
+            raise DataError(f"{data_path}:{number}: expected 4 tab-separated fields")
+        try:
+            stamp = int(parts[3])
+        except ValueError:
+            raise DataError(f"{data_path}:{number}: timestamp {parts[3].strip()[:40]!r} is not a whole number") from None
+        if parts[1] not in catalog:
+            raise DataError(f"{data_path}:{number}: item {parts[1][:40]!r} is not in {item_path.name}")
+        events[parts[0]].append((stamp, number, parts[1]))
     sequences = {user: [item for _, _, item in sorted(rows)] for user, rows in events.items()}
     return Dataset("ml-100k", catalog, sequences)
 
@@ -70,69 +80,80 @@ def load_amazon_sequences(folder: str | Path, name: str | None = None) -> Datase
     """``user_sequence.txt`` (user then items, chronological) + ``item_titles.tsv`` (asin, title).
 
     HTML entities in titles are unescaped; empty titles become ``item <asin>`` (see :class:`Catalog`).
-    Items in sequences but not in the titles file are kept with a placeholder title.
+    Items in sequences but not in the titles file are kept with a placeholder title. A user or asin
+    listed twice is an error (the later line would silently replace the earlier).
     """
     folder = resolve_dataset_path(folder)
+    titles_path, sequences_path = folder / "item_titles.tsv", folder / "user_sequence.txt"
     items: dict[str, Item] = {}
-    with _need(folder / "item_titles.tsv").open(encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None or [h.lower() for h in header[:2]] != ["asin", "title"]:
-            raise DataError(f"{folder / 'item_titles.tsv'}: expected a header 'asin<TAB>title'")
-        for row in reader:
-            if not row or not row[0].strip():
-                continue
-            title = html.unescape(row[1] if len(row) > 1 else "").strip()
-            title = re.sub(r"\s+", " ", title)
-            items[row[0].strip()] = Item(row[0].strip(), title)
+    rows = csv_rows(titles_path, read_text(titles_path), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(rows, (0, None))[1]
+    if header is None or [h.strip().lower() for h in header[:2]] != ["asin", "title"]:
+        raise DataError(f"{titles_path}: expected a header 'asin<TAB>title'")
+    for number, row in rows:
+        if not row or not row[0].strip():
+            continue
+        asin = row[0].strip()
+        if asin in items:
+            raise DataError(f"{titles_path}:{number}: asin {asin[:40]!r} is listed twice")
+        title = html.unescape(row[1] if len(row) > 1 else "").strip()
+        items[asin] = Item(asin, re.sub(r"\s+", " ", title))
     sequences: dict[str, list[str]] = {}
-    for number, line in enumerate(_need(folder / "user_sequence.txt").read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(sequences_path).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) < 2:
-            raise DataError(f"{folder / 'user_sequence.txt'}:{number}: a user with no items")
+            raise DataError(f"{sequences_path}:{number}: a user with no items")
+        if parts[0] in sequences:
+            raise DataError(f"{sequences_path}:{number}: user {parts[0][:40]!r} is listed twice")
         sequences[parts[0]] = parts[1:]
         for asin in parts[1:]:
             if asin not in items:
                 items[asin] = Item(asin, "")
+    if not items:
+        raise DataError(f"{titles_path}: the catalog is empty")
     return Dataset(name or folder.name, Catalog(list(items.values())), sequences)
 
 
 def load_catalog_file(path: str | Path) -> Catalog:
     """Items as JSONL (one object a line) or CSV with a header; columns ``item_id``, ``title`` and
     optionally ``genres`` (``|`` or ``,`` separated), ``year``, ``description``."""
-    path = _need(Path(path))
+    path = need_file(Path(path))
+    text = read_text(path)
     if path.suffix.lower() in (".jsonl", ".json"):
-        return Catalog.from_jsonl_text(path.read_text(encoding="utf-8"), str(path))
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "item_id" not in reader.fieldnames:
-            raise DataError(f"{path}: a CSV catalog needs a header with an 'item_id' column")
-        return Catalog([Item.from_dict(row) for row in reader])
+        return Catalog.from_jsonl_text(text, str(path))
+    _, records = csv_records(path, text, ("item_id",), "a CSV catalog")
+    items = []
+    for number, row in records:
+        try:
+            items.append(Item.from_dict(row))
+        except DataError as exc:
+            raise DataError(f"{path}:{number}: {exc}") from None
+    try:
+        return Catalog(items)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def load_interactions_csv(path: str | Path, catalog: Catalog) -> tuple[dict[str, list[str]], int]:
     """``user,item[,timestamp]`` with a header; returns ordered sequences and the count of rows whose item
-    is not in the catalog (dropped, and reported, rather than failing the whole load)."""
-    path = _need(Path(path))
+    is not in the catalog (dropped, and reported, rather than failing the whole load). A timestamp that is
+    not a finite number is an error naming its line; without timestamps the file order is kept."""
+    path = need_file(Path(path))
     events: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
     dropped = 0
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        if "user" not in fields or "item" not in fields:
-            raise DataError(f"{path}: interactions CSV needs a header with 'user' and 'item' columns")
-        for number, row in enumerate(reader, 2):
-            if row["item"] not in catalog:
-                dropped += 1
-                continue
-            raw = row.get("timestamp") or ""
-            try:
-                stamp = float(raw) if raw else float(number)
-            except ValueError:
-                raise DataError(f"{path}:{number}: timestamp {raw!r} is not a number") from None
-            events[row["user"]].append((stamp, number, row["item"]))
+    _, records = csv_records(path, read_text(path), ("user", "item"), "an interactions CSV")
+    for number, row in records:
+        user, item = row["user"].strip(), row["item"].strip()
+        if not user:
+            raise DataError(f"{path}:{number}: empty 'user'")
+        if item not in catalog:
+            dropped += 1
+            continue
+        raw = (row.get("timestamp") or "").strip()
+        stamp = finite_number(raw, path, number) if raw else float(number)
+        events[user].append((stamp, number, item))
     return {u: [i for _, _, i in sorted(rows)] for u, rows in events.items()}, dropped
 
 

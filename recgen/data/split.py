@@ -47,8 +47,10 @@ class LeaveOneOut:
 def leave_one_out(dataset: Dataset, min_interactions: int = MIN_INTERACTIONS) -> LeaveOneOut:
     """Last item = test target, second last = validation target, the rest = training history.
 
-    Users with fewer than ``min_interactions`` items cannot be split and are counted in ``excluded_users``.
+    Users with fewer than ``min_interactions`` items cannot be split and are counted in ``excluded_users``;
+    a user needs at least 3 items (a history, a validation and a test target), so lower values count as 3.
     """
+    min_interactions = max(min_interactions, MIN_INTERACTIONS)
     splits, excluded = [], 0
     for user_id, seq in dataset.sequences.items():
         if len(seq) < min_interactions:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_folder
 from ..config import RecgenConfig
 from ..data import load_dataset
 from ..errors import DataError
@@ -25,7 +26,6 @@ from ..evaluation.systems.retrieval import RetrievalSystem
 from ..retrieval import Retriever
 from ..retrieval.embedder import DEFAULT_EMBEDDER, embed, resolve_embedder
 from .config import RetrieverFinetuneConfig
-from .trainer import atomic_folder
 
 
 # -- pairs ------------------------------------------------------------------------------------------

@@ -13,19 +13,17 @@ Layout under ``output_dir`` (outside git):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_folder
 from ..data import load_dataset
 from ..errors import ModelLoadError, RecgenError
 from ..evaluation.protocol import EvalData, evaluate_users, mean_of, sample_users
@@ -33,199 +31,24 @@ from ..evaluation.systems.lm import LMSystem
 from ..lm.resolve import resolve_lm
 from ..lm.transformers_backend import TransformersBackend
 from ..pipeline import FittedState, build_retriever
+from .batching import batch_order, collate, supervised_loss
+from .checkpoint import (
+    CheckpointError,
+    check_output_dir,
+    latest_checkpoint,
+    optimizer_from_files,
+    optimizer_to_files,
+    prune_checkpoints,
+    rng_from_files,
+    rng_to_files,
+    scheduler_state,
+    verify_checkpoint,
+)
 from .config import RankerFinetuneConfig
 from .lora import wrap_model
-from .sft_data import IGNORE, build_sft_examples, encode_all
-
-CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "optimizer.json",
-                    "scheduler.json", "rng.safetensors", "rng.json", "trainer_state.json")
-MANIFEST = "manifest.json"
+from .sft_data import build_sft_examples, encode_all
 
 
-class CheckpointError(RecgenError):
-    """A checkpoint folder that is missing files or whose files do not match their recorded hashes."""
-
-
-# -- atomic folders ---------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def atomic_folder(target: Path, write) -> Path:
-    """Call ``write(tmp)`` on a fresh temporary sibling, add a manifest, then rename it to ``target``.
-
-    Any exception (e.g. ``OSError: No space left on device``) removes the temporary folder and leaves an
-    existing ``target`` untouched."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST}
-        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
-        _fsync_tree(tmp)
-        if target.exists():
-            old = target.with_name(f".old-{target.name}-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def verify_folder(folder: Path, required: tuple[str, ...] = ()) -> dict:
-    """Check the manifest and every file's hash; raise :class:`CheckpointError` naming the bad file."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {folder} does not exist")
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise CheckpointError(f"checkpoint {folder} is incomplete: missing {MANIFEST}; refusing to resume from it")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(f"checkpoint {folder}: {MANIFEST} is corrupted; refusing to resume from it") from None
-    for name in required:
-        if name not in files:
-            raise CheckpointError(f"checkpoint {folder}: {name} is not listed in {MANIFEST}; refusing to resume")
-    for name, digest in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {folder} is missing {name}; refusing to resume from it")
-        if _sha256(path) != digest:
-            raise CheckpointError(f"checkpoint {folder}: {name} is corrupted (sha256 mismatch); refusing to resume")
-    return manifest
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    folder = Path(output_dir) / "checkpoints"
-    if not folder.is_dir():
-        return None
-    steps = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
-    return steps[-1] if steps else None
-
-
-# -- state (de)serialisation without pickle -------------------------------------------------------------
-def _optimizer_to_files(optimizer, folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    save_file(tensors, str(folder / "optimizer.safetensors"))
-    (folder / "optimizer.json").write_text(json.dumps({"param_groups": state["param_groups"], "scalars": scalars}))
-
-
-def _optimizer_from_files(optimizer, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    meta = json.loads((folder / "optimizer.json").read_text())
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    for name, value in meta["scalars"].items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _rng_to_files(folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({"torch": torch.get_rng_state()}, str(folder / "rng.safetensors"))
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    (folder / "rng.json").write_text(json.dumps({
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-    }))
-
-
-def _rng_from_files(folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
-    data = json.loads((folder / "rng.json").read_text())
-    version, internal, gauss = data["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = data["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-def _scheduler_state(scheduler) -> dict:
-    state = scheduler.state_dict()
-    state.pop("lr_lambdas", None)
-    return json.loads(json.dumps(state, default=float))
-
-
-# -- batching -------------------------------------------------------------------------------------------
-def batch_order(n_rows: int, lengths: list[int], batch_size: int, epoch: int, seed: int) -> list[list[int]]:
-    """Deterministic per (seed, epoch): shuffle, sort within windows by length (less padding), shuffle batches."""
-    rng = np.random.default_rng(seed * 1000 + epoch)
-    perm = rng.permutation(n_rows).tolist()
-    window = batch_size * 16
-    batches = []
-    for start in range(0, n_rows, window):
-        chunk = sorted(perm[start:start + window], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = rng.permutation(len(batches)).tolist()
-    return [batches[i] for i in order]
-
-
-def collate(rows: list[dict], pad_id: int):
-    """Left padding (as the backend does at inference), explicit position ids, right-aligned labels."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for n, row in enumerate(rows):
-        length = len(row["input_ids"])
-        ids[n, width - length:] = torch.tensor(row["input_ids"])
-        mask[n, width - length:] = 1
-        labels[n, width - length:] = torch.tensor(row["labels"])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, positions, labels
-
-
-def supervised_loss(model, ids, mask, positions, labels) -> tuple[torch.Tensor, int]:
-    """Cross-entropy over supervised tokens only; logits are computed for the trailing positions only."""
-    supervised = (labels != IGNORE).any(dim=0).nonzero()
-    if len(supervised) == 0:
-        raise ValueError("a batch without supervised tokens")
-    keep = ids.shape[1] - int(supervised[0]) + 1
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
-    pred = logits[:, :-1, :].float()
-    target = labels[:, ids.shape[1] - keep + 1:]
-    n = int((target != IGNORE).sum())
-    loss = torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1),
-                                             ignore_index=IGNORE, reduction="sum")
-    return loss / max(n, 1), n
-
-
-# -- the training run ---------------------------------------------------------------------------------------
 class RankerTrainer:
     def __init__(self, config: RankerFinetuneConfig, *, command: str = "", console=None):
         from rich.console import Console
@@ -252,6 +75,7 @@ class RankerTrainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         t0 = time.time()
+        check_output_dir(self.out)  # an output folder holding files recgen did not write fails now, not after training
         self.dataset = dataset or load_dataset(cfg.dataset)
         self.eval_data = EvalData.from_dataset(self.dataset)
         self.splits = self.eval_data.split.splits
@@ -335,23 +159,21 @@ class RankerTrainer:
 
         def write(tmp: Path) -> None:
             self._save_adapter(tmp)
-            _optimizer_to_files(self.optimizer, tmp)
-            (tmp / "scheduler.json").write_text(json.dumps(_scheduler_state(self.scheduler)))
-            _rng_to_files(tmp)
+            optimizer_to_files(self.optimizer, tmp)
+            (tmp / "scheduler.json").write_text(json.dumps(scheduler_state(self.scheduler)))
+            rng_to_files(tmp)
             (tmp / "trainer_state.json").write_text(json.dumps(
                 {**self.state, "config": self.cfg.model_dump(mode="json")}, indent=1))
 
-        target = atomic_folder(self.out / "checkpoints" / f"step-{step:06d}", write)
-        folders = sorted(p for p in (self.out / "checkpoints").iterdir() if p.is_dir() and p.name.startswith("step-"))
-        for old in folders[: -self.cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        target = atomic_folder(self.out / "checkpoints" / f"step-{step:06d}", write, what="ranker checkpoint")
+        prune_checkpoints(self.out, self.cfg.train.keep_checkpoints)
         return target
 
     def resume(self, folder: Path) -> None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        verify_folder(folder, CHECKPOINT_FILES)
+        verify_checkpoint(folder)
         state = json.loads((folder / "trainer_state.json").read_text())
         saved_cfg = state.pop("config", None)
         if saved_cfg is not None:
@@ -361,11 +183,11 @@ class RankerTrainer:
                 raise CheckpointError(f"checkpoint {folder} was made with other settings ({', '.join(differs)}); "
                                       "refusing to resume")
         set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
-        _optimizer_from_files(self.optimizer, folder)
+        optimizer_from_files(self.optimizer, folder)
         sched = json.loads((folder / "scheduler.json").read_text())
         sched["lr_lambdas"] = [None]
         self.scheduler.load_state_dict(sched)
-        _rng_from_files(folder)
+        rng_from_files(folder)
         self.state.update(state)
         self.state["stopped"] = None
         self.console.print(f"resumed from {folder} at step {self.state['step']}")

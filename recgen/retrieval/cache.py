@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..atomic import check_replaceable
 from ..config import RetrievalSettings
 from ..data.catalog import Catalog
 from ..errors import IndexCorruptError, IndexStaleError
@@ -34,6 +35,7 @@ def load_or_build_index(catalog: Catalog, settings: RetrievalSettings, folder: s
             return Retriever.load(folder, catalog, settings, transitions=transitions)
         except (IndexStaleError, IndexCorruptError) as exc:
             log.warning("rebuilding the index: %s", exc)
+        check_replaceable(folder)  # before the (slow) embedding: a folder of someone else's files is refused now
     retriever = Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions)
     retriever.save(folder)
     return retriever

@@ -20,10 +20,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..version import __version__
 from ..errors import RecgenError
-from .protocol import (ChatCompletionRequest, ChatCompletionResponse, ModelList, RecommendationsRequest,
-                       RecommendationsResponse)
+from ..version import __version__
+from .protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ModelList,
+    RecommendationsRequest,
+    RecommendationsResponse,
+)
 from .serving import APIError, RecgenServing, ServerSettings, error_body, error_status
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import asdict, fields
 import numpy as np
 
 from ...paths import cache_dir
-from ..protocol import EvalData, score_rows
+from ..protocol import EvalData, evaluate_users, mean_of, sample_users
 
 #: Per-dataset defaults. max_len and dropout follow the SASRec paper (200 / 0.2 for MovieLens, 50 / 0.5 for
 #: sparse Amazon data). For Beauty, lr 2e-3 with the bfloat16 output layer was chosen on the *validation*
@@ -82,15 +82,12 @@ class SASRecBaseline:
             if log:
                 log(f"sasrec: reusing checkpoint {path} (best epoch {meta.get('train', {}).get('best_epoch')})")
             return
-        positions = np.arange(data.n_users)
-        if self.valid_users and self.valid_users < data.n_users:
-            positions = np.sort(np.random.default_rng(12345).choice(data.n_users, self.valid_users, replace=False))
+        positions = sample_users(data.n_users, self.valid_users, seed=12345)
 
         def validate(model) -> float:
-            scorer = _ModelScorer(model)
-            values = [row["ndcg@10"] for rows in score_rows(scorer, data, "valid", positions, batch_size=1024)
-                      for row in rows]
-            return float(np.mean(values))
+            rows = [row for batch in evaluate_users(_ModelScorer(model), data, "valid", positions, batch_size=1024)
+                    for row in batch]
+            return mean_of(rows)["ndcg@10"]
 
         task = None
         if progress is not None:
