@@ -211,6 +211,8 @@ def _read_json(path: Path):
     except ValueError as exc:
         raise DataError(f"{path} is not valid JSON: {exc}") from None
 
+
+
 def open_dataset(dataset_name: str, config: RecgenConfig | None = None, index_dir: str | Path | None = None,
                  show_progress: bool = False) -> tuple[Dataset, "Recommender"]:
     """Load a dataset by name or path and build its Recommender, reusing the cached index when it matches.

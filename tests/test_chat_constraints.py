@@ -2,25 +2,12 @@
 
 import pytest
 
-from recgen.chat.constraints import (
-    ChatVocabulary,
-    Constraints,
-    apply_constraints,
-    blocked_items,
-    merge_turn,
-    parse_turn,
-    starts_new_request,
-)
+from recgen.chat.constraints import (ChatVocabulary, Constraints, apply_constraints, blocked_items, merge_turn,
+                                     parse_turn, starts_new_request)
 from recgen.data import Catalog, Item
 from recgen.errors import InvalidRequestError
-from recgen.server.chat_state import (
-    ChatContext,
-    items_in_reply,
-    message_text,
-    render_reply,
-    state_from_messages,
-    unsupported_names,
-)
+from recgen.server.chat_state import (ChatContext, items_in_reply, message_text, render_reply, state_from_messages,
+                                      unsupported_names)
 from recgen.types import Recommendation
 
 # A project-made catalog with invented titles (no dataset rows).

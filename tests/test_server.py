@@ -15,12 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from builders import make_dataset
 from fastapi.testclient import TestClient
 
 from recgen import RecgenConfig, Recommender
 from recgen.server.app import create_app
 from recgen.server.serving import ServerSettings
+
+from builders import make_dataset
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -75,9 +75,10 @@ def run_on_ray(todo: list[BatchRequest], emit: Callable[[list[str]], None], *, d
                on_ready: Callable[[], None] | None = None, num_gpus: float = 0.0) -> None:
     """Run ``todo`` on local Ray (or the cluster ``RAY_ADDRESS`` points to) and ``emit`` result lines."""
     ray = _import_ray()
+    from ..retrieval.cache import index_folder
     from ..data import load_dataset
     from ..paths import resolve_dataset_path
-    from ..retrieval.cache import index_folder, load_or_build_index
+    from ..retrieval.cache import load_or_build_index
     from .runner import thread_count
 
     # Resolve the dataset and build the retrieval index once, in the driver; actors only load them.

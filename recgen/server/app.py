@@ -20,15 +20,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import RecgenError
 from ..version import __version__
-from .protocol import (
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ModelList,
-    RecommendationsRequest,
-    RecommendationsResponse,
-)
+from ..errors import RecgenError
+from .protocol import (ChatCompletionRequest, ChatCompletionResponse, ModelList, RecommendationsRequest,
+                       RecommendationsResponse)
 from .serving import APIError, RecgenServing, ServerSettings, error_body, error_status
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ..chat.constraints import ChatVocabulary, Constraints, blocked_items, merge_turn, parse_turn, starts_new_request
+from ..chat.constraints import (ChatVocabulary, Constraints, blocked_items, merge_turn, parse_turn,
+                                starts_new_request)
 from ..data.catalog import Catalog, Item
 from ..errors import InvalidRequestError
-from ..ranking.reasons import unsupported_names
-from ..ranking.reasons import words_of as _words
+from ..ranking.reasons import short_title, words_of as _words, unsupported_names
 from ..types import Recommendation
 
 _ITEM_LINE = re.compile(r"^\s*(\d+)[.)]\s+(.+?)\s+\[item ([^\]\s]+)\]")

@@ -22,22 +22,9 @@ from typing import Any, AsyncIterator, Callable
 from ..errors import InvalidRequestError
 from ..types import RecommendRequest
 from .chat_state import ChatContext, ChatReply, chat_turn, message_text
-from .protocol import (
-    ChatChoice,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ChatResponseMessage,
-    ChunkChoice,
-    DeltaMessage,
-    ModelCard,
-    ModelList,
-    RecgenChatOptions,
-    RecommendationsRequest,
-    RecommendationsResponse,
-    Usage,
-    _id,
-)
+from .protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+                       ChatResponseMessage, ChunkChoice, DeltaMessage, ModelCard, ModelList,
+                       RecgenChatOptions, RecommendationsRequest, RecommendationsResponse, Usage, _id)
 
 log = logging.getLogger(__name__)
 
