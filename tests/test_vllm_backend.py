@@ -31,6 +31,16 @@ def _prompt(prefix: str = "") -> ChatPrompt:
                        {"role": "user", "content": "Candidates:\nA. Fargo\nB. Heat\nC. Alien"}], prefix)
 
 
+def _adapter_folder(folder: Path, **config) -> Path:
+    """A minimal peft-shaped adapter folder: the config plus a (tiny, valid) adapter_model.safetensors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **config}))
+    save_file({"lora_A": np.zeros((1, 1), dtype=np.float32)}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
 # -- pure request building ----------------------------------------------------------------------
 def test_score_params_constrain_to_labels_and_ask_one_logprob_each():
     params = vb.build_sampling_params("score", label_ids=[32, 33, 34])
@@ -63,17 +73,20 @@ def test_llm_kwargs_enable_prefix_caching_and_lora_only_with_an_adapter(tmp_path
     assert plain["enable_prefix_caching"] is True
     assert plain["logprobs_mode"] == "processed_logprobs" and plain["max_logprobs"] >= 26
     assert "enable_lora" not in plain
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12, "target_modules": ["q_proj"]}))
+    _adapter_folder(tmp_path, r=12, target_modules=["q_proj"])
     lora = vb.build_llm_kwargs("/models/base", adapter=str(tmp_path))
     assert lora["enable_lora"] is True and lora["max_lora_rank"] == 16 and lora["max_loras"] == 1
 
 
 def test_adapters_vllm_cannot_load_are_refused_early(tmp_path):
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": ["lm_head"]}))
+    _adapter_folder(tmp_path, r=8, modules_to_save=["lm_head"])
     with pytest.raises(ModelLoadError, match="modules_to_save"):
         vb.adapter_rank(tmp_path)
-    with pytest.raises(ModelLoadError, match="adapter_config.json"):
+    with pytest.raises(ModelLoadError, match="does not exist"):
         vb.adapter_rank(tmp_path / "missing")
+    (tmp_path / "no-config").mkdir()
+    with pytest.raises(ModelLoadError, match="adapter_config.json"):
+        vb.adapter_rank(tmp_path / "no-config")
     with pytest.raises(ModelLoadError):
         vb.lora_rank_limit(1024)
 

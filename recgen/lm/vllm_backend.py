@@ -34,7 +34,9 @@ from pathlib import Path
 from ..config import MAX_CANDIDATES, LMSettings
 from ..errors import ModelLoadError
 from .backend import ChatTokenizing
+from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
 from .prompt import ChatPrompt
+from .resolve import resolve_lm
 
 VLLM_MISSING = (
     "vLLM is not installed: pip install 'recgen[vllm]' (needs a CUDA GPU; it pins torch 2.14 and its own "
@@ -104,21 +106,27 @@ def build_llm_kwargs(model: str, *, adapter: str | None = None, trust_remote_cod
     return kwargs
 
 
+def engine_kwargs(settings: LMSettings, **llm_options) -> dict:
+    """``vllm.LLM`` arguments for settings, after checking the model and adapter files (no vLLM needed)."""
+    model = resolve_lm(settings.model)
+    check_model_folder(model)
+    return build_llm_kwargs(model, adapter=settings.adapter, trust_remote_code=settings.trust_remote_code,
+                            **llm_options)
+
+
 def adapter_rank(adapter: str | Path) -> int:
     """The ``r`` of a peft adapter folder; refuses what vLLM cannot load (modules_to_save)."""
-    config_file = Path(adapter) / "adapter_config.json"
-    if not config_file.is_file():
-        raise ModelLoadError(f"adapter folder {adapter} has no adapter_config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as exc:
-        raise ModelLoadError(f"{config_file}: {exc}") from None
+    config = check_adapter_folder(adapter)
     if config.get("modules_to_save"):
         raise ModelLoadError(
             f"adapter {adapter} saves whole modules ({', '.join(config['modules_to_save'])}); vLLM rejects "
             "LoRA adapters with modules_to_save: retrain without it, or merge it (merge_and_unload) and pass --lm"
         )
-    return int(config.get("r", 8))
+    try:
+        return int(config.get("r", 8))
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"{Path(adapter) / 'adapter_config.json'}: r must be a whole number, not "
+                             f"{config.get('r')!r}; retrain the adapter or fix the file") from None
 
 
 def lora_rank_limit(rank: int) -> int:
@@ -298,13 +306,10 @@ class VLLMBackend(ChatTokenizing):
         if settings.model and str(settings.model).startswith(("http://", "https://")):
             return VLLMServerBackend.from_settings(settings)
         vllm = _import_vllm()
-        from .resolve import resolve_lm
-
-        kwargs = build_llm_kwargs(resolve_lm(settings.model), adapter=settings.adapter,
-                                  trust_remote_code=settings.trust_remote_code, **llm_options)
+        kwargs = engine_kwargs(settings, **llm_options)
         try:
             llm = vllm.LLM(**kwargs)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except LOAD_ERRORS as exc:
             raise ModelLoadError(f"vLLM cannot load {kwargs['model']!r}: {exc}") from None
         lora = None
         if settings.adapter:
