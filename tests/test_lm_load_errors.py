@@ -13,7 +13,8 @@ import pytest
 
 from recgen.config import LMSettings
 from recgen.errors import ModelLoadError
-from recgen.lm import vllm_backend as vb
+from recgen.lm import vllm_engine as ve
+from recgen.lm import vllm_requests as vr
 from recgen.lm.transformers_backend import TransformersBackend
 
 
@@ -163,19 +164,19 @@ def test_vllm_adapter_checks_refuse_broken_adapters(tmp_path, tiny_adapter_dir):
         shutil.copytree(tiny_adapter_dir, adapter)
         ADAPTER_BREAKS[case][0](adapter)
         with pytest.raises(ModelLoadError, match=ADAPTER_BREAKS[case][1]):
-            vb.build_llm_kwargs("/models/base", adapter=str(adapter))
+            vr.build_llm_kwargs("/models/base", adapter=str(adapter))
     adapter = tmp_path / "bad-rank"
     shutil.copytree(tiny_adapter_dir, adapter)
     _edit_json(adapter / "adapter_config.json", r="eight")
     with pytest.raises(ModelLoadError, match="whole number"):
-        vb.adapter_rank(adapter)
-    assert vb.adapter_rank(tiny_adapter_dir) == 4
+        vr.adapter_rank(adapter)
+    assert vr.adapter_rank(tiny_adapter_dir) == 4
 
 
 def test_vllm_engine_arguments_check_the_model_folder(tmp_path, tiny_lm_dir, tiny_adapter_dir):
     folder = _model_copy(tiny_lm_dir, tmp_path)
-    ok = vb.engine_kwargs(LMSettings(backend="vllm", model=str(folder), adapter=str(tiny_adapter_dir)))
+    ok = ve.engine_kwargs(LMSettings(backend="vllm", model=str(folder), adapter=str(tiny_adapter_dir)))
     assert ok["model"] == str(folder) and ok["max_lora_rank"] == 8 and ok["trust_remote_code"] is False
     _truncate(folder / "model.safetensors")
     with pytest.raises(ModelLoadError, match="model.safetensors"):
-        vb.engine_kwargs(LMSettings(backend="vllm", model=str(folder)))
+        ve.engine_kwargs(LMSettings(backend="vllm", model=str(folder)))
