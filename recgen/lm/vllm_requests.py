@@ -9,7 +9,7 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   the engine runs with ``logprobs_mode="processed_logprobs"`` (set here; for a server pass
   ``--logprobs-mode processed_logprobs``), so that the top-N returned are exactly the labels
   (renormalised over them, which keeps their order). ``exact_label_logprobs=True`` also asks for
-  ``SamplingParams.logprob_token_ids`` (newer vLLM; see :func:`supports_label_logprobs`), the labels'
+  ``SamplingParams.logprob_token_ids`` (newer vLLM; see :func:`.vllm_engine.supports_label_logprobs`), the labels'
   own log-probabilities; it is off by default. A label absent from the returned list scores
   :data:`MISSING_LOGPROB`.
 * **generate** — structured outputs with a JSON schema ``{"items": [label, ...]}`` of exactly ``k``
