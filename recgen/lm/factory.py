@@ -9,7 +9,7 @@ from .backend import LMBackend
 def make_backend(settings: LMSettings) -> LMBackend:
     """The transformers backend (the zero-setup default) or vLLM (in-process engine, or a server URL)."""
     if settings.backend == "vllm":
-        from .vllm_backend import VLLMBackend
+        from .vllm_engine import VLLMBackend
 
         return VLLMBackend.from_settings(settings)
     from .transformers_backend import TransformersBackend

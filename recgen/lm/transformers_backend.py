@@ -15,6 +15,7 @@ import torch
 from ..config import LMSettings
 from ..errors import ModelLoadError
 from .backend import ChatTokenizing
+from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
 
@@ -38,19 +39,27 @@ class TransformersBackend(ChatTokenizing):
     # -- loading ------------------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: LMSettings) -> "TransformersBackend":
+        """Load ``settings.model`` (+ adapter); any broken file is a ModelLoadError naming it."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if settings.threads:
             torch.set_num_threads(settings.threads)
         path = resolve_lm(settings.model)
+        check_model_folder(path)
+        fix = ("check that it is a Hugging Face causal-LM folder with tokenizer files and safetensors weights "
+               "(or a hub id), or re-download / re-save it")
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
+        except LOAD_ERRORS as exc:
+            raise ModelLoadError(f"cannot load the tokenizer of language model {settings.model or path!r}: "
+                                 f"{_gist(exc)}; {fix}") from None
+        try:
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch.float32 if settings.device == "cpu" else "auto",
                 trust_remote_code=settings.trust_remote_code, use_safetensors=True,  # never unpickle weights
             )
-        except OSError as exc:
-            raise ModelLoadError(f"cannot load language model {settings.model or path!r}: {exc}") from None
+        except LOAD_ERRORS as exc:
+            raise ModelLoadError(f"cannot load language model {settings.model or path!r}: {_gist(exc)}; {fix}") from None
         if settings.adapter:
             model = load_adapter(model, settings.adapter)
         return cls(model.to(settings.device), tokenizer, settings.device)
@@ -170,12 +179,21 @@ def _common_prefix_length(rows: list[list[int]]) -> int:
 
 
 def load_adapter(model, adapter: str):
-    """Apply a peft LoRA adapter folder; refuse folders without ``adapter_model.safetensors``."""
+    """Apply a peft LoRA adapter folder: safetensors only (``adapter_model.bin`` is a pickle and refused);
+    a broken or mismatched adapter is a ModelLoadError naming the folder."""
     from peft import PeftModel
 
-    folder = Path(adapter)
-    if not (folder / "adapter_config.json").is_file():
-        raise ModelLoadError(f"adapter folder {adapter} has no adapter_config.json")
-    if not (folder / "adapter_model.safetensors").is_file():
-        raise ModelLoadError(f"adapter folder {adapter} has no adapter_model.safetensors (only safetensors is loaded)")
-    return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    check_adapter_folder(adapter)  # peft reads adapter_model.safetensors when it exists, never the .bin
+    try:
+        return PeftModel.from_pretrained(model, str(Path(adapter).expanduser()), is_trainable=False)
+    except LOAD_ERRORS as exc:
+        raise ModelLoadError(
+            f"adapter {adapter} cannot be applied to this language model ({_gist(exc)}): use the base model "
+            "it was trained on (its adapter_config.json names it) or retrain the adapter"
+        ) from None
+
+
+def _gist(exc: BaseException) -> str:
+    """The gist of a library error: one line, at most 300 characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:299] + "…"

@@ -1,4 +1,9 @@
-"""Prompt templates are Jinja2 files (``prompts/`` in the repo, ``recgen/prompts`` in the wheel)."""
+"""Prompt templates are Jinja2 files (``prompts/`` in the repo, ``recgen/prompts`` in the wheel).
+
+``prompt.prompts_dir`` comes from a config file, so a template is untrusted input: it is rendered in
+Jinja2's immutable sandbox (no ``__globals__``/``__class__`` walks, no mutating the values passed in),
+and anything the sandbox refuses is a :class:`~recgen.errors.ConfigError` naming the template.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import ConfigError
 from ..lm.prompt import ChatPrompt
@@ -19,22 +26,33 @@ def default_prompts_dir() -> Path:
 
 
 @lru_cache(maxsize=8)
-def _environment(folder: str) -> jinja2.Environment:
+def _environment(folder: str) -> ImmutableSandboxedEnvironment:
     path = Path(folder)
     if not path.is_dir():
         raise ConfigError(f"prompt folder {folder} does not exist")
-    return jinja2.Environment(
+    return ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined, autoescape=False,
         keep_trailing_newline=False,
     )
 
 
 def render(name: str, folder: str | None = None, **values) -> str:
-    env = _environment(str(folder or default_prompts_dir()))
+    folder = str(folder or default_prompts_dir())
+    env = _environment(folder)
+    where = Path(folder) / f"{name}.jinja"
     try:
         return env.get_template(f"{name}.jinja").render(**values).strip()
     except jinja2.TemplateNotFound:
-        raise ConfigError(f"prompt template {name}.jinja not found in {folder or default_prompts_dir()}") from None
+        raise ConfigError(f"prompt template {name}.jinja not found in {folder}") from None
+    except SecurityError as exc:
+        raise ConfigError(f"prompt template {where} tries something unsafe and was not rendered ({exc}); "
+                          "templates may only format the values they are given") from None
+    except TemplateSyntaxError as exc:
+        raise ConfigError(f"prompt template {exc.filename or where}, line {exc.lineno}: {exc.message}") from None
+    except UndefinedError as exc:
+        raise ConfigError(f"prompt template {where} uses a value it is not given: {exc.message}") from None
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"prompt template {where} cannot be rendered: {exc}") from None
 
 
 def chat(name: str, folder: str | None = None, response_prefix: str = "", **values) -> ChatPrompt:

@@ -1,8 +1,6 @@
-"""vLLM backends (GPU): in-process ``vllm.LLM`` and a client for a running ``vllm serve`` server.
-
-vLLM is an optional extra (``pip install 'recgen[vllm]'``): its PyPI wheel is CUDA-only and pins its
-own torch, so it never enters the default (CPU) install or CI. It is imported lazily; everything
-that builds requests or reads responses is a pure function over plain dicts, tested without vLLM.
+"""What recgen sends to vLLM and reads back, as pure functions over plain dicts (no vLLM needed):
+sampling-parameter specs and engine arguments for the in-process engine (:mod:`.vllm_engine`), chat
+completion bodies for a ``vllm serve`` server (:mod:`.vllm_client`), and the parsing of both answers.
 
 How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
 
@@ -11,7 +9,7 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   the engine runs with ``logprobs_mode="processed_logprobs"`` (set here; for a server pass
   ``--logprobs-mode processed_logprobs``), so that the top-N returned are exactly the labels
   (renormalised over them, which keeps their order). ``exact_label_logprobs=True`` also asks for
-  ``SamplingParams.logprob_token_ids`` (newer vLLM; see :func:`supports_label_logprobs`), the labels'
+  ``SamplingParams.logprob_token_ids`` (newer vLLM; see :func:`.vllm_engine.supports_label_logprobs`), the labels'
   own log-probabilities; it is off by default. A label absent from the returned list scores
   :data:`MISSING_LOGPROB`.
 * **generate** — structured outputs with a JSON schema ``{"items": [label, ...]}`` of exactly ``k``
@@ -28,26 +26,20 @@ from __future__ import annotations
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..config import MAX_CANDIDATES, LMSettings
+from ..config import MAX_CANDIDATES
 from ..errors import ModelLoadError
-from .backend import ChatTokenizing
+from .checks import check_adapter_folder
 from .prompt import ChatPrompt
 
-VLLM_MISSING = (
-    "vLLM is not installed: pip install 'recgen[vllm]' (needs a CUDA GPU; it pins torch 2.14 and its own "
-    "transformers range, so install it in a separate environment from recgen's CPU default)"
-)
 #: Score of a label that vLLM did not return among the top log-probabilities (finite, so JSON-safe).
 MISSING_LOGPROB = -1.0e4
 #: LoRA ranks vLLM accepts for ``max_lora_rank``.
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
-ADAPTER_NAME = "recgen-adapter"
 
 
-# -- pure request building (no vLLM needed) ----------------------------------------------------
+# -- request building -------------------------------------------------------------------------
 def label_json_schema(labels: list[str], k: int) -> dict:
     """``{"items": [k labels]}``; enum does not make them distinct (checked afterwards)."""
     return {
@@ -106,19 +98,17 @@ def build_llm_kwargs(model: str, *, adapter: str | None = None, trust_remote_cod
 
 def adapter_rank(adapter: str | Path) -> int:
     """The ``r`` of a peft adapter folder; refuses what vLLM cannot load (modules_to_save)."""
-    config_file = Path(adapter) / "adapter_config.json"
-    if not config_file.is_file():
-        raise ModelLoadError(f"adapter folder {adapter} has no adapter_config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as exc:
-        raise ModelLoadError(f"{config_file}: {exc}") from None
+    config = check_adapter_folder(adapter)
     if config.get("modules_to_save"):
         raise ModelLoadError(
             f"adapter {adapter} saves whole modules ({', '.join(config['modules_to_save'])}); vLLM rejects "
             "LoRA adapters with modules_to_save: retrain without it, or merge it (merge_and_unload) and pass --lm"
         )
-    return int(config.get("r", 8))
+    try:
+        return int(config.get("r", 8))
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"{Path(adapter) / 'adapter_config.json'}: r must be a whole number, not "
+                             f"{config.get('r')!r}; retrain the adapter or fix the file") from None
 
 
 def lora_rank_limit(rank: int) -> int:
@@ -228,13 +218,17 @@ def finalize_labels(picked: list[str], labels: list[str], k: int, fallback_order
     return out
 
 
-def parse_chat_text(response: dict) -> str:
-    """The assistant text of a chat completion, cut at the first newline."""
+def chat_content(response: dict) -> str:
+    """The assistant text of a chat completion (``choices[0].message.content``)."""
     try:
-        text = response["choices"][0]["message"]["content"] or ""
+        return response["choices"][0]["message"]["content"] or ""
     except (KeyError, IndexError, TypeError):
         raise ModelLoadError("the vLLM server's answer is not a chat completion (no choices[0].message)") from None
-    return text.split("\n", 1)[0].strip()
+
+
+def parse_chat_text(response: dict) -> str:
+    """The assistant text of a chat completion, cut at the first newline."""
+    return chat_content(response).split("\n", 1)[0].strip()
 
 
 def _needs_fill(lists: list[list[str]], k: list[int], labels: list[list[str]]) -> list[int]:
@@ -245,104 +239,7 @@ def _score_order(labels: list[str], scores: list[float]) -> list[str]:
     return [label for label, _ in sorted(zip(labels, scores), key=lambda pair: -pair[1])]
 
 
-# -- the in-process engine --------------------------------------------------------------------
-def _import_vllm():
-    try:
-        import vllm
-    except ImportError:
-        raise ModelLoadError(VLLM_MISSING) from None
-    return vllm
-
-
-def to_vllm_sampling_params(spec: dict):
-    """A :func:`build_sampling_params` dict → ``vllm.SamplingParams`` (fields this vLLM lacks are dropped)."""
-    _import_vllm()
-    from vllm import SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
-
-    spec = dict(spec)
-    structured = spec.pop("structured_outputs", None)
-    if structured is not None:
-        spec["structured_outputs"] = StructuredOutputsParams(**structured)
-    known = set(getattr(SamplingParams, "__struct_fields__", ())) or None
-    if known is not None:
-        spec = {k: v for k, v in spec.items() if k in known}
-    return SamplingParams(**spec)
-
-
-def supports_label_logprobs() -> bool:
-    """Whether the installed vLLM has ``SamplingParams.logprob_token_ids``."""
-    from vllm import SamplingParams
-
-    return "logprob_token_ids" in set(getattr(SamplingParams, "__struct_fields__", ()))
-
-
-class VLLMBackend(ChatTokenizing):
-    """:class:`~recgen.lm.backend.LMBackend` over an in-process ``vllm.LLM`` (one engine per GPU)."""
-
-    name = "vllm"
-
-    def __init__(self, llm, tokenizer=None, lora_request=None, exact_label_logprobs: bool = False,
-                 make_params=None):
-        self.llm = llm
-        self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
-        self.lora_request = lora_request
-        self.exact_label_logprobs = exact_label_logprobs
-        #: spec dict → the engine's sampling params (vLLM's classes; tests pass a stand-in engine and identity)
-        self.make_params = make_params or to_vllm_sampling_params
-        self._label_cache: dict[str, int] = {}
-
-    @classmethod
-    def from_settings(cls, settings: LMSettings, **llm_options):
-        """``settings.model`` may also be the URL of a ``vllm serve`` server (then :class:`VLLMServerBackend`)."""
-        if settings.model and str(settings.model).startswith(("http://", "https://")):
-            return VLLMServerBackend.from_settings(settings)
-        vllm = _import_vllm()
-        from .resolve import resolve_lm
-
-        kwargs = build_llm_kwargs(resolve_lm(settings.model), adapter=settings.adapter,
-                                  trust_remote_code=settings.trust_remote_code, **llm_options)
-        try:
-            llm = vllm.LLM(**kwargs)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"vLLM cannot load {kwargs['model']!r}: {exc}") from None
-        lora = None
-        if settings.adapter:
-            from vllm.lora.request import LoRARequest
-
-            lora = LoRARequest(ADAPTER_NAME, 1, str(Path(settings.adapter).resolve()))
-        return cls(llm, lora_request=lora)
-
-    # -- prompts ------------------------------------------------------------------------------
-    def _generate(self, prompts: list[ChatPrompt], specs: list[dict]):
-        inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
-        params = [self.make_params(s) for s in specs]
-        return self.llm.generate(inputs, params, lora_request=self.lora_request, use_tqdm=False)
-
-    # -- LMBackend ----------------------------------------------------------------------------
-    def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
-        ids = [[self.label_id(l) for l in row] for row in labels]
-        specs = [build_sampling_params("score", label_ids=row, exact_label_logprobs=self.exact_label_logprobs)
-                 for row in ids]
-        outputs = self._generate(prompts, specs)
-        scores = []
-        for output, row in zip(outputs, ids):
-            steps = output.outputs[0].logprobs or [{}]
-            scores.append(scores_from_token_logprobs(dict(steps[0]), row))
-        return scores
-
-    def generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:
-        specs = [build_sampling_params("generate", labels=row, k=want) for row, want in zip(labels, k)]
-        outputs = self._generate(prompts, specs)
-        picked = [parse_generated_labels(o.outputs[0].text, row) for o, row in zip(outputs, labels)]
-        return _fill_short(self, prompts, labels, k, picked)
-
-    def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        outputs = self._generate(prompts, [build_sampling_params("text", max_tokens=max_new_tokens)] * len(prompts))
-        return [o.outputs[0].text.split("\n", 1)[0].strip() for o in outputs]
-
-
-def _fill_short(backend, prompts, labels, k, picked) -> list[list[str]]:
+def fill_short(backend, prompts, labels, k, picked) -> list[list[str]]:
     """De-duplicate generated lists; fill short ones from score-mode order (one scoring pass for those)."""
     short = _needs_fill(picked, k, labels)
     orders: dict[int, list[str]] = {}
@@ -350,85 +247,3 @@ def _fill_short(backend, prompts, labels, k, picked) -> list[list[str]]:
         scores = backend.score_labels([prompts[n] for n in short], [labels[n] for n in short])
         orders = {n: _score_order(labels[n], row) for n, row in zip(short, scores)}
     return [finalize_labels(row, labs, want, orders.get(n)) for n, (row, labs, want) in enumerate(zip(picked, labels, k))]
-
-
-# -- a running `vllm serve` -------------------------------------------------------------------
-class VLLMServerBackend:
-    """:class:`~recgen.lm.backend.LMBackend` over ``vllm serve BASE --enable-lora --lora-modules name=path``.
-
-    Start the server with ``--logprobs-mode processed_logprobs --max-logprobs 26`` so score mode sees
-    every label. Requests are sent concurrently (``concurrency``) so the server can batch them."""
-
-    name = "vllm-server"
-
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
-                 concurrency: int = 16, client=None):
-        import httpx
-
-        self.base_url = base_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
-        self.model = model
-        self.concurrency = concurrency
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = client or httpx.Client(timeout=timeout, headers=headers)
-
-    @classmethod
-    def from_settings(cls, settings: LMSettings) -> "VLLMServerBackend":
-        """``lm`` = server URL; ``adapter`` = the served LoRA name (else the server's first model)."""
-        import os
-
-        backend = cls(settings.model, settings.adapter or "", api_key=os.environ.get("RECGEN_VLLM_API_KEY"))
-        if not backend.model:
-            models = backend._request("GET", "/models")
-            try:
-                backend.model = models["data"][0]["id"]
-            except (KeyError, IndexError, TypeError):
-                raise ModelLoadError(f"the vLLM server at {settings.model} lists no models") from None
-        return backend
-
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        import httpx
-
-        url = self.base_url + path if not path.startswith("/tokenize") else self.base_url[: -len("/v1")] + path
-        try:
-            reply = self.client.request(method, url, json=body)
-        except httpx.HTTPError as exc:
-            raise ModelLoadError(f"cannot reach the vLLM server at {self.base_url}: {exc}") from None
-        if reply.status_code >= 400:
-            try:
-                message = reply.json().get("error", {}).get("message") or reply.text
-            except ValueError:
-                message = reply.text
-            raise ModelLoadError(f"the vLLM server answered {reply.status_code}: {message[:500]}")
-        return reply.json()
-
-    def _chat_all(self, bodies: list[dict]) -> list[dict]:
-        if len(bodies) <= 1:
-            return [self._request("POST", "/chat/completions", b) for b in bodies]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
-            return list(pool.map(lambda b: self._request("POST", "/chat/completions", b), bodies))
-
-    def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
-        replies = self._chat_all([build_chat_request(p, self.model, "score", labels=row) for p, row in zip(prompts, labels)])
-        return [parse_score_response(r, row) for r, row in zip(replies, labels)]
-
-    def generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:
-        replies = self._chat_all([build_chat_request(p, self.model, "generate", labels=row, k=want)
-                                  for p, row, want in zip(prompts, labels, k)])
-        picked = [parse_generated_labels(r["choices"][0]["message"]["content"] or "", row) for r, row in zip(replies, labels)]
-        return _fill_short(self, prompts, labels, k, picked)
-
-    def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        replies = self._chat_all([build_chat_request(p, self.model, "text", max_tokens=max_new_tokens) for p in prompts])
-        return [parse_chat_text(r) for r in replies]
-
-    def count_tokens(self, prompt: ChatPrompt) -> int:
-        """vLLM's ``/tokenize`` endpoint applies the served chat template."""
-        body = build_chat_request(prompt, self.model, "text", max_tokens=1)
-        request = {k: body[k] for k in ("model", "messages") if k in body}
-        if prompt.response_prefix:
-            request.update(add_generation_prompt=False, continue_final_message=True)
-        else:
-            request["add_generation_prompt"] = True
-        return int(self._request("POST", "/tokenize", request)["count"])

