@@ -66,6 +66,8 @@ class LMSettings(_Settings):
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default all cores")
     trust_remote_code: bool = False
+    timeout_s: float = Field(120.0, gt=0, description="seconds one request to a vLLM server (lm.model = its URL) "
+                             "may take; raise it for LoRA batches on a CPU server")
 
 
 #: Flat keys of configs written before the groups existed (and of adapters trained then): key → (group, field).

@@ -192,10 +192,13 @@ def test_server_timeout_is_a_parameter_and_its_error_names_it():
 
     backend = vc.VLLMServerBackend("http://gpu-box:8000", "m", timeout_s=7.5,
                                    client=httpx.Client(transport=httpx.MockTransport(slow)))
-    with pytest.raises(ModelLoadError, match=r"within timeout_s=7.5 s.*raise timeout_s"):
+    with pytest.raises(ModelLoadError, match=r"within timeout_s=7.5 s.*raise the config setting lm.timeout_s"):
         backend.generate_text([_prompt()], 4)
     assert seen[-1]["read"] == 7.5  # the parameter reaches the request, even with a caller's client
     assert vc.VLLMServerBackend("http://gpu-box:8000", "m").timeout_s == vc.DEFAULT_TIMEOUT_S
+    from recgen.config import RecgenConfig
+
+    assert RecgenConfig(lm={"timeout_s": 900}).lm.timeout_s == 900.0  # the config setting the message names
     own = vc.VLLMServerBackend("http://gpu-box:8000", "m", timeout_s=3)
     assert own.client.timeout.read == 3.0
     with pytest.raises(ModelLoadError, match="timeout_s"):

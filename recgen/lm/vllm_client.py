@@ -50,10 +50,10 @@ class VLLMServerBackend:
         self.client = client or httpx.Client(timeout=self.timeout_s, headers=headers)
 
     @classmethod
-    def from_settings(cls, settings: LMSettings, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> "VLLMServerBackend":
+    def from_settings(cls, settings: LMSettings, *, timeout_s: float | None = None) -> "VLLMServerBackend":
         """``lm`` = server URL; ``adapter`` = the served LoRA name (else the server's first model)."""
         backend = cls(settings.model, settings.adapter or "", api_key=os.environ.get("RECGEN_VLLM_API_KEY"),
-                      timeout_s=timeout_s)
+                      timeout_s=timeout_s or settings.timeout_s)
         if not backend.model:
             models = backend._request("GET", "/models")
             try:
@@ -69,8 +69,8 @@ class VLLMServerBackend:
         except httpx.TimeoutException as exc:
             raise ModelLoadError(
                 f"the vLLM server at {self.base_url} did not answer {path} within timeout_s={self.timeout_s:g} s "
-                f"({type(exc).__name__}): raise timeout_s (VLLMServerBackend(..., timeout_s=...) or "
-                "from_settings(settings, timeout_s=...)), send smaller batches, or check that the server is not overloaded"
+                f"({type(exc).__name__}): raise the config setting lm.timeout_s "
+                "(RecgenConfig(lm={\"timeout_s\": ...})), send smaller batches, or check that the server is not overloaded"
             ) from None
         except httpx.HTTPError as exc:
             raise ModelLoadError(f"cannot reach the vLLM server at {self.base_url}: {exc}") from None
