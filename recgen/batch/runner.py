@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..config import RecgenConfig
-from ..errors import DataError, RecgenError
-from ..types import RecommendRequest
-from .io import BatchRequest, ResultWriter, done_ids, output_line, read_requests, repair_tail, write_errors
+from ..errors import DataError
+from ..recommender import open_dataset
+from .io import ResultWriter, done_ids, read_requests, repair_tail, write_errors
+from .jobs import process_requests
+from .ray_runner import run_on_ray
 
 log = logging.getLogger(__name__)
 
@@ -55,49 +56,6 @@ class BatchSummary:
 def default_errors_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.stem + ".errors.jsonl")
-
-
-def resolve_user(request: RecommendRequest, dataset) -> RecommendRequest:
-    """Replace ``user`` by that user's history (followed by any ``history`` given in the request)."""
-    if request.user is None:
-        return request
-    if dataset is None:
-        raise DataError("a request names a `user`, but no dataset is loaded")
-    history = list(dataset.history(request.user)) + list(request.history or [])
-    return request.model_copy(update={"user": None, "history": history})
-
-
-def _failure(item: BatchRequest, exc: BaseException) -> str:
-    if isinstance(exc, RecgenError):
-        return output_line(item, error=exc, status_code=400)
-    log.warning("request %s (line %d) failed: %s: %s", item.custom_id, item.line, type(exc).__name__, exc)
-    return output_line(item, error=exc, status_code=500)
-
-
-def process_requests(recommender, dataset, items: list[BatchRequest]) -> list[str]:
-    """Result lines for ``items`` (same order). LM ranking is batched across the items; a request that
-    cannot be served (unknown user or item, bad k, ...) gets an error line and does not stop the others."""
-    lines: list[str | None] = [None] * len(items)
-    ready: list[tuple[int, RecommendRequest]] = []
-    for n, item in enumerate(items):
-        try:
-            ready.append((n, resolve_user(item.request, dataset)))
-        except RecgenError as exc:
-            lines[n] = _failure(item, exc)
-    if ready:
-        try:
-            results = recommender.recommend_batch([request for _, request in ready], return_exceptions=True)
-        except Exception as exc:  # noqa: BLE001 - an unexpected failure: serve the requests one at a time
-            log.warning("batch of %d failed (%s); retrying one by one", len(ready), exc)
-            results = []
-            for _, request in ready:
-                try:
-                    results.append(recommender.recommend_batch([request])[0])
-                except Exception as one:  # noqa: BLE001 - one bad request must not stop a batch job
-                    results.append(one)
-        for (n, _), recs in zip(ready, results):
-            lines[n] = _failure(items[n], recs) if isinstance(recs, BaseException) else output_line(items[n], recs)
-    return [line for line in lines if line is not None]
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -195,18 +153,14 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
 
             load_start = time.perf_counter()
             if use_ray:
-                from .ray_runner import run_on_ray
-
                 run_on_ray(todo, emit, dataset=dataset, config=config, index_dir=index_dir, batch_size=batch_size,
                            workers=ray_workers, summary=summary, num_gpus=ray_gpus_per_worker,
                            on_ready=lambda: _started(summary, load_start, progress))
             else:
                 rec, data = recommender, loaded_dataset
                 if rec is None:
-                    from ..recommender import open_dataset
-
                     data, rec = open_dataset(dataset, config, index_dir=Path(index_dir) if index_dir else None,
-                                                 show_progress=False)
+                                             show_progress=False)
                 _ = rec.backend  # load the LM now, so throughput excludes model loading
                 _started(summary, load_start, progress)
                 for chunk in _chunks(todo, batch_size):
@@ -223,8 +177,3 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
 def _started(summary: BatchSummary, load_start: float, progress: _Progress) -> None:
     summary.load_seconds = round(time.perf_counter() - load_start, 3)
     progress.reset_clock()
-
-
-def thread_count(workers: int) -> int:
-    """torch threads per worker so that ``workers`` processes share the machine's cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
