@@ -2,7 +2,8 @@
 
 Resuming: the output is append-only (see :mod:`recgen.batch.io`); a run first drops a torn last line,
 then skips every ``custom_id`` already in the output, so a killed job re-run with the same command
-ends with every id exactly once.
+ends with every id exactly once. Two jobs never append to one output at the same time: the job holds an
+exclusive lock on ``<output>.lock`` from its first check to its last write (see :mod:`recgen.batch.files`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Callable, Iterable
 from ..config import RecgenConfig
 from ..errors import DataError
 from ..recommender import open_dataset
-from .io import ResultWriter, done_ids, read_requests, repair_tail, write_errors
+from .files import OutputLock, check_distinct, check_writable
+from .io import ResultWriter, check_errors_file, done_ids, read_requests, repair_tail, write_errors
 from .jobs import process_requests
 from .ray_runner import run_on_ray
 
@@ -116,30 +118,47 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
     if batch_size < 1:
         raise DataError("--batch-size must be at least 1")
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
+    if not input_path.exists():
         raise DataError(f"input file {input_path} not found")
-    if input_path.resolve() == output_path.resolve():
-        raise DataError("the output file must not be the input file")
-    config = config or RecgenConfig()
+    if not input_path.is_file():
+        raise DataError(f"the input {input_path} is not a file")
     errors_file = Path(errors_path) if errors_path else default_errors_path(output_path)
+    # Before anything is opened for writing: four distinct files, writable places, then the output's lock.
+    check_distinct(input_path, output_path, errors_file)
+    check_writable(output_path, "output")
+    check_writable(errors_file, "errors file")
+    config = config or RecgenConfig()
     summary = BatchSummary(str(input_path), str(output_path), None, engine="ray" if use_ray else "local",
                            batch_size=batch_size)
+    with OutputLock(output_path):
+        check_errors_file(errors_file)
+        done = done_ids(output_path)  # also refuses an output recgen did not write
+        summary.torn_bytes_dropped = repair_tail(output_path)
+        try:
+            requests, errors = read_requests(input_path)
+        except OSError as exc:
+            raise DataError(f"cannot read the input {input_path}: {exc.strerror or exc}") from None
+        summary.requests = len(requests)
+        summary.duplicates = sum(1 for e in errors if e["error"].startswith("duplicate custom_id"))
+        summary.malformed = len(errors) - summary.duplicates
+        if errors or errors_file.exists():
+            write_errors(errors_file, errors)
+            summary.errors_file = str(errors_file)
 
-    requests, errors = read_requests(input_path)
-    summary.requests = len(requests)
-    summary.duplicates = sum(1 for e in errors if e["error"].startswith("duplicate custom_id"))
-    summary.malformed = len(errors) - summary.duplicates
-    if errors or errors_file.exists():
-        write_errors(errors_file, errors)
-        summary.errors_file = str(errors_file)
+        todo = [r for r in requests if r.custom_id not in done]
+        summary.already_done = len(requests) - len(todo)
+        if todo:
+            _serve(todo, output_path, summary, dataset=dataset, config=config, batch_size=batch_size,
+                   index_dir=index_dir, use_ray=use_ray, ray_workers=ray_workers,
+                   ray_gpus_per_worker=ray_gpus_per_worker, show_progress=show_progress, console=console,
+                   recommender=recommender, loaded_dataset=loaded_dataset, on_batch=on_batch)
+    return summary
 
-    summary.torn_bytes_dropped = repair_tail(output_path)
-    done = done_ids(output_path)
-    todo = [r for r in requests if r.custom_id not in done]
-    summary.already_done = len(requests) - len(todo)
-    if not todo:
-        return summary
 
+def _serve(todo: list, output_path: Path, summary: BatchSummary, *, dataset, config, batch_size, index_dir,
+           use_ray, ray_workers, ray_gpus_per_worker, show_progress, console, recommender, loaded_dataset,
+           on_batch) -> None:
+    """Serve ``todo`` and append its result lines to the (locked, checked) output."""
     progress = _Progress(len(todo), show_progress, console)
     try:
         with ResultWriter(output_path) as writer:
@@ -171,7 +190,6 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
             summary.seconds = round(time.perf_counter() - progress.start, 3)
             summary.users_per_second = round(progress.timed / max(summary.seconds, 1e-9), 3)
         summary.succeeded = summary.processed - summary.failed
-    return summary
 
 
 def _started(summary: BatchSummary, load_start: float, progress: _Progress) -> None:
