@@ -211,6 +211,7 @@ def _raw_lines(handle) -> Iterator[tuple[int, str | None, str | None]]:
             while raw and not raw.endswith(b"\n"):  # skip the rest of the line without keeping it
                 raw = handle.readline(MAX_LINE_BYTES)
                 size += len(raw)
+            size -= raw.endswith(b"\n")
             yield number, None, f"the line is {size:,} bytes; the limit is {MAX_LINE_BYTES:,}"
             continue
         try:
