@@ -150,9 +150,12 @@ def test_output_that_is_a_folder(tmp_path, src):
 
 def test_output_under_a_file_or_in_a_read_only_place(tmp_path, src):
     with pytest.raises(DataError, match="cannot create the folder"):
-        _run(src, src / "out.jsonl")
-    with pytest.raises(DataError):
+        _run(src, src / "deeper" / "out.jsonl")
+    with pytest.raises(DataError, match="cannot create|not writable"):
         _run(src, Path("/proc/recgen-no-such-dir/out.jsonl"))
+    with pytest.raises(DataError, match="cannot create the folder"):
+        _run(src, tmp_path / "out.jsonl", src / "errors.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # nothing created on the way
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")

@@ -51,7 +51,7 @@ def check_distinct(input_path: Path, output_path: Path, errors_path: Path) -> No
 
 def check_writable(path: Path, what: str) -> None:
     """A clear error now, rather than a traceback after the models are loaded: ``path`` must be a file (or
-    not exist yet) in a folder that exists or can be created, and be writable."""
+    not exist yet, under a writable folder: the nearest existing one, as missing folders are made later)."""
     if path.is_dir():
         raise DataError(f"the {what} {path} is a folder; give a file path")
     if path.exists():
@@ -60,13 +60,13 @@ def check_writable(path: Path, what: str) -> None:
         if not os.access(path, os.W_OK):
             raise DataError(f"the {what} {path} is not writable")
         return
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create the folder {parent} for the {what}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"the {what} {path} cannot be created: the folder {parent} is not writable")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"cannot create the folder for the {what} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"the {what} {path} cannot be created: the folder {folder} is not writable")
 
 
 class OutputLock:
@@ -80,9 +80,11 @@ class OutputLock:
 
     def __enter__(self) -> "OutputLock":
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise DataError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
+            raise DataError(f"cannot create the lock file {self.path} next to the output: "
+                            f"{exc.strerror or exc}") from None
         if fcntl is not None:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
