@@ -9,6 +9,10 @@ Two request formats are accepted, one JSON object a line:
   message is the free-text request; ``body.user`` is the dataset user; recgen's ``history``, ``k``,
   ``mode``, ``reasons`` and ``exclude`` may be added to the body; other chat parameters are ignored).
 
+A line that cannot be read (bad JSON, a wrong type anywhere, bytes that are not UTF-8, more than
+:data:`MAX_LINE_BYTES`) becomes one errors-file record ``{"line", "custom_id", "error"}``; the other
+lines are served. User and item ids may be JSON numbers in every format; they are read as strings.
+
 Results follow the OpenAI batch output shape
 ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``; order is arbitrary,
 join on ``custom_id``. The output file is append-only: every write is whole lines, flushed and fsynced,
