@@ -126,6 +126,7 @@ def test_foreign_errors_file_is_never_overwritten(tmp_path, src):
     with pytest.raises(DataError, match="not a recgen errors file"):
         _run(src, tmp_path / "out.jsonl", precious)
     assert precious.read_text(encoding="utf-8") == '{"name": "not an error record"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "precious.jsonl"]
 
 
 def test_errors_file_written_through_a_symlink_keeps_the_link(tmp_path, dataset, tiny_recommender):
@@ -194,6 +195,19 @@ def test_lock_is_exclusive_and_released(tmp_path):
     with OutputLock(out):  # released on exit
         pass
     assert lock_path(out).exists() and isinstance(OutputLockedError("x"), RecgenError)
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_lock_holds_through_links_to_the_output(tmp_path, link):
+    out = tmp_path / "out.jsonl"
+    out.write_text("", encoding="utf-8")
+    alias = tmp_path / "elsewhere" / "alias.jsonl"
+    alias.parent.mkdir()
+    (os.symlink if link == "symlink" else os.link)(out, alias)
+    with OutputLock(out):
+        with pytest.raises(OutputLockedError, match="another recgen batch is writing"):
+            with OutputLock(alias):
+                pass
 
 
 def test_second_runner_on_the_same_output_is_refused(tmp_path, dataset, tiny_recommender):

@@ -22,9 +22,10 @@ class OutputLockedError(RecgenError):
 
 
 def lock_path(output: str | Path) -> Path:
-    """The sidecar lock file recgen creates next to an output (and leaves there: deleting it would race)."""
-    output = Path(output)
-    return output.with_name(output.name + ".lock")
+    """The sidecar lock file recgen creates next to an output's real path (and leaves there: deleting it
+    would race with a job about to lock it)."""
+    real = Path(os.path.realpath(output))
+    return real.with_name(real.name + ".lock")
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -70,34 +71,41 @@ def check_writable(path: Path, what: str) -> None:
 
 
 class OutputLock:
-    """An exclusive, non-blocking ``flock`` on ``<output>.lock`` for the whole job. The kernel releases it
-    when the process dies, so a killed job never blocks its own resume."""
+    """Exclusive, non-blocking ``flock``s for the whole job: on ``<output>.lock`` (next to the output's real
+    path, so a symlink to the output finds the same lock) and on the output file itself (created if missing;
+    a flock belongs to the inode, so a hard link to the output finds it too). The kernel releases both when
+    the process dies, so a killed job never blocks its own resume."""
 
     def __init__(self, output: str | Path):
         self.output = Path(output)
         self.path = lock_path(output)
-        self._fd: int | None = None
+        self._fds: list[int] = []
 
     def __enter__(self) -> "OutputLock":
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            for path, flags in ((self.path, os.O_RDWR), (self.output, os.O_WRONLY | os.O_APPEND)):
+                self._fds.append(os.open(path, flags | os.O_CREAT, 0o644))
+                self._lock(self._fds[-1])
         except OSError as exc:
-            raise DataError(f"cannot create the lock file {self.path} next to the output: "
-                            f"{exc.strerror or exc}") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(self._fd)
-                self._fd = None
-                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    raise DataError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-                raise OutputLockedError(f"another recgen batch is writing {self.output} (it holds {self.path}); "
-                                        "wait for it to finish, or choose another --output") from None
+            self.__exit__()
+            raise DataError(f"cannot create or lock {exc.filename or self.path}: {exc.strerror or exc}") from None
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
+    def _lock(self, fd: int) -> None:
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise OutputLockedError(f"another recgen batch is writing {self.output} (it holds {self.path}); "
+                                    "wait for it to finish, or choose another --output") from None
+
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the lock
-            self._fd = None
+        while self._fds:
+            os.close(self._fds.pop())  # releases the lock

@@ -130,8 +130,8 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
     config = config or RecgenConfig()
     summary = BatchSummary(str(input_path), str(output_path), None, engine="ray" if use_ray else "local",
                            batch_size=batch_size)
+    check_errors_file(errors_file)  # read-only: refuse a foreign errors file before creating anything
     with OutputLock(output_path):
-        check_errors_file(errors_file)
         done = done_ids(output_path)  # also refuses an output recgen did not write
         summary.torn_bytes_dropped = repair_tail(output_path)
         try:
