@@ -229,3 +229,27 @@ def test_second_runner_on_the_same_output_is_refused(tmp_path, dataset, tiny_rec
     assert refused == [1]
     ids = [json.loads(line)["custom_id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(r["custom_id"] for r in rows)  # every id once
+
+
+def test_a_full_disk_mid_job_is_a_clear_error_and_resumable(tmp_path, dataset, tiny_recommender, monkeypatch):
+    rows = [{"custom_id": f"r{n}", "user": user, "k": 2, "reasons": False} for n, user in enumerate(dataset.users[:3])]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    real_write = bio.ResultWriter.write
+    calls = []
+
+    def write_then_fill_the_disk(self, lines):
+        calls.append(len(lines))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(self, lines)
+
+    monkeypatch.setattr(bio.ResultWriter, "write", write_then_fill_the_disk)
+    with pytest.raises(DataError, match="No space left on device.*run the same command again to resume"):
+        run_batch(src, out, recommender=tiny_recommender, loaded_dataset=dataset, batch_size=1, show_progress=False)
+    monkeypatch.setattr(bio.ResultWriter, "write", real_write)
+    again = run_batch(src, out, recommender=tiny_recommender, loaded_dataset=dataset, batch_size=1,
+                      show_progress=False)
+    assert (again.already_done, again.processed) == (1, 2)
+    assert sorted(json.loads(x)["custom_id"] for x in out.read_text().splitlines()) == ["r0", "r1", "r2"]

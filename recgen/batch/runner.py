@@ -142,7 +142,10 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
         summary.duplicates = sum(1 for e in errors if e["error"].startswith("duplicate custom_id"))
         summary.malformed = len(errors) - summary.duplicates
         if errors or errors_file.exists():
-            write_errors(errors_file, errors)
+            try:
+                write_errors(errors_file, errors)
+            except OSError as exc:
+                raise DataError(f"cannot write the errors file {errors_file}: {exc.strerror or exc}") from None
             summary.errors_file = str(errors_file)
 
         todo = [r for r in requests if r.custom_id not in done]
@@ -163,7 +166,11 @@ def _serve(todo: list, output_path: Path, summary: BatchSummary, *, dataset, con
     try:
         with ResultWriter(output_path) as writer:
             def emit(lines: list[str]) -> None:
-                writer.write(lines)
+                try:
+                    writer.write(lines)
+                except OSError as exc:  # e.g. a full disk: what was written is durable and resumable
+                    raise DataError(f"cannot write to {output_path}: {exc.strerror or exc}; the results written "
+                                    "so far are kept: run the same command again to resume") from None
                 summary.processed += len(lines)
                 summary.failed += sum(1 for line in lines if json.loads(line).get("error") is not None)
                 progress.advance(len(lines))
