@@ -77,13 +77,16 @@ def test_read_requests_reports_line_numbers_and_duplicates(tmp_path):
 # -- the append-only output ----------------------------------------------------------------------
 def test_torn_last_line_is_dropped_and_complete_lines_count_as_done(tmp_path):
     out = tmp_path / "out.jsonl"
-    out.write_text('{"custom_id": "a"}\n{"custom_id": "b"}\n{"custom_id": "c", "resp', encoding="utf-8")
+    a, b = (json.dumps({"id": f"batch_req_{c}", "custom_id": c, "response": {}, "error": None},
+                       separators=(",", ":")) for c in "ab")
+    torn = '{"id":"batch_req_c","custom_id":"c","resp'
+    out.write_text(f"{a}\n{b}\n{torn}", encoding="utf-8")
     assert bio.done_ids(out) == {"a", "b"}
-    assert bio.repair_tail(out) == len('{"custom_id": "c", "resp')
-    assert out.read_text() == '{"custom_id": "a"}\n{"custom_id": "b"}\n'
+    assert bio.repair_tail(out) == len(torn)
+    assert out.read_text() == f"{a}\n{b}\n"
     assert bio.repair_tail(out) == 0
     only_torn = tmp_path / "torn.jsonl"
-    only_torn.write_text('{"custom_id": "x"', encoding="utf-8")
+    only_torn.write_text('{"id":"batch', encoding="utf-8")
     bio.repair_tail(only_torn)
     assert only_torn.read_text() == ""
 
@@ -179,7 +182,7 @@ def test_interrupted_job_resumes_to_the_same_results(tmp_path, dataset, tiny_rec
         run_batch(src, partial, recommender=tiny_recommender, loaded_dataset=dataset, batch_size=1,
                   show_progress=False, on_batch=crash_after_four)
     with open(partial, "a", encoding="utf-8") as handle:  # a write torn by the crash
-        handle.write('{"id": "batch_req_x", "custom_id": "u4", "resp')
+        handle.write('{"id":"batch_req_x","custom_id":"u4","resp')
     resumed = run_batch(src, partial, recommender=tiny_recommender, loaded_dataset=dataset, batch_size=1,
                         show_progress=False)
     assert (resumed.already_done, resumed.processed) == (4, 5) and resumed.torn_bytes_dropped > 0

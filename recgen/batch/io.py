@@ -9,6 +9,10 @@ Two request formats are accepted, one JSON object a line:
   message is the free-text request; ``body.user`` is the dataset user; recgen's ``history``, ``k``,
   ``mode``, ``reasons`` and ``exclude`` may be added to the body; other chat parameters are ignored).
 
+A line that cannot be read (bad JSON, a wrong type anywhere, bytes that are not UTF-8, more than
+:data:`MAX_LINE_BYTES`) becomes one errors-file record ``{"line", "custom_id", "error"}``; the other
+lines are served. User and item ids may be JSON numbers in every format; they are read as strings.
+
 Results follow the OpenAI batch output shape
 ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``; order is arbitrary,
 join on ``custom_id``. The output file is append-only: every write is whole lines, flushed and fsynced,
@@ -19,23 +23,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from pydantic import ValidationError
 
 from ..config import format_validation_error
+from ..errors import DataError, RecgenError
 from ..types import Recommendation, RecommendRequest
+
+log = logging.getLogger(__name__)
 
 RECOMMENDATIONS_URL = "/v1/recommendations"
 CHAT_URL = "/v1/chat/completions"
 _URLS = (RECOMMENDATIONS_URL, CHAT_URL)
 _CHAT_RECGEN_KEYS = ("history", "k", "mode", "reasons", "exclude")
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")  # the server's chat roles
+MAX_LINE_BYTES = 1 << 20  # a longer line is reported as an error, and never held in memory whole
 
 
-class LineError(ValueError):
+class LineError(RecgenError, ValueError):
     """A request line that cannot be read; the message says why."""
 
 
@@ -59,41 +71,104 @@ class BatchRequest:
                    str(row["url"]) or None)
 
 
+def _kind(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ids_as_strings(fields: dict) -> dict:
+    """User and item ids written as JSON numbers (MovieLens ids are numbers) become strings, in every format."""
+    fields = dict(fields)
+    if _is_int(fields.get("user")):
+        fields["user"] = str(fields["user"])
+    for key in ("history", "exclude"):
+        if isinstance(fields.get(key), list):
+            fields[key] = [str(v) if _is_int(v) else v for v in fields[key]]
+    return fields
+
+
 def _validate(fields: dict, where: str) -> RecommendRequest:
     try:
-        return RecommendRequest.model_validate(fields)
+        return RecommendRequest.model_validate(_ids_as_strings(fields))
     except ValidationError as exc:
         raise LineError(f"{where}: {format_validation_error(exc)}") from None
 
 
-def _message_text(content) -> str:
+def _message_text(content, where: str) -> str:
+    """OpenAI message content: a string, null, or a list of parts of which only text parts are read."""
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    raise LineError("a message's content must be a string or a list of text parts")
+    if not isinstance(content, list):
+        raise LineError(f"{where}.content must be a string, null or a list of content parts, not {_kind(content)}")
+    texts = []
+    for n, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise LineError(f"{where}.content[{n}] must be an object, not {_kind(part)}")
+        if part.get("type", "text") == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise LineError(f"{where}.content[{n}].text must be a string, not {_kind(text)}")
+            texts.append(text)
+    return " ".join(texts)
 
 
 def _chat_request(body: dict) -> RecommendRequest:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise LineError("a /v1/chat/completions body needs a non-empty 'messages' list")
-    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    query = _message_text(users[-1].get("content", "")).strip() if users else ""
+    query = None
+    for n, message in enumerate(messages):
+        where = f"body.messages[{n}]"
+        if not isinstance(message, dict):
+            raise LineError(f"{where} must be an object, not {_kind(message)}")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise LineError(f"{where}.role must be one of {', '.join(_ROLES)}, not {role!r}")
+        text = _message_text(message.get("content"), where)
+        if role == "user":
+            query = text.strip()
+    if query is None:  # as the server: 400, not popular items for a request that asked nothing
+        raise LineError("messages must contain at least one message with role 'user'")
     fields = {key: body[key] for key in _CHAT_RECGEN_KEYS if key in body}
-    if body.get("user") is not None:
-        fields["user"] = str(body["user"])
+    user = body.get("user")
+    if user is not None:
+        if not isinstance(user, str) and not _is_int(user):
+            raise LineError(f"body.user must be a string, not {_kind(user)}")
+        fields["user"] = str(user)
     if query:
         fields["query"] = query
     return _validate(fields, "body")
 
 
-def parse_line(text: str, line: int) -> BatchRequest:
-    """One request line → :class:`BatchRequest`, or :class:`LineError` with the reason."""
+def _reject_constant(name: str):
+    raise LineError(f"{name} is not valid JSON")
+
+
+def _load(text: str):
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise LineError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise LineError("not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise LineError(f"not valid JSON ({exc})") from None
+    if "\\u" in text:  # a lone surrogate escape ("\ud800") decodes to a string no file can hold
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise LineError("a string holds a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode") from None
+    return data
+
+
+def parse_line(text: str, line: int) -> BatchRequest:
+    """One request line → :class:`BatchRequest`, or :class:`LineError` with the reason (never another exception)."""
+    data = _load(text)
     if not isinstance(data, dict):
         raise LineError(f"expected a JSON object, got {type(data).__name__}")
     if "body" in data or "url" in data or "method" in data:
@@ -103,8 +178,9 @@ def parse_line(text: str, line: int) -> BatchRequest:
         unknown = sorted(set(data) - {"custom_id", "method", "url", "body"})
         if unknown:
             raise LineError(f"unknown key(s) {', '.join(map(repr, unknown))} in an OpenAI batch request")
-        if str(data.get("method", "POST")).upper() != "POST":
-            raise LineError(f"method must be POST, not {data.get('method')!r}")
+        method = data.get("method", "POST")
+        if not isinstance(method, str) or method.upper() != "POST":
+            raise LineError(f"method must be POST, not {method!r}")
         url = data.get("url")
         if url not in _URLS:
             raise LineError(f"url must be one of {', '.join(_URLS)}, not {url!r}")
@@ -118,28 +194,63 @@ def parse_line(text: str, line: int) -> BatchRequest:
     custom_id = data.pop("custom_id", None)
     if custom_id is None:
         custom_id = f"line-{line}"
-    elif isinstance(custom_id, (str, int)) and not isinstance(custom_id, bool) and str(custom_id):
+    elif (isinstance(custom_id, str) or _is_int(custom_id)) and str(custom_id):
         custom_id = str(custom_id)
     else:
         raise LineError("'custom_id' must be a non-empty string")
     return BatchRequest(custom_id, line, _validate(data, "request"), None)
 
 
+def _raw_lines(handle) -> Iterator[tuple[int, str | None, str | None]]:
+    """``(number, text, None)`` per line, or ``(number, None, reason)`` for a line that is too long or not
+    UTF-8: bytes are decoded line by line, so one bad line never hides the others."""
+    number = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            size = len(raw)
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line without keeping it
+                raw = handle.readline(MAX_LINE_BYTES)
+                size += len(raw)
+            size -= raw.endswith(b"\n")
+            yield number, None, f"the line is {size:,} bytes; the limit is {MAX_LINE_BYTES:,}"
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, None, (f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                                 f"of the line ({exc.reason})")
+            continue
+        yield number, text.removeprefix("\ufeff") if number == 1 else text, None
+
+
 def read_requests(path: str | Path) -> tuple[list[BatchRequest], list[dict]]:
     """All valid requests of a file, and one error record per bad line ``{"line", "custom_id", "error"}``.
 
-    Blank lines are skipped. A ``custom_id`` seen before is an error for every later occurrence."""
+    Blank lines are skipped. A ``custom_id`` seen before is an error for every later occurrence.
+    No line, however malformed, stops the others from being read."""
     requests: list[BatchRequest] = []
     errors: list[dict] = []
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for number, text, problem in _raw_lines(handle):
+            if problem is not None:
+                errors.append({"line": number, "custom_id": None, "error": problem})
+                continue
             if not text.strip():
                 continue
             try:
                 request = parse_line(text, number)
             except LineError as exc:
                 errors.append({"line": number, "custom_id": _guess_id(text), "error": str(exc)})
+                continue
+            except Exception as exc:  # noqa: BLE001 - a parser bug must cost one line, not the job
+                log.warning("line %d: unexpected %s: %s", number, type(exc).__name__, exc)
+                errors.append({"line": number, "custom_id": _guess_id(text),
+                               "error": f"cannot read this line ({type(exc).__name__}: {exc})"})
                 continue
             if request.custom_id in first_line:
                 errors.append({"line": number, "custom_id": request.custom_id,
@@ -154,10 +265,16 @@ def read_requests(path: str | Path) -> tuple[list[BatchRequest], list[dict]]:
 def _guess_id(text: str) -> str | None:
     try:
         data = json.loads(text)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - only a hint for the errors file
         return None
     value = data.get("custom_id") if isinstance(data, dict) else None
-    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if not (isinstance(value, str) or _is_int(value)):
+        return None
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return str(value)
 
 
 # -- result lines -----------------------------------------------------------------------------
@@ -213,8 +330,14 @@ def response_body(record: dict) -> dict | None:
 
 
 # -- the append-only output file --------------------------------------------------------------
+RESULT_PREFIX = b'{"id":"batch_req_'  # how every result line starts (see output_line)
+_ERROR_KEYS = {"line", "custom_id", "error"}
+
+
 def repair_tail(path: str | Path) -> int:
-    """Drop a torn last line (one without a trailing newline) left by a crash; returns bytes dropped."""
+    """Drop a torn last line (one without a trailing newline) left by a crash; returns bytes dropped.
+
+    Only a tail that begins like a result line is dropped: any other text is not recgen's to delete."""
     path = Path(path)
     if not path.is_file():
         return 0
@@ -236,6 +359,11 @@ def repair_tail(path: str | Path) -> int:
                 keep = start + cut + 1
                 break
             pos = start
+        handle.seek(keep)
+        head = handle.read(len(RESULT_PREFIX))
+        if not (head.startswith(RESULT_PREFIX) or RESULT_PREFIX.startswith(head)):
+            raise DataError(f"{path} ends with a line that is not a recgen batch result ({head!r}...); "
+                            "refusing to change it: choose another output file")
         handle.truncate(keep)
         handle.flush()
         os.fsync(handle.fileno())
@@ -243,21 +371,28 @@ def repair_tail(path: str | Path) -> int:
 
 
 def done_ids(path: str | Path) -> set[str]:
-    """``custom_id`` of every complete result line already in an output file."""
+    """``custom_id`` of every complete result line already in an output file.
+
+    A complete line that is not a result line means the file is not a recgen output: :class:`DataError`,
+    so that nothing is ever appended to (or repaired in) a file recgen did not write."""
     path = Path(path)
     done: set[str] = set()
     if not path.is_file():
         return done
-    with open(path, encoding="utf-8") as handle:
-        for text in handle:
-            if not text.endswith("\n"):
+    with open(path, "rb") as handle:  # bytes: a torn tail may end inside a UTF-8 character
+        for number, raw in enumerate(handle, 1):
+            if not raw.endswith(b"\n"):
                 break  # a torn tail; repair_tail removes it before appending
-            try:
-                record = json.loads(text)
-            except ValueError:
+            if not raw.strip():
                 continue
-            if isinstance(record, dict) and isinstance(record.get("custom_id"), str):
-                done.add(record["custom_id"])
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if not (isinstance(record, dict) and isinstance(record.get("custom_id"), str) and "response" in record):
+                raise DataError(f"{path} line {number} is not a recgen batch result; refusing to append to it: "
+                                "choose another output file")
+            done.add(record["custom_id"])
     return done
 
 
@@ -288,10 +423,53 @@ class ResultWriter:
         self.close()
 
 
-def write_errors(path: str | Path, errors: list[dict]) -> None:
-    """The errors file is rewritten on every run (it describes the input, which is re-read each time)."""
+# -- the errors file ----------------------------------------------------------------------------
+def check_errors_file(path: str | Path) -> None:
+    """An existing errors file is rewritten only if it is one (empty, or only error records): never a file
+    recgen did not write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for error in errors:
-            handle.write(json.dumps(error, ensure_ascii=False) + "\n")
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise DataError(f"the errors file {path} is not a regular file; give a file path")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if not (isinstance(record, dict) and "error" in record and set(record) <= _ERROR_KEYS):
+                raise DataError(f"the errors file {path} exists and is not a recgen errors file (line {number}); "
+                                "refusing to overwrite it: choose another --errors path")
+
+
+def _error_json(record: dict) -> str:
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a message quoting a lone surrogate: escape it rather than fail the job
+        text = json.dumps(record)
+    return text
+
+
+def write_errors(path: str | Path, errors: list[dict]) -> None:
+    """The errors file is rewritten on every run (it describes the input, which is re-read each time),
+    atomically: a temporary sibling, fsynced, then renamed over it."""
+    check_errors_file(path)
+    target = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for error in errors:
+                handle.write(_error_json(error) + "\n")
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

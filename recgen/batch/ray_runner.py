@@ -1,7 +1,7 @@
 """The same batch job on Ray Data: ``from_items(...).map_batches(RecommendWorker, concurrency=N)``.
 
 Each actor loads the dataset and builds its Recommender (retriever + LM) once, then serves batches
-with :func:`~recgen.batch.runner.process_requests`, exactly as the single-process path does. The
+with :func:`~recgen.batch.jobs.process_requests`, exactly as the single-process path does. The
 driver writes the result lines as they arrive, with the same append + fsync discipline, so a Ray
 job is resumable too. On a GPU cluster, set ``backend="vllm"`` and give each actor a GPU
 (``num_gpus=1``): see docs/scaling.md.
@@ -14,9 +14,16 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..config import RecgenConfig
+from ..data import load_dataset
 from ..errors import RecgenError
+from ..paths import resolve_dataset_path
+from ..recommender import Recommender
+from ..retrieval.cache import index_folder, load_or_build_index
 from .io import BatchRequest
+from .jobs import process_requests, thread_count
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +41,7 @@ class RecommendWorker:
     """A Ray Data callable class: one Recommender per actor, reused for every batch it is given."""
 
     def __init__(self, dataset_path: str, config: dict, index_dir: str, threads: int | None = None):
-        import torch
-
-        from ..data import load_dataset
-        from ..recommender import Recommender
+        import torch  # heavy, and only needed inside the actor process
 
         cfg = RecgenConfig.model_validate(config)
         if threads and cfg.lm.threads is None and cfg.lm.device == "cpu":
@@ -49,10 +53,6 @@ class RecommendWorker:
         _ = self.recommender.backend  # load the LM once, at actor start
 
     def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
-        from .runner import process_requests
-
         keys = ("custom_id", "line", "url", "request")
         rows = [dict(zip(keys, values)) for values in zip(*(batch[k] for k in keys))]
         items = [BatchRequest.from_row(row) for row in rows]
@@ -75,11 +75,6 @@ def run_on_ray(todo: list[BatchRequest], emit: Callable[[list[str]], None], *, d
                on_ready: Callable[[], None] | None = None, num_gpus: float = 0.0) -> None:
     """Run ``todo`` on local Ray (or the cluster ``RAY_ADDRESS`` points to) and ``emit`` result lines."""
     ray = _import_ray()
-    from ..retrieval.cache import index_folder
-    from ..data import load_dataset
-    from ..paths import resolve_dataset_path
-    from ..retrieval.cache import load_or_build_index
-    from .runner import thread_count
 
     # Resolve the dataset and build the retrieval index once, in the driver; actors only load them.
     dataset_path = str(resolve_dataset_path(dataset).resolve())

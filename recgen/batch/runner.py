@@ -2,23 +2,26 @@
 
 Resuming: the output is append-only (see :mod:`recgen.batch.io`); a run first drops a torn last line,
 then skips every ``custom_id`` already in the output, so a killed job re-run with the same command
-ends with every id exactly once.
+ends with every id exactly once. Two jobs never append to one output at the same time: the job holds an
+exclusive lock on ``<output>.lock`` from its first check to its last write (see :mod:`recgen.batch.files`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..config import RecgenConfig
-from ..errors import DataError, RecgenError
-from ..types import RecommendRequest
-from .io import BatchRequest, ResultWriter, done_ids, output_line, read_requests, repair_tail, write_errors
+from ..errors import DataError
+from ..recommender import open_dataset
+from .files import OutputLock, check_distinct, check_writable
+from .io import ResultWriter, check_errors_file, done_ids, read_requests, repair_tail, write_errors
+from .jobs import process_requests
+from .ray_runner import run_on_ray
 
 log = logging.getLogger(__name__)
 
@@ -55,49 +58,6 @@ class BatchSummary:
 def default_errors_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.stem + ".errors.jsonl")
-
-
-def resolve_user(request: RecommendRequest, dataset) -> RecommendRequest:
-    """Replace ``user`` by that user's history (followed by any ``history`` given in the request)."""
-    if request.user is None:
-        return request
-    if dataset is None:
-        raise DataError("a request names a `user`, but no dataset is loaded")
-    history = list(dataset.history(request.user)) + list(request.history or [])
-    return request.model_copy(update={"user": None, "history": history})
-
-
-def _failure(item: BatchRequest, exc: BaseException) -> str:
-    if isinstance(exc, RecgenError):
-        return output_line(item, error=exc, status_code=400)
-    log.warning("request %s (line %d) failed: %s: %s", item.custom_id, item.line, type(exc).__name__, exc)
-    return output_line(item, error=exc, status_code=500)
-
-
-def process_requests(recommender, dataset, items: list[BatchRequest]) -> list[str]:
-    """Result lines for ``items`` (same order). LM ranking is batched across the items; a request that
-    cannot be served (unknown user or item, bad k, ...) gets an error line and does not stop the others."""
-    lines: list[str | None] = [None] * len(items)
-    ready: list[tuple[int, RecommendRequest]] = []
-    for n, item in enumerate(items):
-        try:
-            ready.append((n, resolve_user(item.request, dataset)))
-        except RecgenError as exc:
-            lines[n] = _failure(item, exc)
-    if ready:
-        try:
-            results = recommender.recommend_batch([request for _, request in ready], return_exceptions=True)
-        except Exception as exc:  # noqa: BLE001 - an unexpected failure: serve the requests one at a time
-            log.warning("batch of %d failed (%s); retrying one by one", len(ready), exc)
-            results = []
-            for _, request in ready:
-                try:
-                    results.append(recommender.recommend_batch([request])[0])
-                except Exception as one:  # noqa: BLE001 - one bad request must not stop a batch job
-                    results.append(one)
-        for (n, _), recs in zip(ready, results):
-            lines[n] = _failure(items[n], recs) if isinstance(recs, BaseException) else output_line(items[n], recs)
-    return [line for line in lines if line is not None]
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -158,35 +118,59 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
     if batch_size < 1:
         raise DataError("--batch-size must be at least 1")
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
+    if not input_path.exists():
         raise DataError(f"input file {input_path} not found")
-    if input_path.resolve() == output_path.resolve():
-        raise DataError("the output file must not be the input file")
-    config = config or RecgenConfig()
+    if not input_path.is_file():
+        raise DataError(f"the input {input_path} is not a file")
     errors_file = Path(errors_path) if errors_path else default_errors_path(output_path)
+    # Before anything is opened for writing: four distinct files, writable places, then the output's lock.
+    check_distinct(input_path, output_path, errors_file)
+    check_writable(output_path, "output")
+    check_writable(errors_file, "errors file")
+    config = config or RecgenConfig()
     summary = BatchSummary(str(input_path), str(output_path), None, engine="ray" if use_ray else "local",
                            batch_size=batch_size)
+    check_errors_file(errors_file)  # read-only: refuse a foreign errors file before creating anything
+    with OutputLock(output_path):
+        done = done_ids(output_path)  # also refuses an output recgen did not write
+        summary.torn_bytes_dropped = repair_tail(output_path)
+        try:
+            requests, errors = read_requests(input_path)
+        except OSError as exc:
+            raise DataError(f"cannot read the input {input_path}: {exc.strerror or exc}") from None
+        summary.requests = len(requests)
+        summary.duplicates = sum(1 for e in errors if e["error"].startswith("duplicate custom_id"))
+        summary.malformed = len(errors) - summary.duplicates
+        if errors or errors_file.exists():
+            try:
+                write_errors(errors_file, errors)
+            except OSError as exc:
+                raise DataError(f"cannot write the errors file {errors_file}: {exc.strerror or exc}") from None
+            summary.errors_file = str(errors_file)
 
-    requests, errors = read_requests(input_path)
-    summary.requests = len(requests)
-    summary.duplicates = sum(1 for e in errors if e["error"].startswith("duplicate custom_id"))
-    summary.malformed = len(errors) - summary.duplicates
-    if errors or errors_file.exists():
-        write_errors(errors_file, errors)
-        summary.errors_file = str(errors_file)
+        todo = [r for r in requests if r.custom_id not in done]
+        summary.already_done = len(requests) - len(todo)
+        if todo:
+            _serve(todo, output_path, summary, dataset=dataset, config=config, batch_size=batch_size,
+                   index_dir=index_dir, use_ray=use_ray, ray_workers=ray_workers,
+                   ray_gpus_per_worker=ray_gpus_per_worker, show_progress=show_progress, console=console,
+                   recommender=recommender, loaded_dataset=loaded_dataset, on_batch=on_batch)
+    return summary
 
-    summary.torn_bytes_dropped = repair_tail(output_path)
-    done = done_ids(output_path)
-    todo = [r for r in requests if r.custom_id not in done]
-    summary.already_done = len(requests) - len(todo)
-    if not todo:
-        return summary
 
+def _serve(todo: list, output_path: Path, summary: BatchSummary, *, dataset, config, batch_size, index_dir,
+           use_ray, ray_workers, ray_gpus_per_worker, show_progress, console, recommender, loaded_dataset,
+           on_batch) -> None:
+    """Serve ``todo`` and append its result lines to the (locked, checked) output."""
     progress = _Progress(len(todo), show_progress, console)
     try:
         with ResultWriter(output_path) as writer:
             def emit(lines: list[str]) -> None:
-                writer.write(lines)
+                try:
+                    writer.write(lines)
+                except OSError as exc:  # e.g. a full disk: what was written is durable and resumable
+                    raise DataError(f"cannot write to {output_path}: {exc.strerror or exc}; the results written "
+                                    "so far are kept: run the same command again to resume") from None
                 summary.processed += len(lines)
                 summary.failed += sum(1 for line in lines if json.loads(line).get("error") is not None)
                 progress.advance(len(lines))
@@ -195,18 +179,14 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
 
             load_start = time.perf_counter()
             if use_ray:
-                from .ray_runner import run_on_ray
-
                 run_on_ray(todo, emit, dataset=dataset, config=config, index_dir=index_dir, batch_size=batch_size,
                            workers=ray_workers, summary=summary, num_gpus=ray_gpus_per_worker,
                            on_ready=lambda: _started(summary, load_start, progress))
             else:
                 rec, data = recommender, loaded_dataset
                 if rec is None:
-                    from ..recommender import open_dataset
-
                     data, rec = open_dataset(dataset, config, index_dir=Path(index_dir) if index_dir else None,
-                                                 show_progress=False)
+                                             show_progress=False)
                 _ = rec.backend  # load the LM now, so throughput excludes model loading
                 _started(summary, load_start, progress)
                 for chunk in _chunks(todo, batch_size):
@@ -217,14 +197,8 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
             summary.seconds = round(time.perf_counter() - progress.start, 3)
             summary.users_per_second = round(progress.timed / max(summary.seconds, 1e-9), 3)
         summary.succeeded = summary.processed - summary.failed
-    return summary
 
 
 def _started(summary: BatchSummary, load_start: float, progress: _Progress) -> None:
     summary.load_seconds = round(time.perf_counter() - load_start, 3)
     progress.reset_clock()
-
-
-def thread_count(workers: int) -> int:
-    """torch threads per worker so that ``workers`` processes share the machine's cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))

@@ -27,7 +27,10 @@ def batch(input: Path = typer.Option(..., "--input", "-i", help="requests, one J
           gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0,
                                                 help="GPUs per Ray actor (1 with --backend vllm on a GPU cluster)"),
           as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout")) -> None:
-    """Recommend for every request of a JSONL file. Re-running the same command resumes a killed job."""
+    """Recommend for every request of a JSONL file. Re-running the same command resumes a killed job.
+
+    Input, output and errors file must be three different files; one job at a time writes an output
+    (a lock on <output>.lock)."""
     from ..batch.runner import run_batch
 
     cfg = make_config(config, lm={"model": lm, "adapter": adapter, "backend": backend, "threads": threads},
