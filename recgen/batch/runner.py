@@ -75,8 +75,14 @@ class _Progress:
         self.offset = 0  # results counted before the clock was (re)started
         self.start = time.perf_counter()
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-                TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]} users/s"), TimeElapsedColumn(),
