@@ -6,8 +6,10 @@ import json
 import logging
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from .atomic import atomic_dir
-from .config import MAX_CANDIDATES, RecgenConfig
+from .config import MAX_CANDIDATES, RecgenConfig, format_validation_error
 from .data import load_catalog_file, load_dataset
 from .data.catalog import Catalog
 from .data.dataset import Dataset
@@ -123,8 +125,8 @@ class Recommender:
         An empty history with no query falls back to the most popular items (when the recommender was
         built from a dataset). ``k`` above the candidate count enlarges the candidate set, up to 26.
         """
-        return self.recommend_batch([RecommendRequest(history=history, query=query, k=k, mode=mode,
-                                                      reasons=reasons, exclude=exclude)])[0]
+        return self.recommend_batch([{"history": history, "query": query, "k": k, "mode": mode, "reasons": reasons,
+                                      "exclude": exclude}])[0]
 
     def recommend_batch(self, requests: list[RecommendRequest | dict], *,
                         return_exceptions: bool = False) -> list[list[Recommendation] | Exception]:
@@ -136,12 +138,12 @@ class Recommender:
         jobs: list = []
         for raw in requests:
             try:
-                request = raw if isinstance(raw, RecommendRequest) else RecommendRequest.model_validate(raw)
+                request = raw if isinstance(raw, RecommendRequest) else _validated_request(raw)
                 jobs.append((request, self._prepare(request)))
-            except (RecgenError, ValueError) as exc:
+            except RecgenError as exc:
                 if not return_exceptions:
                     raise
-                jobs.append((None, exc if isinstance(exc, RecgenError) else InvalidRequestError(str(exc))))
+                jobs.append((None, exc))
         ranked: dict[int, list[tuple[str, float]]] = {}
         for mode in ("score", "generate"):
             todo = [n for n, (request, job) in enumerate(jobs) if isinstance(job, RankRequest) and request.mode == mode]
@@ -203,6 +205,16 @@ class Recommender:
     def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
         """(reason, source) per item: the LM's sentence if it passes the fact check, else a fallback."""
         return self.pipeline.reasoner.explain(history, query, item_ids)
+
+
+def _validated_request(raw) -> RecommendRequest:
+    """A request from a dict, with bad fields as one :class:`InvalidRequestError` listing them all."""
+    if not isinstance(raw, dict):
+        raise InvalidRequestError(f"a request must be a mapping of fields, not {type(raw).__name__}")
+    try:
+        return RecommendRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidRequestError("bad request: " + format_validation_error(exc)) from None
 
 
 def _read_json(path: Path):

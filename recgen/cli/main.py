@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..config import RetrievalSettings
+from ..config import MAX_CANDIDATES, RetrievalSettings
 from ..data import load_dataset
 from ..recommender import open_dataset
 from ..retrieval import Retriever
@@ -57,7 +57,7 @@ def recommend(dataset: str = DatasetOpt,
               user: Optional[str] = typer.Option(None, "--user", "-u", help="a user id of the dataset"),
               history: Optional[str] = typer.Option(None, help="comma-separated item ids, oldest first"),
               query: Optional[str] = typer.Option(None, "--query", "-q", help="free-text request"),
-              k: int = typer.Option(10, "-k", min=1, help="how many items"),
+              k: int = typer.Option(10, "-k", min=1, max=MAX_CANDIDATES, help="how many items"),
               mode: str = typer.Option("score", help="score (verbalizer) or generate (constrained decoding)"),
               reasons: bool = typer.Option(True, "--reasons/--no-reasons"),
               lm: Optional[str] = typer.Option(None, help="HF model id or folder (default SmolLM2-135M-Instruct)"),
@@ -88,7 +88,8 @@ def recommend(dataset: str = DatasetOpt,
 @app.command()
 @friendly_errors
 def demo(data_path: str = typer.Option("ml-100k", "--dataset", "-d", help="MovieLens-100k folder or name"),
-         user: str = typer.Option("1", help="user to recommend for"), k: int = typer.Option(5, "-k"),
+         user: str = typer.Option("1", help="user to recommend for"),
+         k: int = typer.Option(5, "-k", min=1, max=MAX_CANDIDATES, help="how many items"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """The main job on the embedded defaults: index ml-100k, recommend with reasons for one user."""
     cfg = make_config()
