@@ -8,22 +8,12 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..data.catalog import Catalog, Item
+from ..text import short_title, words_of
 from .prompts import ChatPrompt, chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
 _FIRST_PERSON = re.compile(r"\b(I|me|my|mine|we|our)\b")
-_TRAILING_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
-
-
-def short_title(title: str) -> str:
-    """``"Usual Suspects, The (1995)"`` → ``"the usual suspects"``: how a title is written in prose."""
-    title = _TRAILING_YEAR.sub("", title).strip()
-    for article in ("The", "A", "An", "Les", "La", "Il", "Das"):
-        suffix = f", {article}"
-        if title.endswith(suffix):
-            title = f"{article} {title[: -len(suffix)]}"
-    return title.lower()
 
 
 def _genre_pattern(genre: str) -> re.Pattern:
@@ -33,13 +23,8 @@ def _genre_pattern(genre: str) -> re.Pattern:
     return re.compile(r"\b" + re.escape(stem) + r"[\w'-]*", re.IGNORECASE)
 
 
-_WORDS = re.compile(r"[a-z0-9]+")
 _CAPITALISED = re.compile(r"[A-Z][\w'\u2019&-]*")
 _QUOTED = re.compile(r'["\u201c]([^"\u201d]{2,})["\u201d]')
-
-
-def words_of(text: str) -> set[str]:
-    return set(_WORDS.findall(text.lower()))
 
 
 def unsupported_names(reason: str, allowed_titles: list[str], genre_words: Iterable[str] = ()) -> list[str]:

@@ -21,7 +21,8 @@ from typing import Any, AsyncIterator, Callable
 
 from ..errors import InvalidRequestError
 from ..types import RecommendRequest
-from .chat_state import ChatContext, ChatReply, chat_turn, message_text
+from ..chat.state import ChatContext, message_text
+from ..chat.turn import ChatReply, chat_turn
 from .protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
                        ChatResponseMessage, ChunkChoice, DeltaMessage, ModelCard, ModelList,
                        RecgenChatOptions, RecommendationsRequest, RecommendationsResponse, Usage, _id)
