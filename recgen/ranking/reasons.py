@@ -82,9 +82,14 @@ class ReasonChecker:
             found.append("speaks in the first person")
         for name in unsupported_names(reason, [item.title, *(h.title for h in history)], self._genre_words):
             found.append(f"uses the name {name!r}, which is not a title it may name")
-        own = short_title(item.title)
-        if _mentions(lower, own) and _LIKED.search(reason):
-            found.append("says the user already liked the recommended item")
+        if _LIKED.search(reason):
+            # "..., which you liked." is only true of a history item the reason names, never of the item itself
+            if _mentions(lower, short_title(item.title)):
+                found.append("says the user already liked the recommended item")
+            if not history:
+                found.append("says the user liked something, but there is no history (a request only)")
+            elif not any(_mentions(lower, short_title(h.title)) or _mentions(lower, h.title.lower()) for h in history):
+                found.append("says the user liked something without naming a history item")
         for genre, pattern in self._genres.items():
             if genre not in item.genres and pattern.search(reason):
                 found.append(f"calls it {genre}, which it is not")
@@ -129,6 +134,9 @@ def fallback_reason(item: Item, history: list[Item], query: str | None, similar:
         return f"{what}, close to your request."
     if similar is not None:
         return f"Its description is close to {similar.title}, which you liked."
+    if not history:  # nothing liked to point to: claim nothing about the user
+        what = _join(list(item.genres[:3])) if item.genres else "An item"
+        return f"{what}, one of the closest catalog matches."
     if item.genres:
         return f"{_join(list(item.genres[:3]))}, close in content to your recent items."
     return "Its description is close to items you liked recently."
