@@ -411,7 +411,7 @@ def test_concurrent_clients_against_the_subprocess_never_crash(served):
     with ThreadPoolExecutor(16) as pool:
         codes = [r.status_code for r in pool.map(post, range(32))]
     assert set(codes) <= {200, 429, 504} and codes.count(200) >= 16, codes
-    assert httpx.get(served + "/healthz").json()["failed"] == 0
+    assert httpx.get(served + "/healthz", headers=AUTH).json()["failed"] == 0  # details need the key
 
 
 def test_chat_repl(tiny_lm_dir, tmp_path, monkeypatch):
