@@ -27,8 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..version import __version__
 from ..errors import RecgenError
-from .protocol import (ChatCompletionRequest, ChatCompletionResponse, ModelList, RecommendationsRequest,
-                       RecommendationsResponse)
+from .protocol import (ChatCompletionRequest, ChatCompletionResponse, ErrorResponse, ModelList,
+                       RecommendationsRequest, RecommendationsResponse)
 from .serving import APIError, RecgenServing, ServerSettings, error_body, error_status
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,18 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts[:10])
 
 
+def _errors(*statuses: int) -> dict:
+    """OpenAPI entries for the error statuses a route can answer (all in OpenAI's error shape)."""
+    return {status: {"model": ErrorResponse, "description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+ERROR_MEANINGS = {400: "invalid request", 401: "missing or wrong API key", 404: "unknown model or user",
+                  413: "body too large", 429: "busy: retry after Retry-After seconds", 500: "internal error",
+                  503: "shutting down", 504: "took longer than --timeout"}
+#: Statuses every route can answer: the middlewares (401, 413) and the catch-all handler (500).
+_ANY = (401, 413, 500)
+
+
 def create_app(recommender, dataset=None, settings: ServerSettings | None = None) -> FastAPI:
     """An app serving ``recommender`` (and ``dataset`` for ``user`` ids) under ``settings``' limits."""
     settings = settings or ServerSettings()
@@ -154,6 +166,7 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
 
     @asynccontextmanager
     async def lifespan(_app):
+        serving.start()
         yield
         serving.shutdown()
 
@@ -190,22 +203,23 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
         serving.counters["failed"] += 1
         return JSONResponse(error_body(exc), status_code=500)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=_errors(413, 500))
     async def healthz(request: Request) -> dict:
         if settings.api_key and not bearer_token_matches(_authorization(request.scope), settings.api_key):
             return {"status": "ok"}  # liveness for anyone; the adapter path and counters only with the key
         return serving.health()
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, responses=_errors(*_ANY))
     async def models() -> ModelList:
         return serving.models()
 
-    @app.post("/v1/recommendations", response_model=RecommendationsResponse)
+    @app.post("/v1/recommendations", response_model=RecommendationsResponse,
+              responses=_errors(400, 404, 429, 503, 504, *_ANY))
     async def recommendations(request: RecommendationsRequest) -> RecommendationsResponse:
         return await serving.recommendations(request)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-              responses={200: {"content": {"text/event-stream": {}}}})
+              responses={200: {"content": {"text/event-stream": {}}}, **_errors(400, 404, 429, 503, 504, *_ANY)})
     async def chat_completions(request: ChatCompletionRequest):
         if request.stream:
             task = serving.submit_chat(request)  # 4xx/429 happen here, before the stream starts

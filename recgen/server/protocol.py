@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import MAX_CANDIDATES
 from ..types import Recommendation, RecommendRequest
 
 
@@ -61,7 +62,7 @@ class RecgenChatOptions(BaseModel):
 
     user_id: str | None = Field(None, description="a user of the loaded dataset: personalises with their history")
     history: list[str] | None = Field(None, description="item ids the user liked, oldest first")
-    k: int = Field(5, ge=1, le=26, description="how many items per reply")
+    k: int = Field(5, ge=1, le=MAX_CANDIDATES, description="how many items per reply")
     mode: Literal["score", "generate"] = "score"
     reasons: bool = True
 
@@ -138,7 +139,10 @@ class ChatCompletionChunk(BaseModel):
 # -- structured recommendations --------------------------------------------------------------------------
 
 class RecommendationsRequest(RecommendRequest):
-    """:class:`~recgen.types.RecommendRequest`; ``user`` is resolved against the served dataset."""
+    """:class:`~recgen.types.RecommendRequest`; ``user`` is resolved against the served dataset. ``k`` has
+    its upper bound in the schema, so clients (and schema fuzzers) see it before a 400 tells them."""
+
+    k: int = Field(10, ge=1, le=MAX_CANDIDATES, description="how many items (the ranker labels at most 26)")
 
 
 class RecommendationsResponse(BaseModel):

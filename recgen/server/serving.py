@@ -140,6 +140,12 @@ class RecgenServing:
             raise APIError(504, f"the request took longer than {self.settings.timeout:g} s (--timeout); the server "
                                 "may be overloaded", type="timeout_error", code="timeout") from None
 
+    def start(self) -> None:
+        """A fresh LM worker if an earlier lifespan shut it down (the same app may be started again, as
+        test clients and schema fuzzers do), so no request gets 503 from a previous shutdown."""
+        if self._executor._shutdown:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recgen-lm")
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
