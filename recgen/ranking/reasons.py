@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..data.catalog import Catalog, Item
-from ..text import short_title, words_of
+from ..text import clip, short_title, words_of
 from .prompts import ChatPrompt, chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
@@ -114,8 +114,9 @@ def _mentions(text: str, title: str) -> bool:
 
 
 def clean_reason(text: str, max_chars: int = 240) -> str:
-    """First sentence (or line) of the model's text, without list markers or quotes around it."""
-    text = text.strip().strip('"').strip()
+    """First sentence (or line) of the model's text, without list markers or quotes around it. The text is
+    cut first: the sentence pattern below is quadratic on long text without a full stop."""
+    text = clip(text, 8 * max_chars).strip().strip('"').strip()
     text = re.sub(r"^(reason|because)\s*[:\-]\s*", "", text, flags=re.IGNORECASE)
     match = re.search(r"(.+?[.!?])(\s|$)", text)
     if match:
