@@ -4,7 +4,9 @@ chat / structured recommendation logic.
 The language model is not thread-safe and saturates the CPU on its own, so every recommender call runs on
 one worker thread (a single-worker executor, plus a lock in case the recommender is shared) while the event
 loop stays free for health checks, streaming and rejecting excess load. ``max_concurrency`` requests may be
-admitted at once (one running, the rest queued); the next one gets 429 straight away.
+admitted at once (one running, the rest queued); the next one gets 429 straight away. A request is also
+refused with 429 when the queue ahead of it, at the recent time per call, would outlast ``timeout``: a
+prompt "retry later" instead of a 504 after the client has waited the whole timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,7 +71,8 @@ class RecgenServing:
         self._lm_lock = threading.Lock()
         self._admit_lock = threading.Lock()
         self._in_flight = 0
-        self.counters = {"served": 0, "rejected_busy": 0, "timed_out": 0, "failed": 0}
+        self.counters = {"served": 0, "rejected_busy": 0, "rejected_queue_too_long": 0, "timed_out": 0, "failed": 0}
+        self.call_seconds: float | None = None  # moving average of one worker call, for admission
         self.started = time.time()
 
     # -- identity ------------------------------------------------------------------------------------
@@ -111,11 +115,23 @@ class RecgenServing:
                 raise APIError(429, f"the server is busy: {self._in_flight} requests are running or queued "
                                     f"(--max-concurrency {self.settings.max_concurrency}); retry shortly",
                                type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+            expected = (self._in_flight + 1) * (self.call_seconds or 0.0)
+            if self._in_flight and expected > self.settings.timeout:
+                self.counters["rejected_queue_too_long"] += 1
+                raise APIError(429, f"the server is busy: {self._in_flight} requests are queued, about "
+                                    f"{expected:.0f} s of work, more than the {self.settings.timeout:g} s timeout; "
+                                    "retry shortly", type="rate_limit_error", code="server_busy",
+                               headers={"Retry-After": str(max(1, math.ceil(self.call_seconds or 1)))})
             self._in_flight += 1
 
         def job():
             with self._lm_lock:
-                return fn(*args, **kwargs)
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    took = time.perf_counter() - start
+                    self.call_seconds = took if self.call_seconds is None else 0.7 * self.call_seconds + 0.3 * took
 
         try:
             future = self._executor.submit(job)
