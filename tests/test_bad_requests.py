@@ -47,6 +47,7 @@ def test_a_corrupt_saved_recommender_is_a_clear_error(saved, tiny_backend, name,
 
 def test_transitions_of_another_catalog_are_refused(saved, tiny_backend):
     from builders import make_catalog
+
     from recgen.retrieval.collaborative import ItemTransitions
 
     ItemTransitions.fit(make_catalog(7), [["1", "2", "3"]]).save(saved / "transitions.npz")

@@ -2,12 +2,14 @@
 
 import pytest
 
-from recgen.chat.constraints import (ChatVocabulary, Constraints, apply_constraints, blocked_items, merge_turn,
-                                     parse_turn, starts_new_request)
+from recgen.chat.constraints import Constraints, apply_constraints, blocked_items, merge_turn, starts_new_request
+from recgen.chat.parser import parse_turn
+from recgen.chat.state import ChatContext, items_in_reply, message_text, state_from_messages
+from recgen.chat.turn import render_reply
+from recgen.chat.vocabulary import ChatVocabulary
 from recgen.data import Catalog, Item
 from recgen.errors import InvalidRequestError
-from recgen.server.chat_state import (ChatContext, items_in_reply, message_text, render_reply, state_from_messages,
-                                      unsupported_names)
+from recgen.ranking.reasons import unsupported_names
 from recgen.types import Recommendation
 
 # A project-made catalog with invented titles (no dataset rows).

@@ -1,5 +1,7 @@
 """The reason fact-check on hand-written reasons, and fallbacks that are true by construction."""
 
+import time
+
 import pytest
 
 from recgen.data import Catalog, Item
@@ -57,3 +59,32 @@ def test_fallbacks_only_state_facts():
 ])
 def test_first_person_and_unknown_names_are_caught(reason, problem):
     assert any(problem in p for p in CHECK.problems(reason, ALADDIN, [TOY]))
+
+
+@pytest.mark.parametrize("reason, history", [
+    ("A horror-themed horror movie, which you liked.", []),                 # query only: nothing was liked
+    ("A chilling horror film that you watched and loved.", []),
+    ("A horror classic, which you liked.", [TOY]),                         # names no history item
+    ("A scary film, a favourite of yours like the ones you enjoyed.", [TOY, ALADDIN]),
+])
+def test_a_liked_claim_needs_a_named_history_item(reason, history):
+    """Issue 12 #9: the "already liked" rule fired only when the reason named the item's own title."""
+    found = CHECK.problems(reason, SHINING, history)
+    assert any("liked something" in p for p in found), found
+
+
+def test_a_liked_claim_naming_a_history_item_passes():
+    assert CHECK.problems("A horror film for a fan of Toy Story, which you liked.", SHINING, [TOY]) == []
+    assert CHECK.problems("Close to Toy Story (1995), which you liked.", SHINING, [TOY]) == []  # the full title
+
+
+def test_fallback_without_history_claims_nothing_about_the_user():
+    for item in [SHINING, Item("9", "Untitled", (), None)]:
+        reason = fallback_reason(item, [], None)
+        assert "you" not in reason.lower() and CHECK.problems(reason, item, []) == []
+
+
+def test_clean_reason_is_fast_on_long_text_without_a_full_stop():
+    start = time.perf_counter()
+    assert len(clean_reason("word " * 200_000)) <= 240
+    assert time.perf_counter() - start < 1.0

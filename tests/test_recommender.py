@@ -39,14 +39,43 @@ def test_score_mode_returns_all_candidates_in_score_order(tiny_recommender):
     assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
 
 
-def test_reasons_are_present_and_fact_checked(tiny_recommender):
-    recs = tiny_recommender.recommend(history=["1", "2", "3"], k=4, reasons=True)
-    assert all(r.reason and r.reason_source in ("model", "fallback") for r in recs)
-    history = {tiny_recommender.catalog.get(i).item_id for i in ["1", "2", "3"]}
+@pytest.mark.parametrize("invented", [
+    "A stunning Western, just like The Godfather, which you liked.",      # a made-up title and genre
+    "A moving horror romance drama comedy sci-fi action film.",          # genres the item does not have
+])
+def test_reasons_are_present_and_fact_checked(tiny_recommender, invented):
+    """An LM that invents a title or a genre gets its reason replaced by a fallback made only of facts."""
+    import re
+
+    class InventingBackend:
+        """The tiny LM for ranking; every reason it writes is ``invented``."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def generate_text(self, prompts, max_new_tokens):
+            return [invented for _ in prompts]
+
+    base = tiny_recommender
+    rec = Recommender(base.catalog, base.config, retriever=base.retriever, popularity=base.popularity,
+                      transitions=base.retriever.transitions, backend=InventingBackend(base.backend))
+    history = [base.catalog.get(i) for i in ["1", "2", "3"]]
+    recs = rec.recommend(history=[h.item_id for h in history], k=4, reasons=True)
+    assert recs and all(r.reason_source == "fallback" for r in recs)
     for r in recs:
-        if r.reason_source == "model":
-            item = tiny_recommender.catalog.get(r.item_id)
-            assert tiny_recommender.checker.problems(r.reason, item, [tiny_recommender.catalog.get(i) for i in history]) == []
+        item = base.catalog.get(r.item_id)
+        assert r.reason != invented and "Godfather" not in r.reason and "Western" not in r.reason
+        shares = re.fullmatch(r"Shares (.+) with (.+), which you liked\.", r.reason)
+        if shares:  # the shared genres really are the item's and that history item's; the title is a history title
+            past = next(h for h in history if h.title == shares.group(2))
+            named = re.split(r", | and ", shares.group(1))
+            assert set(named) <= set(item.genres) & set(past.genres)
+        else:  # the other fallbacks name only the item's own genres, or a history title
+            named = [g for g in ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi") if g in r.reason]
+            assert set(named) <= set(item.genres) | {g for h in history if h.title in r.reason for g in h.genres}
 
 
 def test_batch_equals_single(tiny_recommender):

@@ -156,3 +156,10 @@ def test_chat_page_shows_ranked_items_with_reasons(browser, live_server):
     assert screenshot.stat().st_size > 10_000
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def test_page_keeps_the_api_key_for_the_session_only():
+    """Issue 12 Low: the key was kept in localStorage (readable by any later page script, kept forever)."""
+    script = (importlib.resources.files("recgen.server") / "static" / "app.js").read_text(encoding="utf-8")
+    assert "localStorage" not in script and 'sessionStorage.setItem("recgen.apiKey"' in script
+    assert 'fetch("/healthz", { headers: headers() })' in script  # details of /healthz need the key

@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..chat.state import ChatContext
+from ..chat.turn import chat_turn
 from ..errors import RecgenError
 from ..recommender import open_dataset
 from .common import console, friendly_errors, history_for_user, make_config
@@ -101,7 +103,6 @@ def chat(dataset: str = DatasetOpt,
          lm: Optional[str] = LmOpt, adapter: Optional[str] = AdapterOpt, embedder: Optional[str] = EmbedderOpt,
          config: Optional[Path] = ConfigOpt) -> None:
     """Chat in the terminal: ask, then refine ("not horror", "only after 1990", "more like the second one")."""
-    from ..server.chat_state import ChatContext, chat_turn
 
     _check_mode(mode)
     cfg = make_config(config, lm={"model": lm, "adapter": adapter}, retrieval={"embedder": embedder})

@@ -10,22 +10,12 @@ from typing import Iterable
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
+from ..text import clip, short_title, words_of
 from .prompts import chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
 _FIRST_PERSON = re.compile(r"\b(I|me|my|mine|we|our)\b")
-_TRAILING_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
-
-
-def short_title(title: str) -> str:
-    """``"Usual Suspects, The (1995)"`` → ``"the usual suspects"``: how a title is written in prose."""
-    title = _TRAILING_YEAR.sub("", title).strip()
-    for article in ("The", "A", "An", "Les", "La", "Il", "Das"):
-        suffix = f", {article}"
-        if title.endswith(suffix):
-            title = f"{article} {title[: -len(suffix)]}"
-    return title.lower()
 
 
 def _genre_pattern(genre: str) -> re.Pattern:
@@ -35,13 +25,8 @@ def _genre_pattern(genre: str) -> re.Pattern:
     return re.compile(r"\b" + re.escape(stem) + r"[\w'-]*", re.IGNORECASE)
 
 
-_WORDS = re.compile(r"[a-z0-9]+")
 _CAPITALISED = re.compile(r"[A-Z][\w'\u2019&-]*")
 _QUOTED = re.compile(r'["\u201c]([^"\u201d]{2,})["\u201d]')
-
-
-def words_of(text: str) -> set[str]:
-    return set(_WORDS.findall(text.lower()))
 
 
 def unsupported_names(reason: str, allowed_titles: list[str], genre_words: Iterable[str] = ()) -> list[str]:
@@ -99,9 +84,14 @@ class ReasonChecker:
             found.append("speaks in the first person")
         for name in unsupported_names(reason, [item.title, *(h.title for h in history)], self._genre_words):
             found.append(f"uses the name {name!r}, which is not a title it may name")
-        own = short_title(item.title)
-        if _mentions(lower, own) and _LIKED.search(reason):
-            found.append("says the user already liked the recommended item")
+        if _LIKED.search(reason):
+            # "..., which you liked." is only true of a history item the reason names, never of the item itself
+            if _mentions(lower, short_title(item.title)):
+                found.append("says the user already liked the recommended item")
+            if not history:
+                found.append("says the user liked something, but there is no history (a request only)")
+            elif not any(_mentions(lower, short_title(h.title)) or _mentions(lower, h.title.lower()) for h in history):
+                found.append("says the user liked something without naming a history item")
         for genre, pattern in self._genres.items():
             if genre not in item.genres and pattern.search(reason):
                 found.append(f"calls it {genre}, which it is not")
@@ -126,8 +116,9 @@ def _mentions(text: str, title: str) -> bool:
 
 
 def clean_reason(text: str, max_chars: int = 240) -> str:
-    """First sentence (or line) of the model's text, without list markers or quotes around it."""
-    text = text.strip().strip('"').strip()
+    """First sentence (or line) of the model's text, without list markers or quotes around it. The text is
+    cut first: the sentence pattern below is quadratic on long text without a full stop."""
+    text = clip(text, 8 * max_chars).strip().strip('"').strip()
     text = re.sub(r"^(reason|because)\s*[:\-]\s*", "", text, flags=re.IGNORECASE)
     match = re.search(r"(.+?[.!?])(\s|$)", text)
     if match:
@@ -146,6 +137,9 @@ def fallback_reason(item: Item, history: list[Item], query: str | None, similar:
         return f"{what}, close to your request."
     if similar is not None:
         return f"Its description is close to {similar.title}, which you liked."
+    if not history:  # nothing liked to point to: claim nothing about the user
+        what = _join(list(item.genres[:3])) if item.genres else "An item"
+        return f"{what}, one of the closest catalog matches."
     if item.genres:
         return f"{_join(list(item.genres[:3]))}, close in content to your recent items."
     return "Its description is close to items you liked recently."

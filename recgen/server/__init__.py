@@ -1,6 +1,6 @@
 """HTTP serving: an OpenAI-compatible chat endpoint, structured recommendations, and a small web page.
 
-``create_app`` needs FastAPI; :mod:`recgen.server.chat_state` (used by ``recgen chat`` too) does not.
+``create_app`` needs FastAPI; the chat logic it serves lives in :mod:`recgen.chat` (``recgen chat`` uses it too).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Body size (413) and the bearer token (401) are checked by small ASGI middlewares before any route runs.
+
+With an API key configured: ``/v1/*`` and ``/openapi.json`` need ``Authorization: Bearer <key>`` (the scheme
+is case-insensitive); ``/docs`` and ``/redoc`` are not served (a browser cannot send the header, and the
+schema is not public); ``/healthz`` answers ``{"status": "ok"}`` to anyone and its details (model, adapter
+path, counters) only with the key; the page at ``/`` and its static files stay open.
 """
 
 from __future__ import annotations
@@ -20,10 +25,16 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..version import __version__
 from ..errors import RecgenError
-from .protocol import (ChatCompletionRequest, ChatCompletionResponse, ModelList, RecommendationsRequest,
-                       RecommendationsResponse)
+from ..version import __version__
+from .protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ErrorResponse,
+    ModelList,
+    RecommendationsRequest,
+    RecommendationsResponse,
+)
 from .serving import APIError, RecgenServing, ServerSettings, error_body, error_status
 
 log = logging.getLogger(__name__)
@@ -31,6 +42,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Paths that need the bearer token when one is configured (the page, its files and /healthz do not).
 PROTECTED_PREFIX = "/v1/"
+PROTECTED_PATHS = frozenset({"/openapi.json"})
 
 
 def _json_error(send_status: int, body: dict, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
@@ -98,18 +110,30 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": raw})
 
 
+def bearer_token_matches(authorization: bytes, api_key: str) -> bool:
+    """``Authorization: Bearer <key>``; the scheme is case-insensitive (RFC 9110), the key compared in
+    constant time."""
+    scheme, _, token = authorization.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), api_key.encode())
+
+
+def _authorization(scope) -> bytes:
+    return dict(scope.get("headers", [])).get(b"authorization", b"")
+
+
 class BearerAuthMiddleware:
-    """401 on ``/v1/*`` without ``Authorization: Bearer <api_key>`` (compared in constant time)."""
+    """401 on ``/v1/*`` and ``/openapi.json`` without ``Authorization: Bearer <api_key>``."""
 
     def __init__(self, app, api_key: str):
         self.app = app
-        self.expected = f"Bearer {api_key}".encode()
+        self.api_key = api_key
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope.get("path", "").startswith(PROTECTED_PREFIX):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path.startswith(PROTECTED_PREFIX) or path in PROTECTED_PATHS):
             return await self.app(scope, receive, send)
-        given = dict(scope.get("headers", [])).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        given = _authorization(scope)
+        if bearer_token_matches(given, self.api_key):
             return await self.app(scope, receive, send)
         message = ("missing API key: send the header 'Authorization: Bearer <key>' (the key given to --api-key "
                    "or RECGEN_API_KEY)") if not given else "invalid API key"
@@ -129,6 +153,18 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts[:10])
 
 
+def _errors(*statuses: int) -> dict:
+    """OpenAPI entries for the error statuses a route can answer (all in OpenAI's error shape)."""
+    return {status: {"model": ErrorResponse, "description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+ERROR_MEANINGS = {400: "invalid request", 401: "missing or wrong API key", 404: "unknown model or user",
+                  413: "body too large", 429: "busy: retry after Retry-After seconds", 500: "internal error",
+                  503: "shutting down", 504: "took longer than --timeout"}
+#: Statuses every route can answer: the middlewares (401, 413) and the catch-all handler (500).
+_ANY = (401, 413, 500)
+
+
 def create_app(recommender, dataset=None, settings: ServerSettings | None = None) -> FastAPI:
     """An app serving ``recommender`` (and ``dataset`` for ``user`` ids) under ``settings``' limits."""
     settings = settings or ServerSettings()
@@ -136,10 +172,13 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
 
     @asynccontextmanager
     async def lifespan(_app):
+        serving.start()
         yield
         serving.shutdown()
 
-    app = FastAPI(title="recgen", version=__version__, lifespan=lifespan,
+    # Behind a key the interactive docs are off and the schema needs the key (see the module docstring).
+    docs = {"docs_url": None, "redoc_url": None} if settings.api_key else {}
+    app = FastAPI(title="recgen", version=__version__, lifespan=lifespan, **docs,
                   description="LLM-based generative recommender: ranked catalog items, each with a reason.")
     app.state.serving = serving
 
@@ -170,20 +209,23 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
         serving.counters["failed"] += 1
         return JSONResponse(error_body(exc), status_code=500)
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
+    @app.get("/healthz", responses=_errors(413, 500))
+    async def healthz(request: Request) -> dict:
+        if settings.api_key and not bearer_token_matches(_authorization(request.scope), settings.api_key):
+            return {"status": "ok"}  # liveness for anyone; the adapter path and counters only with the key
         return serving.health()
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, responses=_errors(*_ANY))
     async def models() -> ModelList:
         return serving.models()
 
-    @app.post("/v1/recommendations", response_model=RecommendationsResponse)
+    @app.post("/v1/recommendations", response_model=RecommendationsResponse,
+              responses=_errors(400, 404, 429, 503, 504, *_ANY))
     async def recommendations(request: RecommendationsRequest) -> RecommendationsResponse:
         return await serving.recommendations(request)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-              responses={200: {"content": {"text/event-stream": {}}}})
+              responses={200: {"content": {"text/event-stream": {}}}, **_errors(400, 404, 429, 503, 504, *_ANY)})
     async def chat_completions(request: ChatCompletionRequest):
         if request.stream:
             task = serving.submit_chat(request)  # 4xx/429 happen here, before the stream starts

@@ -4,7 +4,9 @@ chat / structured recommendation logic.
 The language model is not thread-safe and saturates the CPU on its own, so every recommender call runs on
 one worker thread (a single-worker executor, plus a lock in case the recommender is shared) while the event
 loop stays free for health checks, streaming and rejecting excess load. ``max_concurrency`` requests may be
-admitted at once (one running, the rest queued); the next one gets 429 straight away.
+admitted at once (one running, the rest queued); the next one gets 429 straight away. A request is also
+refused with 429 when the queue ahead of it, at the recent time per call, would outlast ``timeout``: a
+prompt "retry later" instead of a 504 after the client has waited the whole timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,14 +22,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+from ..chat.state import ChatContext, message_text
+from ..chat.turn import ChatReply, chat_turn
 from ..errors import InvalidRequestError
 from ..types import RecommendRequest
-from .chat_state import ChatContext, ChatReply, chat_turn, message_text
-from .protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
-                       ChatResponseMessage, ChunkChoice, DeltaMessage, ModelCard, ModelList,
-                       RecgenChatOptions, RecommendationsRequest, RecommendationsResponse, Usage, _id)
+from .protocol import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatResponseMessage,
+    ChunkChoice,
+    DeltaMessage,
+    ModelCard,
+    ModelList,
+    RecgenChatOptions,
+    RecommendationsRequest,
+    RecommendationsResponse,
+    Usage,
+    _id,
+)
 
 log = logging.getLogger(__name__)
+#: Admit a request only if the queue ahead of it is expected to take at most this share of ``timeout``.
+QUEUE_TIME_SHARE = 0.8
 
 
 @dataclass
@@ -67,7 +86,8 @@ class RecgenServing:
         self._lm_lock = threading.Lock()
         self._admit_lock = threading.Lock()
         self._in_flight = 0
-        self.counters = {"served": 0, "rejected_busy": 0, "timed_out": 0, "failed": 0}
+        self.counters = {"served": 0, "rejected_busy": 0, "rejected_queue_too_long": 0, "timed_out": 0, "failed": 0}
+        self.call_seconds: float | None = None  # moving average of one worker call, for admission
         self.started = time.time()
 
     # -- identity ------------------------------------------------------------------------------------
@@ -110,11 +130,22 @@ class RecgenServing:
                 raise APIError(429, f"the server is busy: {self._in_flight} requests are running or queued "
                                     f"(--max-concurrency {self.settings.max_concurrency}); retry shortly",
                                type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+            expected = (self._in_flight + 1) * (self.call_seconds or 0.0)
+            if self._in_flight and expected > QUEUE_TIME_SHARE * self.settings.timeout:
+                self.counters["rejected_queue_too_long"] += 1
+                raise APIError(429, f"the server is busy: {self._in_flight} requests are queued, about "
+                                    f"{expected:.0f} s of work, more than the {self.settings.timeout:g} s timeout; "
+                                    "retry shortly", type="rate_limit_error", code="server_busy",
+                               headers={"Retry-After": str(max(1, math.ceil(self.call_seconds or 1)))})
             self._in_flight += 1
 
         def job():
             with self._lm_lock:
-                return fn(*args, **kwargs)
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self._record_call(time.perf_counter() - start)
 
         try:
             future = self._executor.submit(job)
@@ -125,6 +156,14 @@ class RecgenServing:
         task = asyncio.get_running_loop().create_task(self._await(future))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception never retrieved"
         return task
+
+    def _record_call(self, took: float) -> None:
+        """Time per call for admission: up at once to a slower call, down slowly (calls differ: chat with
+        reasons is slower than a bare ranking, so an average alone let a mixed queue outlast the timeout)."""
+        if self.call_seconds is None or took > self.call_seconds:
+            self.call_seconds = took
+        else:
+            self.call_seconds = 0.9 * self.call_seconds + 0.1 * took
 
     def _release(self, _future: Future | None) -> None:
         with self._admit_lock:
@@ -138,6 +177,12 @@ class RecgenServing:
             self.counters["timed_out"] += 1
             raise APIError(504, f"the request took longer than {self.settings.timeout:g} s (--timeout); the server "
                                 "may be overloaded", type="timeout_error", code="timeout") from None
+
+    def start(self) -> None:
+        """A fresh LM worker if an earlier lifespan shut it down (the same app may be started again, as
+        test clients and schema fuzzers do), so no request gets 503 from a previous shutdown."""
+        if self._executor._shutdown:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recgen-lm")
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

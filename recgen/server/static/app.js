@@ -6,11 +6,12 @@ const $ = (id) => document.getElementById(id);
 const log = $("log");
 const state = { messages: [], model: "recgen", busy: false };
 
-const saved = (key) => localStorage.getItem("recgen." + key) || "";
+// Kept in sessionStorage (not persistent storage): the API key is gone when the tab closes and is not shared with other tabs.
+const saved = (key) => sessionStorage.getItem("recgen." + key) || "";
 $("api-key").value = saved("apiKey");
 $("user-id").value = saved("userId");
-$("api-key").addEventListener("change", (e) => localStorage.setItem("recgen.apiKey", e.target.value));
-$("user-id").addEventListener("change", (e) => localStorage.setItem("recgen.userId", e.target.value));
+$("api-key").addEventListener("change", (e) => { sessionStorage.setItem("recgen.apiKey", e.target.value); loadStatus(); });
+$("user-id").addEventListener("change", (e) => sessionStorage.setItem("recgen.userId", e.target.value));
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -29,9 +30,11 @@ function headers() {
 async function loadStatus() {
   const status = $("status");
   try {
-    const health = await (await fetch("/healthz")).json();
+    // behind an API key, /healthz shows its details only to requests that send the key
+    const health = await (await fetch("/healthz", { headers: headers() })).json();
     state.model = health.model || "recgen";
-    status.textContent = `${health.model} · ${health.items} items` + (health.dataset ? ` · ${health.dataset}` : "");
+    status.textContent = health.items === undefined ? "server ok (enter the API key for details)"
+      : `${health.model} · ${health.items} items` + (health.dataset ? ` · ${health.dataset}` : "");
     status.className = "status ok";
   } catch (err) {
     status.textContent = "server unreachable";

@@ -1,0 +1,341 @@
+r"""One chat turn read with plain rules: genres in or out, year bounds, references to the previous reply,
+catalog titles liked or rejected, and the request text that is left.
+
+A turn such as ``"funny space adventures, not horror, only after 1990, more like the second one"`` becomes
+:class:`TurnConstraints`. The rules are deliberately small and predictable; what they do not catch stays in the
+request text, which still steers retrieval and ranking.
+
+The text comes from clients, so reading it is bounded: it is cut to :data:`MAX_TURN_CHARS` and its whitespace
+collapsed before any pattern runs (so ``\s*``/``\s+`` match one character at most and cannot backtrack over a
+run: "horror" + 2,000 spaces took 30 s before), trailing filler is stripped by a backwards scan rather than a
+``(...)+$`` search, and span overlaps are checked with a byte map instead of pairwise comparisons.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..text import clip, collapse_spaces
+from .vocabulary import FILLER, NEG_WORDS, REF_NEG_WORDS, STOP, ChatVocabulary, norm
+
+ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "last": -1, "final": -1,
+}
+_ORD_WORDS = "|".join(sorted(ORDINALS, key=len, reverse=True))
+_ORD = rf"(?:{_ORD_WORDS}|\d{{1,2}}(?:st|nd|rd|th))"
+_NOUN = r"(?:one|ones|item|movie|film|pick|suggestion|recommendation|title|option|entry|book|product)"
+_REF = re.compile(
+    rf"\b(?:(?:the|that|your)\s+(?P<a>{_ORD})(?:\s+{_NOUN})?|(?P<b>{_ORD})\s+{_NOUN})\b"
+    rf"|(?:#\s*|\bnumber\s+|\bno\.\s*|\boption\s+)(?P<n>\d{{1,2}})(?!\d)"
+)
+
+_NEG_PHRASES = re.compile(
+    r"\b(?:(?:anything|everything|all)\s+but|other\s+than|rather\s+than|instead\s+of|except\s+for|"
+    r"(?:tired|sick)\s+of|do\s+not|does\s+not|did\s+not|no\s+more|get\s+rid\s+of|leave\s+out|not\s+into)\b"
+)
+_RESET = re.compile(
+    r"\b(?:start\s+over|start\s+again|new\s+search|reset|clear\s+(?:the\s+|all\s+|my\s+)?(?:filters|constraints)|"
+    r"forget\s+(?:it|that|everything|all\s+that|the\s+filters|my\s+filters|the\s+constraints))\b"
+)
+_AGAIN = re.compile(
+    r"\b(?:show|list|give|include|recommend|see|bring)\b(?:\s+[\w']+){0,3}\s+again\b|\bagain\s*(?:please|pls)\b"
+    r"|\brepeat\s+(?:them|those|that|these|the\s+(?:list|last|same))\b"
+    r"|\binclude\s+(?:the\s+)?(?:ones|items|titles|movies|films|those)\s+(?:you\s+)?(?:already\s+)?"
+    r"(?:showed|shown|suggested|recommended)\b"
+)
+_NOT_AGAIN = re.compile(r"\b(?:not|never|no|don't)\s+(?:\w+\s+){0,2}again\b")
+_INJECTION = re.compile(
+    r"\b(?:ignore|disregard|override|bypass)\b.{0,40}\b(?:catalog|catalogue|instructions|rules|list|prompt)\b"
+    r"|\bsystem\s+prompt\b|\byou\s+are\s+now\b",
+    re.DOTALL,
+)
+
+_CWORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_LIFT = re.compile(r"\s*(?:movies|films|stuff|ones)?\s*(?:is|are|'s|would\s+be|will\s+be)?\s*(?:also\s+|too\s+)?"
+                   r"(?:fine|ok|okay|allowed|acceptable|welcome|alright|all\s+right)\b")
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[,.;:!?()]")
+
+
+# -- one turn ------------------------------------------------------------------------------------------
+
+@dataclass
+class TurnConstraints:
+    """What one user message says. Item ids are resolved against the catalog and the previous reply."""
+
+    exclude_genres: set[str] = field(default_factory=set)
+    include_genres: set[str] = field(default_factory=set)
+    allow_genres: set[str] = field(default_factory=set)     # "horror is fine now": lifts an exclusion only
+    min_year: int | None = None
+    max_year: int | None = None
+    liked: list[str] = field(default_factory=list)      # referenced or named items to find more like
+    rejected: list[str] = field(default_factory=list)   # referenced or named items never to show again
+    request: str | None = None                          # the remaining request text, if it says anything
+    allow_shown: bool = False
+    reset: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _period(text: str) -> tuple[int, int] | None:
+    """A year or a decade (``1995``, ``the 90s``, ``1980s``, ``'80s``, ``the eighties``) → (first, last) year."""
+    text = text.strip()
+    words = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
+             "seventies": 1970, "eighties": 1980, "nineties": 1990}
+    m = re.fullmatch(r"(?:the\s+)?(?:(1[89]\d\d|20\d\d)|(1[89]\d0|20\d0)'?s|'?(\d)0'?s|(\w+ies))", text)
+    if not m:
+        return None
+    if m.group(1):
+        year = int(m.group(1))
+        return year, year
+    if m.group(2):
+        start = int(m.group(2))
+        return start, start + 9
+    if m.group(3):
+        digit = int(m.group(3))
+        start = 2000 + 10 * digit if digit <= 2 else 1900 + 10 * digit
+        return start, start + 9
+    start = words.get(m.group(4))
+    return (start, start + 9) if start else None
+
+
+_Y = r"(?:1[89]\d\d|20\d\d)"
+_T = rf"(?:(?:the\s+)?(?:1[89]\d0'?s|20\d0'?s|'?\d0'?s|twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties)|{_Y})"
+_YEAR_RULES: list[tuple[re.Pattern, str]] = [
+    (re.compile(rf"\b(?:between|from)\s+(?P<a>{_T})\s+(?:and|to|until|till|through|-)\s+(?P<b>{_T})"), "range2"),
+    (re.compile(rf"(?<![\w-])(?P<a>{_Y})\s*(?:-|to)\s*(?P<b>{_Y})\b"), "range2"),
+    (re.compile(rf"\b(?:not|no|nothing|none)\s+(?:from\s+)?(?:before|earlier\s+than|older\s+than|prior\s+to)\s+"
+                rf"(?P<a>{_T})"), "min_start"),
+    (re.compile(rf"\b(?:not|no|nothing|none)\s+(?:from\s+)?(?:after|later\s+than|newer\s+than|more\s+recent\s+than)\s+"
+                rf"(?P<a>{_T})"), "max_end"),
+    (re.compile(rf"\b(?:after|later\s+than|newer\s+than|more\s+recent\s+than|post)\s+(?P<a>{_T})"), "min_after"),
+    (re.compile(rf"\b(?:since|starting(?:\s+(?:in|from))?|in\s+or\s+after|from)\s+(?P<a>{_T})\s*"
+                rf"(?:on(?:wards?)?|forwards?|and\s+(?:later|after|newer|up)|or\s+(?:later|after|newer))\b"), "min_start"),
+    (re.compile(rf"\b(?:since|starting(?:\s+(?:in|from))?|in\s+or\s+after)\s+(?P<a>{_T})"), "min_start"),
+    (re.compile(rf"\b(?:before|earlier\s+than|older\s+than|prior\s+to|pre)\s+(?P<a>{_T})"), "max_before"),
+    (re.compile(rf"\b(?:until|till|up\s+to|through|no\s+later\s+than|in\s+or\s+before)\s+(?P<a>{_T})"), "max_end"),
+    (re.compile(rf"(?P<a>{_T})\s*(?:or|and)\s+(?:later|newer|after|up|onwards?)\b|(?P<c>{_T})\s*(?:\+|onwards?\b)"), "min_start"),
+    (re.compile(rf"(?P<a>{_T})\s*(?:or|and)\s+(?:earlier|older|before)\b"), "max_end"),
+    (re.compile(rf"\b(?:in|of|from|during)\s+(?P<a>{_T})"), "range"),
+    (re.compile(r"(?<![\w'])(?P<a>(?:the\s+)?(?:1[89]\d0'?s|20\d0'?s|'?\d0'?s|twenties|thirties|forties|fifties|"
+                r"sixties|seventies|eighties|nineties))(?![\w'])"), "range"),
+]
+
+
+class _Taken:
+    """Which characters a span already covers: overlap checks cost the span's length, not the span count."""
+
+    def __init__(self, length: int):
+        self.map = bytearray(length)
+
+    def free(self, start: int, end: int) -> bool:
+        return self.map.find(1, start, end) < 0
+
+    def take(self, start: int, end: int) -> None:
+        self.map[start:end] = b"\x01" * (end - start)
+
+
+def _year_spans(lower: str) -> list[tuple[int, int, int | None, int | None]]:
+    """(start, end, min_year, max_year) for each year phrase, first rule wins, no overlaps."""
+    found: list[tuple[int, int, int | None, int | None]] = []
+    taken = _Taken(len(lower))
+    for pattern, kind in _YEAR_RULES:
+        for m in pattern.finditer(lower):
+            if not taken.free(m.start(), m.end()):
+                continue
+            a = _period(m.group("a") or m.groupdict().get("c") or "")
+            if a is None:
+                continue
+            if kind == "range2":
+                b = _period(m.group("b"))
+                if b is None:
+                    continue
+                lo, hi = min(a[0], b[0]), max(a[1], b[1])
+            elif kind == "range":
+                lo, hi = a
+            elif kind == "min_start":
+                lo, hi = a[0], None
+            elif kind == "min_after":
+                lo, hi = a[1] + 1, None
+            elif kind == "max_end":
+                lo, hi = None, a[1]
+            else:  # max_before
+                lo, hi = None, a[0] - 1
+            found.append((m.start(), m.end(), lo, hi))
+            taken.take(m.start(), m.end())
+    return sorted(found)
+
+
+def _ordinal(text: str) -> int:
+    text = text.strip()
+    if text in ORDINALS:
+        return ORDINALS[text]
+    return int(re.match(r"\d+", text).group(0))
+
+
+def _nth(n: int) -> str:
+    if n == -1:
+        return "last"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+#: Characters of one message that are read; the rest is ignored (with a note). Far above any real turn.
+MAX_TURN_CHARS = 10_000
+
+
+def parse_turn(text: str, vocab: ChatVocabulary, previous: list[str | None] | None = None) -> TurnConstraints:
+    """Read one user message. ``previous`` is the last reply's item ids by position (``previous[0]`` is item
+    1; ``None`` where that line could not be read), for "the second one"."""
+    cut = len(text) > MAX_TURN_CHARS
+    text = collapse_spaces(clip(text, MAX_TURN_CHARS))  # bounds every pattern below: no whitespace runs
+    lower = norm(text)
+    turn = TurnConstraints(reset=bool(_RESET.search(lower)))
+    if cut:
+        turn.notes.append(f"Only the first {MAX_TURN_CHARS:,} characters of your message were read.")
+    turn.allow_shown = bool(_AGAIN.search(lower)) and not _NOT_AGAIN.search(lower)
+    if _INJECTION.search(lower):
+        turn.notes.append("I can only recommend items from the catalog; instructions to do otherwise are ignored.")
+
+    # Spans, highest priority first; a later span overlapping an earlier one is dropped.
+    spans: list[tuple[int, int, str, object]] = []
+    taken = _Taken(len(lower))
+
+    def add(start: int, end: int, kind: str, value) -> None:
+        if taken.free(start, end):
+            spans.append((start, end, kind, value))
+            taken.take(start, end)
+
+    for start, end, lo, hi in _year_spans(lower):
+        add(start, end, "year", (lo, hi))
+    for start, end, ids in vocab.title_spans(lower):
+        add(start, end, "title", ids)
+    for m in _REF.finditer(lower):
+        add(m.start(), m.end(), "ref", _ordinal(m.group("a") or m.group("b") or m.group("n")))
+    for m in _NEG_PHRASES.finditer(lower):
+        add(m.start(), m.end(), "neg", None)
+    for start, end, genre in vocab.genre_spans(lower):
+        add(start, end, "genre", genre)
+
+    units: list[tuple[int, int, str, object]] = list(spans)
+    for m in _TOKEN.finditer(lower):
+        if taken.free(m.start(), m.end()):
+            units.append((m.start(), m.end(), "word", m.group(0)))
+    units.sort(key=lambda u: u[0])
+
+    remove: list[tuple[int, int]] = []
+    neg = ref_neg = False
+    cue_start = 0
+    refs: list[tuple[int, bool]] = []
+    for start, end, kind, value in units:
+        if kind == "year":
+            lo, hi = value
+            if lo is not None:
+                turn.min_year = lo
+            if hi is not None:
+                turn.max_year = hi
+            remove.append((start, end))
+            neg = ref_neg = False
+        elif kind == "neg":
+            if not (neg or ref_neg):
+                cue_start = start
+            neg = ref_neg = True
+        elif kind == "genre":
+            if neg:
+                turn.exclude_genres.add(value)
+                remove.append((cue_start, end))
+            elif lift := _LIFT.match(lower, end):
+                turn.allow_genres.add(value)
+                remove.append((start, lift.end()))
+            else:
+                turn.include_genres.add(value)
+        elif kind == "title":
+            if neg or ref_neg:
+                turn.rejected.extend(value)
+                remove.append((cue_start, end))
+            else:
+                turn.liked.extend(value)
+        elif kind == "ref":
+            refs.append((value, neg or ref_neg))
+            remove.append((cue_start if (neg or ref_neg) else start, end))
+        elif value in NEG_WORDS:
+            if not (neg or ref_neg):
+                cue_start = start
+            neg = ref_neg = True
+        elif value in REF_NEG_WORDS:
+            if not (neg or ref_neg):
+                cue_start = start
+            ref_neg = True
+        elif value in FILLER:
+            continue
+        else:  # punctuation or a content word ends a negation's scope
+            neg = ref_neg = False
+    turn.include_genres -= turn.exclude_genres
+    turn.allow_genres -= turn.exclude_genres
+    remove.extend(m.span() for m in _RESET.finditer(lower))
+
+    for position, negative in refs:
+        item_id = _resolve(position, previous or [], turn.notes)
+        if item_id is not None:
+            (turn.rejected if negative else turn.liked).append(item_id)
+    turn.liked = [i for i in dict.fromkeys(turn.liked) if i not in set(turn.rejected)]
+    turn.rejected = list(dict.fromkeys(turn.rejected))
+    # lower() can change the length of rare characters; then cut from the lower-cased text so spans line up
+    turn.request = _residual(text if len(text) == len(lower) else lower, remove)
+    return turn
+
+
+def _resolve(position: int, previous: list[str | None], notes: list[str]) -> str | None:
+    if not previous:
+        notes.append(f"There is no {_nth(position)} item to refer to yet: I have not recommended anything.")
+        return None
+    index = len(previous) - 1 if position == -1 else position - 1
+    if not 0 <= index < len(previous):
+        notes.append(f"My last reply has {len(previous)} item(s), so there is no {_nth(position)} one.")
+        return None
+    if previous[index] is None:  # that line of the reply was changed or is not a catalog item
+        notes.append(f"I cannot tell which item the {_nth(position)} one of my last reply was; name it instead.")
+    return previous[index]
+
+
+def _residual(text: str, remove: list[tuple[int, int]]) -> str | None:
+    """The request text without the constraint phrases; None when nothing substantive is left."""
+    chars = list(text)
+    for start, end in remove:
+        chars[start:end] = " " * len(chars[start:end])
+    rest = re.sub(r"\s+([,.;:!?])", r"\1", collapse_spaces("".join(chars)))
+    rest = re.sub(r"([,.;:!?])(?:\s*[,.;:!?])+", r"\1", rest)
+    for _ in range(3):
+        rest = _LEAD.sub("", rest)
+        rest = _strip_tail(rest)
+    if not content_words(rest):
+        return None
+    return rest.strip()
+
+
+_LEAD = re.compile(r"^(?:[\s,.;:!?-]|(?:and|or|but|like|similar\s+to|similar|to|with|as|than|also|please|more)\b)+",
+                   re.IGNORECASE)
+_TAIL_WORDS = {"and", "or", "but", "like", "similar", "to", "with", "as", "than", "only", "just", "also", "please",
+               "more", "the", "a", "an"}
+
+
+def _strip_tail(text: str) -> str:
+    """``text`` without trailing separators and joining words ("..., and the"): a backwards scan, since a
+    ``(...)+$`` pattern would be retried from every position (quadratic on "and and and ... x")."""
+    end = len(text)
+    while end:
+        if text[end - 1].isspace() or text[end - 1] in ",;:-":
+            end -= 1
+            continue
+        start = end
+        while start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            start -= 1
+        if start == end or text[start:end].lower() not in _TAIL_WORDS:
+            break
+        end = start
+    return text[:end]
+
+
+def content_words(text: str | None) -> list[str]:
+    """Words that say what is wanted (not filler, negations or numbers)."""
+    return [w for w in _CWORD.findall(norm(text or "")) if w not in STOP and not w.isdigit()]

@@ -1,0 +1,112 @@
+"""One chat turn end to end: state from the messages → candidate filter → retrieval + LM ranking → reasons
+the chat may show → the reply text.
+
+The reply is assembled here from catalog titles and checked reasons; free LM text never names an item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..data.catalog import Catalog, Item
+from ..ranking.reasons import unsupported_names
+from ..types import Recommendation
+from .constraints import blocked_items
+from .state import ChatContext, ChatState, state_from_messages
+
+# -- reasons the chat may show ---------------------------------------------------------------------------
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def chat_fallback_reason(item: Item, liked: list[Item], history: list[Item], has_request: bool) -> str:
+    """A reason built only from catalog facts, never quoting the user."""
+    for past, why in [(p, "which you asked for more of") for p in reversed(liked)] + \
+                     [(p, "which you liked") for p in reversed(history)]:
+        shared = [g for g in item.genres if g in set(past.genres)]
+        if shared:
+            return f"Shares {_join(shared[:3])} with {past.title}, {why}."
+    what = _join(list(item.genres[:3])) if item.genres else "An item"
+    when = f" from {item.year}" if item.year and str(item.year) not in item.title else ""
+    target = "your request" if has_request else ("items you liked" if history else "what is popular")
+    return f"{what}{when}, close to {target}."
+
+
+def checked_for_chat(recs: list[Recommendation], catalog: Catalog, liked: list[str], history: list[str],
+                     has_request: bool, genre_words: Iterable[str] = (), prompt_history: int = 10) -> list[Recommendation]:
+    """Replace any reason that names something the catalog facts cannot back (see :func:`unsupported_names`)."""
+    liked_items = [catalog.get(i) for i in liked if i in catalog]
+    history_items = [catalog.get(i) for i in history[-prompt_history:] if i in catalog]
+    context_titles = [i.title for i in liked_items + history_items]
+    genre_words = set(genre_words)
+    out = []
+    for rec in recs:
+        if rec.reason is None:
+            out.append(rec)
+            continue
+        item = catalog.get(rec.item_id)
+        if unsupported_names(rec.reason, [item.title, *context_titles], genre_words):
+            reason = chat_fallback_reason(item, liked_items, history_items, has_request)
+            rec = rec.model_copy(update={"reason": reason, "reason_source": "fallback"})
+        out.append(rec)
+    return out
+
+
+# -- one chat turn end to end ----------------------------------------------------------------------------
+
+@dataclass
+class ChatReply:
+    text: str
+    recommendations: list[Recommendation]
+    state: ChatState
+    notes: list[str]
+    query: str | None
+
+
+def render_reply(recs: list[Recommendation], state: ChatState, notes: list[str], who: str | None = None) -> str:
+    """The assistant message: notes, a one-line header with the active filters, one line per item."""
+    lines = list(notes)
+    filters = state.constraints.describe()
+    suffix = f" (filters: {'; '.join(filters)})" if filters else ""
+    if recs:
+        for_whom = f" for {who}" if who else ""
+        lines.append(f"Here {'is' if len(recs) == 1 else 'are'} {len(recs)} pick{'s' if len(recs) != 1 else ''} "
+                     f"from the catalog{for_whom}{suffix}:")
+        for rec in recs:
+            line = f"{rec.rank}. {rec.title} [item {rec.item_id}]"
+            if rec.reason:
+                line += f" \u2014 {rec.reason}"
+            lines.append(line)
+    else:
+        lines.append(f"No catalog item is left that matches{suffix or ' your request'}. "
+                     "Relax a filter, or say \u201cstart over\u201d.")
+    return "\n".join(lines)
+
+
+def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, history: list[str] | None = None,
+              k: int = 5, mode: str = "score", reasons: bool = True, who: str | None = None,
+              extra_notes: list[str] | None = None) -> ChatReply:
+    """State from ``messages`` → candidate filter → retrieval + LM ranking + checked reasons → reply text.
+
+    Everything the constraints rule out (and items already shown, rejected or used as examples) is passed
+    to retrieval as its exclude set, so the ≤``n_candidates`` items the LM ranks all satisfy them.
+    """
+    state = state_from_messages(messages, context)
+    catalog = recommender.catalog
+    history = list(history or [])
+    notes = list(extra_notes or []) + list(state.notes)
+    blocked = blocked_items(catalog, state.constraints, state.excluded())
+    available = sum(1 for item in catalog if item.item_id not in blocked and item.item_id not in set(history))
+    query = state.query(catalog, recommender.config.max_query_chars)
+    recs: list[Recommendation] = []
+    if available > 0:
+        if not history and query is None and not recommender.popularity:
+            notes.append("Tell me what you are looking for (a genre, a mood, a title you liked).")
+        else:
+            recs = recommender.recommend(history=history, query=query, k=min(k, available), mode=mode,
+                                         reasons=reasons, exclude=sorted(blocked))
+            recs = checked_for_chat(recs, catalog, list(state.constraints.liked), history, query is not None,
+                                    context.genre_words, recommender.config.prompt.history)
+    return ChatReply(render_reply(recs, state, notes, who), recs, state, notes, query)
