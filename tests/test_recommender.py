@@ -60,8 +60,8 @@ def test_reasons_are_present_and_fact_checked(tiny_recommender, invented):
             return [invented for _ in prompts]
 
     base = tiny_recommender
-    rec = Recommender(base.catalog, base.config, retriever=base.retriever, popularity=base.popularity,
-                      transitions=base.retriever.transitions, backend=InventingBackend(base.backend))
+    rec = Recommender(base.catalog, base.config, retriever=base.retriever, state=base.pipeline.state,
+                      backend=InventingBackend(base.backend))
     history = [base.catalog.get(i) for i in ["1", "2", "3"]]
     recs = rec.recommend(history=[h.item_id for h in history], k=4, reasons=True)
     assert recs and all(r.reason_source == "fallback" for r in recs)
