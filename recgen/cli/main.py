@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..atomic import check_replaceable
 from ..config import MAX_CANDIDATES, RetrievalSettings
 from ..data import load_dataset
 from ..recommender import open_dataset
@@ -31,6 +32,7 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
     """Build the retrieval index for a dataset's catalog (cached; rebuilt when the catalog changes)."""
     data = load_dataset(dataset)
     folder = out or index_folder(data.name, data.catalog.fingerprint(), embedder)
+    check_replaceable(folder)  # before the (slow) embedding: never replace a folder recgen did not write
     start = time.perf_counter()
     retriever = Retriever.build(data.catalog, RetrievalSettings(embedder=embedder), show_progress=not as_json)
     retriever.save(folder)
