@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recgen.batch import io as bio
+from recgen.batch import requests as breq
+from recgen.batch import results as bres
 from recgen.batch.runner import run_batch
 
 
@@ -27,22 +28,22 @@ def _without_ids(record: dict) -> dict:
 
 # -- parsing -------------------------------------------------------------------------------------
 def test_recgen_format_with_and_without_custom_id():
-    req = bio.parse_line('{"custom_id": "a", "user": "u1", "k": 3, "mode": "generate", "reasons": false}', 1)
+    req = breq.parse_line('{"custom_id": "a", "user": "u1", "k": 3, "mode": "generate", "reasons": false}', 1)
     assert (req.custom_id, req.url, req.request.user, req.request.k, req.request.mode) == ("a", None, "u1", 3, "generate")
-    assert bio.parse_line('{"history": ["1", "2"]}', 7).custom_id == "line-7"
-    assert bio.parse_line('{"custom_id": 12, "query": "space"}', 1).custom_id == "12"
+    assert breq.parse_line('{"history": ["1", "2"]}', 7).custom_id == "line-7"
+    assert breq.parse_line('{"custom_id": 12, "query": "space"}', 1).custom_id == "12"
 
 
 def test_openai_batch_formats():
-    rec = bio.parse_line(json.dumps({"custom_id": "r", "method": "POST", "url": "/v1/recommendations",
+    rec = breq.parse_line(json.dumps({"custom_id": "r", "method": "POST", "url": "/v1/recommendations",
                                      "body": {"model": "recgen", "user": "u3", "k": 4}}), 1)
-    assert rec.url == bio.RECOMMENDATIONS_URL and rec.request.user == "u3" and rec.request.k == 4
-    chat = bio.parse_line(json.dumps({
+    assert rec.url == breq.RECOMMENDATIONS_URL and rec.request.user == "u3" and rec.request.k == 4
+    chat = breq.parse_line(json.dumps({
         "custom_id": "c", "method": "POST", "url": "/v1/chat/completions",
         "body": {"model": "gpt-x", "temperature": 0.2, "user": "u2", "k": 2, "reasons": False,
                  "messages": [{"role": "system", "content": "be brief"},
                               {"role": "user", "content": [{"type": "text", "text": "something scary"}]}]}}), 2)
-    assert chat.url == bio.CHAT_URL
+    assert chat.url == breq.CHAT_URL
     assert (chat.request.query, chat.request.user, chat.request.k, chat.request.reasons) == ("something scary", "u2", 2, False)
 
 
@@ -60,14 +61,14 @@ def test_openai_batch_formats():
     ('{"custom_id": "x", "method": "POST", "url": "/v1/recommendations", "body": "hi"}', "body"),
 ])
 def test_malformed_lines_say_why(text, reason):
-    with pytest.raises(bio.LineError, match=reason):
-        bio.parse_line(text, 1)
+    with pytest.raises(breq.LineError, match=reason):
+        breq.parse_line(text, 1)
 
 
 def test_read_requests_reports_line_numbers_and_duplicates(tmp_path):
     path = _write(tmp_path / "in.jsonl", ['{"custom_id": "a", "user": "u1"}', "", "{oops",
                                           '{"custom_id": "a", "user": "u2"}', '{"custom_id": "b", "user": "u2"}'])
-    requests, errors = bio.read_requests(path)
+    requests, errors = breq.read_requests(path)
     assert [r.custom_id for r in requests] == ["a", "b"]
     assert [r.line for r in requests] == [1, 5]
     assert [(e["line"], e["custom_id"]) for e in errors] == [(3, None), (4, "a")]
@@ -81,13 +82,13 @@ def test_torn_last_line_is_dropped_and_complete_lines_count_as_done(tmp_path):
                        separators=(",", ":")) for c in "ab")
     torn = '{"id":"batch_req_c","custom_id":"c","resp'
     out.write_text(f"{a}\n{b}\n{torn}", encoding="utf-8")
-    assert bio.done_ids(out) == {"a", "b"}
-    assert bio.repair_tail(out) == len(torn)
+    assert bres.done_ids(out) == {"a", "b"}
+    assert bres.repair_tail(out) == len(torn)
     assert out.read_text() == f"{a}\n{b}\n"
-    assert bio.repair_tail(out) == 0
+    assert bres.repair_tail(out) == 0
     only_torn = tmp_path / "torn.jsonl"
     only_torn.write_text('{"id":"batch', encoding="utf-8")
-    bio.repair_tail(only_torn)
+    bres.repair_tail(only_torn)
     assert only_torn.read_text() == ""
 
 
@@ -95,12 +96,12 @@ def test_output_line_shapes():
     from recgen.errors import UnknownUserError
     from recgen.types import Recommendation, RecommendRequest
 
-    request = bio.BatchRequest("id-1", 1, RecommendRequest(user="u1", k=1))
-    ok = json.loads(bio.output_line(request, [Recommendation(item_id="3", title="T", rank=1, score=-0.5)]))
+    request = breq.BatchRequest("id-1", 1, RecommendRequest(user="u1", k=1))
+    ok = json.loads(bres.output_line(request, [Recommendation(item_id="3", title="T", rank=1, score=-0.5)]))
     assert set(ok) == {"id", "custom_id", "response", "error"} and ok["error"] is None
     assert set(ok["response"]) == {"status_code", "request_id", "body"} and ok["response"]["status_code"] == 200
     assert ok["response"]["body"]["recommendations"][0]["item_id"] == "3"
-    bad = json.loads(bio.output_line(request, error=UnknownUserError("user 'zz' is not in dataset")))
+    bad = json.loads(bres.output_line(request, error=UnknownUserError("user 'zz' is not in dataset")))
     assert bad["response"]["status_code"] == 400
     assert bad["error"] == {"code": "unknown_user", "message": "user 'zz' is not in dataset"}
     assert bad["id"] == ok["id"]  # ids derive from custom_id: reruns give identical lines

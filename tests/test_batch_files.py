@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recgen.batch import io as bio
+from recgen.batch import results as bres
 from recgen.batch.files import OutputLock, OutputLockedError, lock_path, same_file
 from recgen.batch.runner import run_batch
 from recgen.errors import DataError, RecgenError
@@ -236,7 +236,7 @@ def test_a_full_disk_mid_job_is_a_clear_error_and_resumable(tmp_path, dataset, t
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    real_write = bio.ResultWriter.write
+    real_write = bres.ResultWriter.write
     calls = []
 
     def write_then_fill_the_disk(self, lines):
@@ -245,10 +245,10 @@ def test_a_full_disk_mid_job_is_a_clear_error_and_resumable(tmp_path, dataset, t
             raise OSError(28, "No space left on device")
         real_write(self, lines)
 
-    monkeypatch.setattr(bio.ResultWriter, "write", write_then_fill_the_disk)
+    monkeypatch.setattr(bres.ResultWriter, "write", write_then_fill_the_disk)
     with pytest.raises(DataError, match="No space left on device.*run the same command again to resume"):
         run_batch(src, out, recommender=tiny_recommender, loaded_dataset=dataset, batch_size=1, show_progress=False)
-    monkeypatch.setattr(bio.ResultWriter, "write", real_write)
+    monkeypatch.setattr(bres.ResultWriter, "write", real_write)
     again = run_batch(src, out, recommender=tiny_recommender, loaded_dataset=dataset, batch_size=1,
                       show_progress=False)
     assert (again.already_done, again.processed) == (1, 2)

@@ -13,7 +13,9 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recgen.batch import io as bio
+from recgen.batch import errors_file as berr
+from recgen.batch import requests as breq
+from recgen.batch import results as bres
 from recgen.errors import RecgenError, UnknownUserError
 from recgen.types import Recommendation
 
@@ -40,22 +42,22 @@ chat_body = st.fixed_dictionaries({"messages": st.lists(message, max_size=4) | j
 openai = st.fixed_dictionaries({
     "custom_id": ids,
     "method": st.sampled_from(["POST", "post", "GET"]) | json_values,
-    "url": st.sampled_from([bio.RECOMMENDATIONS_URL, bio.CHAT_URL, "/v1/embeddings"]) | json_values,
+    "url": st.sampled_from([breq.RECOMMENDATIONS_URL, breq.CHAT_URL, "/v1/embeddings"]) | json_values,
     "body": st.fixed_dictionaries({}, optional={"model": text, **recgen_fields}) | chat_body | json_values,
 }, optional={"extra": json_values})
 shapes = own | openai | json_values
 
 
-def _check(line: str) -> bio.BatchRequest | None:
+def _check(line: str) -> breq.BatchRequest | None:
     """The property: a BatchRequest that survives writing, or a RecgenError."""
     try:
-        request = bio.parse_line(line, 1)
+        request = breq.parse_line(line, 1)
     except RecgenError:
         return None
     rec = Recommendation(item_id="1", title="T", rank=1, score=0.0)
-    for result in (bio.output_line(request, [rec]), bio.output_line(request, error=UnknownUserError("no"))):
+    for result in (bres.output_line(request, [rec]), bres.output_line(request, error=UnknownUserError("no"))):
         assert json.loads(result.encode("utf-8"))["custom_id"] == request.custom_id
-    assert bio.BatchRequest.from_row(request.to_row()) == request
+    assert breq.BatchRequest.from_row(request.to_row()) == request
     return request
 
 
@@ -87,9 +89,9 @@ def test_random_files_never_stop_the_reader(chunks):
         path = os.path.join(folder, "in.jsonl")
         with open(path, "wb") as handle:
             handle.write(raw)
-        requests, errors = bio.read_requests(path)
+        requests, errors = breq.read_requests(path)
     assert len(requests) + len(errors) <= raw.count(b"\n") + 1
     assert all(isinstance(e["line"], int) and e["error"] for e in errors)
     for error in errors:  # every error record can be written to the errors file
-        bio._error_json(error).encode("utf-8")
+        berr._error_json(error).encode("utf-8")
     assert len({r.custom_id for r in requests}) == len(requests)

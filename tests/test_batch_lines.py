@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from recgen.batch import io as bio
+from recgen.batch import requests as breq
 from recgen.batch.runner import run_batch
 from recgen.errors import RecgenError
 
@@ -41,13 +41,13 @@ def _chat(messages, **body) -> str:
     ('{"custom_id": "\\udfff", "user": "1"}', "lone surrogate"),
 ])
 def test_wrong_types_anywhere_are_line_errors(text, reason):
-    with pytest.raises(bio.LineError, match=reason):
-        bio.parse_line(text, 1)
-    assert issubclass(bio.LineError, RecgenError)
+    with pytest.raises(breq.LineError, match=reason):
+        breq.parse_line(text, 1)
+    assert issubclass(breq.LineError, RecgenError)
 
 
 def test_valid_surrogate_pairs_and_null_content_are_fine():
-    req = bio.parse_line(_chat([{"role": "system", "content": None},
+    req = breq.parse_line(_chat([{"role": "system", "content": None},
                                 {"role": "user", "content": "films like \U0001f3ac"}]), 1)  # json.dumps: a pair
     assert req.request.query == "films like \U0001f3ac"
 
@@ -60,12 +60,12 @@ def test_valid_surrogate_pairs_and_null_content_are_fine():
      "body": {"user": 3, "history": [1, "2"], "exclude": [4], "messages": [{"role": "user", "content": "hi"}]}},
 ])
 def test_numeric_ids_are_strings_in_every_format(body):
-    request = bio.parse_line(json.dumps(body), 1).request
+    request = breq.parse_line(json.dumps(body), 1).request
     assert (request.user, request.history, request.exclude) == ("3", ["1", "2"], ["4"])
 
 
 def test_a_bad_line_costs_only_that_line(tmp_path, dataset, tiny_recommender, monkeypatch):
-    monkeypatch.setattr(bio, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr(breq, "MAX_LINE_BYTES", 4096)
     good = lambda cid: json.dumps({"custom_id": cid, "user": dataset.users[0], "k": 2, "reasons": False}).encode()
     lines = [
         b"\xef\xbb\xbf" + good("first"),                                              # 1: BOM, fine
@@ -96,11 +96,11 @@ def test_a_bad_line_costs_only_that_line(tmp_path, dataset, tiny_recommender, mo
 
 
 def test_huge_line_is_never_read_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(bio, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(breq, "MAX_LINE_BYTES", 1000)
     src = tmp_path / "in.jsonl"
     src.write_bytes(b'{"custom_id": "a", "query": "' + b"y" * 50_000 + b'"}\n{"custom_id": "b", "query": "ok"}\n'
                     b'{"custom_id": "c", "query": "' + b"z" * 5000)  # a huge last line without newline
-    requests, errors = bio.read_requests(src)
+    requests, errors = breq.read_requests(src)
     assert [r.custom_id for r in requests] == ["b"]
     assert [(e["line"], e["error"]) for e in errors] == [(1, "the line is 50,031 bytes; the limit is 1,000"),
                                                          (3, "the line is 5,029 bytes; the limit is 1,000")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recgen.batch.io import response_body
+from recgen.batch.results import response_body
 from recgen.config import RecgenConfig
 from recgen.errors import ModelLoadError
 from recgen.lm import vllm_client as vc

@@ -1,7 +1,8 @@
 """Offline batch jobs: JSONL requests in, OpenAI-batch-shaped JSONL results out, resumable after a crash."""
 
-from .io import BatchRequest, LineError, output_line, parse_line, read_requests
 from .jobs import process_requests
+from .requests import BatchRequest, LineError, parse_line, read_requests
+from .results import output_line
 from .runner import BatchSummary, run_batch
 
 __all__ = [

@@ -10,7 +10,8 @@ import os
 
 from ..errors import DataError, RecgenError
 from ..types import RecommendRequest
-from .io import BatchRequest, output_line
+from .requests import BatchRequest
+from .results import output_line
 
 log = logging.getLogger(__name__)
 

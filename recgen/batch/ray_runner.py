@@ -22,8 +22,8 @@ from ..errors import RecgenError
 from ..paths import resolve_dataset_path
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder, load_or_build_index
-from .io import BatchRequest
 from .jobs import process_requests, thread_count
+from .requests import BatchRequest
 
 log = logging.getLogger(__name__)
 

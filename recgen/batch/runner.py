@@ -1,6 +1,6 @@
 """Run a batch file through a Recommender: resumable, batched across requests, one process or Ray Data.
 
-Resuming: the output is append-only (see :mod:`recgen.batch.io`); a run first drops a torn last line,
+Resuming: the output is append-only (see :mod:`recgen.batch.results`); a run first drops a torn last line,
 then skips every ``custom_id`` already in the output, so a killed job re-run with the same command
 ends with every id exactly once. Two jobs never append to one output at the same time: the job holds an
 exclusive lock on ``<output>.lock`` from its first check to its last write (see :mod:`recgen.batch.files`).
@@ -18,10 +18,12 @@ from typing import Callable, Iterable
 from ..config import RecgenConfig
 from ..errors import DataError
 from ..recommender import open_dataset
+from .errors_file import check_errors_file, write_errors
 from .files import OutputLock, check_distinct, check_writable
-from .io import ResultWriter, check_errors_file, done_ids, read_requests, repair_tail, write_errors
 from .jobs import process_requests
 from .ray_runner import run_on_ray
+from .requests import read_requests
+from .results import ResultWriter, done_ids, repair_tail
 
 log = logging.getLogger(__name__)
 

@@ -12,21 +12,12 @@ Two request formats are accepted, one JSON object a line:
 A line that cannot be read (bad JSON, a wrong type anywhere, bytes that are not UTF-8, more than
 :data:`MAX_LINE_BYTES`) becomes one errors-file record ``{"line", "custom_id", "error"}``; the other
 lines are served. User and item ids may be JSON numbers in every format; they are read as strings.
-
-Results follow the OpenAI batch output shape
-``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``; order is arbitrary,
-join on ``custom_id``. The output file is append-only: every write is whole lines, flushed and fsynced,
-so after a crash the only damage is a torn last line, which :func:`repair_tail` drops.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,8 +25,8 @@ from typing import Iterator
 from pydantic import ValidationError
 
 from ..config import format_validation_error
-from ..errors import DataError, RecgenError
-from ..types import Recommendation, RecommendRequest
+from ..errors import RecgenError
+from ..types import RecommendRequest
 
 log = logging.getLogger(__name__)
 
@@ -275,201 +266,3 @@ def _guess_id(text: str) -> str | None:
     except UnicodeEncodeError:
         return None
     return str(value)
-
-
-# -- result lines -----------------------------------------------------------------------------
-def _ids(custom_id: str) -> tuple[str, str]:
-    digest = hashlib.sha256(custom_id.encode("utf-8")).hexdigest()
-    return f"batch_req_{digest[:24]}", f"req_{digest[24:48]}"
-
-
-def _error_code(exc: BaseException) -> str:
-    name = type(exc).__name__.removesuffix("Error") or "Error"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _chat_body(recs: list[Recommendation], body: dict) -> dict:
-    lines = [f"{r.rank}. {r.title}" + (f" - {r.reason}" if r.reason else "") for r in recs]
-    return {**body, "object": "chat.completion", "model": "recgen",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n".join(lines)},
-                         "finish_reason": "stop"}]}
-
-
-def output_line(request: BatchRequest, recommendations: list[Recommendation] | None = None,
-                error: BaseException | None = None, status_code: int | None = None) -> str:
-    """One result line (no newline) in the OpenAI batch output shape.
-
-    Success: ``response.status_code`` 200, ``response.body.recommendations``, ``error`` null.
-    Failure: ``response.status_code`` 400 (a request recgen cannot serve) or 500 (a bug), the same
-    ``{"code", "message"}`` in ``response.body.error`` and in ``error``."""
-    line_id, request_id = _ids(request.custom_id)
-    req = request.request
-    if error is None:
-        body = {"object": "recgen.recommendations", "user": req.user, "query": req.query, "k": req.k,
-                "mode": req.mode, "recommendations": [r.model_dump() for r in recommendations or []]}
-        if request.url == CHAT_URL:
-            body = _chat_body(recommendations or [], body)
-        record = {"id": line_id, "custom_id": request.custom_id,
-                  "response": {"status_code": 200, "request_id": request_id, "body": body}, "error": None}
-    else:
-        info = {"code": _error_code(error), "message": str(error) or type(error).__name__}
-        record = {"id": line_id, "custom_id": request.custom_id,
-                  "response": {"status_code": status_code or 400, "request_id": request_id, "body": {"error": info}},
-                  "error": info}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-
-
-def response_body(record: dict) -> dict | None:
-    """The body of a result line, for both shapes seen in OpenAI-style batch outputs
-    (``response.body`` and, in some vLLM versions, the body directly under ``response``)."""
-    response = record.get("response")
-    if not isinstance(response, dict):
-        return None
-    body = response.get("body")
-    return body if isinstance(body, dict) else response
-
-
-# -- the append-only output file --------------------------------------------------------------
-RESULT_PREFIX = b'{"id":"batch_req_'  # how every result line starts (see output_line)
-_ERROR_KEYS = {"line", "custom_id", "error"}
-
-
-def repair_tail(path: str | Path) -> int:
-    """Drop a torn last line (one without a trailing newline) left by a crash; returns bytes dropped.
-
-    Only a tail that begins like a result line is dropped: any other text is not recgen's to delete."""
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    with open(path, "rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return 0
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return 0
-        # Scan back for the last newline in chunks.
-        pos, keep = size, 0
-        while pos > 0:
-            start = max(0, pos - 65536)
-            handle.seek(start)
-            chunk = handle.read(pos - start)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                keep = start + cut + 1
-                break
-            pos = start
-        handle.seek(keep)
-        head = handle.read(len(RESULT_PREFIX))
-        if not (head.startswith(RESULT_PREFIX) or RESULT_PREFIX.startswith(head)):
-            raise DataError(f"{path} ends with a line that is not a recgen batch result ({head!r}...); "
-                            "refusing to change it: choose another output file")
-        handle.truncate(keep)
-        handle.flush()
-        os.fsync(handle.fileno())
-        return size - keep
-
-
-def done_ids(path: str | Path) -> set[str]:
-    """``custom_id`` of every complete result line already in an output file.
-
-    A complete line that is not a result line means the file is not a recgen output: :class:`DataError`,
-    so that nothing is ever appended to (or repaired in) a file recgen did not write."""
-    path = Path(path)
-    done: set[str] = set()
-    if not path.is_file():
-        return done
-    with open(path, "rb") as handle:  # bytes: a torn tail may end inside a UTF-8 character
-        for number, raw in enumerate(handle, 1):
-            if not raw.endswith(b"\n"):
-                break  # a torn tail; repair_tail removes it before appending
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                record = None
-            if not (isinstance(record, dict) and isinstance(record.get("custom_id"), str) and "response" in record):
-                raise DataError(f"{path} line {number} is not a recgen batch result; refusing to append to it: "
-                                "choose another output file")
-            done.add(record["custom_id"])
-    return done
-
-
-class ResultWriter:
-    """Appends whole batches of lines with one write, then flush + fsync: a batch is durable when
-    :meth:`write` returns, and a kill during the write can only leave a torn last line."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)
-        self._handle = open(self.path, "a", encoding="utf-8")
-
-    def write(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        self._handle.write("".join(line + "\n" for line in lines))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> "ResultWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# -- the errors file ----------------------------------------------------------------------------
-def check_errors_file(path: str | Path) -> None:
-    """An existing errors file is rewritten only if it is one (empty, or only error records): never a file
-    recgen did not write."""
-    path = Path(path)
-    if not path.exists():
-        return
-    if not path.is_file():
-        raise DataError(f"the errors file {path} is not a regular file; give a file path")
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                record = None
-            if not (isinstance(record, dict) and "error" in record and set(record) <= _ERROR_KEYS):
-                raise DataError(f"the errors file {path} exists and is not a recgen errors file (line {number}); "
-                                "refusing to overwrite it: choose another --errors path")
-
-
-def _error_json(record: dict) -> str:
-    text = json.dumps(record, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a message quoting a lone surrogate: escape it rather than fail the job
-        text = json.dumps(record)
-    return text
-
-
-def write_errors(path: str | Path, errors: list[dict]) -> None:
-    """The errors file is rewritten on every run (it describes the input, which is re-read each time),
-    atomically: a temporary sibling, fsynced, then renamed over it."""
-    check_errors_file(path)
-    target = Path(os.path.realpath(path))  # through a symlink: replace the file, keep the link
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for error in errors:
-                handle.write(_error_json(error) + "\n")
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
