@@ -6,7 +6,7 @@ DATA    ?= ../shared/data
 USER_ID ?= 1
 export RECGEN_DATA_DIR ?= $(abspath $(DATA))
 
-.PHONY: setup demo test test-fast lint browser clean
+.PHONY: setup demo test test-fast test-release lint browser clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ test: setup browser
 # The inner loop: no slow tests, no real datasets or default models (< 3 minutes on 2 cores).
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not integration"
+
+# Release checks: the long robustness mode (10 random kill -9 of batch jobs, random kills of saves, more fuzzing).
+test-release: setup
+	RECGEN_RELEASE_CHECKS=1 RECGEN_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -m "release or not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check recgen tests benchmarks scripts finetune

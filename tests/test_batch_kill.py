@@ -99,6 +99,7 @@ def test_two_kills_then_resume_lose_and_duplicate_nothing(tmp_path, synthetic_da
 
 
 @pytest.mark.slow
+@pytest.mark.release
 def test_ten_random_kills_then_resume_lose_and_duplicate_nothing(tmp_path, synthetic_dataset_dir, tiny_lm_dir,
                                                                  dataset):
     seed = int(os.environ.get("RECGEN_KILL_SEED", "2026"))

@@ -71,6 +71,7 @@ def test_sigkill_while_saving_keeps_the_old_folder(tmp_path, kind, point):
 
 
 @pytest.mark.slow
+@pytest.mark.release
 @pytest.mark.parametrize("kind", sorted(WRITERS))
 def test_sigkill_at_random_moments_of_repeated_saves(tmp_path, kind):
     write, version_of = WRITERS[kind]
