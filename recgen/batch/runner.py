@@ -15,8 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from rich.console import Console
+
 from ..config import RecgenConfig
 from ..errors import DataError
+from ..progress import progress_display
 from ..recommender import open_dataset
 from .errors_file import check_errors_file, write_errors
 from .files import OutputLock, check_distinct, check_writable
@@ -77,18 +80,7 @@ class _Progress:
         self.offset = 0  # results counted before the clock was (re)started
         self.start = time.perf_counter()
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]} users/s"), TimeElapsedColumn(),
-                                 TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
+            self._bar = progress_display(console or Console(stderr=True), "[bold]batch[/]", "{task.fields[rate]} users/s")
             self._task = self._bar.add_task("batch", total=total, rate="-")
             self._bar.start()
 

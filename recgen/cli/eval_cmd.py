@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError, RecgenError
+from ..progress import progress_display
 
 eval_app = typer.Typer(help="Offline evaluation: leave-one-out, full ranking, bootstrap CIs, paired tests.",
                        no_args_is_help=True, pretty_exceptions_enable=False)
@@ -41,70 +42,9 @@ def _parse_params(items: list[str] | None) -> dict:
     return params
 
 
-class LogProgress:
-    """Progress as plain log lines (every 10% or 60 s) where stderr is not a terminal (a job log, CI, nohup),
-    with the part of rich's Progress API the harness uses."""
-
-    def __init__(self, every_s: float = 60.0):
-        self.every_s = every_s
-        self.tasks: dict[int, dict] = {}
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        for task in self.tasks.values():
-            if task["done"] != task["logged"]:
-                self._log(task)
-
-    def add_task(self, description: str, total: float | None = None, **_) -> int:
-        import time
-
-        self.tasks[len(self.tasks)] = {"description": description, "total": total, "done": 0, "logged": 0,
-                                       "started": time.monotonic(), "last": time.monotonic()}
-        return len(self.tasks) - 1
-
-    def advance(self, task_id: int, advance: float = 1) -> None:
-        self.update(task_id, advance=advance)
-
-    def update(self, task_id: int, advance: float = 0, completed: float | None = None, total: float | None = None,
-               **_) -> None:
-        import time
-
-        task = self.tasks[task_id]
-        if total is not None:
-            task["total"] = total
-        task["done"] = completed if completed is not None else task["done"] + advance
-        step = (task["total"] or 0) / 10
-        if time.monotonic() - task["last"] >= self.every_s or (step and task["done"] - task["logged"] >= step):
-            self._log(task)
-
-    def _log(self, task: dict) -> None:
-        import time
-
-        elapsed = time.monotonic() - task["started"]
-        total = f"/{task['total']:,.0f}" if task["total"] else ""
-        console.print(f"{task['description']}: {task['done']:,.0f}{total} ({elapsed:.0f} s)", highlight=False)
-        task["logged"], task["last"] = task["done"], time.monotonic()
-
-
 def _progress(enabled: bool):
     """Bars on a terminal, log lines elsewhere (so a job log shows progress), nothing with --json."""
-    if not enabled:
-        return None
-    if not console.is_terminal:
-        return LogProgress
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return lambda: Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), console=console, transient=False)
+    return (lambda: progress_display(console)) if enabled else None
 
 
 def _command(dataset, system, stage, users, seed, run_name, params, config, results_dir, overwrite) -> str:

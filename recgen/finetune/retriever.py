@@ -23,6 +23,7 @@ from ..data import load_dataset
 from ..errors import DataError
 from ..evaluation.protocol import EvalData, evaluate_users, mean_of, sample_users
 from ..evaluation.systems.retrieval import RetrievalSystem
+from ..progress import progress_display
 from ..retrieval import Retriever
 from ..retrieval.embedder import DEFAULT_EMBEDDER, embed, resolve_embedder
 from .config import RetrieverFinetuneConfig
@@ -93,7 +94,6 @@ def recall_by_stage(data: EvalData, positions, retriever: Retriever, config: Rec
 def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", dataset=None) -> dict:
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
@@ -130,8 +130,7 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     model.train()
     losses = []
     t_train = time.time()
-    with Progress(TextColumn("[bold]retriever"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console) as progress:
+    with progress_display(console, "[bold]retriever", "loss {task.fields[loss]:.4f}") as progress:
         task = progress.add_task("train", total=total, loss=float("nan"))
         for batches in epochs_batches:
             for batch in batches:
@@ -147,8 +146,6 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
                 scheduler.step()
                 losses.append(float(loss.detach()))
                 progress.update(task, advance=1, loss=float(np.mean(losses[-20:])))
-                if not console.is_terminal and len(losses) % 10 == 0:
-                    console.print(f"batch {len(losses)}/{total} loss {np.mean(losses[-10:]):.4f}", highlight=False)
     train_seconds = time.time() - t_train
     model.eval()
     after_emb = embed(model, texts)

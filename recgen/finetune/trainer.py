@@ -31,6 +31,7 @@ from ..evaluation.systems.lm import LMSystem
 from ..lm.resolve import resolve_lm
 from ..lm.transformers_backend import TransformersBackend
 from ..pipeline import FittedState, build_retriever
+from ..progress import progress_display
 from .batching import batch_order, collate, supervised_loss
 from .checkpoint import (
     CheckpointError,
@@ -225,15 +226,6 @@ class RankerTrainer:
         return metrics
 
     def train(self, resume: str | bool | None = None) -> dict:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         cfg = self.cfg.train
         if resume:
             folder = latest_checkpoint(self.out) if resume is True or resume == "latest" else Path(resume)
@@ -254,9 +246,7 @@ class RankerTrainer:
         n_batches = math.ceil(len(self.rows) / cfg.batch_size)
         started = time.time()
         budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else None
-        progress = Progress(TextColumn("[bold]ranker SFT"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} {task.fields[tps]:.0f} tok/s"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+        progress = progress_display(self.console, "[bold]ranker SFT", "loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} {task.fields[tps]:.0f} tok/s")
         order_cache: dict[int, list[list[int]]] = {}
 
         def micro_batch(index: int) -> list[int]:
