@@ -16,11 +16,9 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -28,21 +26,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, int(round(q / 100 * len(ordered) + 0.5 - 1e-9)))
-    return ordered[min(rank, len(ordered)) - 1]
+from loadkit import free_port, percentile, serve_command, start_server
 
 
 class Sampler(threading.Thread):
@@ -162,10 +146,8 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    log_path = Path(tempfile.gettempdir()) / f"recgen-server-load-{port}.log"  # the server's output, if it fails
-    cmd = [sys.executable, "-m", "recgen.cli.main", "serve", "--dataset", args.dataset, "--host", "127.0.0.1",
-           "--port", str(port), "--max-concurrency", str(max(16, 2 * args.clients)),
-           "--timeout", str(args.server_timeout), "--log-level", "warning"]
+    cmd = serve_command(args.dataset, port, "--max-concurrency", str(max(16, 2 * args.clients)),
+                        "--timeout", str(args.server_timeout), "--log-level", "warning")
     result: dict = {
         "command": "python " + " ".join(sys.argv), "server_command": " ".join(["recgen", *cmd[3:]]),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -173,22 +155,9 @@ def main() -> None:
                     "python": platform.python_version(), "load_avg_before": [round(x, 2) for x in os.getloadavg()]},
         "dataset": args.dataset, "users": len(users), "seed": args.seed, "out": str(out),
     }
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server, startup = start_server(cmd, url, "server-load")
     try:
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"recgen serve exited with {server.returncode}; see {log_path}")
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - start > 900:
-                sys.exit(f"recgen serve did not become healthy in 15 min; see {log_path}")
-            time.sleep(1)
-        result["server_startup_s"] = round(time.perf_counter() - start, 1)
+        result["server_startup_s"] = round(startup, 1)
         httpx.post(url + "/v1/recommendations", json={"user": users[0], "k": args.k}, timeout=600)  # warm-up
         phases = {"on": [True], "off": [False], "both": [True, False]}[args.reasons]
         result["phases"] = []

@@ -19,11 +19,9 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -32,6 +30,7 @@ from typing import Callable
 
 import httpx
 import psutil
+from loadkit import free_port, percentile, serve_command, start_server
 
 #: Chat openings and follow-ups the clients send (constraints, references, a reset).
 OPENINGS = ["a funny space adventure", "something scary but not gory", "a romantic drama from the 90s",
@@ -39,21 +38,6 @@ OPENINGS = ["a funny space adventure", "something scary but not gory", "a romant
 FOLLOW_UPS = ["not horror", "only after 1990", "more like the second one", "I have seen the first one",
               "show them again", "start over, comedies please"]
 TARGETS = {"errors": 0, "server_errors_5xx": 0, "rss_growth_pct_below": 10.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, int(round(q / 100 * len(ordered) + 0.5 - 1e-9)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def process_rss(pid: int) -> Callable[[], int]:
@@ -165,32 +149,18 @@ def main() -> None:
     users = sorted(load_dataset(args.dataset).users)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = Path(tempfile.gettempdir()) / f"recgen-robustness-{port}.log"
-    cmd = [sys.executable, "-m", "recgen.cli.main", "serve", "--dataset", args.dataset, "--host", "127.0.0.1",
-           "--port", str(port), "--max-concurrency", str(args.max_concurrency), "--timeout", str(args.server_timeout),
-           "--log-level", "warning"] + (["--lm", args.lm] if args.lm else [])
+    cmd = serve_command(args.dataset, port, "--max-concurrency", str(args.max_concurrency),
+                        "--timeout", str(args.server_timeout), "--log-level", "warning",
+                        *(["--lm", args.lm] if args.lm else []))
     result: dict = {
         "command": "python " + " ".join(sys.argv), "server_command": " ".join(["recgen", *cmd[3:]]),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "targets": TARGETS,
         "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                     "python": platform.python_version(), "load_avg_before": [round(x, 2) for x in os.getloadavg()]},
     }
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server, startup = start_server(cmd, url, "robustness")
     try:
-        start = time.perf_counter()
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"recgen serve exited with {server.returncode}; see {log_path}")
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - start > 900:
-                sys.exit(f"recgen serve did not become healthy in 15 min; see {log_path}")
-            time.sleep(0.5)
-        result["server_startup_s"] = round(time.perf_counter() - start, 1)
+        result["server_startup_s"] = round(startup, 1)
         rss = process_rss(server.pid)
         for body in ({"user": users[0], "k": 3}, {"query": "comedy", "k": 3, "reasons": True}):  # warm-up
             httpx.post(url + "/v1/recommendations", json=body, timeout=600)
