@@ -6,6 +6,7 @@ turns them into fixtures.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from recgen.data import Catalog, Dataset, Item
@@ -61,3 +62,21 @@ def write_generic_dataset(dataset: Dataset, folder: Path) -> Path:
                                       for t, item in enumerate(seq)]
     (folder / "interactions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
+
+
+class SlowRecommender:
+    """Delegates to a real recommender but sleeps first: makes queueing, 429 and 504 deterministic."""
+
+    def __init__(self, inner, delay: float):
+        self.inner, self.delay = inner, delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def recommend_batch(self, requests):
+        time.sleep(self.delay)
+        return self.inner.recommend_batch(requests)
+
+    def recommend(self, *args, **kwargs):
+        time.sleep(self.delay)
+        return self.inner.recommend(*args, **kwargs)

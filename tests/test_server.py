@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from builders import make_dataset
+from builders import SlowRecommender, make_dataset
 from fastapi.testclient import TestClient
 
 from recgen import RecgenConfig, Recommender
@@ -25,24 +25,6 @@ from recgen.server.serving import ServerSettings
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LINE = re.compile(r"^(\d+)\. (.+) \[item ([^\]]+)\]( \u2014 .+)?$")
-
-
-class SlowRecommender:
-    """Delegates to a real recommender but sleeps first: makes queueing, 429 and 504 deterministic."""
-
-    def __init__(self, inner, delay: float):
-        self.inner, self.delay = inner, delay
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def recommend_batch(self, requests):
-        time.sleep(self.delay)
-        return self.inner.recommend_batch(requests)
-
-    def recommend(self, *args, **kwargs):
-        time.sleep(self.delay)
-        return self.inner.recommend(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from builders import SlowRecommender
 from fastapi.testclient import TestClient
 
 from recgen.server.app import create_app
 from recgen.server.serving import ServerSettings
-
-
-class SlowRecommender:
-    """Delegates to a real recommender but each call takes ``delay`` seconds longer."""
-
-    def __init__(self, inner, delay: float):
-        self.inner, self.delay = inner, delay
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def recommend_batch(self, requests):
-        time.sleep(self.delay)
-        return self.inner.recommend_batch(requests)
 
 
 def test_a_queue_longer_than_the_timeout_is_refused_early(tiny_recommender, dataset):

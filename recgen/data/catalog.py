@@ -163,21 +163,10 @@ class Catalog:
         return "".join(json.dumps(item.to_dict(), ensure_ascii=False) + "\n" for item in self.items)
 
     @classmethod
-    def from_jsonl_text(cls, text: str, source: str = "<catalog>") -> "Catalog":
+    def from_rows(cls, rows: Iterable[tuple[int, dict]], source: str) -> "Catalog":
+        """A catalog from ``(line number, field dict)`` rows; a bad row or a duplicate id names the line."""
         items = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
-            except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
-                raise DataError(f"{source}:{number}: not valid JSON ({exc})") from None
-            except RecursionError:
-                raise DataError(f"{source}:{number}: JSON nested too deeply") from None
-            if not isinstance(row, dict) or "item_id" not in row:
-                raise DataError(f"{source}:{number}: each line must be an object with an 'item_id'")
+        for number, row in rows:
             try:
                 items.append(Item.from_dict(row))
             except DataError as exc:
@@ -186,3 +175,25 @@ class Catalog:
             return cls(items)
         except DataError as exc:
             raise DataError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_jsonl_text(cls, text: str, source: str = "<catalog>") -> "Catalog":
+        return cls.from_rows(_jsonl_rows(text, source), source)
+
+
+def _jsonl_rows(text: str, source: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) per non-blank JSONL line; bad JSON or a line without an ``item_id`` names the line."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # e.g. an integer over Python's 4300-digit limit
+            raise DataError(f"{source}:{number}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise DataError(f"{source}:{number}: JSON nested too deeply") from None
+        if not isinstance(row, dict) or "item_id" not in row:
+            raise DataError(f"{source}:{number}: each line must be an object with an 'item_id'")
+        yield number, row

@@ -124,16 +124,7 @@ def load_catalog_file(path: str | Path) -> Catalog:
     if path.suffix.lower() in (".jsonl", ".json"):
         return Catalog.from_jsonl_text(text, str(path))
     _, records = csv_records(path, text, ("item_id",), "a CSV catalog")
-    items = []
-    for number, row in records:
-        try:
-            items.append(Item.from_dict(row))
-        except DataError as exc:
-            raise DataError(f"{path}:{number}: {exc}") from None
-    try:
-        return Catalog(items)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from None
+    return Catalog.from_rows(records, str(path))
 
 
 def load_interactions_csv(path: str | Path, catalog: Catalog) -> tuple[dict[str, list[str]], int]:
