@@ -76,16 +76,16 @@ class Sources:
         ids = self.catalog.ids
         transitions = self.retriever.transitions
         b, n = len(histories), self.n_items
-        text = np.empty((b, n), dtype=np.float32)
-        hybrid = np.empty((b, n), dtype=np.float32)
+        queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories])
+        text = queries.astype(np.float32) @ self.emb.T  # one product for the batch
         trans = np.zeros((b, n), dtype=np.float32)
-        for r, hist in enumerate(histories):
-            id_list = [ids[i] for i in hist]
-            q = self.retriever.query_vector(id_list)
-            text[r] = self.emb @ q
-            hybrid[r] = self.retriever.scores(id_list, q)  # exactly what the served first stage ranks by
-            if transitions is not None and len(hist):
-                trans[r] = transitions.scores(np.asarray(hist))
+        if transitions is not None:
+            for r, hist in enumerate(histories):
+                if len(hist):
+                    trans[r] = transitions.scores(np.asarray(hist))
+        # the served first stage's formula (Retriever.scores), batched; tests check they agree
+        weight = self.retriever.settings.collaborative_weight if transitions is not None else 0.0
+        hybrid = text + np.float32(weight) * trans
         p = self.neighbour_params
         out = {"hybrid": hybrid, "text": text, "transition": trans,
                "neighbours": (history_weights(histories, n, p.last, p.decay) @ self.neighbours).toarray(),
