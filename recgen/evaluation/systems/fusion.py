@@ -104,7 +104,8 @@ class FusionSystem:
             if log and start // self.batch % 20 == 0:
                 log(f"fusion: features for {positions.stop:,}/{data.n_users:,} users")
         features_s = time.perf_counter() - t0
-        recall = {s: {f"recall@{k}": round(float(np.mean(np.asarray(r) <= k)), 4) for k in RECALL_AT if k <= deepest}
+        ks = sorted(k for k in {*RECALL_AT, *self.depths} if k <= deepest)
+        recall = {s: {f"recall@{k}": round(float(np.mean(np.asarray(r) <= k)), 4) for k in ks}
                   for s, r in target_ranks.items()}
         mean_pool = {d: round(float(np.mean([np.sum(g[2] <= d) for g in valid])), 1) for d in self.depths}
 

@@ -90,8 +90,9 @@ class FusionRanker:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"ranker file {path} does not exist")
+        text = model_text(path)
         try:
-            booster = lgb.Booster(model_file=str(path))
+            booster = lgb.Booster(model_str=text)
             names = booster.feature_name()
         except lgb.basic.LightGBMError as exc:
             raise ModelLoadError(f"{path} is not a readable LightGBM ranker: {str(exc).strip()[:200]}") from None
@@ -104,3 +105,24 @@ class FusionRanker:
                 f"missing: {', '.join(missing) or 'none'}; not used by the ranker: {', '.join(extra) or 'none'}"
                 + ("" if missing or extra else "; same names in another order"))
         return cls(booster, names)
+
+
+def model_text(path: Path) -> str:
+    """The file's text when it looks like a whole LightGBM text model.
+
+    Checked before LightGBM sees it: its parser loops forever on some binary content (a NUL byte after the
+    header), and a truncated file would otherwise fail deep inside the library or load a partial model."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read ranker file {path}: {exc.strerror or exc}") from None
+    if b"\0" in data:
+        raise ModelLoadError(f"{path} is not a LightGBM text model (binary content)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{path} is not a LightGBM text model (not UTF-8 text)") from None
+    if not text.startswith("tree\n") or "\nfeature_names=" not in text or "\nend of trees" not in text:
+        raise ModelLoadError(f"{path} is not a whole LightGBM text model (header or 'end of trees' missing: "
+                             "empty, truncated or another kind of file)")
+    return text
