@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from ...data.catalog import Catalog
 from ...retrieval import Retriever
-from ...retrieval.collaborative import history_weights, transition_matrix
+from ...retrieval.collaborative import ItemTransitions, history_weights, transition_matrix
 
 #: Sources whose top items make up the pool (``sasrec`` only when a model is given).
 POOL_SOURCES = ("hybrid", "text", "neighbours", "popularity", "sasrec")
@@ -57,6 +57,7 @@ class Sources:
         sequence's last items count toward recent popularity; ``sasrec``: a model with ``score_histories``."""
         n = len(catalog)
         self.catalog, self.retriever, self.sasrec, self.n_items = catalog, retriever, sasrec, n
+        self.recent = recent
         self.neighbour_params = neighbours or NeighbourParams()
         p = self.neighbour_params
         self.neighbours = transition_matrix(sequences, n, p.window, p.backward, p.alpha).astype(np.float32)
@@ -66,6 +67,18 @@ class Sources:
         self.recent_popularity = np.bincount(tails, minlength=n).astype(np.float32)
         self.emb = np.ascontiguousarray(retriever.item_embeddings, dtype=np.float32)
         self.genres = genre_matrix(catalog)
+
+    def refit(self, sequences: list[np.ndarray]) -> "Sources":
+        """The same sources (text index, settings) with every sequence-fitted signal refitted on ``sequences``:
+        e.g. sequences cut before an earlier target, to make extra training groups whose targets the signals
+        have not seen. Without SASRec (it was trained on the full sequences)."""
+        transitions = self.retriever.transitions
+        if transitions is not None:
+            transitions = ItemTransitions(
+                transition_matrix(sequences, self.n_items, transitions.params.window, transitions.params.backward,
+                                  transitions.params.alpha).astype(np.float32), transitions.params)
+        retriever = self.retriever.rebound(self.retriever.settings, transitions)
+        return Sources(self.catalog, retriever, sequences, neighbours=self.neighbour_params, recent=self.recent)
 
     @property
     def pool_sources(self) -> tuple[str, ...]:
