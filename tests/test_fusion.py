@@ -161,3 +161,40 @@ def test_fit_never_reads_test_targets(chain, tmp_path, monkeypatch):
         system.fit(data)
         preds.append(system.score([data.history("valid", p) for p in range(20)]))
     np.testing.assert_array_equal(preds[0], preds[1])
+
+
+class _NextItemModel:
+    """Stands in for a fitted SASRec: scores the chain's next item highest (only ``score_histories`` is used)."""
+
+    def __init__(self, n_items: int):
+        self.n_items = n_items
+
+    def score_histories(self, histories):
+        out = np.zeros((len(histories), self.n_items), dtype=np.float32)
+        for r, hist in enumerate(histories):
+            out[r, (hist[-1] + 1) % self.n_items] = 5.0
+        return out
+
+
+def test_sasrec_is_a_pool_source_and_a_feature_when_given(chain):
+    sources = Sources(chain.dataset.catalog, _retriever(chain, weight=0.0), chain.train_sequences(),
+                      sasrec=_NextItemModel(chain.n_items))
+    assert "sasrec" in sources.pool_sources
+    builder = FeatureBuilder(sources, depth=1)
+    assert {"sasrec_value", "sasrec_rank"} <= set(builder.names)
+    hist = chain.history("test", 0)
+    group = builder.build([hist])[0]
+    assert chain.target("test", 0) in group.rows.tolist()  # the model's top item is in the depth-1 pool
+    assert sources.refit(chain.train_sequences()).sasrec is None  # refitted sources never reuse the model
+
+
+def test_refit_sources_have_not_seen_the_cut_items(chain):
+    sources = _sources(chain)
+    cut = [seq[:-1] for seq in chain.train_sequences()]
+    refit = sources.refit(cut)
+    last = np.bincount([seq[-1] for seq in chain.train_sequences()], minlength=chain.n_items)
+    np.testing.assert_array_equal(sources.popularity - refit.popularity, last)
+    assert refit.retriever.index is sources.retriever.index  # the text index is shared, not rebuilt
+    ids = chain.dataset.catalog.ids
+    expected = ItemTransitions.fit(chain.dataset.catalog, [[ids[i] for i in seq] for seq in cut])
+    assert abs(refit.retriever.transitions.matrix - expected.matrix).max() < 1e-6
