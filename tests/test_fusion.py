@@ -10,7 +10,7 @@ from builders import make_dataset
 
 from recgen.config import RetrievalSettings
 from recgen.data import Dataset
-from recgen.errors import ModelLoadError, RecgenError
+from recgen.errors import DataError, ModelLoadError, RecgenError
 from recgen.evaluation.protocol import EvalData, mean_of, score_rows
 from recgen.evaluation.synthetic import chain_dataset
 from recgen.evaluation.systems import make_system
@@ -198,3 +198,14 @@ def test_refit_sources_have_not_seen_the_cut_items(chain):
     ids = chain.dataset.catalog.ids
     expected = ItemTransitions.fit(chain.dataset.catalog, [[ids[i] for i in seq] for seq in cut])
     assert abs(refit.retriever.transitions.matrix - expected.matrix).max() < 1e-6
+
+
+def test_too_few_usable_groups_is_a_clear_error(tmp_path, monkeypatch):
+    """A dataset too small for a second stage (no held-out user's target in the pool): DataError, not a crash."""
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    tiny = EvalData.from_dataset(chain_dataset(n_items=200, n_users=3, length=4, seed=0))
+    system = make_system("fusion", {"retriever": _retriever(tiny), "depths": [1], "leaves": [3], "threads": 1})
+    with pytest.raises(DataError, match="too few users"):
+        system.fit(tiny)
+    with pytest.raises(DataError):
+        FusionRanker.train([(np.zeros((3, 1), np.float32), np.zeros(3, np.float32))], [], ["a_value"])

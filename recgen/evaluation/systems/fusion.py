@@ -53,6 +53,8 @@ class FusionSystem:
         self.use_sasrec, self.batch = bool(sasrec), int(batch)
         self.prefixes = sorted(int(k) for k in prefixes if int(k) > 0)
         self.ranker: FusionRanker | None = None
+        self.sources: Sources | None = None
+        self.builder: FeatureBuilder | None = None
         self.fit_info: dict = {}
 
     def params(self) -> dict:

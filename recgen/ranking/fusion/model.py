@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import lightgbm as lgb
 import numpy as np
 
-from ...errors import ModelLoadError
+from ...errors import DataError, ModelLoadError
 
 #: LightGBM settings that are not tuned (the caller tunes ``num_leaves``; rounds stop early).
 BASE_PARAMS = {
@@ -49,8 +49,8 @@ class FusionRanker:
         X, y, sizes = stack_groups(train)
         Xv, yv, sizes_v = stack_groups(valid)
         if not sizes or not sizes_v:
-            raise ValueError("too few users whose target is among the candidates to fit a ranker "
-                             f"({len(sizes)} training, {len(sizes_v)} held-out groups)")
+            raise DataError("too few users whose target is among the candidates to fit a second-stage ranker "
+                            f"({len(sizes)} training, {len(sizes_v)} held-out groups); serve the hybrid order")
         names = list(feature_names)
         dtrain = lgb.Dataset(X, y, group=sizes, feature_name=names, free_raw_data=True)
         dvalid = lgb.Dataset(Xv, yv, group=sizes_v, feature_name=names, reference=dtrain)
