@@ -17,10 +17,11 @@ SYSTEMS: dict[str, str] = {
     "retrieval": "retrieval:RetrievalSystem",
     "sasrec": "sasrec:SASRecBaseline",
     "lm": "lm:LMSystem",
+    "fusion": "fusion:FusionSystem",
 }
 
 #: Systems whose cost makes a validation grid search impractical here (tune them with `eval run --stage valid`).
-NOT_FOR_GRIDS = ("sasrec", "lm")
+NOT_FOR_GRIDS = ("sasrec", "lm", "fusion")
 
 
 def system_class(name: str):

@@ -1,0 +1,226 @@
+"""Fusion: the learned second stage (``recgen.ranking.fusion``) as an evaluation system.
+
+``fit`` never sees a test target. Every signal (text index, transitions, co-occurrence neighbours,
+popularity) is fitted on the training sequences; the ranker learns from one group per user with
+history = training items and label = the **validation** item. A seeded ``holdout`` share of the users is
+kept out of the ranker's training: LightGBM early-stops on their NDCG@10, and the pool depth and number of
+leaves are the settings with the best held-out NDCG@10 over *all* held-out users (a target outside the pool
+counts 0), so no per-dataset constant is needed. Extra training groups (chosen only if they help the held-out
+users; ``prefixes`` are the numbers of shifts tried): each training user's earlier items ``train[-k]`` (k = 1..s) as targets, with history
+``train[:-k]`` and every sequence-fitted signal refitted on all sequences cut at ``-k``, so no signal has
+seen those targets either (off with SASRec, which was trained on the full training sequences). ``score`` ranks the merged pool by the booster and puts
+every other item below it (in popularity order).
+
+The ranker is saved in LightGBM's text format under ``cache_dir()/fusion`` and read back through
+:meth:`FusionRanker.load` (the path a served model will take), so what is scored is what a file holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+
+from ...config import RecgenConfig
+from ...paths import cache_dir
+from ...pipeline import FittedState, build_retriever
+from ...ranking.fusion import POOL_SOURCES, FeatureBuilder, FusionRanker, Sources
+from ...retrieval.cache import index_folder
+from ..protocol import EvalData
+from .sasrec import SASRecBaseline
+
+RECALL_AT = (20, 50, 100)
+
+
+class FusionSystem:
+    name = "fusion"
+
+    def __init__(self, config: RecgenConfig | dict | None = None, retriever=None, depths=(20, 50, 100),
+                 leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
+                 sasrec: bool = False, prefixes=(3, 10), batch: int = 256, **retrieval) -> None:
+        base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
+        self.config = base.updated("retrieval parameters", retrieval=retrieval)
+        self._index = retriever
+        self.depths = sorted(int(d) for d in depths)
+        self.leaves = [int(n) for n in leaves]
+        if not self.depths or not self.leaves:
+            raise ValueError("depths and leaves need at least one value each")
+        if not 0 < holdout < 1:
+            raise ValueError("holdout must be a share between 0 and 1")
+        self.holdout, self.seed, self.max_rounds, self.threads = float(holdout), int(seed), int(max_rounds), int(threads)
+        self.use_sasrec, self.batch = bool(sasrec), int(batch)
+        self.prefixes = sorted(int(k) for k in prefixes if int(k) > 0)
+        self.ranker: FusionRanker | None = None
+        self.sources: Sources | None = None
+        self.builder: FeatureBuilder | None = None
+        self.fit_info: dict = {}
+
+    def params(self) -> dict:
+        return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
+                "holdout": self.holdout, "seed": self.seed, "max_rounds": self.max_rounds, "sasrec": self.use_sasrec, "prefixes": self.prefixes,
+                "fitted_on": "signals: training sequences; ranker: validation targets (history = training items) and, "
+                              "when chosen, earlier training targets with signals refitted on the cut sequences",
+                **self.fit_info}
+
+    # -- fitting ------------------------------------------------------------------------------------
+    def _sources(self, data: EvalData, log) -> Sources:
+        catalog, settings = data.dataset.catalog, self.config.retrieval
+        state = FittedState.fit(data.train_dataset(), settings)
+        folder = None if self._index is not None else index_folder(data.dataset.name, catalog.fingerprint(),
+                                                                     settings.embedder)
+        retriever = build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
+                                    retriever=self._index)
+        model = None
+        if self.use_sasrec:
+            sas = SASRecBaseline()
+            sas.fit(data, log=log)
+            model = sas.model
+        return Sources(catalog, retriever, data.train_sequences(), sasrec=model)
+
+    def fit(self, data: EvalData, log=None) -> None:
+        started = time.perf_counter()
+        self.sources = self._sources(data, log)
+        sources_s = time.perf_counter() - started
+        deepest = self.depths[-1]
+        builder = FeatureBuilder(self.sources, deepest)
+        rng = np.random.default_rng(self.seed)
+        held = np.zeros(data.n_users, dtype=bool)
+        held[rng.choice(data.n_users, size=max(1, int(round(self.holdout * data.n_users))), replace=False)] = True
+        train, valid = [], []  # train: (X, y, pool_rank) with a positive; valid: (X, y, pool_rank) for every user
+        target_ranks = {s: [] for s in (*self.sources.pool_sources, "pool")}
+        t0 = time.perf_counter()
+        everyone = range(data.n_users)
+        histories = lambda ps: [data.history("valid", p) for p in ps]
+        for positions, groups in self._groups(builder, everyone, histories, log):
+            for p, group in zip(positions, groups):
+                y = group.label(data.target("valid", p))
+                hit = np.flatnonzero(y)
+                for s in self.sources.pool_sources:
+                    col = builder.names.index(f"{s}_rank")
+                    target_ranks[s].append(int(group.X[hit[0], col]) if len(hit) else deepest + 1)
+                target_ranks["pool"].append(int(group.pool_rank[hit[0]]) if len(hit) else deepest + 1)
+                if held[p]:
+                    valid.append((group.X, y, group.pool_rank))
+                elif len(hit):
+                    train.append((group.X, y, group.pool_rank))
+        features_s = time.perf_counter() - t0
+        ks = sorted(k for k in {*RECALL_AT, *self.depths} if k <= deepest)
+        recall = {s: {f"recall@{k}": round(float(np.mean(np.asarray(r) <= k)), 4) for k in ks}
+                  for s, r in target_ranks.items()}
+        mean_pool = {d: round(float(np.mean([np.sum(g[2] <= d) for g in valid])), 1) for d in self.depths}
+
+        # settings on held-out users: depth (validation groups only), then prefix groups, then leaves
+        t0 = time.perf_counter()
+        trials, best = [], None
+
+        prefix, counts = [], {}
+
+        def trial(depth, leaves, shifts):
+            nonlocal best
+            extra = prefix[:counts[shifts]] if shifts else []  # groups of shifts 1..shifts come first
+            ranker, score = self._trial(train + extra, valid, builder.names, depth, leaves, log)
+            trials.append({"depth": depth, "num_leaves": leaves, "prefix_shifts": shifts,
+                           "held_out_ndcg@10": round(score, 5), "best_iteration": ranker.info["best_iteration"]})
+            if best is None or score > best[0]:
+                best = (score, depth, leaves, shifts, ranker)
+
+        for depth in self.depths:
+            trial(depth, self.leaves[0], 0)
+        select_s = time.perf_counter() - t0
+        # extra groups from earlier targets of the training users, at the chosen depth
+        t0 = time.perf_counter()
+        prefix, counts = self._prefix_groups(data, held, best[1], log)
+        prefix_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for shifts in self.prefixes:
+            if counts.get(shifts):
+                trial(best[1], self.leaves[0], shifts)
+        for leaves in self.leaves[1:]:
+            trial(best[1], leaves, best[3])
+        select_s += time.perf_counter() - t0
+        score, self.depth, leaves, shifts, ranker = best
+        self.builder = FeatureBuilder(self.sources, self.depth)
+        path = self._model_path(data)
+        ranker.save(path)
+        self.ranker = FusionRanker.load(path, self.builder.names)  # serve what the file holds
+        self.fit_info = {
+            "chosen": {"depth": self.depth, "num_leaves": leaves, "prefix_shifts": shifts,
+                       "held_out_ndcg@10": round(score, 5)},
+            "selection": trials, "valid_recall": recall, "mean_pool_size": mean_pool,
+            "ranker": {**ranker.info, "file": str(path)}, "importance": ranker.importance(),
+            "users": {"train": int((~held).sum()), "held_out": int(held.sum()), "train_groups_with_target": len(train),
+                      "prefix_groups_with_target_by_shifts": counts},
+            "fit_seconds": {"sources": round(sources_s, 1), "features": round(features_s, 1), "prefix_features": round(prefix_s, 1),
+                            "selection": round(select_s, 1)},
+        }
+        if log:
+            log(f"fusion: chose depth {self.depth}, {leaves} leaves, prefix shifts {shifts} "
+                f"(held-out NDCG@10 {score:.4f}); recall {recall}")
+
+    def _prefix_groups(self, data: EvalData, held: np.ndarray, depth: int, log) -> tuple[list, dict[int, int]]:
+        """Groups with target = train[-k], history = train[:-k] for k = 1..max(prefixes), training users only,
+        every sequence-fitted signal refitted on all sequences cut at -k (so none has seen those targets);
+        ordered by k, with how many groups shifts 1..s give for each s in ``prefixes``."""
+        if self.sources.sasrec is not None or not self.prefixes:
+            return [], {}
+        out, counts = [], {}
+        for k in range(1, max(self.prefixes) + 1):
+            cut = [seq[:-k] for seq in data.train_sequences()]
+            builder = FeatureBuilder(self.sources.refit(cut), depth)
+            users = [p for p in range(data.n_users) if not held[p] and len(cut[p]) > 0]
+            for positions, groups in self._groups(builder, users, lambda ps: [cut[p] for p in ps], log):
+                for p, group in zip(positions, groups):
+                    y = group.label(int(data.train[p][-k]))
+                    if y.any():
+                        out.append((group.X, y, group.pool_rank))
+            if k in self.prefixes:
+                counts[k] = len(out)
+        return out, counts
+
+    def _groups(self, builder: FeatureBuilder, positions, histories, log):
+        """(positions, groups) per batch of users."""
+        positions = list(positions)
+        for start in range(0, len(positions), self.batch):
+            batch = positions[start:start + self.batch]
+            yield batch, builder.build(histories(batch))
+            if log and start // self.batch % 20 == 0:
+                log(f"fusion: features for {start + len(batch):,}/{len(positions):,} users")
+
+    def _trial(self, train, valid, names, depth, leaves, log) -> tuple[FusionRanker, float]:
+        """A ranker on pools cut to ``depth``, and its NDCG@10 over all held-out users."""
+        cut = lambda groups: [(X[pr <= depth], y[pr <= depth]) for X, y, pr in groups]
+        ranker = FusionRanker.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
+                                    threads=self.threads, seed=self.seed, log=log)
+        gains = []
+        for X, y in cut(valid):
+            if not y.any():
+                gains.append(0.0)
+                continue
+            s = ranker.predict(X)
+            rank = int(np.sum(s >= s[np.flatnonzero(y)[0]]))  # ties count against the target
+            gains.append(1.0 / np.log2(rank + 1) if rank <= 10 else 0.0)
+        return ranker, float(np.mean(gains))
+
+    def _model_path(self, data: EvalData):
+        key = hashlib.sha256(json.dumps({"catalog": data.dataset.catalog.fingerprint(), "users": data.n_users,
+                                         "params": {k: v for k, v in self.params().items() if k in
+                                                    ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "prefixes")}},
+                                        sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
+
+    # -- scoring ------------------------------------------------------------------------------------
+    def score(self, histories: list[np.ndarray]) -> np.ndarray:
+        if self.ranker is None:
+            raise RuntimeError("call fit() first")
+        pop = self.sources.popularity
+        below = -1e9 + pop / (pop.max() + 1.0)  # outside the pool: below every candidate, by popularity
+        out = np.tile(below.astype(np.float64), (len(histories), 1))
+        for r, group in enumerate(self.builder.build(histories)):
+            if len(group.rows):
+                out[r, group.rows] = self.ranker.predict(group.X)
+        return out
+
+
+__all__ = ["FusionSystem", "POOL_SOURCES"]

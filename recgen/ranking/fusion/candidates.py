@@ -1,0 +1,156 @@
+"""Candidate sources for the second stage and the merged pool.
+
+Each source scores every catalog item for a history: the served hybrid retriever (text cosine +
+transitions), text cosine alone, short-window co-occurrence neighbours of the last items (the ItemKNN
+formula, strongest on dense data), popularity, and SASRec when a fitted model is given. A pool is the union
+of every pool source's top ``depth``; an item's ``pool_rank`` is its best rank over those sources, so a
+smaller pool is a filter of a bigger one (depths can be compared without recomputing anything).
+
+Ranks are only computed down to :data:`RANK_CAP` (argpartition, not a full sort); deeper items get
+``RANK_CAP + 1``. All signals come from training sequences only; the caller decides which histories to pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from ...data.catalog import Catalog
+from ...retrieval import Retriever
+from ...retrieval.collaborative import ItemTransitions, history_weights, transition_matrix
+
+#: Sources whose top items make up the pool (``sasrec`` only when a model is given).
+POOL_SOURCES = ("hybrid", "text", "neighbours", "popularity", "sasrec")
+#: Ranks deeper than this are not computed (they are all ``RANK_CAP + 1``): bounds the per-user cost.
+RANK_CAP = 200
+
+
+@dataclass(frozen=True)
+class NeighbourParams:
+    """The ItemKNN formula (window 3, last 3, alpha 0.5): what tends to come right after the last few items."""
+
+    window: int = 3
+    last: int = 3
+    decay: float = 0.5
+    backward: float = 0.25
+    alpha: float = 0.5
+
+
+@dataclass
+class Pool:
+    """One user's merged candidates (catalog rows) with every signal's value and capped rank for them."""
+
+    rows: np.ndarray
+    pool_rank: np.ndarray  # best rank over the pool sources (1 = top of some source)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    ranks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Sources:
+    """Fitted first-stage signals over catalog rows, computed for a batch of histories at a time."""
+
+    def __init__(self, catalog: Catalog, retriever: Retriever, sequences: list[np.ndarray], *, sasrec=None,
+                 neighbours: NeighbourParams | None = None, recent: int = 3):
+        """``sequences``: training sequences as catalog rows (oldest first); ``recent``: how many of each
+        sequence's last items count toward recent popularity; ``sasrec``: a model with ``score_histories``."""
+        n = len(catalog)
+        self.catalog, self.retriever, self.sasrec, self.n_items = catalog, retriever, sasrec, n
+        self.recent = recent
+        self.neighbour_params = neighbours or NeighbourParams()
+        p = self.neighbour_params
+        self.neighbours = transition_matrix(sequences, n, p.window, p.backward, p.alpha).astype(np.float32)
+        flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
+        self.popularity = np.bincount(flat, minlength=n).astype(np.float32)
+        tails = np.concatenate([s[-recent:] for s in sequences]) if sequences else flat
+        self.recent_popularity = np.bincount(tails, minlength=n).astype(np.float32)
+        self.emb = np.ascontiguousarray(retriever.item_embeddings, dtype=np.float32)
+        self.genres = genre_matrix(catalog)
+
+    def refit(self, sequences: list[np.ndarray]) -> "Sources":
+        """The same sources (text index, settings) with every sequence-fitted signal refitted on ``sequences``:
+        e.g. sequences cut before an earlier target, to make extra training groups whose targets the signals
+        have not seen. Without SASRec (it was trained on the full sequences)."""
+        transitions = self.retriever.transitions
+        if transitions is not None:
+            transitions = ItemTransitions(
+                transition_matrix(sequences, self.n_items, transitions.params.window, transitions.params.backward,
+                                  transitions.params.alpha).astype(np.float32), transitions.params)
+        retriever = self.retriever.rebound(self.retriever.settings, transitions)
+        return Sources(self.catalog, retriever, sequences, neighbours=self.neighbour_params, recent=self.recent)
+
+    @property
+    def pool_sources(self) -> tuple[str, ...]:
+        return tuple(s for s in POOL_SOURCES if s != "sasrec" or self.sasrec is not None)
+
+    def signals(self, histories: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """name → dense [len(histories), n_items] float32 scores, higher = better (history not masked)."""
+        ids = self.catalog.ids
+        transitions = self.retriever.transitions
+        b, n = len(histories), self.n_items
+        queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories])
+        text = queries.astype(np.float32) @ self.emb.T  # one product for the batch
+        trans = np.zeros((b, n), dtype=np.float32)
+        if transitions is not None:
+            for r, hist in enumerate(histories):
+                if len(hist):
+                    trans[r] = transitions.scores(np.asarray(hist))
+        # the served first stage's formula (Retriever.scores), batched; tests check they agree
+        weight = self.retriever.settings.collaborative_weight if transitions is not None else 0.0
+        hybrid = text + np.float32(weight) * trans
+        p = self.neighbour_params
+        out = {"hybrid": hybrid, "text": text, "transition": trans,
+               "neighbours": (history_weights(histories, n, p.last, p.decay) @ self.neighbours).toarray(),
+               "last_item": (history_weights(histories, n, 1, 1.0) @ self.neighbours).toarray(),
+               "popularity": np.broadcast_to(np.log1p(self.popularity), (b, n)),
+               "recent_popularity": np.broadcast_to(np.log1p(self.recent_popularity), (b, n))}
+        if self.sasrec is not None:
+            out["sasrec"] = np.asarray(self.sasrec.score_histories(histories), dtype=np.float32)
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+    def pools(self, histories: list[np.ndarray], depth: int) -> list[Pool]:
+        """Each history's merged pool: the union of every pool source's top ``depth`` unseen items."""
+        if not 1 <= depth <= RANK_CAP:
+            raise ValueError(f"pool depth must be in 1..{RANK_CAP}, not {depth}")
+        signals = self.signals(histories)
+        ranks = {name: capped_ranks(values, histories) for name, values in signals.items()}
+        pools = []
+        for r, hist in enumerate(histories):
+            best = np.min(np.stack([ranks[s][r] for s in self.pool_sources]), axis=0)
+            best[np.asarray(hist, dtype=np.int64)] = RANK_CAP + 1  # never recommend an item already seen
+            rows = np.flatnonzero(best <= depth)
+            rows = rows[np.argsort(best[rows], kind="stable")]
+            pools.append(Pool(rows, best[rows], {k: v[r, rows] for k, v in signals.items()},
+                              {k: v[r, rows] for k, v in ranks.items()}))
+        return pools
+
+
+def capped_ranks(scores: np.ndarray, histories: list[np.ndarray], cap: int = RANK_CAP) -> np.ndarray:
+    """[B, n] int32 rank of every item among each row's unseen items (1 = best), ``cap + 1`` below the top ``cap``.
+
+    Ties are broken by catalog order (stable), the same for every user."""
+    b, n = scores.shape
+    masked = np.array(scores, dtype=np.float32, copy=True)
+    for r, hist in enumerate(histories):
+        masked[r, np.asarray(hist, dtype=np.int64)] = -np.inf
+    cap = min(cap, n)
+    out = np.full((b, n), cap + 1, dtype=np.int32)
+    top = np.argpartition(-masked, cap - 1, axis=1)[:, :cap] if cap < n else np.tile(np.arange(n), (b, 1))
+    for r in range(b):
+        order = top[r][np.lexsort((top[r], -masked[r, top[r]]))]
+        out[r, order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    return out
+
+
+def genre_matrix(catalog: Catalog) -> sp.csr_matrix:
+    """[n_items, n_genres] rows that sum to 1 over each item's genres/categories (empty rows for none)."""
+    vocab: dict[str, int] = {}
+    rows, cols = [], []
+    for r, item in enumerate(catalog):
+        for g in dict.fromkeys(item.genres):
+            rows.append(r)
+            cols.append(vocab.setdefault(g, len(vocab)))
+    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(catalog), len(vocab)))
+    counts = np.asarray(m.sum(axis=1)).ravel()
+    return (sp.diags(1.0 / np.where(counts > 0, counts, 1.0)) @ m).tocsr().astype(np.float32)
