@@ -17,8 +17,9 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   validated afterwards, and a short list is filled from the score-mode order.
 * **text** (reasons) — greedy, ``max_tokens``, ``stop=["\\n"]``.
 
-With a LoRA adapter, every request carries one ``LoRARequest(name, id, path)``; vLLM rejects adapters
-with ``modules_to_save`` (full ``lm_head``/``embed_tokens``) and ranks above ``max_lora_rank``.
+With LoRA adapters, each request carries the ``LoRARequest(name, id, path)`` of the adapter its prompt
+selects (:mod:`.adapters`), so one batch can mix adapters; vLLM rejects adapters with ``modules_to_save``
+(full ``lm_head``/``embed_tokens``) and ranks above ``max_lora_rank``, and recgen refuses them at load.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from ..config import MAX_CANDIDATES
 from ..errors import ModelLoadError
-from .checks import check_adapter_folder
+from .adapters import check_adapter
 from .prompt import ChatPrompt
 
 #: Score of a label that vLLM did not return among the top log-probabilities (finite, so JSON-safe).
@@ -85,30 +86,23 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
 
 
 def build_llm_kwargs(model: str, *, adapter: str | None = None, trust_remote_code: bool = False,
-                     dtype: str = "auto", seed: int = 0, **extra) -> dict:
+                     dtype: str = "auto", seed: int = 0, lora_rank: int | None = None, max_loras: int = 1,
+                     **extra) -> dict:
     """Arguments of ``vllm.LLM``: prefix caching on (prompts share the instruction), processed
-    logprobs (see the module doc), room for every label's logprob, LoRA only with an adapter."""
+    logprobs (see the module doc), room for every label's logprob, LoRA only with adapters
+    (``lora_rank`` = the largest rank to serve, or read from ``adapter``'s folder)."""
     kwargs = {"model": model, "enable_prefix_caching": True, "logprobs_mode": "processed_logprobs",
               "max_logprobs": MAX_CANDIDATES, "trust_remote_code": trust_remote_code, "dtype": dtype, "seed": seed}
-    if adapter:
-        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_limit(adapter_rank(adapter)))
+    if adapter or lora_rank:
+        rank = lora_rank if lora_rank else adapter_rank(adapter)
+        kwargs.update(enable_lora=True, max_loras=max_loras, max_lora_rank=lora_rank_limit(rank))
     kwargs.update(extra)
     return kwargs
 
 
 def adapter_rank(adapter: str | Path) -> int:
     """The ``r`` of a peft adapter folder; refuses what vLLM cannot load (modules_to_save)."""
-    config = check_adapter_folder(adapter)
-    if config.get("modules_to_save"):
-        raise ModelLoadError(
-            f"adapter {adapter} saves whole modules ({', '.join(config['modules_to_save'])}); vLLM rejects "
-            "LoRA adapters with modules_to_save: retrain without it, or merge it (merge_and_unload) and pass --lm"
-        )
-    try:
-        return int(config.get("r", 8))
-    except (TypeError, ValueError):
-        raise ModelLoadError(f"{Path(adapter) / 'adapter_config.json'}: r must be a whole number, not "
-                             f"{config.get('r')!r}; retrain the adapter or fix the file") from None
+    return check_adapter(Path(adapter).name, str(adapter), None, None).rank
 
 
 def lora_rank_limit(rank: int) -> int:
