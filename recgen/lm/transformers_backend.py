@@ -111,6 +111,8 @@ class TransformersBackend(ChatTokenizing):
 
     # -- score mode ---------------------------------------------------------------------------
     def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
+        """Next-token log-probs of the labels, normalised over the labels (their probabilities sum to 1): the
+        scale vLLM returns (it masks other tokens before the softmax), so scores mean the same in both."""
         return self._per_adapter(prompts, lambda at: self._score([prompts[n] for n in at], [labels[n] for n in at]))
 
     @torch.inference_mode()
@@ -118,8 +120,11 @@ class TransformersBackend(ChatTokenizing):
         ids, mask = self._left_pad([self.encode(p) for p in prompts])
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions(mask),
                             logits_to_keep=1).logits[:, -1, :]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        return [[float(logprobs[row, self.label_id(l)]) for l in row_labels] for row, row_labels in enumerate(labels)]
+        out = []
+        for row, row_labels in enumerate(labels):
+            ids_ = torch.tensor([self.label_id(l) for l in row_labels], device=logits.device)
+            out.append(torch.log_softmax(logits[row, ids_].float(), dim=-1).tolist())
+        return out
 
     # -- constrained label lists --------------------------------------------------------------
     def generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:

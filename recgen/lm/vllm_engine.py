@@ -11,9 +11,9 @@ import os
 
 from ..config import LMSettings
 from ..errors import ModelLoadError
+from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set, requested_adapter
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_model_folder
-from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set, requested_adapter
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
 from .vllm_client import VLLMServerBackend

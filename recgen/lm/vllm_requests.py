@@ -12,9 +12,10 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   ``SamplingParams.logprob_token_ids`` (newer vLLM; see :func:`.vllm_engine.supports_label_logprobs`), the labels'
   own log-probabilities; it is off by default. A label absent from the returned list scores
   :data:`MISSING_LOGPROB`.
-* **generate** — structured outputs with a JSON schema ``{"items": [label, ...]}`` of exactly ``k``
-  enum labels. JSON-schema enums do not enforce uniqueness, so the list is de-duplicated and
-  validated afterwards, and a short list is filled from the score-mode order.
+* **generate** — structured outputs with a regex of exactly ``k`` labels, one a line: what the ranking
+  prompt asks for ("one letter a line") and what the transformers backend enforces. A regex does not
+  enforce uniqueness, so the list is de-duplicated and validated afterwards, and a short list is filled
+  from the score-mode order.
 * **text** (reasons) — greedy, ``max_tokens``, ``stop=["\\n"]``.
 
 With LoRA adapters, each request carries the ``LoRARequest(name, id, path)`` of the adapter its prompt
@@ -42,7 +43,8 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
 
 # -- request building -------------------------------------------------------------------------
 def label_json_schema(labels: list[str], k: int) -> dict:
-    """``{"items": [k labels]}``; enum does not make them distinct (checked afterwards)."""
+    """``{"items": [k labels]}``; enum does not make them distinct (checked afterwards). Kept for clients that
+    want JSON; recgen's own prompts ask for one label a line (:func:`label_lines_regex`)."""
     return {
         "type": "object",
         "properties": {"items": {"type": "array", "items": {"type": "string", "enum": list(labels)},
@@ -52,9 +54,17 @@ def label_json_schema(labels: list[str], k: int) -> dict:
     }
 
 
+def label_lines_regex(labels: list[str], k: int) -> str:
+    """Exactly ``k`` labels, one a line: the format the ranking prompt asks for and the transformers backend
+    enforces token by token. A regex cannot make them distinct: repeats are dropped afterwards and the list
+    filled from the score order (:func:`fill_short`)."""
+    one = "(" + "|".join(re.escape(label) for label in labels) + ")"
+    return one + ("(\n" + one + "){%d}" % (k - 1) if k > 1 else "")
+
+
 def generate_max_tokens(k: int) -> int:
-    """Room for ``{"items": ["A", "B", ...]}`` with whitespace: ~5 tokens a label plus the frame."""
-    return 16 + 6 * k
+    """Room for ``k`` labels and ``k - 1`` newlines (one token each for single-token labels), plus slack."""
+    return 2 * k + 2
 
 
 def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labels: list[str] | None = None,
@@ -77,7 +87,7 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
             raise ValueError("generate mode needs labels and k")
         k = min(k, len(labels))
         return {"max_tokens": generate_max_tokens(k), "temperature": 0.0,
-                "structured_outputs": {"json": label_json_schema(labels, k)}}
+                "structured_outputs": {"regex": label_lines_regex(labels, k)}}
     if kind == "text":
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
@@ -134,7 +144,7 @@ def build_chat_request(prompt: ChatPrompt, model: str, kind: str, *, labels: lis
         if not labels or not k:
             raise ValueError("generate mode needs labels and k")
         k = min(k, len(labels))
-        body.update(max_tokens=generate_max_tokens(k), structured_outputs={"json": label_json_schema(labels, k)})
+        body.update(max_tokens=generate_max_tokens(k), structured_outputs={"regex": label_lines_regex(labels, k)})
     elif kind == "text":
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
@@ -188,8 +198,8 @@ def parse_score_response(response: dict, labels: list[str]) -> list[float]:
 
 
 def parse_generated_labels(text: str, labels: list[str]) -> list[str]:
-    """The labels of a ``{"items": [...]}`` answer in order (invalid ones dropped, repeats kept);
-    text that is not that JSON is read as a sequence of label-like tokens."""
+    """The labels of a one-label-a-line answer (or a ``{"items": [...]}`` JSON one) in order, invalid ones
+    dropped, repeats kept."""
     valid = set(labels)
     try:
         data = json.loads(text)
