@@ -144,3 +144,53 @@ def test_server_command_serves_every_adapter_the_way_that_works_on_cpu(loras, sm
     assert cmd[cmd.index("--max-model-len") + 1] == "1024"
     modules = cmd[cmd.index("--lora-modules") + 1:]
     assert modules == [f"a={loras['a'].resolve()}", f"b={loras['b'].resolve()}"]
+
+
+# -- one Recommender / one `recgen serve`, several adapters ------------------------------------------------
+@pytest.fixture(scope="module")
+def multi_adapter_recommender(dataset, tiny_lm_dir, tmp_path_factory):
+    """Real MiniLM retrieval over the synthetic catalog; a tiny random LM with two named LoRA adapters."""
+    from recgen import Recommender
+
+    root = tmp_path_factory.mktemp("tiny-loras")
+    named = {"a": str(make_lora(tiny_lm_dir, root / "a", seed=5, r=4, scale=0.5)),
+             "b": str(make_lora(tiny_lm_dir, root / "b", seed=6, r=4, scale=0.5))}
+    config = RecgenConfig(lm={"model": tiny_lm_dir, "adapters": named, "threads": 1},
+                          retrieval={"n_candidates": 10}, prompt={"reason_tokens": 6})
+    return Recommender.from_dataset(dataset, config)
+
+
+def test_a_batch_mixing_adapters_equals_one_batch_per_adapter(multi_adapter_recommender, dataset):
+    rec = multi_adapter_recommender
+    history = list(dataset.history("u1"))[:5]
+    ask = lambda adapter: {"history": history, "k": 5, "reasons": False, "adapter": adapter}  # noqa: E731
+    mixed = rec.recommend_batch([ask("a"), ask("b"), ask(None)])
+    alone = [rec.recommend_batch([ask(name)])[0] for name in ("a", "b", None)]
+    scores = lambda recs: [(r.item_id, round(r.score, 5)) for r in recs]  # noqa: E731
+    assert [scores(r) for r in mixed] == [scores(r) for r in alone]
+    assert scores(mixed[0]) != scores(mixed[1])  # the adapters change the ranking scores
+    with pytest.raises(ad.UnknownAdapterError, match="use one of: base, a, b"):
+        rec.recommend_batch([ask("c")])
+    [error] = rec.recommend_batch([ask("c")], return_exceptions=True)
+    assert isinstance(error, ad.UnknownAdapterError)
+
+
+def test_serve_lists_the_adapters_and_a_request_picks_one(multi_adapter_recommender, dataset):
+    from fastapi.testclient import TestClient
+
+    from recgen.server.app import create_app
+
+    with TestClient(create_app(multi_adapter_recommender, dataset)) as client:
+        models = client.get("/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["recgen", "a", "b"] and models[1]["parent"] == "recgen"
+        body = {"user": "u1", "k": 3, "reasons": False}
+        ok = client.post("/v1/recommendations", json={**body, "adapter": "b"})
+        assert ok.status_code == 200 and len(ok.json()["recommendations"]) == 3
+        direct = multi_adapter_recommender.recommend_batch([{"history": list(dataset.history("u1")), "k": 3,
+                                                              "reasons": False, "adapter": "b"}])[0]
+        assert [r["score"] for r in ok.json()["recommendations"]] == pytest.approx([r.score for r in direct])
+        missing = client.post("/v1/recommendations", json={**body, "adapter": "zzz"})
+        assert missing.status_code == 404 and "use one of: base, a, b" in missing.json()["error"]["message"]
+        chat = {"messages": [{"role": "user", "content": "a comedy please"}], "recgen": {"k": 2, "reasons": False}}
+        assert client.post("/v1/chat/completions", json={**chat, "model": "a"}).status_code == 200
+        assert client.post("/v1/chat/completions", json={**chat, "model": "zzz"}).status_code == 404

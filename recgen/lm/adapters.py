@@ -173,3 +173,22 @@ def group_by_adapter(prompts: list[ChatPrompt], adapters: AdapterSet) -> dict[st
     for n, prompt in enumerate(prompts):
         groups.setdefault(adapters.pick(requested_adapter(prompt)), []).append(n)
     return groups
+
+
+def check_adapter_name(backend, name: str) -> None:
+    """Refuse a request naming an adapter ``backend`` does not serve, before any work (backends without an
+    :class:`AdapterSet`, e.g. a vLLM server, check when the request is sent)."""
+    adapters = getattr(backend, "adapters", None)
+    if isinstance(adapters, AdapterSet):
+        adapters.pick(name)
+
+
+def with_adapter(name: str | None, fn):
+    """``fn`` wrapped to run under :func:`use_adapter` (for work handed to another thread, where the
+    caller's context variables are not set)."""
+
+    def run(*args, **kwargs):
+        with use_adapter(name):
+            return fn(*args, **kwargs)
+
+    return run
