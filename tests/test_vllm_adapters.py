@@ -194,3 +194,15 @@ def test_serve_lists_the_adapters_and_a_request_picks_one(multi_adapter_recommen
         chat = {"messages": [{"role": "user", "content": "a comedy please"}], "recgen": {"k": 2, "reasons": False}}
         assert client.post("/v1/chat/completions", json={**chat, "model": "a"}).status_code == 200
         assert client.post("/v1/chat/completions", json={**chat, "model": "zzz"}).status_code == 404
+
+
+def test_serve_lora_options_parse_to_named_adapters():
+    import typer
+
+    from recgen.cli.serve_cmd import parse_loras
+
+    assert parse_loras(["a=/x", " b = /y z "]) == {"a": "/x", "b": "/y z"}
+    assert parse_loras(None) is None
+    for bad in (["a"], ["=/x"], ["a="], ["a=/x", "a=/y"]):
+        with pytest.raises(typer.BadParameter):
+            parse_loras(bad)
