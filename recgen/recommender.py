@@ -15,6 +15,7 @@ from .data.catalog import Catalog
 from .data.dataset import Dataset
 from .data.files import read_text
 from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
+from .lm.adapters import check_adapter_name, use_adapter
 from .pipeline import FittedState, build_pipeline
 from .ranking.ranker import Mode, Ranker, RankRequest
 from .retrieval import Retriever
@@ -147,8 +148,11 @@ class Recommender:
         ranked: dict[int, list[tuple[str, float]]] = {}
         for mode in ("score", "generate"):
             todo = [n for n, (request, job) in enumerate(jobs) if isinstance(job, RankRequest) and request.mode == mode]
-            for n, order in zip(todo, self.ranker.rank([jobs[n][1] for n in todo], mode=mode)):
-                ranked[n] = order
+            for adapter in dict.fromkeys(jobs[n][0].adapter for n in todo):  # one LM call per named adapter
+                group = [n for n in todo if jobs[n][0].adapter == adapter]
+                with use_adapter(adapter):
+                    for n, order in zip(group, self.ranker.rank([jobs[n][1] for n in group], mode=mode)):
+                        ranked[n] = order
         results: list = []
         for n, (request, job) in enumerate(jobs):
             if isinstance(job, Exception):
@@ -163,6 +167,8 @@ class Recommender:
         """Validate a request and retrieve its candidates (or the popularity list for an empty request)."""
         if request.user is not None:
             raise InvalidRequestError("`user` needs a dataset; resolve it to a history first (see recgen.cli)")
+        if request.adapter is not None:
+            check_adapter_name(self.backend, request.adapter)
         if request.k > MAX_CANDIDATES:
             raise InvalidRequestError(f"k={request.k} is more than the {MAX_CANDIDATES} candidates the ranker can label")
         query = (request.query or "").strip() or None
@@ -195,7 +201,8 @@ class Recommender:
             if popular:
                 reasons = [("One of the most popular items in the catalog.", "fallback")] * len(order)
             else:
-                reasons = self.explain(history, request.query, [i for i, _ in order])
+                with use_adapter(request.adapter):
+                    reasons = self.explain(history, request.query, [i for i, _ in order])
         return [
             Recommendation(item_id=item_id, title=self.catalog.get(item_id).title, rank=rank + 1, score=score,
                            reason=reason[0] if reason else None, reason_source=reason[1] if reason else None)

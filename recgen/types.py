@@ -32,3 +32,5 @@ class RecommendRequest(BaseModel):
     mode: Literal["score", "generate"] = "score"
     reasons: bool = True
     exclude: list[str] | None = None
+    adapter: str | None = Field(None, description="a named LoRA adapter of the LM (lm.adapters); None = the default, "
+                                "'base' = none")

@@ -51,17 +51,19 @@ def test_score_params_constrain_to_labels_and_ask_one_logprob_each():
     assert exact["logprob_token_ids"] == [32, 33]
 
 
-def test_generate_params_use_a_k_long_enum_schema():
+def test_generate_params_ask_for_k_labels_one_a_line():
+    """The constraint is the format the prompt asks for ("one letter a line") and transformers enforces."""
+    import re
+
     params = vr.build_sampling_params("generate", labels=list("ABCDE"), k=3)
-    schema = params["structured_outputs"]["json"]
-    items = schema["properties"]["items"]
-    assert items["items"]["enum"] == list("ABCDE")
-    assert items["minItems"] == items["maxItems"] == 3
-    assert schema["required"] == ["items"] and schema["additionalProperties"] is False
-    assert params["temperature"] == 0.0 and params["max_tokens"] >= 3 * 5
+    pattern = params["structured_outputs"]["regex"]
+    assert re.fullmatch(pattern, "B\nA\nE") and re.fullmatch(pattern, "B\nB\nE")  # repeats: dropped afterwards
+    assert not re.fullmatch(pattern, "B\nA") and not re.fullmatch(pattern, "B\nA\nF") and not re.fullmatch(pattern, "B A E")
+    assert params["temperature"] == 0.0 and params["max_tokens"] >= 2 * 3 - 1
     # k above the label count is clipped to the labels.
-    assert vr.build_sampling_params("generate", labels=list("AB"), k=5)["structured_outputs"]["json"][
-        "properties"]["items"]["maxItems"] == 2
+    assert re.fullmatch(vr.build_sampling_params("generate", labels=list("AB"), k=5)["structured_outputs"]["regex"],
+                        "A\nB")
+    assert vr.parse_generated_labels("C\nA\nC\nZ", list("ABC")) == ["C", "A", "C"]
 
 
 def test_text_params_are_greedy_and_stop_at_newline():
@@ -110,7 +112,7 @@ def test_chat_request_continues_the_response_prefix_and_stops_at_newline():
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
     assert body["stop"] == ["\n"] and body["max_tokens"] == 24
     gen = vr.build_chat_request(_prompt(), "base", "generate", labels=list("ABCD"), k=2)
-    assert gen["structured_outputs"]["json"]["properties"]["items"]["maxItems"] == 2
+    assert gen["structured_outputs"] == {"regex": vr.label_lines_regex(list("ABCD"), 2)}
     _, extra = vr.split_extra_body(vr.build_chat_request(_prompt("Reason:"), "base", "text", max_tokens=4))
     assert extra == {"add_generation_prompt": False, "continue_final_message": True}
 

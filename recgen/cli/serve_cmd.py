@@ -20,6 +20,25 @@ LmOpt = typer.Option(None, help="HF model id or folder (default SmolLM2-135M-Ins
 AdapterOpt = typer.Option(None, help="peft LoRA adapter folder")
 EmbedderOpt = typer.Option(None, help="sentence-transformers name or path")
 ConfigOpt = typer.Option(None, help="config file (JSON or YAML) with RecgenConfig keys")
+BackendOpt = typer.Option(None, "--backend", help="transformers (default) or vllm (in-process engine; needs vLLM: "
+                          "`make setup-vllm` for the CPU build)")
+LoraOpt = typer.Option(None, "--lora", help="a named LoRA adapter NAME=FOLDER, repeatable: one engine serves them all; "
+                       "a request picks one by name (`adapter`, or the OpenAI `model` field)")
+
+
+def parse_loras(values: list[str] | None) -> dict[str, str] | None:
+    """``["a=/x", "b=/y"]`` → ``{"a": "/x", "b": "/y"}``; a malformed or repeated name is a usage error."""
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise typer.BadParameter(f"--lora takes NAME=FOLDER, not {value!r}")
+        if name.strip() in out:
+            raise typer.BadParameter(f"--lora name {name.strip()!r} is given twice")
+        out[name.strip()] = path.strip()
+    return out
 
 
 def _check_mode(mode: str) -> None:
@@ -47,7 +66,8 @@ def serve(dataset: str = DatasetOpt,
           host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)"),
           port: int = typer.Option(8000, min=1, max=65535),
           lm: Optional[str] = LmOpt, adapter: Optional[str] = AdapterOpt, embedder: Optional[str] = EmbedderOpt,
-          config: Optional[Path] = ConfigOpt,
+          config: Optional[Path] = ConfigOpt, backend: Optional[str] = BackendOpt,
+          lora: Optional[list[str]] = LoraOpt,
           api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RECGEN_API_KEY",
                                                 help="require 'Authorization: Bearer <key>' on /v1/*"),
           max_concurrency: int = typer.Option(16, min=1, help="requests running or queued at once; more get 429"),
@@ -62,9 +82,12 @@ def serve(dataset: str = DatasetOpt,
     from ..server.app import create_app
     from ..server.serving import ServerSettings
 
-    cfg = make_config(config, lm={"model": lm, "adapter": adapter}, retrieval={"embedder": embedder})
+    if backend not in (None, "transformers", "vllm"):
+        raise typer.BadParameter("--backend must be 'transformers' or 'vllm'")
+    cfg = make_config(config, lm={"model": lm, "adapter": adapter, "backend": backend, "adapters": parse_loras(lora)},
+                      retrieval={"embedder": embedder})
     data, rec = open_dataset(dataset, cfg)
-    console.print("loading the language model…")
+    console.print(f"loading the language model ({cfg.lm.backend} backend)…")
     _warm_up(rec)
     settings = ServerSettings(api_key=api_key or None, max_concurrency=max_concurrency, timeout=timeout,
                               max_body_bytes=max_body_bytes, max_message_chars=max_message_chars,

@@ -8,12 +8,15 @@ share a prompt prefix, which is run once and its KV cache reused for every item.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 import torch
 
 from ..config import LMSettings
 from ..errors import ModelLoadError
+from .adapters import AdapterSet, group_by_adapter, load_adapter_set
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
 from .prompt import ChatPrompt
@@ -21,12 +24,19 @@ from .resolve import resolve_lm
 
 
 class TransformersBackend(ChatTokenizing):
+    """With named adapters (peft, one ``adapter_name`` each) every call runs each prompt under the adapter it
+    selects, group by group (peft has one active adapter at a time, hence the lock)."""
+
     name = "transformers"
 
-    def __init__(self, model, tokenizer, device: str = "cpu"):
+    def __init__(self, model, tokenizer, device: str = "cpu", adapters: AdapterSet | None = None):
+        """``adapters``: the named adapters loaded into ``model`` (a PeftModel); without them the model is
+        used as given (e.g. a model being trained, with its adapter active)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = device
+        self.adapters = adapters or AdapterSet({}, None)
+        self._lock = threading.RLock()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._newline_ids = {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
@@ -46,6 +56,7 @@ class TransformersBackend(ChatTokenizing):
             torch.set_num_threads(settings.threads)
         path = resolve_lm(settings.model)
         check_model_folder(path)
+        adapters = load_adapter_set(settings, path)
         fix = ("check that it is a Hugging Face causal-LM folder with tokenizer files and safetensors weights "
                "(or a hub id), or re-download / re-save it")
         try:
@@ -53,16 +64,38 @@ class TransformersBackend(ChatTokenizing):
         except LOAD_ERRORS as exc:
             raise ModelLoadError(f"cannot load the tokenizer of language model {settings.model or path!r}: "
                                  f"{_gist(exc)}; {fix}") from None
+        dtype = settings.dtype if settings.dtype != "auto" else (torch.float32 if settings.device == "cpu" else "auto")
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch.float32 if settings.device == "cpu" else "auto",
+                path, dtype=dtype,
                 trust_remote_code=settings.trust_remote_code, use_safetensors=True,  # never unpickle weights
             )
         except LOAD_ERRORS as exc:
             raise ModelLoadError(f"cannot load language model {settings.model or path!r}: {_gist(exc)}; {fix}") from None
-        if settings.adapter:
-            model = load_adapter(model, settings.adapter)
-        return cls(model.to(settings.device), tokenizer, settings.device)
+        for name, info in adapters.adapters.items():
+            model = load_adapter(model, info.path, name)
+        return cls(model.to(settings.device), tokenizer, settings.device, adapters)
+
+    # -- named adapters -----------------------------------------------------------------------
+    def _active(self, name: str | None):
+        """Make adapter ``name`` (None = the base model) the one peft runs."""
+        if not self.adapters.adapters:
+            return contextlib.nullcontext()
+        if name is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(name)
+        return contextlib.nullcontext()
+
+    def _per_adapter(self, prompts: list[ChatPrompt], run) -> list:
+        """``run(positions)`` → results for those prompts, called once per adapter group; results in prompt order."""
+        groups = group_by_adapter(prompts, self.adapters)  # an unknown name fails here, before any work
+        out: list = [None] * len(prompts)
+        with self._lock if self.adapters.adapters else contextlib.nullcontext():
+            for name, positions in groups.items():
+                with self._active(name):
+                    for n, result in zip(positions, run(positions)):
+                        out[n] = result
+        return out
 
     # -- prompt encoding ----------------------------------------------------------------------
     def _left_pad(self, rows: list[list[int]]):
@@ -77,17 +110,29 @@ class TransformersBackend(ChatTokenizing):
         return (mask.cumsum(-1) - 1).clamp(min=0) + offset
 
     # -- score mode ---------------------------------------------------------------------------
-    @torch.inference_mode()
     def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
+        """Next-token log-probs of the labels, normalised over the labels (their probabilities sum to 1): the
+        scale vLLM returns (it masks other tokens before the softmax), so scores mean the same in both."""
+        return self._per_adapter(prompts, lambda at: self._score([prompts[n] for n in at], [labels[n] for n in at]))
+
+    @torch.inference_mode()
+    def _score(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
         ids, mask = self._left_pad([self.encode(p) for p in prompts])
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions(mask),
                             logits_to_keep=1).logits[:, -1, :]
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        return [[float(logprobs[row, self.label_id(l)]) for l in row_labels] for row, row_labels in enumerate(labels)]
+        out = []
+        for row, row_labels in enumerate(labels):
+            ids_ = torch.tensor([self.label_id(l) for l in row_labels], device=logits.device)
+            out.append(torch.log_softmax(logits[row, ids_].float(), dim=-1).tolist())
+        return out
 
     # -- constrained label lists --------------------------------------------------------------
-    @torch.inference_mode()
     def generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:
+        return self._per_adapter(prompts, lambda at: self._generate_labels(
+            [prompts[n] for n in at], [labels[n] for n in at], [k[n] for n in at]))
+
+    @torch.inference_mode()
+    def _generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:
         newline = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
         if len(newline) != 1:
             raise ModelLoadError("this tokenizer has no single newline token; use score mode")
@@ -124,8 +169,13 @@ class TransformersBackend(ChatTokenizing):
         return results
 
     # -- free text with a shared prefix ------------------------------------------------------
-    @torch.inference_mode()
     def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
+        if not prompts:
+            return []
+        return self._per_adapter(prompts, lambda at: self._generate_text([prompts[n] for n in at], max_new_tokens))
+
+    @torch.inference_mode()
+    def _generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
         """Greedy decoding for a batch whose prompts share a prefix (one user's reasons).
 
         The longest common token prefix is run once; its KV cache is repeated for the batch and only
@@ -178,14 +228,19 @@ def _common_prefix_length(rows: list[list[int]]) -> int:
     return length
 
 
-def load_adapter(model, adapter: str):
-    """Apply a peft LoRA adapter folder: safetensors only (``adapter_model.bin`` is a pickle and refused);
-    a broken or mismatched adapter is a ModelLoadError naming the folder."""
+def load_adapter(model, adapter: str, name: str = "default"):
+    """Apply a peft LoRA adapter folder under ``name`` (a second one is added beside the first):
+    safetensors only (``adapter_model.bin`` is a pickle and refused); a broken or mismatched adapter is a
+    ModelLoadError naming the folder."""
     from peft import PeftModel
 
     check_adapter_folder(adapter)  # peft reads adapter_model.safetensors when it exists, never the .bin
+    folder = str(Path(adapter).expanduser())
     try:
-        return PeftModel.from_pretrained(model, str(Path(adapter).expanduser()), is_trainable=False)
+        if isinstance(model, PeftModel):
+            model.load_adapter(folder, adapter_name=name, is_trainable=False)
+            return model
+        return PeftModel.from_pretrained(model, folder, adapter_name=name, is_trainable=False)
     except LOAD_ERRORS as exc:
         raise ModelLoadError(
             f"adapter {adapter} cannot be applied to this language model ({_gist(exc)}): use the base model "

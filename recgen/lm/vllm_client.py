@@ -12,6 +12,7 @@ import httpx
 
 from ..config import LMSettings
 from ..errors import ModelLoadError
+from .adapters import BASE, UnknownAdapterError, requested_adapter
 from .prompt import ChatPrompt
 from .vllm_requests import (
     build_chat_request,
@@ -30,7 +31,9 @@ class VLLMServerBackend:
     """:class:`~recgen.lm.backend.LMBackend` over ``vllm serve BASE --enable-lora --lora-modules name=path``.
 
     Start the server with ``--logprobs-mode processed_logprobs --max-logprobs 26`` so score mode sees
-    every label. Requests are sent concurrently (``concurrency``) so the server can batch them."""
+    every label (:mod:`.vllm_server` does). Requests are sent concurrently (``concurrency``) so the server
+    can batch them. A prompt that selects an adapter (:func:`.adapters.use_adapter`) is sent with that
+    served name as ``model``; ``base`` is the base model; other names are refused, listing ``/v1/models``."""
 
     name = "vllm-server"
 
@@ -48,6 +51,27 @@ class VLLMServerBackend:
         self.concurrency = concurrency
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = client or httpx.Client(timeout=self.timeout_s, headers=headers)
+        self._served: list[dict] | None = None
+
+    def served_models(self) -> list[dict]:
+        """The server's ``/v1/models`` cards (fetched once)."""
+        if self._served is None:
+            self._served = list(self._request("GET", "/models").get("data") or [])
+        return self._served
+
+    def _model_for(self, prompt: ChatPrompt) -> str:
+        name = requested_adapter(prompt)
+        if name is None:
+            return self.model
+        cards = self.served_models()
+        if name == BASE:
+            roots = [c["id"] for c in cards if not c.get("parent")]
+            return roots[0] if roots else self.model
+        if any(c.get("id") == name for c in cards):
+            return name
+        served = ", ".join([BASE, *[c.get("id", "?") for c in cards if c.get("parent")]])
+        raise UnknownAdapterError(f"adapter {name!r} is not served by the vLLM server at {self.base_url}; "
+                                  f"use one of: {served}")
 
     @classmethod
     def from_settings(cls, settings: LMSettings, *, timeout_s: float | None = None) -> "VLLMServerBackend":
@@ -93,22 +117,23 @@ class VLLMServerBackend:
             return list(pool.map(lambda b: self._request("POST", "/chat/completions", b), bodies))
 
     def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:
-        replies = self._chat_all([build_chat_request(p, self.model, "score", labels=row) for p, row in zip(prompts, labels)])
+        replies = self._chat_all([build_chat_request(p, self._model_for(p), "score", labels=row) for p, row in zip(prompts, labels)])
         return [parse_score_response(r, row) for r, row in zip(replies, labels)]
 
     def generate_labels(self, prompts: list[ChatPrompt], labels: list[list[str]], k: list[int]) -> list[list[str]]:
-        replies = self._chat_all([build_chat_request(p, self.model, "generate", labels=row, k=want)
+        replies = self._chat_all([build_chat_request(p, self._model_for(p), "generate", labels=row, k=want)
                                   for p, row, want in zip(prompts, labels, k)])
         picked = [parse_generated_labels(chat_content(r), row) for r, row in zip(replies, labels)]
         return fill_short(self, prompts, labels, k, picked)
 
     def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        replies = self._chat_all([build_chat_request(p, self.model, "text", max_tokens=max_new_tokens) for p in prompts])
+        replies = self._chat_all([build_chat_request(p, self._model_for(p), "text", max_tokens=max_new_tokens)
+                                  for p in prompts])
         return [parse_chat_text(r) for r in replies]
 
     def count_tokens(self, prompt: ChatPrompt) -> int:
         """vLLM's ``/tokenize`` endpoint applies the served chat template."""
-        body = build_chat_request(prompt, self.model, "text", max_tokens=1)
+        body = build_chat_request(prompt, self._model_for(prompt), "text", max_tokens=1)
         request = {k: body[k] for k in ("model", "messages") if k in body}
         if prompt.response_prefix:
             request.update(add_generation_prompt=False, continue_final_message=True)

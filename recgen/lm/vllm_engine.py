@@ -7,10 +7,11 @@ Requests are built and answers read by the pure functions in :mod:`.vllm_request
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from ..config import LMSettings
 from ..errors import ModelLoadError
+from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set, requested_adapter
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_model_folder
 from .prompt import ChatPrompt
@@ -29,15 +30,42 @@ VLLM_MISSING = (
     "torchcodec`; CUDA build: `pip install 'recgen[vllm]'`. vLLM pins its own torch and transformers range, so "
     "install it in an environment separate from recgen's default"
 )
-ADAPTER_NAME = "recgen-adapter"
+ADAPTER_NAME = DEFAULT_ADAPTER_NAME
 
 
 def engine_kwargs(settings: LMSettings, **llm_options) -> dict:
-    """``vllm.LLM`` arguments for settings, after checking the model and adapter files (no vLLM needed)."""
+    """``vllm.LLM`` arguments for settings, after checking the model and adapter files (no vLLM needed).
+
+    Every named adapter is checked against the model (:func:`.adapters.load_adapter_set`); LoRA is sized for
+    all of them (``max_loras`` = their count unless set, ``max_lora_rank`` = the largest rank unless set)."""
     model = resolve_lm(settings.model)
     check_model_folder(model)
-    return build_llm_kwargs(model, adapter=settings.adapter, trust_remote_code=settings.trust_remote_code,
-                            **llm_options)
+    adapters = load_adapter_set(settings, model)
+    options = {"max_model_len": settings.max_model_len, "enforce_eager": settings.enforce_eager}
+    options = {k: v for k, v in options.items() if v is not None}
+    lora = {}
+    if adapters.adapters:
+        lora = {"lora_rank": settings.max_lora_rank or adapters.max_rank,
+                "max_loras": settings.max_loras or len(adapters.adapters)}
+    return build_llm_kwargs(model, trust_remote_code=settings.trust_remote_code, dtype=settings.dtype,
+                            **lora, **options, **llm_options)
+
+
+def engine_environment(settings: LMSettings) -> dict[str, str]:
+    """Environment the CPU engine reads at start: KV cache size (GiB) and, with ``threads``, the cores to bind."""
+    env = {}
+    if settings.kv_cache_gib:
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{settings.kv_cache_gib:g}"
+    if settings.threads and settings.device == "cpu":
+        env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{settings.threads - 1}"
+    return env
+
+
+def lora_requests(adapters: AdapterSet) -> dict:
+    """One ``LoRARequest`` per named adapter, ids 1, 2, … in config order (vLLM caches per id)."""
+    from vllm.lora.request import LoRARequest
+
+    return {name: LoRARequest(name, n, info.path) for n, (name, info) in enumerate(adapters.adapters.items(), start=1)}
 
 
 def _import_vllm():
@@ -80,19 +108,32 @@ def supports_label_logprobs() -> bool:
 
 class VLLMBackend(ChatTokenizing):
     """:class:`~recgen.lm.backend.LMBackend` over an in-process ``vllm.LLM`` (one engine per GPU, or the CPU
-    build ``vllm-cpu``)."""
+    build ``vllm-cpu``). With named adapters each prompt runs under the adapter it selects
+    (:func:`.adapters.use_adapter` or ``meta["adapter"]``), so one ``generate`` call can mix adapters."""
 
     name = "vllm"
 
     def __init__(self, llm, tokenizer=None, lora_request=None, exact_label_logprobs: bool = False,
-                 make_params=None):
+                 make_params=None, loras: dict | None = None, adapters: AdapterSet | None = None):
+        """``loras`` (name → LoRARequest) with ``adapters`` serve named adapters; ``lora_request`` alone is
+        one adapter used for every prompt."""
         self.llm = llm
         self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
-        self.lora_request = lora_request
+        self.loras = dict(loras or {})
+        self.adapters = adapters or AdapterSet({}, None)
+        if lora_request is not None and not self.loras:
+            self.loras = {DEFAULT_ADAPTER_NAME: lora_request}
+            self.adapters = AdapterSet({DEFAULT_ADAPTER_NAME: AdapterInfo(DEFAULT_ADAPTER_NAME, "", 0, None)},
+                                       DEFAULT_ADAPTER_NAME)
         self.exact_label_logprobs = exact_label_logprobs
         #: spec dict → the engine's sampling params (vLLM's classes; tests pass a stand-in engine and identity)
         self.make_params = make_params or to_vllm_sampling_params
         self._label_cache: dict[str, int] = {}
+
+    @property
+    def lora_request(self):
+        """The default adapter's request (None = base model)."""
+        return self.loras.get(self.adapters.default) if self.adapters.default else None
 
     @classmethod
     def from_settings(cls, settings: LMSettings, **llm_options):
@@ -101,23 +142,34 @@ class VLLMBackend(ChatTokenizing):
             return VLLMServerBackend.from_settings(settings)
         vllm = _import_vllm()
         kwargs = engine_kwargs(settings, **llm_options)
+        adapters = load_adapter_set(settings, kwargs["model"])
+        os.environ.update(engine_environment(settings))
         try:
             llm = vllm.LLM(**kwargs)
         except LOAD_ERRORS as exc:
             raise ModelLoadError(f"vLLM cannot load {kwargs['model']!r}: {' '.join(str(exc).split())[:300]}; check "
                                  "lm.model and lm.adapter, and that this vLLM build supports the device") from None
-        lora = None
-        if settings.adapter:
-            from vllm.lora.request import LoRARequest
+        return cls(llm, loras=lora_requests(adapters) if adapters.adapters else None, adapters=adapters)
 
-            lora = LoRARequest(ADAPTER_NAME, 1, str(Path(settings.adapter).resolve()))
-        return cls(llm, lora_request=lora)
+    def close(self) -> None:
+        """Stop the engine's worker process now (otherwise at interpreter exit)."""
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
     # -- prompts ------------------------------------------------------------------------------
+    def _lora_for(self, prompts: list[ChatPrompt]):
+        """One LoRARequest (or None = base model) per prompt; an unknown name fails before any work."""
+        picked = [self.adapters.pick(requested_adapter(p)) for p in prompts]
+        return [self.loras[name] if name else None for name in picked]
+
     def _generate(self, prompts: list[ChatPrompt], specs: list[dict]):
+        loras = self._lora_for(prompts)
         inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         params = [self.make_params(s) for s in specs]
-        return self.llm.generate(inputs, params, lora_request=self.lora_request, use_tqdm=False)
+        lora = loras[0] if len(set(map(id, loras))) == 1 else loras
+        return self.llm.generate(inputs, params, lora_request=lora, use_tqdm=False)
 
     # -- LMBackend ----------------------------------------------------------------------------
     def score_labels(self, prompts: list[ChatPrompt], labels: list[list[str]]) -> list[list[float]]:

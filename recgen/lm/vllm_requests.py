@@ -12,13 +12,15 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   ``SamplingParams.logprob_token_ids`` (newer vLLM; see :func:`.vllm_engine.supports_label_logprobs`), the labels'
   own log-probabilities; it is off by default. A label absent from the returned list scores
   :data:`MISSING_LOGPROB`.
-* **generate** — structured outputs with a JSON schema ``{"items": [label, ...]}`` of exactly ``k``
-  enum labels. JSON-schema enums do not enforce uniqueness, so the list is de-duplicated and
-  validated afterwards, and a short list is filled from the score-mode order.
+* **generate** — structured outputs with a regex of exactly ``k`` labels, one a line: what the ranking
+  prompt asks for ("one letter a line") and what the transformers backend enforces. A regex does not
+  enforce uniqueness, so the list is de-duplicated and validated afterwards, and a short list is filled
+  from the score-mode order.
 * **text** (reasons) — greedy, ``max_tokens``, ``stop=["\\n"]``.
 
-With a LoRA adapter, every request carries one ``LoRARequest(name, id, path)``; vLLM rejects adapters
-with ``modules_to_save`` (full ``lm_head``/``embed_tokens``) and ranks above ``max_lora_rank``.
+With LoRA adapters, each request carries the ``LoRARequest(name, id, path)`` of the adapter its prompt
+selects (:mod:`.adapters`), so one batch can mix adapters; vLLM rejects adapters with ``modules_to_save``
+(full ``lm_head``/``embed_tokens``) and ranks above ``max_lora_rank``, and recgen refuses them at load.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from ..config import MAX_CANDIDATES
 from ..errors import ModelLoadError
-from .checks import check_adapter_folder
+from .adapters import check_adapter
 from .prompt import ChatPrompt
 
 #: Score of a label that vLLM did not return among the top log-probabilities (finite, so JSON-safe).
@@ -41,7 +43,8 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
 
 # -- request building -------------------------------------------------------------------------
 def label_json_schema(labels: list[str], k: int) -> dict:
-    """``{"items": [k labels]}``; enum does not make them distinct (checked afterwards)."""
+    """``{"items": [k labels]}``; enum does not make them distinct (checked afterwards). Kept for clients that
+    want JSON; recgen's own prompts ask for one label a line (:func:`label_lines_regex`)."""
     return {
         "type": "object",
         "properties": {"items": {"type": "array", "items": {"type": "string", "enum": list(labels)},
@@ -51,9 +54,17 @@ def label_json_schema(labels: list[str], k: int) -> dict:
     }
 
 
+def label_lines_regex(labels: list[str], k: int) -> str:
+    """Exactly ``k`` labels, one a line: the format the ranking prompt asks for and the transformers backend
+    enforces token by token. A regex cannot make them distinct: repeats are dropped afterwards and the list
+    filled from the score order (:func:`fill_short`)."""
+    one = "(" + "|".join(re.escape(label) for label in labels) + ")"
+    return one + ("(\n" + one + "){%d}" % (k - 1) if k > 1 else "")
+
+
 def generate_max_tokens(k: int) -> int:
-    """Room for ``{"items": ["A", "B", ...]}`` with whitespace: ~5 tokens a label plus the frame."""
-    return 16 + 6 * k
+    """Room for ``k`` labels and ``k - 1`` newlines (one token each for single-token labels), plus slack."""
+    return 2 * k + 2
 
 
 def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labels: list[str] | None = None,
@@ -76,7 +87,7 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
             raise ValueError("generate mode needs labels and k")
         k = min(k, len(labels))
         return {"max_tokens": generate_max_tokens(k), "temperature": 0.0,
-                "structured_outputs": {"json": label_json_schema(labels, k)}}
+                "structured_outputs": {"regex": label_lines_regex(labels, k)}}
     if kind == "text":
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
@@ -85,30 +96,23 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
 
 
 def build_llm_kwargs(model: str, *, adapter: str | None = None, trust_remote_code: bool = False,
-                     dtype: str = "auto", seed: int = 0, **extra) -> dict:
+                     dtype: str = "auto", seed: int = 0, lora_rank: int | None = None, max_loras: int = 1,
+                     **extra) -> dict:
     """Arguments of ``vllm.LLM``: prefix caching on (prompts share the instruction), processed
-    logprobs (see the module doc), room for every label's logprob, LoRA only with an adapter."""
+    logprobs (see the module doc), room for every label's logprob, LoRA only with adapters
+    (``lora_rank`` = the largest rank to serve, or read from ``adapter``'s folder)."""
     kwargs = {"model": model, "enable_prefix_caching": True, "logprobs_mode": "processed_logprobs",
               "max_logprobs": MAX_CANDIDATES, "trust_remote_code": trust_remote_code, "dtype": dtype, "seed": seed}
-    if adapter:
-        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank_limit(adapter_rank(adapter)))
+    if adapter or lora_rank:
+        rank = lora_rank if lora_rank else adapter_rank(adapter)
+        kwargs.update(enable_lora=True, max_loras=max_loras, max_lora_rank=lora_rank_limit(rank))
     kwargs.update(extra)
     return kwargs
 
 
 def adapter_rank(adapter: str | Path) -> int:
     """The ``r`` of a peft adapter folder; refuses what vLLM cannot load (modules_to_save)."""
-    config = check_adapter_folder(adapter)
-    if config.get("modules_to_save"):
-        raise ModelLoadError(
-            f"adapter {adapter} saves whole modules ({', '.join(config['modules_to_save'])}); vLLM rejects "
-            "LoRA adapters with modules_to_save: retrain without it, or merge it (merge_and_unload) and pass --lm"
-        )
-    try:
-        return int(config.get("r", 8))
-    except (TypeError, ValueError):
-        raise ModelLoadError(f"{Path(adapter) / 'adapter_config.json'}: r must be a whole number, not "
-                             f"{config.get('r')!r}; retrain the adapter or fix the file") from None
+    return check_adapter(Path(adapter).name, str(adapter), None, None).rank
 
 
 def lora_rank_limit(rank: int) -> int:
@@ -140,7 +144,7 @@ def build_chat_request(prompt: ChatPrompt, model: str, kind: str, *, labels: lis
         if not labels or not k:
             raise ValueError("generate mode needs labels and k")
         k = min(k, len(labels))
-        body.update(max_tokens=generate_max_tokens(k), structured_outputs={"json": label_json_schema(labels, k)})
+        body.update(max_tokens=generate_max_tokens(k), structured_outputs={"regex": label_lines_regex(labels, k)})
     elif kind == "text":
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
@@ -194,8 +198,8 @@ def parse_score_response(response: dict, labels: list[str]) -> list[float]:
 
 
 def parse_generated_labels(text: str, labels: list[str]) -> list[str]:
-    """The labels of a ``{"items": [...]}`` answer in order (invalid ones dropped, repeats kept);
-    text that is not that JSON is read as a sequence of label-like tokens."""
+    """The labels of a one-label-a-line answer (or a ``{"items": [...]}`` JSON one) in order, invalid ones
+    dropped, repeats kept."""
     valid = set(labels)
     try:
         data = json.loads(text)

