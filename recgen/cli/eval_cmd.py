@@ -230,6 +230,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
              ranker: str = typer.Option("lm", help="lm (the served pipeline) or retrieval (its first stage alone)"),
              users: int = typer.Option(200, help="seeded sample of test users (0 = all)"),
              seed: int = typer.Option(0, help="seed of the user sample and of the requests"),
+             stage: str = typer.Option("test", help="test, or valid (requests from validation targets: for tuning)"),
              config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML)"),
              results_dir: Path = typer.Option(RESULTS_DIR, help="results root; files go to <root>/<dataset>/"),
              as_json: bool = typer.Option(False, "--json")) -> None:
@@ -240,7 +241,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
 
     from ..config import RecgenConfig
     from ..data import load_dataset
-    from ..evaluation.protocol import EvalData, sample_users
+    from ..evaluation.protocol import EvalData, check_stage, sample_users
     from ..evaluation.requests import evaluate_requests
     from ..recommender import Recommender
     from ..retrieval.cache import index_folder
@@ -261,14 +262,15 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
             return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
 
         positions = sample_users(data.n_users, users, seed)
-        result = evaluate_requests(recommend, data, positions, seed=seed,
+        result = evaluate_requests(recommend, data, positions, seed=seed, stage=check_stage(stage),
                                    log=lambda message: console.print(f"[dim]{message}[/]"))
     except (RecgenError, ValueError) as exc:
         _fail(exc)
-    name = f"requests-{ranker}-test-u{len(positions)}-s{seed}"
+    pool = cfg.retrieval.request_pool
+    name = f"requests-{ranker}-{stage}-u{len(positions)}-s{seed}" + (f"-pool{pool}" if pool else "")
     folder = Path(results_dir) / data.dataset.name
     folder.mkdir(parents=True, exist_ok=True)
-    summary = {"run_name": name, "dataset": data.dataset.name, "ranker": ranker, "users": len(positions),
+    summary = {"run_name": name, "dataset": data.dataset.name, "ranker": ranker, "stage": stage, "users": len(positions),
                "seed": seed, "command": shlex.join(["recgen", "eval", "requests", *sys.argv[3:]]),
                "config": cfg.model_dump(mode="json"), "wall_s": round(time.perf_counter() - started, 1),
                "summary": result["summary"], "per_request_file": f"{name}.rows.jsonl.gz"}

@@ -89,16 +89,18 @@ class RequestBuilder:
 
 
 def evaluate_requests(recommend: Callable[[list[str], str | None, int], list[str]], data: EvalData,
-                      positions, seed: int = 0, k: int = 10, log: Callable[[str], None] = lambda m: None) -> dict:
-    """Run every request three ways through ``recommend(history, query, k) -> item ids``; summary + rows."""
+                      positions, seed: int = 0, k: int = 10, stage: str = "test",
+                      log: Callable[[str], None] = lambda m: None) -> dict:
+    """Run every request three ways through ``recommend(history, query, k) -> item ids``; summary + rows.
+    ``stage="valid"`` builds requests from validation targets (history = training items): for tuning."""
     catalog = data.dataset.catalog
     builder = RequestBuilder(catalog)
     rng = random.Random(seed)
     ids = catalog.ids
     rows: list[dict] = []
     for n, p in enumerate(positions):
-        history = [ids[i] for i in data.history("test", int(p))]
-        target = ids[data.target("test", int(p))]
+        history = [ids[i] for i in data.history(stage, int(p))]
+        target = ids[data.target(stage, int(p))]
         item = catalog.get(target)
         requests = [builder.positive(item, rng), builder.negative(item, [catalog.get(h) for h in history], rng)]
         for request in filter(None, requests):
