@@ -96,3 +96,12 @@ def test_request_pool_keeps_candidates_inside_the_request_and_lets_the_history_o
     blended = vectors @ old.query_vector(history, "a request")
     expected = [catalog.items[r].item_id for r in np.argsort(-blended) if catalog.items[r].item_id not in history][:3]
     assert [i for i, _ in old.retrieve(history, "a request", n=3)] == expected
+
+
+def test_a_negated_request_is_blended_not_pooled():
+    """An embedding reads "anything but horror" as horror: a request with a negation never forms the pool."""
+    from recgen.text import has_negation
+
+    assert has_negation("anything but horror") and has_negation("a comedy, not romance") and has_negation("No musicals")
+    assert not has_negation("a 90s comedy film") and not has_negation("a notebook") and not has_negation("nothingness")
+    assert has_negation("x " * 10_000 + "not horror") is False  # only the first 2,000 characters are read

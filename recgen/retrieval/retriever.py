@@ -9,6 +9,7 @@ import numpy as np
 from ..config import RetrievalSettings
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
+from ..text import has_negation
 from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
 from .index import IndexMeta, load_index, make_index, save_index
@@ -111,7 +112,7 @@ class Retriever:
         skip = set(history) | set(exclude or ())
         vector = self.query_vector(history, query)
         transitions = transitions if transitions is not None else self.transitions
-        if query and self.settings.request_pool > 0:
+        if query and self.settings.request_pool > 0 and not has_negation(query):
             return self._retrieve_for_request(history, query, vector, n, skip, transitions)
         if history and transitions is not None and self.settings.collaborative_weight > 0:
             return self._retrieve_hybrid(history, vector, n, skip, transitions)
