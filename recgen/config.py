@@ -42,6 +42,12 @@ class RetrievalSettings(_Settings):
     collaborative_weight: float = Field(
         1.0, ge=0, description="weight of item-to-item transitions (from the dataset's sequences) beside the "
         "text cosine; 0 = text only. Chosen on validation targets: `recgen eval tune -s retrieval`")
+    request_pool: int = Field(
+        50, ge=0, description="with a request: candidates come only from the request's own nearest `request_pool` "
+        "items, and the history (cosine + transitions) orders them; 0 = the request is only blended into the "
+        "history query. A request with a negation ('anything but horror') is blended, never pooled: an embedding "
+        "reads it as its opposite. 50 was chosen on validation requests of both datasets "
+        "(eval/results/requests/NOTES.md)")
 
 
 class PromptSettings(_Settings):

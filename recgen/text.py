@@ -9,6 +9,18 @@ from __future__ import annotations
 import re
 
 _WORDS = re.compile(r"[a-z0-9]+")
+#: Words that negate what follows ("not horror", "no musicals").
+NEG_WORDS = {
+    "not", "no", "non", "without", "except", "excluding", "exclude", "avoid", "avoiding", "skip", "nothing",
+    "never", "neither", "nor", "hate", "hated", "dislike", "disliked", "don't", "dont", "doesn't", "didn't",
+    "isn't", "aren't", "won't", "wouldn't", "less", "fewer", "minus", "none", "nope", "against",
+}
+#: Phrases that do the same ("anything but", "other than", ...).
+NEGATION_PHRASES = re.compile(
+    r"\b(?:(?:anything|everything|all)\s+but|other\s+than|rather\s+than|instead\s+of|except\s+for|"
+    r"(?:tired|sick)\s+of|do\s+not|does\s+not|did\s+not|no\s+more|get\s+rid\s+of|leave\s+out|not\s+into)\b"
+)
+_NEGATION_SCAN_CHARS = 2000
 _ARTICLES_MOVED = ("The", "A", "An", "Les", "La", "Il", "Das")
 
 
@@ -37,3 +49,12 @@ def clip(text: str, max_chars: int) -> str:
 def collapse_spaces(text: str) -> str:
     """Runs of whitespace as one space, ends stripped (linear; use before patterns that contain ``\\s+``)."""
     return " ".join(text.split())
+
+
+def has_negation(text: str) -> bool:
+    """Whether a request says what it does not want (a negation word or phrase) in its first 2,000 characters:
+    a sentence embedding reads "anything but horror" as horror, so such a request must not steer by
+    similarity alone."""
+    lower = text[:_NEGATION_SCAN_CHARS].lower()
+    words = set(re.findall(r"[a-z']+", lower))
+    return bool(words & NEG_WORDS) or NEGATION_PHRASES.search(lower) is not None

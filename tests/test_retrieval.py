@@ -65,3 +65,43 @@ def test_corrupt_index_is_refused(retriever, tmp_path):
     (tmp_path / "idx" / "index.json").unlink()
     with pytest.raises(IndexCorruptError, match="missing index.json"):
         Retriever.load(tmp_path / "idx", retriever.catalog)
+
+
+def test_request_pool_keeps_candidates_inside_the_request_and_lets_the_history_order_them():
+    """``request_pool``: candidates come only from the request's nearest items; the history orders them."""
+    from recgen.retrieval.index import make_index
+
+    catalog = make_catalog(40)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    request = vectors[7]
+    nearest = [catalog.items[r].item_id for r in np.argsort(-(vectors @ request))[:5]]
+
+    def retriever(pool: int) -> Retriever:
+        built = Retriever(catalog, make_index(vectors), RetrievalSettings(request_pool=pool, collaborative_weight=0),
+                          embedder_name="fake")
+        built.embed_query = lambda text: request  # a stand-in for the sentence embedder
+        return built
+
+    history = ["30", "31"]
+    got = [i for i, _ in retriever(5).retrieve(history, "a request", n=3)]
+    assert set(got) <= set(nearest) and len(got) == 3
+    pool_scores = retriever(5).scores(history, retriever(5).query_vector(history, "a request"))
+    ranked = sorted((i for i in nearest if i not in history), key=lambda i: -pool_scores[catalog.index_of(i)])
+    assert got == ranked[:3]  # ordered by the blended history + request score, not by the request alone
+    only_request = [i for i, _ in retriever(5).retrieve([], "a request", n=5)]
+    assert only_request == nearest  # no history: the request's own order
+    old = retriever(0)  # pool 0: the request is only blended into the history's query vector, as before
+    blended = vectors @ old.query_vector(history, "a request")
+    expected = [catalog.items[r].item_id for r in np.argsort(-blended) if catalog.items[r].item_id not in history][:3]
+    assert [i for i, _ in old.retrieve(history, "a request", n=3)] == expected
+
+
+def test_a_negated_request_is_blended_not_pooled():
+    """An embedding reads "anything but horror" as horror: a request with a negation never forms the pool."""
+    from recgen.text import has_negation
+
+    assert has_negation("anything but horror") and has_negation("a comedy, not romance") and has_negation("No musicals")
+    assert not has_negation("a 90s comedy film") and not has_negation("a notebook") and not has_negation("nothingness")
+    assert has_negation("x " * 10_000 + "not horror") is False  # only the first 2,000 characters are read

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..text import clip, collapse_spaces
-from .vocabulary import FILLER, NEG_WORDS, REF_NEG_WORDS, STOP, ChatVocabulary, norm
+from ..text import NEG_WORDS, NEGATION_PHRASES, clip, collapse_spaces
+from .vocabulary import FILLER, REF_NEG_WORDS, STOP, ChatVocabulary, norm
 
 ORDINALS = {
     "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
@@ -31,10 +31,6 @@ _REF = re.compile(
     rf"|(?:#\s*|\bnumber\s+|\bno\.\s*|\boption\s+)(?P<n>\d{{1,2}})(?!\d)"
 )
 
-_NEG_PHRASES = re.compile(
-    r"\b(?:(?:anything|everything|all)\s+but|other\s+than|rather\s+than|instead\s+of|except\s+for|"
-    r"(?:tired|sick)\s+of|do\s+not|does\s+not|did\s+not|no\s+more|get\s+rid\s+of|leave\s+out|not\s+into)\b"
-)
 _RESET = re.compile(
     r"\b(?:start\s+over|start\s+again|new\s+search|reset|clear\s+(?:the\s+|all\s+|my\s+)?(?:filters|constraints)|"
     r"forget\s+(?:it|that|everything|all\s+that|the\s+filters|my\s+filters|the\s+constraints))\b"
@@ -212,7 +208,7 @@ def parse_turn(text: str, vocab: ChatVocabulary, previous: list[str | None] | No
         add(start, end, "title", ids)
     for m in _REF.finditer(lower):
         add(m.start(), m.end(), "ref", _ordinal(m.group("a") or m.group("b") or m.group("n")))
-    for m in _NEG_PHRASES.finditer(lower):
+    for m in NEGATION_PHRASES.finditer(lower):
         add(m.start(), m.end(), "neg", None)
     for start, end, genre in vocab.genre_spans(lower):
         add(start, end, "genre", genre)

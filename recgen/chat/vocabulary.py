@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..data.catalog import Catalog
-from ..text import short_title
+from ..text import NEG_WORDS, short_title
 
 #: Extra phrases per canonical genre name (used only when the catalog has that genre).
 GENRE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -33,11 +33,6 @@ GENRE_ALIASES: dict[str, tuple[str, ...]] = {
     "Fantasy": ("fantasies",),
 }
 
-NEG_WORDS = {
-    "not", "no", "non", "without", "except", "excluding", "exclude", "avoid", "avoiding", "skip", "nothing",
-    "never", "neither", "nor", "hate", "hated", "dislike", "disliked", "don't", "dont", "doesn't", "didn't",
-    "isn't", "aren't", "won't", "wouldn't", "less", "fewer", "minus", "none", "nope", "against",
-}
 #: Words that reject a referenced item ("I've seen the first one") but say nothing about a genre.
 REF_NEG_WORDS = {"seen", "watched", "saw", "already", "drop", "remove", "removed", "boring", "own", "read", "meh"}
 #: Words that neither end a negation's scope nor count as request content.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -222,6 +223,73 @@ def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
         print(json.dumps(out, indent=2))
     else:
         console.print(f"best on validation ({out['users']:,} users): {out['best']}")
+
+
+@eval_app.command("requests")
+def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset name or folder"),
+             ranker: str = typer.Option("lm", help="lm (the served pipeline) or retrieval (its first stage alone)"),
+             users: int = typer.Option(200, help="seeded sample of test users (0 = all)"),
+             seed: int = typer.Option(0, help="seed of the user sample and of the requests"),
+             stage: str = typer.Option("test", help="test, or valid (requests from validation targets: for tuning)"),
+             config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML)"),
+             results_dir: Path = typer.Option(RESULTS_DIR, help="results root; files go to <root>/<dataset>/"),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Request following: requests built from held-out targets' attributes, run with and without the
+    history and against the history alone; writes <dataset>/requests-<ranker>-test-u<N>-s<seed>.json."""
+    import gzip
+    import time
+
+    from ..config import RecgenConfig
+    from ..data import load_dataset
+    from ..evaluation.protocol import EvalData, check_stage, sample_users
+    from ..evaluation.requests import evaluate_requests
+    from ..recommender import Recommender
+    from ..retrieval.cache import index_folder
+
+    try:
+        if ranker not in ("lm", "retrieval"):
+            raise ConfigError("--ranker must be lm or retrieval")
+        cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
+        started = time.perf_counter()
+        data = EvalData.from_dataset(load_dataset(dataset))
+        catalog = data.dataset.catalog
+        rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=index_folder(
+            data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder))
+
+        def recommend(history: list[str], query: str | None, k: int) -> list[str]:
+            if ranker == "retrieval":
+                return [i for i, _ in rec.retriever.retrieve(history, query, n=k)]
+            return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
+
+        positions = sample_users(data.n_users, users, seed)
+        result = evaluate_requests(recommend, data, positions, seed=seed, stage=check_stage(stage),
+                                   log=lambda message: console.print(f"[dim]{message}[/]"))
+    except (RecgenError, ValueError) as exc:
+        _fail(exc)
+    pool = cfg.retrieval.request_pool
+    name = f"requests-{ranker}-{stage}-u{len(positions)}-s{seed}" + (f"-pool{pool}" if pool else "")
+    folder = Path(results_dir) / data.dataset.name
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {"run_name": name, "dataset": data.dataset.name, "ranker": ranker, "stage": stage, "users": len(positions),
+               "seed": seed, "command": shlex.join(["recgen", "eval", "requests", *sys.argv[3:]]),
+               "config": cfg.model_dump(mode="json"), "wall_s": round(time.perf_counter() - started, 1),
+               "summary": result["summary"], "per_request_file": f"{name}.rows.jsonl.gz"}
+    with gzip.open(folder / f"{name}.rows.jsonl.gz", "wt", encoding="utf-8") as handle:
+        for row in result["rows"]:
+            handle.write(json.dumps(row) + "\n")
+    (folder / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{name}: request following on {data.dataset.name} ({len(positions)} users)")
+    for column in ("requests", "way", "satisfying share", "Hit@10", "NDCG@10"):
+        table.add_column(column)
+    for kind, entry in result["summary"].items():
+        for way in ("request+history", "request", "history"):
+            row = entry[way]
+            table.add_row(f"{kind} ({entry['requests']})", way, f"{row['satisfying_share']}", f"{row['hit@10']:.4f}",
+                          f"{row['ndcg@10']:.4f}")
+    console.print(table)
 
 
 @eval_app.command("report")

@@ -9,6 +9,7 @@ import numpy as np
 from ..config import RetrievalSettings
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
+from ..text import has_negation
 from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
 from .index import IndexMeta, load_index, make_index, save_index
@@ -111,6 +112,8 @@ class Retriever:
         skip = set(history) | set(exclude or ())
         vector = self.query_vector(history, query)
         transitions = transitions if transitions is not None else self.transitions
+        if query and self.settings.request_pool > 0 and not has_negation(query):
+            return self._retrieve_for_request(history, query, vector, n, skip, transitions)
         if history and transitions is not None and self.settings.collaborative_weight > 0:
             return self._retrieve_hybrid(history, vector, n, skip, transitions)
         want = min(len(self.catalog), n + len(skip))
@@ -138,6 +141,21 @@ class Retriever:
             return cosine
         rows = np.array([self.catalog.index_of(i) for i in history], dtype=np.int64)
         return cosine + self.settings.collaborative_weight * transitions.scores(rows)
+
+    def _retrieve_for_request(self, history: list[str], query: str, vector: np.ndarray, n: int, skip: set[str],
+                              transitions: ItemTransitions | None) -> list[tuple[str, float]]:
+        """Request first: the pool is the request's own nearest ``request_pool`` items (never fewer than ``n``);
+        the blended history + request score (with transitions) orders them."""
+        by_request = self.item_embeddings @ self.embed_query(query)
+        for item_id in skip:
+            by_request[self.catalog.index_of(item_id)] = -np.inf
+        size = min(max(self.settings.request_pool, n), int(np.isfinite(by_request).sum()))
+        if size == 0:
+            return []
+        pool = np.argpartition(-by_request, size - 1)[:size]
+        personal = self.scores(history, vector, transitions) if history else by_request
+        order = pool[np.argsort(-personal[pool], kind="stable")][:n]
+        return [(self.catalog.items[row].item_id, float(personal[row])) for row in order]
 
     def _retrieve_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str],
                          transitions: ItemTransitions) -> list[tuple[str, float]]:
