@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from ...data.catalog import Catalog
 from ...retrieval import Retriever
-from ...retrieval.collaborative import ItemTransitions, history_weights, transition_matrix
+from ...retrieval.collaborative import ItemTransitions, TransitionParams, history_weights, transition_matrix
 
 #: Sources whose top items make up the pool (``sasrec`` only when a model is given).
 POOL_SOURCES = ("hybrid", "text", "neighbours", "popularity", "sasrec")
@@ -27,15 +27,8 @@ POOL_SOURCES = ("hybrid", "text", "neighbours", "popularity", "sasrec")
 RANK_CAP = 200
 
 
-@dataclass(frozen=True)
-class NeighbourParams:
-    """The ItemKNN formula (window 3, last 3, alpha 0.5): what tends to come right after the last few items."""
-
-    window: int = 3
-    last: int = 3
-    decay: float = 0.5
-    backward: float = 0.25
-    alpha: float = 0.5
+#: The ItemKNN formula (window 3, last 3, alpha 0.5): what tends to come right after the last few items.
+NEIGHBOUR_PARAMS = TransitionParams(window=3, last=3, decay=0.5, backward=0.25, alpha=0.5)
 
 
 @dataclass
@@ -52,13 +45,13 @@ class Sources:
     """Fitted first-stage signals over catalog rows, computed for a batch of histories at a time."""
 
     def __init__(self, catalog: Catalog, retriever: Retriever, sequences: list[np.ndarray], *, sasrec=None,
-                 neighbours: NeighbourParams | None = None, recent: int = 3):
+                 neighbours: TransitionParams | None = None, recent: int = 3):
         """``sequences``: training sequences as catalog rows (oldest first); ``recent``: how many of each
         sequence's last items count toward recent popularity; ``sasrec``: a model with ``score_histories``."""
         n = len(catalog)
         self.catalog, self.retriever, self.sasrec, self.n_items = catalog, retriever, sasrec, n
         self.recent = recent
-        self.neighbour_params = neighbours or NeighbourParams()
+        self.neighbour_params = neighbours or NEIGHBOUR_PARAMS
         p = self.neighbour_params
         self.neighbours = transition_matrix(sequences, n, p.window, p.backward, p.alpha).astype(np.float32)
         flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
