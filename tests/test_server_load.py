@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -22,6 +23,10 @@ from recgen.server.serving import ServerSettings
 
 
 def _bench():
+    """The benchmark script as a module, importable the way `python benchmarks/server_robustness.py` runs it
+    (its folder first on the path, for its sibling `loadkit`)."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("server_robustness", REPO / "benchmarks" / "server_robustness.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
