@@ -74,7 +74,7 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         seed: int = typer.Option(0, help="seed of the user sample and the bootstrap"),
         run_name: Optional[str] = typer.Option(None, help="result file name (default <system>-<stage>[-u<N>-s<seed>])"),
         param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="system parameter key=value (repeatable)"),
-        config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML) for lm-zeroshot"),
+        config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML) for the lm and retrieval systems"),
         results_dir: Path = typer.Option(RESULTS_DIR, help="results root; files go to <root>/<dataset>/"),
         batch_size: int = typer.Option(512, min=1, help="users scored per batch (vectorized systems)"),
         bootstrap: int = typer.Option(1000, min=100, help="bootstrap resamples for the 95% CIs"),
