@@ -15,6 +15,7 @@ from .data.catalog import Catalog
 from .data.dataset import Dataset
 from .data.files import read_text
 from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
+from .feedback import Feedback, no_feedback_error
 from .lm.adapters import check_adapter_name, use_adapter
 from .pipeline import FittedState, build_pipeline
 from .ranking.ranker import Mode, Ranker, RankRequest
@@ -42,6 +43,8 @@ class Recommender:
         config = config or RecgenConfig()
         self.pipeline = build_pipeline(catalog, config, state=state, retriever=retriever, index_dir=index_dir,
                                        backend=backend, show_progress=show_progress)
+        #: The event log and live user data (:meth:`use_feedback`); ``None`` = no feedback loop.
+        self.feedback: Feedback | None = None
         for name, (trained, configured) in config.adapter_mismatches().items():
             log.warning("adapter %s was trained with %s=%r but this recommender uses %r; rankings will be "
                         "worse than the adapter's reported metrics", config.lm.adapter, name, trained, configured)
@@ -120,14 +123,17 @@ class Recommender:
 
     # -- recommending -------------------------------------------------------------------------
     def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
-                  mode: Mode = "score", reasons: bool = True, exclude: list[str] | None = None) -> list[Recommendation]:
+                  mode: Mode = "score", reasons: bool = True, exclude: list[str] | None = None,
+                  user: str | None = None) -> list[Recommendation]:
         """Up to ``k`` items, best first: never in ``history``/``exclude``, each once, each a catalog item.
+        ``user`` (with a feedback loop, :meth:`use_feedback`) prepends the user's served history and excludes
+        the items they rejected.
 
         An empty history with no query falls back to the most popular items (when the recommender was
         built from a dataset). ``k`` above the candidate count enlarges the candidate set, up to 26.
         """
         return self.recommend_batch([{"history": history, "query": query, "k": k, "mode": mode, "reasons": reasons,
-                                      "exclude": exclude}])[0]
+                                      "exclude": exclude, "user": user}])[0]
 
     def recommend_batch(self, requests: list[RecommendRequest | dict], *,
                         return_exceptions: bool = False) -> list[list[Recommendation] | Exception]:
@@ -165,7 +171,7 @@ class Recommender:
 
     def _prepare(self, request: RecommendRequest) -> RankRequest | list[tuple[str, float]]:
         """Validate a request and retrieve its candidates (or the popularity list for an empty request)."""
-        if request.user is not None:
+        if request.user is not None and self.feedback is None:
             raise InvalidRequestError("`user` needs a dataset; resolve it to a history first (see recgen.cli)")
         if request.adapter is not None:
             check_adapter_name(self.backend, request.adapter)
@@ -177,6 +183,9 @@ class Recommender:
                 f"the query is {len(query)} characters; the limit is {self.config.max_query_chars} (config max_query_chars)"
             )
         history = [str(i) for i in request.history or []]
+        if request.user is not None:  # the served user data: base + events, minus what they rejected
+            history = list(self.feedback.history(request.user)) + history
+            request = request.model_copy(update={"exclude": [*(request.exclude or []), *self.rejected(request.user)]})
         known, unknown = self.catalog.known(history)
         if unknown:
             raise UnknownItemError(f"history has item id(s) not in the catalog: {', '.join(map(repr, unknown[:10]))}")
@@ -209,6 +218,32 @@ class Recommender:
             for rank, ((item_id, score), reason) in enumerate(zip(order, reasons))
         ]
 
+    # -- feedback (recgen.feedback) ----------------------------------------------------------------
+    def use_feedback(self, dataset: Dataset, path: str | Path | None = None, *, create: bool = True) -> Feedback:
+        """Attach an event log (default: the dataset's, under ``RECGEN_STATE_DIR``): ``dataset`` becomes the
+        served user data (base − forgotten users + positive events) and the statistics follow it. With
+        ``create=False`` a missing log is created only by the first event or forget."""
+        self.feedback = Feedback(self.pipeline, dataset, path, create=create)
+        return self.feedback
+
+    def record(self, user: str, item: str, event: str, event_id: str | None = None, ts: float | None = None,
+               value: float | None = None):
+        """Record what ``user`` did with ``item`` (click, purchase, rating with ``value``, reject): durable
+        before this returns, reflected in the user's next recommendation. Returns (event, new?)."""
+        if self.feedback is None:
+            raise no_feedback_error()
+        return self.feedback.record(user, item, event, value=value, event_id=event_id, ts=ts)
+
+    def forget(self, user: str) -> dict:
+        """Remove ``user``'s events and base interactions from the log and the statistics."""
+        if self.feedback is None:
+            raise no_feedback_error()
+        return self.feedback.forget(user)
+
+    def rejected(self, user: str | None) -> list[str]:
+        """Items ``user`` rejected (never recommended to them again); empty without a feedback loop."""
+        return self.feedback.rejected_items(user) if self.feedback is not None else []
+
     def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
         """(reason, source) per item: the LM's sentence if it passes the fact check, else a fallback."""
         return self.pipeline.reasoner.explain(history, query, item_ids)
@@ -240,4 +275,6 @@ def open_dataset(dataset_name: str, config: RecgenConfig | None = None, index_di
     config = config or RecgenConfig()
     dataset = load_dataset(dataset_name)
     folder = index_dir or index_folder(dataset.name, dataset.catalog.fingerprint(), config.retrieval.embedder)
-    return dataset, Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)
+    rec = Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)
+    rec.use_feedback(dataset, create=False)  # the dataset's event log, if any: events and forgotten users
+    return dataset, rec

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import RecgenError
 from ..version import __version__
+from . import feedback
 from .protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -242,6 +243,7 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
         return Response(status_code=204)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    feedback.register(app, serving)  # POST /v1/feedback, DELETE /v1/users/{id}
 
     # Added last = outermost: the body limit is checked first, then the token.
     if settings.api_key:

@@ -198,10 +198,12 @@ class RecgenServing:
         return list(self.dataset.history(user))
 
     async def recommendations(self, request: RecommendationsRequest) -> RecommendationsResponse:
-        history = list(request.history or [])
+        history, exclude = list(request.history or []), list(request.exclude or [])
         if request.user is not None:
             history = self.history_for(request.user) + history
-        inner = RecommendRequest(**{**request.model_dump(exclude={"user"}), "history": history})
+            exclude += self.recommender.rejected(request.user)  # the feedback loop's rejected items
+        inner = RecommendRequest(**{**request.model_dump(exclude={"user"}), "history": history,
+                                    "exclude": exclude or None})
 
         def work():
             start = time.perf_counter()

@@ -1,0 +1,226 @@
+"""The feedback loop: recorded events and forgotten users, reflected in the served statistics at once.
+
+The served user data is the dataset's base interactions, minus forgotten users (tombstones in the log), plus
+each user's positive events in arrival order (an item already in the user's sequence is not added twice; a
+rating of any value is an interaction, as in the datasets). Rejected items are excluded from that user's
+recommendations. Popularity and item transitions are updated per event and per forgotten user by adding and
+removing whole user sequences (exact integer counts), so they always EQUAL a fit on the served user data;
+:meth:`Feedback.refit` re-runs :meth:`FittedState.fit` on it for what cannot be updated per event.
+
+Who is a user: any well-formed id may send events (a new user starts that way). Forgetting needs a user the
+base data or the log knows ("unknown user" otherwise). Unknown items are errors.
+
+The event is made durable first and applied second, under one lock: a crash in between loses nothing (the
+next start replays the log), and statistics follow the log's order exactly.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .data.dataset import Dataset
+from .data.events import Event, EventStore, check_id, default_events_path, make_event
+from .errors import InvalidRequestError, UnknownItemError, UnknownUserError
+from .pipeline import FittedState, Pipeline
+from .retrieval.collaborative import ItemTransitions
+
+
+@dataclass(frozen=True)
+class UserData:
+    """The served user data: sequences (base − forgotten + positive events) and rejected items per user."""
+
+    sequences: dict[str, list[str]]
+    rejected: dict[str, set[str]]
+    forgotten: set[str]
+    events: int
+
+
+def served_user_data(base: dict[str, list[str]], store: EventStore | None) -> UserData:
+    """What the log makes of the base sequences (``base`` is not modified)."""
+    sequences = {u: list(s) for u, s in base.items()}
+    rejected: dict[str, set[str]] = {}
+    forgotten: set[str] = set()
+    events: list[Event] = []
+    if store is not None:
+        forgotten = store.forgotten() & set(base)
+        for user in forgotten:
+            del sequences[user]
+        events = store.events()
+    for event in events:
+        if event.positive:
+            seq = sequences.setdefault(event.user, [])
+            if event.item not in seq:
+                seq.append(event.item)
+        else:
+            rejected.setdefault(event.user, set()).add(event.item)
+    return UserData(sequences, rejected, forgotten, len(events))
+
+
+def served_dataset(dataset: Dataset, store: EventStore | None) -> Dataset:
+    """A new :class:`Dataset` with the served user data (for ``recgen refit`` and tests)."""
+    data = served_user_data(dataset.sequences, store)
+    return Dataset(dataset.name, dataset.catalog, data.sequences, dataset.dropped_unknown)
+
+
+def forget_durably(store: EventStore, base_users: set[str] | frozenset[str], user: str) -> dict:
+    """Delete ``user``'s events, and tombstone them when they are a base-data user; no live statistics (what
+    ``recgen forget`` does on disk). A user neither the base data nor the log knows is an UnknownUserError."""
+    check_id(user, "user id")
+    in_base = user in base_users
+    if not in_base and not store.has_user(user):
+        raise UnknownUserError(f"user {user!r} is neither in the dataset nor in the event log {store.path}")
+    removed = store.forget(user, tombstone=in_base)
+    return {"user": user, "events_removed": removed, "dataset_user": in_base}
+
+
+class Feedback:
+    """Keeps one recommender's user data and statistics in step with its event log.
+
+    ``dataset`` is changed in place to the served user data (so everything that reads user histories from it,
+    the server included, sees events and forgotten users at once). Writers are serialised by a lock; readers
+    (the recommending thread) need none: each change replaces a user's list, the transition matrix and the
+    fitted state whole, in single assignments."""
+
+    def __init__(self, pipeline: Pipeline, dataset: Dataset, path: str | Path | None = None, *, create: bool = True):
+        self.pipeline = pipeline
+        self.dataset = dataset
+        self.path = Path(path) if path is not None else default_events_path(dataset.name)
+        self.base_users = frozenset(dataset.sequences)
+        self._lock = threading.Lock()
+        self._store = EventStore(self.path) if create or self.path.is_file() else None
+        self.rejected: dict[str, set[str]] = {}
+        with self._lock:
+            self._apply_log()
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def store(self) -> EventStore:
+        """The log, created on the first write when it did not exist yet."""
+        if self._store is None:
+            self._store = EventStore(self.path)
+        return self._store
+
+    @property
+    def catalog(self):
+        return self.pipeline.catalog
+
+    @property
+    def transitions(self) -> ItemTransitions | None:
+        return self.pipeline.retriever.transitions
+
+    def _rows(self, seq: list[str]) -> np.ndarray:
+        return np.array([self.catalog.index_of(i) for i in seq], dtype=np.int64)
+
+    def _apply_log(self) -> None:
+        """At attach: the base data → the served user data, statistics updated by the users who changed."""
+        data = served_user_data(self.dataset.sequences, self._store)
+        before = self.dataset.sequences
+        changed = [u for u in set(before) | set(data.sequences) if before.get(u) != data.sequences.get(u)]
+        self._update_transitions(add=[data.sequences[u] for u in changed if data.sequences.get(u)],
+                                 remove=[before[u] for u in changed if before.get(u)])
+        for user in changed:
+            if user in data.sequences:
+                self.dataset.sequences[user] = data.sequences[user]
+            else:
+                del self.dataset.sequences[user]
+        self.rejected = data.rejected
+        self.counts = self._count(self.dataset.sequences.values())
+        self._publish()
+
+    def _count(self, sequences) -> np.ndarray:
+        flat = [self.catalog.index_of(i) for seq in sequences for i in seq]
+        return np.bincount(np.array(flat, dtype=np.int64), minlength=len(self.catalog)).astype(np.int64)
+
+    def _update_transitions(self, add: list[list[str]], remove: list[list[str]]) -> None:
+        transitions = self.transitions
+        if transitions is None or not (add or remove):
+            return
+        if transitions.counts is None:  # loaded from a folder saved without counts: fit once, update from then on
+            fitted = ItemTransitions.fit(self.catalog, list(self.dataset.sequences.values()), transitions.params)
+            self.pipeline.retriever = self.pipeline.retriever.rebound(self.pipeline.retriever.settings, fitted)
+            transitions = fitted
+        transitions.update(add=[self._rows(s) for s in add], remove=[self._rows(s) for s in remove],
+                           n_items=len(self.catalog))
+
+    def _grow(self) -> None:
+        """Counts for items added to the catalog since (``Recommender.add_items``)."""
+        if len(self.counts) < len(self.catalog):
+            self.counts = np.concatenate([self.counts, np.zeros(len(self.catalog) - len(self.counts), np.int64)])
+
+    def _publish(self) -> None:
+        """The popularity list from the counts (ties by catalog order, like :meth:`Dataset.popularity`)."""
+        self._grow()
+        rows = np.flatnonzero(self.counts)
+        rows = rows[np.lexsort((rows, -self.counts[rows]))]
+        ids = self.catalog.ids
+        self.dataset._popularity = None
+        self.pipeline.state = replace(self.pipeline.state, popularity=[ids[r] for r in rows],
+                                      transitions=self.transitions)
+
+    # -- what callers use --------------------------------------------------------------------------------
+    def history(self, user: str) -> list[str]:
+        return self.dataset.history(user)
+
+    def rejected_items(self, user: str | None) -> list[str]:
+        return sorted(self.rejected.get(user, ())) if user is not None else []
+
+    def record(self, user, item, event, *, value=None, event_id=None, ts=None) -> tuple[Event, bool]:
+        """Store one event durably, then apply it; returns (the stored event, whether it was new). A duplicate
+        event id changes nothing (its first recording is returned)."""
+        candidate = make_event(user, item, event, value=value, event_id=event_id, ts=ts)
+        if candidate.item not in self.catalog:
+            raise UnknownItemError(f"item {candidate.item!r} is not in the catalog ({len(self.catalog)} items)")
+        with self._lock:
+            stored, new = self.store.record(candidate)
+            if new:
+                self._apply(stored)
+        return stored, new
+
+    def _apply(self, event: Event) -> None:
+        if not event.positive:
+            self.rejected.setdefault(event.user, set()).add(event.item)
+            return
+        seq = self.dataset.sequences.get(event.user, [])
+        if event.item in seq:
+            return
+        extended = seq + [event.item]
+        self._update_transitions(add=[extended], remove=[seq] if seq else [])
+        self.dataset.sequences[event.user] = extended
+        self._grow()
+        self.counts[self.catalog.index_of(event.item)] += 1
+        self._publish()
+
+    def forget(self, user: str) -> dict:
+        """Remove ``user``'s events and their base interactions (tombstone) from the log and the statistics."""
+        check_id(user, "user id")
+        with self._lock:
+            if self._store is None and user not in self.base_users:
+                raise UnknownUserError(f"user {user!r} is neither in the dataset nor in the event log")
+            result = forget_durably(self.store, self.base_users, user)
+            seq = self.dataset.sequences.pop(user, None)
+            self.rejected.pop(user, None)
+            if seq:
+                self._update_transitions(add=[], remove=[seq])
+                np.subtract.at(self.counts, self._rows(seq), 1)
+                self._publish()
+        return {**result, "interactions_removed": len(seq or [])}
+
+    def refit(self, settings=None) -> FittedState:
+        """Re-fit the learned stages with :meth:`FittedState.fit` on the served user data, and serve them."""
+        with self._lock:
+            settings = settings or self.pipeline.config.retrieval
+            state = FittedState.fit(self.dataset, settings)
+            self.pipeline.retriever = self.pipeline.retriever.rebound(self.pipeline.retriever.settings,
+                                                                      state.transitions)
+            self.pipeline.state = state
+            self.counts = self._count(self.dataset.sequences.values())
+        return state
+
+
+def no_feedback_error() -> InvalidRequestError:
+    return InvalidRequestError("this recommender has no event log: open it with open_dataset(...) or call "
+                               "recommender.use_feedback(dataset) first")

@@ -1,0 +1,164 @@
+"""Incremental statistics of the feedback loop EQUAL a fit on the served user data: after events, after
+forgetting a log user and a dataset user, and after reopening (tombstones applied at load). Exact arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from builders import make_dataset
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recgen.config import RecgenConfig
+from recgen.data import Dataset
+from recgen.data.events import EventStore
+from recgen.errors import UnknownItemError, UnknownUserError
+from recgen.feedback import Feedback, served_dataset
+from recgen.pipeline import FittedState, Pipeline
+from recgen.retrieval import Retriever
+from recgen.retrieval.collaborative import ItemTransitions, TransitionParams, transition_matrix
+
+CONFIG = RecgenConfig()
+
+
+def pipeline_for(dataset: Dataset) -> Pipeline:
+    """A real pipeline over random unit vectors (no embedder needed: these tests are about the statistics)."""
+    vectors = np.random.default_rng(0).normal(size=(len(dataset.catalog), 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    state = FittedState.fit(dataset, CONFIG.retrieval)
+    retriever = Retriever.from_vectors(dataset.catalog, vectors, CONFIG.retrieval, transitions=state.transitions)
+    return Pipeline(dataset.catalog, CONFIG, retriever, state)
+
+
+def assert_same_csr(a: sp.csr_matrix, b: sp.csr_matrix) -> None:
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_array_equal(a.indptr, b.indptr)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.data, b.data)  # bit for bit
+
+
+def assert_equals_fit(pipeline: Pipeline, sequences: dict[str, list[str]]) -> None:
+    expected = FittedState.fit(Dataset("x", pipeline.catalog, sequences), CONFIG.retrieval)
+    assert pipeline.state.popularity == expected.popularity
+    live = pipeline.retriever.transitions
+    assert live is pipeline.state.transitions
+    assert_same_csr(live.counts, expected.transitions.counts)
+    assert_same_csr(live.matrix, expected.transitions.matrix)
+
+
+def test_events_then_forgetting_equal_a_fit_without_that_user(tmp_path):
+    data = make_dataset()
+    base = {u: list(s) for u, s in data.sequences.items()}
+    pipeline = pipeline_for(data)
+    loop = Feedback(pipeline, data, tmp_path / "e.sqlite")
+    loop.record("u3", "1", "purchase")
+    loop.record("u3", "2", "click")
+    loop.record("newbie", "7", "rating", value=2.0)
+    loop.record("newbie", "9", "purchase")
+    loop.record("newbie", "9", "purchase", event_id="dup")  # already in the history: no second count
+    loop.record("u5", "11", "reject")
+    loop.record("u5", "11", "reject", event_id="r")
+    expected = {**base, "u3": base["u3"] + [i for i in ("1", "2") if i not in base["u3"]], "newbie": ["7", "9"]}
+    assert data.sequences == expected
+    assert_equals_fit(pipeline, expected)
+    assert loop.rejected_items("u5") == ["11"]
+
+    assert loop.forget("newbie") == {"user": "newbie", "events_removed": 3, "dataset_user": False,
+                                     "interactions_removed": 2}
+    result = loop.forget("u3")  # a dataset user: their base interactions go too
+    assert result["dataset_user"] and result["events_removed"] == 2
+    without = {u: s for u, s in base.items() if u != "u3"}
+    assert data.sequences == without
+    assert_equals_fit(pipeline, without)
+    with pytest.raises(UnknownUserError):
+        data.history("u3")
+
+    # reopening from the untouched base data: the tombstone drops u3 at load, exactly
+    fresh = make_dataset()
+    reopened = pipeline_for(fresh)
+    Feedback(reopened, fresh, tmp_path / "e.sqlite", create=False)
+    assert fresh.sequences == without
+    assert_equals_fit(reopened, without)
+    assert EventStore(tmp_path / "e.sqlite").forgotten() == {"u3"}  # only the dataset user is tombstoned
+    assert served_dataset(make_dataset(), EventStore(tmp_path / "e.sqlite")).sequences == without
+
+
+def test_forgetting_is_idempotent_and_unknown_users_and_items_are_errors(tmp_path):
+    data = make_dataset()
+    loop = Feedback(pipeline_for(data), data, tmp_path / "e.sqlite")
+    loop.forget("u1")
+    assert loop.forget("u1")["interactions_removed"] == 0  # already forgotten: nothing left, no error
+    with pytest.raises(UnknownUserError, match="nobody"):
+        loop.forget("nobody")
+    with pytest.raises(UnknownItemError, match="not in the catalog"):
+        loop.record("u2", "no-such-item", "click")
+    # a forgotten dataset user may come back as a new user: only their new events count
+    loop.record("u1", "4", "click")
+    assert data.sequences["u1"] == ["4"]
+
+
+def test_a_missing_log_is_created_only_by_the_first_write(tmp_path):
+    data = make_dataset()
+    path = tmp_path / "sub" / "e.sqlite"
+    loop = Feedback(pipeline_for(data), data, path, create=False)
+    with pytest.raises(UnknownUserError):
+        loop.forget("stranger")
+    assert not path.exists()
+    loop.record("u2", "4", "click")
+    assert path.is_file()
+
+
+events = st.lists(st.tuples(st.sampled_from(["u0", "u1", "u2", "n0", "n1"]), st.integers(0, 59),
+                            st.sampled_from(["click", "purchase", "rating", "reject", "forget"])), max_size=25)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=events)
+def test_any_event_stream_keeps_the_statistics_equal_to_a_refit(tmp_path_factory, stream):
+    data = make_dataset(n_users=6, length=6)
+    pipeline = pipeline_for(data)
+    loop = Feedback(pipeline, data, tmp_path_factory.mktemp("log") / "e.sqlite")
+    for user, item, event in stream:
+        if event == "forget":
+            try:
+                loop.forget(user)
+            except UnknownUserError:
+                assert not user.startswith("u")
+        else:
+            loop.record(user, str(item), event, value=3.0 if event == "rating" else None)
+    assert_equals_fit(pipeline, data.sequences)
+    assert served_dataset(make_dataset(n_users=6, length=6), loop.store).sequences == data.sequences
+
+
+def test_update_grows_the_matrix_for_items_added_to_the_catalog():
+    data = make_dataset(n_items=10, n_users=3, length=4)
+    t = ItemTransitions.fit(data.catalog, list(data.sequences.values()))
+    t.update(add=[np.array([1, 11])], n_items=12)
+    assert t.matrix.shape == (12, 12) and t.matrix[1, 11] > 0
+    with pytest.raises(ValueError, match="never added"):
+        t.update(remove=[np.array([2, 9, 2])], n_items=12)
+
+
+def test_exact_counts_give_the_same_float32_matrix_as_the_float_sums_on_real_data(shared_data, monkeypatch):
+    """The served transitions did not change when fit moved to exact counts (0 entries differ)."""
+    from recgen.data import load_dataset
+
+    monkeypatch.setenv("RECGEN_DATA_DIR", str(shared_data))
+    data = load_dataset("ml-100k")
+    p = TransitionParams()
+    rows = [np.array([data.catalog.index_of(i) for i in s]) for s in data.sequences.values()]
+    old = transition_matrix(rows, len(data.catalog), p.window, p.backward, p.alpha).astype(np.float32).tocsr()
+    old.sort_indices()
+    assert_same_csr(ItemTransitions.fit(data.catalog, list(data.sequences.values())).matrix, old)
+
+
+def test_saved_transitions_keep_their_counts(tmp_path):
+    data = make_dataset(n_items=10, n_users=3, length=4)
+    t = ItemTransitions.fit(data.catalog, list(data.sequences.values()))
+    t.save(tmp_path / "transitions.npz")
+    u = ItemTransitions.load(tmp_path / "transitions.npz", n_items=10)
+    assert_same_csr(u.counts, t.counts)
+    u.update(add=[np.array([1, 2])])
+    t.update(add=[np.array([1, 2])])
+    assert_same_csr(u.matrix, t.matrix)
