@@ -137,6 +137,7 @@ class ItemTransitions:
         self.matrix = matrix.tocsr()
         self.params = params
         self.counts = counts
+        self._counts_t: sp.csr_matrix | None = None  # counts transposed (the backward direction), kept in step
 
     @classmethod
     def fit(cls, catalog: Catalog, sequences: list[list[str]], params: TransitionParams | None = None) -> "ItemTransitions":
@@ -146,7 +147,14 @@ class ItemTransitions:
 
     @classmethod
     def from_counts(cls, counts: sp.csr_matrix, params: TransitionParams) -> "ItemTransitions":
-        return cls(_matrix_from_counts(counts, params), params, counts)
+        fitted = cls(sp.csr_matrix(counts.shape, dtype=np.float32), params, counts)
+        fitted.matrix = _matrix_from_counts(counts, fitted._transposed(), params)
+        return fitted
+
+    def _transposed(self) -> sp.csr_matrix:
+        if self._counts_t is None or self._counts_t.shape != self.counts.shape:
+            self._counts_t = _canonical(self.counts.T.tocsr())
+        return self._counts_t
 
     def update(self, add: list[np.ndarray] = (), remove: list[np.ndarray] = (), n_items: int | None = None) -> None:
         """Add and remove whole sequences (catalog rows, oldest first) without refitting the rest: e.g. a user's
@@ -156,13 +164,16 @@ class ItemTransitions:
         if self.counts is None:
             raise ValueError("these transitions were built from a bare matrix, without counts; refit them to update")
         n = max(n_items or 0, self.counts.shape[0])
-        counts = self.counts if n == self.counts.shape[0] else _resized(self.counts, n)
+        counts, counts_t = self.counts, self._transposed()
+        if n != counts.shape[0]:
+            counts, counts_t = _resized(counts, n), _resized(counts_t, n)
         delta = pair_counts(list(add), n, self.params.window) - pair_counts(list(remove), n, self.params.window)
         counts = _canonical((counts + delta).tocsr())
         if counts.nnz and counts.data.min() < 0:
             raise ValueError("removing sequences that were never added (transition counts went negative)")
-        matrix = _matrix_from_counts(counts, self.params)
-        self.counts, self.matrix = counts, matrix
+        counts_t = _canonical((counts_t + delta.T).tocsr())
+        matrix = _matrix_from_counts(counts, counts_t, self.params)
+        self.counts, self._counts_t, self.matrix = counts, counts_t, matrix
 
     def scores(self, history_rows: np.ndarray) -> np.ndarray:
         """Dense scores over the catalog for one history (catalog rows, oldest first), scaled to max 1."""
@@ -211,12 +222,19 @@ def _resized(counts: sp.csr_matrix, n: int) -> sp.csr_matrix:
     return sp.csr_matrix((coo.data, (coo.row, coo.col)), shape=(n, n), dtype=np.int64)
 
 
-def _matrix_from_counts(counts: sp.csr_matrix, params: TransitionParams) -> sp.csr_matrix:
-    """The served float32 similarity: forward counts plus ``backward`` × the reverse, normalised. A function
-    of the integer counts alone, so equal counts give an identical matrix."""
-    forward = counts.astype(np.float64) / count_scale(params.window)
-    full = forward + params.backward * forward.T.tocsr() if params.backward > 0 else forward
-    full = full.tocsr()
-    full.sum_duplicates()
-    full.sort_indices()
-    return _normalise(full, params.alpha).astype(np.float32)
+def _matrix_from_counts(counts: sp.csr_matrix, counts_t: sp.csr_matrix, params: TransitionParams) -> sp.csr_matrix:
+    """The served float32 similarity: forward counts plus ``backward`` × the reverse, normalised. A function of
+    the integer counts alone (row and column weights come from exact integer sums), so equal counts give an
+    identical matrix; no transposes or sparse products, so an update costs a few passes over the entries."""
+    scale = count_scale(params.window)
+    forward = counts.astype(np.float64) / scale
+    full = (forward + params.backward * (counts_t.astype(np.float64) / scale)).tocsr() if params.backward > 0 else forward
+    out_sum = np.asarray(counts.sum(axis=1), dtype=np.int64).ravel()  # exact: sum over a of L/d
+    in_sum = np.asarray(counts_t.sum(axis=1), dtype=np.int64).ravel()
+    out_w = (out_sum + params.backward * in_sum) / scale
+    in_w = (in_sum + params.backward * out_sum) / scale
+    left = np.where(out_w > 0, out_w, 1.0) ** -params.alpha
+    right = np.where(in_w > 0, in_w, 1.0) ** -(1.0 - params.alpha)
+    rows = np.repeat(np.arange(full.shape[0]), np.diff(full.indptr))
+    data = (left[rows] * full.data) * right[full.indices]
+    return sp.csr_matrix((data.astype(np.float32), full.indices.copy(), full.indptr.copy()), shape=full.shape)
