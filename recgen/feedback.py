@@ -16,6 +16,7 @@ next start replays the log), and statistics follow the log's order exactly.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ from .errors import InvalidRequestError, UnknownItemError, UnknownUserError
 from .pipeline import FittedState, Pipeline
 from .retrieval.collaborative import ItemTransitions
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class UserData:
@@ -39,8 +42,9 @@ class UserData:
     events: int
 
 
-def served_user_data(base: dict[str, list[str]], store: EventStore | None) -> UserData:
-    """What the log makes of the base sequences (``base`` is not modified)."""
+def served_user_data(base: dict[str, list[str]], store: EventStore | None, catalog=None) -> UserData:
+    """What the log makes of the base sequences (``base`` is not modified). Events on items no longer in
+    ``catalog`` (the catalog changed since they were recorded) are skipped, with a warning: they stay in the log."""
     sequences = {u: list(s) for u, s in base.items()}
     rejected: dict[str, set[str]] = {}
     forgotten: set[str] = set()
@@ -50,6 +54,11 @@ def served_user_data(base: dict[str, list[str]], store: EventStore | None) -> Us
         for user in forgotten:
             del sequences[user]
         events = store.events()
+    stale = [e for e in events if catalog is not None and e.item not in catalog]
+    if stale:
+        log.warning("%d logged event(s) name items that are not in the catalog any more (e.g. %r); they are "
+                    "skipped", len(stale), stale[0].item)
+        events = [e for e in events if e.item in catalog]
     for event in events:
         if event.positive:
             seq = sequences.setdefault(event.user, [])
@@ -62,7 +71,7 @@ def served_user_data(base: dict[str, list[str]], store: EventStore | None) -> Us
 
 def served_dataset(dataset: Dataset, store: EventStore | None) -> Dataset:
     """A new :class:`Dataset` with the served user data (for ``recgen refit`` and tests)."""
-    data = served_user_data(dataset.sequences, store)
+    data = served_user_data(dataset.sequences, store, dataset.catalog)
     return Dataset(dataset.name, dataset.catalog, data.sequences, dataset.dropped_unknown)
 
 
@@ -117,7 +126,7 @@ class Feedback:
 
     def _apply_log(self) -> None:
         """At attach: the base data → the served user data, statistics updated by the users who changed."""
-        data = served_user_data(self.dataset.sequences, self._store)
+        data = served_user_data(self.dataset.sequences, self._store, self.catalog)
         before = self.dataset.sequences
         changed = [u for u in set(before) | set(data.sequences) if before.get(u) != data.sequences.get(u)]
         self._update_transitions(add=[data.sequences[u] for u in changed if data.sequences.get(u)],

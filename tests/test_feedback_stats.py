@@ -17,7 +17,7 @@ from recgen.errors import UnknownItemError, UnknownUserError
 from recgen.feedback import Feedback, served_dataset
 from recgen.pipeline import FittedState, Pipeline
 from recgen.retrieval import Retriever
-from recgen.retrieval.collaborative import ItemTransitions, TransitionParams, transition_matrix
+from recgen.retrieval.collaborative import ItemTransitions, TransitionParams, pair_counts, transition_matrix
 
 CONFIG = RecgenConfig()
 
@@ -162,3 +162,42 @@ def test_saved_transitions_keep_their_counts(tmp_path):
     u.update(add=[np.array([1, 2])])
     t.update(add=[np.array([1, 2])])
     assert_same_csr(u.matrix, t.matrix)
+
+
+sequence = st.lists(st.integers(0, 14), min_size=0, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(base=st.lists(sequence, max_size=8), changes=st.lists(st.tuples(st.booleans(), sequence), max_size=8),
+       params=st.sampled_from([TransitionParams(), TransitionParams(window=3, backward=0.0, alpha=0.5),
+                               TransitionParams(window=5, backward=1.0, alpha=1.0)]),
+       grow=st.integers(0, 3))
+def test_local_updates_equal_a_fit_bit_for_bit(base, changes, params, grow):
+    """Only the touched rows and columns are recomputed; the result is the full fit's, exactly."""
+    n = 15
+    live = ItemTransitions.from_counts(pair_counts([np.array(s) for s in base], n, params.window), params)
+    current = [list(s) for s in base]
+    for adding, seq in changes:
+        if adding or seq not in current:
+            live.update(add=[np.array(seq)], n_items=n + grow)
+            current.append(seq)
+        else:
+            live.update(remove=[np.array(seq)], n_items=n + grow)
+            current.remove(seq)
+    size = n + grow if changes else n
+    expected = ItemTransitions.from_counts(pair_counts([np.array(s) for s in current], size, params.window), params)
+    assert_same_csr(live.counts, expected.counts)
+    assert_same_csr(live.matrix, expected.matrix)
+
+
+def test_logged_events_on_items_no_longer_in_the_catalog_are_skipped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "e.sqlite"
+    big = make_dataset(n_items=60)
+    Feedback(pipeline_for(big), big, path).record("u1", "55", "purchase")
+    small = make_dataset(n_items=50)
+    before = list(small.sequences["u1"])
+    with caplog.at_level("WARNING", logger="recgen.feedback"):
+        Feedback(pipeline_for(small), small, path, create=False)
+    assert small.sequences["u1"] == before
+    assert "not in the catalog any more" in caplog.text
+    assert len(EventStore(path)) == 1  # still in the log

@@ -138,6 +138,7 @@ class ItemTransitions:
         self.params = params
         self.counts = counts
         self._counts_t: sp.csr_matrix | None = None  # counts transposed (the backward direction), kept in step
+        self._sums: tuple[np.ndarray, np.ndarray] | None = None  # exact (row, column) sums of counts
 
     @classmethod
     def fit(cls, catalog: Catalog, sequences: list[list[str]], params: TransitionParams | None = None) -> "ItemTransitions":
@@ -148,32 +149,70 @@ class ItemTransitions:
     @classmethod
     def from_counts(cls, counts: sp.csr_matrix, params: TransitionParams) -> "ItemTransitions":
         fitted = cls(sp.csr_matrix(counts.shape, dtype=np.float32), params, counts)
-        fitted.matrix = _matrix_from_counts(counts, fitted._transposed(), params)
+        fitted._prepare()
+        out_sum, in_sum = fitted._sums
+        left, right = _weights(out_sum, in_sum, params)
+        fitted.matrix = _scaled(_combined(counts, fitted._counts_t, params), left, right)
         return fitted
 
-    def _transposed(self) -> sp.csr_matrix:
-        if self._counts_t is None or self._counts_t.shape != self.counts.shape:
+    def _prepare(self) -> None:
+        """The transposed counts and exact sums an update needs (derived once, then kept in step)."""
+        if self._counts_t is None:
             self._counts_t = _canonical(self.counts.T.tocsr())
-        return self._counts_t
+            self._sums = (np.asarray(self.counts.sum(axis=1), dtype=np.int64).ravel(),
+                          np.asarray(self.counts.sum(axis=0), dtype=np.int64).ravel())
 
     def update(self, add: list[np.ndarray] = (), remove: list[np.ndarray] = (), n_items: int | None = None) -> None:
         """Add and remove whole sequences (catalog rows, oldest first) without refitting the rest: e.g. a user's
         sequence before and after a new event, or all of a forgotten user's. ``n_items`` grows the matrix for
-        items added to the catalog. The new matrix replaces the old in one assignment, so a concurrent
-        :meth:`scores` sees the old or the new one, never a mix (callers serialise writers)."""
+        items added to the catalog.
+
+        Only the items in the changed pairs (S) move: their rows are recomputed and, in every other row, only
+        the entries in their columns (their column weight changed); the rest is copied. The new matrix replaces
+        the old in one assignment, so a concurrent :meth:`scores` sees the old or the new one, never a mix
+        (callers serialise writers)."""
         if self.counts is None:
             raise ValueError("these transitions were built from a bare matrix, without counts; refit them to update")
-        n = max(n_items or 0, self.counts.shape[0])
-        counts, counts_t = self.counts, self._transposed()
+        self._prepare()
+        counts, counts_t, matrix = self.counts, self._counts_t, self.matrix
+        out_sum, in_sum = self._sums
+        n = max(n_items or 0, counts.shape[0])
         if n != counts.shape[0]:
-            counts, counts_t = _resized(counts, n), _resized(counts_t, n)
-        delta = pair_counts(list(add), n, self.params.window) - pair_counts(list(remove), n, self.params.window)
-        counts = _canonical((counts + delta).tocsr())
-        if counts.nnz and counts.data.min() < 0:
-            raise ValueError("removing sequences that were never added (transition counts went negative)")
-        counts_t = _canonical((counts_t + delta.T).tocsr())
-        matrix = _matrix_from_counts(counts, counts_t, self.params)
-        self.counts, self._counts_t, self.matrix = counts, counts_t, matrix
+            counts, counts_t, matrix = _resized(counts, n), _resized(counts_t, n), _resized(matrix, n)
+            out_sum, in_sum = (np.concatenate([v, np.zeros(n - len(v), np.int64)]) for v in (out_sum, in_sum))
+        delta = _canonical((pair_counts(list(add), n, self.params.window)
+                            - pair_counts(list(remove), n, self.params.window)).tocsr())
+        coo = delta.tocoo()
+        touched = np.unique(np.concatenate([coo.row, coo.col])).astype(np.int64)
+        if len(touched):
+            rows = _canonical((counts[touched] + delta[touched]).tocsr())
+            if rows.nnz and rows.data.min() < 0:
+                raise ValueError("removing sequences that were never added (transition counts went negative)")
+            counts = _replace_rows(counts, touched, rows)
+            delta_t = delta.T.tocsr()
+            counts_t = _replace_rows(counts_t, touched, _canonical((counts_t[touched] + delta_t[touched]).tocsr()))
+            out_sum = out_sum + np.asarray(delta.sum(axis=1), dtype=np.int64).ravel()
+            in_sum = in_sum + np.asarray(delta.sum(axis=0), dtype=np.int64).ravel()
+            matrix = self._rescaled(matrix, counts, counts_t, out_sum, in_sum, touched)
+        self.counts, self._counts_t, self._sums, self.matrix = counts, counts_t, (out_sum, in_sum), matrix
+
+    def _rescaled(self, matrix, counts, counts_t, out_sum, in_sum, touched) -> sp.csr_matrix:
+        """``matrix`` with rows ``touched`` recomputed and, in other rows, the entries of columns ``touched``:
+        the same arithmetic as a full build, entry by entry, so the result is identical to one."""
+        left, right = _weights(out_sum, in_sum, self.params)
+        matrix = _replace_rows(matrix, touched,
+                               _scaled(_combined(counts[touched], counts_t[touched], self.params), left[touched], right))
+        # column c of the combined counts: forward[r, c] = counts_t[c, r], backward[r, c] = counts[c, r]
+        columns = _combined(counts_t[touched], counts[touched], self.params)
+        col = touched[np.repeat(np.arange(len(touched)), np.diff(columns.indptr))]
+        row = columns.indices.astype(np.int64)
+        other = ~np.isin(row, touched)
+        row, col, values = row[other], col[other], columns.data[other]
+        n = matrix.shape[1]
+        keys = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)) * n + matrix.indices
+        where = np.searchsorted(keys, row * n + col)
+        matrix.data[where] = ((left[row] * values) * right[col]).astype(np.float32)
+        return matrix
 
     def scores(self, history_rows: np.ndarray) -> np.ndarray:
         """Dense scores over the catalog for one history (catalog rows, oldest first), scaled to max 1."""
@@ -217,24 +256,53 @@ def _counts_path(path: Path) -> Path:
     return path.with_name(path.stem + ".counts.npz")
 
 
-def _resized(counts: sp.csr_matrix, n: int) -> sp.csr_matrix:
-    coo = counts.tocoo()
-    return sp.csr_matrix((coo.data, (coo.row, coo.col)), shape=(n, n), dtype=np.int64)
+def _resized(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """The same entries in an [n, n] matrix (items added to the catalog)."""
+    indptr = np.concatenate([matrix.indptr, np.full(n - matrix.shape[0], matrix.indptr[-1], matrix.indptr.dtype)])
+    return sp.csr_matrix((matrix.data, matrix.indices, indptr), shape=(n, n))
 
 
-def _matrix_from_counts(counts: sp.csr_matrix, counts_t: sp.csr_matrix, params: TransitionParams) -> sp.csr_matrix:
-    """The served float32 similarity: forward counts plus ``backward`` × the reverse, normalised. A function of
-    the integer counts alone (row and column weights come from exact integer sums), so equal counts give an
-    identical matrix; no transposes or sparse products, so an update costs a few passes over the entries."""
+def _replace_rows(matrix: sp.csr_matrix, rows: np.ndarray, new: sp.csr_matrix) -> sp.csr_matrix:
+    """A new CSR matrix with ``matrix``'s rows ``rows`` (sorted) replaced by ``new``'s rows, in order: slices of
+    the old arrays are copied, nothing is re-sorted or merged."""
+    ptr, indices, data = matrix.indptr, [], []
+    start = 0
+    for k, r in enumerate(rows):
+        indices += [matrix.indices[ptr[start]:ptr[r]], new.indices[new.indptr[k]:new.indptr[k + 1]]]
+        data += [matrix.data[ptr[start]:ptr[r]], new.data[new.indptr[k]:new.indptr[k + 1]]]
+        start = r + 1
+    indices.append(matrix.indices[ptr[start]:])
+    data.append(matrix.data[ptr[start]:])
+    lengths = np.diff(ptr).astype(np.int64)
+    lengths[rows] = np.diff(new.indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    index_type = np.int64 if indptr[-1] > np.iinfo(np.int32).max else np.int32
+    return sp.csr_matrix((np.concatenate(data).astype(matrix.dtype, copy=False),
+                          np.concatenate(indices).astype(index_type, copy=False), indptr.astype(index_type)),
+                         shape=matrix.shape)
+
+
+def _weights(out_sum: np.ndarray, in_sum: np.ndarray, params: TransitionParams) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column normalisers from exact integer sums: ``out_w^-alpha`` and ``in_w^-(1-alpha)``, where a row
+    of the combined counts sums to (forward row sum + ``backward`` × forward column sum) / L."""
     scale = count_scale(params.window)
-    forward = counts.astype(np.float64) / scale
-    full = (forward + params.backward * (counts_t.astype(np.float64) / scale)).tocsr() if params.backward > 0 else forward
-    out_sum = np.asarray(counts.sum(axis=1), dtype=np.int64).ravel()  # exact: sum over a of L/d
-    in_sum = np.asarray(counts_t.sum(axis=1), dtype=np.int64).ravel()
     out_w = (out_sum + params.backward * in_sum) / scale
     in_w = (in_sum + params.backward * out_sum) / scale
-    left = np.where(out_w > 0, out_w, 1.0) ** -params.alpha
-    right = np.where(in_w > 0, in_w, 1.0) ** -(1.0 - params.alpha)
-    rows = np.repeat(np.arange(full.shape[0]), np.diff(full.indptr))
-    data = (left[rows] * full.data) * right[full.indices]
-    return sp.csr_matrix((data.astype(np.float32), full.indices.copy(), full.indptr.copy()), shape=full.shape)
+    return (np.where(out_w > 0, out_w, 1.0) ** -params.alpha,
+            np.where(in_w > 0, in_w, 1.0) ** -(1.0 - params.alpha))
+
+
+def _combined(forward_rows: sp.csr_matrix, backward_rows: sp.csr_matrix, params: TransitionParams) -> sp.csr_matrix:
+    """Rows of ``forward/L + backward × (reverse/L)`` in float64, given the same rows of both integer counts."""
+    scale = count_scale(params.window)
+    forward = forward_rows.astype(np.float64) / scale
+    if params.backward <= 0:
+        return forward.tocsr()
+    return (forward + params.backward * (backward_rows.astype(np.float64) / scale)).tocsr()
+
+
+def _scaled(combined: sp.csr_matrix, left: np.ndarray, right: np.ndarray) -> sp.csr_matrix:
+    """``float32((left[row] × C) × right[col])`` per entry: the served matrix (rows of it)."""
+    rows = np.repeat(np.arange(combined.shape[0]), np.diff(combined.indptr))
+    data = ((left[rows] * combined.data) * right[combined.indices]).astype(np.float32)
+    return sp.csr_matrix((data, combined.indices.copy(), combined.indptr.copy()), shape=combined.shape)
