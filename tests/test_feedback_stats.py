@@ -3,6 +3,8 @@ forgetting a log user and a dataset user, and after reopening (tombstones applie
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -201,3 +203,45 @@ def test_logged_events_on_items_no_longer_in_the_catalog_are_skipped_with_a_warn
     assert small.sequences["u1"] == before
     assert "not in the catalog any more" in caplog.text
     assert len(EventStore(path)) == 1  # still in the log
+
+
+def test_concurrent_writers_and_readers_keep_the_statistics_equal_to_a_replay_of_the_log(tmp_path):
+    """Writers are serialised with the log (the applied order is the log's order); a reader scoring meanwhile
+    always sees a whole matrix."""
+    data = make_dataset()
+    pipeline = pipeline_for(data)
+    loop = Feedback(pipeline, data, tmp_path / "e.sqlite")
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer(k: int) -> None:
+        try:
+            for n in range(15):
+                user = f"u{(k * 5 + n) % 30}" if n % 3 else f"w{k}"
+                loop.record(user, str((k * 11 + n * 7) % 60), "reject" if n % 5 == 4 else "purchase")
+            loop.forget(f"u{k}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        rows = np.array([1, 2, 3])
+        while not done.is_set():
+            try:
+                scores = pipeline.retriever.transitions.scores(rows)
+                assert scores.shape == (60,) and np.isfinite(scores).all()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    watcher.join()
+    assert not errors, errors
+    assert served_dataset(make_dataset(), loop.store).sequences == data.sequences
+    assert_equals_fit(pipeline, data.sequences)
