@@ -221,8 +221,9 @@ class Recommender:
     # -- feedback (recgen.feedback) ----------------------------------------------------------------
     def use_feedback(self, dataset: Dataset, path: str | Path | None = None, *, create: bool = True) -> Feedback:
         """Attach an event log (default: the dataset's, under ``RECGEN_STATE_DIR``): ``dataset`` becomes the
-        served user data (base − forgotten users + positive events) and the statistics follow it. With
-        ``create=False`` a missing log is created only by the first event or forget."""
+        served user data (base − forgotten users + positive events) and the statistics follow it. The
+        recommender must have been fitted on ``dataset`` (``from_dataset``, ``open_dataset``): the log is applied
+        as a change to that fit. With ``create=False`` a missing log is created only by the first event or forget."""
         self.feedback = Feedback(self.pipeline, dataset, path, create=create)
         return self.feedback
 
