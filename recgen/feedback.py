@@ -95,15 +95,55 @@ class Feedback:
     fitted state whole, in single assignments."""
 
     def __init__(self, pipeline: Pipeline, dataset: Dataset, path: str | Path | None = None, *, create: bool = True):
-        self.pipeline = pipeline
+        """The log of ``dataset`` applied to it and to ``pipeline``, which was fitted on ``dataset`` as it was
+        (the base data): the statistics are changed by the users the log changes."""
+        self._open(dataset, path, create)
+        self.attach(pipeline, fitted_on_base=True)
+
+    @classmethod
+    def open(cls, dataset: Dataset, path: str | Path | None = None, *, create: bool = False) -> "Feedback":
+        """The log applied to ``dataset`` before anything is fitted: fit on the served user data, then
+        :meth:`attach` the pipeline (what ``open_dataset`` does: one fit, on the right data)."""
+        self = cls.__new__(cls)
+        self._open(dataset, path, create)
+        return self
+
+    def _open(self, dataset: Dataset, path: str | Path | None, create: bool) -> None:
+        self.pipeline: Pipeline | None = None
         self.dataset = dataset
         self.path = Path(path) if path is not None else default_events_path(dataset.name)
         self.base_users = frozenset(dataset.sequences)
         self._lock = threading.Lock()
         self._store = EventStore(self.path) if create or self.path.is_file() else None
-        self.rejected: dict[str, set[str]] = {}
+        data = served_user_data(dataset.sequences, self._store, dataset.catalog)
+        before = dataset.sequences
+        changed = [u for u in set(before) | set(data.sequences) if before.get(u) != data.sequences.get(u)]
+        #: (removed, added) sequences: the change from the base data to the served user data
+        self._changes = ([before[u] for u in changed if before.get(u)],
+                         [data.sequences[u] for u in changed if data.sequences.get(u)])
+        for user in changed:
+            if user in data.sequences:
+                dataset.sequences[user] = data.sequences[user]
+            else:
+                del dataset.sequences[user]
+        dataset._popularity = None
+        self.rejected: dict[str, set[str]] = data.rejected
+
+    def attach(self, pipeline: Pipeline, *, fitted_on_base: bool = False) -> "Feedback":
+        """Serve ``pipeline``'s statistics from now on: fitted on the served user data (default), or on the
+        base data (``fitted_on_base``: the log's change is applied to them first)."""
         with self._lock:
-            self._apply_log()
+            self.pipeline = pipeline
+            removed, added = self._changes
+            if fitted_on_base and (removed or added):
+                if self.transitions is not None and self.transitions.counts is None:
+                    self._refit_transitions()  # no counts to change: fit them on the served data once
+                else:
+                    self._update_transitions(add=added, remove=removed)
+            self._changes = ([], [])
+            self.counts = self._count(self.dataset.sequences.values())
+            self._publish()
+        return self
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -115,7 +155,7 @@ class Feedback:
 
     @property
     def catalog(self):
-        return self.pipeline.catalog
+        return self.dataset.catalog if self.pipeline is None else self.pipeline.catalog
 
     @property
     def transitions(self) -> ItemTransitions | None:
@@ -124,21 +164,11 @@ class Feedback:
     def _rows(self, seq: list[str]) -> np.ndarray:
         return np.array([self.catalog.index_of(i) for i in seq], dtype=np.int64)
 
-    def _apply_log(self) -> None:
-        """At attach: the base data → the served user data, statistics updated by the users who changed."""
-        data = served_user_data(self.dataset.sequences, self._store, self.catalog)
-        before = self.dataset.sequences
-        changed = [u for u in set(before) | set(data.sequences) if before.get(u) != data.sequences.get(u)]
-        self._update_transitions(add=[data.sequences[u] for u in changed if data.sequences.get(u)],
-                                 remove=[before[u] for u in changed if before.get(u)])
-        for user in changed:
-            if user in data.sequences:
-                self.dataset.sequences[user] = data.sequences[user]
-            else:
-                del self.dataset.sequences[user]
-        self.rejected = data.rejected
-        self.counts = self._count(self.dataset.sequences.values())
-        self._publish()
+    def _refit_transitions(self) -> ItemTransitions:
+        retriever = self.pipeline.retriever
+        fitted = ItemTransitions.fit(self.catalog, list(self.dataset.sequences.values()), retriever.transitions.params)
+        self.pipeline.retriever = retriever.rebound(retriever.settings, fitted)
+        return fitted
 
     def _count(self, sequences) -> np.ndarray:
         flat = [self.catalog.index_of(i) for seq in sequences for i in seq]
@@ -149,9 +179,7 @@ class Feedback:
         if transitions is None or not (add or remove):
             return
         if transitions.counts is None:  # loaded from a folder saved without counts: fit once, update from then on
-            fitted = ItemTransitions.fit(self.catalog, list(self.dataset.sequences.values()), transitions.params)
-            self.pipeline.retriever = self.pipeline.retriever.rebound(self.pipeline.retriever.settings, fitted)
-            transitions = fitted
+            transitions = self._refit_transitions()
         transitions.update(add=[self._rows(s) for s in add], remove=[self._rows(s) for s in remove],
                            n_items=len(self.catalog))
 
@@ -171,6 +199,10 @@ class Feedback:
                                       transitions=self.transitions)
 
     # -- what callers use --------------------------------------------------------------------------------
+    def _check_attached(self) -> None:
+        if self.pipeline is None:
+            raise InvalidRequestError("this event log is not attached to a recommender yet (Recommender.use_feedback)")
+
     def history(self, user: str) -> list[str]:
         return self.dataset.history(user)
 
@@ -180,6 +212,7 @@ class Feedback:
     def record(self, user, item, event, *, value=None, event_id=None, ts=None) -> tuple[Event, bool]:
         """Store one event durably, then apply it; returns (the stored event, whether it was new). A duplicate
         event id changes nothing (its first recording is returned)."""
+        self._check_attached()
         candidate = make_event(user, item, event, value=value, event_id=event_id, ts=ts)
         if candidate.item not in self.catalog:
             raise UnknownItemError(f"item {candidate.item!r} is not in the catalog ({len(self.catalog)} items)")
@@ -205,6 +238,7 @@ class Feedback:
 
     def forget(self, user: str) -> dict:
         """Remove ``user``'s events and their base interactions (tombstone) from the log and the statistics."""
+        self._check_attached()
         check_id(user, "user id")
         with self._lock:
             if self._store is None and user not in self.base_users:

@@ -219,12 +219,17 @@ class Recommender:
         ]
 
     # -- feedback (recgen.feedback) ----------------------------------------------------------------
-    def use_feedback(self, dataset: Dataset, path: str | Path | None = None, *, create: bool = True) -> Feedback:
+    def use_feedback(self, dataset: Dataset | Feedback, path: str | Path | None = None, *,
+                     create: bool = True) -> Feedback:
         """Attach an event log (default: the dataset's, under ``RECGEN_STATE_DIR``): ``dataset`` becomes the
-        served user data (base − forgotten users + positive events) and the statistics follow it. The
-        recommender must have been fitted on ``dataset`` (``from_dataset``, ``open_dataset``): the log is applied
-        as a change to that fit. With ``create=False`` a missing log is created only by the first event or forget."""
-        self.feedback = Feedback(self.pipeline, dataset, path, create=create)
+        served user data (base − forgotten users + positive events) and the statistics follow it. Given a
+        :class:`Dataset`, this recommender must have been fitted on it (``from_dataset``) and the log is applied
+        as a change to that fit; given a :meth:`Feedback.open` log, it must have been fitted on the served data
+        (what ``open_dataset`` does). With ``create=False`` a missing log is created only by the first write."""
+        if isinstance(dataset, Feedback):
+            self.feedback = dataset.attach(self.pipeline)
+        else:
+            self.feedback = Feedback(self.pipeline, dataset, path, create=create)
         return self.feedback
 
     def record(self, user: str, item: str, event: str, event_id: str | None = None, ts: float | None = None,
@@ -275,7 +280,8 @@ def open_dataset(dataset_name: str, config: RecgenConfig | None = None, index_di
     What every entry point that serves a dataset (CLI, server, batch jobs, benchmarks) calls."""
     config = config or RecgenConfig()
     dataset = load_dataset(dataset_name)
+    feedback = Feedback.open(dataset)  # the dataset's event log, if any: events and forgotten users, before the fit
     folder = index_dir or index_folder(dataset.name, dataset.catalog.fingerprint(), config.retrieval.embedder)
     rec = Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)
-    rec.use_feedback(dataset, create=False)  # the dataset's event log, if any: events and forgotten users
+    rec.use_feedback(feedback)
     return dataset, rec

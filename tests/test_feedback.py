@@ -19,6 +19,7 @@ from recgen.data.events import EventStore, make_event
 from recgen.errors import InvalidRequestError, UnknownUserError
 from recgen.feedback import served_dataset
 from recgen.pipeline import FittedState
+from recgen.recommender import open_dataset
 from recgen.server.app import create_app
 from recgen.server.serving import ServerSettings
 
@@ -175,3 +176,23 @@ def test_recgen_forget_and_refit(synthetic_dataset_dir, tmp_path, monkeypatch):
     assert saved.popularity == expected.popularity()
     fitted = FittedState.fit(expected, CONFIG.retrieval).transitions
     np.testing.assert_array_equal(saved.retriever.transitions.matrix.toarray(), fitted.matrix.toarray())
+
+
+def test_open_dataset_fits_once_on_the_served_user_data(synthetic_dataset_dir, tmp_path, monkeypatch):
+    """Every entry point opens datasets through open_dataset: the log (events, tombstones) is applied before the
+    fit, so the statistics it serves are a fit on the served user data."""
+    monkeypatch.setenv("RECGEN_STATE_DIR", str(tmp_path / "state"))
+    data, rec = open_dataset(str(synthetic_dataset_dir), CONFIG)
+    assert rec.feedback is not None and not rec.feedback.path.exists()  # no log until the first write
+    rec.record("u3", "1", "purchase")
+    rec.record("fresh", "2", "click")
+    rec.record("u4", "5", "reject")
+    rec.forget("u9")
+    served = {u: list(s) for u, s in data.sequences.items()}
+    again, reopened = open_dataset(str(synthetic_dataset_dir), CONFIG)
+    assert again.sequences == served and "u9" not in served and served["fresh"] == ["2"]
+    assert reopened.rejected("u4") == ["5"]
+    expected = FittedState.fit(again, CONFIG.retrieval)
+    assert reopened.popularity == expected.popularity == rec.popularity
+    np.testing.assert_array_equal(reopened.retriever.transitions.matrix.toarray(), expected.transitions.matrix.toarray())
+    np.testing.assert_array_equal(rec.retriever.transitions.matrix.toarray(), expected.transitions.matrix.toarray())
