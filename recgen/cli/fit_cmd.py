@@ -47,15 +47,14 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         started = time.perf_counter()
         yield
         stages.append({"stage": name, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": peak_rss_mb()})
-        if not as_json:
-            console.print(f"[bold]{name}[/]: {stages[-1]['seconds']:.1f} s (peak RSS so far {stages[-1]['peak_rss_mb']:,.0f} MB)")
+        console.print(f"[bold]{name}[/]: {stages[-1]['seconds']:.1f} s (peak RSS so far {stages[-1]['peak_rss_mb']:,.0f} MB)")
 
     started = time.perf_counter()
     with stage("load dataset"):
         data = load_dataset(dataset)
     folder = out or fitted_folder(data, cfg.retrieval)
     check_replaceable(folder)  # before the slow part: never replace a folder recgen did not write
-    log = None if as_json else (lambda message: console.print(f"[dim]{message}[/]"))
+    log = lambda message: console.print(f"[dim]{message}[/]")  # noqa: E731 (stderr, also with --json)
     rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage)
     info = rec.pipeline.state.fit_info
     info["stages"] = stages  # saved with the state (fusion/fusion.json), the save itself not included
