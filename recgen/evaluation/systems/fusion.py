@@ -45,6 +45,8 @@ from ..protocol import EvalData
 from .sasrec import SASRecBaseline
 
 RECALL_AT = (20, 50, 100)
+#: Fewer held-out users than this cannot tell a ranker from the hybrid order: the hybrid order is served.
+MIN_HELD_OUT_USERS = 20
 
 
 class FusionSystem:
@@ -69,6 +71,7 @@ class FusionSystem:
         self.sources: Sources | None = None
         self.stage: FusionStage | None = None
         self.fit_info: dict = {}
+        self.held_out: dict = {}
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
@@ -161,13 +164,17 @@ class FusionSystem:
             trial(best[1], leaves, best[3])
         select_s += time.perf_counter() - t0 - prefix_s
         score, self.depth, leaves, shifts, ranker = best
+        hybrid = np.asarray(target_ranks["hybrid"])[held]  # the hybrid retrieval's rank of each held-out target
+        self.held_out = {"fusion": score, "hybrid": float(np.mean(np.where(hybrid <= 10, 1 / np.log2(hybrid + 1), 0))),
+                         "users": int(held.sum())}
         path = self._model_path(data)
         ranker.save(path)
         self.ranker = FusionRanker.load(path, feature_names(self.sources.sasrec is not None))  # what the file holds
         self.stage = FusionStage(self.sources, self.ranker, self.depth)
         self.fit_info = {
             "chosen": {"depth": self.depth, "num_leaves": leaves, "prefix_shifts": shifts,
-                       "held_out_ndcg@10": round(score, 5)},
+                       "held_out_ndcg@10": round(score, 5),
+                       "hybrid_order_held_out_ndcg@10": round(self.held_out["hybrid"], 5)},
             "selection": trials, "valid_recall": recall, "mean_pool_size": mean_pool,
             "ranker": {**ranker.info, "file": str(path)}, "importance": ranker.importance(),
             "users": {"train": int((~held).sum()), "held_out": int(held.sum()), "train_groups_with_target": len(train),
@@ -242,8 +249,9 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
     (transitions, co-occurrence neighbours, popularity) are then refitted on ALL interactions. The ranker and
     SASRec are the ones fitted on the training part (SASRec reuses its cached checkpoint when one matches):
     a serving-time history is the whole sequence, as a validation-time history was the training part.
-    A dataset too small for a second stage is not an error: the state is saved without a ranker and the
-    hybrid retrieval order is served (one warning). ``stage(name)`` is a context manager timing each stage."""
+    A dataset too small for a second stage is not an error: when the ranker cannot be fitted, or is below
+    the hybrid order's NDCG@10 on the held-out users (at least :data:`MIN_HELD_OUT_USERS`), the state is saved
+    without a ranker and the hybrid retrieval order is served (one warning). ``stage(name)`` is a context manager timing each stage."""
     stage = stage or (lambda name: nullcontext())
     catalog = dataset.catalog
     with stage("index"):
@@ -263,6 +271,15 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
         rows = [np.fromiter((catalog.index_of(i) for i in seq), dtype=np.int64, count=len(seq))
                 for seq in dataset.sequences.values()]
         stats = SourceStats.fit(rows, len(catalog))
+    if system is not None and (system.held_out["users"] < MIN_HELD_OUT_USERS
+                               or system.held_out["fusion"] < system.held_out["hybrid"]):
+        fallback = (f"the fused ranker is not served on {dataset.name}: held-out NDCG@10 "
+                    f"{system.held_out['fusion']:.4f} vs {system.held_out['hybrid']:.4f} for the hybrid order over "
+                    f"{system.held_out['users']} held-out users (it must be at least as good as the hybrid order, on at least "
+                    f"{MIN_HELD_OUT_USERS} users); the hybrid retrieval order is served")
+        if log:
+            log(fallback)
+        system = None
     if system is not None:
         state = state.with_second_stage(stats, system.ranker, system.depth, system.sources.sasrec, system.fit_info)
     else:
