@@ -121,6 +121,9 @@ class Sources:
         # user-independent signals: computed once, not per request
         self._log_popularity = np.log1p(self.popularity).astype(np.float32)
         self._log_recent = np.log1p(self.recent_popularity).astype(np.float32)
+        #: their order (score desc, then catalog row: capped_ranks' tie rule), so a user's ranks skip a sort
+        self._static_order = {name: np.lexsort((np.arange(n), -values)) for name, values in
+                              (("popularity", self._log_popularity), ("recent_popularity", self._log_recent))}
 
     def refit(self, sequences: list[np.ndarray]) -> "Sources":
         """The same sources (text index, settings) with every sequence-fitted signal refitted on ``sequences``:
@@ -168,7 +171,8 @@ class Sources:
         if not 1 <= depth <= RANK_CAP:
             raise ValueError(f"pool depth must be in 1..{RANK_CAP}, not {depth}")
         signals = self.signals(histories)
-        ranks = {name: capped_ranks(values, histories) for name, values in signals.items()}
+        ranks = {name: (static_ranks(self._static_order[name], histories, self.n_items) if name in self._static_order
+                        else capped_ranks(values, histories)) for name, values in signals.items()}
         pools = []
         for r, hist in enumerate(histories):
             best = np.min(np.stack([ranks[s][r] for s in self.pool_sources]), axis=0)
@@ -194,6 +198,21 @@ def capped_ranks(scores: np.ndarray, histories: list[np.ndarray], cap: int = RAN
     for r in range(b):
         order = top[r][np.lexsort((top[r], -masked[r, top[r]]))]
         out[r, order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    return out
+
+
+def static_ranks(order: np.ndarray, histories: list[np.ndarray], n: int, cap: int = RANK_CAP) -> np.ndarray:
+    """:func:`capped_ranks` of a score every user shares, from its precomputed ``order``: each history's
+    items are skipped (they get ``cap + 1``; pools never contain them). Equal to ``capped_ranks`` on every
+    unseen item, without a per-user partition of all items."""
+    cap = min(cap, n)
+    out = np.full((len(histories), n), cap + 1, dtype=np.int32)
+    for r, hist in enumerate(histories):
+        top = order[: cap + len(hist)]
+        if len(hist):
+            top = top[~np.isin(top, hist)]
+        top = top[:cap]
+        out[r, top] = np.arange(1, len(top) + 1, dtype=np.int32)
     return out
 
 
