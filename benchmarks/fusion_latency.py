@@ -1,11 +1,14 @@
-"""Per-user latency of the fused second stage without an LM (pool + features + LightGBM), from a fitted ranker.
+"""Per-user latency of the served second stage without an LM, through the public API of a fitted dataset.
 
-    python benchmarks/fusion_latency.py -d amazon-beauty --ranker <file from the run's params> --users 200 \
-        --out eval/results/fusion/latency-amazon-beauty.json
+    python benchmarks/fusion_latency.py -d amazon-beauty --users 200 \
+        --out eval/results/fusion/latency-served-amazon-beauty.json
 
-Signals are refitted on the training sequences (as `recgen eval run -s fusion` does); the ranker is read from
-its LightGBM text file. Reports one user at a time (what a `recommend` call pays) and batches of 256 (what
-batch jobs and the harness pay), test-stage histories, with the machine's load average.
+The recommender is what `recgen recommend/serve/batch -d <dataset>` load (`open_dataset`: the folder
+`recgen fit` saved; refused when there is none). Timed per user: ``recommend(history, k=10, reasons=False)``
+— request checks, merged pool, features, one booster call, top 10 as items — one user at a time (what a
+request pays) and ``recommend_batch`` of 256 (what batch jobs pay). Histories: each sampled user's
+sequence without its last item. The machine's load average is recorded (2 shared cores), and the CPU time
+per call (process time: what the call costs, whatever the load; wall ≈ CPU × runnable processes / cores).
 """
 
 from __future__ import annotations
@@ -14,54 +17,55 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from recgen.data import load_dataset
-from recgen.evaluation.protocol import EvalData, sample_users
-from recgen.evaluation.systems.fusion import FusionSystem
-from recgen.ranking.fusion import FeatureBuilder, FusionRanker
+from recgen.evaluation.protocol import sample_users
+from recgen.recommender import open_dataset
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-d", "--dataset", required=True)
-    parser.add_argument("--ranker", required=True, help="LightGBM text file written by the fusion system")
-    parser.add_argument("--depth", type=int, required=True, help="the pool depth the ranker was chosen with")
+    parser.add_argument("--fitted", type=Path, default=None, help="fitted folder (default: the cache)")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    data = EvalData.from_dataset(load_dataset(args.dataset))
-    system = FusionSystem()
-    sources = system._sources(data, None)
-    builder = FeatureBuilder(sources, args.depth)
-    ranker = FusionRanker.load(args.ranker, builder.names)
-    positions = sample_users(data.n_users, args.users, seed=0)
-    histories = [data.history("test", int(p)) for p in positions]
+    started = time.perf_counter()
+    data, rec = open_dataset(args.dataset, fitted=args.fitted)
+    load_s = time.perf_counter() - started
+    if rec.fusion is None:
+        raise SystemExit(f"{args.dataset} has no fitted second stage: run `recgen fit -d {args.dataset}` first")
+    users = list(data.sequences)
+    positions = sample_users(len(users), args.users, seed=0)
+    histories = [data.sequences[users[int(p)]][:-1] for p in positions]
+    histories = [h for h in histories if h]
 
-    def rank(batch):
-        for group in builder.build(batch):
-            order = np.argsort(-ranker.predict(group.X), kind="stable")
-            group.rows[order[:10]]
-
-    rank(histories[:5])  # warm-up
-    single = []
+    rec.recommend(history=histories[0], k=10, reasons=False)  # warm-up (first use builds the sources)
+    single, cpu = [], []
     for hist in histories:
-        start = time.perf_counter()
-        rank([hist])
-        single.append((time.perf_counter() - start) * 1000)
-    start = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
+        rec.recommend(history=hist, k=10, reasons=False)
+        single.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    t0 = time.perf_counter()
     for i in range(0, len(histories), 256):
-        rank(histories[i:i + 256])
-    batched = (time.perf_counter() - start) * 1000 / len(histories)
-    result = {"dataset": args.dataset, "users": len(histories), "depth": args.depth, "ranker": str(args.ranker),
+        rec.recommend_batch([{"history": h, "k": 10, "reasons": False} for h in histories[i:i + 256]])
+    batched = (time.perf_counter() - t0) * 1000 / len(histories)
+    result = {"dataset": data.name, "users": len(histories), "depth": rec.fusion.depth,
+              "features": len(rec.fusion.ranker.feature_names), "sasrec": rec.fusion.sources.sasrec is not None,
+              "open_dataset_seconds": round(load_s, 2),
               "ms_per_user_single": {"median": round(statistics.median(single), 2),
-                                     "p95": round(float(np.percentile(single, 95)), 2)},
+                                     "p95": round(float(np.percentile(single, 95)), 2),
+                                     "max": round(max(single), 2)},
+              "cpu_ms_per_user_single": {"median": round(statistics.median(cpu), 2),
+                                         "p95": round(float(np.percentile(cpu, 95)), 2)},
               "ms_per_user_batched_256": round(batched, 2), "load_average": os.getloadavg(),
-              "threads": os.environ.get("OMP_NUM_THREADS")}
+              "command": " ".join(["python", "benchmarks/fusion_latency.py", *sys.argv[1:]])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,4 +1,4 @@
-"""The one factory that wires the stages: a config + fitted state → retriever, ranker and reasoner.
+"""The one factory that wires the stages: a config + fitted state → retriever, second stage, ranker and reasoner.
 
 Every caller that needs the pipeline (the :class:`~recgen.recommender.Recommender` API, the CLI, the server,
 batch jobs, evaluation systems, training-time validation, calibration and benchmarks) builds it here, so a
@@ -8,26 +8,52 @@ attributes on a stage after it is built.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .config import RecgenConfig, RetrievalSettings
 from .data.catalog import Catalog
 from .data.dataset import Dataset
+from .errors import DataError
 from .lm.factory import make_backend
+from .paths import cache_dir
+from .ranking.fusion import FusionRanker, FusionStage, Sources, SourceStats, feature_names
 from .ranking.ranker import Ranker
 from .ranking.reasoner import Reasoner
 from .retrieval import Retriever
 from .retrieval.cache import load_or_build_index
 from .retrieval.collaborative import ItemTransitions
 
+log = logging.getLogger(__name__)
+
+_RANKER, _SASREC, _FUSION_JSON = "ranker.txt", "sasrec.safetensors", "fusion.json"
+#: Retrieval settings that change the second stage's features (a fitted folder is keyed by them).
+FITTED_RETRIEVAL_KEYS = ("embedder", "history", "recency_decay", "collaborative_weight")
+
 
 @dataclass(frozen=True)
 class FittedState:
-    """What is learned from users' sequences: the popularity fallback and the item transitions."""
+    """What is learned from users' sequences: the popularity fallback and the item transitions and, once
+    ``recgen fit`` ran, the second stage's parts: co-occurrence neighbours and popularity counts
+    (``sources``), the SASRec model when it was fitted, the fusion ranker and the pool depth it was chosen with.
+
+    ``fallback`` says why a fused order cannot be served from this state (None when it can, or when no
+    second stage was ever fitted); the pipeline logs it once."""
 
     popularity: list[str] = field(default_factory=list)
     transitions: ItemTransitions | None = None
+    sources: SourceStats | None = None
+    sasrec: object | None = None  # recgen.models.sasrec.SASRec
+    ranker: FusionRanker | None = None
+    depth: int = 0
+    fit_info: dict = field(default_factory=dict)
+    fallback: str | None = None
 
     @classmethod
     def fit(cls, dataset: Dataset, settings: RetrievalSettings) -> "FittedState":
@@ -36,6 +62,97 @@ class FittedState:
         if settings.collaborative_weight > 0:
             transitions = ItemTransitions.fit(dataset.catalog, list(dataset.sequences.values()))
         return cls(dataset.popularity(), transitions)
+
+    def with_second_stage(self, sources: SourceStats, ranker: FusionRanker | None, depth: int, sasrec=None,
+                          fit_info: dict | None = None, fallback: str | None = None) -> "FittedState":
+        return dataclasses.replace(self, sources=sources, ranker=ranker, depth=int(depth), sasrec=sasrec,
+                                   fit_info=dict(fit_info or {}), fallback=fallback)
+
+    # -- the second stage on disk: <folder>/{neighbours.npz, popularity.npz, sources.json, ranker.txt,
+    #    sasrec.safetensors + sasrec.json, fusion.json} (numeric arrays, LightGBM text, safetensors, JSON)
+    def save_second_stage(self, folder: str | Path) -> None:
+        if self.sources is None:
+            return
+        folder = Path(folder)
+        self.sources.save(folder)
+        if self.ranker is not None:
+            self.ranker.save(folder / _RANKER)
+        if self.sasrec is not None:
+            save_sasrec(self.sasrec, folder / _SASREC)
+        meta = {"depth": self.depth, "sasrec": self.sasrec is not None, "ranker": self.ranker is not None,
+                "features": self.ranker.feature_names if self.ranker is not None else None,
+                "fallback": self.fallback, "fit": self.fit_info}
+        (folder / _FUSION_JSON).write_text(json.dumps(meta, indent=2, default=str))
+
+    def load_second_stage(self, folder: str | Path, catalog: Catalog, *, lm_features: bool = False) -> "FittedState":
+        """This state plus the second stage saved in ``folder`` (unchanged when there is none).
+
+        A missing or unreadable SASRec file: the other sources are kept and the fused order falls back to the
+        hybrid retrieval order (one warning, from the pipeline). A corrupt ranker, or one fitted with features
+        this setup does not provide (``lm_features``: whether LM features are served), is refused with a
+        :class:`ModelLoadError` naming the file and the missing features."""
+        folder = Path(folder)
+        if not (folder / _FUSION_JSON).is_file():
+            return self
+        try:
+            meta = json.loads((folder / _FUSION_JSON).read_text(encoding="utf-8"))
+            depth, wants_sasrec, has_ranker = int(meta["depth"]), bool(meta["sasrec"]), bool(meta["ranker"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{folder / _FUSION_JSON} is not a readable second-stage description "
+                            f"({type(exc).__name__}: {exc})") from None
+        sources = SourceStats.load(folder, len(catalog))
+        sasrec, fallback = None, meta.get("fallback")
+        if wants_sasrec:
+            sasrec, problem = load_sasrec(folder / _SASREC, len(catalog))
+            if problem:
+                fallback = (f"the SASRec source is not available ({problem}); the ranker was fitted with it, so the "
+                            "hybrid retrieval order over the other sources is served — refit with `recgen fit`")
+        ranker = None
+        if has_ranker and not (wants_sasrec and sasrec is None):
+            ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None, lm_features))
+        return self.with_second_stage(sources, ranker, depth, sasrec, meta.get("fit") or {}, fallback)
+
+
+def save_sasrec(model, path: Path) -> None:
+    """SASRec through its own safetensors checkpoint format (torch is imported only when a model is saved)."""
+    from .models.sasrec import save_checkpoint  # torch: only callers that have a SASRec model pay for it
+
+    save_checkpoint(model, path)
+
+
+def load_sasrec(path: Path, n_items: int) -> tuple[object | None, str | None]:
+    """(model, None), or (None, what is wrong): an optional source never stops serving."""
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        return None, f"{path} or its .json is missing"
+    from .models.sasrec import load_checkpoint  # torch: only when a SASRec source was fitted
+
+    try:
+        model, _ = load_checkpoint(path)
+    except Exception as exc:  # safetensors, JSON, shape errors: any of them means "not usable"
+        return None, f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+    if model.n_items != n_items:
+        return None, f"{path} was fitted for {model.n_items} items; the catalog has {n_items}"
+    return model, None
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """A digest of the catalog and every user's sequence: a fitted folder is reused only for the same data."""
+    digest = hashlib.sha256(dataset.catalog.fingerprint().encode())
+    for user in sorted(dataset.sequences):
+        digest.update(user.encode())
+        digest.update(b"\0" + "\t".join(dataset.sequences[user]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def fitted_key(dataset: Dataset, settings: RetrievalSettings) -> str:
+    wanted = {k: v for k, v in settings.model_dump().items() if k in FITTED_RETRIEVAL_KEYS}
+    return hashlib.sha256(json.dumps({"data": data_fingerprint(dataset), "retrieval": wanted},
+                                     sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fitted_folder(dataset: Dataset, settings: RetrievalSettings) -> Path:
+    """Where ``recgen fit`` saves a dataset's fitted recommender, and where ``open_dataset`` looks for it."""
+    return cache_dir() / "fitted" / f"{dataset.name}-{fitted_key(dataset, settings)}"
 
 
 def build_retriever(catalog: Catalog, settings: RetrievalSettings, *, transitions: ItemTransitions | None = None,
@@ -50,7 +167,7 @@ def build_retriever(catalog: Catalog, settings: RetrievalSettings, *, transition
 
 
 class Pipeline:
-    """Retriever → ranker → reasoner over one catalog, with the LM backend loaded on first use."""
+    """Retriever → second stage → reasoner over one catalog, with the LM backend loaded on first use."""
 
     def __init__(self, catalog: Catalog, config: RecgenConfig, retriever: Retriever, state: FittedState,
                  backend=None):
@@ -61,6 +178,11 @@ class Pipeline:
         self._backend = backend
         self._ranker: Ranker | None = None
         self._reasoner: Reasoner | None = None
+        self._fusion: FusionStage | None = None
+        if config.ranking.second_stage == "fusion" and state.ranker is None:
+            log.warning("no fused second stage: %s", state.fallback or (
+                "no ranker has been fitted for this data (run `recgen fit -d <dataset>`); the hybrid retrieval "
+                "order is served"))
 
     @property
     def backend(self):
@@ -74,6 +196,17 @@ class Pipeline:
         if self._ranker is None:
             self._ranker = Ranker(self.catalog, self.backend, self.config.prompt, self.config.ranking)
         return self._ranker
+
+    @property
+    def fusion(self) -> FusionStage | None:
+        """The fused order (``ranking.second_stage = "fusion"`` and a fitted ranker), else None: the caller
+        serves the hybrid retrieval order."""
+        if self.config.ranking.second_stage != "fusion" or self.state.ranker is None:
+            return None
+        if self._fusion is None:
+            sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
+            self._fusion = FusionStage(sources, self.state.ranker, self.state.depth)
+        return self._fusion
 
     @property
     def reasoner(self) -> Reasoner:
@@ -92,3 +225,7 @@ def build_pipeline(catalog: Catalog, config: RecgenConfig, *, state: FittedState
                                 retriever=retriever, show_progress=show_progress)
     return Pipeline(catalog, config, retriever, state, backend)
 
+
+def history_rows(catalog: Catalog, history: list[str]) -> np.ndarray:
+    """Item ids → catalog rows (the second stage works on rows)."""
+    return np.fromiter((catalog.index_of(i) for i in history), dtype=np.int64, count=len(history))

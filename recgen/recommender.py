@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -17,7 +18,7 @@ from .data.files import read_text
 from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
 from .feedback import Feedback, no_feedback_error
 from .lm.adapters import check_adapter_name, use_adapter
-from .pipeline import FittedState, build_pipeline
+from .pipeline import FittedState, build_pipeline, fitted_folder, history_rows
 from .ranking.ranker import Mode, Ranker, RankRequest
 from .retrieval import Retriever
 from .retrieval.cache import index_folder
@@ -27,11 +28,16 @@ from .types import Recommendation, RecommendRequest
 log = logging.getLogger(__name__)
 
 _CONFIG, _CATALOG, _POPULARITY, _INDEX = "config.json", "catalog.jsonl", "popularity.json", "index"
-_TRANSITIONS = "transitions.npz"
+_TRANSITIONS, _SECOND_STAGE = "transitions.npz", "fusion"
 
 
 class Recommender:
-    """Retrieval → LM ranking → reasons, over one catalog (wired by :func:`recgen.pipeline.build_pipeline`).
+    """Retrieval → second stage → reasons, over one catalog (wired by :func:`recgen.pipeline.build_pipeline`).
+
+    The second stage is ``config.ranking.second_stage``: ``fusion`` (the learned ranker over the merged pool,
+    fitted by ``recgen fit``; the hybrid retrieval order when none is fitted) or ``lm`` (the LM reorders the
+    retrieved candidates). Either way the LM writes the reasons; in generate mode it picks from the top
+    ``n_candidates`` of the second stage's order.
 
     >>> rec = Recommender.from_dataset(load_dataset("ml-100k"))          # doctest: +SKIP
     >>> rec.recommend(history=["50", "172"], k=5)                           # doctest: +SKIP
@@ -63,14 +69,16 @@ class Recommender:
                    show_progress=show_progress, **kwargs)
 
     def save(self, folder: str | Path) -> None:
-        """Write config, catalog, popularity, transitions and index into ``folder`` (replaced atomically)."""
-        with atomic_dir(folder) as tmp:
+        """Write config, catalog, popularity, transitions, index and the fitted second stage (``fusion/``:
+        neighbours, popularity counts, LightGBM ranker text, SASRec safetensors) into ``folder``, atomically."""
+        with atomic_dir(folder, what="saved recommender") as tmp:
             (tmp / _CONFIG).write_text(self.config.model_dump_json(indent=2))
             (tmp / _CATALOG).write_text(self.catalog.to_jsonl(), encoding="utf-8")
             (tmp / _POPULARITY).write_text(json.dumps(self.popularity))
             self.retriever.save(tmp / _INDEX)
             if self.retriever.transitions is not None:
                 self.retriever.transitions.save(tmp / _TRANSITIONS)
+            self.pipeline.state.save_second_stage(tmp / _SECOND_STAGE)
 
     @classmethod
     def load(cls, folder: str | Path, config: RecgenConfig | None = None, **kwargs) -> "Recommender":
@@ -94,7 +102,8 @@ class Recommender:
         transitions = None
         if (folder / _TRANSITIONS).is_file():
             transitions = ItemTransitions.load(folder / _TRANSITIONS, n_items=len(catalog))
-        return cls(catalog, config, retriever=retriever, state=FittedState(popularity, transitions), **kwargs)
+        state = FittedState(popularity, transitions).load_second_stage(folder / _SECOND_STAGE, catalog)
+        return cls(catalog, config, retriever=retriever, state=state, **kwargs)
 
     # -- components ---------------------------------------------------------------------------
     @property
@@ -120,6 +129,11 @@ class Recommender:
     @property
     def ranker(self) -> Ranker:
         return self.pipeline.ranker
+
+    @property
+    def fusion(self):
+        """The fused second stage (:class:`~recgen.ranking.fusion.FusionStage`), or None (hybrid order served)."""
+        return self.pipeline.fusion
 
     # -- recommending -------------------------------------------------------------------------
     def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
@@ -151,9 +165,10 @@ class Recommender:
                 if not return_exceptions:
                     raise
                 jobs.append((None, exc))
-        ranked: dict[int, list[tuple[str, float]]] = {}
+        ranked = self._second_stage(jobs)
         for mode in ("score", "generate"):
-            todo = [n for n, (request, job) in enumerate(jobs) if isinstance(job, RankRequest) and request.mode == mode]
+            todo = [n for n, (request, job) in enumerate(jobs)
+                    if isinstance(job, RankRequest) and request.mode == mode and n not in ranked]
             for adapter in dict.fromkeys(jobs[n][0].adapter for n in todo):  # one LM call per named adapter
                 group = [n for n in todo if jobs[n][0].adapter == adapter]
                 with use_adapter(adapter):
@@ -168,6 +183,40 @@ class Recommender:
             else:
                 results.append(self._finish(request, job.history, ranked[n][: request.k]))
         return results
+
+    def _second_stage(self, jobs: list) -> dict[int, list[tuple[str, float]]]:
+        """The orders that need no LM, by job number; generate-mode jobs get the fused top of the pool as
+        their candidates (the LM then picks from it).
+
+        With ``second_stage = "fusion"``: a history without a request is ordered by the fused ranker (one
+        booster call for the batch); score mode serves that order. A request keeps the retriever's
+        request-first order: the ranker has no request feature and was fitted on history-only groups, so
+        reordering by it would drop what was asked for. Without a fitted ranker, score mode serves the
+        hybrid retrieval order. With ``second_stage = "lm"`` every job goes to the LM."""
+        out: dict[int, list[tuple[str, float]]] = {}
+        if self.config.ranking.second_stage != "fusion":
+            return out
+        fusion = self.pipeline.fusion
+        fused = [n for n, (request, job) in enumerate(jobs)
+                 if isinstance(job, RankRequest) and fusion is not None and job.query is None and job.history]
+        if fused:
+            catalog = self.catalog
+            n_candidates = self.config.retrieval.n_candidates
+            orders = fusion.order([history_rows(catalog, jobs[n][1].history) for n in fused], MAX_CANDIDATES,
+                                  exclude=[{catalog.index_of(i) for i in jobs[n][0].exclude or ()} for n in fused])
+            for n, order in zip(fused, orders):
+                request, job = jobs[n]
+                pairs = [(catalog.items[row].item_id, score) for row, score in order]
+                if request.mode == "generate":
+                    pairs = pairs[: max(n_candidates, request.k)]
+                    jobs[n] = (request, RankRequest(history=job.history, query=None, candidates=[i for i, _ in pairs],
+                                                    k=request.k))
+                else:
+                    out[n] = pairs
+        for n, (request, job) in enumerate(jobs):
+            if isinstance(job, RankRequest) and request.mode == "score" and n not in out:
+                out[n] = list(job.retrieved)
+        return out
 
     def _prepare(self, request: RecommendRequest) -> RankRequest | list[tuple[str, float]]:
         """Validate a request and retrieve its candidates (or the popularity list for an empty request)."""
@@ -200,8 +249,11 @@ class Recommender:
             top = [i for i in self.popularity if i not in seen][: request.k]
             return [(i, 1.0 / (rank + 1)) for rank, i in enumerate(top)]
         n = max(self.config.retrieval.n_candidates, request.k)
+        if query is None and self.pipeline.fusion is not None:  # the fused stage retrieves its own pool
+            return RankRequest(history=history, query=None, candidates=[], k=request.k)
         candidates = self.retriever.retrieve(history, query, n=n, exclude=exclude)
-        return RankRequest(history=history, query=query, candidates=[c for c, _ in candidates], k=request.k)
+        return _Job(history=history, query=query, candidates=[c for c, _ in candidates], k=request.k,
+                    retrieved=candidates)
 
     def _finish(self, request: RecommendRequest, history: list[str], order: list[tuple[str, float]],
                 popular: bool = False) -> list[Recommendation]:
@@ -255,6 +307,14 @@ class Recommender:
         return self.pipeline.reasoner.explain(history, query, item_ids)
 
 
+@dataclass
+class _Job(RankRequest):
+    """A ranking job with the retriever's (item_id, score) order, which score mode serves when the second
+    stage is ``fusion`` but the fused order does not apply (a request, or no fitted ranker)."""
+
+    retrieved: list[tuple[str, float]] = field(default_factory=list)
+
+
 def _validated_request(raw) -> RecommendRequest:
     """A request from a dict, with bad fields as one :class:`InvalidRequestError` listing them all."""
     if not isinstance(raw, dict):
@@ -274,14 +334,32 @@ def _read_json(path: Path):
 
 
 def open_dataset(dataset_name: str, config: RecgenConfig | None = None, index_dir: str | Path | None = None,
-                 show_progress: bool = False) -> tuple[Dataset, "Recommender"]:
-    """Load a dataset by name or path and build its Recommender, reusing the cached index when it matches.
+                 show_progress: bool = False, fitted: str | Path | None = None) -> tuple[Dataset, "Recommender"]:
+    """Load a dataset by name or path and its Recommender: the folder ``recgen fit`` saved for this exact data
+    and these retrieval settings (``fitted``, default: the cache) when there is one, loaded without refitting
+    anything; otherwise the transitions and popularity are fitted now (the index is still reused from its
+    cache) and, with ``second_stage = "fusion"``, the hybrid order is served with one warning that says how
+    to fit the second stage.
 
     What every entry point that serves a dataset (CLI, server, batch jobs, benchmarks) calls."""
     config = config or RecgenConfig()
     dataset = load_dataset(dataset_name)
     feedback = Feedback.open(dataset)  # the dataset's event log, if any: events and forgotten users, before the fit
-    folder = index_dir or index_folder(dataset.name, dataset.catalog.fingerprint(), config.retrieval.embedder)
-    rec = Recommender.from_dataset(dataset, config, index_dir=folder, show_progress=show_progress)
+    folder = Path(fitted) if fitted is not None else fitted_folder(dataset, config.retrieval)
+    if (folder / _CONFIG).is_file():
+        rec = Recommender.load(folder, config)  # config overrides the saved one; the key matched
+    else:
+        if fitted is not None:
+            raise DataError(f"{folder} is not a fitted recommender folder (missing {_CONFIG}); write one with "
+                            f"`recgen fit -d {dataset_name} -o {folder}`")
+        state = FittedState.fit(dataset, config.retrieval)
+        if config.ranking.second_stage == "fusion":
+            others = sorted(p.name for p in folder.parent.glob(f"{dataset.name}-*") if p.is_dir())
+            why = (f"the fitted folder(s) {', '.join(others)} under {folder.parent} were fitted on another version "
+                   f"of this data or with other retrieval settings (stale)" if others else "it has not been fitted")
+            state = FittedState(state.popularity, state.transitions, fallback=(
+                f"{why}; the hybrid retrieval order is served. Fit it once with `recgen fit -d {dataset_name}`"))
+        index = index_dir or index_folder(dataset.name, dataset.catalog.fingerprint(), config.retrieval.embedder)
+        rec = Recommender(dataset.catalog, config, state=state, index_dir=index, show_progress=show_progress)
     rec.use_feedback(feedback)
     return dataset, rec

@@ -20,7 +20,7 @@ from ..config import RecgenConfig
 from ..data import load_dataset
 from ..errors import RecgenError
 from ..paths import resolve_dataset_path
-from ..recommender import Recommender
+from ..recommender import open_dataset
 from ..retrieval.cache import index_folder, load_or_build_index
 from .jobs import process_requests, thread_count
 from .requests import BatchRequest
@@ -48,8 +48,7 @@ class RecommendWorker:
             cfg = cfg.updated(lm={"threads": threads})
         if cfg.lm.threads:
             torch.set_num_threads(cfg.lm.threads)
-        self.dataset = load_dataset(dataset_path)
-        self.recommender = Recommender.from_dataset(self.dataset, cfg, index_dir=index_dir)
+        self.dataset, self.recommender = open_dataset(dataset_path, cfg, index_dir=index_dir)  # the fitted folder
         _ = self.recommender.backend  # load the LM once, at actor start
 
     def __call__(self, batch: dict) -> dict:

@@ -250,6 +250,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
         if ranker not in ("lm", "retrieval"):
             raise ConfigError("--ranker must be lm or retrieval")
         cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
+        cfg = cfg.updated(ranking={"second_stage": "lm"}) if ranker == "lm" else cfg  # the LM's order is measured
         started = time.perf_counter()
         data = EvalData.from_dataset(load_dataset(dataset))
         catalog = data.dataset.catalog

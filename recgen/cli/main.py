@@ -15,7 +15,7 @@ from ..data import load_dataset
 from ..recommender import open_dataset
 from ..retrieval import Retriever
 from ..retrieval.cache import index_folder
-from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, serve_cmd
+from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd
 from .common import console, friendly_errors, history_for_user, make_config, parse_history, print_json
 
 app = typer.Typer(help="LLM-based generative recommender: ranked catalog items, each with a reason.",
@@ -112,8 +112,9 @@ app.add_typer(finetune_cmd.finetune_app, name="finetune")
 app.command(name="serve")(serve_cmd.serve)
 app.command(name="chat")(serve_cmd.chat)
 app.command(name="batch")(batch_cmd.batch)
+app.command(name="fit")(fit_cmd.fit)
 app.command(name="forget")(feedback_cmd.forget)
-app.command(name="refit")(feedback_cmd.refit)
+app.command(name="refit", help="Same as `recgen fit`: re-fit every stage on the dataset + its event log.")(fit_cmd.fit)
 
 if __name__ == "__main__":
     app()

@@ -20,18 +20,33 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 
 from ...config import RecgenConfig
+from ...data.dataset import Dataset
+from ...errors import DataError
 from ...paths import cache_dir
 from ...pipeline import FittedState, build_retriever
-from ...ranking.fusion import POOL_SOURCES, FeatureBuilder, FusionRanker, Sources
+from ...ranking.fusion import (
+    POOL_SOURCES,
+    FeatureBuilder,
+    FusionRanker,
+    FusionStage,
+    Sources,
+    SourceStats,
+    feature_names,
+)
+from ...recommender import Recommender
 from ...retrieval.cache import index_folder
 from ..protocol import EvalData
 from .sasrec import SASRecBaseline
 
 RECALL_AT = (20, 50, 100)
+#: Fewer held-out users than this cannot tell a ranker from the hybrid order: the hybrid order is served.
+MIN_HELD_OUT_USERS = 20
 
 
 class FusionSystem:
@@ -54,8 +69,9 @@ class FusionSystem:
         self.prefixes = sorted(int(k) for k in prefixes if int(k) > 0)
         self.ranker: FusionRanker | None = None
         self.sources: Sources | None = None
-        self.builder: FeatureBuilder | None = None
+        self.stage: FusionStage | None = None
         self.fit_info: dict = {}
+        self.held_out: dict = {}
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
@@ -129,25 +145,36 @@ class FusionSystem:
         for depth in self.depths:
             trial(depth, self.leaves[0], 0)
         select_s = time.perf_counter() - t0
-        # extra groups from earlier targets of the training users, at the chosen depth
+        # extra groups from earlier targets of the training users, at the chosen depth; more shifts are only
+        # computed while the last increase helped the held-out users (on Beauty 3 shifts did not: the 10-shift
+        # features, ~2/3 of the prefix cost, are then never built)
         t0 = time.perf_counter()
-        prefix, counts = self._prefix_groups(data, held, best[1], log)
-        prefix_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for shifts in self.prefixes:
-            if counts.get(shifts):
+        last, prefix_s = 0, 0.0
+        for shifts in self.prefixes if self.sources.sasrec is None else ():
+            if best[3] != last:
+                break
+            p0 = time.perf_counter()
+            prefix += self._prefix_groups(data, held, best[1], range(last + 1, shifts + 1), log)
+            counts[shifts] = len(prefix)
+            prefix_s += time.perf_counter() - p0
+            if counts[shifts]:
                 trial(best[1], self.leaves[0], shifts)
+            last = shifts
         for leaves in self.leaves[1:]:
             trial(best[1], leaves, best[3])
-        select_s += time.perf_counter() - t0
+        select_s += time.perf_counter() - t0 - prefix_s
         score, self.depth, leaves, shifts, ranker = best
-        self.builder = FeatureBuilder(self.sources, self.depth)
+        hybrid = np.asarray(target_ranks["hybrid"])[held]  # the hybrid retrieval's rank of each held-out target
+        self.held_out = {"fusion": score, "hybrid": float(np.mean(np.where(hybrid <= 10, 1 / np.log2(hybrid + 1), 0))),
+                         "users": int(held.sum())}
         path = self._model_path(data)
         ranker.save(path)
-        self.ranker = FusionRanker.load(path, self.builder.names)  # serve what the file holds
+        self.ranker = FusionRanker.load(path, feature_names(self.sources.sasrec is not None))  # what the file holds
+        self.stage = FusionStage(self.sources, self.ranker, self.depth)
         self.fit_info = {
             "chosen": {"depth": self.depth, "num_leaves": leaves, "prefix_shifts": shifts,
-                       "held_out_ndcg@10": round(score, 5)},
+                       "held_out_ndcg@10": round(score, 5),
+                       "hybrid_order_held_out_ndcg@10": round(self.held_out["hybrid"], 5)},
             "selection": trials, "valid_recall": recall, "mean_pool_size": mean_pool,
             "ranker": {**ranker.info, "file": str(path)}, "importance": ranker.importance(),
             "users": {"train": int((~held).sum()), "held_out": int(held.sum()), "train_groups_with_target": len(train),
@@ -159,14 +186,11 @@ class FusionSystem:
             log(f"fusion: chose depth {self.depth}, {leaves} leaves, prefix shifts {shifts} "
                 f"(held-out NDCG@10 {score:.4f}); recall {recall}")
 
-    def _prefix_groups(self, data: EvalData, held: np.ndarray, depth: int, log) -> tuple[list, dict[int, int]]:
-        """Groups with target = train[-k], history = train[:-k] for k = 1..max(prefixes), training users only,
-        every sequence-fitted signal refitted on all sequences cut at -k (so none has seen those targets);
-        ordered by k, with how many groups shifts 1..s give for each s in ``prefixes``."""
-        if self.sources.sasrec is not None or not self.prefixes:
-            return [], {}
-        out, counts = [], {}
-        for k in range(1, max(self.prefixes) + 1):
+    def _prefix_groups(self, data: EvalData, held: np.ndarray, depth: int, shifts, log) -> list:
+        """Groups with target = train[-k], history = train[:-k] for each k in ``shifts``, training users only,
+        every sequence-fitted signal refitted on all sequences cut at -k (so none has seen those targets)."""
+        out = []
+        for k in shifts:
             cut = [seq[:-k] for seq in data.train_sequences()]
             builder = FeatureBuilder(self.sources.refit(cut), depth)
             users = [p for p in range(data.n_users) if not held[p] and len(cut[p]) > 0]
@@ -175,9 +199,7 @@ class FusionSystem:
                     y = group.label(int(data.train[p][-k]))
                     if y.any():
                         out.append((group.X, y, group.pool_rank))
-            if k in self.prefixes:
-                counts[k] = len(out)
-        return out, counts
+        return out
 
     def _groups(self, builder: FeatureBuilder, positions, histories, log):
         """(positions, groups) per batch of users."""
@@ -212,15 +234,57 @@ class FusionSystem:
 
     # -- scoring ------------------------------------------------------------------------------------
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        if self.ranker is None:
+        """The served fused order (:class:`FusionStage`, the same code as ``Recommender``) over all items."""
+        if self.stage is None:
             raise RuntimeError("call fit() first")
-        pop = self.sources.popularity
-        below = -1e9 + pop / (pop.max() + 1.0)  # outside the pool: below every candidate, by popularity
-        out = np.tile(below.astype(np.float64), (len(histories), 1))
-        for r, group in enumerate(self.builder.build(histories)):
-            if len(group.rows):
-                out[r, group.rows] = self.ranker.predict(group.X)
-        return out
+        return self.stage.score_all(histories)
 
 
-__all__ = ["FusionSystem", "POOL_SOURCES"]
+def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
+                    index_dir: str | Path | None = None, log=None, stage=None) -> Recommender:
+    """A recommender for serving ``dataset``, every stage fitted once (``recgen fit``).
+
+    The settings (pool depth, leaves, prefix groups) and the ranker come from :class:`FusionSystem`'s
+    selection on validation targets (no test target and no hand-set constant); the served sources
+    (transitions, co-occurrence neighbours, popularity) are then refitted on ALL interactions. The ranker and
+    SASRec are the ones fitted on the training part (SASRec reuses its cached checkpoint when one matches):
+    a serving-time history is the whole sequence, as a validation-time history was the training part.
+    A dataset too small for a second stage is not an error: when the ranker cannot be fitted, or is below
+    the hybrid order's NDCG@10 on the held-out users (at least :data:`MIN_HELD_OUT_USERS`), the state is saved
+    without a ranker and the hybrid retrieval order is served (one warning). ``stage(name)`` is a context manager timing each stage."""
+    stage = stage or (lambda name: nullcontext())
+    catalog = dataset.catalog
+    with stage("index"):
+        folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
+        retriever = build_retriever(catalog, config.retrieval, index_dir=folder)
+    system, fallback = None, None
+    with stage("second stage (selection on validation)"):
+        try:
+            system = FusionSystem(config, retriever=retriever, sasrec=sasrec, threads=threads)
+            system.fit(EvalData.from_dataset(dataset), log=log)
+        except DataError as exc:
+            fallback = f"no second stage could be fitted on {dataset.name} ({exc}); the hybrid retrieval order is served"
+            if log:
+                log(fallback)
+    with stage("serving sources (all interactions)"):
+        state = FittedState.fit(dataset, config.retrieval)
+        rows = [np.fromiter((catalog.index_of(i) for i in seq), dtype=np.int64, count=len(seq))
+                for seq in dataset.sequences.values()]
+        stats = SourceStats.fit(rows, len(catalog))
+    if system is not None and (system.held_out["users"] < MIN_HELD_OUT_USERS
+                               or system.held_out["fusion"] < system.held_out["hybrid"]):
+        fallback = (f"the fused ranker is not served on {dataset.name}: held-out NDCG@10 "
+                    f"{system.held_out['fusion']:.4f} vs {system.held_out['hybrid']:.4f} for the hybrid order over "
+                    f"{system.held_out['users']} held-out users (it must be at least as good as the hybrid order, on at least "
+                    f"{MIN_HELD_OUT_USERS} users); the hybrid retrieval order is served")
+        if log:
+            log(fallback)
+        system = None
+    if system is not None:
+        state = state.with_second_stage(stats, system.ranker, system.depth, system.sources.sasrec, system.fit_info)
+    else:
+        state = state.with_second_stage(stats, None, 0, fallback=fallback)
+    return Recommender(catalog, config, retriever=retriever, state=state)
+
+
+__all__ = ["FusionSystem", "POOL_SOURCES", "fit_for_serving"]

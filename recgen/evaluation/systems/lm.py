@@ -25,6 +25,7 @@ class LMSystem:
             raise ValueError("mode must be 'score' or 'generate'")
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "lm config")
         changes = nest_legacy_keys(settings)
+        changes.setdefault("ranking", {}).setdefault("second_stage", "lm")  # this system measures the LM's order
         if adapter is not None:
             changes.setdefault("lm", {})["adapter"] = adapter
         self.config = base.updated("lm parameters", **changes)

@@ -12,12 +12,18 @@ Ranks are only computed down to :data:`RANK_CAP` (argpartition, not a full sort)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import zipfile
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
 
 from ...data.catalog import Catalog
+from ...errors import DataError
 from ...retrieval import Retriever
 from ...retrieval.collaborative import ItemTransitions, TransitionParams, history_weights, transition_matrix
 
@@ -26,6 +32,11 @@ POOL_SOURCES = ("hybrid", "text", "neighbours", "popularity", "sasrec")
 #: Ranks deeper than this are not computed (they are all ``RANK_CAP + 1``): bounds the per-user cost.
 RANK_CAP = 200
 
+
+#: Batches up to this many histories (a served request) run their dense product on one BLAS thread.
+SERIAL_BATCH = 8
+_BLAS = ThreadpoolController()
+_NEIGHBOURS, _POPULARITY, _STATS_JSON = "neighbours.npz", "popularity.npz", "sources.json"
 
 #: The ItemKNN formula (window 3, last 3, alpha 0.5): what tends to come right after the last few items.
 NEIGHBOUR_PARAMS = TransitionParams(window=3, last=3, decay=0.5, backward=0.25, alpha=0.5)
@@ -41,25 +52,83 @@ class Pool:
     ranks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class SourceStats:
+    """The sequence-fitted parts of :class:`Sources` that are not the retriever's: co-occurrence neighbours and
+    popularity (all-time and recent). Fitted once, saved beside the recommender (npz of numeric arrays + JSON,
+    no pickle), so serving never refits them."""
+
+    neighbours: sp.csr_matrix
+    popularity: np.ndarray
+    recent_popularity: np.ndarray
+    params: TransitionParams = NEIGHBOUR_PARAMS
+    recent: int = 3
+
+    @classmethod
+    def fit(cls, sequences: list[np.ndarray], n_items: int, params: TransitionParams | None = None,
+            recent: int = 3) -> "SourceStats":
+        """``sequences`` as catalog rows, oldest first; ``recent``: how many of each sequence's last items count
+        toward recent popularity."""
+        p = params or NEIGHBOUR_PARAMS
+        neighbours = transition_matrix(sequences, n_items, p.window, p.backward, p.alpha).astype(np.float32)
+        flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
+        popularity = np.bincount(flat, minlength=n_items).astype(np.float32)
+        tails = np.concatenate([s[-recent:] for s in sequences]) if sequences else flat
+        return cls(neighbours.tocsr(), popularity, np.bincount(tails, minlength=n_items).astype(np.float32), p, recent)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        sp.save_npz(folder / _NEIGHBOURS, self.neighbours)
+        np.savez(folder / _POPULARITY, popularity=self.popularity, recent_popularity=self.recent_popularity)
+        (folder / _STATS_JSON).write_text(json.dumps({"params": asdict(self.params), "recent": self.recent}))
+
+    @classmethod
+    def load(cls, folder: str | Path, n_items: int) -> "SourceStats":
+        """Saved stats; unreadable or sized for another catalog → :class:`DataError` naming the file."""
+        folder = Path(folder)
+        path = folder / _NEIGHBOURS
+        try:
+            neighbours = sp.load_npz(path).tocsr().astype(np.float32)
+            path = folder / _POPULARITY
+            with np.load(path, allow_pickle=False) as arrays:
+                popularity, recent_popularity = arrays["popularity"], arrays["recent_popularity"]
+            path = folder / _STATS_JSON
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            params, recent = TransitionParams(**meta["params"]), int(meta["recent"])
+        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path} is not a readable fitted source file ({type(exc).__name__}: {exc})") from None
+        if neighbours.shape != (n_items, n_items) or len(popularity) != n_items or len(recent_popularity) != n_items:
+            raise DataError(f"{folder}: fitted sources are sized for {neighbours.shape[0]} items; the catalog has "
+                            f"{n_items}")
+        return cls(neighbours, popularity.astype(np.float32), recent_popularity.astype(np.float32), params, recent)
+
+
 class Sources:
     """Fitted first-stage signals over catalog rows, computed for a batch of histories at a time."""
 
-    def __init__(self, catalog: Catalog, retriever: Retriever, sequences: list[np.ndarray], *, sasrec=None,
-                 neighbours: TransitionParams | None = None, recent: int = 3):
-        """``sequences``: training sequences as catalog rows (oldest first); ``recent``: how many of each
-        sequence's last items count toward recent popularity; ``sasrec``: a model with ``score_histories``."""
+    def __init__(self, catalog: Catalog, retriever: Retriever, sequences: list[np.ndarray] | None = None, *,
+                 stats: SourceStats | None = None, sasrec=None, neighbours: TransitionParams | None = None,
+                 recent: int = 3):
+        """``sequences``: training sequences as catalog rows (oldest first), fitted into :class:`SourceStats`
+        unless ``stats`` (already fitted) is given; ``sasrec``: a model with ``score_histories``."""
         n = len(catalog)
-        self.catalog, self.retriever, self.sasrec, self.n_items = catalog, retriever, sasrec, n
-        self.recent = recent
-        self.neighbour_params = neighbours or NEIGHBOUR_PARAMS
-        p = self.neighbour_params
-        self.neighbours = transition_matrix(sequences, n, p.window, p.backward, p.alpha).astype(np.float32)
-        flat = np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)
-        self.popularity = np.bincount(flat, minlength=n).astype(np.float32)
-        tails = np.concatenate([s[-recent:] for s in sequences]) if sequences else flat
-        self.recent_popularity = np.bincount(tails, minlength=n).astype(np.float32)
+        if stats is None:
+            if sequences is None:
+                raise ValueError("give the sequences to fit the sources on, or fitted stats")
+            stats = SourceStats.fit(sequences, n, neighbours, recent)
+        self.catalog, self.retriever, self.sasrec, self.n_items, self.stats = catalog, retriever, sasrec, n, stats
+        self.recent, self.neighbour_params = stats.recent, stats.params
+        self.neighbours, self.popularity, self.recent_popularity = stats.neighbours, stats.popularity, stats.recent_popularity
         self.emb = np.ascontiguousarray(retriever.item_embeddings, dtype=np.float32)
         self.genres = genre_matrix(catalog)
+        self._ids = catalog.ids  # a fresh list per call on Catalog; once here
+        # user-independent signals: computed once, not per request
+        self._log_popularity = np.log1p(self.popularity).astype(np.float32)
+        self._log_recent = np.log1p(self.recent_popularity).astype(np.float32)
+        #: their order (score desc, then catalog row: capped_ranks' tie rule), so a user's ranks skip a sort
+        self._static_order = {name: np.lexsort((np.arange(n), -values)) for name, values in
+                              (("popularity", self._log_popularity), ("recent_popularity", self._log_recent))}
 
     def refit(self, sequences: list[np.ndarray]) -> "Sources":
         """The same sources (text index, settings) with every sequence-fitted signal refitted on ``sequences``:
@@ -79,11 +148,14 @@ class Sources:
 
     def signals(self, histories: list[np.ndarray]) -> dict[str, np.ndarray]:
         """name → dense [len(histories), n_items] float32 scores, higher = better (history not masked)."""
-        ids = self.catalog.ids
+        ids = self._ids
         transitions = self.retriever.transitions
         b, n = len(histories), self.n_items
         queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories])
-        text = queries.astype(np.float32) @ self.emb.T  # one product for the batch
+        # one product for the batch; a few users' product on ONE BLAS thread: with two threads on a loaded
+        # machine it waits for a second core (Beauty-sized, load ~25: 36 ms on 2 threads, 6 ms on 1)
+        with _BLAS.limit(limits=1, user_api="blas") if b <= SERIAL_BATCH else nullcontext():
+            text = queries.astype(np.float32) @ self.emb.T
         trans = np.zeros((b, n), dtype=np.float32)
         if transitions is not None:
             for r, hist in enumerate(histories):
@@ -96,8 +168,8 @@ class Sources:
         out = {"hybrid": hybrid, "text": text, "transition": trans,
                "neighbours": (history_weights(histories, n, p.last, p.decay) @ self.neighbours).toarray(),
                "last_item": (history_weights(histories, n, 1, 1.0) @ self.neighbours).toarray(),
-               "popularity": np.broadcast_to(np.log1p(self.popularity), (b, n)),
-               "recent_popularity": np.broadcast_to(np.log1p(self.recent_popularity), (b, n))}
+               "popularity": np.broadcast_to(self._log_popularity, (b, n)),
+               "recent_popularity": np.broadcast_to(self._log_recent, (b, n))}
         if self.sasrec is not None:
             out["sasrec"] = np.asarray(self.sasrec.score_histories(histories), dtype=np.float32)
         return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
@@ -107,7 +179,8 @@ class Sources:
         if not 1 <= depth <= RANK_CAP:
             raise ValueError(f"pool depth must be in 1..{RANK_CAP}, not {depth}")
         signals = self.signals(histories)
-        ranks = {name: capped_ranks(values, histories) for name, values in signals.items()}
+        ranks = {name: (static_ranks(self._static_order[name], histories, self.n_items) if name in self._static_order
+                        else capped_ranks(values, histories)) for name, values in signals.items()}
         pools = []
         for r, hist in enumerate(histories):
             best = np.min(np.stack([ranks[s][r] for s in self.pool_sources]), axis=0)
@@ -133,6 +206,21 @@ def capped_ranks(scores: np.ndarray, histories: list[np.ndarray], cap: int = RAN
     for r in range(b):
         order = top[r][np.lexsort((top[r], -masked[r, top[r]]))]
         out[r, order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    return out
+
+
+def static_ranks(order: np.ndarray, histories: list[np.ndarray], n: int, cap: int = RANK_CAP) -> np.ndarray:
+    """:func:`capped_ranks` of a score every user shares, from its precomputed ``order``: each history's
+    items are skipped (they get ``cap + 1``; pools never contain them). Equal to ``capped_ranks`` on every
+    unseen item, without a per-user partition of all items."""
+    cap = min(cap, n)
+    out = np.full((len(histories), n), cap + 1, dtype=np.int32)
+    for r, hist in enumerate(histories):
+        top = order[: cap + len(hist)]
+        if len(hist):
+            top = top[~np.isin(top, hist)]
+        top = top[:cap]
+        out[r, top] = np.arange(1, len(top) + 1, dtype=np.int32)
     return out
 
 

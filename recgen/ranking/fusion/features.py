@@ -36,6 +36,14 @@ class Group:
         return (self.rows == target).astype(np.float32)
 
 
+def feature_names(sasrec: bool, use_lm: bool = False) -> list[str]:
+    """The column names of a layout: what a saved ranker is checked against before any source is built."""
+    signals = [s for s in SIGNALS if s != "sasrec" or sasrec]
+    names = [f"{s}_{kind}" for s in signals for kind in ("value", "rank")]
+    names += ["pool_rank", "genre_overlap", "history_length"]
+    return names + (list(LM_FEATURES) if use_lm else [])
+
+
 class FeatureBuilder:
     """Turns histories into candidate groups with a fixed, named feature layout."""
 
@@ -45,9 +53,7 @@ class FeatureBuilder:
 
     @property
     def names(self) -> list[str]:
-        names = [f"{s}_{kind}" for s in self.signals for kind in ("value", "rank")]
-        names += ["pool_rank", "genre_overlap", "history_length"]
-        return names + (list(LM_FEATURES) if self.use_lm else [])
+        return feature_names(self.sources.sasrec is not None, self.use_lm)
 
     def build(self, histories: list[np.ndarray], lm: list[dict[int, float] | None] | None = None) -> list[Group]:
         """One :class:`Group` per history; ``lm`` (aligned with ``histories``) is required iff ``use_lm``."""
