@@ -21,6 +21,7 @@ from .ranking.ranker import Mode, Ranker, RankRequest
 from .retrieval import Retriever
 from .retrieval.cache import index_folder
 from .retrieval.collaborative import ItemTransitions
+from .retrieval.growth import items_from_rows
 from .retrieval.retriever import Candidates
 from .types import Recommendation, RecommendRequest
 
@@ -123,8 +124,7 @@ class Recommender:
         """Add items to the live catalog and index without a rebuild (see :meth:`Retriever.add_items`); they
         are recommendable at once. An id already in the catalog is refused unless ``update``. Returns the new
         catalog size; :meth:`save` writes the grown catalog and index (with its new fingerprint)."""
-        parsed = [i if isinstance(i, Item) else Item.from_dict(i) for i in items]
-        retriever = self.retriever.add_items(parsed, update=update)
+        retriever = self.retriever.add_items(items_from_rows(items), update=update)
         state = FittedState(self.popularity, retriever.transitions)
         self.pipeline = build_pipeline(retriever.catalog, self.config, state=state, retriever=retriever,
                                        backend=self.pipeline._backend)

@@ -13,6 +13,28 @@ from ..errors import DataError
 from .collaborative import ItemTransitions
 
 
+def items_from_rows(rows) -> list[Item]:
+    """Items from :class:`Item` objects or field dicts (JSON objects); a bad one is a :class:`DataError` that
+    names its position."""
+    if not isinstance(rows, (list, tuple)):
+        raise DataError(f"items must be a list of objects, not {type(rows).__name__}")
+    out = []
+    for n, row in enumerate(rows):
+        if isinstance(row, Item):
+            out.append(row)
+            continue
+        if not isinstance(row, dict):
+            raise DataError(f"item {n}: must be an object with 'item_id' and 'title', not {type(row).__name__}")
+        try:
+            item = Item.from_dict(row)
+        except DataError as exc:
+            raise DataError(f"item {n}: {exc}") from None
+        if not row.get("title") or not str(row.get("title")).strip():
+            raise DataError(f"item {n} ({item.item_id!r}): a new item needs a 'title' (it is what is embedded)")
+        out.append(item)
+    return out
+
+
 def merged_catalog(catalog: Catalog, items: list[Item], *, update: bool = False) -> tuple[Catalog, list[int], list[int]]:
     """(the catalog with ``items``, rows of the new items, rows of the updated ones). An id already in the
     catalog is a :class:`DataError` unless ``update``; an id twice in ``items`` is always one."""
