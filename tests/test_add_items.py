@@ -90,3 +90,26 @@ def test_recgen_index_add_updates_a_saved_recommender(recommender, tmp_path):
     assert "n1" in Recommender.load(tmp_path / "rec").catalog
     again = CliRunner().invoke(cli, ["index", "--add", str(items), "--out", str(tmp_path / "rec")])
     assert again.exit_code == 2 and "already in the catalog" in again.output
+
+
+def test_a_new_item_borrows_its_text_neighbours_transition_scores(recommender):
+    """Without interactions a new item had no transition score, so the hybrid (cosine + transitions) ranked it
+    below every item the history has transitions to: on the cold-item protocol it retrieved no cold target
+    at all (Recall@20 = 0). It now borrows the transition scores of its nearest warm items by text."""
+    history = recommender.catalog.ids[:6]
+    twin = recommender.catalog.get(recommender.retriever.retrieve(history, n=1)[0][0])
+    recommender.add_items([Item("twin", twin.title, twin.genres, twin.year)])
+    retriever = recommender.retriever
+    everything = len(retriever.catalog)
+
+    def position() -> int:
+        return [i for i, _ in retriever.retrieve(history, n=everything)].index("twin")
+
+    borrowed = position()
+    retriever.cold_neighbours = 0  # the old behaviour
+    alone = position()
+    rows = np.array([retriever.catalog.index_of(i) for i in history])
+    with_transitions = int((retriever.transitions.scores(rows) > 0).sum()) - len(set(history) & set(
+        retriever.catalog.ids[r] for r in np.flatnonzero(retriever.transitions.scores(rows) > 0)))
+    assert alone >= with_transitions  # below every item with a transition from the history
+    assert borrowed < alone and borrowed < 10

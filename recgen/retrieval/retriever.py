@@ -11,6 +11,7 @@ from ..config import RetrievalSettings
 from ..data.catalog import Catalog, Item
 from ..errors import InvalidRequestError
 from ..text import has_negation
+from .cold_items import COLD_NEIGHBOURS, cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
 from .growth import grown_transitions, merged_catalog
@@ -50,6 +51,9 @@ class Retriever:
         #: cosine + ``settings.collaborative_weight`` × transition score (scaled to max 1 per user).
         self.transitions = transitions
         self._reader: RequestReader | None = None
+        #: Warm text neighbours whose transition scores an item without interactions borrows (0 = none).
+        self.cold_neighbours = COLD_NEIGHBOURS
+        self._cold_cache: tuple | None = None
 
     # -- building and persistence -------------------------------------------------------------
     @classmethod
@@ -193,7 +197,20 @@ class Retriever:
         if not history or transitions is None or self.settings.collaborative_weight <= 0:
             return cosine
         rows = np.array([self.catalog.index_of(i) for i in history], dtype=np.int64)
-        return cosine + self.settings.collaborative_weight * transitions.scores(rows)
+        borrowed = self._cold_weights(transitions)
+        transition = transitions.scores(rows)
+        if borrowed.nnz:  # items without interactions borrow their text neighbours' transition scores
+            transition = transition + borrowed @ transition
+        return cosine + self.settings.collaborative_weight * transition
+
+    def _cold_weights(self, transitions: ItemTransitions):
+        """:func:`~recgen.retrieval.cold_items.neighbour_weights` for these transitions, cached until the
+        matrix changes (another matrix, or entries added by an update)."""
+        key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape, self.cold_neighbours)
+        if self._cold_cache is None or self._cold_cache[0] != key:
+            weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix), self.cold_neighbours)
+            self._cold_cache = (key, weights)
+        return self._cold_cache[1]
 
     def _for_request(self, history: list[str], query: str, n: int, skip: set[str],
                      transitions: ItemTransitions | None) -> Candidates:
