@@ -206,10 +206,14 @@ class Recommender:
             top = [i for i in self.popularity if i not in seen][: request.k]
             return [(i, 1.0 / (rank + 1)) for rank, i in enumerate(top)]
         n = max(self.config.retrieval.n_candidates, request.k)
-        found = self.retriever.candidates(history, query, n=n, exclude=exclude)
-        if found.warning is not None and labels is not None:
-            labels[slot] = found
-        return RankRequest(history=history, query=query, candidates=[c for c, _ in found.items], k=request.k)
+        if query is None:  # only a request can miss its own filters
+            candidates = self.retriever.retrieve(history, None, n=n, exclude=exclude)
+        else:
+            found = self.retriever.candidates(history, query, n=n, exclude=exclude)
+            if found.warning is not None and labels is not None:
+                labels[slot] = found
+            candidates = found.items
+        return RankRequest(history=history, query=query, candidates=[c for c, _ in candidates], k=request.k)
 
     def _finish(self, request: RecommendRequest, history: list[str], order: list[tuple[str, float]],
                 popular: bool = False, labels: Candidates | None = None) -> list[Recommendation]:

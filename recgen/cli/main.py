@@ -111,6 +111,8 @@ def recommend(dataset: str = DatasetOpt,
     if items:
         console.print("[bold]history[/] (last 5): " + "; ".join(data.catalog.get(i).title for i in items[-5:]))
     _show(recs, f"recgen — {len(recs)} for {'user ' + user if user else 'you'} ({seconds:.1f} s)")
+    for warning in dict.fromkeys(r.warning for r in recs if r.warning):
+        console.print(f"[yellow]note:[/] {warning} (marked items do not match the request)")
 
 
 @app.command()
