@@ -44,3 +44,12 @@ def test_a_conversation_keeps_comedy_and_sci_fi_and_then_what_made_the_second_on
     got = [CATALOG.get(r.item_id) for r in second.recommendations]
     assert got and all({"Comedy", "Sci-Fi"} <= set(i.genres) and i.year > 1995 for i in got)
     assert liked not in {i.item_id for i in got}
+
+
+def test_a_chat_request_matching_nothing_says_so_and_shows_the_closest_items_labelled(recommender):
+    context = ChatContext.from_catalog(CATALOG)  # no item is both Comedy and Horror
+    reply = chat_turn(recommender, context, [{"role": "user", "content": "a funny horror film, not drama"}], k=3,
+                      reasons=False)
+    assert "No catalog item matches all of" in reply.text and len(reply.recommendations) == 3
+    assert all(r.warning for r in reply.recommendations)
+    assert not any("Drama" in CATALOG.get(r.item_id).genres for r in reply.recommendations)  # still ruled out

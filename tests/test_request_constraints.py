@@ -116,7 +116,9 @@ def _games(with_categories: bool) -> Catalog:
 def _shooter_fans(catalog: Catalog) -> Dataset:
     ids = [i.item_id for i in catalog]
     shooters_action = ids[: len(SHOOTERS) + len(ACTION)]
+    racing = ids[len(shooters_action): len(shooters_action) + len(RACING)]
     sequences = {f"u{u}": [shooters_action[(u + j) % len(shooters_action)] for j in range(6)] for u in range(30)}
+    sequences.update({f"r{u}": [racing[(u + j) % len(racing)] for j in range(4)] for u in range(10)})  # racing fans
     return Dataset("games", catalog, sequences)
 
 

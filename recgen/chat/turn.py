@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from ..data.catalog import Catalog, Item
 from ..ranking.reasons import unsupported_names
 from ..types import Recommendation
-from .constraints import blocked_items, distinctive_genres
+from .constraints import Constraints, blocked_items, distinctive_genres
 from .state import ChatContext, ChatState, state_from_messages
 
 # -- reasons the chat may show ---------------------------------------------------------------------------
@@ -105,6 +105,16 @@ def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, his
     blocked = blocked_items(catalog, constraints, state.excluded())
     seeded = [i for i in history if i not in set(liked)] + liked
     available = sum(1 for item in catalog if item.item_id not in blocked and item.item_id not in set(seeded))
+    if available == 0 and constraints.describe():
+        # nothing matches: say so, and show the closest items (labelled by the recommender) rather than
+        # nothing; the genres asked for are relaxed first, what was ruled out (genres, years) is kept if it can be
+        notes.append(f"No catalog item matches all of: {'; '.join(constraints.describe())}. "
+                     "These are the closest items instead.")
+        for relaxed in (replace(constraints, include_genres=frozenset()), Constraints(rejected=constraints.rejected)):
+            blocked = blocked_items(catalog, relaxed, state.excluded())
+            available = sum(1 for item in catalog if item.item_id not in blocked and item.item_id not in set(seeded))
+            if available:
+                break
     query = state.query(context.vocab, required, recommender.config.max_query_chars)
     recs: list[Recommendation] = []
     if available > 0:

@@ -18,6 +18,10 @@ from .growth import grown_transitions, merged_catalog
 from .index import IndexMeta, extended_index, load_index, make_index, save_index
 from .request_constraints import RequestConstraints, RequestReader
 
+#: Weight of the popularity prior for a request without a history; 0 = the request's text alone orders. 3 was
+#: chosen on validation requests of both datasets (0 / 0.1 / 0.3 / 1 / 3 / 10: eval/results/requests/NOTES.md).
+REQUEST_PRIOR = 3.0
+
 
 def recency_weights(length: int, decay: float) -> np.ndarray:
     """Weight ``decay**age`` for each history position, newest = 1: recent taste counts more."""
@@ -54,6 +58,9 @@ class Retriever:
         #: Warm text neighbours whose transition scores an item without interactions borrows (0 = none).
         self.cold_neighbours = COLD_NEIGHBOURS
         self._cold_cache: tuple | None = None
+        #: Weight of :meth:`_prior` for requests without a history (chosen on validation requests).
+        self.request_prior = REQUEST_PRIOR
+        self._prior_cache: tuple | None = None
 
     # -- building and persistence -------------------------------------------------------------
     @classmethod
@@ -203,6 +210,16 @@ class Retriever:
             transition = transition + borrowed @ transition
         return cosine + self.settings.collaborative_weight * transition
 
+    def _prior(self, transitions: ItemTransitions) -> np.ndarray:
+        """How many distinct items lead to each item in the fitted sequences (a popularity that needs no other
+        state), as log1p scaled to [0, 1]: for a request without a history, it orders what the request allows."""
+        key = ("prior", id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape)
+        if self._prior_cache is None or self._prior_cache[0] != key:
+            matrix = transitions.matrix.tocsr()
+            degree = np.log1p(np.bincount(matrix.indices, minlength=matrix.shape[1]).astype(np.float32))
+            self._prior_cache = (key, degree / degree.max() if degree.max() > 0 else degree)
+        return self._prior_cache[1]
+
     def _cold_weights(self, transitions: ItemTransitions):
         """:func:`~recgen.retrieval.cold_items.neighbour_weights` for these transitions, cached until the
         matrix changes (another matrix, or entries added by an update)."""
@@ -227,6 +244,8 @@ class Retriever:
         # only negations and no history: order by the catalog's centroid (typical items), not by the words
         vector = self.query_vector(history, text) if history or text else self._centroid()
         personal = self.scores(history, vector, transitions) if history else self.item_embeddings @ vector
+        if not history and self.request_prior > 0 and transitions is not None:
+            personal = personal + self.request_prior * self._prior(transitions)  # a new user: what others took
         skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
         available = np.ones(len(self.catalog), dtype=bool)
         available[skip_rows] = False
