@@ -54,5 +54,5 @@ def test_new_users_are_held_out_of_training_and_served_their_prefix():
     assert np.array_equal(view.history("test", other), data.history("test", other))
     result = run_cold_users(data, {"popular": make_system("popular"),
                                    "text": make_system("retrieval", {"collaborative_weight": 0})},
-                            users=8, seed=0, prefixes=(1, 2))
+                            users=8, seed=0, prefixes=(1, 2), request_system="text")
     assert set(result["by_prefix"]) == {"1", "2"} and result["query_only"]["request"]["users"] == 8

@@ -176,10 +176,11 @@ def run_cold_items(data: EvalData, systems: dict[str, object], *, share: float =
 
 
 def run_cold_users(data: EvalData, systems: dict[str, object], *, users: int = 300, seed: int = 0,
-                   prefixes=(1, 2, 3), request_system: str = "text",
+                   prefixes=(1, 2, 3), request_system: str = "hybrid",
                    log: Callable[[str], None] = lambda m: None) -> dict:
     """Every system on new users with ``m`` interactions (``prefixes``), and the query-only user (m = 0):
-    the request's own retrieval (``systems[request_system]``'s retriever) against popularity."""
+    the served request path (``systems[request_system]``'s retriever: the hybrid, with its popularity prior for
+    requests without a history) against popularity."""
     positions = cold_users(data, users, seed)
     views = {m: cold_user_view(data, positions, m) for m in prefixes}
     out: dict = {"protocol": {"new_users": len(positions), "prefixes": list(prefixes), "seed": seed}, "by_prefix": {}}
