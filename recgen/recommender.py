@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from .atomic import atomic_dir
 from .config import MAX_CANDIDATES, RecgenConfig, format_validation_error
 from .data import load_catalog_file, load_dataset
-from .data.catalog import Catalog
+from .data.catalog import Catalog, Item
 from .data.dataset import Dataset
 from .data.files import read_text
 from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
@@ -23,6 +24,8 @@ from .ranking.ranker import Mode, Ranker, RankRequest
 from .retrieval import Retriever
 from .retrieval.cache import index_folder
 from .retrieval.collaborative import ItemTransitions
+from .retrieval.growth import items_from_rows
+from .retrieval.retriever import Candidates
 from .types import Recommendation, RecommendRequest
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,26 @@ class Recommender:
         """The fused second stage (:class:`~recgen.ranking.fusion.FusionStage`), or None (hybrid order served)."""
         return self.pipeline.fusion
 
+    def add_items(self, items: list[Item | dict], update: bool = False) -> int:
+        """Add items to the live catalog and index without a rebuild (see :meth:`Retriever.add_items`); they
+        are recommendable at once. An id already in the catalog is refused unless ``update``. Returns the new
+        catalog size; :meth:`save` writes the grown catalog and index (with its new fingerprint).
+
+        With a fitted second stage, the hybrid retrieval order (which includes the new items) is served until
+        the next ``recgen refit``: the fused ranker's sources are sized for the catalog they were fitted on."""
+        retriever = self.retriever.add_items(items_from_rows(items), update=update)
+        state = self.pipeline.state
+        if state.ranker is not None:
+            state = state.with_second_stage(None, None, 0, fallback=(
+                "items were added to the live catalog; the hybrid retrieval order (new items included) is served "
+                "until the second stage is refitted (`recgen refit`)"))
+        state = dataclasses.replace(state, transitions=retriever.transitions)
+        self.pipeline = build_pipeline(retriever.catalog, self.config, state=state, retriever=retriever,
+                                       backend=self.pipeline._backend)
+        if self.feedback is not None:
+            self.feedback.attach(self.pipeline)
+        return len(retriever.catalog)
+
     # -- recommending -------------------------------------------------------------------------
     def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
                   mode: Mode = "score", reasons: bool = True, exclude: list[str] | None = None,
@@ -157,10 +180,11 @@ class Recommender:
         others are still served (what batch jobs and servers want); otherwise the first error is raised.
         """
         jobs: list = []
+        labels: dict[int, Candidates] = {}  # per request: candidates that do not satisfy its filters
         for raw in requests:
             try:
                 request = raw if isinstance(raw, RecommendRequest) else _validated_request(raw)
-                jobs.append((request, self._prepare(request)))
+                jobs.append((request, self._prepare(request, labels, len(jobs))))
             except RecgenError as exc:
                 if not return_exceptions:
                     raise
@@ -181,7 +205,7 @@ class Recommender:
             elif isinstance(job, list):  # popularity fallback
                 results.append(self._finish(request, [], job, popular=True))
             else:
-                results.append(self._finish(request, job.history, ranked[n][: request.k]))
+                results.append(self._finish(request, job.history, ranked[n][: request.k], labels=labels.get(n)))
         return results
 
     def _second_stage(self, jobs: list) -> dict[int, list[tuple[str, float]]]:
@@ -218,8 +242,10 @@ class Recommender:
                 out[n] = list(job.retrieved)
         return out
 
-    def _prepare(self, request: RecommendRequest) -> RankRequest | list[tuple[str, float]]:
-        """Validate a request and retrieve its candidates (or the popularity list for an empty request)."""
+    def _prepare(self, request: RecommendRequest, labels: dict | None = None,
+                 slot: int = 0) -> RankRequest | list[tuple[str, float]]:
+        """Validate a request and retrieve its candidates (or the popularity list for an empty request);
+        candidates shown although they miss the request's filters go to ``labels[slot]``."""
         if request.user is not None and self.feedback is None:
             raise InvalidRequestError("`user` needs a dataset; resolve it to a history first (see recgen.cli)")
         if request.adapter is not None:
@@ -251,12 +277,18 @@ class Recommender:
         n = max(self.config.retrieval.n_candidates, request.k)
         if query is None and self.pipeline.fusion is not None:  # the fused stage retrieves its own pool
             return RankRequest(history=history, query=None, candidates=[], k=request.k)
-        candidates = self.retriever.retrieve(history, query, n=n, exclude=exclude)
+        if query is None:  # only a request can miss its own filters
+            candidates = self.retriever.retrieve(history, None, n=n, exclude=exclude)
+        else:
+            found = self.retriever.candidates(history, query, n=n, exclude=exclude)
+            if found.warning is not None and labels is not None:
+                labels[slot] = found
+            candidates = found.items
         return _Job(history=history, query=query, candidates=[c for c, _ in candidates], k=request.k,
                     retrieved=candidates)
 
     def _finish(self, request: RecommendRequest, history: list[str], order: list[tuple[str, float]],
-                popular: bool = False) -> list[Recommendation]:
+                popular: bool = False, labels: Candidates | None = None) -> list[Recommendation]:
         reasons: list[tuple[str, str]] | list[None] = [None] * len(order)
         if request.reasons and order:
             if popular:
@@ -266,7 +298,9 @@ class Recommender:
                     reasons = self.explain(history, request.query, [i for i, _ in order])
         return [
             Recommendation(item_id=item_id, title=self.catalog.get(item_id).title, rank=rank + 1, score=score,
-                           reason=reason[0] if reason else None, reason_source=reason[1] if reason else None)
+                           reason=reason[0] if reason else None, reason_source=reason[1] if reason else None,
+                           warning=labels.warning if labels is not None and (
+                               item_id in labels.unmatched or not labels.unmatched) else None)
             for rank, ((item_id, score), reason) in enumerate(zip(order, reasons))
         ]
 

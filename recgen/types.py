@@ -18,6 +18,8 @@ class Recommendation(BaseModel):
     score: float
     reason: str | None = None
     reason_source: Literal["model", "fallback"] | None = None
+    warning: str | None = Field(None, description="set when the item does not satisfy the request: nothing (or too "
+                                "little) in the catalog matched it, so this is one of the closest items instead")
 
 
 class RecommendRequest(BaseModel):

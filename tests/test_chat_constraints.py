@@ -219,10 +219,12 @@ def test_apply_filters_in_order_and_limits(catalog):
     assert all(catalog.get(i).year >= 1990 and "Horror" not in catalog.get(i).genres for i in ids)
 
 
-def test_include_is_any_of_and_blocked_items_cover_the_catalog(catalog):
-    constraints = Constraints(include_genres=frozenset({"Comedy", "Animation"}), rejected=frozenset({"3"}))
+def test_include_is_all_of_and_blocked_items_cover_the_catalog(catalog):
+    """Issue 15: "a funny sci-fi film" is Comedy AND Sci-Fi (it was "Comedy or Sci-Fi": plain comedies came back)."""
+    constraints = Constraints(include_genres=frozenset({"Comedy", "Sci-Fi"}), rejected=frozenset({"3"}))
     allowed = {i.item_id for i in ITEMS} - blocked_items(catalog, constraints)
-    assert allowed == {"5", "7"}
+    assert allowed == {"5"}
+    assert constraints.describe()[0] == "only Comedy and Sci-Fi"
     assert blocked_items(catalog, Constraints(), exclude=["1"]) == {"1"}
     assert Constraints(min_year=1990, max_year=1995, exclude_genres=frozenset({"Horror"})).describe() == \
         ["not Horror", "1990\u20131995"]
@@ -251,7 +253,10 @@ def test_state_from_messages(catalog):
     assert state.constraints.liked == ("6",)
     assert state.constraints.exclude_genres == {"Horror"} and state.constraints.min_year == 1991
     assert state.request == "a funny space adventure"
-    assert "Similar to Long Goodbye Waltz, The (1992)" in state.query(catalog)
+    assert state.constraints.include_genres == {"Adventure", "Comedy"}
+    # genre phrases once, spelled out as the conversation requires them
+    assert state.query(context.vocab, state.constraints.include_genres) == "a space. Adventure, Comedy"
+    assert state.query(context.vocab) == "a space"
     assert {"5", "3", "1", "7", "6"} <= state.excluded()
     again = state_from_messages(messages[:-1] + [{"role": "user", "content": "show them again"}], context)
     assert again.allow_shown and not {"5", "3"} & again.excluded()

@@ -21,14 +21,20 @@ EXAMPLES = int(os.environ.get("RECGEN_FUZZ_EXAMPLES", "25"))
 KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 OPERATIONS = [("GET", "/healthz"), ("GET", "/v1/models"), ("POST", "/v1/recommendations"),
-              ("POST", "/v1/chat/completions"), ("POST", "/v1/feedback"), ("DELETE", "/v1/users/{user_id}")]
+              ("POST", "/v1/chat/completions"), ("POST", "/v1/feedback"), ("DELETE", "/v1/users/{user_id}"),
+              ("POST", "/v1/items")]
 # (the tiny recommender has no event log: the feedback routes answer 400 here; tests/test_feedback_fuzz.py
 # fuzzes them with one)
 
 
 @pytest.fixture(scope="module")
-def api_schema(tiny_recommender, dataset):
-    app = create_app(tiny_recommender, dataset, ServerSettings(api_key=KEY, max_body_bytes=200_000, timeout=60))
+def api_schema(tiny_backend, dataset):
+    from recgen import RecgenConfig, Recommender
+
+    # its own recommender: fuzzing POST /v1/items may grow the catalog, which no other test should see
+    recommender = Recommender.from_dataset(dataset, RecgenConfig(retrieval={"n_candidates": 10},
+                                                                 prompt={"reason_tokens": 8}), backend=tiny_backend)
+    app = create_app(recommender, dataset, ServerSettings(api_key=KEY, max_body_bytes=200_000, timeout=60))
     return schemathesis.openapi.from_asgi("/openapi.json", app, headers=AUTH)
 
 

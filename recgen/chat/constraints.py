@@ -30,7 +30,7 @@ class Constraints:
         genres = set(item.genres)
         if self.exclude_genres & genres:
             return False
-        if self.include_genres and not self.include_genres & genres:
+        if not self.include_genres <= genres:  # "a funny sci-fi film": Comedy AND Sci-Fi
             return False
         if self.min_year is not None or self.max_year is not None:
             if item.year is None:
@@ -45,7 +45,7 @@ class Constraints:
         """Short human-readable filters, e.g. ``["not Horror", "only Comedy", "1991 or later"]``."""
         out = []
         if self.include_genres:
-            out.append("only " + " or ".join(sorted(self.include_genres)))
+            out.append("only " + " and ".join(sorted(self.include_genres)))
         if self.exclude_genres:
             out.append("not " + ", ".join(sorted(self.exclude_genres)))
         if self.min_year is not None and self.max_year is not None:
@@ -122,6 +122,31 @@ def apply_constraints(candidates: list[tuple[str, float]] | list[str], catalog: 
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+#: "More like the second one" requires that item's rarer genres while at least this many items keep them.
+DISTINCT_MIN_ITEMS = 20
+
+
+def distinctive_genres(liked: list[Item], catalog: Catalog, constraints: Constraints,
+                       min_items: int = DISTINCT_MIN_ITEMS) -> frozenset[str]:
+    """What made the liked items distinct: each one's genres, rarest in the catalog first, required for as
+    long as at least ``min_items`` catalog items satisfy them with the other constraints (its rarest genre
+    always). Delicatessen (Comedy, Sci-Fi) asks for Sci-Fi, and Comedy too while 20 items are both."""
+    counts: dict[str, int] = {}
+    for item in catalog:
+        for genre in item.genres:
+            counts[genre] = counts.get(genre, 0) + 1
+    required = set(constraints.include_genres)
+    for item in liked:
+        rarest_first = sorted((g for g in item.genres if g not in constraints.exclude_genres),
+                              key=lambda g: (counts[g], g))
+        for n, genre in enumerate(rarest_first):
+            trial = replace(constraints, include_genres=frozenset(required | {genre}), liked=(), rejected=frozenset())
+            if n > 0 and sum(1 for other in catalog if trial.allows(other)) < min_items:
+                break
+            required.add(genre)
+    return frozenset(required)
 
 
 def blocked_items(catalog: Catalog, constraints: Constraints, exclude: Iterable[str] = ()) -> set[str]:

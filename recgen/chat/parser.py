@@ -16,8 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..retrieval.request_words import FILLER, REF_NEG_WORDS, STOP, SpanMap, norm, year_spans
 from ..text import NEG_WORDS, NEGATION_PHRASES, clip, collapse_spaces
-from .vocabulary import FILLER, REF_NEG_WORDS, STOP, ChatVocabulary, norm
+from .vocabulary import ChatVocabulary
 
 ORDINALS = {
     "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
@@ -73,95 +74,6 @@ class TurnConstraints:
     notes: list[str] = field(default_factory=list)
 
 
-def _period(text: str) -> tuple[int, int] | None:
-    """A year or a decade (``1995``, ``the 90s``, ``1980s``, ``'80s``, ``the eighties``) → (first, last) year."""
-    text = text.strip()
-    words = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
-             "seventies": 1970, "eighties": 1980, "nineties": 1990}
-    m = re.fullmatch(r"(?:the\s+)?(?:(1[89]\d\d|20\d\d)|(1[89]\d0|20\d0)'?s|'?(\d)0'?s|(\w+ies))", text)
-    if not m:
-        return None
-    if m.group(1):
-        year = int(m.group(1))
-        return year, year
-    if m.group(2):
-        start = int(m.group(2))
-        return start, start + 9
-    if m.group(3):
-        digit = int(m.group(3))
-        start = 2000 + 10 * digit if digit <= 2 else 1900 + 10 * digit
-        return start, start + 9
-    start = words.get(m.group(4))
-    return (start, start + 9) if start else None
-
-
-_Y = r"(?:1[89]\d\d|20\d\d)"
-_T = rf"(?:(?:the\s+)?(?:1[89]\d0'?s|20\d0'?s|'?\d0'?s|twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties)|{_Y})"
-_YEAR_RULES: list[tuple[re.Pattern, str]] = [
-    (re.compile(rf"\b(?:between|from)\s+(?P<a>{_T})\s+(?:and|to|until|till|through|-)\s+(?P<b>{_T})"), "range2"),
-    (re.compile(rf"(?<![\w-])(?P<a>{_Y})\s*(?:-|to)\s*(?P<b>{_Y})\b"), "range2"),
-    (re.compile(rf"\b(?:not|no|nothing|none)\s+(?:from\s+)?(?:before|earlier\s+than|older\s+than|prior\s+to)\s+"
-                rf"(?P<a>{_T})"), "min_start"),
-    (re.compile(rf"\b(?:not|no|nothing|none)\s+(?:from\s+)?(?:after|later\s+than|newer\s+than|more\s+recent\s+than)\s+"
-                rf"(?P<a>{_T})"), "max_end"),
-    (re.compile(rf"\b(?:after|later\s+than|newer\s+than|more\s+recent\s+than|post)\s+(?P<a>{_T})"), "min_after"),
-    (re.compile(rf"\b(?:since|starting(?:\s+(?:in|from))?|in\s+or\s+after|from)\s+(?P<a>{_T})\s*"
-                rf"(?:on(?:wards?)?|forwards?|and\s+(?:later|after|newer|up)|or\s+(?:later|after|newer))\b"), "min_start"),
-    (re.compile(rf"\b(?:since|starting(?:\s+(?:in|from))?|in\s+or\s+after)\s+(?P<a>{_T})"), "min_start"),
-    (re.compile(rf"\b(?:before|earlier\s+than|older\s+than|prior\s+to|pre)\s+(?P<a>{_T})"), "max_before"),
-    (re.compile(rf"\b(?:until|till|up\s+to|through|no\s+later\s+than|in\s+or\s+before)\s+(?P<a>{_T})"), "max_end"),
-    (re.compile(rf"(?P<a>{_T})\s*(?:or|and)\s+(?:later|newer|after|up|onwards?)\b|(?P<c>{_T})\s*(?:\+|onwards?\b)"), "min_start"),
-    (re.compile(rf"(?P<a>{_T})\s*(?:or|and)\s+(?:earlier|older|before)\b"), "max_end"),
-    (re.compile(rf"\b(?:in|of|from|during)\s+(?P<a>{_T})"), "range"),
-    (re.compile(r"(?<![\w'])(?P<a>(?:the\s+)?(?:1[89]\d0'?s|20\d0'?s|'?\d0'?s|twenties|thirties|forties|fifties|"
-                r"sixties|seventies|eighties|nineties))(?![\w'])"), "range"),
-]
-
-
-class _Taken:
-    """Which characters a span already covers: overlap checks cost the span's length, not the span count."""
-
-    def __init__(self, length: int):
-        self.map = bytearray(length)
-
-    def free(self, start: int, end: int) -> bool:
-        return self.map.find(1, start, end) < 0
-
-    def take(self, start: int, end: int) -> None:
-        self.map[start:end] = b"\x01" * (end - start)
-
-
-def _year_spans(lower: str) -> list[tuple[int, int, int | None, int | None]]:
-    """(start, end, min_year, max_year) for each year phrase, first rule wins, no overlaps."""
-    found: list[tuple[int, int, int | None, int | None]] = []
-    taken = _Taken(len(lower))
-    for pattern, kind in _YEAR_RULES:
-        for m in pattern.finditer(lower):
-            if not taken.free(m.start(), m.end()):
-                continue
-            a = _period(m.group("a") or m.groupdict().get("c") or "")
-            if a is None:
-                continue
-            if kind == "range2":
-                b = _period(m.group("b"))
-                if b is None:
-                    continue
-                lo, hi = min(a[0], b[0]), max(a[1], b[1])
-            elif kind == "range":
-                lo, hi = a
-            elif kind == "min_start":
-                lo, hi = a[0], None
-            elif kind == "min_after":
-                lo, hi = a[1] + 1, None
-            elif kind == "max_end":
-                lo, hi = None, a[1]
-            else:  # max_before
-                lo, hi = None, a[0] - 1
-            found.append((m.start(), m.end(), lo, hi))
-            taken.take(m.start(), m.end())
-    return sorted(found)
-
-
 def _ordinal(text: str) -> int:
     text = text.strip()
     if text in ORDINALS:
@@ -195,14 +107,14 @@ def parse_turn(text: str, vocab: ChatVocabulary, previous: list[str | None] | No
 
     # Spans, highest priority first; a later span overlapping an earlier one is dropped.
     spans: list[tuple[int, int, str, object]] = []
-    taken = _Taken(len(lower))
+    taken = SpanMap(len(lower))
 
     def add(start: int, end: int, kind: str, value) -> None:
         if taken.free(start, end):
             spans.append((start, end, kind, value))
             taken.take(start, end)
 
-    for start, end, lo, hi in _year_spans(lower):
+    for start, end, lo, hi in year_spans(lower):
         add(start, end, "year", (lo, hi))
     for start, end, ids in vocab.title_spans(lower):
         add(start, end, "title", ids)

@@ -16,8 +16,8 @@ from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
 from ..text import clip, collapse_spaces, words_of
 from .constraints import Constraints, merge_turn, starts_new_request
-from .parser import parse_turn
-from .vocabulary import ChatVocabulary
+from .parser import content_words, parse_turn
+from .vocabulary import ChatVocabulary, norm
 
 #: Characters of one earlier reply that are read (a reply of 26 items with reasons is ~15,000).
 MAX_REPLY_CHARS = 200_000
@@ -58,14 +58,23 @@ class ChatState:
     notes: list[str] = field(default_factory=list)
     user_turns: int = 0
 
-    def query(self, catalog: Catalog, max_chars: int | None = None) -> str | None:
-        """Retrieval/ranking request: the request text plus the titles the user wants more like."""
-        parts = [self.request] if self.request else []
-        liked = [catalog.get(i).title for i in self.constraints.liked if i in catalog]
-        if liked:
-            parts.append("Similar to " + "; ".join(liked))
-        text = ". ".join(parts) or None
-        if text and max_chars and len(text) > max_chars:
+    def query(self, vocab: ChatVocabulary, genres: Iterable[str] = (), max_chars: int | None = None) -> str | None:
+        """The retrieval/ranking request: the request text without its genre phrases, then the genres the
+        conversation requires (``genres``) spelled out, so the recommender's own request filters read exactly
+        these genres (a request refined over turns cannot contradict the conversation's constraints). Items
+        to find more like are not named here: they seed the history (see :func:`recgen.chat.turn.chat_turn`)."""
+        text = self.request or ""
+        if text:
+            chars = list(text if len(norm(text)) == len(text) else norm(text))
+            for start, end, _genre in vocab.genre_spans(norm("".join(chars))):
+                chars[start:end] = " " * (end - start)
+            text = collapse_spaces("".join(chars)).strip(" ,;:-")
+        genres = sorted(genres)
+        if genres:
+            text = f"{text}. {', '.join(genres)}" if content_words(text) else ", ".join(genres)
+        if not content_words(text) and not genres:
+            return None
+        if max_chars and len(text) > max_chars:
             text = text[-max_chars:]  # the most recent part of a long conversation matters most
         return text
 

@@ -6,13 +6,13 @@ The reply is assembled here from catalog titles and checked reasons; free LM tex
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 from ..data.catalog import Catalog, Item
 from ..ranking.reasons import unsupported_names
 from ..types import Recommendation
-from .constraints import blocked_items
+from .constraints import Constraints, blocked_items, distinctive_genres
 from .state import ChatContext, ChatState, state_from_messages
 
 # -- reasons the chat may show ---------------------------------------------------------------------------
@@ -97,16 +97,33 @@ def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, his
     catalog = recommender.catalog
     history = list(history or [])
     notes = list(extra_notes or []) + list(state.notes)
-    blocked = blocked_items(catalog, state.constraints, state.excluded())
-    available = sum(1 for item in catalog if item.item_id not in blocked and item.item_id not in set(history))
-    query = state.query(catalog, recommender.config.max_query_chars)
+    liked = [i for i in state.constraints.liked if i in catalog]
+    # "more like the second one": that item seeds retrieval (its neighbours, as the newest history item) and
+    # its rarer genres are required, so what made it distinct is kept, not only the genre it shares
+    required = distinctive_genres([catalog.get(i) for i in liked], catalog, state.constraints)
+    constraints = replace(state.constraints, include_genres=required)
+    blocked = blocked_items(catalog, constraints, state.excluded())
+    seeded = [i for i in history if i not in set(liked)] + liked
+    available = sum(1 for item in catalog if item.item_id not in blocked and item.item_id not in set(seeded))
+    if available == 0 and constraints.describe():
+        # nothing matches: say so, and show the closest items (labelled by the recommender) rather than
+        # nothing; the genres asked for are relaxed first, what was ruled out (genres, years) is kept if it can be
+        notes.append(f"No catalog item matches all of: {'; '.join(constraints.describe())}. "
+                     "These are the closest items instead.")
+        for relaxed in (replace(constraints, include_genres=frozenset()), Constraints(rejected=constraints.rejected)):
+            blocked = blocked_items(catalog, relaxed, state.excluded())
+            available = sum(1 for item in catalog if item.item_id not in blocked and item.item_id not in set(seeded))
+            if available:
+                break
+    query = state.query(context.vocab, required, recommender.config.max_query_chars)
     recs: list[Recommendation] = []
     if available > 0:
-        if not history and query is None and not recommender.popularity:
+        if not seeded and query is None and not recommender.popularity:
             notes.append("Tell me what you are looking for (a genre, a mood, a title you liked).")
         else:
-            recs = recommender.recommend(history=history, query=query, k=min(k, available), mode=mode,
-                                         reasons=reasons, exclude=sorted(blocked))
-            recs = checked_for_chat(recs, catalog, list(state.constraints.liked), history, query is not None,
+            recs = recommender.recommend(history=seeded, query=query, k=min(k, available), mode=mode,
+                                         reasons=reasons, exclude=sorted(blocked - set(seeded)))
+            recs = checked_for_chat(recs, catalog, liked, history, query is not None,
                                     context.genre_words, recommender.config.prompt.history)
-    return ChatReply(render_reply(recs, state, notes, who), recs, state, notes, query)
+    shown = replace(state, constraints=constraints)  # the header lists what was really filtered
+    return ChatReply(render_reply(recs, shown, notes, who), recs, state, notes, query)

@@ -11,67 +11,11 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..data.catalog import Catalog
-from ..text import NEG_WORDS, short_title
+from ..retrieval.request_words import STOP, genre_phrases, norm, phrase_pattern
+from ..text import short_title
 
-#: Extra phrases per canonical genre name (used only when the catalog has that genre).
-GENRE_ALIASES: dict[str, tuple[str, ...]] = {
-    "Sci-Fi": ("science fiction", "science-fiction", "scifi", "sci fi", "sf"),
-    "Horror": ("scary", "spooky", "slasher", "slashers"),
-    "Comedy": ("funny", "comedic", "comedies"),
-    "Animation": ("animated", "cartoon", "cartoons", "anime"),
-    "Children's": ("kids", "kid", "children", "childrens", "family", "family-friendly"),
-    "Romance": ("romantic", "romcom", "rom-com", "romcoms", "love story", "love stories"),
-    "Film-Noir": ("noir", "film noir"),
-    "Documentary": ("documentaries", "docs", "docu"),
-    "Drama": ("dramatic", "dramas"),
-    "Thriller": ("thrillers", "suspense"),
-    "Mystery": ("mysteries", "whodunit", "whodunnit"),
-    "Musical": ("musicals",),
-    "Western": ("westerns", "cowboy"),
-    "War": ("war movie", "war movies", "war film", "war films"),
-    "Action": ("action-packed",),
-    "Fantasy": ("fantasies",),
-}
-
-#: Words that reject a referenced item ("I've seen the first one") but say nothing about a genre.
-REF_NEG_WORDS = {"seen", "watched", "saw", "already", "drop", "remove", "removed", "boring", "own", "read", "meh"}
-#: Words that neither end a negation's scope nor count as request content.
-FILLER = set(
-    "a an the any some more movies movie films film flicks flick shows show stuff things ones items titles "
-    "books products of at all too really very so much kind sort type types genre genres particularly "
-    "especially in or and nor either i i'm im am is are be it it's its that that's this these those want "
-    "wanted like likes need care for about give me us watch see get recommend suggest please into fan big "
-    "huge many anything something with".split()
-)
-STOP = FILLER | set(
-    "else other another different new now then also just only but what how maybe perhaps could would can "
-    "you your my we our they them there here lol ok okay thanks thank hi hello hey yes yeah sure great good "
-    "nice cool well hmm instead rather one list similar to as than from on by do does did have has had i've "
-    "i'd i'll let's let which who where when why will shall should must may might was were been being if "
-    "such up out over again even still yet back pick picks recommendation recommendations suggestion "
-    "suggestions options option tell find looking look search choose select with same looks sounds seems fine "
-    "interesting awesome love loved liked enjoyed enjoy nothing none".split()
-) | NEG_WORDS | REF_NEG_WORDS
 _WORD = re.compile(r"[a-z0-9]+")
 _ARTICLES = {"the", "a", "an", "les", "la", "le", "il", "das", "der", "die", "el"}
-
-
-def norm(text: str) -> str:
-    """Lower case with curly quotes made straight; the same length as ``text``, so spans line up."""
-    return text.lower().replace("\u2019", "'").replace("\u2018", "'").replace("\u2013", "-")
-
-
-def _genre_forms(genre: str) -> set[str]:
-    g = genre.lower()
-    forms = {g, g.replace("-", " "), g.replace("-", ""), g.replace("'", "")}
-    if g.endswith("'s"):
-        forms.add(g[:-2])
-    for form in list(forms):
-        if form.endswith("y"):
-            forms.add(form[:-1] + "ies")
-        elif not form.endswith("s"):
-            forms.add(form + "s")
-    return {f for f in forms if len(f) >= 2}
 
 
 @dataclass
@@ -87,8 +31,7 @@ class ChatVocabulary:
 
     def __post_init__(self) -> None:
         if self.genre_phrases:
-            alternatives = "|".join(re.escape(p) for p in sorted(self.genre_phrases, key=len, reverse=True))
-            self._genre_re = re.compile(rf"(?<![\w'-])(?:{alternatives})(?![\w-])")
+            self._genre_re = phrase_pattern(self.genre_phrases)
         if self.titles and not self.max_title_tokens:
             self.max_title_tokens = max(len(t) for t in self.titles)
         self._prefixes = frozenset(key[:n] for key in self.titles for n in range(1, len(key) + 1))
@@ -96,17 +39,7 @@ class ChatVocabulary:
     @classmethod
     def from_genres(cls, genres: Iterable[str], titles: dict[tuple[str, ...], tuple[str, ...]] | None = None):
         genres = tuple(sorted(set(genres)))
-        phrases: dict[str, str] = {}
-        by_lower = {g.lower(): g for g in genres}
-        for genre in genres:
-            for form in _genre_forms(genre):
-                phrases.setdefault(form, genre)
-        for canonical, aliases in GENRE_ALIASES.items():
-            target = by_lower.get(canonical.lower())
-            if target is None:
-                continue
-            for alias in aliases:
-                phrases.setdefault(alias, target)
+        phrases = genre_phrases(genres)
         return cls(genres, phrases, dict(titles or {}))
 
     @classmethod

@@ -293,6 +293,49 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
     console.print(table)
 
 
+@eval_app.command("cold")
+def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset name or folder"),
+         protocol: str = typer.Option("items", help="items (cold items released after the cut-off) or users "
+                                      "(new users with 1-3 interactions, and query-only users)"),
+         share: float = typer.Option(0.1, help="items: share of the test-target items released after the cut-off"),
+         users: int = typer.Option(300, help="users: new users held out of training"),
+         lm_users: int = typer.Option(300, help="items: seeded sample of cold-target users the LM ranks (0 = no LM)"),
+         seed: int = typer.Option(0, help="seed of the cold items / new users and of the samples"),
+         results_dir: Path = typer.Option(RESULTS_DIR / "cold", help="where <dataset>-cold-<protocol>.json goes"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Cold start (recgen.evaluation.cold): Recall@20 / NDCG@10 with 95% CIs of text retrieval, the served
+    hybrid, the LM (paired with the text order) and the collaborative baselines on cold items or new users."""
+    import time
+
+    from ..data import load_dataset
+    from ..evaluation.cold import run_cold_items, run_cold_users
+    from ..evaluation.protocol import EvalData
+    from ..evaluation.systems import make_system
+
+    try:
+        if protocol not in ("items", "users"):
+            raise ConfigError("--protocol must be items or users")
+        started = time.perf_counter()
+        data = EvalData.from_dataset(load_dataset(dataset))
+        systems = {"popular": make_system("popular"), "itemknn": make_system("itemknn"),
+                   "text": make_system("retrieval", {"collaborative_weight": 0}),
+                   "hybrid": make_system("retrieval")}
+        log = lambda message: console.print(f"[dim]{message}[/]")
+        if protocol == "items":
+            lm = make_system("lm", {"config": {"retrieval": {"collaborative_weight": 0}}}) if lm_users else None
+            result = run_cold_items(data, systems, share=share, seed=seed, lm=lm, lm_users=lm_users, log=log)
+        else:
+            result = run_cold_users(data, systems, users=users, seed=seed, log=log)
+    except (RecgenError, ValueError) as exc:
+        _fail(exc)
+    out = {"dataset": data.dataset.name, "protocol": protocol,
+           "command": shlex.join(["recgen", "eval", "cold", *sys.argv[3:]]),
+           "wall_s": round(time.perf_counter() - started, 1), **result}
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    (Path(results_dir) / f"{data.dataset.name}-cold-{protocol}.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2)) if as_json else console.print_json(json.dumps(out))
+
+
 @eval_app.command("report")
 def report(dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="one dataset folder (default: all)"),
            results_dir: Path = typer.Option(RESULTS_DIR),

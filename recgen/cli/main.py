@@ -11,8 +11,8 @@ from rich.table import Table
 
 from ..atomic import check_replaceable
 from ..config import MAX_CANDIDATES, RetrievalSettings
-from ..data import load_dataset
-from ..recommender import open_dataset
+from ..data import load_catalog_file, load_dataset
+from ..recommender import Recommender, open_dataset
 from ..retrieval import Retriever
 from ..retrieval.cache import index_folder
 from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd
@@ -28,8 +28,14 @@ DatasetOpt = typer.Option("ml-100k", "--dataset", "-d", help="dataset name (unde
 @friendly_errors
 def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None, help="sentence-transformers name or path"),
           out: Optional[Path] = typer.Option(None, help="index folder (default: the cache)"),
+          add: Optional[Path] = typer.Option(None, "--add", help="items file (JSONL/CSV) to add to the saved "
+                                              "recommender in --out (made from --dataset when absent), no rebuild"),
+          update: bool = typer.Option(False, "--update", help="with --add: replace items whose id exists"),
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """Build the retrieval index for a dataset's catalog (cached; rebuilt when the catalog changes)."""
+    """Build the retrieval index for a dataset's catalog (cached; rebuilt when the catalog changes), or add
+    items to a saved recommender's catalog and index (--add)."""
+    if add is not None:
+        return add_items_cmd(dataset, add, out, update, as_json)
     data = load_dataset(dataset)
     folder = out or index_folder(data.name, data.catalog.fingerprint(), embedder)
     check_replaceable(folder)  # before the (slow) embedding: never replace a folder recgen did not write
@@ -42,6 +48,26 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
         print_json(info)
     else:
         console.print(f"indexed {info['items']} items of {data.name} in {seconds:.1f} s → {folder}")
+
+
+def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: bool, as_json: bool) -> None:
+    """`recgen index --add`: the saved recommender in ``out`` (or a new one from ``dataset``) grows by the
+    items of ``items_file`` (only they are embedded) and is saved back with its new catalog fingerprint."""
+    if out is None:
+        raise typer.BadParameter("--add needs --out: the saved recommender folder to update (or create)")
+    items = load_catalog_file(items_file).items
+    rec = Recommender.load(out) if (out / "config.json").is_file() else open_dataset(dataset, make_config())[1]
+    start = time.perf_counter()
+    before = len(rec.catalog)
+    size = rec.add_items(items, update=update)
+    rec.save(out)
+    info = {"added": size - before, "updated": len(items) - (size - before), "items": size, "recommender": str(out),
+            "catalog_fingerprint": rec.catalog.fingerprint(), "seconds": round(time.perf_counter() - start, 2)}
+    if as_json:
+        print_json(info)
+    else:
+        console.print(f"added {info['added']} and updated {info['updated']} item(s): {size} items in {out} "
+                      f"({info['seconds']:.1f} s)")
 
 
 def _show(recs, title: str) -> None:
@@ -85,6 +111,8 @@ def recommend(dataset: str = DatasetOpt,
     if items:
         console.print("[bold]history[/] (last 5): " + "; ".join(data.catalog.get(i).title for i in items[-5:]))
     _show(recs, f"recgen — {len(recs)} for {'user ' + user if user else 'you'} ({seconds:.1f} s)")
+    for warning in dict.fromkeys(r.warning for r in recs if r.warning):
+        console.print(f"[yellow]note:[/] {warning} (marked items do not match the request)")
 
 
 @app.command()

@@ -34,6 +34,16 @@ def make_index(vectors: np.ndarray):
     return index
 
 
+def extended_index(index, vectors: np.ndarray):
+    """A copy of ``index`` with ``vectors`` added after its own: ids continue from ``index.ntotal`` (the new
+    items' catalog rows). A copy, not the same index, so searches already running see a consistent one."""
+    import faiss
+
+    out = faiss.clone_index(index)
+    out.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return out
+
+
 def save_index(folder: str | Path, index, meta: IndexMeta) -> None:
     """Write to a temporary folder and rename it into place: a crash never leaves a half index."""
     import faiss

@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..config import RetrievalSettings
-from ..data.catalog import Catalog
+from ..data.catalog import Catalog, Item
 from ..errors import InvalidRequestError
 from ..text import has_negation
+from .cold_items import COLD_NEIGHBOURS, cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
-from .index import IndexMeta, load_index, make_index, save_index
+from .growth import grown_transitions, merged_catalog
+from .index import IndexMeta, extended_index, load_index, make_index, save_index
+from .request_constraints import RequestConstraints, RequestReader
+
+#: Weight of the popularity prior for a request without a history; 0 = the request's text alone orders. 3 was
+#: chosen on validation requests of both datasets (0 / 0.1 / 0.3 / 1 / 3 / 10: eval/results/requests/NOTES.md).
+REQUEST_PRIOR = 3.0
 
 
 def recency_weights(length: int, decay: float) -> np.ndarray:
     """Weight ``decay**age`` for each history position, newest = 1: recent taste counts more."""
     ages = np.arange(length - 1, -1, -1, dtype=np.float32)
     return np.power(np.float32(decay), ages)
+
+
+@dataclass
+class Candidates:
+    """Retrieved (item_id, score) pairs, best first. ``unmatched`` are items shown although they do not satisfy
+    the request's filters (nothing, or too little, matched: the closest items instead), and ``warning`` says so."""
+
+    items: list[tuple[str, float]]
+    unmatched: frozenset[str] = field(default_factory=frozenset)
+    warning: str | None = None
+    constraints: RequestConstraints | None = None
 
 
 class Retriever:
@@ -35,6 +54,13 @@ class Retriever:
         #: Item transitions fitted on the data's sequences; with a history, candidates are ranked by
         #: cosine + ``settings.collaborative_weight`` × transition score (scaled to max 1 per user).
         self.transitions = transitions
+        self._reader: RequestReader | None = None
+        #: Warm text neighbours whose transition scores an item without interactions borrows (0 = none).
+        self.cold_neighbours = COLD_NEIGHBOURS
+        self._cold_cache: tuple | None = None
+        #: Weight of :meth:`_prior` for requests without a history (chosen on validation requests).
+        self.request_prior = REQUEST_PRIOR
+        self._prior_cache: tuple | None = None
 
     # -- building and persistence -------------------------------------------------------------
     @classmethod
@@ -69,7 +95,36 @@ class Retriever:
         """A retriever over the same index (shared, not copied) with other settings and transitions."""
         other = Retriever(self.catalog, self.index, settings, embedder_name=self.embedder_name, transitions=transitions)
         other._item_embeddings = self._item_embeddings
+        other._reader = self._reader
         return other
+
+    def add_items(self, items: list[Item], *, update: bool = False, batch_size: int = 64) -> "Retriever":
+        """A retriever over the catalog plus ``items``, without a rebuild: only the new items are embedded and
+        added to a copy of the FAISS index (a flat index numbers its vectors in the order they are added, so
+        the id of each new vector is its catalog row). An id already in the catalog is refused unless
+        ``update``; an updated item keeps its row and gets its new vector. The copy keeps this retriever
+        whole for requests in flight; transitions grow zero rows for the new items (no interactions yet)."""
+        catalog, new_rows, updated_rows = merged_catalog(self.catalog, items, update=update)
+        vectors = embed(load_embedder(self.embedder_name), [catalog.items[r].text() for r in new_rows + updated_rows],
+                        batch_size=batch_size) if new_rows or updated_rows else np.zeros((0, self.index.d), np.float32)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        embeddings = np.concatenate([self.item_embeddings, vectors[: len(new_rows)]])
+        if updated_rows:
+            embeddings[updated_rows] = vectors[len(new_rows):]
+            index = make_index(embeddings)  # a flat index cannot replace a vector: copy the rows (no embedding)
+        else:
+            index = extended_index(self.index, vectors)
+        transitions = grown_transitions(self.transitions, len(catalog))
+        other = Retriever(catalog, index, self.settings, embedder_name=self.embedder_name, transitions=transitions)
+        other._item_embeddings = embeddings
+        return other
+
+    @property
+    def request_reader(self) -> RequestReader:
+        """The catalog's request vocabulary (genres, years, title words), indexed on first use."""
+        if self._reader is None:
+            self._reader = RequestReader(self.catalog)
+        return self._reader
 
     @property
     def item_embeddings(self) -> np.ndarray:
@@ -108,14 +163,23 @@ class Retriever:
                  exclude: set[str] | None = None, *, transitions: ItemTransitions | None = None) -> list[tuple[str, float]]:
         """Top-``n`` (default ``settings.n_candidates``) (item_id, score) not in ``exclude`` (the history is always
         excluded). ``transitions`` replaces the fitted ones for this call (e.g. out-of-fold ones in training)."""
+        return self.candidates(history, query, n, exclude, transitions=transitions).items
+
+    def candidates(self, history: list[str], query: str | None = None, n: int | None = None,
+                   exclude: set[str] | None = None, *, transitions: ItemTransitions | None = None) -> Candidates:
+        """:meth:`retrieve` with what the request did: with a request, candidates come from the items its
+        filters allow (:mod:`recgen.retrieval.request_constraints`), nearest to its text first, and the
+        history orders them; items that do not match are only shown when too few do, and are labelled."""
         n = self.settings.n_candidates if n is None else n
         skip = set(history) | set(exclude or ())
-        vector = self.query_vector(history, query)
         transitions = transitions if transitions is not None else self.transitions
-        if query and self.settings.request_pool > 0 and not has_negation(query):
-            return self._retrieve_for_request(history, query, vector, n, skip, transitions)
-        if history and transitions is not None and self.settings.collaborative_weight > 0:
-            return self._retrieve_hybrid(history, vector, n, skip, transitions)
+        if query:
+            return self._for_request(history, query, n, skip, transitions)
+        if not history:
+            raise InvalidRequestError("retrieval needs a history or a query")
+        vector = self.query_vector(history)
+        if transitions is not None and self.settings.collaborative_weight > 0:
+            return Candidates(self._retrieve_hybrid(history, vector, n, skip, transitions))
         want = min(len(self.catalog), n + len(skip))
         scores, rows = self.index.search(vector[None, :], want)
         out = []
@@ -128,7 +192,7 @@ class Retriever:
             out.append((item_id, float(score)))
             if len(out) == n:
                 break
-        return out
+        return Candidates(out)
 
     def scores(self, history: list[str], vector: np.ndarray | None = None,
                transitions: ItemTransitions | None = None) -> np.ndarray:
@@ -140,22 +204,80 @@ class Retriever:
         if not history or transitions is None or self.settings.collaborative_weight <= 0:
             return cosine
         rows = np.array([self.catalog.index_of(i) for i in history], dtype=np.int64)
-        return cosine + self.settings.collaborative_weight * transitions.scores(rows)
+        borrowed = self._cold_weights(transitions)
+        transition = transitions.scores(rows)
+        if borrowed.nnz:  # items without interactions borrow their text neighbours' transition scores
+            transition = transition + borrowed @ transition
+        return cosine + self.settings.collaborative_weight * transition
 
-    def _retrieve_for_request(self, history: list[str], query: str, vector: np.ndarray, n: int, skip: set[str],
-                              transitions: ItemTransitions | None) -> list[tuple[str, float]]:
-        """Request first: the pool is the request's own nearest ``request_pool`` items (never fewer than ``n``);
-        the blended history + request score (with transitions) orders them."""
-        by_request = self.item_embeddings @ self.embed_query(query)
-        for item_id in skip:
-            by_request[self.catalog.index_of(item_id)] = -np.inf
-        size = min(max(self.settings.request_pool, n), int(np.isfinite(by_request).sum()))
-        if size == 0:
-            return []
-        pool = np.argpartition(-by_request, size - 1)[:size]
-        personal = self.scores(history, vector, transitions) if history else by_request
-        order = pool[np.argsort(-personal[pool], kind="stable")][:n]
-        return [(self.catalog.items[row].item_id, float(personal[row])) for row in order]
+    def _prior(self, transitions: ItemTransitions) -> np.ndarray:
+        """How many distinct items lead to each item in the fitted sequences (a popularity that needs no other
+        state), as log1p scaled to [0, 1]: for a request without a history, it orders what the request allows."""
+        key = ("prior", id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape)
+        if self._prior_cache is None or self._prior_cache[0] != key:
+            matrix = transitions.matrix.tocsr()
+            degree = np.log1p(np.bincount(matrix.indices, minlength=matrix.shape[1]).astype(np.float32))
+            self._prior_cache = (key, degree / degree.max() if degree.max() > 0 else degree)
+        return self._prior_cache[1]
+
+    def _cold_weights(self, transitions: ItemTransitions):
+        """:func:`~recgen.retrieval.cold_items.neighbour_weights` for these transitions, cached until the
+        matrix changes (another matrix, or entries added by an update)."""
+        key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape, self.cold_neighbours)
+        if self._cold_cache is None or self._cold_cache[0] != key:
+            weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix), self.cold_neighbours)
+            self._cold_cache = (key, weights)
+        return self._cold_cache[1]
+
+    def _for_request(self, history: list[str], query: str, n: int, skip: set[str],
+                     transitions: ItemTransitions | None) -> Candidates:
+        """Request first. The pool is every item the request's filters allow or, for a request without filters,
+        the ``request_pool`` items nearest to its text (never fewer than ``n``); the blended history + request
+        score (with transitions) orders it. A text that still holds a negation
+        no filter could read is only blended, never pooled on (an embedding reads it as its opposite); a
+        request that is only filters ("anything but horror") is ordered by the history, or by the filters'
+        own description for a new user."""
+        request = self.request_reader.read(query)
+        text = request.text
+        if text is None and not history:
+            text = request.describe(negations=False) or None
+        # only negations and no history: order by the catalog's centroid (typical items), not by the words
+        vector = self.query_vector(history, text) if history or text else self._centroid()
+        personal = self.scores(history, vector, transitions) if history else self.item_embeddings @ vector
+        if not history and self.request_prior > 0 and transitions is not None:
+            personal = personal + self.request_prior * self._prior(transitions)  # a new user: what others took
+        skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
+        available = np.ones(len(self.catalog), dtype=bool)
+        available[skip_rows] = False
+        allowed, note = available, None
+        if request.filters:
+            match = self.request_reader.match(request)
+            allowed, note = match.mask & available, match.note
+        # Without filters the pool is the request's ``request_pool`` nearest items; with filters it is every
+        # allowed item (the filters already say what is asked for; on validation requests "all allowed" beat
+        # pools of 20 and 50 on both datasets: eval/results/requests/NOTES.md)
+        pooled = (request.text is not None and not has_negation(request.text) and self.settings.request_pool > 0
+                  and not request.filters)
+        if pooled:
+            by_request = self.item_embeddings @ self.embed_query(request.text)
+            size = min(max(self.settings.request_pool, n), int(allowed.sum()))
+            rows = _top(np.where(allowed, by_request, -np.inf), size)
+        else:
+            rows = np.flatnonzero(allowed)
+        order = list(rows[np.argsort(-personal[rows], kind="stable")][:n])
+        unmatched: list[int] = []
+        if request.filters and len(order) < n:  # too few match: the closest other items, labelled
+            rest = available & ~allowed
+            unmatched = list(_top(np.where(rest, personal, -np.inf), min(n - len(order), int(rest.sum()))))
+            what = request.describe()
+            note = (f"only {len(order)} item(s) match the request ({what}); the others are the closest items"
+                    if order else f"no catalog item matches the request ({what}); these are the closest items")
+        items = [(self.catalog.items[r].item_id, float(personal[r])) for r in order + unmatched]
+        return Candidates(items, frozenset(self.catalog.items[r].item_id for r in unmatched), note, request)
+
+    def _centroid(self) -> np.ndarray:
+        vector = self.item_embeddings.mean(axis=0)
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
 
     def _retrieve_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str],
                          transitions: ItemTransitions) -> list[tuple[str, float]]:
@@ -166,3 +288,12 @@ class Retriever:
         top = np.argpartition(-scores, n - 1)[:n] if n else np.array([], dtype=np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.catalog.items[row].item_id, float(scores[row])) for row in top]
+
+
+def _top(scores: np.ndarray, size: int) -> np.ndarray:
+    """Rows of the ``size`` highest finite scores, best first."""
+    size = min(size, int(np.isfinite(scores).sum()))
+    if size <= 0:
+        return np.array([], dtype=np.int64)
+    rows = np.argpartition(-scores, size - 1)[:size]
+    return rows[np.argsort(-scores[rows], kind="stable")]

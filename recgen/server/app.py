@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import RecgenError
 from ..version import __version__
-from . import feedback
+from . import feedback, items
 from .protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -233,6 +233,8 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
             return StreamingResponse(serving.chat_stream(request, task), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return await serving.chat(request)
+
+    app.include_router(items.router, responses=_errors(400, 429, 503, 504, *_ANY))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
