@@ -51,7 +51,7 @@ recommend recommended recommendation suggest suggested pick choice option try ma
 because since similar similarly like likes liked alike another same also both more close closer closest
 share shares shared sharing common together
 enjoy enjoyed enjoys enjoying love loved loves fan fans appreciate appreciated taste tastes interest interested
-watch watched watching bought purchase purchased pick picked
+watch watched watching buy bought purchase purchased pick picked
 history recent recently earlier previous previously past request requested ask asked asks want wants wanted
 looking look search
 film films movie movies product products item items title titles one ones genre genres kind type
@@ -197,7 +197,7 @@ class ReasonFacts:
     words: frozenset[str]
     base_words: frozenset[str] = frozenset()
     history_words: tuple[frozenset[str], ...] = ()
-    _rows: dict = field(default_factory=dict, repr=False, compare=False)
+    catalog: Catalog | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def for_item(cls, catalog: Catalog, item: Item | str, history_items: Sequence[Item | str],
@@ -213,9 +213,8 @@ class ReasonFacts:
             base |= _fact_stems(query)
         per_history = tuple(frozenset(item_fact_words(past)) for past in history)
         facts = base.union(*per_history)
-        rows = {i.item_id: catalog.index_of(i.item_id) for i in (item, *history)}
         return cls(item, history, query, frozenset(facts), frozenset(facts | _GENERIC_STEMS),
-                   frozenset(base | _GENERIC_STEMS), per_history, rows)
+                   frozenset(base | _GENERIC_STEMS), per_history, catalog)
 
     def supports(self, word: str) -> bool:
         """Whether a word (any inflection) is in the vocabulary: the facts or the generic list (stopwords always)."""
@@ -250,8 +249,9 @@ class ReasonFacts:
         for past in among if among is not None else self.history:
             shared = tuple(g for g in past.genres if g.lower() in mine)
             sim = None
-            if embeddings is not None and past.item_id in self._rows:
-                a, b = embeddings[self._rows[self.item.item_id]], embeddings[self._rows[past.item_id]]
+            if embeddings is not None and self.catalog is not None:
+                a = embeddings[self.catalog.index_of(self.item.item_id)]
+                b = embeddings[self.catalog.index_of(past.item_id)]
                 sim = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
             if shared or (sim is not None and threshold is not None and sim >= threshold):
                 out.append(RelatedItem(past, shared, sim))
