@@ -185,3 +185,37 @@ def test_command_end_to_end_resumes_and_commits_no_dataset_text(tmp_path, synthe
                                   "retrieval": {"n_candidates": 10}}))
     other = CliRunner().invoke(eval_app, args)
     assert other.exit_code == 2 and "another configuration" in other.output
+
+
+def test_cohen_kappa_by_hand():
+    from recgen.evaluation.reason_agreement import cohen_kappa
+
+    assert cohen_kappa([True, True, False, False], [True, False, False, False]) == pytest.approx(0.5)
+    assert cohen_kappa([True, False], [True, False]) == pytest.approx(1.0)
+    assert cohen_kappa([True, False], [False, True]) == pytest.approx(-1.0)
+    assert cohen_kappa([True, True], [True, True]) is None           # one label only: undefined, not 1
+
+
+def test_agreement_joins_hand_grades_to_verdicts(tmp_path):
+    from recgen.evaluation.reason_agreement import agreement, read_grades
+
+    rows = [{"user": "u1", "reasons": [
+        {"rank": 1, "source": "fallback", "served": {"text": "x", "verdict": _verdict()},
+         "model": {"text": "y", "verdict": _verdict(grounded=False, personal=False)}},
+        {"rank": 2, "source": "model", "served": {"text": "z", "verdict": _verdict(grounded=False)}}]}]
+    path = tmp_path / "grades.jsonl"
+    path.write_text("\n".join(json.dumps(g) for g in [
+        {"id": "u1-1", "text": "served", "supported": True, "personal": True, "why": "template"},
+        {"id": "u1-1", "text": "model", "supported": False, "personal": False, "why": "invented"},
+        {"id": "u1-2", "text": "served", "supported": True, "personal": True, "why": "the auto measure is wrong"},
+        {"id": "u9-1", "text": "served", "supported": True, "personal": True, "why": "not in the run"},
+    ]) + "\n")
+    result = agreement(read_grades(path), rows)
+    assert result["matched"] == 3 and result["unmatched_ids"] == ["u9-1"]
+    sup = result["all"]["supported"]
+    assert sup["percent_agreement"] == pytest.approx(66.7) and sup["confusion"]["hand yes, auto no"] == 1
+    assert result["served"]["n"] == 2 and result["model"]["n"] == 1
+    assert result["all"]["personal"]["percent_agreement"] == 100.0
+    (tmp_path / "bad.jsonl").write_text('{"id": "u1-1"}\n')
+    with pytest.raises(Exception, match="needs id"):
+        read_grades(tmp_path / "bad.jsonl")

@@ -308,6 +308,8 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
             overwrite: bool = typer.Option(False, "--overwrite", help="start this variant again instead of resuming"),
             grade_only: bool = typer.Option(False, "--grade-only", help="no LM: grade and aggregate the users done "
                                             "so far (a partial run, or new measures)"),
+            hand_graded: Optional[Path] = typer.Option(None, help="hand grades (JSONL) to compare with the automatic "
+                                                       "measure: agreement and Cohen's kappa"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Reason quality: model-written share, grounding in the facts, personalisation, degenerate text and
     latency, on a seeded sample of users (resumable); writes <root>/<dataset>/<variant>-u<N>-s<seed>.json/.md."""
@@ -325,7 +327,7 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
             cfg = cfg.updated(lm=changes)
         spec = ReasonEvalSpec(dataset=dataset, users=users, seed=seed, k=k, variant=variant, config=cfg,
                               results_dir=results_dir, audit_dir=audit_dir, audit_size=audit_size,
-                              overwrite=overwrite, grade_only=grade_only,
+                              overwrite=overwrite, grade_only=grade_only, hand_graded=hand_graded,
                               command=shlex.join(["recgen", "eval", "reasons",
                                                   *(a for a in sys.argv[3:] if a != "--grade-only")]))
         summary = run_reason_eval(spec, log=lambda message: console.print(f"[dim]{message}[/]"))

@@ -34,6 +34,7 @@ from ..ranking.reasons import ReasonChecker, clean_reason
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
 from .protocol import EvalData, pseudonym, sample_users
+from .reason_agreement import agreement, agreement_markdown, read_grades
 from .reason_metrics import example_reasons, grade_reason, latency, summarize
 
 RESULTS_DIR = Path("eval/results/reasons")
@@ -58,6 +59,7 @@ class ReasonEvalSpec:
     audit_size: int = 150
     overwrite: bool = False
     grade_only: bool = False
+    hand_graded: Path | None = None
     command: str = ""
 
     def run_name(self, n_users: int) -> str:
@@ -174,6 +176,14 @@ def run_reason_eval(spec: ReasonEvalSpec, log: Callable[[str], None] = lambda m:
     rows = grade_rows(rows, catalog, window, embeddings, threshold, checker)
     summary = _summary(spec, data.dataset.name, name, rows, threshold, time.perf_counter() - started)
     summary["users_planned"] = len(positions)
+    if spec.hand_graded is not None:
+        grades = [g for g in read_grades(spec.hand_graded) if g.get("run", name) == name]
+        summary["hand_graded"] = agreement(grades, rows)
+        summary["hand_graded"]["file"] = str(spec.hand_graded)
+        folder = Path(spec.results_dir) / data.dataset.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.agreement.md").write_text(agreement_markdown(
+            summary["hand_graded"], f"Hand grades vs the automatic measure: {data.dataset.name}, {name}") + "\n")
     write_results(spec.results_dir, summary)
     write_audit(private, name, rows, spec.audit_size, spec.seed)
     return summary
