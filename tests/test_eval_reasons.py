@@ -219,3 +219,15 @@ def test_agreement_joins_hand_grades_to_verdicts(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "u1-1"}\n')
     with pytest.raises(Exception, match="needs id"):
         read_grades(tmp_path / "bad.jsonl")
+
+
+def test_a_claim_the_fact_check_catches_is_unsupported_even_in_backed_words():
+    """"A thriller, which you liked." uses only backed words, but says the user liked something unnamed."""
+    from recgen.ranking.reasons import ReasonChecker
+
+    facts = ReasonFacts.for_item(CATALOG, TWISTER, [HEAT])
+    text = "A thriller, which you liked."
+    v = grade_reason(text, facts, checker_problems=ReasonChecker(CATALOG).problems(text, TWISTER, [HEAT]))
+    assert v.unsupported == [] and v.claim_problems and not v.grounded
+    short = grade_reason("A thriller.", facts, checker_problems=["too short"])
+    assert short.grounded and not short.passes                         # too short: not a claim, still fails

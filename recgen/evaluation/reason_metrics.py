@@ -136,8 +136,15 @@ class ReasonVerdict:
     checker_problems: list[str] = field(default_factory=list)
 
     @property
+    def claim_problems(self) -> list[str]:
+        """The fact check's findings that are invented claims (another title, a genre or year the item lacks,
+        "you liked" of something unnamed, first person); "too short" is not a claim."""
+        return [p for p in self.checker_problems if p != "too short"]
+
+    @property
     def grounded(self) -> bool:
-        return not self.unsupported
+        """No unsupported claim: every content word is backed, and the fact check finds no invented claim."""
+        return not self.unsupported and not self.claim_problems
 
     @property
     def degenerate(self) -> bool:
@@ -155,7 +162,7 @@ class ReasonVerdict:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out.update(grounded=self.grounded, degenerate=self.degenerate, personal=self.personal, passes=self.passes)
+        out.update(claim_problems=self.claim_problems, grounded=self.grounded, degenerate=self.degenerate, personal=self.personal, passes=self.passes)
         return out
 
 
@@ -207,7 +214,8 @@ def summarize(rows: Sequence[dict], key: str = "served") -> dict:
             "supported_word_share": round(sum(v["supported_words"] for v in verdicts) / words, 4) if words else None,
             "supported_word_share_per_reason": _share([v["supported_words"] / v["content_words"]
                                                        if v["content_words"] else 1.0 for v in verdicts]),
-            "with_unsupported_word": _share([not v["grounded"] for v in verdicts]),
+            "with_unsupported_word": _share([bool(v["unsupported"]) for v in verdicts]),
+            "with_unsupported_claim": _share([not v["grounded"] for v in verdicts]),
         },
         "personalisation": {
             "names_history_item": _share([bool(v["named_history"]) for v in verdicts]),
