@@ -338,8 +338,8 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
         return
     served = summary["served"]
     console.print(f"{summary['run_name']} on {summary['dataset']}: {summary['users']} users; model-written and "
-                  f"passing {served.get('model_written_and_passing')}, with an unsupported word "
-                  f"{served.get('grounding', {}).get('with_unsupported_word')}, related item or request "
+                  f"passing {served.get('model_written_and_passing')}, with an unsupported claim "
+                  f"{served.get('grounding', {}).get('with_unsupported_claim')}, related item or request "
                   f"{served.get('personalisation', {}).get('names_related_item_or_request')}; "
                   f"{summary['latency'].get('per_list_s', {}).get('mean')} s per list")
 

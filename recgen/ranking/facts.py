@@ -27,8 +27,9 @@ MAX_TEXT_CHARS = 4000
 #: Words are cut to this many characters before stemming (no real word is longer; keeps stemming bounded).
 MAX_WORD_CHARS = 40
 
-#: Function words: they carry no claim, so they are never checked. A short hand-written list (scikit-learn's
-#: list holds content words such as "fire", "system" and "bill", which a reason can use as claims).
+#: Function words and light verbs ("made for kids", "became a hit"): they carry no claim by themselves, so they
+#: are never checked. A short hand-written list (scikit-learn's list holds content words such as "fire",
+#: "system" and "bill", which a reason can use as claims).
 STOPWORDS = frozenset("""
 a about above after again against all also am an and any are as at be been before being below between both
 but by can could did do does doing down during each either else ever every few for from further had has have
@@ -38,6 +39,8 @@ per quite rather really same she should so some such than that the their theirs 
 these they this those though through thus to too under until up upon us very was we were what when where
 whether which while who whom whose why will with within without would yet you your yours yourself yourselves
 s t d ll re ve m don doesn didn isn aren wasn weren won wouldn shouldn couldn
+make makes made making get gets got getting take takes took taken give gives gave given go goes went gone
+come comes came become becomes became seem seems seemed
 """.split())
 
 #: Generic recommendation words: the act of recommending, the link to the user ("you liked", "fans of"), the
