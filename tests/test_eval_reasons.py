@@ -231,3 +231,19 @@ def test_a_claim_the_fact_check_catches_is_unsupported_even_in_backed_words():
     assert v.unsupported == [] and v.claim_problems and not v.grounded
     short = grade_reason("A thriller.", facts, checker_problems=["too short"])
     assert short.grounded and not short.passes                         # too short: not a claim, still fails
+
+
+def test_grade_rows_shows_named_history_items_outside_the_window():
+    """A reason may name anything the user liked; the audit shows such an item as a fact line too."""
+    from recgen.evaluation.reasons import grade_rows
+    from recgen.ranking.reasons import ReasonChecker
+
+    rows = [{"position": 0, "user": "u", "history": ["6", "5", "4"], "reasons": [
+        {"rank": 1, "item_id": "3", "source": "fallback", "served_text": "Shares Action with Star Trek: The Wrath "
+                                                                          "of Khan, which you liked.",
+         "raw": "A sci-fi sequel to Toy Story.", "examples": []}]}]
+    graded = grade_rows(rows, CATALOG, 2, None, None, ReasonChecker(CATALOG))
+    entry = graded[0]["reasons"][0]
+    assert entry["served"]["verdict"]["named_history"] == ["6"] and entry["served"]["verdict"]["grounded"]
+    assert "Liked: Star Trek: The Wrath of Khan (1982) [Action, Adventure, Sci-Fi]" in entry["facts"]
+    assert entry["model"]["verdict"]["unsupported"] == ["sequel"] and entry["model"]["verdict"]["named_history"] == ["4"]

@@ -29,7 +29,7 @@ from ..data import load_dataset
 from ..errors import ConfigError, RecgenError
 from ..lm.factory import make_backend
 from ..paths import cache_dir
-from ..ranking.facts import ReasonFacts, similarity_threshold
+from ..ranking.facts import ReasonFacts, names_title, similarity_threshold
 from ..ranking.reasons import ReasonChecker, clean_reason
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
@@ -209,26 +209,32 @@ def _record_user(data: EvalData, p: int, history: list[str], listed: list[str], 
 
 def grade_rows(rows: list[dict], catalog, window: int, embeddings: np.ndarray | None, threshold: float | None,
                checker: ReasonChecker) -> list[dict]:
-    """Rows with each reason's facts and verdicts (served text, and the LM's cleaned text when recorded)."""
+    """Rows with each reason's facts and verdicts (served text, and the LM's cleaned text when recorded).
+
+    The facts are the reasoner's history window plus any earlier history item a text names: the user liked
+    it too, so naming it is true (and the fact check is given the same history)."""
     graded = []
     for row in rows:
         full = [catalog.get(i) for i in row["history"]]
         past = full[-window:]
+        older = full[:-window]
         reasons = []
         for r in row["reasons"]:
             item = catalog.get(r["item_id"])
-            facts = ReasonFacts.for_item(catalog, item, past, None)
-            examples = r.get("examples") or []
-
-            def grade(text: str) -> dict:
-                return grade_reason(text, facts, history=full, examples=examples, embeddings=embeddings,
-                                    threshold=threshold, checker_problems=checker.problems(text, item, past)).to_dict()
-
-            entry = {"rank": r["rank"], "item_id": r["item_id"], "source": r["source"], "facts": facts.lines(),
-                     "served": {"text": r["served_text"], "verdict": grade(r["served_text"])}}
+            texts = {"served": r["served_text"]}
             if "raw" in r:
-                text = clean_reason(r["raw"])
-                entry["model"] = {"raw": r["raw"], "text": text, "verdict": grade(text)}
+                texts["model"] = clean_reason(r["raw"])
+            earlier = [h for h in dict.fromkeys(older) if any(names_title(t, h.title) for t in texts.values())]
+            history = earlier + past
+            facts = ReasonFacts.for_item(catalog, item, history, None)
+            examples = r.get("examples") or []
+            entry = {"rank": r["rank"], "item_id": r["item_id"], "source": r["source"], "facts": facts.lines()}
+            for kind, text in texts.items():
+                verdict = grade_reason(text, facts, history=full, examples=examples, embeddings=embeddings,
+                                       threshold=threshold, checker_problems=checker.problems(text, item, history))
+                entry[kind] = {"text": text, "verdict": verdict.to_dict()}
+            if "raw" in r:
+                entry["model"]["raw"] = r["raw"]
             reasons.append(entry)
         graded.append({**row, "reasons": reasons})
     return graded

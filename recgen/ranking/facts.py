@@ -143,7 +143,8 @@ def item_fact_words(item: Item) -> set[str]:
     return stems
 
 
-def title_variants(title: str) -> set[str]:
+@lru_cache(maxsize=65536)
+def title_variants(title: str) -> frozenset[str]:
     """How a title may be written in a sentence, normalised (lower case, punctuation as spaces): the short title
     ("the usual suspects"), without its leading article, and its main part before ':', ' - ', '(' or ','
     when that part is at least two words. Variants shorter than four letters are dropped (they match anywhere)."""
@@ -161,7 +162,7 @@ def title_variants(title: str) -> set[str]:
         norm = _normalise(text)
         if len(norm.replace(" ", "")) >= 4 and any(w not in STOPWORDS for w in norm.split()):
             out.add(norm)
-    return out
+    return frozenset(out)
 
 
 def _normalise(text: str) -> str:
@@ -262,8 +263,8 @@ class ReasonFacts:
 
     def lines(self) -> list[str]:
         """The facts as short lines (for a prompt or an audit file)."""
-        out = [_item_fact_line("Recommended", self.item)]
-        out += [_item_fact_line("Liked", past) for past in self.history]
+        out = [fact_line("Recommended", self.item)]
+        out += [fact_line("Liked", past) for past in self.history]
         if self.query:
             out.append(f"Request: {self.query}")
         return out
@@ -278,7 +279,8 @@ def _in(word: str, stems) -> bool:
     return stem(word) in stems
 
 
-def _item_fact_line(label: str, item: Item) -> str:
+def fact_line(label: str, item: Item) -> str:
+    """One item as a fact line: ``"Liked: Toy Story (1995) [Animation, Comedy] — <description>"``."""
     text = f"{label}: {item.title}"
     if item.year and str(item.year) not in item.title:
         text += f" ({item.year})"
