@@ -56,7 +56,7 @@ def test_unsupported_words(reason, unsupported):
 
 def test_vocabulary_holds_history_attributes_and_generic_words():
     assert FACTS.supports("animated") and FACTS.supports("thriller")
-    assert all(FACTS.supports(w) for w in ("recommend", "because", "similar", "enjoy", "fans", "film", "movie"))
+    assert all(FACTS.supports(w) for w in ("recommend", "because", "similar", "enjoy", "fans", "film", "movie", "user"))
     assert not FACTS.supports("classic") and "classic" not in GENERIC_WORDS
 
 
@@ -75,6 +75,8 @@ def test_description_is_a_fact_only_when_there_is_one():
     ("Like TOY STORY (1995).", "Toy Story (1995)", True),
     ("A toy for a story.", "Toy Story (1995)", False),
     ("It is great.", "It (1990)", False),                              # too short to match anywhere
+    ("The user enjoys the comedy of In & Out.", "In & Out (1997)", True),  # only stopwords, but two of them
+    ("Give them a try.", "Them! (1954)", False),                       # one stopword
 ])
 def test_title_matching_is_tolerant(text, title, named):
     assert names_title(text, title) is named

@@ -43,7 +43,8 @@ make makes made making get gets got getting take takes took taken give gives gav
 come comes came become becomes became seem seems seemed
 """.split())
 
-#: Generic recommendation words: the act of recommending, the link to the user ("you liked", "fans of"), the
+#: Generic recommendation words: the act of recommending, the link to the user ("you liked", "fans of", "the
+#: user"; what is claimed about the user is checked through the other words and the fact check), the
 #: kind of thing recommended, and the words of recgen's own template reasons ("shares ... with ...", "close
 #: to your request", "closest catalog matches"). None of them says anything about an item that could be false.
 #: Left out on purpose: evaluative words ("classic", "acclaimed", "beloved", "hilarious", "best"), which are
@@ -53,6 +54,7 @@ GENERIC_WORDS = frozenset("""
 recommend recommended recommendation suggest suggested pick choice option try match matches fit
 because since similar similarly like likes liked alike another same also both more close closer closest
 share shares shared sharing common together
+user users viewer viewers customer customers shopper shoppers
 enjoy enjoyed enjoys enjoying love loved loves fan fans appreciate appreciated taste tastes interest interested
 watch watched watching buy bought purchase purchased pick picked
 history recent recently earlier previous previously past request requested ask asked asks want wants wanted
@@ -147,7 +149,8 @@ def item_fact_words(item: Item) -> set[str]:
 def title_variants(title: str) -> frozenset[str]:
     """How a title may be written in a sentence, normalised (lower case, punctuation as spaces): the short title
     ("the usual suspects"), without its leading article, and its main part before ':', ' - ', '(' or ','
-    when that part is at least two words. Variants shorter than four letters are dropped (they match anywhere)."""
+    when that part is at least two words. Variants shorter than four letters, or one stopword ("It"), are dropped
+    (they match anywhere); "In & Out" is kept."""
     base = short_title(title)
     candidates = {base}
     for article in ("the ", "a ", "an "):
@@ -160,7 +163,8 @@ def title_variants(title: str) -> frozenset[str]:
     out = set()
     for text in candidates:
         norm = _normalise(text)
-        if len(norm.replace(" ", "")) >= 4 and any(w not in STOPWORDS for w in norm.split()):
+        words = norm.split()
+        if len(norm.replace(" ", "")) >= 4 and (len(words) >= 2 or words[0] not in STOPWORDS):
             out.add(norm)
     return frozenset(out)
 
