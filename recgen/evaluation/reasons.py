@@ -279,6 +279,11 @@ _TABLE_ROWS = [
     ("LM text: names a related history item or the request",
      ("model_text", "personalisation", "names_related_item_or_request")),
     ("LM text: degenerate", ("model_text", "degenerate", "any")),
+    ("hand-graded reasons (served + LM text)", ("hand_graded", "matched")),
+    ("  hand vs auto 'supported': % agreement", ("hand_graded", "all", "supported", "percent_agreement")),
+    ("  hand vs auto 'supported': Cohen's kappa", ("hand_graded", "all", "supported", "cohen_kappa")),
+    ("  hand vs auto 'personal': % agreement", ("hand_graded", "all", "personal", "percent_agreement")),
+    ("  hand vs auto 'personal': Cohen's kappa", ("hand_graded", "all", "personal", "cohen_kappa")),
     ("seconds per list of reasons (mean)", ("latency", "per_list_s", "mean")),
     ("seconds per reason (mean)", ("latency", "per_reason_s", "mean")),
 ]
@@ -302,7 +307,11 @@ def _fmt(value) -> str:
 
 
 def _markdown(summaries: list[dict]) -> str:
-    head = "| measure | " + " | ".join(f"{s['variant']} ({s['users']} users, k={s['k']})" for s in summaries) + " |"
+    def users(s: dict) -> str:
+        planned = s.get("users_planned", s["users"])
+        return f"{s['users']} users" if planned == s["users"] else f"first {s['users']} of {planned} users"
+
+    head = "| measure | " + " | ".join(f"{s['variant']} ({users(s)}, k={s['k']})" for s in summaries) + " |"
     lines = [head, "|---|" + "---|" * len(summaries)]
     for label, path in _TABLE_ROWS:
         lines.append(f"| {label} | " + " | ".join(_fmt(_get(s, path)) for s in summaries) + " |")
