@@ -3,7 +3,9 @@ validation NDCG@10 (full ranking, history = training items), and scores all item
 
 The best checkpoint is saved as safetensors under ``cache_dir()/sasrec`` keyed by the dataset, the
 training data and the config; a later run with the same key reuses it instead of retraining (so an
-interrupted evaluation resumes without training again). Pass ``retrain=True`` to ignore it.
+interrupted evaluation resumes without training again). Pass ``retrain=True`` to ignore it. While training,
+the full training state is written after every epoch beside it (``<key>.state.safetensors``): a killed
+training run started again with the same command continues from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -99,14 +101,24 @@ class SASRecBaseline:
                 progress.update(task, completed=epoch, description=text)
 
         started = time.perf_counter()
+        state = self.state_path(data)
+        if self.retrain and state.is_file():
+            state.unlink()  # retrain means from scratch; the state file is ours (same key as the checkpoint)
         self.model, report = train_sasrec(data.train_sequences(), data.n_items, self.config, validate=validate,
-                                          log=log, on_epoch=on_epoch)
+                                          log=log, on_epoch=on_epoch, state_path=state)
         if progress is not None:
             progress.update(task, completed=self.config.max_epochs)
         train = asdict(report)
         train["wall_seconds"] = round(time.perf_counter() - started, 1)
         save_checkpoint(self.model, path, extra={"train": train})
+        for leftover in (state, state.with_suffix(".json")):
+            leftover.unlink(missing_ok=True)
         self.fit_info = {"checkpoint": str(path), "reused_checkpoint": False, **train}
+
+    def state_path(self, data: EvalData):
+        """Where the resumable training state of this key lives while training runs."""
+        path = self.checkpoint_path(data)
+        return path.with_name(path.stem + ".state.safetensors")
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         return self.model.score_histories(histories)
