@@ -6,6 +6,10 @@ the (shared) item embeddings to predict the next item. Loss: full softmax cross-
 one sampled negative per position (``loss="bce"``). Training uses the training part of each sequence only;
 the caller supplies a validation callback (full-ranking NDCG@10) for early stopping, and the best
 checkpoint is kept. Checkpoints are safetensors plus a JSON sidecar, never pickles.
+
+With ``state_path`` the full training state (weights, best weights, Adam moments, RNG states, epoch, best
+score, history) is written after every epoch, so a killed run resumes where it stopped and continues
+exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ConfigError
 
 
 @dataclass
@@ -42,6 +49,9 @@ class SASRecConfig:
     budget: str = "wall"  # "wall": wall clock (what a user waits for); "cpu": process CPU time / threads
     all_windows: bool = True  # sequences longer than max_len contribute every max_len window, not only the last
     bf16_logits: bool = False  # compute the training-time output layer in bfloat16 (faster on CPUs with AMX/AVX512-BF16)
+    # with bf16_logits: also take the softmax cross-entropy on the bfloat16 logits (accumulated in float32 inside
+    # the kernel) instead of first copying them to float32; the output layer then costs a quarter (measured)
+    bf16_loss: bool = False
     seed: int = 0
     threads: int = 2
 
@@ -186,14 +196,43 @@ class TrainReport:
     train_cpu_seconds: float
     n_windows: int
     n_positions: int
+    peak_rss_mb: float = 0.0  # of the whole process, at the end of training
+    resumed_at_epoch: int = 0  # 0: trained from scratch; else the first epoch of this process
+
+
+#: Settings a resumed run may change: they affect when training stops, not what one epoch does.
+RESUMABLE_CHANGES = ("threads", "max_minutes", "max_epochs", "patience", "budget", "eval_every")
+
+
+def _output_loss(model: SASRec, h: torch.Tensor, t: torch.Tensor, config: SASRecConfig) -> torch.Tensor:
+    """Mean softmax cross-entropy of hidden states ``h`` [N, H] against target rows ``t`` [N] over all items."""
+    # pad the position count to a multiple of 256 (ignored targets): a handful of matmul shapes instead of
+    # thousands keeps oneDNN's per-shape primitive cache, and so memory, small
+    extra = (-len(t)) % 256
+    if extra:
+        h = torch.cat([h, h.new_zeros(extra, h.shape[1])])
+        t = torch.cat([t, t.new_full((extra,), -100)])
+    if not config.bf16_logits:
+        return F.cross_entropy(model.item_logits(h), t, ignore_index=-100)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.item_logits(h)
+    if not config.bf16_loss:
+        return F.cross_entropy(logits.float(), t, ignore_index=-100)
+    # per-row losses in bf16, summed in float32: the loss value keeps float precision for logging/early stops
+    rows = F.cross_entropy(logits, t, ignore_index=-100, reduction="none")
+    return rows.float().sum() / (t >= 0).sum().clamp(min=1)
 
 
 def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRecConfig,
                  validate: Callable[[SASRec], float] | None = None,
                  log: Callable[[str], None] | None = None,
-                 on_epoch: Callable[[int, float, float | None], None] | None = None) -> tuple[SASRec, TrainReport]:
+                 on_epoch: Callable[[int, float, float | None], None] | None = None,
+                 state_path: str | Path | None = None) -> tuple[SASRec, TrainReport]:
     """Train with Adam; after every ``eval_every`` epochs call ``validate(model)`` (higher = better) and keep
-    the best weights; stop after ``patience`` evaluations without improvement or the time budget."""
+    the best weights; stop after ``patience`` evaluations without improvement or the time budget.
+
+    ``state_path``: write the training state there after every epoch and, if it already holds one (from a
+    killed run with the same data and settings), continue from it."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     torch.set_num_threads(config.threads)
@@ -203,17 +242,32 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98),
                                  weight_decay=config.weight_decay)
     lengths = (inputs > 0).sum(axis=1)
-    best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
-    history: list[dict] = []
-    started, cpu_started = time.perf_counter(), time.process_time()
+    run = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "evals_without_gain": 0, "history": [],
+           "stopped": None, "seconds": 0.0, "cpu_seconds": 0.0}
+    best_state = copy.deepcopy(model.state_dict())
+    resumed_at = 0
+    if state_path is not None and Path(state_path).is_file():
+        run, best_state = load_train_state(state_path, model, optimizer, rng, config, n_items, len(inputs))
+        resumed_at = run["epoch"] + 1
+        if log:
+            log(f"sasrec: resuming from {state_path} after epoch {run['epoch']}")
+    history: list[dict] = run["history"]
+    started = time.perf_counter() - run["seconds"]
+    cpu_started = time.process_time() - run["cpu_seconds"]
 
     def used_minutes() -> float:
         if config.budget == "wall":
             return (time.perf_counter() - started) / 60
         return (time.process_time() - cpu_started) / max(1, config.threads) / 60
 
-    stopped, evals_without_gain, epoch = "max_epochs", 0, 0
-    for epoch in range(1, config.max_epochs + 1):
+    # a run that stopped at its epoch or time limit continues when resumed with a larger one; patience is final
+    if (run["stopped"] == "max_epochs" and run["epoch"] < config.max_epochs) or \
+            (run["stopped"] == "time budget" and used_minutes() <= config.max_minutes):
+        run["stopped"] = None
+    stopped, epoch = run["stopped"] or "max_epochs", run["epoch"]
+    todo = range(run["epoch"] + 1, config.max_epochs + 1) if not run["stopped"] else range(0)
+    for epoch in todo:
+        epoch_started = time.perf_counter()
         model.train()
         total, steps = 0.0, 0
         for idx in length_batches(lengths, config.batch_size, rng):
@@ -224,18 +278,7 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
             where = y > 0
             h, t = hidden[where], y[where] - 1
             if config.loss == "ce":
-                # pad the position count to a multiple of 256 (ignored targets): a handful of matmul shapes
-                # instead of thousands keeps oneDNN's per-shape primitive cache, and so memory, small
-                extra = (-len(t)) % 256
-                if extra:
-                    h = torch.cat([h, h.new_zeros(extra, h.shape[1])])
-                    t = torch.cat([t, t.new_full((extra,), -100)])
-                if config.bf16_logits:
-                    with torch.autocast("cpu", dtype=torch.bfloat16):
-                        logits = model.item_logits(h)
-                    loss = F.cross_entropy(logits.float(), t, ignore_index=-100)
-                else:
-                    loss = F.cross_entropy(model.item_logits(h), t, ignore_index=-100)
+                loss = _output_loss(model, h, t, config)
             else:
                 neg = _sample_negatives(x, y, where, n_items, rng)
                 emb = model.item_emb.weight
@@ -248,37 +291,106 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
             optimizer.step()
             total += loss.item()
             steps += 1
+        train_done = time.perf_counter()
         entry = {"epoch": epoch, "loss": round(total / max(steps, 1), 5),
-                 "seconds": round(time.perf_counter() - started, 1),
-                 "cpu_seconds": round(time.process_time() - cpu_started, 1)}
+                 "epoch_seconds": round(train_done - epoch_started, 2)}
         out_of_time = used_minutes() > config.max_minutes
         score = None
         if validate is not None and (epoch % config.eval_every == 0 or out_of_time or epoch == config.max_epochs):
             score = float(validate(model))
             entry["valid_ndcg@10"] = round(score, 5)
-            if score > best_score:
-                best_score, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
-                evals_without_gain = 0
+            entry["valid_seconds"] = round(time.perf_counter() - train_done, 2)
+            if score > run["best_score"]:
+                run.update(best_score=score, best_epoch=epoch, evals_without_gain=0)
+                best_state = copy.deepcopy(model.state_dict())
             else:
-                evals_without_gain += 1
+                run["evals_without_gain"] += 1
+        entry["seconds"] = round(time.perf_counter() - started, 1)
+        entry["cpu_seconds"] = round(time.process_time() - cpu_started, 1)
         history.append(entry)
+        if validate is not None and run["evals_without_gain"] >= config.patience:
+            stopped = "patience"
+        elif out_of_time:
+            stopped = "time budget"
+        finished = stopped in ("patience", "time budget") or epoch == config.max_epochs
+        run.update(epoch=epoch, stopped=stopped if finished else None, seconds=time.perf_counter() - started,
+                   cpu_seconds=time.process_time() - cpu_started)
+        if state_path is not None:
+            save_train_state(state_path, model, optimizer, rng, best_state, run, config, len(inputs))
         if log:
             log("sasrec " + " ".join(f"{k}={v}" for k, v in entry.items()))
         if on_epoch:
             on_epoch(epoch, entry["loss"], score)
-        if validate is not None and evals_without_gain >= config.patience:
-            stopped = "patience"
-            break
-        if out_of_time:
-            stopped = "time budget"
+        if finished:
             break
     if validate is None:
-        best_epoch, best_state = epoch, copy.deepcopy(model.state_dict())
+        run["best_epoch"], best_state = epoch, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
-    report = TrainReport(epoch, best_epoch, best_score, history, stopped, round(time.perf_counter() - started, 1),
-                         round(time.process_time() - cpu_started, 1), len(inputs), n_positions)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    report = TrainReport(epoch, run["best_epoch"], run["best_score"], history, stopped,
+                         round(time.perf_counter() - started, 1), round(time.process_time() - cpu_started, 1),
+                         len(inputs), n_positions, round(peak_mb, 1), resumed_at)
     return model, report
+
+
+def save_train_state(path: str | Path, model: SASRec, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+                     best_state: dict, run: dict, config: SASRecConfig, n_windows: int) -> Path:
+    """One safetensors file (tensors + the JSON state in its header), replaced atomically, plus a readable
+    JSON copy beside it. Never a pickle: Adam's moments are plain tensors, the RNG states JSON / uint8."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model/{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best/{k}": v.detach().contiguous() for k, v in best_state.items()})
+    opt = optimizer.state_dict()
+    for index, slots in opt["state"].items():
+        for name, value in slots.items():
+            tensors[f"opt/{index}/{name}"] = torch.as_tensor(value).contiguous()
+    tensors["rng/torch"] = torch.get_rng_state()
+    state = {"format": "recgen-sasrec-train-state/1", "n_items": model.n_items, "n_windows": n_windows,
+             "config": asdict(config), "run": run, "param_groups": opt["param_groups"],
+             "numpy_rng": rng.bit_generator.state}
+    text = json.dumps(state)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"state": text})
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(state, indent=1))
+    return path
+
+
+def load_train_state(path: str | Path, model: SASRec, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+                     config: SASRecConfig, n_items: int, n_windows: int) -> tuple[dict, dict]:
+    """Restore what :func:`save_train_state` wrote into ``model``, ``optimizer`` and ``rng``; returns
+    (run counters, best weights). Refuses a state from other data or other training settings."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = json.loads((handle.metadata() or {})["state"])
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ConfigError(f"SASRec training state {path} is unreadable ({exc}); delete it to start over") from exc
+    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+    wanted = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+    if saved != wanted or state["n_items"] != n_items or state["n_windows"] != n_windows:
+        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise ConfigError(f"SASRec training state {path} was made with other data or settings "
+                          f"({', '.join(changed) or 'data'}); delete it or use the same settings to resume")
+    model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
+    best = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
+    slots: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt/"):
+            _, index, name = key.split("/")
+            slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
+    torch.set_rng_state(tensors["rng/torch"])
+    rng.bit_generator.state = state["numpy_rng"]
+    return state["run"], best
 
 
 def _sample_negatives(x: torch.Tensor, y: torch.Tensor, where: torch.Tensor, n_items: int,
