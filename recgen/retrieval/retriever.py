@@ -244,8 +244,11 @@ class Retriever:
         # only negations and no history: order by the catalog's centroid (typical items), not by the words
         vector = self.query_vector(history, text) if history or text else self._centroid()
         personal = self.scores(history, vector, transitions) if history else self.item_embeddings @ vector
-        if not history and self.request_prior > 0 and transitions is not None:
-            personal = personal + self.request_prior * self._prior(transitions)  # a new user: what others took
+        if not history and request.filters and self.request_prior > 0 and transitions is not None:
+            # a new user's filtered request: among what it allows, what others took first (validated only for
+            # filtered requests; free text keeps its own order, so an item named by its title is found first)
+            prior = self._prior(transitions)
+            personal = personal + self.request_prior * (prior + self._cold_weights(transitions) @ prior)
         skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
         available = np.ones(len(self.catalog), dtype=bool)
         available[skip_rows] = False
