@@ -11,6 +11,7 @@ from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
 from ..text import clip, short_title, words_of
+from .grounding import ReasonFacts, allowed_words, prompt_values
 from .prompts import chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
@@ -77,8 +78,11 @@ class ReasonChecker:
             if not any(_mentions(quoted.lower(), t) or _mentions(t, quoted.lower()) for t in allowed_titles):
                 found.append(f"quotes {quoted!r}, not a title it may name")
         allowed_ids = {item.item_id} | {h.item_id for h in history}
+        named = lower
+        for title in sorted(allowed_titles, key=len, reverse=True):
+            named = named.replace(title, " ")  # "Jurassic Park" inside "The Lost World: Jurassic Park" is no other title
         for title, item_id in self._titles.items():
-            if item_id not in allowed_ids and _mentions(lower, title):
+            if item_id not in allowed_ids and _mentions(named, title):
                 found.append(f"names {title!r}, not in the history")
         if _FIRST_PERSON.search(reason):
             found.append("speaks in the first person")
@@ -153,6 +157,16 @@ def build_reason_prompt(item: Item, history: list[Item], query: str | None, sett
     return chat("reason", settings.prompts_dir, response_prefix="Reason:",
                 history=[shorten(h.title, settings.title_chars) for h in history], query=query or "",
                 item=_item_line(item, settings.title_chars))
+
+
+def build_grounded_prompt(facts: ReasonFacts, settings: PromptSettings, constrained: bool = False) -> ChatPrompt:
+    """The facts as a short list and no example to copy (``prompts/reason_grounded.jinja``). With
+    ``constrained`` the prompt carries ``meta["vocabulary"]``: the words the backend lets the model write."""
+    prompt = chat("reason_grounded", settings.prompts_dir, response_prefix="Reason:",
+                  **prompt_values(facts, settings.title_chars))
+    if constrained:
+        prompt.meta["vocabulary"] = allowed_words(facts, settings.title_chars)
+    return prompt
 
 
 def _item_line(item: Item, title_chars: int) -> str:
