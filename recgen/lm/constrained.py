@@ -1,0 +1,147 @@
+"""Constrained reasons: the model may write only the words it is given (``ChatPrompt.meta["vocabulary"]``).
+
+The ranking layer puts in the vocabulary the words of a reason's facts and a generic list; this module turns
+it into what each backend enforces:
+
+* :class:`AllowedTokens` — the token ids of those words (as the tokenizer spells them at a word start, with
+  and without a leading space, lower-case and capitalised), punctuation tokens, the digits of years, and the
+  end-of-turn tokens. The transformers backend masks every other logit (:class:`AllowedTokensProcessor`,
+  a ``transformers.LogitsProcessor``); the in-process vLLM engine passes the same ids as
+  ``SamplingParams.allowed_token_ids``, so both backends allow the same tokens.
+* :func:`.vocabulary.vocabulary_regex` — a word-level grammar for a ``vllm serve`` server, which recgen
+  reaches without a tokenizer of its own: ``structured_outputs={"regex": ...}``.
+
+Sub-word tokens of allowed words can recombine into words not in the list; the reason checker stays the
+second gate.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from transformers import LogitsProcessor
+
+from .vocabulary import word_forms
+
+#: Characters a punctuation token may consist of (with spaces).
+PUNCTUATION = set(".,;:!?'\"()-\u2013\u2014&/") | {"\u2019"}
+
+
+def _variants(word: str) -> set[str]:
+    return {prefix + v for v in word_forms(word) for prefix in ("", " ")}
+
+
+class AllowedTokens:
+    """Allowed token ids per vocabulary, for one Hugging Face tokenizer (word tokenizations are cached)."""
+
+    def __init__(self, tokenizer, stop_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.stop_ids = {i for i in stop_ids if i is not None}
+        self._words: dict[str, set[int]] = {}
+        self._base: set[int] | None = None
+
+    def base_ids(self) -> set[int]:
+        """Punctuation-only tokens and the end-of-turn tokens: always allowed."""
+        if self._base is None:
+            base = set(self.stop_ids)
+            for token, token_id in self.tokenizer.get_vocab().items():
+                text = self.tokenizer.convert_tokens_to_string([token])
+                stripped = text.strip(" ")
+                if stripped and "\n" not in text and all(c in PUNCTUATION for c in stripped):
+                    base.add(token_id)
+            self._base = base
+        return self._base
+
+    def word_ids(self, word: str) -> set[int]:
+        if word not in self._words:
+            ids: set[int] = set()
+            for variant in _variants(word):
+                ids.update(self.tokenizer(variant, add_special_tokens=False)["input_ids"])
+            self._words[word] = ids
+        return self._words[word]
+
+    def text(self, token_id: int) -> str:
+        """A token's text as it appears in decoded output (leading space included)."""
+        cache = self.__dict__.setdefault("_texts", {})
+        if token_id not in cache:
+            cache[token_id] = self.tokenizer.convert_tokens_to_string([self.tokenizer.convert_ids_to_tokens(token_id)])
+        return cache[token_id]
+
+    def ids_for(self, words: list[str]) -> list[int]:
+        ids = set(self.base_ids())
+        for word in words:
+            ids |= self.word_ids(word)
+        return sorted(ids)
+
+
+_WORD_CHARS = re.compile(r"[A-Za-z0-9']+$")
+_TOKEN_WORDS = re.compile(r"[A-Za-z0-9']+|[^A-Za-z0-9']+")
+
+
+class WordVocabulary:
+    """Word-level check of one constrained answer: every finished word must be an allowed form, and the word
+    being written must be the prefix of one. Stops sub-word tokens of allowed words recombining into other
+    words ("well-res" + "oned", a year "1979" rebuilt as "1970")."""
+
+    def __init__(self, words: list[str]):
+        self.forms = {f for w in words for f in word_forms(w)}
+        self.prefixes = {f[:n] for f in self.forms for n in range(1, len(f) + 1)}
+
+    def accepts(self, tail: str, piece: str) -> bool:
+        """Whether ``piece`` (a token's text) may follow text ending in the partial word ``tail``."""
+        parts = _TOKEN_WORDS.findall(tail + piece)
+        for n, part in enumerate(parts):
+            if not (part[0].isalnum() or part[0] == "'"):
+                continue
+            last = n == len(parts) - 1
+            if part not in (self.prefixes if last else self.forms):
+                return False
+        return True
+
+    def can_stop(self, tail: str) -> bool:
+        return not tail or tail in self.forms
+
+
+class AllowedTokensProcessor(LogitsProcessor):
+    """Masks, row by row, every logit outside that row's allowed ids (None = the row is free). With
+    ``vocabularies`` and ``token_text`` (id → text) it also applies the word-level check
+    (:class:`WordVocabulary`) to the text written so far (``input_ids`` = the generated tokens)."""
+
+    def __init__(self, allowed: list[list[int] | None], vocabularies: list[WordVocabulary | None] | None = None,
+                 token_text=None, stop_ids: set[int] | None = None):
+        self.allowed = allowed
+        self.vocabularies = vocabularies or [None] * len(allowed)
+        self.token_text = token_text
+        self.stop_ids = stop_ids or set()
+        self._mask: torch.Tensor | None = None
+
+    def mask(self, vocab_size: int, device) -> torch.Tensor:
+        if self._mask is None or self._mask.shape[1] != vocab_size:
+            mask = torch.zeros((len(self.allowed), vocab_size), dtype=torch.bool, device=device)
+            for row, ids in enumerate(self.allowed):
+                if ids is None:
+                    mask[row] = True
+                else:
+                    mask[row, torch.tensor([i for i in ids if i < vocab_size], dtype=torch.long, device=device)] = True
+            self._mask = mask
+        return self._mask
+
+    def __call__(self, input_ids: torch.LongTensor | None, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = self.mask(scores.shape[-1], scores.device)
+        if self.token_text is not None and input_ids is not None:
+            mask = mask.clone()
+            for row, (ids, words) in enumerate(zip(self.allowed, self.vocabularies)):
+                if ids is None or words is None:
+                    continue
+                text = "".join(self.token_text(int(t)) for t in input_ids[row].tolist())
+                found = _WORD_CHARS.search(text)
+                tail = found.group(0) if found else ""
+                for token_id in ids:
+                    if token_id in self.stop_ids:
+                        ok = words.can_stop(tail)
+                    else:
+                        ok = words.accepts(tail, self.token_text(token_id))
+                    if not ok:
+                        mask[row, token_id] = False
+        return scores.masked_fill(~mask, float("-inf"))
