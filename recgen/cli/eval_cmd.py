@@ -292,6 +292,58 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
     console.print(table)
 
 
+@eval_app.command("reasons")
+def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset name or folder"),
+            users: int = typer.Option(200, help="seeded sample of users (0 = all)"),
+            seed: int = typer.Option(0, help="seed of the user sample and of the audit sample"),
+            k: int = typer.Option(10, min=1, help="reasons per user (the served top k)"),
+            variant: str = typer.Option("today", help="name of the generation setting; runs land side by side"),
+            config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML)"),
+            adapter: Optional[str] = typer.Option(None, help="LoRA adapter folder (sets lm.adapter)"),
+            threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (sets lm.threads)"),
+            audit_size: int = typer.Option(150, min=1, help="reasons in the audit file"),
+            results_dir: Path = typer.Option(Path("eval/results/reasons"), help="aggregates go to <root>/<dataset>/"),
+            audit_dir: Optional[Path] = typer.Option(None, help="per-user rows and audit file (they quote dataset "
+                                                     "text, so not the repo); default ~/.cache/recgen/reasons"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="start this variant again instead of resuming"),
+            grade_only: bool = typer.Option(False, "--grade-only", help="no LM: grade and aggregate the users done "
+                                            "so far (a partial run, or new measures)"),
+            hand_graded: Optional[Path] = typer.Option(None, help="hand grades (JSONL) to compare with the automatic "
+                                                       "measure: agreement and Cohen's kappa"),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Reason quality: model-written share, grounding in the facts, personalisation, degenerate text and
+    latency, on a seeded sample of users (resumable); writes <root>/<dataset>/<variant>-u<N>-s<seed>.json/.md."""
+    import re
+
+    from ..config import RecgenConfig
+    from ..evaluation.reasons import ReasonEvalSpec, run_reason_eval
+
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]{1,60}", variant):
+            raise ConfigError("--variant must be 1-60 letters, digits or _.+- (it names result files)")
+        cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
+        changes = {k_: v for k_, v in (("adapter", adapter), ("threads", threads)) if v is not None}
+        if changes:
+            cfg = cfg.updated(lm=changes)
+        spec = ReasonEvalSpec(dataset=dataset, users=users, seed=seed, k=k, variant=variant, config=cfg,
+                              results_dir=results_dir, audit_dir=audit_dir, audit_size=audit_size,
+                              overwrite=overwrite, grade_only=grade_only, hand_graded=hand_graded,
+                              command=shlex.join(["recgen", "eval", "reasons",
+                                                  *(a for a in sys.argv[3:] if a != "--grade-only")]))
+        summary = run_reason_eval(spec, log=lambda message: console.print(f"[dim]{message}[/]"))
+    except (RecgenError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    served = summary["served"]
+    console.print(f"{summary['run_name']} on {summary['dataset']}: {summary['users']} users; model-written and "
+                  f"passing {served.get('model_written_and_passing')}, with an unsupported claim "
+                  f"{served.get('grounding', {}).get('with_unsupported_claim')}, related item or request "
+                  f"{served.get('personalisation', {}).get('names_related_item_or_request')}; "
+                  f"{summary['latency'].get('per_list_s', {}).get('mean')} s per list")
+
+
 @eval_app.command("report")
 def report(dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="one dataset folder (default: all)"),
            results_dir: Path = typer.Option(RESULTS_DIR),

@@ -1,0 +1,255 @@
+"""Automatic verdicts on one reason (grounding, personalisation, degenerate text) and their aggregate.
+
+Pure functions over text and :class:`~recgen.ranking.facts.ReasonFacts`, so they are tested on hand-built
+reasons with known answers; :mod:`recgen.evaluation.reasons` runs them on a dataset.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..data.catalog import Item
+from ..ranking.facts import (
+    GENERIC_WORDS,
+    STOPWORDS,
+    ReasonFacts,
+    content_words,
+    item_fact_words,
+    names_title,
+    stem,
+    title_variants,
+    tokens,
+)
+
+#: A reason that shares a run of this many words with a few-shot example of its prompt copies it.
+EXAMPLE_NGRAM = 4
+#: A run of this many words said twice in one sentence is repetition ("a children's animated film ... a
+#: children's animated film").
+REPEAT_NGRAM = 3
+#: A sentence ending on one of these words was cut off.
+DANGLING = frozenset("""
+a an the and or but nor with of to for in on at by from as like than that which who whose its their your his
+her our is are was were be been has have had will would can could this these those into about
+""".split())
+_GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
+
+
+def example_reasons(prompt_texts: Iterable[str]) -> list[str]:
+    """The few-shot example reasons of a rendered prompt: the text after ``Reason:`` on its lines."""
+    out = []
+    for text in prompt_texts:
+        for line in text.splitlines():
+            line = line.strip()
+            if line.lower().startswith("reason:") and line[7:].strip():
+                out.append(line[7:].strip())
+    return out
+
+
+def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def _without_titles(text: str, titles: Sequence[str]) -> list[str]:
+    """The words of ``text`` with every mention of one of ``titles`` replaced by a break (``None``): a title
+    may repeat a word ("Dotting Pen Set ... Dotting") without the reason repeating itself."""
+    words: list[str | None] = list(tokens(text))
+    for title in titles:
+        for variant in sorted(title_variants(title), key=len, reverse=True):
+            parts = variant.split()
+            n = len(parts)
+            for i in range(len(words) - n + 1):
+                if words[i:i + n] == parts:
+                    words[i:i + n] = [None] * n
+    return words
+
+
+def repeated_ngrams(text: str, n: int = REPEAT_NGRAM, titles: Sequence[str] = ()) -> list[str]:
+    """What ``text`` says twice, outside the ``titles`` it names: word ``n``-grams (with a content word in
+    them) and content words other than generic ones ("a dystopian drama set in a dystopian future", "a
+    comedy-comedy", "a children's animated film ... a children's animated film")."""
+    words = _without_titles(text, titles)
+    grams = [g for g in _ngrams(words, n) if None not in g and content_words(" ".join(g))]
+    out = [" ".join(g) for g, c in Counter(grams).items() if c > 1]
+    in_grams = {stem(w) for g in out for w in g.split()}
+    counts = Counter(stem(w) for w in words if w is not None and w not in STOPWORDS and not w.isdigit()
+                     and len(w) > 1)
+    out += [w for w, c in counts.items() if c > 1 and w not in _GENERIC_STEMS and w not in in_grams]
+    return out
+
+
+def is_truncated(text: str) -> bool:
+    """Empty, or not a finished sentence: no closing . ! ?, an ellipsis, or a last word that needs a
+    continuation ("... with a")."""
+    stripped = text.strip().rstrip("\"'\u201d)")
+    if not stripped or stripped.endswith(("\u2026", "...")) or stripped[-1] not in ".!?":
+        return True
+    words = tokens(stripped)
+    return not words or words[-1] in DANGLING
+
+
+def says_nothing(text: str, item: Item) -> bool:
+    """No content word beyond the item's own title and year and generic words ("A 1996 Twister.")."""
+    own = item_fact_words(Item(item.item_id, item.title, (), item.year))
+    for word in content_words(text):
+        s = stem(word)
+        if s not in own and word not in own and s not in _GENERIC_STEMS:
+            return False
+    return True
+
+
+def copies_example(text: str, examples: Sequence[str], facts: ReasonFacts) -> bool:
+    """Shares a run of :data:`EXAMPLE_NGRAM` words with a few-shot example, and that run holds a word the
+    facts do not back (so "Alien, which you liked" with Alien in the history is not a copy)."""
+    mine = set(_ngrams(tokens(text), EXAMPLE_NGRAM))
+    for example in examples:
+        for gram in _ngrams(tokens(example), EXAMPLE_NGRAM):
+            if gram in mine and facts.unsupported(" ".join(gram)):
+                return True
+    return False
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct word ``n``-grams over all ``n``-grams of a list of reasons (1.0 = nothing repeated; 0 when
+    there are none)."""
+    grams = [g for t in texts for g in _ngrams(tokens(t), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@dataclass
+class ReasonVerdict:
+    """What the automatic measure says of one reason."""
+
+    content_words: int
+    supported_words: int
+    unsupported: list[str]
+    named_history: list[str]           # item ids of history items the reason names
+    related_named: list[str]           # ... of those, the ones related to the item
+    names_request: bool
+    repeated: list[str]
+    truncated: bool
+    says_nothing: bool
+    copies_example: bool
+    checker_problems: list[str] = field(default_factory=list)
+
+    @property
+    def claim_problems(self) -> list[str]:
+        """The fact check's findings that are invented claims (another title, a genre or year the item lacks,
+        "you liked" of something unnamed, first person); "too short" is not a claim."""
+        return [p for p in self.checker_problems if p != "too short"]
+
+    @property
+    def grounded(self) -> bool:
+        """No unsupported claim: every content word is backed, and the fact check finds no invented claim."""
+        return not self.unsupported and not self.claim_problems
+
+    @property
+    def degenerate(self) -> bool:
+        return bool(self.repeated) or self.truncated or self.says_nothing or self.copies_example
+
+    @property
+    def personal(self) -> bool:
+        """Names a related history item, or ties the item to the request."""
+        return bool(self.related_named) or self.names_request
+
+    @property
+    def passes(self) -> bool:
+        """Every check: the served fact check, grounding, and no degenerate text."""
+        return self.grounded and not self.degenerate and not self.checker_problems
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(claim_problems=self.claim_problems, grounded=self.grounded, degenerate=self.degenerate, personal=self.personal, passes=self.passes)
+        return out
+
+
+def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (), examples: Sequence[str] = (),
+                 embeddings: np.ndarray | None = None, threshold: float | None = None,
+                 checker_problems: Sequence[str] = ()) -> ReasonVerdict:
+    """The verdict on ``text`` as a reason for ``facts.item``. ``history`` is the user's whole history (a
+    reason may name any of it; default: the facts' history); related = shares a genre/category with the item,
+    or embedding cosine >= ``threshold``."""
+    history = list(history) or list(facts.history)
+    words = content_words(text)
+    unsupported = facts.unsupported(text)
+    bad = set(unsupported)
+    named = [h for h in history if names_title(text, h.title) and h.item_id != facts.item.item_id]
+    related = facts.related_history(embeddings, threshold, among=named)
+    return ReasonVerdict(
+        content_words=len(words), supported_words=sum(w not in bad for w in words), unsupported=unsupported,
+        named_history=[h.item_id for h in named], related_named=[r.item.item_id for r in related],
+        names_request=facts.names_request(text), repeated=repeated_ngrams(text, titles=[facts.item.title, *(h.title for h in named)]), truncated=is_truncated(text),
+        says_nothing=says_nothing(text, facts.item), copies_example=copies_example(text, examples, facts),
+        checker_problems=list(checker_problems))
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if len(flags) else None
+
+
+def summarize(rows: Sequence[dict], key: str = "served") -> dict:
+    """Aggregate verdicts of per-user rows (see :mod:`recgen.evaluation.reasons`): shares over reasons, the
+    content-word support rate (pooled and per reason), distinct-n per user's list, latency per reason and list.
+
+    ``key`` picks which text of each reason is summarised: ``served`` (what the user sees) or ``model`` (what
+    the LM wrote, before the fact check replaced it)."""
+    reasons = [r for row in rows for r in row["reasons"] if r.get(key)]
+    verdicts = [r[key]["verdict"] for r in reasons]
+    if not verdicts:
+        return {"reasons": 0}
+    sources = Counter(r["source"] for r in reasons)
+    model = [v for r, v in zip(reasons, verdicts) if r["source"] == "model"]
+    words = sum(v["content_words"] for v in verdicts)
+    out = {
+        "reasons": len(verdicts),
+        "source_shares": {s: round(c / len(reasons), 4) for s, c in sorted(sources.items())},
+        "model_written_and_passing": _share([r["source"] == "model" and v["passes"]
+                                             for r, v in zip(reasons, verdicts)]),
+        "passing_among_model_written": _share([v["passes"] for v in model]),
+        "passing": _share([v["passes"] for v in verdicts]),
+        "grounding": {
+            "supported_word_share": round(sum(v["supported_words"] for v in verdicts) / words, 4) if words else None,
+            "supported_word_share_per_reason": _share([v["supported_words"] / v["content_words"]
+                                                       if v["content_words"] else 1.0 for v in verdicts]),
+            "with_unsupported_word": _share([bool(v["unsupported"]) for v in verdicts]),
+            "with_unsupported_claim": _share([not v["grounded"] for v in verdicts]),
+        },
+        "personalisation": {
+            "names_history_item": _share([bool(v["named_history"]) for v in verdicts]),
+            "names_related_history_item": _share([bool(v["related_named"]) for v in verdicts]),
+            "names_request": _share([v["names_request"] for v in verdicts]),
+            "names_related_item_or_request": _share([v["personal"] for v in verdicts]),
+        },
+        "degenerate": {
+            "any": _share([v["degenerate"] for v in verdicts]),
+            "repetition": _share([bool(v["repeated"]) for v in verdicts]),
+            "empty_or_truncated": _share([v["truncated"] for v in verdicts]),
+            "says_nothing": _share([v["says_nothing"] for v in verdicts]),
+            "copies_few_shot_example": _share([v["copies_example"] for v in verdicts]),
+            "distinct_1_per_list": _share_mean([distinct_n([r[key]["text"] for r in row["reasons"] if r.get(key)], 1)
+                                                for row in rows]),
+            "distinct_2_per_list": _share_mean([distinct_n([r[key]["text"] for r in row["reasons"] if r.get(key)], 2)
+                                                for row in rows]),
+        },
+        "checker_rejected": _share([bool(v["checker_problems"]) for v in verdicts]),
+    }
+    return out
+
+
+def _share_mean(values: Sequence[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
+
+
+def latency(rows: Sequence[dict]) -> dict:
+    """Seconds to write one user's list of reasons (one batched LM call + checks) and per reason."""
+    lists = np.array([row["reasons_s"] for row in rows], dtype=float)
+    per_reason = np.array([row["reasons_s"] / max(len(row["reasons"]), 1) for row in rows], dtype=float)
+    if not len(lists):
+        return {}
+    return {"per_list_s": {"mean": round(float(lists.mean()), 3), "median": round(float(np.median(lists)), 3),
+                           "p90": round(float(np.quantile(lists, 0.9)), 3)},
+            "per_reason_s": {"mean": round(float(per_reason.mean()), 3),
+                             "median": round(float(np.median(per_reason)), 3)}}

@@ -1,0 +1,307 @@
+"""The facts a reason may use, as recgen holds them, and the words they support.
+
+A reason is grounded when every content word in it comes from these facts (the recommended item's title,
+year, genres/categories and description; the history items' titles and attributes; the user's request) or
+from :data:`GENERIC_WORDS`, the few words any recommendation needs and that claim nothing checkable. Words
+are compared as Snowball stems, so "comedies" matches "Comedy". The same object gives a prompt the facts
+as short lines and tells constrained decoding which content words are allowed.
+
+Everything here runs in time linear in its input: reasons and requests come from a model or a client.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+import numpy as np
+import snowballstemmer
+
+from ..data.catalog import Catalog, Item
+from ..text import clip, short_title
+
+#: Text is cut to this many characters before tokenizing (a reason is one sentence of ~32 tokens).
+MAX_TEXT_CHARS = 4000
+#: Words are cut to this many characters before stemming (no real word is longer; keeps stemming bounded).
+MAX_WORD_CHARS = 40
+
+#: Function words and light verbs ("made for kids", "became a hit"): they carry no claim by themselves, so they
+#: are never checked. A short hand-written list (scikit-learn's list holds content words such as "fire",
+#: "system" and "bill", which a reason can use as claims).
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be been before being below between both
+but by can could did do does doing down during each either else ever every few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just may me might more most
+much must my myself neither no nor not now of off on once only or other ought our ours ourselves out over own
+per quite rather really same she should so some such than that the their theirs them themselves then there
+these they this those though through thus to too under until up upon us very was we were what when where
+whether which while who whom whose why will with within without would yet you your yours yourself yourselves
+s t d ll re ve m don doesn didn isn aren wasn weren won wouldn shouldn couldn
+make makes made making get gets got getting take takes took taken give gives gave given go goes went gone
+come comes came become becomes became seem seems seemed
+""".split())
+
+#: Generic recommendation words: the act of recommending, the link to the user ("you liked", "fans of"), the
+#: kind of thing recommended, and the words of recgen's own template reasons ("shares ... with ...", "close
+#: to your request", "closest catalog matches"). None of them says anything about an item that could be false.
+#: Left out on purpose: evaluative words ("classic", "acclaimed", "beloved", "hilarious", "best"), which are
+#: exactly the invented claims the issue shows ("A classic adventure film with a dark and gritty tone"), and
+#: "description", which is a fact only when the item has one (then it comes from the facts).
+GENERIC_WORDS = frozenset("""
+recommend recommended recommendation suggest suggested pick choice option try match matches fit
+because since similar similarly like likes liked alike another same also both more close closer closest
+share shares shared sharing common together
+enjoy enjoyed enjoys enjoying love loved loves fan fans appreciate appreciated taste tastes interest interested
+watch watched watching buy bought purchase purchased pick picked
+history recent recently earlier previous previously past request requested ask asked asks want wants wanted
+looking look search
+film films movie movies product products item items title titles one ones genre genres kind type
+content catalog closest
+""".split())
+
+#: Spelling variants of genre names that stemming does not merge ("Sci-Fi" → "science fiction", "Romance" →
+#: "romantic", "Children's" → "kids"), keyed by the stem of the genre word. Short on purpose: a synonym
+#: here is a claim the checker lets through.
+GENRE_VARIANTS = {
+    "sci": ("science", "fiction", "scifi"),
+    "fi": ("science", "fiction", "scifi"),
+    "romanc": ("romantic",),
+    "children": ("child", "kid", "kids", "family"),
+    "comedi": ("comedic",),
+    "thriller": ("thrilling",),
+    "anim": ("cartoon",),
+    "music": ("musical",),
+    "musical": ("music",),
+    "noir": ("noir",),
+    "documentari": ("documentary",),
+    "mysteri": ("mysterious",),
+    "war": ("wartime",),
+    "crime": ("criminal",),
+    "fantasi": ("fantastical",),
+}
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_DECADE = re.compile(r"^(?:1[89]|20)?\d0s$")
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """The Snowball (Porter2) stem of one lower-case word, cut to :data:`MAX_WORD_CHARS` first."""
+    word = word[:MAX_WORD_CHARS]
+    if word.endswith("'s"):
+        word = word[:-2]
+    word = word.replace("'", "")
+    return _STEMMER.stemWord(word)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case words of ``text`` (possessive "'s" dropped), in order; the text is cut first."""
+    out = []
+    for word in _WORD.findall(clip(text, MAX_TEXT_CHARS).lower()):
+        word = word[:MAX_WORD_CHARS]
+        if word.endswith("'s"):
+            word = word[:-2]
+        out.append(word.replace("'", ""))
+    return out
+
+
+def content_words(text: str) -> list[str]:
+    """The words of ``text`` that can carry a claim: not stopwords, not a lone letter (order kept)."""
+    return [w for w in tokens(text) if w not in STOPWORDS and not (len(w) == 1 and w.isalpha())]
+
+
+_GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
+
+
+def _fact_stems(text: str) -> set[str]:
+    stems = set()
+    for word in content_words(text):
+        s = stem(word)
+        stems.add(s)
+        stems.update(stem(v) for v in GENRE_VARIANTS.get(s, ()))
+    return stems
+
+
+def _year_words(year: int) -> set[str]:
+    """A year supports itself and its decade written as "1990s" or "90s"."""
+    decade = year - year % 10
+    return {str(year), f"{decade}s", f"{decade % 100:02d}s"}
+
+
+def item_fact_words(item: Item) -> set[str]:
+    """The stems an item's own facts support: title, year (and decade), genres, description."""
+    stems = _fact_stems(item.title) | _fact_stems(" ".join(item.genres)) | _fact_stems(item.description)
+    years = {item.year} if item.year else set()
+    years |= {int(y) for y in re.findall(r"\((1[89]\d\d|20\d\d)\)", item.title)}
+    for year in years:
+        stems |= _year_words(year)
+    if item.description:
+        stems.add(stem("description"))
+    return stems
+
+
+def title_variants(title: str) -> set[str]:
+    """How a title may be written in a sentence, normalised (lower case, punctuation as spaces): the short title
+    ("the usual suspects"), without its leading article, and its main part before ':', ' - ', '(' or ','
+    when that part is at least two words. Variants shorter than four letters are dropped (they match anywhere)."""
+    base = short_title(title)
+    candidates = {base}
+    for article in ("the ", "a ", "an "):
+        if base.startswith(article):
+            candidates.add(base[len(article):])
+    for sep in (":", " - ", "(", ","):
+        head = base.split(sep, 1)[0]
+        if head != base and len(head.split()) >= 2:
+            candidates.add(head)
+    out = set()
+    for text in candidates:
+        norm = _normalise(text)
+        if len(norm.replace(" ", "")) >= 4 and any(w not in STOPWORDS for w in norm.split()):
+            out.add(norm)
+    return out
+
+
+def _normalise(text: str) -> str:
+    return " ".join(tokens(text))
+
+
+def names_title(text: str, title: str) -> bool:
+    """Whether ``text`` names ``title`` (case, articles, a trailing year and punctuation ignored)."""
+    padded = f" {_normalise(text)} "
+    return any(f" {variant} " in padded for variant in title_variants(title))
+
+
+@dataclass(frozen=True)
+class RelatedItem:
+    """A history item related to the recommended one, and why: the attributes they share, or the similarity."""
+
+    item: Item
+    shared: tuple[str, ...] = ()
+    similarity: float | None = None
+
+
+@dataclass(frozen=True)
+class ReasonFacts:
+    """What one reason for ``item`` may say, built by :meth:`for_item`.
+
+    ``words`` is the vocabulary (stems) a reason may draw on at all: the item's facts, the request, every history
+    item's title and attributes, and :data:`GENERIC_WORDS`. :meth:`unsupported` is stricter: an attribute of a
+    history item (its genres, year, description) backs a word only when the text names that history item, so
+    "a family comedy" about Mrs. Doubtfire is not backed by Toy Story being a Children's film, while
+    "like the animated Toy Story" is."""
+
+    item: Item
+    history: tuple[Item, ...]
+    query: str | None
+    fact_words: frozenset[str]
+    words: frozenset[str]
+    base_words: frozenset[str] = frozenset()
+    history_words: tuple[frozenset[str], ...] = ()
+    catalog: Catalog | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def for_item(cls, catalog: Catalog, item: Item | str, history_items: Sequence[Item | str],
+                 query: str | None = None) -> "ReasonFacts":
+        """Facts for a reason about ``item`` given the history recgen shows (items or ids) and the request."""
+        item = catalog.get(item) if isinstance(item, str) else item
+        history = tuple(catalog.get(h) if isinstance(h, str) else h for h in history_items)
+        query = (query or "").strip() or None
+        base = item_fact_words(item)
+        for past in history:
+            base |= _fact_stems(past.title)
+        if query:
+            base |= _fact_stems(query)
+        per_history = tuple(frozenset(item_fact_words(past)) for past in history)
+        facts = base.union(*per_history)
+        return cls(item, history, query, frozenset(facts), frozenset(facts | _GENERIC_STEMS),
+                   frozenset(base | _GENERIC_STEMS), per_history, catalog)
+
+    def supports(self, word: str) -> bool:
+        """Whether a word (any inflection) is in the vocabulary: the facts or the generic list (stopwords always)."""
+        return _in(word, self.words)
+
+    def unsupported(self, text: str) -> list[str]:
+        """The content words of ``text`` the facts do not back, as written, in order (each once). History items'
+        attributes back a word only when ``text`` names that history item."""
+        allowed = set(self.base_words)
+        for past, words in zip(self.history, self.history_words):
+            if names_title(text, past.title):
+                allowed |= words
+        return list(dict.fromkeys(w for w in content_words(text) if not _in(w, allowed)))
+
+    def named_history(self, text: str) -> list[Item]:
+        """History items ``text`` names by title."""
+        return [h for h in self.history if names_title(text, h.title)]
+
+    def names_request(self, text: str) -> bool:
+        """Whether ``text`` ties the item to the request: it shares a non-generic content word with it."""
+        if not self.query:
+            return False
+        asked = {stem(w) for w in content_words(self.query)} - _GENERIC_STEMS
+        return any(stem(w) in asked for w in content_words(text))
+
+    def related_history(self, embeddings: np.ndarray | None = None, threshold: float | None = None,
+                        among: Iterable[Item] | None = None) -> list[RelatedItem]:
+        """History items (or ``among``) related to the item: sharing a genre/category, or, with ``embeddings``
+        (rows = catalog rows) and a ``threshold``, a cosine similarity at or above it."""
+        out = []
+        mine = {g.lower() for g in self.item.genres}
+        for past in among if among is not None else self.history:
+            shared = tuple(g for g in past.genres if g.lower() in mine)
+            sim = None
+            if embeddings is not None and self.catalog is not None:
+                a = embeddings[self.catalog.index_of(self.item.item_id)]
+                b = embeddings[self.catalog.index_of(past.item_id)]
+                sim = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+            if shared or (sim is not None and threshold is not None and sim >= threshold):
+                out.append(RelatedItem(past, shared, sim))
+        return out
+
+    def lines(self) -> list[str]:
+        """The facts as short lines (for a prompt or an audit file)."""
+        out = [_item_fact_line("Recommended", self.item)]
+        out += [_item_fact_line("Liked", past) for past in self.history]
+        if self.query:
+            out.append(f"Request: {self.query}")
+        return out
+
+
+def _in(word: str, stems) -> bool:
+    word = word.lower()
+    if word in STOPWORDS:
+        return True
+    if _DECADE.match(word) or word.isdigit():
+        return word in stems
+    return stem(word) in stems
+
+
+def _item_fact_line(label: str, item: Item) -> str:
+    text = f"{label}: {item.title}"
+    if item.year and str(item.year) not in item.title:
+        text += f" ({item.year})"
+    if item.genres:
+        text += f" [{', '.join(item.genres)}]"
+    if item.description:
+        text += f" — {clip(item.description, 200)}"
+    return text
+
+
+def similarity_threshold(embeddings: np.ndarray, quantile: float = 0.95, pairs: int = 20000,
+                         seed: int = 0) -> float:
+    """The cosine similarity above which two items count as related: the ``quantile`` of the similarity of
+    random item pairs in this catalog (seeded), i.e. "more alike than 95% of random pairs". Chosen from the
+    catalog itself, so no dataset needs a hand-set number."""
+    n = len(embeddings)
+    if n < 2:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n, size=pairs)
+    b = rng.integers(0, n, size=pairs)
+    keep = a != b
+    x, y = embeddings[a[keep]], embeddings[b[keep]]
+    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+    sims = np.einsum("ij,ij->i", x, y) / np.maximum(norms, 1e-12)
+    return float(np.quantile(sims, quantile))
