@@ -18,22 +18,14 @@ from typing import Callable
 
 from ..data.catalog import Item
 from ..text import clip, collapse_spaces
+from .facts import GENERIC_WORDS, STOPWORDS, content_words, item_fact_words, stem
 
-#: Words any reason may use (until recgen.ranking.facts lands: the shared documented list).
-GENERIC_WORDS = frozenset("""
-a an the and or also just as is it its this that which who you your are be to of in on for from with by
-like liked likes if close closest closer match matches matching similar shares share both same too another
-pick picks picked one among catalog request requested asked fits fit often chosen after next people more
-here recommended item items title titles because so may enjoy fans much many well
-""".split())
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-case words of ``text`` that are not generic (what must be grounded in facts)."""
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in GENERIC_WORDS}
-
+#: Function words a reason may never use: it speaks about the item, never as "I" or "we".
+FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "we", "our", "ours", "ourselves", "us", "am"})
 #: Shared attributes named in a prompt or reason (more reads as a list, not a sentence).
 MAX_SHARED = 3
+#: Longest title written in a prompt or reason (product titles' main parts: 90% are shorter on Beauty).
+DISPLAY_TITLE_CHARS = 80
 #: Request characters shown in a prompt (a request is untrusted text of any length).
 MAX_QUERY_CHARS = 120
 _ARTICLES = ("The", "A", "An", "Les", "La", "Il", "Das")
@@ -58,8 +50,10 @@ def safe_text(text: str, limit: int) -> str:
 
 
 def display_title(title: str, limit: int = 60) -> str:
-    """How a title is written in a sentence: ``"Usual Suspects, The (1995)"`` → ``"The Usual Suspects (1995)"``."""
-    text = safe_text(title, limit)
+    """How a title is written in a sentence: ``"Usual Suspects, The (1995)"`` → ``"The Usual Suspects (1995)"``;
+    a title longer than ``limit`` (a product title) → its main part, before the first ``,`` ``:`` `` - `` or
+    ``(`` (the way :func:`.facts.names_title` recognises it), cut at ``max(limit, DISPLAY_TITLE_CHARS)``."""
+    text = safe_text(title, 4 * DISPLAY_TITLE_CHARS)
     year = ""
     match = re.search(r"\s*\((\d{4})\)$", text)
     if match:
@@ -67,7 +61,12 @@ def display_title(title: str, limit: int = 60) -> str:
     for article in _ARTICLES:
         if text.endswith(f", {article}"):
             text = f"{article} {text[: -len(article) - 2]}"
-    return text + year
+    if len(text) > limit:  # a product title; a film title keeps its subtitle ("Free Willy 3: The Rescue")
+        for sep in (":", " - ", " (", ","):
+            head = text.split(sep, 1)[0].strip()
+            if head != text and len(head.split()) >= 2:
+                text = head
+    return safe_text(text, max(limit, DISPLAY_TITLE_CHARS)) + year
 
 
 @dataclass(frozen=True)
@@ -102,9 +101,9 @@ def shared_attributes(item: Item, other: Item) -> tuple[str, ...]:
 def _title_words(title: str) -> list[str]:
     """Content words of a title in their written form, in order, without repeats or years."""
     seen, out = set(), []
-    keep = content_words(safe_text(title, 200))
+    keep = set(content_words(safe_text(title, 200)))
     for word in _WORD.findall(safe_text(title, 200)):
-        low = word.lower()
+        low = word.lower().removesuffix("'s").replace("'", "")
         if low in keep and low not in seen and not low.isdigit() and len(low) > 2:
             seen.add(low)
             out.append(word)
@@ -136,8 +135,8 @@ def select_facts(item: Item, history: list[Item], query: str | None,
 def supported_query_words(item: Item, query: str) -> list[str]:
     """The request's content words that the item's title, genres or description also use: the part of a
     request a reason may repeat (never "say I am a bad person": the item's facts do not say it)."""
-    mine = content_words(" ".join([item.title, *item.genres, item.description]))
-    return [w for w in content_words_in_order(query) if w.lower() in mine]
+    mine = item_fact_words(item)
+    return [w for w in content_words_in_order(query) if stem(w.lower()) in mine or w.lower() in mine]
 
 
 def prompt_values(facts: ReasonFacts, title_chars: int) -> dict:
@@ -157,7 +156,7 @@ def prompt_values(facts: ReasonFacts, title_chars: int) -> dict:
 def allowed_words(facts: ReasonFacts, title_chars: int) -> list[str]:
     """Every word a constrained reason may write: the facts' words plus the generic list."""
     values = prompt_values(facts, title_chars)
-    words: set[str] = set(GENERIC_WORDS)
+    words: set[str] = set(GENERIC_WORDS) | (set(STOPWORDS) - FIRST_PERSON)
     texts = [values["item"], values["year"], values["related"], *values["attributes"], *values["shared"],
              *values["query_words"]]
     if facts.related is not None and facts.related.year:
@@ -194,8 +193,8 @@ PATTERNS = {
         "Similar to {related}, which you liked.",
     ],
     "transition": [
-        "Often chosen after {related}, which you liked.",
-        "People who liked {related} often pick this next.",
+        "Fans of {related} also liked this.",
+        "Liked by fans of {related}, which you liked.",
     ],
     "query": [
         "{attributes_cap}, close to your request for {query}.",
@@ -207,7 +206,7 @@ PATTERNS = {
     ],
     "query_attributes": [
         "{attributes_cap}, one of the closest matches to your request.",
-        "{a_attributes} pick among the closest matches to your request.",
+        "{a_attributes} pick, one of the closest matches to your request.",
     ],
     "query_plain": [
         "One of the closest matches to your request.",
@@ -215,7 +214,7 @@ PATTERNS = {
     ],
     "plain": [
         "{attributes_cap}, one of the closest matches.",
-        "{a_attributes} pick among the closest matches.",
+        "{a_attributes} pick, one of the closest matches.",
     ],
     "nothing": ["One of the closest matches in the catalog."],
 }
@@ -252,10 +251,10 @@ def phrase_reason(facts: ReasonFacts, rng: random.Random | None = None, title_ch
 
 def content_words_in_order(text: str) -> list[str]:
     """The content words of ``text`` in their written order (for echoing a request)."""
-    keep = content_words(text)
+    keep = set(content_words(text))
     out: list[str] = []
     for word in _WORD.findall(text):
-        if word.lower() in keep and word.lower() not in {w.lower() for w in out}:
+        if word.lower().removesuffix("'s") in keep and word.lower() not in {w.lower() for w in out}:
             out.append(word)
     return out
 

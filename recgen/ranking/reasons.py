@@ -11,7 +11,8 @@ from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
 from ..text import clip, short_title, words_of
-from .grounding import ReasonFacts, allowed_words, prompt_values
+from .facts import names_title
+from .grounding import ReasonFacts, allowed_words, display_title, prompt_values
 from .prompts import chat, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
@@ -26,7 +27,7 @@ def _genre_pattern(genre: str) -> re.Pattern:
     return re.compile(r"\b" + re.escape(stem) + r"[\w'-]*", re.IGNORECASE)
 
 
-_CAPITALISED = re.compile(r"[A-Z][\w'\u2019&-]*")
+_CAPITALISED = re.compile(r"(?<![\w'\u2019])[A-Z][\w'\u2019&-]*")  # a word's start ("747S" is no name "S")
 _QUOTED = re.compile(r'["\u201c]([^"\u201d]{2,})["\u201d]')
 
 
@@ -74,6 +75,7 @@ class ReasonChecker:
             found.append("too short")
         lower = reason.lower()
         allowed_titles = {short_title(i.title) for i in [item, *history]}
+        allowed_titles |= {display_title(i.title).rstrip("…").lower() for i in [item, *history]}
         for quoted in re.findall(r'["\u201c]([^"\u201d]{2,})["\u201d]', reason):
             if not any(_mentions(quoted.lower(), t) or _mentions(t, quoted.lower()) for t in allowed_titles):
                 found.append(f"quotes {quoted!r}, not a title it may name")
@@ -84,7 +86,7 @@ class ReasonChecker:
         for title, item_id in self._titles.items():
             if item_id not in allowed_ids and _mentions(named, title):
                 found.append(f"names {title!r}, not in the history")
-        if _FIRST_PERSON.search(reason):
+        if _FIRST_PERSON.search(_without_titles(reason, [item, *history])):
             found.append("speaks in the first person")
         for name in unsupported_names(reason, [item.title, *(h.title for h in history)], self._genre_words):
             found.append(f"uses the name {name!r}, which is not a title it may name")
@@ -94,10 +96,13 @@ class ReasonChecker:
                 found.append("says the user already liked the recommended item")
             if not history:
                 found.append("says the user liked something, but there is no history (a request only)")
-            elif not any(_mentions(lower, short_title(h.title)) or _mentions(lower, h.title.lower()) for h in history):
+            elif not any(_mentions(lower, short_title(h.title)) or _mentions(lower, h.title.lower())
+                         or names_title(reason, h.title) or _mentions(lower, display_title(h.title).rstrip("…").lower())
+                         for h in history):
                 found.append("says the user liked something without naming a history item")
+        untitled = _without_titles(reason, [item, *history])  # "Star Wars" names a title, not the genre War
         for genre, pattern in self._genres.items():
-            if genre not in item.genres and pattern.search(reason):
+            if genre not in item.genres and pattern.search(untitled):
                 found.append(f"calls it {genre}, which it is not")
         years = {str(i.year) for i in [item, *history] if i.year}
         years |= {m for i in [item, *history] for m in _YEAR.findall(i.title)}
@@ -105,6 +110,15 @@ class ReasonChecker:
             if year not in years:
                 found.append(f"mentions year {year}")
         return found
+
+
+def _without_titles(reason: str, items: list[Item]) -> str:
+    """``reason`` with the titles of ``items`` (as written in prose, any case) blanked out."""
+    for item in items:
+        for name in sorted({item.title, short_title(item.title), display_title(item.title)}, key=len, reverse=True):
+            if len(name) >= 4:
+                reason = re.sub(re.escape(name), " ", reason, flags=re.IGNORECASE)
+    return reason
 
 
 def _mentions(text: str, title: str) -> bool:
