@@ -242,8 +242,15 @@ class TransformersBackend(ChatTokenizing):
             return None
         allowed = [self.allowed_tokens.ids_for(v) if v else None for v in vocabularies]
         words = [WordVocabulary(v) if v else None for v in vocabularies]
-        processor = AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)
-        return LogitsProcessorList([processor, NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM)])
+        processors = LogitsProcessorList([
+            AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids),
+            NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM)])
+        rows = torch.tensor([v is not None for v in vocabularies], device=self.device)[:, None]
+
+        def constrain(generated, logits):  # free rows of a mixed batch are decoded exactly as alone
+            return torch.where(rows, processors(generated, logits), logits)
+
+        return constrain
 
 
 def _common_prefix_length(rows: list[list[int]]) -> int:

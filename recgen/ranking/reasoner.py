@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
-from .grounding import phrase_reason, select_facts
+from .grounding import display_title, phrase_reason, select_facts
 from .reasons import ReasonChecker, build_grounded_prompt, build_reason_prompt, clean_reason, fallback_reason
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,9 @@ class Reasoner:
             prompts = [build_grounded_prompt(f, self.settings, constrained=style == "grounded") for f in facts]
         texts = self.backend.generate_text(prompts, self.settings.reason_tokens)
         out = []
+        titles = [t for i in [*items, *past] for t in (i.title, display_title(i.title, self.settings.title_chars))]
         for item, text, fact in zip(items, texts, facts):
-            reason = clean_reason(text)
+            reason = clean_reason(text, titles=titles)
             problems = self.checker.problems(reason, item, past)
             if problems:
                 log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))

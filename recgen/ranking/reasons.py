@@ -12,8 +12,8 @@ from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
 from ..text import clip, short_title, words_of
 from .facts import names_title
-from .grounding import ReasonFacts, allowed_words, display_title, prompt_values
-from .prompts import chat, shorten
+from .grounding import ReasonFacts, allowed_words, display_title, phrase_reason, prompt_values
+from .prompts import chat, render, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
@@ -133,14 +133,18 @@ def _mentions(text: str, title: str) -> bool:
     return False
 
 
-def clean_reason(text: str, max_chars: int = 240) -> str:
+def clean_reason(text: str, max_chars: int = 240, titles: Iterable[str] = ()) -> str:
     """First sentence (or line) of the model's text, without list markers or quotes around it. The text is
-    cut first: the sentence pattern below is quadratic on long text without a full stop."""
+    cut first: the sentence pattern below is quadratic on long text without a full stop. A full stop or
+    "!" inside one of ``titles`` ("G.I. Jane", "Faster Pussycat! Kill! Kill!") does not end the sentence."""
     text = clip(text, 8 * max_chars).strip().strip('"').strip()
     text = re.sub(r"^(reason|because)\s*[:\-]\s*", "", text, flags=re.IGNORECASE)
-    match = re.search(r"(.+?[.!?])(\s|$)", text)
+    hidden = text
+    for title in sorted({t for t in titles if re.search(r"[.!?]", t)}, key=len, reverse=True):
+        hidden = hidden.replace(title, re.sub(r"[.!?]", "\x00", title))  # same length: positions stay valid
+    match = re.search(r"(.+?[.!?])(\s|$)", hidden)
     if match:
-        text = match.group(1)
+        text = text[: match.end(1)]
     return shorten(text, max_chars)
 
 
@@ -173,11 +177,41 @@ def build_reason_prompt(item: Item, history: list[Item], query: str | None, sett
                 item=_item_line(item, settings.title_chars))
 
 
-def build_grounded_prompt(facts: ReasonFacts, settings: PromptSettings, constrained: bool = False) -> ChatPrompt:
-    """The facts as a short list and no example to copy (``prompts/reason_grounded.jinja``). With
-    ``constrained`` the prompt carries ``meta["vocabulary"]``: the words the backend lets the model write."""
+#: Worked examples of the grounded prompt, one per kind of facts (attributes shared with a liked item; only
+#: title words shared; a request and no history). Invented titles: under constrained decoding not one of their
+#: content words can be copied (they are in no real reason's facts); they show the form, not the content.
+_FILM, _FILM_LIKED = (Item("example-1", "Night Harbor (1988)", ("Crime", "Drama"), 1988),
+                      Item("example-2", "Blue Coast (1985)", ("Crime", "Thriller"), 1985))
+_PRODUCT, _PRODUCT_LIKED = Item("example-3", "Luna Rose Hand Cream 50 ml"), Item("example-4", "Luna Rose Body Lotion")
+EXAMPLES = {
+    "attributes": ReasonFacts(_FILM, _FILM_LIKED, ("Crime",), "similar"),
+    "title-words": ReasonFacts(_PRODUCT, _PRODUCT_LIKED, ("Luna", "Rose"), "similar"),
+    "request": ReasonFacts(_FILM, None, (), "", "a crime story", ("crime",)),
+    "request-title-words": ReasonFacts(_PRODUCT, None, (), "", "a hand cream", ("hand", "cream")),
+}
+
+
+def example_for(facts: ReasonFacts) -> ReasonFacts:
+    """The worked example shown with ``facts``: it depends only on whether the catalog has attributes and the
+    user a history, so one user's prompts still share their prefix."""
+    titles_only = not facts.item.genres
+    if facts.related is None and facts.query:
+        return EXAMPLES["request-title-words" if titles_only else "request"]
+    return EXAMPLES["title-words" if titles_only else "attributes"]
+
+
+def build_grounded_prompt(facts: ReasonFacts, settings: PromptSettings, constrained: bool = False,
+                          example: bool = True) -> ChatPrompt:
+    """The facts as a short list (``prompts/reason_grounded.jinja``). With ``constrained`` the prompt carries
+    ``meta["vocabulary"]``: the words the backend lets the model write. With ``example`` one worked example
+    (:func:`example_for` and its fact-built reason) comes first, as an earlier turn of the chat."""
     prompt = chat("reason_grounded", settings.prompts_dir, response_prefix="Reason:",
                   **prompt_values(facts, settings.title_chars))
+    if example:
+        worked = example_for(facts)
+        shown = render("reason_grounded", settings.prompts_dir, **prompt_values(worked, settings.title_chars))
+        answer = "Reason: " + phrase_reason(worked, title_chars=settings.title_chars)
+        prompt.messages[1:1] = [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
     if constrained:
         prompt.meta["vocabulary"] = allowed_words(facts, settings.title_chars)
     return prompt
