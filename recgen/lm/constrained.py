@@ -106,7 +106,8 @@ class WordVocabulary:
 class AllowedTokensProcessor(LogitsProcessor):
     """Masks, row by row, every logit outside that row's allowed ids (None = the row is free). With
     ``vocabularies`` and ``token_text`` (id → text) it also applies the word-level check
-    (:class:`WordVocabulary`) to the text written so far (``input_ids`` = the generated tokens)."""
+    (:class:`WordVocabulary`) to the text written so far (``input_ids`` = the generated tokens), for greedy
+    decoding: only the best-scoring token that passes stays in the row."""
 
     def __init__(self, allowed: list[list[int] | None], vocabularies: list[WordVocabulary | None] | None = None,
                  token_text=None, stop_ids: set[int] | None = None):
@@ -128,20 +129,29 @@ class AllowedTokensProcessor(LogitsProcessor):
         return self._mask
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.FloatTensor) -> torch.FloatTensor:
-        mask = self.mask(scores.shape[-1], scores.device)
-        if self.token_text is not None and input_ids is not None:
-            mask = mask.clone()
-            for row, (ids, words) in enumerate(zip(self.allowed, self.vocabularies)):
-                if ids is None or words is None:
-                    continue
-                text = "".join(self.token_text(int(t)) for t in input_ids[row].tolist())
-                found = _WORD_CHARS.search(text)
-                tail = found.group(0) if found else ""
-                for token_id in ids:
-                    if token_id in self.stop_ids:
-                        ok = words.can_stop(tail)
-                    else:
-                        ok = words.accepts(tail, self.token_text(token_id))
-                    if not ok:
-                        mask[row, token_id] = False
-        return scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~self.mask(scores.shape[-1], scores.device), float("-inf"))
+        if self.token_text is None or input_ids is None:
+            return scores
+        for row, words in enumerate(self.vocabularies):
+            if words is not None:
+                scores[row] = self._best_word_token(scores[row], input_ids[row].tolist(), words)
+        return scores
+
+    def _best_word_token(self, row: torch.Tensor, written: list[int], words: WordVocabulary) -> torch.Tensor:
+        """Greedy decoding needs only the best token that passes the word check: candidates are tried from the
+        highest score down (usually one or two), and every other token of the row is masked."""
+        text = "".join(self.token_text(t) for t in written)
+        found = _WORD_CHARS.search(text)
+        tail = found.group(0) if found else ""
+        finite = int(torch.isfinite(row).sum())
+        for token_id in torch.argsort(row, descending=True)[:finite].tolist():
+            ok = words.can_stop(tail) if token_id in self.stop_ids else words.accepts(tail, self.token_text(token_id))
+            if ok:
+                out = torch.full_like(row, float("-inf"))
+                out[token_id] = row[token_id]
+                return out
+        stop = next(iter(self.stop_ids & set(range(row.shape[0]))), None)  # nothing fits: end the answer
+        out = torch.full_like(row, float("-inf"))
+        if stop is not None:
+            out[stop] = 0.0
+        return out

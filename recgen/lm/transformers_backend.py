@@ -242,9 +242,9 @@ class TransformersBackend(ChatTokenizing):
             return None
         allowed = [self.allowed_tokens.ids_for(v) if v else None for v in vocabularies]
         words = [WordVocabulary(v) if v else None for v in vocabularies]
-        processors = LogitsProcessorList([
-            AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids),
-            NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM)])
+        processors = LogitsProcessorList([  # repeats first: the word check then picks among what is left
+            NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM),
+            AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)])
         rows = torch.tensor([v is not None for v in vocabularies], device=self.device)[:, None]
 
         def constrain(generated, logits):  # free rows of a mixed batch are decoded exactly as alone
