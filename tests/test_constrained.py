@@ -47,13 +47,25 @@ def test_allowed_ids_hold_the_words_with_and_without_space_and_end_of_turn(token
 
 def test_word_check_stops_sub_words_recombining():
     words = WordVocabulary(["well", "liked", "1979", "Alien"])
-    assert words.accepts("", " Alien") and words.accepts("Ali", "en")
+    assert words.accepts("", " Alien") and words.accepts("A fine Ali", "en")
     assert words.accepts("well", "-") and words.accepts("", " lik")
-    assert not words.accepts("well-res", "oned")  # "resoned" is no allowed word
-    assert not words.accepts("197", "0")  # a year rebuilt from allowed digits
-    assert words.accepts("197", "9")
+    assert not words.accepts("It is well-res", "oned")  # "resoned" is no allowed word
+    assert not words.accepts("Alien (197", "0")  # a year rebuilt from allowed digits
+    assert words.accepts("Alien (197", "9")
     assert not words.accepts("Alien", "s ")  # a finished word must be a whole allowed word
     assert words.can_stop("") and words.can_stop("Alien") and not words.can_stop("Ali")
+
+
+def test_titles_are_written_whole_or_not_at_all():
+    words = WordVocabulary(["Shares", "Action", "with", "which", "you", "liked", "the", "The"],
+                           ["The Lost World: Jurassic Park (1997)"])
+    text = "Shares Action with"
+    assert words.accepts(text, " The") and words.accepts(text + " The", " Lost")
+    assert not words.accepts(text, " Jurassic")  # no stitched "Jurassic Park (1997)"
+    assert not words.accepts(text + " The Lost", ",") and not words.can_stop(text + " The Lost")  # no half title
+    assert words.accepts(text + " The Lost World: Jurassic Park (1997)", ",")
+    assert words.accepts(text + " The Lost World: Jurassic Park (1997), which", " you")
+    assert words.accepts(text, " the")  # "the" alone stays a free word
 
 
 def test_processor_masks_rows_independently():
@@ -85,6 +97,7 @@ def test_vocabulary_is_read_from_prompt_meta():
 
 
 def test_server_grammar_accepts_fact_sentences_and_refuses_other_words():
+    assert re.fullmatch(vocabulary_regex(["with", "liked"], ["Mrs. Doubtfire (1993)"]), " with Mrs. Doubtfire (1993) liked.")
     regex = vocabulary_regex(VOCAB + ["Sci", "Fi"])
     assert re.fullmatch(regex, " Shares Drama with Alien (1979), which you liked.")
     assert re.fullmatch(regex, " A Sci-Fi pick, like Alien (1979).")

@@ -68,10 +68,13 @@ class AllowedTokens:
             cache[token_id] = self.tokenizer.convert_tokens_to_string([self.tokenizer.convert_ids_to_tokens(token_id)])
         return cache[token_id]
 
-    def ids_for(self, words: list[str]) -> list[int]:
+    def ids_for(self, words: list[str], phrases: list[str] = ()) -> list[int]:
         ids = set(self.base_ids())
         for word in words:
             ids |= self.word_ids(word)
+        for phrase in phrases:
+            for variant in (phrase, " " + phrase):
+                ids.update(self.tokenizer(variant, add_special_tokens=False)["input_ids"])
         return sorted(ids)
 
 
@@ -82,14 +85,18 @@ _TOKEN_WORDS = re.compile(r"[A-Za-z0-9']+|[^A-Za-z0-9']+")
 class WordVocabulary:
     """Word-level check of one constrained answer: every finished word must be an allowed form, and the word
     being written must be the prefix of one. Stops sub-word tokens of allowed words recombining into other
-    words ("well-res" + "oned", a year "1979" rebuilt as "1970")."""
+    words ("well-res" + "oned", a year "1979" rebuilt as "1970").
 
-    def __init__(self, words: list[str]):
+    ``phrases`` (the related history item's title) are written whole or not at all: their words are allowed
+    only as the next part of the phrase, so a reason cannot name half a title or stitch a new one together
+    ("Jurassic Park (1997)" out of "The Lost World: Jurassic Park (1997)")."""
+
+    def __init__(self, words: list[str], phrases: list[str] = ()):
         self.forms = {f for w in words for f in word_forms(w)}
         self.prefixes = {f[:n] for f in self.forms for n in range(1, len(f) + 1)}
+        self.phrases = [p for p in phrases if p]
 
-    def accepts(self, tail: str, piece: str) -> bool:
-        """Whether ``piece`` (a token's text) may follow text ending in the partial word ``tail``."""
+    def _free(self, tail: str, piece: str) -> bool:
         parts = _TOKEN_WORDS.findall(tail + piece)
         for n, part in enumerate(parts):
             if not (part[0].isalnum() or part[0] == "'"):
@@ -99,8 +106,39 @@ class WordVocabulary:
                 return False
         return True
 
-    def can_stop(self, tail: str) -> bool:
-        return not tail or tail in self.forms
+    def _in_phrase(self, text: str, piece: str) -> bool:
+        """``piece`` continues (or completes, then goes on freely) a phrase begun at a word start of ``text``."""
+        joined = text + piece
+        for phrase in self.phrases:
+            for start in _word_starts(text, len(phrase) + len(piece)):
+                written = joined[start:]
+                if phrase.startswith(written):
+                    return True
+                if written.startswith(phrase):
+                    rest = written[len(phrase):]
+                    if not rest or not (rest[0].isalnum() or rest[0] == "'"):
+                        return self._free("", rest)
+        return False
+
+    def accepts(self, text: str, piece: str) -> bool:
+        """Whether ``piece`` (a token's text) may follow ``text`` (the answer so far)."""
+        found = _WORD_CHARS.search(text)
+        tail = found.group(0) if found else ""
+        return self._free(tail, piece) or self._in_phrase(text, piece)
+
+    def can_stop(self, text: str) -> bool:
+        found = _WORD_CHARS.search(text)
+        tail = found.group(0) if found else ""
+        if not tail or tail in self.forms:
+            return True
+        return any(text.endswith(p) for p in self.phrases)
+
+
+def _word_starts(text: str, window: int) -> list[int]:
+    """Positions in the last ``window`` characters of ``text`` where a word (or the text) starts, and the end."""
+    first = max(0, len(text) - window)
+    starts = [i for i in range(first, len(text)) if (i == 0 or not text[i - 1].isalnum()) and not text[i].isspace()]
+    return starts + [len(text)]
 
 
 class AllowedTokensProcessor(LogitsProcessor):
@@ -141,11 +179,9 @@ class AllowedTokensProcessor(LogitsProcessor):
         """Greedy decoding needs only the best token that passes the word check: candidates are tried from the
         highest score down (usually one or two), and every other token of the row is masked."""
         text = "".join(self.token_text(t) for t in written)
-        found = _WORD_CHARS.search(text)
-        tail = found.group(0) if found else ""
         finite = int(torch.isfinite(row).sum())
         for token_id in torch.argsort(row, descending=True)[:finite].tolist():
-            ok = words.can_stop(tail) if token_id in self.stop_ids else words.accepts(tail, self.token_text(token_id))
+            ok = words.can_stop(text) if token_id in self.stop_ids else words.accepts(text, self.token_text(token_id))
             if ok:
                 out = torch.full_like(row, float("-inf"))
                 out[token_id] = row[token_id]

@@ -24,7 +24,7 @@ from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
 from .constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
-from .vocabulary import vocabulary_of
+from .vocabulary import phrases_of, vocabulary_of
 
 #: A constrained reason never repeats a 3-gram (a small vocabulary otherwise invites loops).
 NO_REPEAT_NGRAM = 3
@@ -240,8 +240,9 @@ class TransformersBackend(ChatTokenizing):
         vocabularies = [vocabulary_of(p) for p in prompts]
         if not any(vocabularies):
             return None
-        allowed = [self.allowed_tokens.ids_for(v) if v else None for v in vocabularies]
-        words = [WordVocabulary(v) if v else None for v in vocabularies]
+        phrases = [phrases_of(p) for p in prompts]
+        allowed = [self.allowed_tokens.ids_for(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
+        words = [WordVocabulary(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
         processors = LogitsProcessorList([  # repeats first: the word check then picks among what is left
             NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM),
             AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)])

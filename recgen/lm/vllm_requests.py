@@ -38,7 +38,7 @@ from ..config import MAX_CANDIDATES
 from ..errors import ModelLoadError
 from .adapters import check_adapter
 from .prompt import ChatPrompt
-from .vocabulary import vocabulary_of, vocabulary_regex
+from .vocabulary import phrases_of, vocabulary_of, vocabulary_regex
 
 #: Score of a label that vLLM did not return among the top log-probabilities (finite, so JSON-safe).
 MISSING_LOGPROB = -1.0e4
@@ -159,7 +159,7 @@ def build_chat_request(prompt: ChatPrompt, model: str, kind: str, *, labels: lis
         body.update(max_tokens=max_tokens, stop=["\n"])
         words = vocabulary_of(prompt)
         if words:
-            body["structured_outputs"] = {"regex": vocabulary_regex(words)}
+            body["structured_outputs"] = {"regex": vocabulary_regex(words, phrases_of(prompt))}
     else:
         raise ValueError(f"kind must be score, generate or text, not {kind!r}")
     return body

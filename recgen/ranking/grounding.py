@@ -154,16 +154,21 @@ def prompt_values(facts: ReasonFacts, title_chars: int) -> dict:
 
 
 def allowed_words(facts: ReasonFacts, title_chars: int) -> list[str]:
-    """Every word a constrained reason may write: the facts' words plus the generic list."""
+    """Every free word a constrained reason may write: the facts' words (the related title's only as a whole,
+    :func:`allowed_phrases`) plus the generic list and function words (not "I", "we")."""
     values = prompt_values(facts, title_chars)
     words: set[str] = set(GENERIC_WORDS) | (set(STOPWORDS) - FIRST_PERSON)
-    texts = [values["item"], values["year"], values["related"], *values["attributes"], *values["shared"],
-             *values["query_words"]]
-    if facts.related is not None and facts.related.year:
-        texts.append(str(facts.related.year))
+    texts = [values["item"], values["year"], *values["attributes"], *values["shared"], *values["query_words"]]
     for text in texts:
         words |= set(_WORD.findall(text))
     return sorted(words)
+
+
+def allowed_phrases(facts: ReasonFacts, title_chars: int) -> list[str]:
+    """Titles a constrained reason may write only whole: the related history item's, as the prompt shows it
+    (its words are not free words, so half a title or a stitched one cannot be written)."""
+    related = prompt_values(facts, title_chars)["related"]
+    return [related] if related else []
 
 
 def _join(names: list[str] | tuple[str, ...]) -> str:

@@ -12,7 +12,7 @@ from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
 from ..text import clip, short_title, words_of
 from .facts import names_title
-from .grounding import ReasonFacts, allowed_words, display_title, phrase_reason, prompt_values
+from .grounding import ReasonFacts, allowed_phrases, allowed_words, display_title, phrase_reason, prompt_values
 from .prompts import chat, render, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
@@ -214,6 +214,7 @@ def build_grounded_prompt(facts: ReasonFacts, settings: PromptSettings, constrai
         prompt.messages[1:1] = [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
     if constrained:
         prompt.meta["vocabulary"] = allowed_words(facts, settings.title_chars)
+        prompt.meta["phrases"] = allowed_phrases(facts, settings.title_chars)
     return prompt
 
 
