@@ -12,6 +12,11 @@ the list (that would make retrieval look more reliable in training than on unsee
 
 The prompt is built with :func:`recgen.ranking.ranker.build_rank_prompt` exactly as at inference; the
 supervised response is the label letter (optionally followed by the end-of-turn token).
+
+With ``reasons_fraction`` a prefix also gives, with that probability, a reasons-task example (issue 14): the
+grounded reason prompt for the user's real next item, built as the reasoner builds it (the related history item
+picked by the same similarity and out-of-fold transitions, the worked example turn included), and a target
+sentence made only of those facts in one of several seeded patterns. Trained jointly with ranking.
 """
 
 from __future__ import annotations
