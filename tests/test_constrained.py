@@ -129,3 +129,16 @@ def test_vllm_engine_passes_the_transformers_allowed_ids(tokenizer, tiny_backend
     constrained, free = RecordingLLM.calls[-1]
     assert constrained["allowed_token_ids"] == tiny_backend.allowed_tokens.ids_for(VOCAB)
     assert "allowed_token_ids" not in free
+
+
+def test_a_constrained_reason_ends_at_its_first_full_stop_outside_titles(tokenizer):
+    allowed = AllowedTokens(tokenizer, {tokenizer.eos_token_id})
+    words = WordVocabulary(["Like", "Mrs", "Doubtfire", "a", "pick"], ["Mrs. Doubtfire (1993)"])
+    processor = AllowedTokensProcessor([allowed.ids_for(["Like"])], [words], allowed.text, allowed.stop_ids)
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    assert not processor.sentence_done(0, ids(" Like Mrs."))  # inside the title
+    assert processor.sentence_done(0, ids(" Like Mrs. Doubtfire (1993)."))
+    assert processor.sentence_done(0, ids(" A pick."))

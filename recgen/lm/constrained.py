@@ -126,6 +126,11 @@ class WordVocabulary:
         tail = found.group(0) if found else ""
         return self._free(tail, piece) or self._in_phrase(text, piece)
 
+    def inside_phrase(self, text: str) -> bool:
+        """Whether ``text`` ends part-way through a phrase ("... Mrs." of "Mrs. Doubtfire (1993)")."""
+        return any(phrase.startswith(text[start:]) and len(text) - start < len(phrase)
+                   for phrase in self.phrases for start in _word_starts(text, len(phrase))[:-1])
+
     def can_stop(self, text: str) -> bool:
         found = _WORD_CHARS.search(text)
         tail = found.group(0) if found else ""
@@ -174,6 +179,14 @@ class AllowedTokensProcessor(LogitsProcessor):
             if words is not None:
                 scores[row] = self._best_word_token(scores[row], input_ids[row].tolist(), words)
         return scores
+
+    def sentence_done(self, row: int, written: list[int]) -> bool:
+        """Whether a constrained row just ended a sentence ("." "!" "?" outside a title it is writing)."""
+        words = self.vocabularies[row]
+        if words is None or self.token_text is None or not written:
+            return False
+        text = "".join(self.token_text(t) for t in written).rstrip()
+        return text[-1:] in (".", "!", "?") and not words.inside_phrase(text)
 
     def _best_word_token(self, row: torch.Tensor, written: list[int], words: WordVocabulary) -> torch.Tensor:
         """Greedy decoding needs only the best token that passes the word check: candidates are tried from the

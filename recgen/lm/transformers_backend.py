@@ -225,6 +225,8 @@ class TransformersBackend(ChatTokenizing):
                         done[row] = True
                     else:
                         written[row].append(int(token[row]))
+                        if constrain is not None and constrain.finished(row, written[row]):
+                            done[row] = True  # one sentence is all a reason keeps: stop at its end
             if bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], dim=1)
@@ -243,15 +245,24 @@ class TransformersBackend(ChatTokenizing):
         phrases = [phrases_of(p) for p in prompts]
         allowed = [self.allowed_tokens.ids_for(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
         words = [WordVocabulary(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
-        processors = LogitsProcessorList([  # repeats first: the word check then picks among what is left
-            NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM),
-            AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)])
-        rows = torch.tensor([v is not None for v in vocabularies], device=self.device)[:, None]
+        processor = AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)
+        processors = LogitsProcessorList([NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM), processor])
+        return _Constraint(processors, processor, torch.tensor([v is not None for v in vocabularies],
+                                                                device=self.device)[:, None])
 
-        def constrain(generated, logits):  # free rows of a mixed batch are decoded exactly as alone
-            return torch.where(rows, processors(generated, logits), logits)
 
-        return constrain
+class _Constraint:
+    """The logits processors of a batch with constrained rows; free rows of a mixed batch are decoded exactly as
+    they would be alone. Repeats are banned first, so the word check picks among what is left."""
+
+    def __init__(self, processors, allowed: AllowedTokensProcessor, rows: torch.Tensor):
+        self.processors, self.allowed, self.rows = processors, allowed, rows
+
+    def __call__(self, generated, logits):
+        return torch.where(self.rows, self.processors(generated, logits), logits)
+
+    def finished(self, row: int, written: list[int]) -> bool:
+        return bool(self.rows[row, 0]) and self.allowed.sentence_done(row, written)
 
 
 def _common_prefix_length(rows: list[list[int]]) -> int:

@@ -165,10 +165,11 @@ def allowed_words(facts: ReasonFacts, title_chars: int) -> list[str]:
 
 
 def allowed_phrases(facts: ReasonFacts, title_chars: int) -> list[str]:
-    """Titles a constrained reason may write only whole: the related history item's, as the prompt shows it
-    (its words are not free words, so half a title or a stitched one cannot be written)."""
-    related = prompt_values(facts, title_chars)["related"]
-    return [related] if related else []
+    """Titles a constrained reason writes as the prompt shows them: the related history item's (its words are
+    not free words, so half a title or a stitched one cannot be written) and the item's own (its words are
+    free; a full stop inside it, "Mrs. Doubtfire", does not end the sentence)."""
+    values = prompt_values(facts, title_chars)
+    return [t for t in (values["related"], values["item"] + (f" ({values['year']})" if values["year"] else "")) if t]
 
 
 def _join(names: list[str] | tuple[str, ...]) -> str:
