@@ -142,3 +142,10 @@ def test_a_constrained_reason_ends_at_its_first_full_stop_outside_titles(tokeniz
     assert not processor.sentence_done(0, ids(" Like Mrs."))  # inside the title
     assert processor.sentence_done(0, ids(" Like Mrs. Doubtfire (1993)."))
     assert processor.sentence_done(0, ids(" A pick."))
+
+
+def test_a_title_can_start_with_a_word_that_is_not_free():
+    words = WordVocabulary(["Shares", "Comedy", "with"], ["McHale's Navy (1997)"])
+    assert words.accepts("Shares Comedy with", " McHale") and words.accepts("Shares Comedy with McHale", "'s Navy")
+    assert not words.accepts("Shares Comedy with Avople", "McHale")  # never inside another word
+    assert not words.accepts("Shares Comedy with", " Navy")

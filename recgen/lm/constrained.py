@@ -107,10 +107,12 @@ class WordVocabulary:
         return True
 
     def _in_phrase(self, text: str, piece: str) -> bool:
-        """``piece`` continues (or completes, then goes on freely) a phrase begun at a word start of ``text``."""
+        """``piece`` starts, continues or completes (then goes on freely) a phrase begun at a word start."""
         joined = text + piece
         for phrase in self.phrases:
-            for start in _word_starts(text, len(phrase) + len(piece)):
+            for start in _word_starts(joined, len(phrase) + len(piece))[:-1]:
+                if start > len(text) and any(c.isalnum() for c in joined[len(text):start]):
+                    continue  # a word of the piece before the phrase would go unchecked
                 written = joined[start:]
                 if phrase.startswith(written):
                     return True

@@ -154,22 +154,24 @@ def prompt_values(facts: ReasonFacts, title_chars: int) -> dict:
 
 
 def allowed_words(facts: ReasonFacts, title_chars: int) -> list[str]:
-    """Every free word a constrained reason may write: the facts' words (the related title's only as a whole,
-    :func:`allowed_phrases`) plus the generic list and function words (not "I", "we")."""
+    """Every free word a constrained reason may write: the item's attributes, what it shares with the related
+    item, the request words it supports, the generic list and function words (not "I", "we"). The related
+    title only as a whole (:func:`allowed_phrases`); never the item's own title: the user sees it beside the
+    reason, and the model otherwise writes it where the liked item belongs ("Shares Comedy with <itself>")."""
     values = prompt_values(facts, title_chars)
     words: set[str] = set(GENERIC_WORDS) | (set(STOPWORDS) - FIRST_PERSON)
-    texts = [values["item"], values["year"], *values["attributes"], *values["shared"], *values["query_words"]]
+    texts = [*values["attributes"], *values["shared"], *values["query_words"]]
     for text in texts:
         words |= set(_WORD.findall(text))
     return sorted(words)
 
 
 def allowed_phrases(facts: ReasonFacts, title_chars: int) -> list[str]:
-    """Titles a constrained reason writes as the prompt shows them: the related history item's (its words are
-    not free words, so half a title or a stitched one cannot be written) and the item's own (its words are
-    free; a full stop inside it, "Mrs. Doubtfire", does not end the sentence)."""
-    values = prompt_values(facts, title_chars)
-    return [t for t in (values["related"], values["item"] + (f" ({values['year']})" if values["year"] else "")) if t]
+    """Titles a constrained reason writes only whole, as the prompt shows them: the related history item's (its
+    words are not free words, so half a title or a stitched one cannot be written; a full stop inside it,
+    "Mrs. Doubtfire", does not end the sentence)."""
+    related = prompt_values(facts, title_chars)["related"]
+    return [related] if related else []
 
 
 def _join(names: list[str] | tuple[str, ...]) -> str:
