@@ -149,3 +149,9 @@ def test_a_title_can_start_with_a_word_that_is_not_free():
     assert words.accepts("Shares Comedy with", " McHale") and words.accepts("Shares Comedy with McHale", "'s Navy")
     assert not words.accepts("Shares Comedy with Avople", "McHale")  # never inside another word
     assert not words.accepts("Shares Comedy with", " Navy")
+
+
+def test_no_end_of_answer_part_way_through_a_title():
+    words = WordVocabulary(["Shares", "Drama", "with"], ["Faster Pussycat! Kill! Kill! (1965)"])
+    assert not words.can_stop("Shares Drama with Faster Pussycat!")
+    assert words.can_stop("Shares Drama with Faster Pussycat! Kill! Kill! (1965)")

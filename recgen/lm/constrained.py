@@ -136,6 +136,8 @@ class WordVocabulary:
     def can_stop(self, text: str) -> bool:
         found = _WORD_CHARS.search(text)
         tail = found.group(0) if found else ""
+        if self.inside_phrase(text):
+            return False  # not part-way through a title ("... Faster Pussycat!")
         if not tail or tail in self.forms:
             return True
         return any(text.endswith(p) for p in self.phrases)
