@@ -58,7 +58,7 @@ class PromptSettings(_Settings):
     reason_tokens: int = Field(32, ge=4, le=256)
     prompts_dir: str | None = Field(None, description="folder of Jinja2 templates; default: the shipped ones")
     reasons: Literal["free", "facts", "grounded"] = Field(
-        "free", description="how the LM writes reasons: free = the original prompt (history titles, one example); "
+        "grounded", description="how the LM writes reasons: free = the original prompt (history titles, one example); "
         "facts = the facts a reason may use as a short list (prompts/reason_grounded.jinja); grounded = that list "
         "plus decoding constrained to the facts' words and a generic list (eval/results/reasons)")
 
