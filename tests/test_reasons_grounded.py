@@ -153,9 +153,9 @@ def test_reasoner_free_style_is_todays_prompt(tiny_backend):
             seen.extend(prompts)
             return ["Shares Sci-Fi with Alien (1979), which you liked."] * len(prompts)
 
-    Reasoner(FILMS, Recording(), PromptSettings()).explain(["2"], None, ["1"])
+    Reasoner(FILMS, Recording(), PromptSettings(reasons="free")).explain(["2"], None, ["1"])
     assert "Example." in seen[-1].messages[-1]["content"] and "vocabulary" not in seen[-1].meta
-    Reasoner(FILMS, Recording(), PromptSettings(reasons="grounded")).explain(["2"], None, ["1"])
+    Reasoner(FILMS, Recording(), PromptSettings()).explain(["2"], None, ["1"])  # the default
     assert "Facts:" in seen[-1].messages[-1]["content"] and seen[-1].meta["vocabulary"]
 
 

@@ -18,6 +18,7 @@ second gate.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import torch
 from transformers import LogitsProcessor
@@ -92,8 +93,12 @@ class WordVocabulary:
     ("Jurassic Park (1997)" out of "The Lost World: Jurassic Park (1997)")."""
 
     def __init__(self, words: list[str], phrases: list[str] = ()):
-        self.forms = {f for w in words for f in word_forms(w)}
-        self.prefixes = {f[:n] for f in self.forms for n in range(1, len(f) + 1)}
+        self.forms: set[str] = set()
+        self.prefixes: set[str] = set()
+        for word in words:
+            forms, prefixes = _forms_and_prefixes(word)
+            self.forms |= forms
+            self.prefixes |= prefixes
         self.phrases = [p for p in phrases if p]
 
     def _free(self, tail: str, piece: str) -> bool:
@@ -141,6 +146,12 @@ class WordVocabulary:
         if not tail or tail in self.forms:
             return True
         return any(text.endswith(p) for p in self.phrases)
+
+
+@lru_cache(maxsize=65536)
+def _forms_and_prefixes(word: str) -> tuple[frozenset[str], frozenset[str]]:
+    forms = frozenset(word_forms(word))
+    return forms, frozenset(f[:n] for f in forms for n in range(1, len(f) + 1))
 
 
 def _word_starts(text: str, window: int) -> list[int]:
@@ -197,12 +208,13 @@ class AllowedTokensProcessor(LogitsProcessor):
         highest score down (usually one or two), and every other token of the row is masked."""
         text = "".join(self.token_text(t) for t in written)
         finite = int(torch.isfinite(row).sum())
-        for token_id in torch.argsort(row, descending=True)[:finite].tolist():
-            ok = words.can_stop(text) if token_id in self.stop_ids else words.accepts(text, self.token_text(token_id))
-            if ok:
-                out = torch.full_like(row, float("-inf"))
-                out[token_id] = row[token_id]
-                return out
+        for size in (min(finite, 32), finite):  # the best 32 almost always hold one that passes; else all
+            for token_id in torch.topk(row, size).indices.tolist():
+                ok = words.can_stop(text) if token_id in self.stop_ids else words.accepts(text, self.token_text(token_id))
+                if ok:
+                    out = torch.full_like(row, float("-inf"))
+                    out[token_id] = row[token_id]
+                    return out
         stop = next(iter(self.stop_ids & set(range(row.shape[0]))), None)  # nothing fits: end the answer
         out = torch.full_like(row, float("-inf"))
         if stop is not None:
