@@ -5,7 +5,7 @@
 Reads the run's per-user rows (``~/.cache/recgen/reasons/<dataset>/<run>.rows.jsonl``, written by
 ``recgen eval reasons``). Dataset text may not be copied into the repository, so the committed lines write
 titles as placeholders (⟨item⟩ = the recommended item, ⟨liked N⟩ = the user's N-th most recent history item,
-⟨other⟩ = any other catalog title); ``--full`` writes the same sample with the titles to a file outside git.
+⟨w⟩ = another word taken from those titles); ``--full`` writes the same sample with the titles to a file outside git.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from recgen.data import load_dataset
+from recgen.ranking.facts import GENERIC_WORDS, STOPWORDS
 from recgen.ranking.grounding import display_title
 from recgen.text import short_title
 
@@ -27,10 +28,15 @@ def _forms(title: str) -> list[str]:
 
 
 def masked(text: str, item, history) -> str:
+    """Titles as placeholders, then any other word taken from those titles (product names, brands) as ⟨w⟩;
+    genre/category names and generic words stay."""
     for label, entry in [("⟨item⟩", item)] + [(f"⟨liked {n}⟩", h) for n, h in enumerate(reversed(history), 1)]:
         for form in _forms(entry.title):
             text = re.sub(re.escape(form), label, text, flags=re.IGNORECASE)
-    return text
+    keep = {g.lower() for e in [item, *history] for g in e.genres} | set(GENERIC_WORDS) | set(STOPWORDS)
+    title_words = {w.lower() for e in [item, *history] for w in re.findall(r"[A-Za-z0-9']+", e.title)} - keep
+    return re.sub(r"(?<![⟨\w])[A-Za-z0-9']+(?![\w⟩])",
+                  lambda m: "⟨w⟩" if m.group(0).lower() in title_words else m.group(0), text)
 
 
 def main() -> None:
@@ -50,7 +56,7 @@ def main() -> None:
     lines, full = [], []
     for row, reason in picked:
         item = catalog.get(reason["item_id"])
-        history = [catalog.get(i) for i in row["history"][-10:]]
+        history = [catalog.get(i) for i in row["history"]]
         lines.append(f"- [{reason['source']}] {masked(reason['served_text'], item, history)}")
         full.append(f"- [{reason['source']}] {item.title}: {reason['served_text']}")
     print("\n".join(lines))
