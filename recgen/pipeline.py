@@ -211,7 +211,8 @@ class Pipeline:
     @property
     def reasoner(self) -> Reasoner:
         if self._reasoner is None:
-            self._reasoner = Reasoner(self.catalog, self.backend, self.config.prompt, self.retriever.item_embeddings)
+            self._reasoner = Reasoner(self.catalog, self.backend, self.config.prompt, self.retriever.item_embeddings,
+                                      self.state.transitions)
         return self._reasoner
 
 

@@ -12,6 +12,11 @@ the list (that would make retrieval look more reliable in training than on unsee
 
 The prompt is built with :func:`recgen.ranking.ranker.build_rank_prompt` exactly as at inference; the
 supervised response is the label letter (optionally followed by the end-of-turn token).
+
+With ``reasons_fraction`` a prefix also gives, with that probability, a reasons-task example (issue 14): the
+grounded reason prompt for the user's real next item, built as the reasoner builds it (the related history item
+picked by the same similarity and out-of-fold transitions, the worked example turn included), and a target
+sentence made only of those facts in one of several seeded patterns. Trained jointly with ranking.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from ..data.catalog import Catalog
 from ..data.split import UserSplit
 from ..errors import DataError
 from ..lm.prompt import ChatPrompt
+from ..ranking.grounding import phrase_reason, select_facts
 from ..ranking.ranker import RankRequest, build_rank_prompt
-from ..ranking.reasoner import PROMPT_HISTORY_ITEMS
-from ..ranking.reasons import build_reason_prompt
+from ..ranking.reasoner import closeness_of
+from ..ranking.reasons import build_grounded_prompt
 from .config import SFTDataConfig
 
 IGNORE = -100
@@ -105,6 +111,9 @@ def _user_examples(catalog, split, retriever, transitions, cfg, rng, examples, c
         exclude = (set(train[t + 1:]) | held_out) - {target}
         retrieved = [i for i, _ in retriever.retrieve(history, n=cfg.retrieval.n_candidates, exclude=exclude,
                                                         transitions=transitions)]
+        if cfg.reasons_fraction and rng.random() < cfg.reasons_fraction:
+            _reason_example(catalog, split.user_id, history, target, retriever, transitions, cfg, rng, examples)
+            counts["reasons"] = counts.get("reasons", 0) + 1
         if len(retrieved) < 2:
             continue
         counts["prefixes"] += 1
@@ -126,23 +135,24 @@ def _user_examples(catalog, split, retriever, transitions, cfg, rng, examples, c
         prompt = build_rank_prompt(catalog, request, cfg.prompt)
         label = prompt.meta["labels"][candidates.index(target)]
         examples.append(SFTExample(split.user_id, "rank", prompt, label, history, target, candidates))
-        if cfg.reasons_fraction and rng.random() < cfg.reasons_fraction:
-            reason = fact_reason(catalog, history[-cfg.prompt.history:][-PROMPT_HISTORY_ITEMS:], target)
-            if reason:
-                shown = [catalog.get(i) for i in history[-cfg.prompt.history:][-PROMPT_HISTORY_ITEMS:]]
-                rprompt = build_reason_prompt(catalog.get(target), shown, None, cfg.prompt)
-                examples.append(SFTExample(split.user_id, "reason", rprompt, " " + reason, history, target))
 
 
-def fact_reason(catalog: Catalog, history: list[str], target: str) -> str | None:
-    """A reason that is true by construction: a genre the item shares with a named history item."""
+def _reason_example(catalog, user_id, history, target, retriever, transitions, cfg, rng, examples) -> None:
+    """A reasons-task example: the grounded reason prompt for the user's real next item, exactly as the
+    reasoner builds it (the related history item picked by the same similarity and transitions), and a
+    target sentence made only of those facts in a seeded choice of patterns (so the model learns to use
+    the facts, not one template). Every target passes the reason checker by construction."""
+    past = [catalog.get(i) for i in history[-cfg.prompt.history:]]
     item = catalog.get(target)
-    for past_id in reversed(history):
-        past = catalog.get(past_id)
-        shared = [g for g in item.genres if g in past.genres]
-        if shared:
-            return f"It is {shared[0]}, like {past.title}, which you liked."
-    return None
+    closeness = closeness_of(catalog, _embeddings(retriever), transitions)
+    facts = select_facts(item, past, None, closeness)
+    reason = phrase_reason(facts, rng, cfg.prompt.title_chars)
+    prompt = build_grounded_prompt(facts, cfg.prompt)
+    examples.append(SFTExample(user_id, "reason", prompt, " " + reason, history, target))
+
+
+def _embeddings(retriever):
+    return getattr(retriever, "item_embeddings", None)
 
 
 def render(tokenizer, prompt: ChatPrompt) -> str:

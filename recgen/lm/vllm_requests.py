@@ -16,7 +16,11 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   prompt asks for ("one letter a line") and what the transformers backend enforces. A regex does not
   enforce uniqueness, so the list is de-duplicated and validated afterwards, and a short list is filled
   from the score-mode order.
-* **text** (reasons) — greedy, ``max_tokens``, ``stop=["\\n"]``.
+* **text** (reasons) — greedy, ``max_tokens``, ``stop=["\\n"]``. A constrained reason (a prompt with
+  ``meta["vocabulary"]``, :mod:`.vocabulary`) also carries ``allowed_token_ids`` in the engine (the very ids
+  the transformers backend allows, :class:`.constrained.AllowedTokens`) and, on a ``vllm serve`` server, which
+  recgen reaches without a tokenizer, ``structured_outputs={"regex": vocabulary_regex(words)}``: a word-level
+  grammar of the same vocabulary (both are request fields of vLLM's chat completions and ``SamplingParams``).
 
 With LoRA adapters, each request carries the ``LoRARequest(name, id, path)`` of the adapter its prompt
 selects (:mod:`.adapters`), so one batch can mix adapters; vLLM rejects adapters with ``modules_to_save``
@@ -34,6 +38,7 @@ from ..config import MAX_CANDIDATES
 from ..errors import ModelLoadError
 from .adapters import check_adapter
 from .prompt import ChatPrompt
+from .vocabulary import phrases_of, vocabulary_of, vocabulary_regex
 
 #: Score of a label that vLLM did not return among the top log-probabilities (finite, so JSON-safe).
 MISSING_LOGPROB = -1.0e4
@@ -69,7 +74,7 @@ def generate_max_tokens(k: int) -> int:
 
 def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labels: list[str] | None = None,
                           k: int | None = None, max_tokens: int | None = None,
-                          exact_label_logprobs: bool = False) -> dict:
+                          exact_label_logprobs: bool = False, allowed_token_ids: list[int] | None = None) -> dict:
     """The keyword arguments of ``vllm.SamplingParams`` for one request, as a plain dict.
 
     ``structured_outputs`` is given as a dict of ``StructuredOutputsParams`` fields;
@@ -91,7 +96,10 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
     if kind == "text":
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
-        return {"max_tokens": max_tokens, "temperature": 0.0, "stop": ["\n"]}
+        params = {"max_tokens": max_tokens, "temperature": 0.0, "stop": ["\n"]}
+        if allowed_token_ids:
+            params["allowed_token_ids"] = list(allowed_token_ids)
+        return params
     raise ValueError(f"kind must be score, generate or text, not {kind!r}")
 
 
@@ -149,6 +157,9 @@ def build_chat_request(prompt: ChatPrompt, model: str, kind: str, *, labels: lis
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
         body.update(max_tokens=max_tokens, stop=["\n"])
+        words = vocabulary_of(prompt)
+        if words:
+            body["structured_outputs"] = {"regex": vocabulary_regex(words, phrases_of(prompt))}
     else:
         raise ValueError(f"kind must be score, generate or text, not {kind!r}")
     return body

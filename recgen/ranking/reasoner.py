@@ -1,15 +1,23 @@
 """The reasons stage: the LM writes one sentence per recommended item, and a fact check decides whether
-the user sees it or a plain reason built from catalog facts."""
+the user sees it or a plain reason built from catalog facts.
+
+``prompt.reasons`` picks how the LM is asked: ``free`` (the original prompt), ``facts`` (the facts a reason
+may use, as a short list) or ``grounded`` (that list, and decoding constrained to the facts' words plus a
+generic list, so an invented genre, plot or claim about the user cannot be written at all). The checker is
+the second gate in every style.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
-from .reasons import ReasonChecker, build_reason_prompt, clean_reason, fallback_reason
+from .grounding import display_title, phrase_reason, select_facts
+from .reasons import ReasonChecker, build_grounded_prompt, build_reason_prompt, clean_reason, fallback_reason
 
 log = logging.getLogger(__name__)
 
@@ -17,32 +25,60 @@ log = logging.getLogger(__name__)
 PROMPT_HISTORY_ITEMS = 5
 
 
+def closeness_of(catalog: Catalog, item_embeddings: np.ndarray | None, transitions=None) -> Callable[[Item, Item], tuple[float, float]]:
+    """``(item, past) -> (transition strength past→item scaled to the row's largest, embedding cosine)``:
+    how the related history item of a reason is picked (the same at inference and in fine-tuning data)."""
+
+    def closeness(item: Item, past: Item) -> tuple[float, float]:
+        row, col = catalog.index_of(past.item_id), catalog.index_of(item.item_id)
+        strength = 0.0
+        if transitions is not None:
+            weights = transitions.matrix.getrow(row)
+            top = weights.max() if weights.nnz else 0.0
+            strength = float(weights[0, col] / top) if top > 0 else 0.0
+        cosine = float(item_embeddings[row] @ item_embeddings[col]) if item_embeddings is not None else 0.0
+        return strength, cosine
+
+    return closeness
+
+
 class Reasoner:
     """(reason, source) per item: the LM's sentence if it passes the fact check, else a fallback.
 
-    ``item_embeddings`` (rows = catalog rows) pick the history item a fallback reason names."""
+    ``item_embeddings`` (rows = catalog rows) and ``transitions`` pick the history item a reason names."""
 
     def __init__(self, catalog: Catalog, backend, settings: PromptSettings | None = None,
-                 item_embeddings: np.ndarray | None = None):
+                 item_embeddings: np.ndarray | None = None, transitions=None):
         self.catalog = catalog
         self.backend = backend
         self.settings = settings or PromptSettings()
         self.item_embeddings = item_embeddings
         self.checker = ReasonChecker(catalog)
+        self.closeness = closeness_of(catalog, item_embeddings, transitions)
 
     def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
         past = [self.catalog.get(i) for i in history[-self.settings.history:]]
-        shown = past[-PROMPT_HISTORY_ITEMS:]
         items = [self.catalog.get(i) for i in item_ids]
-        prompts = [build_reason_prompt(item, shown, query, self.settings) for item in items]
+        style = self.settings.reasons
+        if style == "free":
+            shown = past[-PROMPT_HISTORY_ITEMS:]
+            facts = [None] * len(items)
+            prompts = [build_reason_prompt(item, shown, query, self.settings) for item in items]
+        else:
+            facts = [select_facts(item, past, query, self.closeness) for item in items]
+            prompts = [build_grounded_prompt(f, self.settings, constrained=style == "grounded") for f in facts]
         texts = self.backend.generate_text(prompts, self.settings.reason_tokens)
         out = []
-        for item, text in zip(items, texts):
-            reason = clean_reason(text)
+        titles = [t for i in [*items, *past] for t in (i.title, display_title(i.title, self.settings.title_chars))]
+        for item, text, fact in zip(items, texts, facts):
+            reason = clean_reason(text, titles=titles)
             problems = self.checker.problems(reason, item, past)
             if problems:
                 log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))
-                out.append((fallback_reason(item, past, query, self.closest(item, past)), "fallback"))
+                if fact is not None:
+                    out.append((phrase_reason(fact, title_chars=self.settings.title_chars), "fallback"))
+                else:
+                    out.append((fallback_reason(item, past, query, self.closest(item, past)), "fallback"))
             else:
                 out.append((reason, "model"))
         return out

@@ -11,7 +11,9 @@ from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
 from ..text import clip, short_title, words_of
-from .prompts import chat, shorten
+from .facts import names_title
+from .grounding import ReasonFacts, allowed_phrases, allowed_words, display_title, phrase_reason, prompt_values
+from .prompts import chat, render, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
@@ -25,7 +27,7 @@ def _genre_pattern(genre: str) -> re.Pattern:
     return re.compile(r"\b" + re.escape(stem) + r"[\w'-]*", re.IGNORECASE)
 
 
-_CAPITALISED = re.compile(r"[A-Z][\w'\u2019&-]*")
+_CAPITALISED = re.compile(r"(?<![\w'\u2019])[A-Z][\w'\u2019&-]*")  # a word's start ("747S" is no name "S")
 _QUOTED = re.compile(r'["\u201c]([^"\u201d]{2,})["\u201d]')
 
 
@@ -73,14 +75,18 @@ class ReasonChecker:
             found.append("too short")
         lower = reason.lower()
         allowed_titles = {short_title(i.title) for i in [item, *history]}
+        allowed_titles |= {display_title(i.title).rstrip("…").lower() for i in [item, *history]}
         for quoted in re.findall(r'["\u201c]([^"\u201d]{2,})["\u201d]', reason):
             if not any(_mentions(quoted.lower(), t) or _mentions(t, quoted.lower()) for t in allowed_titles):
                 found.append(f"quotes {quoted!r}, not a title it may name")
         allowed_ids = {item.item_id} | {h.item_id for h in history}
+        named = lower
+        for title in sorted(allowed_titles, key=len, reverse=True):
+            named = named.replace(title, " ")  # "Jurassic Park" inside "The Lost World: Jurassic Park" is no other title
         for title, item_id in self._titles.items():
-            if item_id not in allowed_ids and _mentions(lower, title):
+            if item_id not in allowed_ids and _mentions(named, title):
                 found.append(f"names {title!r}, not in the history")
-        if _FIRST_PERSON.search(reason):
+        if _FIRST_PERSON.search(_without_titles(reason, [item, *history])):
             found.append("speaks in the first person")
         for name in unsupported_names(reason, [item.title, *(h.title for h in history)], self._genre_words):
             found.append(f"uses the name {name!r}, which is not a title it may name")
@@ -90,10 +96,13 @@ class ReasonChecker:
                 found.append("says the user already liked the recommended item")
             if not history:
                 found.append("says the user liked something, but there is no history (a request only)")
-            elif not any(_mentions(lower, short_title(h.title)) or _mentions(lower, h.title.lower()) for h in history):
+            elif not any(_mentions(lower, short_title(h.title)) or _mentions(lower, h.title.lower())
+                         or names_title(reason, h.title) or _mentions(lower, display_title(h.title).rstrip("…").lower())
+                         for h in history):
                 found.append("says the user liked something without naming a history item")
+        untitled = _without_titles(reason, [item, *history])  # "Star Wars" names a title, not the genre War
         for genre, pattern in self._genres.items():
-            if genre not in item.genres and pattern.search(reason):
+            if genre not in item.genres and pattern.search(untitled):
                 found.append(f"calls it {genre}, which it is not")
         years = {str(i.year) for i in [item, *history] if i.year}
         years |= {m for i in [item, *history] for m in _YEAR.findall(i.title)}
@@ -101,6 +110,15 @@ class ReasonChecker:
             if year not in years:
                 found.append(f"mentions year {year}")
         return found
+
+
+def _without_titles(reason: str, items: list[Item]) -> str:
+    """``reason`` with the titles of ``items`` (as written in prose, any case) blanked out."""
+    for item in items:
+        for name in sorted({item.title, short_title(item.title), display_title(item.title)}, key=len, reverse=True):
+            if len(name) >= 4:
+                reason = re.sub(re.escape(name), " ", reason, flags=re.IGNORECASE)
+    return reason
 
 
 def _mentions(text: str, title: str) -> bool:
@@ -115,14 +133,18 @@ def _mentions(text: str, title: str) -> bool:
     return False
 
 
-def clean_reason(text: str, max_chars: int = 240) -> str:
+def clean_reason(text: str, max_chars: int = 240, titles: Iterable[str] = ()) -> str:
     """First sentence (or line) of the model's text, without list markers or quotes around it. The text is
-    cut first: the sentence pattern below is quadratic on long text without a full stop."""
+    cut first: the sentence pattern below is quadratic on long text without a full stop. A full stop or
+    "!" inside one of ``titles`` ("G.I. Jane", "Faster Pussycat! Kill! Kill!") does not end the sentence."""
     text = clip(text, 8 * max_chars).strip().strip('"').strip()
     text = re.sub(r"^(reason|because)\s*[:\-]\s*", "", text, flags=re.IGNORECASE)
-    match = re.search(r"(.+?[.!?])(\s|$)", text)
+    hidden = text
+    for title in sorted({t for t in titles if re.search(r"[.!?]", t)}, key=len, reverse=True):
+        hidden = hidden.replace(title, re.sub(r"[.!?]", "\x00", title))  # same length: positions stay valid
+    match = re.search(r"(.+?[.!?])(\s|$)", hidden)
     if match:
-        text = match.group(1)
+        text = text[: match.end(1)]
     return shorten(text, max_chars)
 
 
@@ -153,6 +175,47 @@ def build_reason_prompt(item: Item, history: list[Item], query: str | None, sett
     return chat("reason", settings.prompts_dir, response_prefix="Reason:",
                 history=[shorten(h.title, settings.title_chars) for h in history], query=query or "",
                 item=_item_line(item, settings.title_chars))
+
+
+#: Worked examples of the grounded prompt, one per kind of facts (attributes shared with a liked item; only
+#: title words shared; a request and no history). Invented titles: under constrained decoding not one of their
+#: content words can be copied (they are in no real reason's facts); they show the form, not the content.
+_FILM, _FILM_LIKED = (Item("example-1", "Night Harbor (1988)", ("Crime", "Drama"), 1988),
+                      Item("example-2", "Blue Coast (1985)", ("Crime", "Thriller"), 1985))
+_PRODUCT, _PRODUCT_LIKED = Item("example-3", "Luna Rose Hand Cream 50 ml"), Item("example-4", "Luna Rose Body Lotion")
+EXAMPLES = {
+    "attributes": ReasonFacts(_FILM, _FILM_LIKED, ("Crime",), "similar"),
+    "title-words": ReasonFacts(_PRODUCT, _PRODUCT_LIKED, ("Luna", "Rose"), "similar"),
+    "request": ReasonFacts(_FILM, None, (), "", "a crime story", ("crime",)),
+    "request-title-words": ReasonFacts(_PRODUCT, None, (), "", "a hand cream", ("hand", "cream")),
+}
+
+
+def example_for(facts: ReasonFacts) -> ReasonFacts:
+    """The worked example shown with ``facts``: it depends only on whether the catalog has attributes and the
+    user a history, so one user's prompts still share their prefix."""
+    titles_only = not facts.item.genres
+    if facts.related is None and facts.query:
+        return EXAMPLES["request-title-words" if titles_only else "request"]
+    return EXAMPLES["title-words" if titles_only else "attributes"]
+
+
+def build_grounded_prompt(facts: ReasonFacts, settings: PromptSettings, constrained: bool = False,
+                          example: bool = True) -> ChatPrompt:
+    """The facts as a short list (``prompts/reason_grounded.jinja``). With ``constrained`` the prompt carries
+    ``meta["vocabulary"]``: the words the backend lets the model write. With ``example`` one worked example
+    (:func:`example_for` and its fact-built reason) comes first, as an earlier turn of the chat."""
+    prompt = chat("reason_grounded", settings.prompts_dir, response_prefix="Reason:",
+                  **prompt_values(facts, settings.title_chars))
+    if example:
+        worked = example_for(facts)
+        shown = render("reason_grounded", settings.prompts_dir, **prompt_values(worked, settings.title_chars))
+        answer = "Reason: " + phrase_reason(worked, title_chars=settings.title_chars)
+        prompt.messages[1:1] = [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
+    if constrained:
+        prompt.meta["vocabulary"] = allowed_words(facts, settings.title_chars)
+        prompt.meta["phrases"] = allowed_phrases(facts, settings.title_chars)
+    return prompt
 
 
 def _item_line(item: Item, title_chars: int) -> str:

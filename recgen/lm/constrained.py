@@ -1,0 +1,222 @@
+"""Constrained reasons: the model may write only the words it is given (``ChatPrompt.meta["vocabulary"]``).
+
+The ranking layer puts in the vocabulary the words of a reason's facts and a generic list; this module turns
+it into what each backend enforces:
+
+* :class:`AllowedTokens` — the token ids of those words (as the tokenizer spells them at a word start, with
+  and without a leading space, lower-case and capitalised), punctuation tokens, the digits of years, and the
+  end-of-turn tokens. The transformers backend masks every other logit (:class:`AllowedTokensProcessor`,
+  a ``transformers.LogitsProcessor``); the in-process vLLM engine passes the same ids as
+  ``SamplingParams.allowed_token_ids``, so both backends allow the same tokens.
+* :func:`.vocabulary.vocabulary_regex` — a word-level grammar for a ``vllm serve`` server, which recgen
+  reaches without a tokenizer of its own: ``structured_outputs={"regex": ...}``.
+
+Sub-word tokens of allowed words can recombine into words not in the list; the reason checker stays the
+second gate.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import torch
+from transformers import LogitsProcessor
+
+from .vocabulary import word_forms
+
+#: Characters a punctuation token may consist of (with spaces).
+PUNCTUATION = set(".,;:!?'\"()-\u2013\u2014&/") | {"\u2019"}
+
+
+def _variants(word: str) -> set[str]:
+    return {prefix + v for v in word_forms(word) for prefix in ("", " ")}
+
+
+class AllowedTokens:
+    """Allowed token ids per vocabulary, for one Hugging Face tokenizer (word tokenizations are cached)."""
+
+    def __init__(self, tokenizer, stop_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.stop_ids = {i for i in stop_ids if i is not None}
+        self._words: dict[str, set[int]] = {}
+        self._base: set[int] | None = None
+
+    def base_ids(self) -> set[int]:
+        """Punctuation-only tokens and the end-of-turn tokens: always allowed."""
+        if self._base is None:
+            base = set(self.stop_ids)
+            for token, token_id in self.tokenizer.get_vocab().items():
+                text = self.tokenizer.convert_tokens_to_string([token])
+                stripped = text.strip(" ")
+                if stripped and "\n" not in text and all(c in PUNCTUATION for c in stripped):
+                    base.add(token_id)
+            self._base = base
+        return self._base
+
+    def word_ids(self, word: str) -> set[int]:
+        if word not in self._words:
+            ids: set[int] = set()
+            for variant in _variants(word):
+                ids.update(self.tokenizer(variant, add_special_tokens=False)["input_ids"])
+            self._words[word] = ids
+        return self._words[word]
+
+    def text(self, token_id: int) -> str:
+        """A token's text as it appears in decoded output (leading space included)."""
+        cache = self.__dict__.setdefault("_texts", {})
+        if token_id not in cache:
+            cache[token_id] = self.tokenizer.convert_tokens_to_string([self.tokenizer.convert_ids_to_tokens(token_id)])
+        return cache[token_id]
+
+    def ids_for(self, words: list[str], phrases: list[str] = ()) -> list[int]:
+        ids = set(self.base_ids())
+        for word in words:
+            ids |= self.word_ids(word)
+        for phrase in phrases:
+            for variant in (phrase, " " + phrase):
+                ids.update(self.tokenizer(variant, add_special_tokens=False)["input_ids"])
+        return sorted(ids)
+
+
+_WORD_CHARS = re.compile(r"[A-Za-z0-9']+$")
+_TOKEN_WORDS = re.compile(r"[A-Za-z0-9']+|[^A-Za-z0-9']+")
+
+
+class WordVocabulary:
+    """Word-level check of one constrained answer: every finished word must be an allowed form, and the word
+    being written must be the prefix of one. Stops sub-word tokens of allowed words recombining into other
+    words ("well-res" + "oned", a year "1979" rebuilt as "1970").
+
+    ``phrases`` (the related history item's title) are written whole or not at all: their words are allowed
+    only as the next part of the phrase, so a reason cannot name half a title or stitch a new one together
+    ("Jurassic Park (1997)" out of "The Lost World: Jurassic Park (1997)")."""
+
+    def __init__(self, words: list[str], phrases: list[str] = ()):
+        self.forms: set[str] = set()
+        self.prefixes: set[str] = set()
+        for word in words:
+            forms, prefixes = _forms_and_prefixes(word)
+            self.forms |= forms
+            self.prefixes |= prefixes
+        self.phrases = [p for p in phrases if p]
+
+    def _free(self, tail: str, piece: str) -> bool:
+        parts = _TOKEN_WORDS.findall(tail + piece)
+        for n, part in enumerate(parts):
+            if not (part[0].isalnum() or part[0] == "'"):
+                continue
+            last = n == len(parts) - 1
+            if part not in (self.prefixes if last else self.forms):
+                return False
+        return True
+
+    def _in_phrase(self, text: str, piece: str) -> bool:
+        """``piece`` starts, continues or completes (then goes on freely) a phrase begun at a word start."""
+        joined = text + piece
+        for phrase in self.phrases:
+            for start in _word_starts(joined, len(phrase) + len(piece))[:-1]:
+                if start > len(text) and any(c.isalnum() for c in joined[len(text):start]):
+                    continue  # a word of the piece before the phrase would go unchecked
+                written = joined[start:]
+                if phrase.startswith(written):
+                    return True
+                if written.startswith(phrase):
+                    rest = written[len(phrase):]
+                    if not rest or not (rest[0].isalnum() or rest[0] == "'"):
+                        return self._free("", rest)
+        return False
+
+    def accepts(self, text: str, piece: str) -> bool:
+        """Whether ``piece`` (a token's text) may follow ``text`` (the answer so far)."""
+        found = _WORD_CHARS.search(text)
+        tail = found.group(0) if found else ""
+        return self._free(tail, piece) or self._in_phrase(text, piece)
+
+    def inside_phrase(self, text: str) -> bool:
+        """Whether ``text`` ends part-way through a phrase ("... Mrs." of "Mrs. Doubtfire (1993)")."""
+        return any(phrase.startswith(text[start:]) and len(text) - start < len(phrase)
+                   for phrase in self.phrases for start in _word_starts(text, len(phrase))[:-1])
+
+    def can_stop(self, text: str) -> bool:
+        found = _WORD_CHARS.search(text)
+        tail = found.group(0) if found else ""
+        if self.inside_phrase(text):
+            return False  # not part-way through a title ("... Faster Pussycat!")
+        if not tail or tail in self.forms:
+            return True
+        return any(text.endswith(p) for p in self.phrases)
+
+
+@lru_cache(maxsize=65536)
+def _forms_and_prefixes(word: str) -> tuple[frozenset[str], frozenset[str]]:
+    forms = frozenset(word_forms(word))
+    return forms, frozenset(f[:n] for f in forms for n in range(1, len(f) + 1))
+
+
+def _word_starts(text: str, window: int) -> list[int]:
+    """Positions in the last ``window`` characters of ``text`` where a word (or the text) starts, and the end."""
+    first = max(0, len(text) - window)
+    starts = [i for i in range(first, len(text)) if (i == 0 or not text[i - 1].isalnum()) and not text[i].isspace()]
+    return starts + [len(text)]
+
+
+class AllowedTokensProcessor(LogitsProcessor):
+    """Masks, row by row, every logit outside that row's allowed ids (None = the row is free). With
+    ``vocabularies`` and ``token_text`` (id → text) it also applies the word-level check
+    (:class:`WordVocabulary`) to the text written so far (``input_ids`` = the generated tokens), for greedy
+    decoding: only the best-scoring token that passes stays in the row."""
+
+    def __init__(self, allowed: list[list[int] | None], vocabularies: list[WordVocabulary | None] | None = None,
+                 token_text=None, stop_ids: set[int] | None = None):
+        self.allowed = allowed
+        self.vocabularies = vocabularies or [None] * len(allowed)
+        self.token_text = token_text
+        self.stop_ids = stop_ids or set()
+        self._mask: torch.Tensor | None = None
+
+    def mask(self, vocab_size: int, device) -> torch.Tensor:
+        if self._mask is None or self._mask.shape[1] != vocab_size:
+            mask = torch.zeros((len(self.allowed), vocab_size), dtype=torch.bool, device=device)
+            for row, ids in enumerate(self.allowed):
+                if ids is None:
+                    mask[row] = True
+                else:
+                    mask[row, torch.tensor([i for i in ids if i < vocab_size], dtype=torch.long, device=device)] = True
+            self._mask = mask
+        return self._mask
+
+    def __call__(self, input_ids: torch.LongTensor | None, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.masked_fill(~self.mask(scores.shape[-1], scores.device), float("-inf"))
+        if self.token_text is None or input_ids is None:
+            return scores
+        for row, words in enumerate(self.vocabularies):
+            if words is not None:
+                scores[row] = self._best_word_token(scores[row], input_ids[row].tolist(), words)
+        return scores
+
+    def sentence_done(self, row: int, written: list[int]) -> bool:
+        """Whether a constrained row just ended a sentence ("." "!" "?" outside a title it is writing)."""
+        words = self.vocabularies[row]
+        if words is None or self.token_text is None or not written:
+            return False
+        text = "".join(self.token_text(t) for t in written).rstrip()
+        return text[-1:] in (".", "!", "?") and not words.inside_phrase(text)
+
+    def _best_word_token(self, row: torch.Tensor, written: list[int], words: WordVocabulary) -> torch.Tensor:
+        """Greedy decoding needs only the best token that passes the word check: candidates are tried from the
+        highest score down (usually one or two), and every other token of the row is masked."""
+        text = "".join(self.token_text(t) for t in written)
+        finite = int(torch.isfinite(row).sum())
+        for size in (min(finite, 32), finite):  # the best 32 almost always hold one that passes; else all
+            for token_id in torch.topk(row, size).indices.tolist():
+                ok = words.can_stop(text) if token_id in self.stop_ids else words.accepts(text, self.token_text(token_id))
+                if ok:
+                    out = torch.full_like(row, float("-inf"))
+                    out[token_id] = row[token_id]
+                    return out
+        stop = next(iter(self.stop_ids & set(range(row.shape[0]))), None)  # nothing fits: end the answer
+        out = torch.full_like(row, float("-inf"))
+        if stop is not None:
+            out[stop] = 0.0
+        return out

@@ -1,0 +1,276 @@
+"""What a grounded reason may say, and sentences built only from it.
+
+A reason is grounded when every content word comes from the facts recgen holds about this recommendation:
+the item's title, year and attributes, ONE related history item (picked by embedding similarity and item
+transitions) with the attributes the two share, and the user's request. :func:`select_facts` picks them,
+:func:`prompt_values` shows them to the LM as a short list, :func:`allowed_words` is the vocabulary the
+constrained decoder may use, and :func:`phrase_reason` writes a true sentence from them in one of several
+patterns (the fine-tuning targets and the fallback).
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from ..data.catalog import Item
+from ..text import clip, collapse_spaces
+from .facts import GENERIC_WORDS, STOPWORDS, content_words, item_fact_words, stem
+
+#: Function words a reason may never use: it speaks about the item, never as "I" or "we".
+FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "we", "our", "ours", "ourselves", "us", "am"})
+#: Shared attributes named in a prompt or reason (more reads as a list, not a sentence).
+MAX_SHARED = 3
+#: Longest title written in a prompt or reason (product titles' main parts: 90% are shorter on Beauty).
+DISPLAY_TITLE_CHARS = 80
+#: Request characters shown in a prompt (a request is untrusted text of any length).
+MAX_QUERY_CHARS = 120
+_ARTICLES = ("The", "A", "An", "Les", "La", "Il", "Das")
+_MARKUP = re.compile(r"<[^>]{0,200}>")
+_UNSAFE = re.compile(r"[<>{}|`\\\x00-\x1f\x7f]")
+_WORD = re.compile(r"[A-Za-z0-9]+(?:'[a-z]+)?")
+
+
+def safe_text(text: str, limit: int) -> str:
+    """Untrusted catalog or request text as plain prompt data: HTML entities decoded, markup tags and
+    template/special-token characters (``< > { } |``) removed, one line, at most ``limit`` characters."""
+    text = html.unescape(clip(text, 8 * limit))
+    text = _MARKUP.sub(" ", text)
+    text = _UNSAFE.sub(" ", text)
+    text = collapse_spaces(text)
+    if len(text) > limit:
+        cut = text[: limit - 1]
+        if " " in cut[limit // 2:]:
+            cut = cut[: cut.rfind(" ")]
+        text = cut.rstrip(" ,;:-") + "…"
+    return text
+
+
+def display_title(title: str, limit: int = 60) -> str:
+    """How a title is written in a sentence: ``"Usual Suspects, The (1995)"`` → ``"The Usual Suspects (1995)"``;
+    a title longer than ``limit`` (a product title) → its main part, before the first ``,`` ``:`` `` - `` or
+    ``(`` (the way :func:`.facts.names_title` recognises it), cut at ``max(limit, DISPLAY_TITLE_CHARS)``."""
+    text = safe_text(title, 4 * DISPLAY_TITLE_CHARS)
+    year = ""
+    match = re.search(r"\s*\((\d{4})\)$", text)
+    if match:
+        text, year = text[: match.start()], f" ({match.group(1)})"
+    for article in _ARTICLES:
+        if text.endswith(f", {article}"):
+            text = f"{article} {text[: -len(article) - 2]}"
+    if len(text) > limit:  # a product title; a film title keeps its subtitle ("Free Willy 3: The Rescue")
+        for sep in (":", " - ", " (", ","):
+            head = text.split(sep, 1)[0].strip()
+            if head != text and len(head.split()) >= 2:
+                text = head
+    return safe_text(text, max(limit, DISPLAY_TITLE_CHARS)) + year
+
+
+@dataclass(frozen=True)
+class ReasonFacts:
+    """The facts one reason may use. ``shared``: attributes the item and ``related`` have in common (genres,
+    or title words for items that have only a title); ``link``: why ``related`` was picked."""
+
+    item: Item
+    related: Item | None = None
+    shared: tuple[str, ...] = ()
+    link: str = ""  # "similar", "transition" or ""
+    query: str | None = None
+    query_words: tuple[str, ...] = ()  # request words the item's own facts support
+
+    @property
+    def shares_genres(self) -> bool:
+        return bool(self.related is not None and self.item.genres and self.related.genres)
+
+    def attributes(self) -> tuple[str, ...]:
+        return tuple(self.item.genres)
+
+
+def shared_attributes(item: Item, other: Item) -> tuple[str, ...]:
+    """Genres both have; for items without genres, the content words both titles use."""
+    if item.genres and other.genres:
+        return tuple(g for g in item.genres if g in set(other.genres))[:MAX_SHARED]
+    mine = _title_words(item.title)
+    theirs = {w.lower() for w in _title_words(other.title)}
+    return tuple(w for w in mine if w.lower() in theirs)[:MAX_SHARED]
+
+
+def _title_words(title: str) -> list[str]:
+    """Content words of a title in their written form, in order, without repeats or years."""
+    seen, out = set(), []
+    keep = set(content_words(safe_text(title, 200)))
+    for word in _WORD.findall(safe_text(title, 200)):
+        low = word.lower().removesuffix("'s").replace("'", "")
+        if low in keep and low not in seen and not low.isdigit() and len(low) > 2:
+            seen.add(low)
+            out.append(word)
+    return out
+
+
+def select_facts(item: Item, history: list[Item], query: str | None,
+                 closeness: Callable[[Item, Item], tuple[float, float]] | None = None) -> ReasonFacts:
+    """The related history item: one sharing attributes with ``item`` first, then the closest by
+    ``closeness(item, past)`` = (transition strength, embedding similarity); without ``closeness`` the most
+    recent. An empty history gives facts of the item and the request only."""
+    query = safe_text(query, MAX_QUERY_CHARS) if query and query.strip() else None
+    supported = tuple(supported_query_words(item, query)) if query else ()
+    past = [p for p in history if p.item_id != item.item_id]
+    if not past:
+        return ReasonFacts(item, query=query, query_words=supported)
+
+    def key(n_past):
+        n, p = n_past
+        link = closeness(item, p) if closeness else (0.0, 0.0)
+        return (bool(shared_attributes(item, p)), link[0] > 0, link[0] + link[1], n)
+
+    best_n, best = max(enumerate(past), key=key)
+    strength = closeness(item, best) if closeness else (0.0, 0.0)
+    link = "transition" if strength[0] > 0 else "similar"
+    return ReasonFacts(item, best, shared_attributes(item, best), link, query, supported)
+
+
+def supported_query_words(item: Item, query: str) -> list[str]:
+    """The request's content words that the item's title, genres or description also use: the part of a
+    request a reason may repeat (never "say I am a bad person": the item's facts do not say it)."""
+    mine = item_fact_words(item)
+    return [w for w in content_words_in_order(query) if stem(w.lower()) in mine or w.lower() in mine]
+
+
+def prompt_values(facts: ReasonFacts, title_chars: int) -> dict:
+    """The template values of the grounded reason prompt (all plain, escaped text)."""
+    item = facts.item
+    return {
+        "item": display_title(item.title, title_chars),
+        "year": str(item.year) if item.year and str(item.year) not in item.title else "",
+        "attributes": [safe_text(g, 40) for g in item.genres[:6]],
+        "related": display_title(facts.related.title, title_chars) if facts.related else "",
+        "shared": [safe_text(s, 40) for s in facts.shared],
+        "query": facts.query or "",
+        "query_words": list(facts.query_words),
+    }
+
+
+def allowed_words(facts: ReasonFacts, title_chars: int) -> list[str]:
+    """Every free word a constrained reason may write: the item's attributes, what it shares with the related
+    item, the request words it supports, the generic list and function words (not "I", "we"). The related
+    title only as a whole (:func:`allowed_phrases`); never the item's own title: the user sees it beside the
+    reason, and the model otherwise writes it where the liked item belongs ("Shares Comedy with <itself>")."""
+    values = prompt_values(facts, title_chars)
+    words: set[str] = set(GENERIC_WORDS) | (set(STOPWORDS) - FIRST_PERSON)
+    texts = [*values["attributes"], *values["shared"], *values["query_words"]]
+    for text in texts:
+        words |= set(_WORD.findall(text))
+    return sorted(words)
+
+
+def allowed_phrases(facts: ReasonFacts, title_chars: int) -> list[str]:
+    """Titles a constrained reason writes only whole, as the prompt shows them: the related history item's (its
+    words are not free words, so half a title or a stitched one cannot be written; a full stop inside it,
+    "Mrs. Doubtfire", does not end the sentence)."""
+    related = prompt_values(facts, title_chars)["related"]
+    return [related] if related else []
+
+
+def _join(names: list[str] | tuple[str, ...]) -> str:
+    names = list(names)
+    if not names:
+        return ""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+#: Sentence patterns, by what the facts hold. {related}, {shared}, {attributes}, {query}, {item}.
+PATTERNS = {
+    "shared": [
+        "Shares {shared} with {related}, which you liked.",
+        "{a_shared} pick, like {related}, which you liked.",
+        "If you liked {related}, this is also {shared}.",
+        "Like {related}, which you liked, it is {shared}.",
+        "{shared_cap}, just like {related}, which you liked.",
+    ],
+    "words": [
+        "Shares {words} with {related}, which you liked.",
+        "Another {words} pick, like {related}, which you liked.",
+        "If you liked {related}, this {words} pick is a close match.",
+    ],
+    "related": [
+        "Close to {related}, which you liked.",
+        "If you liked {related}, this is a close match.",
+        "Similar to {related}, which you liked.",
+    ],
+    "transition": [
+        "Fans of {related} also liked this.",
+        "Liked by fans of {related}, which you liked.",
+    ],
+    "query": [
+        "{attributes_cap}, close to your request for {query}.",
+        "{a_attributes} pick that fits your request for {query}.",
+    ],
+    "query_words": [
+        "Close to your request for {query}.",
+        "A close match for your request for {query}.",
+    ],
+    "query_attributes": [
+        "{attributes_cap}, one of the closest matches to your request.",
+        "{a_attributes} pick, one of the closest matches to your request.",
+    ],
+    "query_plain": [
+        "One of the closest matches to your request.",
+        "A close match for your request.",
+    ],
+    "plain": [
+        "{attributes_cap}, one of the closest matches.",
+        "{a_attributes} pick, one of the closest matches.",
+    ],
+    "nothing": ["One of the closest matches in the catalog."],
+}
+
+
+def phrase_reason(facts: ReasonFacts, rng: random.Random | None = None, title_chars: int = 60) -> str:
+    """A reason made only of the facts (true by construction), in a pattern picked by ``rng`` (the first
+    pattern without one). Used as fine-tuning targets and as the fallback when the LM's reason fails."""
+    values = prompt_values(facts, title_chars)
+    shared = _join(values["shared"])
+    attributes = _join(values["attributes"][:MAX_SHARED])
+    query = " ".join(values["query_words"][:4])
+    if facts.related is not None and shared:
+        kind = "shared" if facts.shares_genres else "words"
+    elif facts.related is not None and facts.link == "transition":
+        kind = "transition"
+    elif facts.related is not None:
+        kind = "related"
+    elif query:
+        kind = "query" if attributes else "query_words"
+    elif facts.query:
+        kind = "query_attributes" if attributes else "query_plain"
+    elif attributes:
+        kind = "plain"
+    else:
+        kind = "nothing"
+    choices = PATTERNS[kind]
+    pattern = choices[rng.randrange(len(choices))] if rng is not None else choices[0]
+    return pattern.format(related=values["related"], shared=shared, shared_cap=_cap(shared), query=query,
+                          words=" ".join(values["shared"]), a_shared=_article(shared),
+                          a_attributes=_article(attributes),
+                          attributes=attributes, attributes_cap=_cap(attributes), item=values["item"])
+
+
+def content_words_in_order(text: str) -> list[str]:
+    """The content words of ``text`` in their written order (for echoing a request)."""
+    keep = set(content_words(text))
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        if word.lower().removesuffix("'s") in keep and word.lower() not in {w.lower() for w in out}:
+            out.append(word)
+    return out
+
+
+def _article(text: str) -> str:
+    """``"An Action"`` / ``"A Drama"``: the capitalised indefinite article and ``text``."""
+    return ("An " if text[:1].lower() in "aeiou" else "A ") + text if text else "A"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:] if text else text
