@@ -1,5 +1,7 @@
 """Validation: the popularity prior weight for requests without a history (the 'request' way)."""
-import json, sys
+import json
+import sys
+
 from recgen.config import RecgenConfig
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData, sample_users
