@@ -156,7 +156,8 @@ def multi_adapter_recommender(dataset, tiny_lm_dir, tmp_path_factory):
     named = {"a": str(make_lora(tiny_lm_dir, root / "a", seed=5, r=4, scale=0.5)),
              "b": str(make_lora(tiny_lm_dir, root / "b", seed=6, r=4, scale=0.5))}
     config = RecgenConfig(lm={"model": tiny_lm_dir, "adapters": named, "threads": 1},
-                          retrieval={"n_candidates": 10}, prompt={"reason_tokens": 6})
+                          retrieval={"n_candidates": 10}, prompt={"reason_tokens": 6},
+                          ranking={"second_stage": "lm"})  # the adapters rank: the LM orders the candidates
     return Recommender.from_dataset(dataset, config)
 
 

@@ -33,9 +33,11 @@ POOL_SOURCES = ("hybrid", "text", "neighbours", "popularity", "sasrec")
 RANK_CAP = 200
 
 
-#: Batches up to this many histories (a served request) run their dense product on one BLAS thread.
-SERIAL_BATCH = 8
-_BLAS = ThreadpoolController()
+#: The BLAS product and SASRec's torch forward run on ONE thread: with two, each op waits for a second core
+#: on a loaded machine. Measured at load ~20-25 on 2 cores: Beauty-sized text product 36 → 6 ms; SASRec
+#: forward for one user 680 → 5 ms; batches of 256 users 34 → 19 ms/user wall (CPU 4.9 → 2.8 ms/user).
+SERIAL_BATCH = 10**9
+
 _NEIGHBOURS, _POPULARITY, _STATS_JSON = "neighbours.npz", "popularity.npz", "sources.json"
 
 #: The ItemKNN formula (window 3, last 3, alpha 0.5): what tends to come right after the last few items.
@@ -123,6 +125,8 @@ class Sources:
         self.emb = np.ascontiguousarray(retriever.item_embeddings, dtype=np.float32)
         self.genres = genre_matrix(catalog)
         self._ids = catalog.ids  # a fresh list per call on Catalog; once here
+        #: the thread pools loaded now (torch's OpenMP is, when a SASRec model is given): see SERIAL_BATCH
+        self._threads = ThreadpoolController()
         # user-independent signals: computed once, not per request
         self._log_popularity = np.log1p(self.popularity).astype(np.float32)
         self._log_recent = np.log1p(self.recent_popularity).astype(np.float32)
@@ -142,6 +146,10 @@ class Sources:
         retriever = self.retriever.rebound(self.retriever.settings, transitions)
         return Sources(self.catalog, retriever, sequences, neighbours=self.neighbour_params, recent=self.recent)
 
+    def _serial(self, batch: int):
+        """One BLAS/OpenMP thread (OpenMP's limit holds for the calling thread only), see SERIAL_BATCH."""
+        return self._threads.limit(limits=1) if batch <= SERIAL_BATCH else nullcontext()
+
     @property
     def pool_sources(self) -> tuple[str, ...]:
         return tuple(s for s in POOL_SOURCES if s != "sasrec" or self.sasrec is not None)
@@ -152,10 +160,8 @@ class Sources:
         transitions = self.retriever.transitions
         b, n = len(histories), self.n_items
         queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories])
-        # one product for the batch; a few users' product on ONE BLAS thread: with two threads on a loaded
-        # machine it waits for a second core (Beauty-sized, load ~25: 36 ms on 2 threads, 6 ms on 1)
-        with _BLAS.limit(limits=1, user_api="blas") if b <= SERIAL_BATCH else nullcontext():
-            text = queries.astype(np.float32) @ self.emb.T
+        with self._serial(b):
+            text = queries.astype(np.float32) @ self.emb.T  # one product for the batch
         trans = np.zeros((b, n), dtype=np.float32)
         if transitions is not None:
             for r, hist in enumerate(histories):
@@ -171,7 +177,8 @@ class Sources:
                "popularity": np.broadcast_to(self._log_popularity, (b, n)),
                "recent_popularity": np.broadcast_to(self._log_recent, (b, n))}
         if self.sasrec is not None:
-            out["sasrec"] = np.asarray(self.sasrec.score_histories(histories), dtype=np.float32)
+            with self._serial(b):
+                out["sasrec"] = np.asarray(self.sasrec.score_histories(histories), dtype=np.float32)
         return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
     def pools(self, histories: list[np.ndarray], depth: int) -> list[Pool]:
