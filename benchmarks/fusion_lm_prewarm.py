@@ -17,10 +17,13 @@ import argparse
 import json
 import time
 
+import numpy as np
+
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData, sample_users
 from recgen.evaluation.systems import make_system
 from recgen.evaluation.systems.fusion_lm import LMStage, top_rows
+from recgen.ranking.fusion.lm_features import top_of_fused
 
 
 def main() -> None:
@@ -33,17 +36,31 @@ def main() -> None:
     parser.add_argument("--params", default="{}", help="the run's other fusion parameters, JSON")
     parser.add_argument("--from-end", action="store_true", help="work back from the last sampled user")
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--fit-users", type=int, default=0,
+                        help="first the LM stage's fitting users (validation stage; the run's lm_users), in reverse")
     args = parser.parse_args()
 
     data = EvalData.from_dataset(load_dataset(args.dataset))
     system = make_system("fusion", {**json.loads(args.params), "lm": "none"})
     system.fit(data, log=print)
-    stage = LMStage(args.lm)
+    stage = LMStage(args.lm, users=args.fit_users or 1, seed=system.seed)
     stage._load_lm(system)
+    started = time.perf_counter()
+    if args.fit_users:  # the users FusionSystem.fit holds out (same seeded draw), then LMStage.fit's subset
+        held = np.zeros(data.n_users, dtype=bool)
+        rng = np.random.default_rng(system.seed)
+        held[rng.choice(data.n_users, size=max(1, int(round(system.holdout * data.n_users))), replace=False)] = True
+        pick = stage.fit_users(held)[::-1]
+        for start in range(0, len(pick), args.batch):
+            histories = [data.history("valid", int(p)) for p in pick[start:start + args.batch]]
+            groups = system.builder.build(histories)
+            tops = [g.rows[top_of_fused(g.rows, system.ranker.predict(g.X))] for g in groups]
+            stage._features(system, histories, tops)
+            print(f"prewarm fit users: {start + len(histories)}/{len(pick)}, {stage.memo.calls} LM calls, "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
     positions = sample_users(data.n_users, args.users, args.seed)
     if args.from_end:
         positions = positions[::-1]
-    started = time.perf_counter()
     for start in range(0, len(positions), args.batch):
         batch = positions[start:start + args.batch]
         histories = [data.history(args.stage, int(p)) for p in batch]

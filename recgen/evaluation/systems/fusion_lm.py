@@ -62,6 +62,12 @@ class LMStage:
     def params(self) -> dict:
         return {"lm": self.spec, "lm_users": self.users, "lm_threads": self.threads, "top_m": TOP_M}
 
+    def fit_users(self, held: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The seeded subset of the fusion ranker's held-out users whose validation groups fit the LM stage."""
+        rng = rng or np.random.default_rng(self.seed + 1)
+        candidates = np.flatnonzero(held)
+        return np.sort(rng.choice(candidates, size=min(self.users, len(candidates)), replace=False))
+
     def _load_lm(self, system) -> None:
         changes = {"threads": self.threads, "adapter": self.adapter}
         config = system.config.updated("lm stage", lm=changes)
@@ -78,9 +84,8 @@ class LMStage:
     def fit(self, system, data, held: np.ndarray, log=None) -> dict:
         started = time.perf_counter()
         self._load_lm(system)
-        candidates = np.flatnonzero(held)
         rng = np.random.default_rng(self.seed + 1)
-        pick = np.sort(rng.choice(candidates, size=min(self.users, len(candidates)), replace=False))
+        pick = self.fit_users(held, rng)
         histories = [data.history("valid", int(p)) for p in pick]
         targets = [data.target("valid", int(p)) for p in pick]
         groups = system.builder.build(histories)
