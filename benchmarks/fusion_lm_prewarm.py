@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--params", default="{}", help="the run's other fusion parameters, JSON")
     parser.add_argument("--from-end", action="store_true", help="work back from the last sampled user")
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--start-share", type=float, default=0.0,
+                        help="begin at this share of the (ordered) users, e.g. 0.33 for a third process")
     parser.add_argument("--fit-users", type=int, default=0,
                         help="first the LM stage's fitting users (validation stage; the run's lm_users), in reverse")
     args = parser.parse_args()
@@ -61,6 +63,7 @@ def main() -> None:
     positions = sample_users(data.n_users, args.users, args.seed)
     if args.from_end:
         positions = positions[::-1]
+    positions = positions[int(round(args.start_share * len(positions))):]
     for start in range(0, len(positions), args.batch):
         batch = positions[start:start + args.batch]
         histories = [data.history(args.stage, int(p)) for p in batch]
