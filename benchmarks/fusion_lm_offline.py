@@ -25,16 +25,19 @@ import numpy as np
 
 from recgen.data import load_dataset
 from recgen.errors import DataError
-from recgen.evaluation.protocol import EvalData
+from recgen.evaluation.protocol import EvalData, pseudonym
 from recgen.evaluation.stats import compare_paired
 from recgen.evaluation.systems.fusion import FusionSystem
 from recgen.evaluation.systems.fusion_lm import FOLDS, LMStage
+from recgen.lm.factory import make_backend
 from recgen.paths import cache_dir
 from recgen.ranking.fusion import FeatureBuilder, FusionRanker
 from recgen.ranking.fusion.lm_features import (
     TOP_M,
+    DiskScoreMemo,
     LMStackedRanker,
     _hashed,
+    compute_lm_features,
     features_from_logprobs,
     memo_path,
     stack_matrix,
@@ -46,6 +49,8 @@ from recgen.ranking.ranker import Ranker, RankRequest
 
 def read_memo(path: Path) -> dict[str, list[float]]:
     out = {}
+    if not path.is_file():
+        return out
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             key, row = json.loads(line)
@@ -69,6 +74,10 @@ def main() -> None:
     parser.add_argument("--lm-users", type=int, default=800, help="the run's lm_users")
     parser.add_argument("--lm", default="zeroshot")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--score-minutes", type=float, default=0.0,
+                        help="first run the LM (threads=1) on drawn users missing from the memo, in draw order, "
+                             "for at most this many minutes")
+    parser.add_argument("--pair-with", type=Path, help="another output of this script: paired tests on shared users")
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -87,7 +96,25 @@ def main() -> None:
     held[rng.choice(data.n_users, size=max(1, int(round(system.holdout * data.n_users))), replace=False)] = True
     pick = stage.fit_users(held)
     ids = data.dataset.catalog.ids
-    rows = []
+    scoring = {}
+    if args.score_minutes > 0:
+        lm = DiskScoreMemo(make_backend(config.lm.model_copy(update={"threads": 1})),
+                           memo_path(cache_dir() / "lmfuse", config.lm.model, config.lm.adapter))
+        scorer = Ranker(data.dataset.catalog, lm, config.prompt)
+        t0 = time.perf_counter()
+        for start in range(0, len(pick), 8):
+            if time.perf_counter() - t0 > 60 * args.score_minutes:
+                break
+            histories = [data.history("valid", int(p)) for p in pick[start:start + 8]]
+            tops = [g.rows[top_of_fused(g.rows, ranker.predict(g.X))] for g in builder.build(histories)]
+            compute_lm_features(scorer, [[ids[i] for i in h] for h in histories], [None] * len(histories),
+                                [[ids[i] for i in t] for t in tops])
+            print(f"scored {start + len(histories)}/{len(pick)} drawn users, {lm.calls} LM calls, "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+        scoring = {"lm_calls": lm.calls, "seconds": round(time.perf_counter() - t0, 1),
+                   "seconds_per_call": round((time.perf_counter() - t0) / max(1, lm.calls), 2)}
+        memo = read_memo(lm.path)
+    rows, users = [], []
     for start in range(0, len(pick), 256):
         batch = pick[start:start + 256]
         histories = [data.history("valid", int(p)) for p in batch]
@@ -98,6 +125,7 @@ def main() -> None:
             key = _hashed(prompt, prompt.meta["labels"])
             if key in memo:
                 target = data.target("valid", int(p))
+                users.append(pseudonym(data.user_ids[int(p)]))
                 rows.append((fused[top], features_from_logprobs(np.asarray(memo[key])), (g.rows[top] == target).astype(np.float32),
                              target_rank_after(fused, g.label(target))))
     if not rows:
@@ -134,7 +162,17 @@ def main() -> None:
                                for k in ("lm_alone_on_top_m", "stacked", "stacked_no_lm")},
            "stacked_vs_stacked_no_lm": [r.to_dict() for r in compare_paired(per["stacked"], per["stacked_no_lm"],
                                                                             ["ndcg@10", "recall@10"])],
-           "seconds": round(time.perf_counter() - started, 1)}
+           "scoring": scoring, "seconds": round(time.perf_counter() - started, 1),
+           "per_user_ranks": {u: {k: int(v[i]) for k, v in (("fused", fused_rank), ("lm_alone_on_top_m", lm_rank),
+                                                               *cv_rank.items())} for i, u in enumerate(users)}}
+    if args.pair_with:
+        other = json.loads(args.pair_with.read_text())["per_user_ranks"]
+        shared = [u for u in out["per_user_ranks"] if u in other]
+        mine = out["per_user_ranks"]
+        out["paired_with"] = {"file": str(args.pair_with), "users": len(shared), "comparisons": {
+            k: [r.to_dict() for r in compare_paired(gains([mine[u][k] for u in shared]),
+                                                    gains([other[u][k] for u in shared]), ["ndcg@10", "recall@10"])]
+            for k in ("lm_alone_on_top_m", "stacked")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["means"], indent=1), n)
