@@ -62,6 +62,17 @@ def test_disk_memo_resumes_without_calling_the_lm_again(tmp_path):
     assert len(key) == 64  # a hash, not the prompt text
 
 
+def test_disk_memo_reads_rows_another_process_appended(tmp_path):
+    """Two runs share one memo file: rows the other appended after this one started are used, not recomputed."""
+    path = tmp_path / "lm.jsonl"
+    run, prewarm = DiskScoreMemo(_CountingBackend(), path), DiskScoreMemo(_CountingBackend(), path)
+    prewarm.score_labels([_prompt("late user")], [["A", "B"]])
+    with path.open("a") as out:
+        out.write('["half a line')  # being written by the other process: not read yet
+    assert run.score_labels([_prompt("late user")], [["A", "B"]]) == [[0.0, -1.0]]
+    assert run.backend.sent == 0 and prewarm.backend.sent == 1
+
+
 def test_memo_file_differs_per_adapter(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
