@@ -42,6 +42,7 @@ from ...ranking.fusion import (
 from ...recommender import Recommender
 from ...retrieval.cache import index_folder
 from ..protocol import EvalData
+from .fusion_lm import LMStage
 from .sasrec import SASRecBaseline
 
 RECALL_AT = (20, 50, 100)
@@ -54,7 +55,8 @@ class FusionSystem:
 
     def __init__(self, config: RecgenConfig | dict | None = None, retriever=None, depths=(20, 50, 100),
                  leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
-                 sasrec: bool = False, prefixes=(3, 10), batch: int = 256, **retrieval) -> None:
+                 sasrec: bool = False, prefixes=(3, 10), batch: int = 256, lm: str = "none", lm_users: int = 800,
+                 lm_threads: int = 1, **retrieval) -> None:
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
         self.config = base.updated("retrieval parameters", retrieval=retrieval)
         self._index = retriever
@@ -72,13 +74,15 @@ class FusionSystem:
         self.stage: FusionStage | None = None
         self.fit_info: dict = {}
         self.held_out: dict = {}
+        # the LM stage (fusion_lm.py): lm=none | zeroshot | <adapter folder>
+        self.lm = None if lm == "none" else LMStage(lm, users=lm_users, seed=seed, threads=lm_threads)
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
                 "holdout": self.holdout, "seed": self.seed, "max_rounds": self.max_rounds, "sasrec": self.use_sasrec, "prefixes": self.prefixes,
                 "fitted_on": "signals: training sequences; ranker: validation targets (history = training items) and, "
                               "when chosen, earlier training targets with signals refitted on the cut sequences",
-                **self.fit_info}
+                **(self.lm.params() if self.lm else {"lm": "none"}), **self.fit_info}
 
     # -- fitting ------------------------------------------------------------------------------------
     def _sources(self, data: EvalData, log) -> Sources:
@@ -185,6 +189,8 @@ class FusionSystem:
         if log:
             log(f"fusion: chose depth {self.depth}, {leaves} leaves, prefix shifts {shifts} "
                 f"(held-out NDCG@10 {score:.4f}); recall {recall}")
+        if self.lm:
+            self.fit_info["lm_stage"] = self.lm.fit(self, data, held, log)
 
     def _prefix_groups(self, data: EvalData, held: np.ndarray, depth: int, shifts, log) -> list:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts``, training users only,
@@ -237,7 +243,8 @@ class FusionSystem:
         """The served fused order (:class:`FusionStage`, the same code as ``Recommender``) over all items."""
         if self.stage is None:
             raise RuntimeError("call fit() first")
-        return self.stage.score_all(histories)
+        out = self.stage.score_all(histories)
+        return self.lm.rerank(self, histories, out) if self.lm else out
 
 
 def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,

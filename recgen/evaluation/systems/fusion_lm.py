@@ -1,0 +1,211 @@
+"""The LM stage of the fusion system (``-p lm=zeroshot`` or ``-p lm=<adapter folder>``): what the LM adds, learned.
+
+Fitting, after the no-LM fusion ranker is fitted: a seeded subset of ``lm_users`` of the users that ranker was
+NOT trained on (its held-out users, so their fused scores are as honest as at test) gets the LM's features on
+the top :data:`~recgen.ranking.fusion.lm_features.TOP_M` of the fused order, at the validation stage (history =
+training items, label = validation item; no test target is read). Two designs are compared by 4-fold
+cross-validation over those users (each fold early-stops on, and is scored on, its held-out quarter; full-ranking
+NDCG@10, a target outside the list counts 0):
+
+* ``stacked``: a small lambdarank model on [fused score, fused rank, LM log-prob, LM rank, LM probability] that
+  re-orders the top m (the fused order is kept below them);
+* ``refit``: the fusion ranker refitted on the same users with its own features plus the LM columns (NaN outside
+  the top m), scoring the whole pool;
+
+with two controls recorded alongside: the fused order itself and ``stacked`` without the LM columns. The design
+with the better CV score is used (its fold-0 model, saved in LightGBM text format). Scoring re-runs the LM on
+each test user's top m (memoized on disk under ``cache_dir()/lmfuse``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ...config import RankingSettings
+from ...errors import DataError
+from ...lm.factory import make_backend
+from ...paths import cache_dir
+from ...ranking.fusion import FeatureBuilder, FusionRanker
+from ...ranking.fusion.lm_features import (
+    TOP_M,
+    DiskScoreMemo,
+    LMStackedRanker,
+    compute_lm_features,
+    memo_path,
+    ndcg_at_10,
+    stack_matrix,
+    target_rank_after,
+    top_of_fused,
+)
+from ...ranking.ranker import Ranker
+
+FOLDS = 4
+BELOW_POOL = -1e8  # the fusion system scores items outside the pool below this
+
+
+class LMStage:
+    """Built from the fusion system's ``lm`` parameter: ``zeroshot`` or a LoRA adapter folder."""
+
+    def __init__(self, spec: str, users: int = 800, seed: int = 0, threads: int = 1, batch: int = 8):
+        self.spec, self.users, self.seed, self.threads, self.batch = str(spec), int(users), int(seed), int(threads), int(batch)
+        self.adapter = None if self.spec == "zeroshot" else self.spec
+        self.ranker: Ranker | None = None
+        self.design: str | None = None
+        self.model = None  # LMStackedRanker or FusionRanker (refit)
+        self.lm_builder: FeatureBuilder | None = None
+        self.memo: DiskScoreMemo | None = None
+        self.scoring_seconds = 0.0
+        self.scored_users = 0
+
+    def params(self) -> dict:
+        return {"lm": self.spec, "lm_users": self.users, "lm_threads": self.threads, "top_m": TOP_M}
+
+    def fit_users(self, held: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The seeded subset of the fusion ranker's held-out users whose validation groups fit the LM stage."""
+        rng = rng or np.random.default_rng(self.seed + 1)
+        candidates = np.flatnonzero(held)
+        return np.sort(rng.choice(candidates, size=min(self.users, len(candidates)), replace=False))
+
+    def _load_lm(self, system) -> None:
+        changes = {"threads": self.threads, "adapter": self.adapter}
+        config = system.config.updated("lm stage", lm=changes)
+        self.memo = DiskScoreMemo(make_backend(config.lm),
+                                  memo_path(cache_dir() / "lmfuse", config.lm.model, config.lm.adapter))
+        self.ranker = Ranker(system.sources.catalog, self.memo, config.prompt, RankingSettings())
+
+    def _features(self, system, histories, fused_rows, log=None) -> list[np.ndarray]:
+        ids = system.sources.catalog.ids
+        return compute_lm_features(self.ranker, [[ids[i] for i in h] for h in histories], [None] * len(histories),
+                                   [[ids[i] for i in rows] for rows in fused_rows], batch=self.batch, log=log)
+
+    # -- fitting ------------------------------------------------------------------------------------
+    def fit(self, system, data, held: np.ndarray, log=None) -> dict:
+        started = time.perf_counter()
+        self._load_lm(system)
+        rng = np.random.default_rng(self.seed + 1)
+        pick = self.fit_users(held, rng)
+        histories = [data.history("valid", int(p)) for p in pick]
+        targets = [data.target("valid", int(p)) for p in pick]
+        groups, fused = system.stage.groups(histories)
+        tops = [top_of_fused(g.rows, f) for g, f in zip(groups, fused)]
+        calls_before = self.memo.calls
+        t0 = time.perf_counter()
+        lm = self._features(system, histories, [g.rows[t] for g, t in zip(groups, tops)], log)
+        lm_s = time.perf_counter() - t0
+        lm_calls = self.memo.calls - calls_before
+
+        # per user: stacked rows (with / without LM), labels over the top m, and the fused rank of the target
+        stacked = [stack_matrix(f[t], x) for f, t, x in zip(fused, tops, lm)]
+        plain = [X[:, :2] for X in stacked]
+        y_top = [(g.rows[t] == tg).astype(np.float32) for g, t, tg in zip(groups, tops, targets)]
+        fused_rank = [target_rank_after(f, g.label(tg)) for g, f, tg in zip(groups, fused, targets)]
+        self.lm_builder = FeatureBuilder(system.sources, system.depth, use_lm=True)
+        lm_maps = [dict(zip(g.rows[t].tolist(), x[:, 0].tolist())) for g, t, x in zip(groups, tops, lm)]
+        refit_groups = self.lm_builder.build(histories, lm=lm_maps)
+        refit_xy = [(g.X, g.label(tg)) for g, tg in zip(refit_groups, targets)]
+        leaves = system.fit_info["chosen"]["num_leaves"]
+
+        fold = np.arange(len(pick)) % FOLDS
+        rng.shuffle(fold)
+        cv = {"fused": [], "stacked_no_lm": [], "stacked": [], "refit": []}
+        models = {}
+        t0 = time.perf_counter()
+        for f in range(FOLDS):
+            tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+            try:
+                scored = self._fold(system, tr, va, stacked, plain, y_top, fused_rank, refit_xy, leaves)
+            except DataError:  # no user of this fold (or of the others) has the target in the top m
+                continue
+            cv["fused"].append(ndcg_at_10([fused_rank[i] for i in va]))
+            for name, (score, model) in scored.items():
+                cv[name].append(score)
+                models.setdefault(name, model)
+        if not models:
+            raise DataError(f"too few of the {len(pick)} LM-scored users have their validation target in the fused "
+                            f"top {TOP_M} to fit the LM stage; raise lm_users")
+        fit_s = time.perf_counter() - t0
+        means = {k: round(float(np.mean(v)), 5) for k, v in cv.items()}
+        best = "stacked" if means["stacked"] >= means["refit"] else "refit"
+        if means["fused"] >= means[best]:
+            # the LM earns no weight: serve the fused order unchanged (a weak LM cannot make lists worse)
+            self.design, self.model = "none", None
+            info = {"design": "none", "cv_ndcg@10": means, "users": len(pick), "lm_calls": lm_calls,
+                    "lm_seconds": round(lm_s, 1), "total_seconds": round(time.perf_counter() - started, 1)}
+            if log:
+                log(f"fusion lm stage: the fused order beats every LM design on validation; no LM stage ({info})")
+            return info
+        self.design = best
+        self.model = models[self.design]
+        path = system._model_path(data).with_name(f"{system._model_path(data).stem}-lm-{self.design}-"
+                                                  f"{self.memo.path.stem.split('-')[-1]}.txt")
+        self.model.save(path)
+        trained = self.model.info
+        self.model = (LMStackedRanker.load(path) if self.design == "stacked"
+                      else FusionRanker.load(path, self.lm_builder.names))
+        self.model.info = trained
+        info = {"design": self.design, "cv_ndcg@10": means, "cv_folds": {k: [round(x, 5) for x in v] for k, v in cv.items()},
+                "users": len(pick), "groups_with_target_in_top_m": int(sum(y.any() for y in y_top)),
+                "model": {**self.model.info, "file": str(path)}, "importance": self.model.importance(),
+                "lm_calls": lm_calls, "lm_seconds": round(lm_s, 1),
+                "lm_seconds_per_user": round(lm_s / max(1, lm_calls), 3) if lm_calls else None,
+                "fit_seconds": round(fit_s, 1), "total_seconds": round(time.perf_counter() - started, 1),
+                "memo": str(self.memo.path), "memo_rows_loaded": self.memo.loaded}
+        if log:
+            log(f"fusion lm stage: {info}")
+        return info
+
+    def _fold(self, system, tr, va, stacked, plain, y_top, fused_rank, refit_xy, leaves) -> dict:
+        """(held-out NDCG@10, model) per design, trained on users ``tr``, early-stopped on and scored on ``va``."""
+        out = {}
+        for name, rows in (("stacked", stacked), ("stacked_no_lm", plain)):
+            model = LMStackedRanker.fit([(rows[i], y_top[i]) for i in tr], [(rows[i], y_top[i]) for i in va],
+                                        use_lm=name == "stacked", threads=system.threads, seed=self.seed)
+            out[name] = (ndcg_at_10([_stacked_rank(model, rows[i], y_top[i], fused_rank[i]) for i in va]), model)
+        refit = FusionRanker.train([refit_xy[i] for i in tr], [refit_xy[i] for i in va], self.lm_builder.names,
+                                   num_leaves=leaves, max_rounds=system.max_rounds, threads=system.threads,
+                                   seed=self.seed)
+        out["refit"] = (ndcg_at_10([target_rank_after(refit.predict(refit_xy[i][0]), refit_xy[i][1]) for i in va]),
+                        refit)
+        return out
+
+    # -- scoring ------------------------------------------------------------------------------------
+    def rerank(self, system, histories: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+        """Re-order each user's top m of the fused scores ``out`` (in place) with the fitted LM model."""
+        if self.design == "none":
+            return out
+        t0, calls = time.perf_counter(), self.memo.calls
+        tops = top_rows(out)
+        lm = self._features(system, histories, tops)
+        if self.design == "stacked":
+            for r, (top, x) in enumerate(zip(tops, lm)):
+                if not len(top):
+                    continue
+                order = self.model.rerank(stack_matrix(out[r, top], x))
+                out[r, top[order]] = out[r, top].max() + np.arange(len(top), 0, -1, dtype=np.float64)
+        else:
+            maps = [dict(zip(top.tolist(), x[:, 0].tolist())) for top, x in zip(tops, lm)]
+            for r, g in enumerate(self.lm_builder.build(histories, lm=maps)):
+                if len(g.rows):
+                    out[r, g.rows] = self.model.predict(g.X)
+        self.scoring_seconds += time.perf_counter() - t0
+        self.scored_users += self.memo.calls - calls
+        return out
+
+
+def top_rows(out: np.ndarray) -> list[np.ndarray]:
+    """Each row's top :data:`TOP_M` items (catalog rows, best first) among its pool (scores above BELOW_POOL)."""
+    tops = []
+    for r in range(len(out)):
+        top = np.argsort(-out[r], kind="stable")[:TOP_M]
+        tops.append(top[out[r, top] > BELOW_POOL])
+    return tops
+
+
+def _stacked_rank(model: LMStackedRanker, X: np.ndarray, y: np.ndarray, fused_rank: int) -> int:
+    """The target's rank after re-ordering the top m (its fused rank when it is below them)."""
+    if not y.any():
+        return fused_rank  # below the top m (gain 0 at @10) or outside the pool (0)
+    order = model.rerank(X)
+    return int(np.flatnonzero(y[order])[0]) + 1
