@@ -194,3 +194,13 @@ def test_an_lm_that_loses_to_the_fused_order_on_validation_gets_no_weight(chain,
     plain.fit(chain)
     histories = [chain.history("test", p) for p in range(12)]
     np.testing.assert_array_equal(system.score(histories), plain.score(histories))
+
+
+def test_a_forced_design_measures_the_lm_features_even_without_validation_support(chain, tiny_lm_dir, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    forced = make_system("fusion", {"retriever": _retriever(chain), "depths": [10], "leaves": [7], "threads": 1,
+                                    "prefixes": [], "lm": "zeroshot", "lm_users": 40, "lm_design": "stacked",
+                                    "config": {"lm": {"model": tiny_lm_dir}}})
+    forced.fit(chain)  # the ablation: the LM's features are measured even when validation gives them no weight
+    assert forced.params()["lm_stage"]["design"] == "stacked" and forced.params()["lm_design"] == "stacked"

@@ -56,7 +56,7 @@ class FusionSystem:
     def __init__(self, config: RecgenConfig | dict | None = None, retriever=None, depths=(20, 50, 100),
                  leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
                  sasrec: bool = False, prefixes=(3, 10), batch: int = 256, lm: str = "none", lm_users: int = 800,
-                 lm_threads: int = 1, **retrieval) -> None:
+                 lm_threads: int = 1, lm_design: str = "auto", **retrieval) -> None:
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
         self.config = base.updated("retrieval parameters", retrieval=retrieval)
         self._index = retriever
@@ -75,7 +75,8 @@ class FusionSystem:
         self.fit_info: dict = {}
         self.held_out: dict = {}
         # the LM stage (fusion_lm.py): lm=none | zeroshot | <adapter folder>
-        self.lm = None if lm == "none" else LMStage(lm, users=lm_users, seed=seed, threads=lm_threads)
+        self.lm = None if lm == "none" else LMStage(lm, users=lm_users, seed=seed, threads=lm_threads,
+                                                        design=lm_design)
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ...config import RankingSettings
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ...lm.factory import make_backend
 from ...paths import cache_dir
 from ...ranking.fusion import FeatureBuilder, FusionRanker
@@ -46,10 +46,19 @@ BELOW_POOL = -1e8  # the fusion system scores items outside the pool below this
 
 
 class LMStage:
-    """Built from the fusion system's ``lm`` parameter: ``zeroshot`` or a LoRA adapter folder."""
+    """Built from the fusion system's ``lm`` parameter: ``zeroshot`` or a LoRA adapter folder.
 
-    def __init__(self, spec: str, users: int = 800, seed: int = 0, threads: int = 1, batch: int = 8):
+    ``design``: ``auto`` (served: the best of stacked / refit / no LM stage by cross-validation) or a forced
+    ``stacked`` / ``refit`` (the ablation: what the LM's features do on test even when validation says no)."""
+
+    DESIGNS = ("auto", "stacked", "refit")
+
+    def __init__(self, spec: str, users: int = 800, seed: int = 0, threads: int = 1, batch: int = 8,
+                 design: str = "auto"):
+        if design not in self.DESIGNS:
+            raise ConfigError(f"lm_design must be one of {', '.join(self.DESIGNS)}, not {design!r}")
         self.spec, self.users, self.seed, self.threads, self.batch = str(spec), int(users), int(seed), int(threads), int(batch)
+        self.forced = None if design == "auto" else design
         self.adapter = None if self.spec == "zeroshot" else self.spec
         self.ranker: Ranker | None = None
         self.design: str | None = None
@@ -60,7 +69,8 @@ class LMStage:
         self.scored_users = 0
 
     def params(self) -> dict:
-        return {"lm": self.spec, "lm_users": self.users, "lm_threads": self.threads, "top_m": TOP_M}
+        return {"lm": self.spec, "lm_users": self.users, "lm_threads": self.threads, "top_m": TOP_M,
+                "lm_design": self.forced or "auto"}
 
     def fit_users(self, held: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """The seeded subset of the fusion ranker's held-out users whose validation groups fit the LM stage."""
@@ -127,8 +137,8 @@ class LMStage:
                             f"top {TOP_M} to fit the LM stage; raise lm_users")
         fit_s = time.perf_counter() - t0
         means = {k: round(float(np.mean(v)), 5) for k, v in cv.items()}
-        best = "stacked" if means["stacked"] >= means["refit"] else "refit"
-        if means["fused"] >= means[best]:
+        best = self.forced or ("stacked" if means["stacked"] >= means["refit"] else "refit")
+        if self.forced is None and means["fused"] >= means[best]:
             # the LM earns no weight: serve the fused order unchanged (a weak LM cannot make lists worse)
             self.design, self.model = "none", None
             info = {"design": "none", "cv_ndcg@10": means, "users": len(pick), "lm_calls": lm_calls,
