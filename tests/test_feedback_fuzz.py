@@ -8,7 +8,7 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency (pip install -e .[dev])")
 from builders import make_dataset  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from fuzzkit import fuzz_statuses  # noqa: E402
 from test_feedback_stats import assert_equals_fit  # noqa: E402
 
 from recgen import RecgenConfig, Recommender  # noqa: E402
@@ -46,18 +46,7 @@ def test_feedback_routes_never_fail_and_match_their_schema(served, method, path,
     strategy = schema[path][method].as_strategy(generation_mode=schemathesis.GenerationMode(mode))
     if mode == "positive" and method == "POST":
         strategy = strategy.map(_known_item)
-    sent: list[int] = []
-
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(case=strategy)
-    def fuzz(case):
-        response = case.call_and_validate(headers=AUTH,
-                                          excluded_checks=[schemathesis.checks.positive_data_acceptance])
-        sent.append(response.status_code)
-        assert response.status_code < 500, response.text
-
-    fuzz()
+    sent = fuzz_statuses(strategy, AUTH, 40, negative=mode == "negative")
     print(f"\n{method} {path} [{mode}]: {len(sent)} requests, statuses {sorted(set(sent))}")
     assert sent
     assert_equals_fit(rec.pipeline, data.sequences)
