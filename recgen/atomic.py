@@ -88,6 +88,15 @@ def replaceable(folder: Path) -> bool:
     return MANIFEST in names and _manifest_covers(folder)
 
 
+def check_outside(path: str | Path, folder: Path, what: str) -> None:
+    """Raise :class:`UnsafeOverwriteError` when ``path`` (an input) is ``folder`` or inside it: replacing the
+    output folder would delete the input. Checked before any work, so nothing is computed in vain."""
+    inner, outer = os.path.realpath(path), os.path.realpath(folder)
+    if inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep):
+        raise UnsafeOverwriteError(f"the {what} {path} is inside the output folder {folder}: writing the output "
+                                   "would replace it; choose an output folder outside it")
+
+
 def check_replaceable(folder: Path) -> None:
     """Raise :class:`UnsafeOverwriteError` (deleting nothing) unless ``folder`` is absent or replaceable."""
     folder = Path(folder)

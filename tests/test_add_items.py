@@ -121,3 +121,15 @@ def test_a_new_item_named_by_its_title_comes_first_for_a_new_user(recommender):
     recommender.add_items(NEW)
     for item in NEW:
         assert recommender.retriever.retrieve([], item.title, n=1)[0][0] == item.item_id
+
+
+def test_index_add_refuses_an_items_file_inside_the_output_folder(recommender, tmp_path):
+    """Replacing the saved folder would delete the input: refused before any work, nothing changed."""
+    recommender.save(tmp_path / "rec")
+    before = sorted(p.name for p in (tmp_path / "rec").iterdir())
+    items = tmp_path / "rec" / "new.jsonl"
+    items.write_text("".join(__import__("json").dumps(i.to_dict()) + "\n" for i in NEW))
+    result = CliRunner().invoke(cli, ["index", "--add", str(items), "--out", str(tmp_path / "rec")])
+    assert result.exit_code == 2 and "inside the output folder" in result.output
+    assert items.is_file() and sorted(p.name for p in (tmp_path / "rec").iterdir()) == sorted(before + ["new.jsonl"])
+    assert "n1" not in Recommender.load(tmp_path / "rec").catalog

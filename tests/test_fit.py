@@ -272,3 +272,10 @@ def test_cli_fit_then_recommend(chain_dir, tmp_path):
     result = runner.invoke(app, ["recommend", "-d", str(chain_dir), "--history", "i1,i2,i3", "-k", "3",
                                  "--no-reasons", "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_cli_fit_never_writes_over_its_own_dataset(chain_dir):
+    before = sorted((p.name, p.stat().st_size) for p in chain_dir.iterdir())
+    result = CliRunner().invoke(app, ["fit", "-d", str(chain_dir), "-o", str(chain_dir), "--threads", "1"])
+    assert result.exit_code == 2 and "refusing" in result.output
+    assert sorted((p.name, p.stat().st_size) for p in chain_dir.iterdir()) == before

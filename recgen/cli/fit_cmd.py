@@ -15,11 +15,12 @@ from typing import Optional
 
 import typer
 
-from ..atomic import check_replaceable
+from ..atomic import check_outside, check_replaceable
 from ..data import load_dataset
 from ..data.events import EventStore, default_events_path
 from ..evaluation.systems.fusion import fit_for_serving
 from ..feedback import served_dataset
+from ..paths import resolve_dataset_path
 from ..pipeline import fitted_folder
 from .common import console, friendly_errors, make_config, print_json
 
@@ -62,6 +63,8 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         data, log_info = _served(load_dataset(dataset), events)
     folder = out or fitted_folder(data, cfg.retrieval)
     check_replaceable(folder)  # before the slow part: never replace a folder recgen did not write
+    check_outside(resolve_dataset_path(dataset), folder, "dataset")
+    check_outside(events or default_events_path(data.name), folder, "event log")
     log = lambda message: console.print(f"[dim]{message}[/]")  # noqa: E731 (stderr, also with --json)
     rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage)
     info = rec.pipeline.state.fit_info

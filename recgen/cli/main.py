@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..atomic import check_replaceable
+from ..atomic import check_outside, check_replaceable
 from ..config import MAX_CANDIDATES, RetrievalSettings
 from ..data import load_catalog_file, load_dataset
 from ..recommender import Recommender, open_dataset
@@ -55,6 +55,8 @@ def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: b
     items of ``items_file`` (only they are embedded) and is saved back with its new catalog fingerprint."""
     if out is None:
         raise typer.BadParameter("--add needs --out: the saved recommender folder to update (or create)")
+    check_outside(items_file, out, "items file")
+    check_replaceable(out)  # before embedding anything: never replace a folder recgen did not write
     items = load_catalog_file(items_file).items
     rec = Recommender.load(out) if (out / "config.json").is_file() else open_dataset(dataset, make_config())[1]
     start = time.perf_counter()
