@@ -11,7 +11,7 @@ from recgen.config import PromptSettings, RecgenConfig
 from recgen.data import Catalog, Item, leave_one_out
 from recgen.finetune.config import SFTDataConfig
 from recgen.finetune.sft_data import build_sft_examples
-from recgen.ranking.facts import ReasonFacts as EvalFacts
+from recgen.ranking.facts import ReasonFacts
 from recgen.ranking.grounding import (
     PATTERNS,
     allowed_words,
@@ -46,7 +46,7 @@ SETTINGS = PromptSettings()
 
 def _eval_ok(catalog, item, history, query, reason):
     """No unsupported content word by the evaluation's measure, and the reason checker finds nothing."""
-    unsupported = EvalFacts.for_item(catalog, item, history, query).unsupported(reason)
+    unsupported = ReasonFacts.for_item(catalog, item, history, query).unsupported(reason)
     problems = ReasonChecker(catalog).problems(reason, item, history)
     return unsupported, problems
 
@@ -99,7 +99,7 @@ def test_empty_history_and_a_request_tie_the_reason_to_the_request():
     gel = PRODUCTS.get("p1")
     facts = select_facts(gel, [], "a gel for dry skin")
     reason = phrase_reason(facts)
-    assert EvalFacts.for_item(PRODUCTS, gel, [], "a gel for dry skin").names_request(reason), reason
+    assert ReasonFacts.for_item(PRODUCTS, gel, [], "a gel for dry skin").names_request(reason), reason
     assert "you liked" not in reason
 
 
@@ -141,7 +141,7 @@ def test_reasoner_grounded_style_serves_only_supported_words(tiny_backend):
             item = FILMS.get(item_id)
             past = [FILMS.get(h) for h in history]
             assert source in ("model", "fallback")
-            assert EvalFacts.for_item(FILMS, item, past, query).unsupported(reason) == [], reason
+            assert ReasonFacts.for_item(FILMS, item, past, query).unsupported(reason) == [], reason
             assert "bad" not in reason.lower()
 
 
@@ -200,5 +200,5 @@ def test_joint_sft_data_has_grounded_reason_examples():
         item = dataset.catalog.get(example.target)
         past = [dataset.catalog.get(i) for i in example.history[-4:]]
         assert checker.problems(example.response.strip(), item, past) == [], example.response
-        assert EvalFacts.for_item(dataset.catalog, item, past).unsupported(example.response) == []
+        assert ReasonFacts.for_item(dataset.catalog, item, past).unsupported(example.response) == []
     assert len({e.response.split(" ")[1] for e in reasons}) > 2  # several sentence patterns

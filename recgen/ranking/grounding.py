@@ -70,8 +70,9 @@ def display_title(title: str, limit: int = 60) -> str:
 
 
 @dataclass(frozen=True)
-class ReasonFacts:
-    """The facts one reason may use. ``shared``: attributes the item and ``related`` have in common (genres,
+class PromptFacts:
+    """The facts one reason's prompt gives the model (what it is checked against is
+    :class:`recgen.ranking.facts.ReasonFacts`). ``shared``: attributes the item and ``related`` have in common (genres,
     or title words for items that have only a title); ``link``: why ``related`` was picked."""
 
     item: Item
@@ -111,7 +112,7 @@ def _title_words(title: str) -> list[str]:
 
 
 def select_facts(item: Item, history: list[Item], query: str | None,
-                 closeness: Callable[[Item, Item], tuple[float, float]] | None = None) -> ReasonFacts:
+                 closeness: Callable[[Item, Item], tuple[float, float]] | None = None) -> PromptFacts:
     """The related history item: one sharing attributes with ``item`` first, then the closest by
     ``closeness(item, past)`` = (transition strength, embedding similarity); without ``closeness`` the most
     recent. An empty history gives facts of the item and the request only."""
@@ -119,7 +120,7 @@ def select_facts(item: Item, history: list[Item], query: str | None,
     supported = tuple(supported_query_words(item, query)) if query else ()
     past = [p for p in history if p.item_id != item.item_id]
     if not past:
-        return ReasonFacts(item, query=query, query_words=supported)
+        return PromptFacts(item, query=query, query_words=supported)
 
     def key(n_past):
         n, p = n_past
@@ -129,7 +130,7 @@ def select_facts(item: Item, history: list[Item], query: str | None,
     best_n, best = max(enumerate(past), key=key)
     strength = closeness(item, best) if closeness else (0.0, 0.0)
     link = "transition" if strength[0] > 0 else "similar"
-    return ReasonFacts(item, best, shared_attributes(item, best), link, query, supported)
+    return PromptFacts(item, best, shared_attributes(item, best), link, query, supported)
 
 
 def supported_query_words(item: Item, query: str) -> list[str]:
@@ -139,7 +140,7 @@ def supported_query_words(item: Item, query: str) -> list[str]:
     return [w for w in content_words_in_order(query) if stem(w.lower()) in mine or w.lower() in mine]
 
 
-def prompt_values(facts: ReasonFacts, title_chars: int) -> dict:
+def prompt_values(facts: PromptFacts, title_chars: int) -> dict:
     """The template values of the grounded reason prompt (all plain, escaped text)."""
     item = facts.item
     return {
@@ -153,7 +154,7 @@ def prompt_values(facts: ReasonFacts, title_chars: int) -> dict:
     }
 
 
-def allowed_words(facts: ReasonFacts, title_chars: int) -> list[str]:
+def allowed_words(facts: PromptFacts, title_chars: int) -> list[str]:
     """Every free word a constrained reason may write: the item's attributes, what it shares with the related
     item, the request words it supports, the generic list and function words (not "I", "we"). The related
     title only as a whole (:func:`allowed_phrases`); never the item's own title: the user sees it beside the
@@ -166,7 +167,7 @@ def allowed_words(facts: ReasonFacts, title_chars: int) -> list[str]:
     return sorted(words)
 
 
-def allowed_phrases(facts: ReasonFacts, title_chars: int) -> list[str]:
+def allowed_phrases(facts: PromptFacts, title_chars: int) -> list[str]:
     """Titles a constrained reason writes only whole, as the prompt shows them: the related history item's (its
     words are not free words, so half a title or a stitched one cannot be written; a full stop inside it,
     "Mrs. Doubtfire", does not end the sentence)."""
@@ -228,7 +229,7 @@ PATTERNS = {
 }
 
 
-def phrase_reason(facts: ReasonFacts, rng: random.Random | None = None, title_chars: int = 60) -> str:
+def phrase_reason(facts: PromptFacts, rng: random.Random | None = None, title_chars: int = 60) -> str:
     """A reason made only of the facts (true by construction), in a pattern picked by ``rng`` (the first
     pattern without one). Used as fine-tuning targets and as the fallback when the LM's reason fails."""
     values = prompt_values(facts, title_chars)

@@ -12,7 +12,7 @@ from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
 from ..text import clip, short_title, words_of
 from .facts import names_title
-from .grounding import ReasonFacts, allowed_phrases, allowed_words, display_title, phrase_reason, prompt_values
+from .grounding import PromptFacts, allowed_phrases, allowed_words, display_title, phrase_reason, prompt_values
 from .prompts import chat, render, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
@@ -184,14 +184,14 @@ _FILM, _FILM_LIKED = (Item("example-1", "Night Harbor (1988)", ("Crime", "Drama"
                       Item("example-2", "Blue Coast (1985)", ("Crime", "Thriller"), 1985))
 _PRODUCT, _PRODUCT_LIKED = Item("example-3", "Luna Rose Hand Cream 50 ml"), Item("example-4", "Luna Rose Body Lotion")
 EXAMPLES = {
-    "attributes": ReasonFacts(_FILM, _FILM_LIKED, ("Crime",), "similar"),
-    "title-words": ReasonFacts(_PRODUCT, _PRODUCT_LIKED, ("Luna", "Rose"), "similar"),
-    "request": ReasonFacts(_FILM, None, (), "", "a crime story", ("crime",)),
-    "request-title-words": ReasonFacts(_PRODUCT, None, (), "", "a hand cream", ("hand", "cream")),
+    "attributes": PromptFacts(_FILM, _FILM_LIKED, ("Crime",), "similar"),
+    "title-words": PromptFacts(_PRODUCT, _PRODUCT_LIKED, ("Luna", "Rose"), "similar"),
+    "request": PromptFacts(_FILM, None, (), "", "a crime story", ("crime",)),
+    "request-title-words": PromptFacts(_PRODUCT, None, (), "", "a hand cream", ("hand", "cream")),
 }
 
 
-def example_for(facts: ReasonFacts) -> ReasonFacts:
+def example_for(facts: PromptFacts) -> PromptFacts:
     """The worked example shown with ``facts``: it depends only on whether the catalog has attributes and the
     user a history, so one user's prompts still share their prefix."""
     titles_only = not facts.item.genres
@@ -200,7 +200,7 @@ def example_for(facts: ReasonFacts) -> ReasonFacts:
     return EXAMPLES["title-words" if titles_only else "attributes"]
 
 
-def build_grounded_prompt(facts: ReasonFacts, settings: PromptSettings, constrained: bool = False,
+def build_grounded_prompt(facts: PromptFacts, settings: PromptSettings, constrained: bool = False,
                           example: bool = True) -> ChatPrompt:
     """The facts as a short list (``prompts/reason_grounded.jinja``). With ``constrained`` the prompt carries
     ``meta["vocabulary"]``: the words the backend lets the model write. With ``example`` one worked example
