@@ -185,8 +185,8 @@ def test_an_lm_that_loses_to_the_fused_order_on_validation_gets_no_weight(chain,
     from recgen.evaluation.systems.fusion_lm import LMStage
 
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(LMStage, "_fold", lambda self, *a, **k: {"stacked": (-1.0, None), "stacked_no_lm": (-1.0, None),
-                                                                 "refit": (-1.0, None)})
+    monkeypatch.setattr(LMStage, "_fold", lambda self, system, tr, va, *a, **k: {
+        name: (np.full(len(va), -1.0), None) for name in ("stacked", "stacked_no_lm", "refit")})
     system = _lm_system(chain, tiny_lm_dir)
     system.fit(chain)
     assert system.params()["lm_stage"]["design"] == "none"
@@ -204,3 +204,41 @@ def test_a_forced_design_measures_the_lm_features_even_without_validation_suppor
                                     "config": {"lm": {"model": tiny_lm_dir}}})
     forced.fit(chain)  # the ablation: the LM's features are measured even when validation gives them no weight
     assert forced.params()["lm_stage"]["design"] == "stacked" and forced.params()["lm_design"] == "stacked"
+
+
+def test_the_guard_wants_confidence_not_a_mean_gain():
+    """A CV mean gain made of a few lucky users (the ml-100k case: +0.0015 on 189 users) gives the LM no weight;
+    a gain seen across many users does."""
+    from recgen.evaluation.systems.fusion_lm import lm_guard, ndcg_gains
+
+    rng = np.random.default_rng(0)
+    fused = ndcg_gains(rng.integers(0, 30, size=189))
+    lucky = fused.copy()
+    moved = rng.choice(189, size=12, replace=False)
+    lucky[moved[:7]] += 0.1  # seven users up, five down: mean +0.0016
+    lucky[moved[7:]] -= 0.08
+    assert lucky.mean() > fused.mean() and not lm_guard(lucky, fused)["passed"]
+    steady = fused + np.where(rng.random(189) < 0.3, 0.05, 0.0)
+    verdict = lm_guard(steady, fused)
+    assert verdict["passed"] and verdict["lower_bound_95_one_sided"] > 0 and verdict["users"] == 189
+
+
+def test_an_lm_with_an_unconfident_cv_gain_gets_no_weight(chain, tiny_lm_dir, tmp_path, monkeypatch):
+    from recgen.evaluation.systems.fusion_lm import LMStage
+
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    real_fold = LMStage._fold
+
+    def noisy(self, system, tr, va, stacked, plain, y_top, fused_rank, *a, **k):
+        out = real_fold(self, system, tr, va, stacked, plain, y_top, fused_rank, *a, **k)
+        base = np.array([1.0 / np.log2(fused_rank[i] + 1) if 0 < fused_rank[i] <= 10 else 0.0 for i in va])
+        bump = np.zeros(len(va))
+        bump[:1] = 0.2  # one user up, one down: the mean gains, the evidence does not
+        bump[1:2] = -0.19
+        return {name: (base + bump, model) for name, (_, model) in out.items()}
+
+    monkeypatch.setattr(LMStage, "_fold", noisy)
+    system = _lm_system(chain, tiny_lm_dir)
+    system.fit(chain)
+    info = system.params()["lm_stage"]
+    assert info["design"] == "none" and not info["guard"]["passed"] and info["guard"]["mean_diff"] > 0
