@@ -113,6 +113,33 @@ def loras(model_dir, tmp_path_factory) -> dict[str, str]:
     return {name: str(make_lora(model_dir, root / name, seed=seed)) for name, seed in (("a", 1), ("b", 2))}
 
 
+@pytest.fixture(scope="module")
+def grounded_cases(dataset):
+    """The served reasons' inputs for 4 users: history (all but the last item) and 5 popular unseen items."""
+    popular = dataset.popularity()
+    out = []
+    for user in sorted(dataset.sequences)[:4]:
+        seq = dataset.sequences[user]
+        out.append((seq[:-1], [i for i in popular if i not in set(seq)][:5]))
+    return out
+
+
+def grounded_reasons(backend, dataset, cases) -> list[tuple[str, str]]:
+    """The default reasons (facts prompt + constrained decoding + the checker as second gate) from ``backend``."""
+    from recgen.ranking.reasoner import Reasoner
+
+    reasoner = Reasoner(dataset.catalog, backend, PromptSettings())
+    assert reasoner.settings.reasons == "grounded"
+    with use_adapter("base"):
+        return [pair for history, items in cases for pair in reasoner.explain(history, None, items)]
+
+
+def reason_figures(ours: list[tuple[str, str]], theirs: list[tuple[str, str]]) -> dict:
+    return {"reasons": len(ours), "model_share": sum(s == "model" for _, s in ours) / len(ours),
+            "transformers_model_share": sum(s == "model" for _, s in theirs) / len(theirs),
+            "same_text_as_transformers": sum(a == b for (a, _), (b, _) in zip(ours, theirs)) / len(ours)}
+
+
 def labels_of(prompts) -> list[list[str]]:
     return [p.meta["labels"] for p in prompts]
 
@@ -182,6 +209,17 @@ def test_score_generate_and_reasons_in_process(engine, rank_prompts, reason_prom
     assert backend.count_tokens(rank_prompts[0]) == len(backend.encode(rank_prompts[0]))
 
 
+def test_grounded_reasons_on_the_real_engine(engine, transformers_backend, dataset, grounded_cases):
+    """Constrained reasons through vLLM's ``allowed_token_ids``: the checker passes them about as often as the
+    transformers backend's word-level constrained ones (vLLM allows the same tokens, without the word check)."""
+    ours = grounded_reasons(live(engine), dataset, grounded_cases)
+    theirs = grounded_reasons(transformers_backend, dataset, grounded_cases)
+    figures = reason_figures(ours, theirs)
+    record("grounded_reasons_in_process_vs_transformers", {**figures, "examples": [r for r, _ in ours[:3]]})
+    assert all(r.strip() for r, _ in ours)
+    assert figures["model_share"] >= 0.6 and figures["model_share"] >= figures["transformers_model_share"] - 0.25, figures
+
+
 def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_prompts):
     """bf16 (vLLM's auto dtype on CPU) against float32 transformers on the ranker's real prompts."""
     labels = labels_of(rank_prompts)
@@ -233,7 +271,8 @@ def server(engine, loras, tmp_path_factory):
     assert handle.process.poll() is not None
 
 
-def test_server_lists_adapters_and_selects_them_per_request(server, single_adapter_scores, rank_prompts):
+def test_server_lists_adapters_and_selects_them_per_request(server, single_adapter_scores, rank_prompts, dataset,
+                                                            grounded_cases):
     import httpx
 
     models = httpx.get(server.url + "/v1/models", timeout=30).json()
@@ -253,6 +292,12 @@ def test_server_lists_adapters_and_selects_them_per_request(server, single_adapt
     assert all(isinstance(t, str) for t in client.generate_text(tagged(rank_prompts[:2], ["a"]), 8))
     with pytest.raises(UnknownAdapterError, match="use one of: base, a, b"):
         client.score_labels(tagged(rank_prompts[:1], ["c"]), labels[:1])
+    served = grounded_reasons(VLLMServerBackend(server.url, ids[0], timeout_s=300), dataset, grounded_cases)
+    in_process = FIGURES.get("grounded_reasons_in_process_vs_transformers", {})
+    model_share = sum(s == "model" for _, s in served) / len(served)
+    record("grounded_reasons_server_structured_outputs", {"reasons": len(served), "model_share": model_share,
+                                                          "examples": [r for r, _ in served[:3]]})
+    assert all(r.strip() for r, _ in served) and model_share >= 0.6, (model_share, in_process)
     reply = httpx.post(server.url + "/v1/chat/completions", timeout=30,
                        json={"model": "c", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
     assert reply.status_code == 404
