@@ -23,7 +23,15 @@ from .data.dataset import Dataset
 from .errors import DataError
 from .lm.factory import make_backend
 from .paths import cache_dir
-from .ranking.fusion import FusionRanker, FusionStage, Sources, SourceStats, feature_names
+from .ranking.fusion import (
+    FusionRanker,
+    FusionStage,
+    RequestStage,
+    Sources,
+    SourceStats,
+    feature_names,
+    request_feature_names,
+)
 from .ranking.ranker import Ranker
 from .ranking.reasoner import Reasoner
 from .retrieval import Retriever
@@ -33,6 +41,7 @@ from .retrieval.collaborative import ItemTransitions
 log = logging.getLogger(__name__)
 
 _RANKER, _SASREC, _FUSION_JSON = "ranker.txt", "sasrec.safetensors", "fusion.json"
+_REQUEST_RANKER = "ranker-request.txt"
 #: Retrieval settings that change the second stage's features (a fitted folder is keyed by them).
 FITTED_RETRIEVAL_KEYS = ("embedder", "history", "recency_decay", "collaborative_weight")
 
@@ -41,7 +50,8 @@ FITTED_RETRIEVAL_KEYS = ("embedder", "history", "recency_decay", "collaborative_
 class FittedState:
     """What is learned from users' sequences: the popularity fallback and the item transitions and, once
     ``recgen fit`` ran, the second stage's parts: co-occurrence neighbours and popularity counts
-    (``sources``), the SASRec model when it was fitted, the fusion ranker and the pool depth it was chosen with.
+    (``sources``), the SASRec model when it was fitted, the fusion ranker and the pool depth it was chosen with,
+    and the request ranker (a request in words with a history) when one was fitted and beat the request-first order.
 
     ``fallback`` says why a fused order cannot be served from this state (None when it can, or when no
     second stage was ever fitted); the pipeline logs it once."""
@@ -54,6 +64,7 @@ class FittedState:
     depth: int = 0
     fit_info: dict = field(default_factory=dict)
     fallback: str | None = None
+    request_ranker: FusionRanker | None = None
 
     @classmethod
     def fit(cls, dataset: Dataset, settings: RetrievalSettings) -> "FittedState":
@@ -64,12 +75,14 @@ class FittedState:
         return cls(dataset.popularity(), transitions)
 
     def with_second_stage(self, sources: SourceStats, ranker: FusionRanker | None, depth: int, sasrec=None,
-                          fit_info: dict | None = None, fallback: str | None = None) -> "FittedState":
+                          fit_info: dict | None = None, fallback: str | None = None,
+                          request_ranker: FusionRanker | None = None) -> "FittedState":
         return dataclasses.replace(self, sources=sources, ranker=ranker, depth=int(depth), sasrec=sasrec,
-                                   fit_info=dict(fit_info or {}), fallback=fallback)
+                                   fit_info=dict(fit_info or {}), fallback=fallback,
+                                   request_ranker=request_ranker if ranker is not None else None)
 
     # -- the second stage on disk: <folder>/{neighbours.npz, popularity.npz, sources.json, ranker.txt,
-    #    sasrec.safetensors + sasrec.json, fusion.json} (numeric arrays, LightGBM text, safetensors, JSON)
+    #    ranker-request.txt, sasrec.safetensors + sasrec.json, fusion.json} (arrays, LightGBM text, safetensors, JSON)
     def save_second_stage(self, folder: str | Path) -> None:
         if self.sources is None:
             return
@@ -77,10 +90,13 @@ class FittedState:
         self.sources.save(folder)
         if self.ranker is not None:
             self.ranker.save(folder / _RANKER)
+        if self.request_ranker is not None:
+            self.request_ranker.save(folder / _REQUEST_RANKER)
         if self.sasrec is not None:
             save_sasrec(self.sasrec, folder / _SASREC)
         meta = {"depth": self.depth, "sasrec": self.sasrec is not None, "ranker": self.ranker is not None,
                 "features": self.ranker.feature_names if self.ranker is not None else None,
+                "request_ranker": self.request_ranker is not None,
                 "fallback": self.fallback, "fit": self.fit_info}
         (folder / _FUSION_JSON).write_text(json.dumps(meta, indent=2, default=str))
 
@@ -107,10 +123,12 @@ class FittedState:
             if problem:
                 fallback = (f"the SASRec source is not available ({problem}); the ranker was fitted with it, so the "
                             "hybrid retrieval order over the other sources is served — refit with `recgen fit`")
-        ranker = None
+        ranker = request_ranker = None
         if has_ranker and not (wants_sasrec and sasrec is None):
             ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None, lm_features))
-        return self.with_second_stage(sources, ranker, depth, sasrec, meta.get("fit") or {}, fallback)
+            if meta.get("request_ranker"):
+                request_ranker = FusionRanker.load(folder / _REQUEST_RANKER, request_feature_names(sasrec is not None))
+        return self.with_second_stage(sources, ranker, depth, sasrec, meta.get("fit") or {}, fallback, request_ranker)
 
 
 def save_sasrec(model, path: Path) -> None:
@@ -179,6 +197,7 @@ class Pipeline:
         self._ranker: Ranker | None = None
         self._reasoner: Reasoner | None = None
         self._fusion: FusionStage | None = None
+        self._request_fusion: RequestStage | None = None
         if config.ranking.second_stage == "fusion" and state.ranker is None:
             log.warning("no fused second stage: %s", state.fallback or (
                 "no ranker has been fitted for this data (run `recgen fit -d <dataset>`); the hybrid retrieval "
@@ -207,6 +226,17 @@ class Pipeline:
             sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
             self._fusion = FusionStage(sources, self.state.ranker, self.state.depth)
         return self._fusion
+
+    @property
+    def request_fusion(self) -> RequestStage | None:
+        """The request stage (a request in words with a history) when :attr:`fusion` is served and a request
+        ranker was fitted, else None: the caller serves the retriever's request-first order."""
+        fusion = self.fusion
+        if fusion is None or self.state.request_ranker is None:
+            return None
+        if self._request_fusion is None:
+            self._request_fusion = RequestStage(fusion.sources, self.state.request_ranker)
+        return self._request_fusion
 
     @property
     def reasoner(self) -> Reasoner:

@@ -20,6 +20,8 @@ from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemErro
 from .feedback import Feedback, no_feedback_error
 from .lm.adapters import check_adapter_name, use_adapter
 from .pipeline import FittedState, build_pipeline, fitted_folder, history_rows
+from .ranking.fusion import REQUEST_DEPTH
+from .ranking.fusion.request_stage import from_candidates
 from .ranking.ranker import Mode, Ranker, RankRequest
 from .retrieval import Retriever
 from .retrieval.cache import index_folder
@@ -213,10 +215,11 @@ class Recommender:
         their candidates (the LM then picks from it).
 
         With ``second_stage = "fusion"``: a history without a request is ordered by the fused ranker (one
-        booster call for the batch); score mode serves that order. A request keeps the retriever's
-        request-first order: the ranker has no request feature and was fitted on history-only groups, so
-        reordering by it would drop what was asked for. Without a fitted ranker, score mode serves the
-        hybrid retrieval order. With ``second_stage = "lm"`` every job goes to the LM."""
+        booster call for the batch); a request with a history by the request ranker (fitted on groups that
+        carry a request; items meeting the request first), when ``recgen fit`` fitted one that beat the
+        request-first order on held-out users; score mode serves these orders. Otherwise a request keeps the
+        retriever's request-first order, and without a fitted ranker score mode serves the hybrid retrieval
+        order. With ``second_stage = "lm"`` every job goes to the LM."""
         out: dict[int, list[tuple[str, float]]] = {}
         if self.config.ranking.second_stage != "fusion":
             return out
@@ -235,6 +238,20 @@ class Recommender:
                     pairs = pairs[: max(n_candidates, request.k)]
                     jobs[n] = (request, RankRequest(history=job.history, query=None, candidates=[i for i, _ in pairs],
                                                     k=request.k))
+                else:
+                    out[n] = pairs
+        asked = [n for n, (request, job) in enumerate(jobs) if isinstance(job, _Job) and job.found is not None]
+        if asked:
+            orders = self.pipeline.request_fusion.order(
+                [history_rows(self.catalog, jobs[n][1].history) for n in asked],
+                [from_candidates(self.retriever, jobs[n][1].found) for n in asked])
+            for n, order in zip(asked, orders):
+                request, job = jobs[n]
+                pairs = [(self.catalog.items[row].item_id, score) for row, score in order]
+                if request.mode == "generate":
+                    keep = max(self.config.retrieval.n_candidates, request.k)
+                    jobs[n] = (request, RankRequest(history=job.history, query=job.query,
+                                                    candidates=[i for i, _ in pairs[:keep]], k=request.k))
                 else:
                     out[n] = pairs
         for n, (request, job) in enumerate(jobs):
@@ -279,10 +296,14 @@ class Recommender:
             return RankRequest(history=history, query=None, candidates=[], k=request.k)
         if query is None:  # only a request can miss its own filters
             candidates = self.retriever.retrieve(history, None, n=n, exclude=exclude)
-        else:
-            found = self.retriever.candidates(history, query, n=n, exclude=exclude)
+        else:  # the request stage re-orders a deeper list; its first n are the request-first order's
+            fused = self.pipeline.request_fusion is not None and bool(history)
+            found = self.retriever.candidates(history, query, n=max(n, REQUEST_DEPTH) if fused else n, exclude=exclude)
             if found.warning is not None and labels is not None:
                 labels[slot] = found
+            if fused:
+                return _Job(history=history, query=query, candidates=[c for c, _ in found.items[:n]], k=request.k,
+                            retrieved=found.items[:n], found=found)
             candidates = found.items
         return _Job(history=history, query=query, candidates=[c for c, _ in candidates], k=request.k,
                     retrieved=candidates)
@@ -347,6 +368,8 @@ class _Job(RankRequest):
     stage is ``fusion`` but the fused order does not apply (a request, or no fitted ranker)."""
 
     retrieved: list[tuple[str, float]] = field(default_factory=list)
+    #: a request's candidates (deeper than ``retrieved``) when the request stage will order them
+    found: Candidates | None = None
 
 
 def _validated_request(raw) -> RecommendRequest:

@@ -136,14 +136,6 @@ def test_second_stage_lm_lets_the_lm_order_the_retrieved_candidates(fitted, tiny
     assert seen == ["score"]
 
 
-def test_a_request_keeps_the_request_first_order(fitted):
-    dataset, rec, _ = fitted
-    history = _history(dataset)
-    recs = rec.recommend(history=history, query="Synthetic item number 7", k=5, reasons=False)
-    expected = rec.retriever.retrieve(history, "Synthetic item number 7", n=rec.config.retrieval.n_candidates)
-    assert [(r.item_id, r.score) for r in recs] == expected[:5]
-
-
 def _copy(folder, tmp_path):
     target = tmp_path / "copy"
     shutil.copytree(folder, target)

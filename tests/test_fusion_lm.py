@@ -242,3 +242,35 @@ def test_an_lm_with_an_unconfident_cv_gain_gets_no_weight(chain, tiny_lm_dir, tm
     system.fit(chain)
     info = system.params()["lm_stage"]
     assert info["design"] == "none" and not info["guard"]["passed"] and info["guard"]["mean_diff"] > 0
+
+
+def test_the_harness_skips_lm_calls_only_where_they_cannot_change_a_row(chain, tiny_lm_dir, tmp_path, monkeypatch):
+    """Users whose target is below the fused top m get their row from the fused order (the stacked LM stage
+    only re-orders the top m); every row equals the row of scoring every user with the LM."""
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    forced = make_system("fusion", {"retriever": _retriever(chain), "depths": [10], "leaves": [7], "threads": 1,
+                                    "prefixes": [], "lm": "zeroshot", "lm_users": 40, "lm_design": "stacked",
+                                    "config": {"lm": {"model": tiny_lm_dir}}})
+    forced.fit(chain)
+    assert forced.reorders_top == 20
+
+    class Unpruned:  # the same system without the hint: every user goes through the LM stage
+        name = "fusion"
+
+        def score(self, histories):
+            return forced.score(histories)
+
+    # test targets moved off the chain, so many are below the fused top 20 (histories unchanged)
+    ids = chain.dataset.catalog.ids
+    moved = {u: seq[:-1] + [ids[(ids.index(seq[-1]) + 17) % len(ids)]] for u, seq in chain.dataset.sequences.items()}
+    data = EvalData.from_dataset(Dataset("moved", chain.dataset.catalog, moved))
+    users = range(60)
+    calls = []
+    real = forced.score
+    monkeypatch.setattr(forced, "score", lambda histories: calls.append(len(histories)) or real(histories))
+    pruned = [r for b in score_rows(forced, data, "test", users) for r in b]
+    scored_pruned = sum(calls)
+    full = [r for b in score_rows(Unpruned(), data, "test", users) for r in b]
+    assert pruned == full and any(r["rank"] > 20 for r in full) and any(r["rank"] <= 20 for r in full)
+    # ties with the 20th score are scored too (the fused order could put the target inside the 20)
+    assert sum(r["rank"] <= 20 for r in full) <= scored_pruned < 60 == sum(calls) - scored_pruned

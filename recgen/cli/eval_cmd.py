@@ -227,7 +227,8 @@ def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
 
 @eval_app.command("requests")
 def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset name or folder"),
-             ranker: str = typer.Option("lm", help="lm (the served pipeline) or retrieval (its first stage alone)"),
+             ranker: str = typer.Option("lm", help="lm (the LM second stage), retrieval (the first stage alone) or "
+                                        "fusion (the learned second stage with its request ranker)"),
              users: int = typer.Option(200, help="seeded sample of test users (0 = all)"),
              seed: int = typer.Option(0, help="seed of the user sample and of the requests"),
              stage: str = typer.Option("test", help="test, or valid (requests from validation targets: for tuning)"),
@@ -243,24 +244,29 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
     from ..data import load_dataset
     from ..evaluation.protocol import EvalData, check_stage, sample_users
     from ..evaluation.requests import evaluate_requests
+    from ..evaluation.systems.fusion import fusion_requests
     from ..recommender import Recommender
     from ..retrieval.cache import index_folder
 
     try:
-        if ranker not in ("lm", "retrieval"):
-            raise ConfigError("--ranker must be lm or retrieval")
+        if ranker not in ("lm", "retrieval", "fusion"):
+            raise ConfigError("--ranker must be lm, retrieval or fusion")
         cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
         cfg = cfg.updated(ranking={"second_stage": "lm"}) if ranker == "lm" else cfg  # the LM's order is measured
         started = time.perf_counter()
         data = EvalData.from_dataset(load_dataset(dataset))
         catalog = data.dataset.catalog
-        rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=index_folder(
-            data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder))
+        folder = index_folder(data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder)
+        if ranker == "fusion":
+            recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"))
+        else:
+            rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=folder)
+            fitted = None
 
-        def recommend(history: list[str], query: str | None, k: int) -> list[str]:
-            if ranker == "retrieval":
-                return [i for i, _ in rec.retriever.retrieve(history, query, n=k)]
-            return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
+            def recommend(history: list[str], query: str | None, k: int) -> list[str]:
+                if ranker == "retrieval":
+                    return [i for i, _ in rec.retriever.retrieve(history, query, n=k)]
+                return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
 
         positions = sample_users(data.n_users, users, seed)
         result = evaluate_requests(recommend, data, positions, seed=seed, stage=check_stage(stage),
@@ -274,6 +280,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
     summary = {"run_name": name, "dataset": data.dataset.name, "ranker": ranker, "stage": stage, "users": len(positions),
                "seed": seed, "command": shlex.join(["recgen", "eval", "requests", *sys.argv[3:]]),
                "config": cfg.model_dump(mode="json"), "wall_s": round(time.perf_counter() - started, 1),
+               **({"fusion": fitted} if fitted else {}),
                "summary": result["summary"], "per_request_file": f"{name}.rows.jsonl.gz"}
     with gzip.open(folder / f"{name}.rows.jsonl.gz", "wt", encoding="utf-8") as handle:
         for row in result["rows"]:

@@ -166,14 +166,22 @@ def mask_history(scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
 
 def score_rows(system: Scorer, data: EvalData, stage: str, positions: Sequence[int],
                batch_size: int = 512) -> Iterator[list[dict]]:
-    """Yield per-user result rows, one list per batch, for a vectorized :class:`Scorer`."""
+    """Yield per-user result rows, one list per batch, for a vectorized :class:`Scorer`.
+
+    A system that only re-orders the top ``m`` of a cheaper base order (``reorders_top`` = m and
+    ``base_score(histories)``, e.g. the fusion system's stacked LM stage) is called only for users whose target
+    could be among those m (its base score reaches the m-th best unseen score): for every other user no re-order
+    of the top m moves the target, so the base scores give the very same row. Compute saved, not rigour
+    (the same rule as :func:`list_rows`' first-stage hits; tested for equality)."""
     check_stage(stage)
     positions = np.asarray(positions, dtype=np.int64)
     ids = data.dataset.catalog.ids
     for start in range(0, len(positions), batch_size):
         batch = positions[start:start + batch_size]
         histories = [data.history(stage, int(p)) for p in batch]
-        scores = np.asarray(system.score(histories))
+        top = getattr(system, "reorders_top", None)
+        scores = (_pruned_scores(system, histories, data.targets(stage, batch), int(top)) if top
+                  else np.asarray(system.score(histories)))
         # keep float32/float64 as the system returned it (float64 carries exact tie-breaks); always copy,
         # because masking writes into the matrix
         scores = np.array(scores, dtype=scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64,
@@ -192,6 +200,18 @@ def score_rows(system: Scorer, data: EvalData, stage: str, positions: Sequence[i
                 row[m] = round(float(per_user[m][j]), 6)
             rows.append(row)
         yield rows
+
+
+def _pruned_scores(system, histories: list[np.ndarray], targets: np.ndarray, top: int) -> np.ndarray:
+    """``system.score`` for the users whose target can be in the base order's top ``top``, base scores else."""
+    scores = np.array(system.base_score(histories), dtype=np.float64, copy=True)
+    masked = mask_history(scores.copy(), histories)
+    top = min(top, masked.shape[1])
+    boundary = -np.partition(-masked, top - 1, axis=1)[:, top - 1]  # each row's top-th best unseen score
+    need = np.flatnonzero(masked[np.arange(len(targets)), targets] >= boundary)
+    if len(need):
+        scores[need] = system.score([histories[i] for i in need])
+    return scores
 
 
 def evaluate_users(system, data: EvalData, stage: str, positions: Sequence[int],

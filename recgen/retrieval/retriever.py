@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,10 @@ class Candidates:
     constraints: RequestConstraints | None = None
 
 
+#: How many request texts' embeddings a retriever keeps (a few MB at 384 floats each).
+QUERY_CACHE = 4096
+
+
 class Retriever:
     """Holds the catalog's normalized item embeddings in a FAISS inner-product index."""
 
@@ -51,6 +57,8 @@ class Retriever:
         #: The embedder the index was built with (a resolved name; ``settings.embedder`` may be ``None``).
         self.embedder_name = embedder_name or self.settings.embedder or DEFAULT_EMBEDDER
         self._item_embeddings: np.ndarray | None = None
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_lock = threading.Lock()
         #: Item transitions fitted on the data's sequences; with a history, candidates are ranked by
         #: cosine + ``settings.collaborative_weight`` × transition score (scaled to max 1 per user).
         self.transitions = transitions
@@ -135,7 +143,20 @@ class Retriever:
 
     # -- queries ------------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
-        return embed(load_embedder(self.embedder_name), [text])[0]
+        """The request's embedding (read-only). The last :data:`QUERY_CACHE` texts are kept: requests repeat
+        ("a 90s comedy"), and one encoder call costs more than ranking the whole catalog."""
+        with self._query_lock:
+            vector = self._query_cache.get(text)
+            if vector is not None:
+                self._query_cache.move_to_end(text)
+                return vector
+        vector = embed(load_embedder(self.embedder_name), [text])[0]
+        vector.setflags(write=False)
+        with self._query_lock:
+            self._query_cache[text] = vector
+            while len(self._query_cache) > QUERY_CACHE:
+                self._query_cache.popitem(last=False)
+        return vector
 
     def history_vector(self, history: list[str]) -> np.ndarray | None:
         recent = history[-self.settings.history:]

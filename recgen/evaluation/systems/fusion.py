@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,16 +33,23 @@ from ...paths import cache_dir
 from ...pipeline import FittedState, build_retriever
 from ...ranking.fusion import (
     POOL_SOURCES,
+    REQUEST_DEPTH,
     FeatureBuilder,
     FusionRanker,
     FusionStage,
+    RequestStage,
     Sources,
     SourceStats,
     feature_names,
+    request_candidates,
+    request_feature_names,
 )
+from ...ranking.fusion.lm_features import TOP_M
+from ...ranking.fusion.request_stage import matched_first, request_groups
 from ...recommender import Recommender
 from ...retrieval.cache import index_folder
 from ..protocol import EvalData
+from ..requests import RequestBuilder
 from .fusion_lm import LMStage
 from .sasrec import SASRecBaseline
 
@@ -56,7 +64,8 @@ class FusionSystem:
     def __init__(self, config: RecgenConfig | dict | None = None, retriever=None, depths=(20, 50, 100),
                  leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
                  sasrec: bool = False, prefixes=(3, 10), batch: int = 256, lm: str = "none", lm_users: int = 800,
-                 lm_threads: int = 1, lm_design: str = "auto", **retrieval) -> None:
+                 lm_threads: int = 1, lm_design: str = "auto", requests: bool = False, request_users: int = 5000,
+                 **retrieval) -> None:
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
         self.config = base.updated("retrieval parameters", retrieval=retrieval)
         self._index = retriever
@@ -74,6 +83,10 @@ class FusionSystem:
         self.stage: FusionStage | None = None
         self.fit_info: dict = {}
         self.held_out: dict = {}
+        #: the request stage (``requests=True``): a ranker for a request in words with a history
+        self.fit_requests, self.request_users = bool(requests), int(request_users)
+        self.request_ranker: FusionRanker | None = None
+        self.request_stage: RequestStage | None = None
         # the LM stage (fusion_lm.py): lm=none | zeroshot | <adapter folder>
         self.lm = None if lm == "none" else LMStage(lm, users=lm_users, seed=seed, threads=lm_threads,
                                                         design=lm_design)
@@ -190,8 +203,83 @@ class FusionSystem:
         if log:
             log(f"fusion: chose depth {self.depth}, {leaves} leaves, prefix shifts {shifts} "
                 f"(held-out NDCG@10 {score:.4f}); recall {recall}")
+        if self.fit_requests:
+            self.fit_info["request_stage"] = self._fit_request_stage(data, held, leaves, log)
         if self.lm:
             self.fit_info["lm_stage"] = self.lm.fit(self, data, held, log)
+
+    def _fit_request_stage(self, data: EvalData, held: np.ndarray, leaves: int, log) -> dict:
+        """The request ranker, on groups that carry a request: a seeded sample of ``request_users`` users, each
+        with requests built from their **validation** target's attributes (:class:`RequestBuilder`: two draws of a
+        positive request, distinct texts kept, plus a negative where the catalog has genres), history = training items, candidates = the retriever's
+        request-first top :data:`REQUEST_DEPTH`. The ranker's users/held-out split is the main ranker's. Served
+        only if its held-out NDCG@10 is at least the request-first order's (on at least MIN_HELD_OUT_USERS)."""
+        started = time.perf_counter()
+        catalog, ids = data.dataset.catalog, data.dataset.catalog.ids
+        builder, requests = FeatureBuilder(self.sources, REQUEST_DEPTH), RequestBuilder(catalog)
+        rng = np.random.default_rng(self.seed + 2)
+        users = np.sort(rng.choice(data.n_users, size=min(self.request_users, data.n_users), replace=False))
+        words = random.Random(self.seed)
+        cases = []  # (position, history rows, request text, target row)
+        for p in users:
+            history = data.history("valid", int(p))
+            target = data.target("valid", int(p))
+            item = catalog.get(ids[target])
+            # two draws of a positive request (another genre or title word when the target has one) and a negative
+            made = [requests.positive(item, words), requests.positive(item, words),
+                    requests.negative(item, [catalog.get(ids[i]) for i in history[-10:]], words)]
+            texts = dict.fromkeys(r.text for r in made if r is not None)
+            cases += [(int(p), history, text, target) for text in texts if len(history)]
+        train, valid, first = [], [], []
+        retriever = self.sources.retriever
+        for start in range(0, len(cases), self.batch):
+            batch = cases[start:start + self.batch]
+            found = [request_candidates(retriever, [ids[i] for i in h], text, REQUEST_DEPTH) for _, h, text, _ in batch]
+            groups = request_groups(self.sources, builder, [h for _, h, _, _ in batch], found)
+            for (p, _, _, target), group, cand in zip(batch, groups, found):
+                y = group.label(target)
+                if held[p]:
+                    valid.append((group.X, y))
+                    at = np.flatnonzero(cand.rows == target)
+                    first.append(int(at[0]) + 1 if len(at) else 0)
+                elif y.any():
+                    train.append((group.X, y))
+        names = request_feature_names(self.sources.sasrec is not None)
+        info = {"requests": len(cases), "users": int(len(users)), "train_groups_with_target": len(train),
+                "held_out_groups": len(valid)}
+        trials = []
+        for n_leaves in dict.fromkeys([*self.leaves, leaves]):  # the fewest groups of any model here: choose again
+            try:
+                ranker = FusionRanker.train(train, valid, names, num_leaves=n_leaves, max_rounds=self.max_rounds,
+                                            threads=self.threads, seed=self.seed, log=log)
+            except DataError as exc:
+                return {**info, "served": False, "why": str(exc), "seconds": round(time.perf_counter() - started, 1)}
+            trials.append((float(np.mean([_gain(_request_rank(ranker, X, y)) for X, y in valid])), n_leaves, ranker))
+        fused, leaves, ranker = max(trials, key=lambda t: (t[0], -t[1]))
+        info["leaves_held_out_ndcg@10"] = {str(n): round(score, 5) for score, n, _ in trials}
+        request_first = float(np.mean([_gain(r) for r in first]))
+        served = len(valid) >= MIN_HELD_OUT_USERS and fused >= request_first
+        info.update({"held_out_ndcg@10": round(fused, 5), "request_first_held_out_ndcg@10": round(request_first, 5),
+                     "served": served, "ranker": ranker.info, "importance": ranker.importance(),
+                     "seconds": round(time.perf_counter() - started, 1)})
+        if served:
+            path = self._model_path(data).with_name(f"{self._model_path(data).stem}-request.txt")
+            ranker.save(path)
+            self.request_ranker = FusionRanker.load(path, names)
+            self.request_stage = RequestStage(self.sources, self.request_ranker)
+            info["ranker"]["file"] = str(path)
+        if log:
+            log(f"fusion request stage: {info}")
+        return info
+
+    def order_request(self, history: np.ndarray, query: str, k: int) -> list[int]:
+        """A request with a history: the request stage's order when one was fitted and served, else the
+        retriever's request-first order (catalog rows; the same rule as ``Recommender``)."""
+        ids = self.sources.catalog.ids
+        found = request_candidates(self.sources.retriever, [ids[i] for i in history], query, max(k, REQUEST_DEPTH))
+        if self.request_stage is None:
+            return [int(r) for r in found.rows[:k]]
+        return [row for row, _ in self.request_stage.order([np.asarray(history)], [found])[0][:k]]
 
     def _prefix_groups(self, data: EvalData, held: np.ndarray, depth: int, shifts, log) -> list:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts``, training users only,
@@ -240,6 +328,16 @@ class FusionSystem:
         return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
 
     # -- scoring ------------------------------------------------------------------------------------
+    @property
+    def reorders_top(self) -> int | None:
+        """The LM stage's stacked design re-orders only the fused top m (the harness may then skip users whose
+        target cannot be there: ``score_rows``); None when the scores can change below it."""
+        return TOP_M if self.lm is not None and self.lm.design == "stacked" else None
+
+    def base_score(self, histories: list[np.ndarray]) -> np.ndarray:
+        """The fused order without the LM stage (what the stacked design re-orders the top of)."""
+        return self.stage.score_all(histories)
+
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         """The served fused order (:class:`FusionStage`, the same code as ``Recommender``) over all items."""
         if self.stage is None:
@@ -248,12 +346,45 @@ class FusionSystem:
         return self.lm.rerank(self, histories, out) if self.lm else out
 
 
+def _gain(rank: int) -> float:
+    return 1.0 / np.log2(rank + 1) if 0 < rank <= 10 else 0.0
+
+
+def _request_rank(ranker: FusionRanker, X: np.ndarray, y: np.ndarray) -> int:
+    """The target's rank in the request stage's order (matching items first, each part by score); 0 if absent."""
+    if not y.any():
+        return 0
+    order = matched_first(ranker.predict(X), X[:, -1] > 0.5)
+    return int(np.flatnonzero(y[order])[0]) + 1
+
+
+def fusion_requests(data: EvalData, config: RecgenConfig, index_dir, log=None):
+    """``(recommend(history, query, k) -> item ids, fit info)`` for ``recgen eval requests --ranker fusion``: the
+    fusion system with its request stage, fitted without test targets; a request with a history goes to the
+    request stage, a history alone to the fused order, a request alone to the retriever (no history to fuse)."""
+    catalog = data.dataset.catalog
+    retriever = build_retriever(catalog, config.retrieval, index_dir=index_dir)
+    system = FusionSystem(config, retriever=retriever, requests=True)
+    system.fit(data, log=log)
+    ids = catalog.ids
+
+    def recommend(history: list[str], query: str | None, k: int) -> list[str]:
+        rows = np.fromiter((catalog.index_of(i) for i in history), dtype=np.int64, count=len(history))
+        if query and len(rows):
+            return [ids[r] for r in system.order_request(rows, query, k)]
+        if query:
+            return [i for i, _ in system.sources.retriever.retrieve([], query, n=k)]
+        return [ids[r] for r, _ in system.stage.order([rows], k)[0]]
+
+    return recommend, {k: v for k, v in system.fit_info.items() if k in ("chosen", "request_stage")}
+
+
 def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
                     index_dir: str | Path | None = None, log=None, stage=None) -> Recommender:
     """A recommender for serving ``dataset``, every stage fitted once (``recgen fit``).
 
-    The settings (pool depth, leaves, prefix groups) and the ranker come from :class:`FusionSystem`'s
-    selection on validation targets (no test target and no hand-set constant); the served sources
+    The settings (pool depth, leaves, prefix groups), the ranker and the request ranker come from
+    :class:`FusionSystem`'s selection on validation targets (no test target and no hand-set constant); the served sources
     (transitions, co-occurrence neighbours, popularity) are then refitted on ALL interactions. The ranker and
     SASRec are the ones fitted on the training part (SASRec reuses its cached checkpoint when one matches):
     a serving-time history is the whole sequence, as a validation-time history was the training part.
@@ -268,7 +399,7 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
     system, fallback = None, None
     with stage("second stage (selection on validation)"):
         try:
-            system = FusionSystem(config, retriever=retriever, sasrec=sasrec, threads=threads)
+            system = FusionSystem(config, retriever=retriever, sasrec=sasrec, threads=threads, requests=True)
             system.fit(EvalData.from_dataset(dataset), log=log)
         except DataError as exc:
             fallback = f"no second stage could be fitted on {dataset.name} ({exc}); the hybrid retrieval order is served"
@@ -289,10 +420,11 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
             log(fallback)
         system = None
     if system is not None:
-        state = state.with_second_stage(stats, system.ranker, system.depth, system.sources.sasrec, system.fit_info)
+        state = state.with_second_stage(stats, system.ranker, system.depth, system.sources.sasrec, system.fit_info,
+                                        request_ranker=system.request_ranker)
     else:
         state = state.with_second_stage(stats, None, 0, fallback=fallback)
     return Recommender(catalog, config, retriever=retriever, state=state)
 
 
-__all__ = ["FusionSystem", "POOL_SOURCES", "fit_for_serving"]
+__all__ = ["FusionSystem", "POOL_SOURCES", "fit_for_serving", "fusion_requests"]

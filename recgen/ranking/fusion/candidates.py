@@ -185,6 +185,22 @@ class Sources:
         """Each history's merged pool: the union of every pool source's top ``depth`` unseen items."""
         if not 1 <= depth <= RANK_CAP:
             raise ValueError(f"pool depth must be in 1..{RANK_CAP}, not {depth}")
+        return self._pools(histories, lambda r, best: _by_best(best, depth))
+
+    def pools_for(self, histories: list[np.ndarray], rows: list[np.ndarray]) -> list[Pool]:
+        """Pools of given candidates (catalog rows, in the caller's order): e.g. the items a request allows.
+        Every signal's value and rank as in :meth:`pools`; items already in the history are dropped."""
+        if len(rows) != len(histories):
+            raise ValueError(f"{len(rows)} candidate lists for {len(histories)} histories")
+
+        def given(r, best):
+            picked = np.asarray(rows[r], dtype=np.int64)
+            return picked[~np.isin(picked, np.asarray(histories[r], dtype=np.int64))]
+
+        return self._pools(histories, given)
+
+    def _pools(self, histories: list[np.ndarray], choose) -> list[Pool]:
+        """``choose(r, best_rank_per_item)`` → the catalog rows of history ``r``'s pool."""
         signals = self.signals(histories)
         ranks = {name: (static_ranks(self._static_order[name], histories, self.n_items) if name in self._static_order
                         else capped_ranks(values, histories)) for name, values in signals.items()}
@@ -192,11 +208,16 @@ class Sources:
         for r, hist in enumerate(histories):
             best = np.min(np.stack([ranks[s][r] for s in self.pool_sources]), axis=0)
             best[np.asarray(hist, dtype=np.int64)] = RANK_CAP + 1  # never recommend an item already seen
-            rows = np.flatnonzero(best <= depth)
-            rows = rows[np.argsort(best[rows], kind="stable")]
+            rows = choose(r, best)
             pools.append(Pool(rows, best[rows], {k: v[r, rows] for k, v in signals.items()},
                               {k: v[r, rows] for k, v in ranks.items()}))
         return pools
+
+
+def _by_best(best: np.ndarray, depth: int) -> np.ndarray:
+    """Rows whose best pool-source rank is within ``depth``, best first (ties in catalog order)."""
+    rows = np.flatnonzero(best <= depth)
+    return rows[np.argsort(best[rows], kind="stable")]
 
 
 def capped_ranks(scores: np.ndarray, histories: list[np.ndarray], cap: int = RANK_CAP) -> np.ndarray:

@@ -61,7 +61,11 @@ class FeatureBuilder:
             raise ValueError("this feature layout has LM features: pass lm=[{row: log-prob}, ...] per user")
         if lm is not None and len(lm) != len(histories):
             raise ValueError(f"lm has {len(lm)} entries for {len(histories)} histories")
-        pools = self.sources.pools(histories, self.depth)
+        return self.build_pools(histories, self.sources.pools(histories, self.depth), lm)
+
+    def build_pools(self, histories: list[np.ndarray], pools: list[Pool],
+                    lm: list[dict[int, float] | None] | None = None) -> list[Group]:
+        """Groups of pools already made (:meth:`Sources.pools` or :meth:`Sources.pools_for`)."""
         profiles = genre_profiles(self.sources, histories)
         groups = []
         for r, (hist, pool) in enumerate(zip(histories, pools)):
