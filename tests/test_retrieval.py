@@ -105,3 +105,23 @@ def test_a_negated_request_is_blended_not_pooled():
     assert has_negation("anything but horror") and has_negation("a comedy, not romance") and has_negation("No musicals")
     assert not has_negation("a 90s comedy film") and not has_negation("a notebook") and not has_negation("nothingness")
     assert has_negation("x " * 10_000 + "not horror") is False  # only the first 2,000 characters are read
+
+
+def test_request_embeddings_are_cached_and_warmed_in_batches(monkeypatch):
+    from recgen.retrieval import retriever as module
+
+    retriever = Retriever.build(make_catalog(), RetrievalSettings())
+    calls = []
+    real = module.embed
+    monkeypatch.setattr(module, "embed", lambda model, texts, **kw: calls.append(len(texts)) or real(model, texts, **kw))
+    one = retriever.embed_query("a quiet film")
+    assert retriever.embed_query("a quiet film") is one and calls == [1]
+    retriever.warm_queries(["a quiet film", "a loud film", "a long film", "a loud film"])
+    assert calls == [1, 2]  # only the two new texts, in one call
+    np.testing.assert_allclose(retriever.embed_query("a loud film"), real(module.load_embedder(retriever.embedder_name),
+                                                                          ["a loud film"])[0], atol=1e-5)
+    with pytest.raises(ValueError):
+        one[0] = 1.0  # callers cannot change a cached vector
+    monkeypatch.setattr(module, "QUERY_CACHE", 2)
+    retriever.warm_queries(["x one", "x two", "x three"])
+    assert len(retriever._query_cache) <= 2

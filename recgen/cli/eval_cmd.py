@@ -233,6 +233,8 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
              seed: int = typer.Option(0, help="seed of the user sample and of the requests"),
              stage: str = typer.Option("test", help="test, or valid (requests from validation targets: for tuning)"),
              config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML)"),
+             param: Optional[List[str]] = typer.Option(None, "--param", "-p",
+                                                       help="fusion system parameter key=value (repeatable)"),
              results_dir: Path = typer.Option(RESULTS_DIR, help="results root; files go to <root>/<dataset>/"),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Request following: requests built from held-out targets' attributes, run with and without the
@@ -251,6 +253,8 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
     try:
         if ranker not in ("lm", "retrieval", "fusion"):
             raise ConfigError("--ranker must be lm, retrieval or fusion")
+        if param and ranker != "fusion":
+            raise ConfigError("--param sets fusion system parameters; use it with --ranker fusion")
         cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
         cfg = cfg.updated(ranking={"second_stage": "lm"}) if ranker == "lm" else cfg  # the LM's order is measured
         started = time.perf_counter()
@@ -258,7 +262,8 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
         catalog = data.dataset.catalog
         folder = index_folder(data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder)
         if ranker == "fusion":
-            recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"))
+            recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"),
+                                                **_parse_params(param))
         else:
             rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=folder)
             fitted = None

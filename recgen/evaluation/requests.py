@@ -105,7 +105,7 @@ def evaluate_requests(recommend: Callable[[list[str], str | None, int], list[str
         requests = [builder.positive(item, rng), builder.negative(item, [catalog.get(h) for h in history], rng)]
         for request in filter(None, requests):
             row = {"user": pseudonym(data.user_ids[int(p)]), "target": pseudonym(target), "kind": request.kind,
-                   "request": request.text}
+                   "text": request.text}  # not "request": that key is one of the WAYS
             for way in WAYS:
                 returned = recommend(history if way != "request" else [], request.text if way != "history" else None,
                                      k)

@@ -158,6 +158,22 @@ class Retriever:
                 self._query_cache.popitem(last=False)
         return vector
 
+    def warm_queries(self, texts: list[str], batch: int = 64) -> None:
+        """Embed the texts not cached yet in batches (one encoder call per ``batch``, not per text): for callers
+        that know many requests ahead, e.g. fitting on thousands of requests. Keeps at most QUERY_CACHE."""
+        with self._query_lock:
+            todo = [t for t in dict.fromkeys(texts) if t and t not in self._query_cache][:QUERY_CACHE]
+        if not todo:
+            return
+        vectors = embed(load_embedder(self.embedder_name), todo, batch_size=batch)
+        with self._query_lock:
+            for text, vector in zip(todo, vectors):
+                vector = np.array(vector, copy=True)
+                vector.setflags(write=False)
+                self._query_cache[text] = vector
+            while len(self._query_cache) > QUERY_CACHE:
+                self._query_cache.popitem(last=False)
+
     def history_vector(self, history: list[str]) -> np.ndarray | None:
         recent = history[-self.settings.history:]
         if not recent:

@@ -234,6 +234,7 @@ class FusionSystem:
         retriever = self.sources.retriever
         for start in range(0, len(cases), self.batch):
             batch = cases[start:start + self.batch]
+            retriever.warm_queries([text for _, _, text, _ in batch])  # one encoder call per 64 texts
             found = [request_candidates(retriever, [ids[i] for i in h], text, REQUEST_DEPTH) for _, h, text, _ in batch]
             groups = request_groups(self.sources, builder, [h for _, h, _, _ in batch], found)
             for (p, _, _, target), group, cand in zip(batch, groups, found):
@@ -358,13 +359,13 @@ def _request_rank(ranker: FusionRanker, X: np.ndarray, y: np.ndarray) -> int:
     return int(np.flatnonzero(y[order])[0]) + 1
 
 
-def fusion_requests(data: EvalData, config: RecgenConfig, index_dir, log=None):
+def fusion_requests(data: EvalData, config: RecgenConfig, index_dir, log=None, **params):
     """``(recommend(history, query, k) -> item ids, fit info)`` for ``recgen eval requests --ranker fusion``: the
     fusion system with its request stage, fitted without test targets; a request with a history goes to the
     request stage, a history alone to the fused order, a request alone to the retriever (no history to fuse)."""
     catalog = data.dataset.catalog
     retriever = build_retriever(catalog, config.retrieval, index_dir=index_dir)
-    system = FusionSystem(config, retriever=retriever, requests=True)
+    system = FusionSystem(config, retriever=retriever, **{**params, "requests": True})
     system.fit(data, log=log)
     ids = catalog.ids
 
