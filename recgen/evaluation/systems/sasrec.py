@@ -22,10 +22,10 @@ from ...paths import cache_dir
 from ..protocol import EvalData, evaluate_users, mean_of, sample_users
 
 #: Settings every dataset starts from (nothing here is per dataset): lr 2e-3 won on Beauty's validation
-#: (NOTES.md); validation after every epoch, patience 10 evaluations; ``max_minutes`` is only a wall-clock cap
+#: (NOTES.md); validation after every epoch, patience 8 evaluations (as validated there); ``max_minutes`` is only a wall-clock cap
 #: per candidate for a crowded machine (training normally stops by patience). Data-derived settings and the
 #: validation grid come from :mod:`recgen.models.sasrec_select`; explicit parameters override both.
-BASE_SETTINGS = {"lr": 2e-3, "eval_every": 1, "patience": 10, "max_minutes": 50}
+BASE_SETTINGS = {"lr": 2e-3, "eval_every": 1, "patience": 8, "max_minutes": 50}
 
 
 #: Early stopping validates every ``eval_every`` epochs on a fixed seeded sample of this many validation users
