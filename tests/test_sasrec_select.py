@@ -181,3 +181,38 @@ def test_resumed_schedules_continue_exactly(data, tmp_path):
         assert resumed.resumed_at_epoch == 3
         assert [(h["loss"], h["lr"]) for h in resumed.history] == [(h["loss"], h["lr"]) for h in full.history]
         assert json.loads(state.with_suffix(".json").read_text())["run"]["epoch"] == 5
+
+
+def test_a_killed_selection_resumes_to_the_same_choice(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "whole"))
+    whole = _system()
+    whole.fit(data)
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "killed"))
+    real, calls = sasrec_module.train_sasrec, []
+
+    def killed_in_the_final_rung(*args, **kwargs):
+        calls.append(kwargs["state_path"])
+        if len(calls) == 6:  # 4 first-rung calls, the first finalist, then the kill
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sasrec_module, "train_sasrec", killed_in_the_final_rung)
+    with pytest.raises(KeyboardInterrupt):
+        _system().fit(data)
+    assert calls[5].is_file()  # the second finalist's first-rung state is there to resume from
+    reports = []
+
+    def recorded(*args, **kwargs):
+        model, report = real(*args, **kwargs)
+        reports.append(report)
+        return model, report
+
+    monkeypatch.setattr(sasrec_module, "train_sasrec", recorded)
+    resumed = _system()
+    resumed.fit(data)
+    # nothing trained twice: the finished finalist is loaded, the other three states continue after epoch 2
+    assert [r.resumed_at_epoch for r in reports] == [3, 3, 3, 3]
+    strip = ("cpu_seconds", "wall_seconds", "peak_rss_mb")
+    cands = [[{k: v for k, v in c.items() if k not in strip} for c in s.fit_info["selection"]["candidates"]]
+             for s in (whole, resumed)]
+    assert cands[0] == cands[1] and resumed.config == whole.config
