@@ -216,3 +216,15 @@ def test_a_killed_selection_resumes_to_the_same_choice(data, tmp_path, monkeypat
     cands = [[{k: v for k, v in c.items() if k not in strip} for c in s.fit_info["selection"]["candidates"]]
              for s in (whole, resumed)]
     assert cands[0] == cands[1] and resumed.config == whole.config
+
+
+@pytest.mark.parametrize("positions", ["from_newest", "from_oldest"])
+def test_positions_from_oldest_make_training_and_inference_see_the_same_context(positions):
+    torch.manual_seed(0)
+    model = SASRec(20, SASRecConfig(hidden=8, max_len=6, dropout=0.0, positions=positions)).eval()
+    sequence = torch.tensor([[0, 0, 3, 7, 1, 9]])  # left-padded, as in training
+    with torch.no_grad():
+        inside = model.encode(sequence)[0, 3]  # the state after item 7 in the training window
+        alone = model.encode(torch.tensor([[3, 7]]))[0, -1]  # the same history at inference
+    same = torch.allclose(inside, alone, atol=1e-5)
+    assert same == (positions == "from_oldest")

@@ -35,7 +35,8 @@ SCHEDULES = ("constant", "cosine", "plateau")
 #: Settings added after checkpoints were first cached, with the value that reproduces the older behaviour:
 #: checkpoint keys leave them out at these values, so older checkpoints stay valid.
 LATER_DEFAULTS = {"schedule": "constant", "warmup_epochs": 0.0, "decay_epochs": 20, "min_lr_ratio": 0.1,
-                  "decay_factor": 0.3, "decay_patience": 2, "optimizer": "adam"}
+                  "decay_factor": 0.3, "decay_patience": 2, "optimizer": "adam",
+                  "positions": "from_newest"}
 
 
 @dataclass
@@ -76,12 +77,19 @@ class SASRecConfig:
     # attention / feed-forward matrices only (embeddings, which are also the output layer, norms and biases
     # are not shrunk)
     optimizer: str = "adam"
+    # position ids: "from_newest" (the original SASRec's left padding: the newest item always has the last
+    # position, so the same short context gets a different position in training, where it is the start of a
+    # longer sequence, than at inference) or "from_oldest" (the oldest item of a window has position 0 in
+    # training and at inference alike, as in RecBole's right-padded SASRec)
+    positions: str = "from_newest"
 
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "bce"):
             raise ValueError("loss must be 'ce' or 'bce'")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.positions not in ("from_newest", "from_oldest"):
+            raise ValueError("positions must be 'from_newest' or 'from_oldest'")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError("optimizer must be 'adam' or 'adamw'")
         if not 0 < self.min_lr_ratio <= 1 or not 0 < self.decay_factor <= 1:
@@ -133,8 +141,10 @@ class SASRec(nn.Module):
         if length > self.config.max_len:
             raise ValueError(f"sequences are cut to max_len={self.config.max_len}, got {length} columns")
         keep = (tokens > 0).unsqueeze(-1).to(self.item_emb.weight.dtype)
-        # left padding: the newest item is always at position max_len - 1, also when the batch is trimmed
-        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=tokens.device).unsqueeze(0)
+        if self.config.positions == "from_oldest":  # count the real tokens from the left; padding gets 0 (masked)
+            positions = (torch.cumsum(tokens > 0, dim=1) - 1).clamp(min=0)
+        else:  # left padding: the newest item is always at position max_len - 1, also when the batch is trimmed
+            positions = torch.arange(self.config.max_len - length, self.config.max_len, device=tokens.device).unsqueeze(0)
         x = self.item_emb(tokens) * math.sqrt(self.config.hidden) + self.pos_emb(positions)
         x = self.emb_drop(x) * keep
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(1)
