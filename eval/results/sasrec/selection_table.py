@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-KEYS = ("hidden", "dropout", "lr", "schedule", "warmup_epochs", "decay_epochs", "optimizer", "weight_decay",
+KEYS = ("hidden", "dropout", "lr", "positions", "schedule", "warmup_epochs", "decay_epochs", "optimizer", "weight_decay",
         "max_len", "patience", "seed")
 
 
