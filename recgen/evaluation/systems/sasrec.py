@@ -1,11 +1,14 @@
 """SASRec baseline: trains :mod:`recgen.models.sasrec` on the training sequences, early-stopped on
 validation NDCG@10 (full ranking, history = training items), and scores all items for the harness.
 
-The best checkpoint is saved as safetensors under ``cache_dir()/sasrec`` keyed by the dataset, the
-training data and the config; a later run with the same key reuses it instead of retraining (so an
-interrupted evaluation resumes without training again). Pass ``retrain=True`` to ignore it. While training,
-the full training state is written after every epoch beside it (``<key>.state.safetensors``): a killed
-training run started again with the same command continues from its last finished epoch.
+Its settings are not set per dataset: a shared base, settings derived from the data and a small grid chosen on
+validation by successive halving (:mod:`recgen.models.sasrec_select`); the selection is saved as JSON under
+``cache_dir()/sasrec`` and reused by the same key. Each candidate's best checkpoint is saved as safetensors
+there, keyed by the dataset, the training data and the config; a later run with the same key reuses it
+instead of retraining (so an interrupted evaluation resumes without training again). Pass ``retrain=True``
+to ignore both. While training, the full training state is written after every epoch beside it
+(``<key>.state.safetensors``): a killed training run started again with the same command continues from its
+last finished epoch.
 """
 
 from __future__ import annotations
