@@ -25,8 +25,8 @@ from ...paths import cache_dir
 from ..protocol import EvalData, evaluate_users, mean_of, sample_users
 
 #: Settings every dataset starts from (nothing here is per dataset), each chosen on Beauty's validation stage
-#: (eval/results/sasrec/NOTES.md): lr 2e-3; positions counted from the oldest item (0.0656 vs 0.0646 with the
-#: original numbering, at no cost); validation after every epoch, patience 8 evaluations; ``max_minutes`` is
+#: (eval/results/sasrec/NOTES.md): lr 2e-3; positions counted from the oldest item (training and inference
+#: see a context at the same positions; free, but neutral within seed noise: +0.0004 over 2 seeds); validation after every epoch, patience 8 evaluations; ``max_minutes`` is
 #: only a wall-clock cap per candidate for a crowded machine (training normally stops by patience). The lr
 #: schedules and AdamW were no better there (0.0646-0.0650) and are left off. Data-derived settings and the
 #: validation grid come from :mod:`recgen.models.sasrec_select`; explicit parameters override all of them.
