@@ -35,8 +35,8 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder to write (default: the cache that "
                                            "`recgen recommend/serve/batch -d <dataset>` read)"),
         sasrec: bool = typer.Option(False, "--sasrec/--no-sasrec", help="add SASRec as a pool source and feature "
-                                    "(trains ~15 min on Beauty unless a matching checkpoint is cached; +0.002 "
-                                    "NDCG@10 there)"),
+                                    "(its size is chosen on validation: ~11 CPU-min on Beauty unless the cached "
+                                    "selection matches; +0.002 NDCG@10 there)"),
         threads: int = typer.Option(2, "--threads", min=1, help="LightGBM threads"),
         embedder: Optional[str] = typer.Option(None, help="sentence-transformers name or path"),
         config: Optional[Path] = typer.Option(None, help="config file (JSON or YAML) with RecgenConfig keys"),

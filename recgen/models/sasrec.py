@@ -30,6 +30,14 @@ from torch import nn
 
 from ..errors import ConfigError
 
+SCHEDULES = ("constant", "cosine", "plateau")
+
+#: Settings added after checkpoints were first cached, with the value that reproduces the older behaviour:
+#: checkpoint keys leave them out at these values, so older checkpoints stay valid.
+LATER_DEFAULTS = {"schedule": "constant", "warmup_epochs": 0.0, "decay_epochs": 20, "min_lr_ratio": 0.1,
+                  "decay_factor": 0.3, "decay_patience": 2, "optimizer": "adam",
+                  "positions": "from_newest"}
+
 
 @dataclass
 class SASRecConfig:
@@ -54,10 +62,38 @@ class SASRecConfig:
     bf16_loss: bool = False
     seed: int = 0
     threads: int = 2
+    # learning-rate schedule (per step): "constant"; "cosine": linear warm-up over ``warmup_epochs``, then a
+    # cosine decay to ``min_lr_ratio`` x lr at ``decay_epochs`` (a fixed horizon, so a run extended by
+    # successive halving keeps its schedule); "plateau": warm-up, then lr x ``decay_factor`` whenever
+    # ``decay_patience`` validations pass without a new best, never below ``min_lr_ratio`` x lr (no horizon
+    # to guess, so one setting fits datasets whose curves peak after 10 or after 70 epochs)
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    decay_epochs: int = 20
+    min_lr_ratio: float = 0.1
+    decay_factor: float = 0.3
+    decay_patience: int = 2
+    # "adam": Adam with L2 ``weight_decay`` on every weight (the original); "adamw": decoupled decay on the
+    # attention / feed-forward matrices only (embeddings, which are also the output layer, norms and biases
+    # are not shrunk)
+    optimizer: str = "adam"
+    # position ids: "from_newest" (the original SASRec's left padding: the newest item always has the last
+    # position, so the same short context gets a different position in training, where it is the start of a
+    # longer sequence, than at inference) or "from_oldest" (the oldest item of a window has position 0 in
+    # training and at inference alike, as in RecBole's right-padded SASRec)
+    positions: str = "from_newest"
 
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "bce"):
             raise ValueError("loss must be 'ce' or 'bce'")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.positions not in ("from_newest", "from_oldest"):
+            raise ValueError("positions must be 'from_newest' or 'from_oldest'")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError("optimizer must be 'adam' or 'adamw'")
+        if not 0 < self.min_lr_ratio <= 1 or not 0 < self.decay_factor <= 1:
+            raise ValueError("min_lr_ratio and decay_factor must be in (0, 1]")
         if self.budget not in ("cpu", "wall"):
             raise ValueError("budget must be 'cpu' or 'wall'")
         if self.hidden % self.heads:
@@ -105,8 +141,10 @@ class SASRec(nn.Module):
         if length > self.config.max_len:
             raise ValueError(f"sequences are cut to max_len={self.config.max_len}, got {length} columns")
         keep = (tokens > 0).unsqueeze(-1).to(self.item_emb.weight.dtype)
-        # left padding: the newest item is always at position max_len - 1, also when the batch is trimmed
-        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=tokens.device).unsqueeze(0)
+        if self.config.positions == "from_oldest":  # count the real tokens from the left; padding gets 0 (masked)
+            positions = (torch.cumsum(tokens > 0, dim=1) - 1).clamp(min=0)
+        else:  # left padding: the newest item is always at position max_len - 1, also when the batch is trimmed
+            positions = torch.arange(self.config.max_len - length, self.config.max_len, device=tokens.device).unsqueeze(0)
         x = self.item_emb(tokens) * math.sqrt(self.config.hidden) + self.pos_emb(positions)
         x = self.emb_drop(x) * keep
         causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(1)
@@ -239,11 +277,10 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
     inputs, targets = training_windows(train_sequences, config.max_len, config.all_windows)
     n_positions = int((targets > 0).sum())
     model = SASRec(n_items, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98),
-                                 weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     lengths = (inputs > 0).sum(axis=1)
     run = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "evals_without_gain": 0, "history": [],
-           "stopped": None, "seconds": 0.0, "cpu_seconds": 0.0}
+           "stopped": None, "seconds": 0.0, "cpu_seconds": 0.0, "lr_scale": 1.0, "evals_since_decay": 0}
     best_state = copy.deepcopy(model.state_dict())
     resumed_at = 0
     if state_path is not None and Path(state_path).is_file():
@@ -270,7 +307,10 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
         epoch_started = time.perf_counter()
         model.train()
         total, steps = 0.0, 0
-        for idx in length_batches(lengths, config.batch_size, rng):
+        batches = length_batches(lengths, config.batch_size, rng)
+        for idx in batches:
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(config, epoch - 1 + steps / len(batches), run.get("lr_scale", 1.0))
             width = max(1, int(lengths[idx].max()))
             x = torch.from_numpy(inputs[idx, -width:])
             y = torch.from_numpy(targets[idx, -width:])
@@ -294,6 +334,8 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
         train_done = time.perf_counter()
         entry = {"epoch": epoch, "loss": round(total / max(steps, 1), 5),
                  "epoch_seconds": round(train_done - epoch_started, 2)}
+        if config.schedule != "constant":
+            entry["lr"] = float(f"{optimizer.param_groups[0]['lr']:.3g}")
         out_of_time = used_minutes() > config.max_minutes
         score = None
         if validate is not None and (epoch % config.eval_every == 0 or out_of_time or epoch == config.max_epochs):
@@ -301,10 +343,14 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
             entry["valid_ndcg@10"] = round(score, 5)
             entry["valid_seconds"] = round(time.perf_counter() - train_done, 2)
             if score > run["best_score"]:
-                run.update(best_score=score, best_epoch=epoch, evals_without_gain=0)
+                run.update(best_score=score, best_epoch=epoch, evals_without_gain=0, evals_since_decay=0)
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 run["evals_without_gain"] += 1
+                run["evals_since_decay"] = run.get("evals_since_decay", 0) + 1
+                if config.schedule == "plateau" and run["evals_since_decay"] >= config.decay_patience:
+                    run.update(lr_scale=max(config.min_lr_ratio, run.get("lr_scale", 1.0) * config.decay_factor),
+                               evals_since_decay=0)
         entry["seconds"] = round(time.perf_counter() - started, 1)
         entry["cpu_seconds"] = round(time.process_time() - cpu_started, 1)
         history.append(entry)
@@ -332,6 +378,28 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
                          round(time.perf_counter() - started, 1), round(time.process_time() - cpu_started, 1),
                          len(inputs), n_positions, round(peak_mb, 1), resumed_at)
     return model, report
+
+
+def lr_factor(config: SASRecConfig, epochs_done: float, plateau_scale: float = 1.0) -> float:
+    """The multiplier of ``config.lr`` after ``epochs_done`` (fractional) epochs of training."""
+    warm = min(1.0, (epochs_done + 1e-9) / config.warmup_epochs) if config.warmup_epochs > 0 else 1.0
+    if config.schedule == "cosine":
+        span = max(config.decay_epochs - config.warmup_epochs, 1e-9)
+        t = min(1.0, max(0.0, epochs_done - config.warmup_epochs) / span)
+        return warm * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    if config.schedule == "plateau":
+        return warm * plateau_scale
+    return warm
+
+
+def make_optimizer(model: SASRec, config: SASRecConfig) -> torch.optim.Optimizer:
+    """Adam (L2 on every weight, the original recipe) or AdamW with decay on the block matrices only."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
+    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and not name.endswith("_emb.weight")]
+    keep = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and not name.endswith("_emb.weight"))]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": keep, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
 
 
 def save_train_state(path: str | Path, model: SASRec, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
