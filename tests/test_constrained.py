@@ -53,7 +53,7 @@ def test_word_check_stops_sub_words_recombining():
     assert not words.accepts("Alien (197", "0")  # a year rebuilt from allowed digits
     assert words.accepts("Alien (197", "9")
     assert not words.accepts("Alien", "s ")  # a finished word must be a whole allowed word
-    assert words.can_stop("") and words.can_stop("Alien") and not words.can_stop("Ali")
+    assert words.can_stop("Alien.") and not words.can_stop("Alien") and not words.can_stop("")  # a sentence, finished
 
 
 def test_titles_are_written_whole_or_not_at_all():
@@ -154,4 +154,4 @@ def test_a_title_can_start_with_a_word_that_is_not_free():
 def test_no_end_of_answer_part_way_through_a_title():
     words = WordVocabulary(["Shares", "Drama", "with"], ["Faster Pussycat! Kill! Kill! (1965)"])
     assert not words.can_stop("Shares Drama with Faster Pussycat!")
-    assert words.can_stop("Shares Drama with Faster Pussycat! Kill! Kill! (1965)")
+    assert words.can_stop("Shares Drama with Faster Pussycat! Kill! Kill! (1965).")

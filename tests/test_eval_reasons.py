@@ -247,3 +247,19 @@ def test_grade_rows_shows_named_history_items_outside_the_window():
     assert entry["served"]["verdict"]["named_history"] == ["6"] and entry["served"]["verdict"]["grounded"]
     assert "Liked: Star Trek: The Wrath of Khan (1982) [Action, Adventure, Sci-Fi]" in entry["facts"]
     assert entry["model"]["verdict"]["unsupported"] == ["sequel"] and entry["model"]["verdict"]["named_history"] == ["4"]
+
+
+def test_lm_text_is_cut_as_served_not_at_a_title_exclamation_mark():
+    """The LM text is graded as the reasoner cuts it: "Faster Pussycat! Kill! Kill!" is a title, not two
+    sentences (the measure used to grade "Shares Drama with Faster Pussycat!" as truncated and unnamed)."""
+    from recgen.evaluation.reasons import grade_rows
+    from recgen.ranking.reasons import ReasonChecker
+
+    catalog = Catalog([Item("1", "Faster Pussycat! Kill! Kill! (1965)", ("Action", "Comedy", "Drama"), 1965),
+                       Item("2", "Heat (1995)", ("Action", "Crime", "Drama"), 1995)])
+    text = "Shares Drama with Faster Pussycat! Kill! Kill! (1965), which you liked."
+    rows = [{"position": 0, "user": "u", "history": ["1"], "reasons": [
+        {"rank": 1, "item_id": "2", "source": "model", "served_text": text, "raw": text, "examples": []}]}]
+    entry = grade_rows(rows, catalog, 10, None, None, ReasonChecker(catalog))[0]["reasons"][0]
+    assert entry["model"]["text"] == text
+    assert entry["model"]["verdict"]["named_history"] == ["1"] and not entry["model"]["verdict"]["truncated"]

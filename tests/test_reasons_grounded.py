@@ -88,7 +88,7 @@ def test_patterns_vary_by_seed():
 def test_title_only_items_use_the_history_link_and_title_words_only():
     gel, cleanser = PRODUCTS.get("p1"), PRODUCTS.get("p2")
     facts = select_facts(gel, [cleanser], None)
-    assert facts.shared == ("Neutrogena", "Hydro", "Boost")
+    assert facts.shared == ()  # "Neutrogena Hydro Boost" is in the liked item's name: saying it again is no fact
     reason = phrase_reason(facts)
     assert "Neutrogena Hydro Boost Cleansing Gel" in reason and "description" not in reason
     prompt = build_grounded_prompt(facts, SETTINGS).messages[-1]["content"]
@@ -183,7 +183,7 @@ def test_display_title_is_how_prose_writes_it():
     assert display_title("Usual Suspects, The (1995)") == "The Usual Suspects (1995)"
     assert display_title("Free Willy 3: The Rescue (1997)") == "Free Willy 3: The Rescue (1997)"
     assert display_title("Curl Junkie Daily Fix Cleansing Hair Conditioner - 12 oz, with a very long tail") == \
-        "Curl Junkie Daily Fix Cleansing Hair Conditioner"
+        "Curl Junkie Daily Fix Cleansing Hair"  # the short name: main part, whole words within NAME_CHARS
 
 
 def test_joint_sft_data_has_grounded_reason_examples():

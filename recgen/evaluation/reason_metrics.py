@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..data.catalog import Item
+from ..lm.vocabulary import DANGLING
 from ..ranking.facts import (
     GENERIC_WORDS,
     STOPWORDS,
@@ -30,11 +31,6 @@ EXAMPLE_NGRAM = 4
 #: A run of this many words said twice in one sentence is repetition ("a children's animated film ... a
 #: children's animated film").
 REPEAT_NGRAM = 3
-#: A sentence ending on one of these words was cut off.
-DANGLING = frozenset("""
-a an the and or but nor with of to for in on at by from as like than that which who whose its their your his
-her our is are was were be been has have had will would can could this these those into about
-""".split())
 _GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
 
 
