@@ -2,13 +2,13 @@
 reasons fail the fact check or stop half-way ("Shares Eau, Parfum, which you liked.", "This is a", "S&H S&S",
 "This is a <liked title>, which you liked.") can no longer be written; each test fails on the code before."""
 
+from recgen.config import PromptSettings
+from recgen.data import Catalog, Item
 from recgen.lm.constrained import WordVocabulary
 from recgen.lm.vocabulary import DANGLING, SentenceRules, rules_of
 from recgen.ranking.facts import names_title, short_name, title_head
 from recgen.ranking.grounding import allowed_words, display_title, select_facts, sentence_rules, shared_attributes
 from recgen.ranking.reasons import ReasonChecker, build_grounded_prompt
-from recgen.config import PromptSettings
-from recgen.data import Catalog, Item
 
 LIKED = "Essie Nail Lacquer"
 RULES = SentenceRules(must_name=True, no_end_after=DANGLING, after_phrase=frozenset({"liked"}),
