@@ -155,3 +155,21 @@ def test_no_end_of_answer_part_way_through_a_title():
     words = WordVocabulary(["Shares", "Drama", "with"], ["Faster Pussycat! Kill! Kill! (1965)"])
     assert not words.can_stop("Shares Drama with Faster Pussycat!")
     assert words.can_stop("Shares Drama with Faster Pussycat! Kill! Kill! (1965).")
+
+
+def test_a_title_begun_in_other_tokens_can_be_finished(tokenizer):
+    """The allowed ids spell a title one way; when the model began it another way ("... La" of "Lacquer"), the
+    word check still finds the rest outside them instead of ending the answer half-way ("Like Essie Nail La")."""
+    import torch
+
+    allowed = AllowedTokens(tokenizer, {tokenizer.eos_token_id})
+    words = WordVocabulary(["Like", "which", "you", "liked"], ["Essie Nail Lacquer"])
+    ids = allowed.ids_for(["Like", "which", "you", "liked"], ["Essie Nail Lacquer"])
+    processor = AllowedTokensProcessor([ids], [words], allowed.text, allowed.stop_ids)
+    written = tokenizer(" Like Essie Nail La", add_special_tokens=False)["input_ids"]
+    rest = tokenizer("cquer", add_special_tokens=False)["input_ids"][0]
+    assert rest not in ids  # not how the allowed ids spell it
+    scores = torch.zeros((1, len(tokenizer)))
+    scores[0, rest] = 5.0
+    out = processor(torch.tensor([written]), scores)
+    assert int(out[0].argmax()) == rest

@@ -144,3 +144,14 @@ def test_shares_only_with_something_shared():
     assert facts.shared == ()  # "Mizani" and "Serum" are in the liked item's name already
     assert "Shares" not in allowed_words(facts, settings.title_chars)
     assert "shares" not in allowed_words(facts, settings.title_chars)
+
+
+def test_a_brand_alone_is_no_name():
+    assert short_name("L'Oreal Paris: Superior Preference Hair Color, LB-01 Extra Light Ash Blonde") == \
+        "L'Oreal Paris: Superior Preference Hair"
+
+
+def test_relation_verbs_are_not_free_words():
+    facts = select_facts(Item("p1", "Mizani Thermasmooth Shine Serum"), [Item("p2", "Mizani Smooth Guard Serum")], None)
+    words = {w.lower() for w in allowed_words(facts, PromptSettings().title_chars)}
+    assert not words & {"made", "makes", "must"}  # "a product that is made with <liked item>"

@@ -25,6 +25,8 @@ from transformers import LogitsProcessor
 
 from .vocabulary import SentenceRules, word_forms
 
+#: Tokens outside the allowed ids tried (best first) when none inside passes the word check.
+SECOND_CHANCE = 512
 #: Characters a punctuation token may consist of (with spaces).
 PUNCTUATION = set(".,;:!?'\"()-\u2013\u2014&/") | {"\u2019"}
 
@@ -306,13 +308,17 @@ class AllowedTokensProcessor(LogitsProcessor):
         return self._mask
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.masked_fill(~self.mask(scores.shape[-1], scores.device), float("-inf"))
+        masked = scores.masked_fill(~self.mask(scores.shape[-1], scores.device), float("-inf"))
         if self.token_text is None or input_ids is None:
-            return scores
+            return masked
         for row, words in enumerate(self.vocabularies):
             if words is not None:
-                scores[row] = self._best_word_token(scores[row], input_ids[row].tolist(), words)
-        return scores
+                written = input_ids[row].tolist()
+                best = self._best_word_token(masked[row], written, words)
+                if best is None:  # the allowed ids spell words one way; a title or word begun another way
+                    best = self._best_word_token(scores[row], written, words, SECOND_CHANCE)  # ("La"+"cquer")
+                masked[row] = best if best is not None else self._stop(masked[row])
+        return masked
 
     def sentence_done(self, row: int, written: list[int]) -> bool:
         """Whether a constrained row just ended a sentence ("." "!" "?" outside a title it is writing)."""
@@ -322,11 +328,15 @@ class AllowedTokensProcessor(LogitsProcessor):
         text = "".join(self.token_text(t) for t in written).rstrip()
         return text[-1:] in (".", "!", "?") and not words.inside_phrase(text)
 
-    def _best_word_token(self, row: torch.Tensor, written: list[int], words: WordVocabulary) -> torch.Tensor:
+    def _best_word_token(self, row: torch.Tensor, written: list[int], words: WordVocabulary,
+                         limit: int | None = None) -> torch.Tensor | None:
         """Greedy decoding needs only the best token that passes the word check: candidates are tried from the
-        highest score down (usually one or two), and every other token of the row is masked."""
+        highest score down (usually one or two), and every other token of the row is masked. None: no
+        candidate (of the best ``limit``) passes."""
         text = "".join(self.token_text(t) for t in written)
         finite = int(torch.isfinite(row).sum())
+        if limit is not None:
+            finite = min(finite, limit)
         for size in (min(finite, 32), finite):  # the best 32 almost always hold one that passes; else all
             for token_id in torch.topk(row, size).indices.tolist():
                 ok = words.can_stop(text) if token_id in self.stop_ids else words.accepts(text, self.token_text(token_id))
@@ -334,7 +344,11 @@ class AllowedTokensProcessor(LogitsProcessor):
                     out = torch.full_like(row, float("-inf"))
                     out[token_id] = row[token_id]
                     return out
-        stop = next(iter(self.stop_ids & set(range(row.shape[0]))), None)  # nothing fits: end the answer
+        return None
+
+    def _stop(self, row: torch.Tensor) -> torch.Tensor:
+        """Nothing fits: end the answer (the reasoner then serves its fact-built sentence)."""
+        stop = next(iter(self.stop_ids & set(range(row.shape[0]))), None)
         out = torch.full_like(row, float("-inf"))
         if stop is not None:
             out[stop] = 0.0

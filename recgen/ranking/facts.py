@@ -148,6 +148,8 @@ def item_fact_words(item: Item) -> set[str]:
 #: Longest name a reason writes for an item (a product title's brand and product words fit; a whole product
 #: title of 60-200 characters does not fit a 32-token sentence, and the 135M model loses the sentence around it).
 NAME_CHARS = 40
+#: A main part shorter than this is a brand, not a name ("L'Oreal Paris: Superior Preference Hair Color").
+MIN_HEAD_CHARS = 16
 _NAME_SEPARATORS = (":", " - ", " \u2013 ", " | ", " (", ",", "|", " / ")
 _NAME_TRAILING = re.compile(r"[\s,;:&/|\-\u2013]+$")
 
@@ -161,7 +163,7 @@ def title_head(title: str) -> str:
     text = re.sub(r"\s*\((1[89]\d\d|20\d\d)\)$", "", text)
     for sep in _NAME_SEPARATORS:
         head = text.split(sep, 1)[0].strip()
-        if head != text and len(head.split()) >= 2:
+        if head != text and len(head.split()) >= 2 and len(head) >= MIN_HEAD_CHARS:
             text = head
     words = text.split()
     for n, word in enumerate(words[2:], 2):
