@@ -173,3 +173,17 @@ def test_a_title_begun_in_other_tokens_can_be_finished(tokenizer):
     scores[0, rest] = 5.0
     out = processor(torch.tensor([written]), scores)
     assert int(out[0].argmax()) == rest
+
+
+def test_a_title_is_written_in_its_own_tokens(tokenizer):
+    """A title is begun only in tokens it can be finished in: "Like Essie Nail La" (a token that is no part of
+    how the title is spelt) used to end the answer half-way."""
+    allowed = AllowedTokens(tokenizer, {tokenizer.eos_token_id})
+    words = WordVocabulary(["Like"], ["Essie Nail Lacquer"], boundaries=allowed.boundaries)
+    pieces = [allowed.text(i) for i in tokenizer(" Essie Nail Lacquer", add_special_tokens=False)["input_ids"]]
+    text = "Like"
+    for piece in pieces:
+        assert words.accepts(text, piece), (text, piece)
+        text += piece
+    assert pieces[-2] == " Lac"  # SmolLM2 spells it " Lac" + "quer"
+    assert not words.accepts("Like Essie Nail", " La")  # then no token finishes it

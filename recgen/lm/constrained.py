@@ -71,6 +71,20 @@ class AllowedTokens:
             cache[token_id] = self.tokenizer.convert_tokens_to_string([self.tokenizer.convert_ids_to_tokens(token_id)])
         return cache[token_id]
 
+    def boundaries(self, phrase: str) -> frozenset[int]:
+        """Character offsets in ``phrase`` where its own tokens end (tokenized after a space, and alone): a title
+        is written in these tokens, never begun in others it cannot finish in ("... Nail La" + ?)."""
+        cache = self.__dict__.setdefault("_bounds", {})
+        if phrase not in cache:
+            out = set()
+            for prefix in ("", " "):
+                position = -len(prefix)
+                for token_id in self.tokenizer(prefix + phrase, add_special_tokens=False)["input_ids"]:
+                    position += len(self.text(token_id))
+                    out.add(position)
+            cache[phrase] = frozenset(p for p in out if p > 0)
+        return cache[phrase]
+
     def ids_for(self, words: list[str], phrases: list[str] = ()) -> list[int]:
         ids = set(self.base_ids())
         for word in words:
@@ -84,6 +98,7 @@ class AllowedTokens:
 _WORD_CHARS = re.compile(r"[A-Za-z0-9']+$")
 _TOKEN_WORDS = re.compile(r"[A-Za-z0-9']+|[^A-Za-z0-9']+")
 _ANY_WORD = re.compile(r"[A-Za-z0-9']+")
+_COUNTED_WORD = re.compile(r"[A-Za-z0-9']+(?:-[A-Za-z0-9']+)*")  # "Sci-Fi" is one word of a sentence
 _SENTENCE_END = re.compile(r"[.!?]")
 #: Punctuation between free words: a space, a comma, a hyphen inside a word ("Sci-Fi"), the sentence end.
 _FREE_PUNCT = re.compile(r"(?: ?|, ?|-|[.!?])$")
@@ -107,7 +122,8 @@ class WordVocabulary:
     ``rules.end_needs``), never on a dangling word; "liked" only once a phrase is named; a phrase never right
     after "is a"; a content word said once."""
 
-    def __init__(self, words: list[str], phrases: list[str] = (), rules: SentenceRules | None = None):
+    def __init__(self, words: list[str], phrases: list[str] = (), rules: SentenceRules | None = None,
+                 boundaries=None):
         self.forms: set[str] = set()
         self.start_forms: set[str] = set()
         for word in words:
@@ -119,6 +135,8 @@ class WordVocabulary:
                 self.completions.setdefault(form[:n], set()).add(form)
         self.phrases = [p for p in phrases if p]
         self.rules = rules or SentenceRules()
+        #: phrase -> offsets where its tokens end (``AllowedTokens.boundaries``); None: any offset
+        self.bounds = {p: boundaries(p) for p in self.phrases} if boundaries is not None else None
 
     # -- free words ---------------------------------------------------------------------------------------
     def _free(self, before: str, tail: str, piece: str) -> bool:
@@ -165,7 +183,7 @@ class WordVocabulary:
         since = written
         for phrase in self.phrases:
             since = since.rsplit(phrase, 1)[-1]
-        return named, {_singular(w) for w in free}, len(_ANY_WORD.findall(since)), not free and not named
+        return named, {_singular(w) for w in free}, len(_COUNTED_WORD.findall(since)), not free and not named
 
     def _word_fits(self, context: tuple[bool, set[str], int, bool], word: str) -> bool:
         named, used, since, first = context
@@ -214,7 +232,7 @@ class WordVocabulary:
                     continue
                 written = joined[start:]
                 if phrase.startswith(written):
-                    return True
+                    return self.bounds is None or len(written) in self.bounds[phrase]
                 if written.startswith(phrase):
                     rest = written[len(phrase):]
                     if not rest or not (rest[0].isalnum() or rest[0] == "'"):

@@ -244,7 +244,8 @@ class TransformersBackend(ChatTokenizing):
             return None
         phrases = [phrases_of(p) for p in prompts]
         allowed = [self.allowed_tokens.ids_for(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
-        words = [WordVocabulary(v, ph, rules_of(p)) if v else None for v, ph, p in zip(vocabularies, phrases, prompts)]
+        words = [WordVocabulary(v, ph, rules_of(p), self.allowed_tokens.boundaries) if v else None
+                 for v, ph, p in zip(vocabularies, phrases, prompts)]
         processor = AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)
         processors = LogitsProcessorList([NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM), processor])
         return _Constraint(processors, processor, torch.tensor([v is not None for v in vocabularies],

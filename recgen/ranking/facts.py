@@ -150,6 +150,9 @@ def item_fact_words(item: Item) -> set[str]:
 NAME_CHARS = 40
 #: A main part shorter than this is a brand, not a name ("L'Oreal Paris: Superior Preference Hair Color").
 MIN_HEAD_CHARS = 16
+#: A number followed by one of these is a size, not part of a name ("Go 360 Clean" keeps its 360).
+_UNIT = re.compile(r"^\S*\d[\d.,/]*\s*-?\s*(?:fl|fluid|oz|ounces?|ml|g|grams?|lbs?|pounds?|count|ct|packs?|pcs|"
+                   r"pieces?|pairs?|inch(?:es)?|in|mm|cm|x|sheets?|capsules?|tablets?|liters?|l)\b", re.IGNORECASE)
 _NAME_SEPARATORS = (":", " - ", " \u2013 ", " | ", " (", ",", "|", " / ")
 _NAME_TRAILING = re.compile(r"[\s,;:&/|\-\u2013]+$")
 
@@ -167,7 +170,8 @@ def title_head(title: str) -> str:
             text = head
     words = text.split()
     for n, word in enumerate(words[2:], 2):
-        if word[:1].isdigit() or word[:1] in "#*":
+        size = word[:1].isdigit() and _UNIT.search(" ".join(words[n:n + 2]))
+        if (size or word[:1] in "#*") and len(" ".join(words[:n])) >= MIN_HEAD_CHARS:
             text = " ".join(words[:n])
             break
     return _NAME_TRAILING.sub("", text)

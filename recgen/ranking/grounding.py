@@ -184,7 +184,7 @@ def allowed_words(facts: PromptFacts, title_chars: int) -> list[str]:
 #: Verbs that say the user liked something: only of a history item the reason names.
 LIKED_VERBS = frozenset({"liked", "loved", "enjoyed", "watched", "bought"})
 #: Words a liked item's name never directly follows: "This is a <liked item>" says the recommendation IS it.
-NOT_BEFORE_NAME = frozenset({"is", "a", "an", "this", "are", "was", "be", "it", "shares", "share"})
+NOT_BEFORE_NAME = frozenset({"is", "a", "an", "this", "are", "was", "be", "it", "shares", "share", "another"})
 #: Words that claim something is shared: allowed only when the facts hold a shared attribute.
 SHARE_WORDS = frozenset({"share", "shares", "shared", "sharing", "common", "both"})
 
