@@ -155,3 +155,24 @@ def test_relation_verbs_are_not_free_words():
     facts = select_facts(Item("p1", "Mizani Thermasmooth Shine Serum"), [Item("p2", "Mizani Smooth Guard Serum")], None)
     words = {w.lower() for w in allowed_words(facts, PromptSettings().title_chars)}
     assert not words & {"made", "makes", "must"}  # "a product that is made with <liked item>"
+
+
+def test_no_comma_after_an_opener_and_the_liked_item_named_once():
+    rules = SentenceRules(must_name=True, no_comma_after=frozenset({"like", "another"}))
+    words = WordVocabulary(WORDS, [LIKED], rules)
+    assert not words.accepts("Like", ",") and words.accepts("Shares Nail", ",")
+    assert not words.accepts("Like Essie Nail Lacquer, which is", " Essie")
+
+
+def test_a_free_word_is_written_in_its_own_tokens(smollm_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from recgen.lm.constrained import AllowedTokens
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    allowed = AllowedTokens(tokenizer, {tokenizer.eos_token_id})
+    words = WordVocabulary(["Similar", "to"], [LIKED], boundaries=allowed.boundaries)
+    whole = [allowed.text(i) for i in tokenizer("Similar", add_special_tokens=False)["input_ids"]]
+    assert words.accepts("", whole[0])
+    if len(whole[0]) > 3:
+        assert not words.accepts("", whole[0][:3])  # "Sim" + "ila" then nothing finishes "Similar"

@@ -137,6 +137,7 @@ class WordVocabulary:
         self.rules = rules or SentenceRules()
         #: phrase -> offsets where its tokens end (``AllowedTokens.boundaries``); None: any offset
         self.bounds = {p: boundaries(p) for p in self.phrases} if boundaries is not None else None
+        self.boundary_of = boundaries
 
     # -- free words ---------------------------------------------------------------------------------------
     def _free(self, before: str, tail: str, piece: str) -> bool:
@@ -149,8 +150,8 @@ class WordVocabulary:
             if part[0].isalnum() or part[0] == "'":
                 start = _starts_sentence(written)
                 allowed = self.start_forms if start else self.forms
-                candidates = [f for f in self.completions.get(part, ()) if f in allowed] if last else \
-                    ([part] if part in allowed else [])
+                candidates = [f for f in self.completions.get(part, ()) if f in allowed and self._on_boundary(f, part)] \
+                    if last else ([part] if part in allowed else [])
                 if not candidates:
                     return False
                 context = self._context(written)
@@ -162,8 +163,15 @@ class WordVocabulary:
                     return False  # "which you’’’ (", "Like:": quotes and brackets only inside a title
                 if _SENTENCE_END.search(part) and not self._may_end(written):
                     return False
+                if "," in part and self._last_word(written) in self.rules.no_comma_after:
+                    return False  # "Like, <title>", "Another, the user ..."
             written += part
         return True
+
+    def _on_boundary(self, form: str, part: str) -> bool:
+        """``part`` of ``form`` ends where one of the form's own tokens ends (or is the whole form): a word is
+        begun only in tokens it can be finished in ("Sim" + "ila" of " Similar", then nothing)."""
+        return self.boundary_of is None or part == form or len(part) in self.boundary_of(form)
 
     def _punctuation_tail(self, written: str) -> str:
         """The punctuation at the end of ``written`` after its last word or phrase (a title's own ")" is not
@@ -239,6 +247,13 @@ class WordVocabulary:
                         return self._free(joined[: start + len(phrase)], "", rest)
         return False
 
+    def _last_word(self, written: str) -> str:
+        stripped = written.rstrip()
+        if stripped.endswith(tuple(self.phrases)):
+            return ""
+        words = _ANY_WORD.findall(stripped[-40:])
+        return words[-1].lower() if words and _WORD_CHARS.search(stripped) else ""
+
     def _may_start_phrase(self, before: str) -> bool:
         """A phrase starts only after finished text (never after half a word or half another phrase: "Sear"
         or "Fres Fres" then a title) and not right after ``rules.not_before_phrase``."""
@@ -247,6 +262,8 @@ class WordVocabulary:
             return False  # "<liked item>, which you liked." is no reason: the sentence opens with an opener
         if self.inside_phrase(stripped):
             return False  # "Alien (Alien (1979)": never a title inside half a title
+        if self.rules.must_name and self.named(stripped):
+            return False  # the liked item is named once
         found = _WORD_CHARS.search(stripped)
         if found and not (found.end() < len(before) or not stripped):
             return False  # the phrase would glue onto a word ("Alt" + "Bamboo")

@@ -34,7 +34,8 @@ class SentenceRules:
     a phrase never right after these ("This is a <liked title>" says the recommendation IS the liked item);
     ``once``: written at most once outside phrases ("a product of the product"); ``openers``: the first word is
     one of these; ``name_within`` / ``tail_words``: at most this many free words before a phrase starts / after
-    the last phrase (0 = no limit), so the sentence names the item early and ends soon after it."""
+    the last phrase (0 = no limit), so the sentence names the item early and ends soon after it;
+    ``no_comma_after``: no comma right after these ("Like, <title>")."""
 
     must_name: bool = False
     end_needs: frozenset[str] = frozenset()
@@ -45,6 +46,7 @@ class SentenceRules:
     openers: frozenset[str] = frozenset()
     name_within: int = 0
     tail_words: int = 0
+    no_comma_after: frozenset[str] = frozenset()
 
     def to_meta(self) -> dict:
         return {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in self.__dict__.items()}
@@ -55,7 +57,8 @@ class SentenceRules:
         return cls(must_name=bool(meta.get("must_name", False)), name_within=int(meta.get("name_within", 0)),
                    tail_words=int(meta.get("tail_words", 0)),
                    **{k: frozenset(w.lower() for w in meta.get(k, ())) for k in
-                      ("end_needs", "no_end_after", "after_phrase", "not_before_phrase", "once", "openers")})
+                      ("end_needs", "no_end_after", "after_phrase", "not_before_phrase", "once", "openers",
+                       "no_comma_after")})
 
 
 #: A sentence ending on one of these words was cut off ("... with a."): the constraint never ends one there,

@@ -184,7 +184,8 @@ def allowed_words(facts: PromptFacts, title_chars: int) -> list[str]:
 #: Verbs that say the user liked something: only of a history item the reason names.
 LIKED_VERBS = frozenset({"liked", "loved", "enjoyed", "watched", "bought"})
 #: Words a liked item's name never directly follows: "This is a <liked item>" says the recommendation IS it.
-NOT_BEFORE_NAME = frozenset({"is", "a", "an", "this", "are", "was", "be", "it", "shares", "share", "another"})
+NOT_BEFORE_NAME = frozenset({"is", "a", "an", "this", "are", "was", "be", "it", "shares", "share", "another", "of",
+                             "product", "products", "item", "items"})
 #: Words that claim something is shared: allowed only when the facts hold a shared attribute.
 SHARE_WORDS = frozenset({"share", "shares", "shared", "sharing", "common", "both"})
 
@@ -216,7 +217,8 @@ def sentence_rules(facts: PromptFacts, title_chars: int) -> SentenceRules:
     return SentenceRules(must_name=related, end_needs=frozenset() if related else frozenset(needs),
                          no_end_after=DANGLING, after_phrase=LIKED_VERBS, not_before_phrase=NOT_BEFORE_NAME,
                          once=frozenset(once), openers=OPENERS | frozenset(needs) if related else frozenset(),
-                         name_within=NAME_WITHIN if related else 0, tail_words=TAIL_WORDS if related else 0)
+                         name_within=NAME_WITHIN if related else 0, tail_words=TAIL_WORDS if related else 0,
+                         no_comma_after=OPENERS)
 
 
 def allowed_phrases(facts: PromptFacts, title_chars: int) -> list[str]:

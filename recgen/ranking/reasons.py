@@ -193,7 +193,7 @@ _FILM, _FILM_LIKED = (Item("example-1", "Night Harbor (1988)", ("Crime", "Drama"
 _PRODUCT, _PRODUCT_LIKED = Item("example-3", "Luna Rose Hand Cream 50 ml"), Item("example-4", "Luna Rose Body Lotion")
 EXAMPLES = {
     "attributes": PromptFacts(_FILM, _FILM_LIKED, ("Crime",), "similar"),
-    "title-words": PromptFacts(_PRODUCT, _PRODUCT_LIKED, ("Luna", "Rose"), "similar"),
+    "title-words": PromptFacts(_PRODUCT, _PRODUCT_LIKED, (), "similar"),  # "Luna Rose" is in the name already
     "request": PromptFacts(_FILM, None, (), "", "a crime story", ("crime",)),
     "request-title-words": PromptFacts(_PRODUCT, None, (), "", "a hand cream", ("hand", "cream")),
 }
