@@ -154,7 +154,7 @@ def test_a_brand_alone_is_no_name():
 def test_relation_verbs_are_not_free_words():
     facts = select_facts(Item("p1", "Mizani Thermasmooth Shine Serum"), [Item("p2", "Mizani Smooth Guard Serum")], None)
     words = {w.lower() for w in allowed_words(facts, PromptSettings().title_chars)}
-    assert not words & {"made", "makes", "must"}  # "a product that is made with <liked item>"
+    assert not words & {"made", "makes", "must", "user", "they"}  # "a product that is made with <liked item>"
 
 
 def test_no_comma_after_an_opener_and_the_liked_item_named_once():

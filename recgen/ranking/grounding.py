@@ -172,7 +172,7 @@ def allowed_words(facts: PromptFacts, title_chars: int) -> list[str]:
     title only as a whole (:func:`allowed_phrases`); never the item's own title: the user sees it beside the
     reason, and the model otherwise writes it where the liked item belongs ("Shares Comedy with <itself>")."""
     values = prompt_values(facts, title_chars)
-    words: set[str] = set(GENERIC_WORDS) | {w for w in STOPWORDS - FIRST_PERSON - NEVER_FREE if len(w) > 1 or w == "a"}
+    words: set[str] = (set(GENERIC_WORDS) | {w for w in STOPWORDS - FIRST_PERSON if len(w) > 1 or w == "a"}) - NEVER_FREE
     texts = [*values["attributes"], *values["shared"], *values["query_words"]]
     for text in texts:
         words |= set(_WORD.findall(text))
@@ -195,9 +195,11 @@ SHARE_WORDS = frozenset({"share", "shares", "shared", "sharing", "common", "both
 #: those who ...", "Loves ...", "May, ...") ran on without naming anything on Amazon Beauty.
 OPENERS = frozenset("shares like if since because fans another similar close both just".split())
 #: Words the constraint never lets a reason use: light verbs and "must" ("a product that is made with <liked
-#: item>", "a must-<liked item>") claim relations the facts do not hold, and a reason needs none of them.
+#: item>", "a must-<liked item>") claim relations the facts do not hold, and a reason needs none of them; a
+#: reason speaks to "you", so "the user"/"they" only made "Similar to the user, ..." and "Because of the user".
 NEVER_FREE = frozenset("""make makes made making get gets got getting take takes took taken give gives gave given
-go goes went gone come comes came become becomes became seem seems seemed must ought""".split())
+go goes went gone come comes came become becomes became seem seems seemed must ought
+user users viewer viewers customer customers shopper shoppers they them their theirs""".split())
 #: Free words before the liked item's name starts, and after it before the sentence ends.
 NAME_WITHIN, TAIL_WORDS = 6, 5
 #: Function words a sentence may repeat; every other word is said once ("really, really, very, really").
