@@ -202,3 +202,15 @@ def test_joint_sft_data_has_grounded_reason_examples():
         assert checker.problems(example.response.strip(), item, past) == [], example.response
         assert ReasonFacts.for_item(dataset.catalog, item, past).unsupported(example.response) == []
     assert len({e.response.split(" ")[1] for e in reasons}) > 2  # several sentence patterns
+
+
+def test_an_unfinished_constrained_sentence_is_never_served():
+    """Out of tokens part-way ("Like The Usual Suspects (Th"): the grounded reasoner serves its fact-built
+    sentence instead (the checker finds no invented claim in half a sentence, so it used to be served)."""
+
+    class OutOfTokens:
+        def generate_text(self, prompts, max_new_tokens):
+            return ["Like The Usual Suspects (Th"] * len(prompts)
+
+    ((reason, source),) = Reasoner(FILMS, OutOfTokens(), PromptSettings()).explain(["3"], None, ["1"])
+    assert source == "fallback" and reason.endswith(".")
