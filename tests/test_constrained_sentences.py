@@ -176,3 +176,22 @@ def test_a_free_word_is_written_in_its_own_tokens(smollm_tokenizer_dir):
     assert words.accepts("", whole[0])
     if len(whole[0]) > 3:
         assert not words.accepts("", whole[0][:3])  # "Sim" + "ila" then nothing finishes "Similar"
+
+
+def test_liked_only_as_which_you_liked_then_the_end():
+    """Hand-graded grounded-r3: "you liked the product", "fans of The Game loved the action-drama genre" and
+    "Fans of Sci-Fi, which you like ..." said what the facts do not hold."""
+    rules = SentenceRules(must_name=True, after_phrase=frozenset({"liked", "loved"}), claim_subject="you")
+    words = WordVocabulary(WORDS + ["Fans", "of", "loved", "the", "Sci", "Fi"], [LIKED], rules)
+    assert words.accepts("Like Essie Nail Lacquer, which you", " liked")
+    assert not words.accepts("Like Essie Nail Lacquer, which you liked", " the")
+    assert not words.accepts("Fans of Essie Nail Lacquer", " loved")  # not said of the user
+    assert not words.accepts("Fans of Sci-Fi, which you", " like")
+
+
+def test_no_claims_about_the_history_order_or_rank():
+    facts = select_facts(Item("p1", "Mizani Thermasmooth Shine Serum"), [Item("p2", "Mizani Smooth Guard Serum")], None)
+    words = {w.lower() for w in allowed_words(facts, PromptSettings().title_chars)}
+    assert not words & {"recent", "previous", "most", "only"}  # "the most recent <liked item>" was false
+    rules = sentence_rules(facts, PromptSettings().title_chars)
+    assert "recommended" in rules.not_before_phrase  # "the recommended <liked item>"

@@ -183,24 +183,30 @@ class WordVocabulary:
                 start = max(start, at + len(phrase))
         return written[start:]
 
-    def _context(self, written: str) -> tuple[bool, set[str], int, bool]:
+    def _context(self, written: str) -> tuple[bool, set[str], int, bool, str]:
         """(a phrase is named, free words used (singular), free words since the last phrase or the start,
-        nothing written yet)."""
+        nothing written yet, the last free word (lower case; "" right after a phrase))."""
         named = self.named(written)
         free = _ANY_WORD.findall(self._outside_phrases(written))
         since = written
         for phrase in self.phrases:
             since = since.rsplit(phrase, 1)[-1]
-        return named, {_singular(w) for w in free}, len(_COUNTED_WORD.findall(since)), not free and not named
+        return (named, {_singular(w) for w in free}, len(_COUNTED_WORD.findall(since)), not free and not named,
+                self._last_word(written))
 
-    def _word_fits(self, context: tuple[bool, set[str], int, bool], word: str) -> bool:
-        named, used, since, first = context
+    def _word_fits(self, context: tuple[bool, set[str], int, bool, str], word: str) -> bool:
+        named, used, since, first, last = context
         low = word.lower()
         rules = self.rules
         if first and rules.openers and low not in rules.openers:
             return False
         if low in rules.after_phrase and not named:
             return False  # "which you liked" of nothing named
+        if rules.claim_subject:
+            if last in rules.after_phrase:
+                return False  # "you liked the product": nothing but the end after "liked"
+            if (last == rules.claim_subject) != (low in rules.after_phrase):
+                return False  # "you like Sci-Fi", "fans of X loved the genre"
         if low in rules.once and _singular(low) in used:
             return False  # "a product of the product"
         limit = rules.tail_words if named else rules.name_within
@@ -249,10 +255,10 @@ class WordVocabulary:
 
     def _last_word(self, written: str) -> str:
         stripped = written.rstrip()
-        if stripped.endswith(tuple(self.phrases)):
-            return ""
+        if stripped.rstrip(" ,.;:!?-").endswith(tuple(self.phrases)) or stripped.endswith(tuple(self.phrases)):
+            return ""  # right after the liked item's name (and its comma)
         words = _ANY_WORD.findall(stripped[-40:])
-        return words[-1].lower() if words and _WORD_CHARS.search(stripped) else ""
+        return words[-1].lower() if words else ""
 
     def _may_start_phrase(self, before: str) -> bool:
         """A phrase starts only after finished text (never after half a word or half another phrase: "Sear"

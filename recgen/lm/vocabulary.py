@@ -35,7 +35,9 @@ class SentenceRules:
     ``once``: written at most once outside phrases ("a product of the product"); ``openers``: the first word is
     one of these; ``name_within`` / ``tail_words``: at most this many free words before a phrase starts / after
     the last phrase (0 = no limit), so the sentence names the item early and ends soon after it;
-    ``no_comma_after``: no comma right after these ("Like, <title>")."""
+    ``no_comma_after``: no comma right after these ("Like, <title>"); ``claim_subject`` ("you"): the word after it
+    is one of ``after_phrase``, which are written only right after it, and nothing but the end follows them
+    ("which you liked." and never "you like Sci-Fi", "fans of X loved ...", "you liked the product")."""
 
     must_name: bool = False
     end_needs: frozenset[str] = frozenset()
@@ -47,6 +49,7 @@ class SentenceRules:
     name_within: int = 0
     tail_words: int = 0
     no_comma_after: frozenset[str] = frozenset()
+    claim_subject: str = ""
 
     def to_meta(self) -> dict:
         return {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in self.__dict__.items()}
@@ -55,6 +58,7 @@ class SentenceRules:
     def from_meta(cls, meta: dict | None) -> "SentenceRules":
         meta = meta or {}
         return cls(must_name=bool(meta.get("must_name", False)), name_within=int(meta.get("name_within", 0)),
+                   claim_subject=str(meta.get("claim_subject", "")).lower(),
                    tail_words=int(meta.get("tail_words", 0)),
                    **{k: frozenset(w.lower() for w in meta.get(k, ())) for k in
                       ("end_needs", "no_end_after", "after_phrase", "not_before_phrase", "once", "openers",

@@ -185,7 +185,7 @@ def allowed_words(facts: PromptFacts, title_chars: int) -> list[str]:
 LIKED_VERBS = frozenset({"liked", "loved", "enjoyed", "watched", "bought"})
 #: Words a liked item's name never directly follows: "This is a <liked item>" says the recommendation IS it.
 NOT_BEFORE_NAME = frozenset({"is", "a", "an", "this", "are", "was", "be", "it", "shares", "share", "another", "of",
-                             "product", "products", "item", "items"})
+                             "product", "products", "item", "items", "recommended", "suggested", "same"})
 #: Words that claim something is shared: allowed only when the facts hold a shared attribute.
 SHARE_WORDS = frozenset({"share", "shares", "shared", "sharing", "common", "both"})
 
@@ -196,10 +196,13 @@ SHARE_WORDS = frozenset({"share", "shares", "shared", "sharing", "common", "both
 OPENERS = frozenset("shares like if since because fans another similar close both just".split())
 #: Words the constraint never lets a reason use: light verbs and "must" ("a product that is made with <liked
 #: item>", "a must-<liked item>") claim relations the facts do not hold, and a reason needs none of them; a
-#: reason speaks to "you", so "the user"/"they" only made "Similar to the user, ..." and "Because of the user".
+#: reason speaks to "you", so "the user"/"they" only made "Similar to the user, ..." and "Because of the user";
+#: "the most recent <liked item>", "the previous one" and "the only ... most recommended" are claims about the
+#: history's order and rank that the facts do not hold (hand-graded grounded-r3 sample).
 NEVER_FREE = frozenset("""make makes made making get gets got getting take takes took taken give gives gave given
 go goes went gone come comes came become becomes became seem seems seemed must ought
-user users viewer viewers customer customers shopper shoppers they them their theirs""".split())
+user users viewer viewers customer customers shopper shoppers they them their theirs
+history recent recently earlier previous previously past last latest most only""".split())
 #: Free words before the liked item's name starts, and after it before the sentence ends.
 NAME_WITHIN, TAIL_WORDS = 6, 5
 #: Function words a sentence may repeat; every other word is said once ("really, really, very, really").
@@ -220,7 +223,7 @@ def sentence_rules(facts: PromptFacts, title_chars: int) -> SentenceRules:
                          no_end_after=DANGLING, after_phrase=LIKED_VERBS, not_before_phrase=NOT_BEFORE_NAME,
                          once=frozenset(once), openers=OPENERS | frozenset(needs) if related else frozenset(),
                          name_within=NAME_WITHIN if related else 0, tail_words=TAIL_WORDS if related else 0,
-                         no_comma_after=OPENERS)
+                         no_comma_after=OPENERS, claim_subject="you")
 
 
 def allowed_phrases(facts: PromptFacts, title_chars: int) -> list[str]:
