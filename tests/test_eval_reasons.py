@@ -263,3 +263,21 @@ def test_lm_text_is_cut_as_served_not_at_a_title_exclamation_mark():
     entry = grade_rows(rows, catalog, 10, None, None, ReasonChecker(catalog))[0]["reasons"][0]
     assert entry["model"]["text"] == text
     assert entry["model"]["verdict"]["named_history"] == ["1"] and not entry["model"]["verdict"]["truncated"]
+
+
+def test_claims_about_the_history_made_of_generic_words_are_unsupported():
+    """Hand-graded grounded-r3: every word was backed, yet the sentence was false ("the most recent" item was
+    not the user's most recent; the liked item called the recommendation; the user said to like the item)."""
+    from recgen.evaluation.reason_metrics import history_claims
+
+    history = [KHAN, TOY, ALADDIN]  # Aladdin is the most recent
+    facts = ReasonFacts.for_item(CATALOG, TREK3, history)
+    assert history_claims("Just the most recent Toy Story (1995), which you liked.", [TOY], history)
+    assert not history_claims("Just the most recent Aladdin (1992), which you liked.", [ALADDIN], history)
+    assert history_claims("Just like the recommended Toy Story (1995).", [TOY], history)
+    assert history_claims("Just like Toy Story (1995), you liked the film.", [TOY], history)
+    verdict = grade_reason("Just the most recent Star Trek: The Wrath of Khan (1982), which you liked.", facts,
+                           history=history)
+    assert not verdict.unsupported and not verdict.grounded and not verdict.passes
+    assert grade_reason("Shares Action with Star Trek: The Wrath of Khan (1982), which you liked.", facts,
+                        history=history).grounded
