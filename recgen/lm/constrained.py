@@ -185,7 +185,16 @@ class WordVocabulary:
 
     def _context(self, written: str) -> tuple[bool, set[str], int, bool, str]:
         """(a phrase is named, free words used (singular), free words since the last phrase or the start,
-        nothing written yet, the last free word (lower case; "" right after a phrase))."""
+        nothing written yet, the last free word (lower case; "" right after a phrase)). Cached: every candidate
+        token of a step shares the text before it."""
+        cache = self.__dict__.setdefault("_contexts", {})
+        if written not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[written] = self._compute_context(written)
+        return cache[written]
+
+    def _compute_context(self, written: str) -> tuple[bool, set[str], int, bool, str]:
         named = self.named(written)
         free = _ANY_WORD.findall(self._outside_phrases(written))
         since = written
