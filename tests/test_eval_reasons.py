@@ -276,6 +276,9 @@ def test_claims_about_the_history_made_of_generic_words_are_unsupported():
     assert not history_claims("Just the most recent Aladdin (1992), which you liked.", [ALADDIN], history)
     assert history_claims("Just like the recommended Toy Story (1995).", [TOY], history)
     assert history_claims("Just like Toy Story (1995), you liked the film.", [TOY], history)
+    assert history_claims("Because the film is the one, Toy Story (1995) is the recommended choice.", [TOY], history)
+    assert history_claims("just the same as the one, Toy Story (1995).", [TOY], history) == [
+        "says the item is the same as the liked item"]
     verdict = grade_reason("Just the most recent Star Trek: The Wrath of Khan (1982), which you liked.", facts,
                            history=history)
     assert not verdict.unsupported and not verdict.grounded and not verdict.passes

@@ -166,6 +166,7 @@ class ReasonVerdict:
 
 
 _ORDER_WORDS = frozenset("recent recently previous previously last latest earlier newest".split())
+_IS_RECOMMENDED = re.compile(r"^(?:is|was) (?:a |an |the )?(?:very |most )?(?:recommended|suggested)")
 _LIKED_THE_ITEM = re.compile(r"\byou\s+(?:liked|loved|enjoyed|bought|watched)\s+(?:this|it|the\s+(?:product|item|"
                              r"film|movie|one|recommended))\b", re.IGNORECASE)
 
@@ -173,8 +174,9 @@ _LIKED_THE_ITEM = re.compile(r"\byou\s+(?:liked|loved|enjoyed|bought|watched)\s+
 def history_claims(text: str, named: Sequence[Item], history: Sequence[Item]) -> list[str]:
     """Claims about the user's history made of generic words, which word-level grounding cannot see (found by
     hand in the grounded-r3 sample): an order ("the most recent <liked item>", "the previous one") that the
-    history does not have; the liked item called the recommendation ("the recommended <liked item>");
-    "you liked the product" of the recommended item."""
+    history does not have; the liked item called the recommendation ("the recommended <liked item>", "<liked
+    item> is the recommended choice") or the same item ("just the same as <liked item>"); "you liked the
+    product" of the recommended item."""
     out = []
     words = set(tokens(text))
     if words & _ORDER_WORDS and (not history or [h.item_id for h in named] != [history[-1].item_id]):
@@ -182,9 +184,12 @@ def history_claims(text: str, named: Sequence[Item], history: Sequence[Item]) ->
     padded = f" {' '.join(tokens(text))} "
     for past in named:
         for variant in title_variants(past.title):
-            if any(f" {w} {variant} " in padded for w in ("recommended", "suggested")):
+            if any(f" {w} {variant} " in padded for w in ("recommended", "suggested")) or \
+                    _IS_RECOMMENDED.search(padded.split(f" {variant} ", 1)[1] if f" {variant} " in padded else ""):
                 out.append("calls the liked item the recommendation")
                 break
+    if named and " same as " in padded:
+        out.append("says the item is the same as the liked item")
     if _LIKED_THE_ITEM.search(text):
         out.append("says the user liked the recommended item")
     return out
