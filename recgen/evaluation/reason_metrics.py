@@ -166,7 +166,7 @@ class ReasonVerdict:
 
 
 _ORDER_WORDS = frozenset("recent recently previous previously last latest earlier newest".split())
-_IS_RECOMMENDED = re.compile(r"^(?:is|was) (?:a |an |the )?(?:very |most )?(?:recommended|suggested)")
+_IS_RECOMMENDED = re.compile(r"^(?:\d{4} )?(?:is|was) (?:a |an |the )?(?:very |most )?(?:recommended|suggested)")
 _LIKED_THE_ITEM = re.compile(r"\byou\s+(?:liked|loved|enjoyed|bought|watched)\s+(?:this|it|the\s+(?:product|item|"
                              r"film|movie|one|recommended))\b", re.IGNORECASE)
 
