@@ -274,6 +274,9 @@ def test_claims_about_the_history_made_of_generic_words_are_unsupported():
     facts = ReasonFacts.for_item(CATALOG, TREK3, history)
     assert history_claims("Just the most recent Toy Story (1995), which you liked.", [TOY], history)
     assert not history_claims("Just the most recent Aladdin (1992), which you liked.", [ALADDIN], history)
+    last = Item("8", "Indiana Jones and the Last Crusade (1989)", ("Action", "Adventure"), 1989)
+    assert not history_claims("Shares Action with Indiana Jones and the Last Crusade (1989), which you liked.",
+                              [last], [last, ALADDIN])  # "Last" of a title is no claim
     assert history_claims("Just like the recommended Toy Story (1995).", [TOY], history)
     assert history_claims("Just like Toy Story (1995), you liked the film.", [TOY], history)
     assert history_claims("Because the film is the one, Toy Story (1995) is the recommended choice.", [TOY], history)

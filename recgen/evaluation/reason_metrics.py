@@ -178,7 +178,7 @@ def history_claims(text: str, named: Sequence[Item], history: Sequence[Item]) ->
     item> is the recommended choice") or the same item ("just the same as <liked item>"); "you liked the
     product" of the recommended item."""
     out = []
-    words = set(tokens(text))
+    words = {w for w in _without_titles(text, [h.title for h in history]) if w is not None}  # "the Last Crusade"
     if words & _ORDER_WORDS and (not history or [h.item_id for h in named] != [history[-1].item_id]):
         out.append("claims an order of the history it does not have")
     padded = f" {' '.join(tokens(text))} "
