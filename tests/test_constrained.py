@@ -53,7 +53,7 @@ def test_word_check_stops_sub_words_recombining():
     assert not words.accepts("Alien (197", "0")  # a year rebuilt from allowed digits
     assert words.accepts("Alien (197", "9")
     assert not words.accepts("Alien", "s ")  # a finished word must be a whole allowed word
-    assert words.can_stop("") and words.can_stop("Alien") and not words.can_stop("Ali")
+    assert words.can_stop("Alien.") and not words.can_stop("Alien") and not words.can_stop("")  # a sentence, finished
 
 
 def test_titles_are_written_whole_or_not_at_all():
@@ -154,4 +154,36 @@ def test_a_title_can_start_with_a_word_that_is_not_free():
 def test_no_end_of_answer_part_way_through_a_title():
     words = WordVocabulary(["Shares", "Drama", "with"], ["Faster Pussycat! Kill! Kill! (1965)"])
     assert not words.can_stop("Shares Drama with Faster Pussycat!")
-    assert words.can_stop("Shares Drama with Faster Pussycat! Kill! Kill! (1965)")
+    assert words.can_stop("Shares Drama with Faster Pussycat! Kill! Kill! (1965).")
+
+
+def test_a_title_begun_in_other_tokens_can_be_finished(tokenizer):
+    """The allowed ids spell a title one way; when the model began it another way ("... La" of "Lacquer"), the
+    word check still finds the rest outside them instead of ending the answer half-way ("Like Essie Nail La")."""
+    import torch
+
+    allowed = AllowedTokens(tokenizer, {tokenizer.eos_token_id})
+    words = WordVocabulary(["Like", "which", "you", "liked"], ["Essie Nail Lacquer"])
+    ids = allowed.ids_for(["Like", "which", "you", "liked"], ["Essie Nail Lacquer"])
+    processor = AllowedTokensProcessor([ids], [words], allowed.text, allowed.stop_ids)
+    written = tokenizer(" Like Essie Nail La", add_special_tokens=False)["input_ids"]
+    rest = tokenizer("cquer", add_special_tokens=False)["input_ids"][0]
+    assert rest not in ids  # not how the allowed ids spell it
+    scores = torch.zeros((1, len(tokenizer)))
+    scores[0, rest] = 5.0
+    out = processor(torch.tensor([written]), scores)
+    assert int(out[0].argmax()) == rest
+
+
+def test_a_title_is_written_in_its_own_tokens(tokenizer):
+    """A title is begun only in tokens it can be finished in: "Like Essie Nail La" (a token that is no part of
+    how the title is spelt) used to end the answer half-way."""
+    allowed = AllowedTokens(tokenizer, {tokenizer.eos_token_id})
+    words = WordVocabulary(["Like"], ["Essie Nail Lacquer"], boundaries=allowed.boundaries)
+    pieces = [allowed.text(i) for i in tokenizer(" Essie Nail Lacquer", add_special_tokens=False)["input_ids"]]
+    text = "Like"
+    for piece in pieces:
+        assert words.accepts(text, piece), (text, piece)
+        text += piece
+    assert pieces[-2] == " Lac"  # SmolLM2 spells it " Lac" + "quer"
+    assert not words.accepts("Like Essie Nail", " La")  # then no token finishes it

@@ -247,3 +247,43 @@ def test_grade_rows_shows_named_history_items_outside_the_window():
     assert entry["served"]["verdict"]["named_history"] == ["6"] and entry["served"]["verdict"]["grounded"]
     assert "Liked: Star Trek: The Wrath of Khan (1982) [Action, Adventure, Sci-Fi]" in entry["facts"]
     assert entry["model"]["verdict"]["unsupported"] == ["sequel"] and entry["model"]["verdict"]["named_history"] == ["4"]
+
+
+def test_lm_text_is_cut_as_served_not_at_a_title_exclamation_mark():
+    """The LM text is graded as the reasoner cuts it: "Faster Pussycat! Kill! Kill!" is a title, not two
+    sentences (the measure used to grade "Shares Drama with Faster Pussycat!" as truncated and unnamed)."""
+    from recgen.evaluation.reasons import grade_rows
+    from recgen.ranking.reasons import ReasonChecker
+
+    catalog = Catalog([Item("1", "Faster Pussycat! Kill! Kill! (1965)", ("Action", "Comedy", "Drama"), 1965),
+                       Item("2", "Heat (1995)", ("Action", "Crime", "Drama"), 1995)])
+    text = "Shares Drama with Faster Pussycat! Kill! Kill! (1965), which you liked."
+    rows = [{"position": 0, "user": "u", "history": ["1"], "reasons": [
+        {"rank": 1, "item_id": "2", "source": "model", "served_text": text, "raw": text, "examples": []}]}]
+    entry = grade_rows(rows, catalog, 10, None, None, ReasonChecker(catalog))[0]["reasons"][0]
+    assert entry["model"]["text"] == text
+    assert entry["model"]["verdict"]["named_history"] == ["1"] and not entry["model"]["verdict"]["truncated"]
+
+
+def test_claims_about_the_history_made_of_generic_words_are_unsupported():
+    """Hand-graded grounded-r3: every word was backed, yet the sentence was false ("the most recent" item was
+    not the user's most recent; the liked item called the recommendation; the user said to like the item)."""
+    from recgen.evaluation.reason_metrics import history_claims
+
+    history = [KHAN, TOY, ALADDIN]  # Aladdin is the most recent
+    facts = ReasonFacts.for_item(CATALOG, TREK3, history)
+    assert history_claims("Just the most recent Toy Story (1995), which you liked.", [TOY], history)
+    assert not history_claims("Just the most recent Aladdin (1992), which you liked.", [ALADDIN], history)
+    last = Item("8", "Indiana Jones and the Last Crusade (1989)", ("Action", "Adventure"), 1989)
+    assert not history_claims("Shares Action with Indiana Jones and the Last Crusade (1989), which you liked.",
+                              [last], [last, ALADDIN])  # "Last" of a title is no claim
+    assert history_claims("Just like the recommended Toy Story (1995).", [TOY], history)
+    assert history_claims("Just like Toy Story (1995), you liked the film.", [TOY], history)
+    assert history_claims("Because the film is the one, Toy Story (1995) is the recommended choice.", [TOY], history)
+    assert history_claims("just the same as the one, Toy Story (1995).", [TOY], history) == [
+        "says the item is the same as the liked item"]
+    verdict = grade_reason("Just the most recent Star Trek: The Wrath of Khan (1982), which you liked.", facts,
+                           history=history)
+    assert not verdict.unsupported and not verdict.grounded and not verdict.passes
+    assert grade_reason("Shares Action with Star Trek: The Wrath of Khan (1982), which you liked.", facts,
+                        history=history).grounded

@@ -6,6 +6,7 @@ reasons with known answers; :mod:`recgen.evaluation.reasons` runs them on a data
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
@@ -13,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..data.catalog import Item
+from ..lm.vocabulary import DANGLING
 from ..ranking.facts import (
     GENERIC_WORDS,
     STOPWORDS,
@@ -30,11 +32,6 @@ EXAMPLE_NGRAM = 4
 #: A run of this many words said twice in one sentence is repetition ("a children's animated film ... a
 #: children's animated film").
 REPEAT_NGRAM = 3
-#: A sentence ending on one of these words was cut off.
-DANGLING = frozenset("""
-a an the and or but nor with of to for in on at by from as like than that which who whose its their your his
-her our is are was were be been has have had will would can could this these those into about
-""".split())
 _GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
 
 
@@ -134,12 +131,14 @@ class ReasonVerdict:
     says_nothing: bool
     copies_example: bool
     checker_problems: list[str] = field(default_factory=list)
+    history_claims: list[str] = field(default_factory=list)
 
     @property
     def claim_problems(self) -> list[str]:
         """The fact check's findings that are invented claims (another title, a genre or year the item lacks,
-        "you liked" of something unnamed, first person); "too short" is not a claim."""
-        return [p for p in self.checker_problems if p != "too short"]
+        "you liked" of something unnamed, first person; "too short" is not a claim) and the claims about the
+        history that no content word shows (:func:`history_claims`)."""
+        return [p for p in self.checker_problems if p != "too short"] + list(self.history_claims)
 
     @property
     def grounded(self) -> bool:
@@ -166,6 +165,36 @@ class ReasonVerdict:
         return out
 
 
+_ORDER_WORDS = frozenset("recent recently previous previously last latest earlier newest".split())
+_IS_RECOMMENDED = re.compile(r"^(?:\d{4} )?(?:is|was) (?:a |an |the )?(?:very |most )?(?:recommended|suggested)")
+_LIKED_THE_ITEM = re.compile(r"\byou\s+(?:liked|loved|enjoyed|bought|watched)\s+(?:this|it|the\s+(?:product|item|"
+                             r"film|movie|one|recommended))\b", re.IGNORECASE)
+
+
+def history_claims(text: str, named: Sequence[Item], history: Sequence[Item]) -> list[str]:
+    """Claims about the user's history made of generic words, which word-level grounding cannot see (found by
+    hand in the grounded-r3 sample): an order ("the most recent <liked item>", "the previous one") that the
+    history does not have; the liked item called the recommendation ("the recommended <liked item>", "<liked
+    item> is the recommended choice") or the same item ("just the same as <liked item>"); "you liked the
+    product" of the recommended item."""
+    out = []
+    words = {w for w in _without_titles(text, [h.title for h in history]) if w is not None}  # "the Last Crusade"
+    if words & _ORDER_WORDS and (not history or [h.item_id for h in named] != [history[-1].item_id]):
+        out.append("claims an order of the history it does not have")
+    padded = f" {' '.join(tokens(text))} "
+    for past in named:
+        for variant in title_variants(past.title):
+            if any(f" {w} {variant} " in padded for w in ("recommended", "suggested")) or \
+                    _IS_RECOMMENDED.search(padded.split(f" {variant} ", 1)[1] if f" {variant} " in padded else ""):
+                out.append("calls the liked item the recommendation")
+                break
+    if named and " same as " in padded:
+        out.append("says the item is the same as the liked item")
+    if _LIKED_THE_ITEM.search(text):
+        out.append("says the user liked the recommended item")
+    return out
+
+
 def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (), examples: Sequence[str] = (),
                  embeddings: np.ndarray | None = None, threshold: float | None = None,
                  checker_problems: Sequence[str] = ()) -> ReasonVerdict:
@@ -183,7 +212,7 @@ def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (),
         named_history=[h.item_id for h in named], related_named=[r.item.item_id for r in related],
         names_request=facts.names_request(text), repeated=repeated_ngrams(text, titles=[facts.item.title, *(h.title for h in named)]), truncated=is_truncated(text),
         says_nothing=says_nothing(text, facts.item), copies_example=copies_example(text, examples, facts),
-        checker_problems=list(checker_problems))
+        checker_problems=list(checker_problems), history_claims=history_claims(text, named, history))
 
 
 def _share(flags: Sequence[bool]) -> float | None:

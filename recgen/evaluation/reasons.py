@@ -30,6 +30,7 @@ from ..errors import ConfigError, RecgenError
 from ..lm.factory import make_backend
 from ..paths import cache_dir
 from ..ranking.facts import ReasonFacts, names_title, similarity_threshold
+from ..ranking.grounding import display_title
 from ..ranking.reasons import ReasonChecker, clean_reason
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
@@ -222,8 +223,9 @@ def grade_rows(rows: list[dict], catalog, window: int, embeddings: np.ndarray | 
         for r in row["reasons"]:
             item = catalog.get(r["item_id"])
             texts = {"served": r["served_text"]}
-            if "raw" in r:
-                texts["model"] = clean_reason(r["raw"])
+            if "raw" in r:  # cut as the reasoner cuts it: a "!" inside a title does not end the sentence
+                names = [t for i in [item, *full] for t in (i.title, display_title(i.title))]
+                texts["model"] = clean_reason(r["raw"], titles=names)
             earlier = [h for h in dict.fromkeys(older) if any(names_title(t, h.title) for t in texts.values())]
             history = earlier + past
             facts = ReasonFacts.for_item(catalog, item, history, None)

@@ -24,7 +24,7 @@ from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
 from .constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
-from .vocabulary import phrases_of, vocabulary_of
+from .vocabulary import phrases_of, rules_of, vocabulary_of
 
 #: A constrained reason never repeats a 3-gram (a small vocabulary otherwise invites loops).
 NO_REPEAT_NGRAM = 3
@@ -244,7 +244,8 @@ class TransformersBackend(ChatTokenizing):
             return None
         phrases = [phrases_of(p) for p in prompts]
         allowed = [self.allowed_tokens.ids_for(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
-        words = [WordVocabulary(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
+        words = [WordVocabulary(v, ph, rules_of(p), self.allowed_tokens.boundaries) if v else None
+                 for v, ph, p in zip(vocabularies, phrases, prompts)]
         processor = AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)
         processors = LogitsProcessorList([NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM), processor])
         return _Constraint(processors, processor, torch.tensor([v is not None for v in vocabularies],

@@ -145,11 +145,65 @@ def item_fact_words(item: Item) -> set[str]:
     return stems
 
 
+#: Longest name a reason writes for an item (a product title's brand and product words fit; a whole product
+#: title of 60-200 characters does not fit a 32-token sentence, and the 135M model loses the sentence around it).
+NAME_CHARS = 40
+#: A main part shorter than this is a brand, not a name ("L'Oreal Paris: Superior Preference Hair Color").
+MIN_HEAD_CHARS = 16
+#: A number followed by one of these is a size, not part of a name ("Go 360 Clean" keeps its 360).
+_UNIT = re.compile(r"^\S*\d[\d.,/]*\s*-?\s*(?:fl|fluid|oz|ounces?|ml|g|grams?|lbs?|pounds?|count|ct|packs?|pcs|"
+                   r"pieces?|pairs?|inch(?:es)?|in|mm|cm|x|sheets?|capsules?|tablets?|liters?|l)\b", re.IGNORECASE)
+_NAME_SEPARATORS = (":", " - ", " \u2013 ", " | ", " (", ",", "|", " / ")
+_NAME_TRAILING = re.compile(r"[\s,;:&/|\-\u2013]+$")
+
+
+def title_head(title: str) -> str:
+    """The main part of a long title, the way shops and people shorten it: before the first separator
+    (``:`` `` - `` ``|`` ``(`` ``,``) when at least two words come before it, and before the first word that
+    starts with a digit after two words (a size: "Tigi Masterpiece Shine Hairspray 9.5 oz" → "Tigi Masterpiece
+    Shine Hairspray"). A title without such parts is returned whole (trailing "(1995)" and spaces removed)."""
+    text = " ".join(clip(title, 4 * MAX_TEXT_CHARS // 10).split())
+    text = re.sub(r"\s*\((1[89]\d\d|20\d\d)\)$", "", text)
+    for sep in _NAME_SEPARATORS:
+        head = text.split(sep, 1)[0].strip()
+        if head != text and len(head.split()) >= 2 and len(head) >= MIN_HEAD_CHARS:
+            text = head
+    words = text.split()
+    for n, word in enumerate(words[2:], 2):
+        size = word[:1].isdigit() and _UNIT.search(" ".join(words[n:n + 2]))
+        if (size or word[:1] in "#*") and len(" ".join(words[:n])) >= MIN_HEAD_CHARS:
+            text = " ".join(words[:n])
+            break
+    return _NAME_TRAILING.sub("", text)
+
+
+def short_name(title: str, limit: int = NAME_CHARS) -> str:
+    """How a reason names an item: the title itself when it fits ``limit`` characters (a year aside), else
+    its :func:`title_head` cut to whole words within ``limit``, never ending on a function word ("Argan Oil
+    For Hair Treatment and" → "Argan Oil For Hair Treatment"). Recognised as the item's name by
+    :func:`names_title`, so the checker and the measure accept it."""
+    text = " ".join(title.split())
+    year = re.search(r"\s*\((1[89]\d\d|20\d\d)\)$", text)
+    bare = text[: year.start()] if year else text
+    if len(bare) <= limit:
+        return bare
+    words = title_head(bare).split()
+    kept: list[str] = []
+    for word in words:
+        if len(" ".join([*kept, word])) > limit:
+            break
+        kept.append(word)
+    kept = kept or [words[0][:limit]]
+    while len(kept) > 1 and (kept[-1].lower().strip(",.;:") in STOPWORDS or not any(c.isalnum() for c in kept[-1])):
+        kept.pop()
+    return _NAME_TRAILING.sub("", " ".join(kept))
+
+
 @lru_cache(maxsize=65536)
 def title_variants(title: str) -> frozenset[str]:
     """How a title may be written in a sentence, normalised (lower case, punctuation as spaces): the short title
-    ("the usual suspects"), without its leading article, and its main part before ':', ' - ', '(' or ','
-    when that part is at least two words. Variants shorter than four letters, or one stopword ("It"), are dropped
+    ("the usual suspects"), without its leading article, its main part before ':', ' - ', '(' or ','
+    when that part is at least two words, and its :func:`short_name` (when at least two words). Variants shorter than four letters, or one stopword ("It"), are dropped
     (they match anywhere); "In & Out" is kept."""
     base = short_title(title)
     candidates = {base}
@@ -160,6 +214,9 @@ def title_variants(title: str) -> frozenset[str]:
         head = base.split(sep, 1)[0]
         if head != base and len(head.split()) >= 2:
             candidates.add(head)
+    name = short_name(title).lower()
+    if len(name.split()) >= 2:
+        candidates.add(name)  # the name a reason writes for a long title (one word would match anywhere)
     out = set()
     for text in candidates:
         norm = _normalise(text)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..data.catalog import Item
+from ..lm.vocabulary import DANGLING, SentenceRules
 from ..text import clip, collapse_spaces
-from .facts import GENERIC_WORDS, STOPWORDS, content_words, item_fact_words, stem
+from .facts import GENERIC_WORDS, NAME_CHARS, STOPWORDS, content_words, item_fact_words, short_name, stem, title_head
 
 #: Function words a reason may never use: it speaks about the item, never as "I" or "we".
 FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "we", "our", "ours", "ourselves", "us", "am"})
@@ -49,11 +50,12 @@ def safe_text(text: str, limit: int) -> str:
     return text
 
 
-def display_title(title: str, limit: int = 60) -> str:
-    """How a title is written in a sentence: ``"Usual Suspects, The (1995)"`` → ``"The Usual Suspects (1995)"``;
-    a title longer than ``limit`` (a product title) → its main part, before the first ``,`` ``:`` `` - `` or
-    ``(`` (the way :func:`.facts.names_title` recognises it), cut at ``max(limit, DISPLAY_TITLE_CHARS)``."""
-    text = safe_text(title, 4 * DISPLAY_TITLE_CHARS)
+def display_title(title: str, limit: int = NAME_CHARS) -> str:
+    """How a reason writes an item's name: ``"Usual Suspects, The (1995)"`` → ``"The Usual Suspects (1995)"``;
+    a title longer than ``min(limit, NAME_CHARS)`` (a product title) → its :func:`.facts.short_name` (main part,
+    without the size, whole words within the cap), which the checker and the measure recognise as the item."""
+    limit = min(limit, NAME_CHARS)
+    text = safe_text(title, 4 * DISPLAY_TITLE_CHARS).rstrip("…")
     year = ""
     match = re.search(r"\s*\((\d{4})\)$", text)
     if match:
@@ -61,12 +63,9 @@ def display_title(title: str, limit: int = 60) -> str:
     for article in _ARTICLES:
         if text.endswith(f", {article}"):
             text = f"{article} {text[: -len(article) - 2]}"
-    if len(text) > limit:  # a product title; a film title keeps its subtitle ("Free Willy 3: The Rescue")
-        for sep in (":", " - ", " (", ","):
-            head = text.split(sep, 1)[0].strip()
-            if head != text and len(head.split()) >= 2:
-                text = head
-    return safe_text(text, max(limit, DISPLAY_TITLE_CHARS)) + year
+    if len(text) > limit:  # a product title, or a film title with a long subtitle
+        text = short_name(text, limit)
+    return text + year
 
 
 @dataclass(frozen=True)
@@ -91,12 +90,16 @@ class PromptFacts:
 
 
 def shared_attributes(item: Item, other: Item) -> tuple[str, ...]:
-    """Genres both have; for items without genres, the content words both titles use."""
+    """Genres both have; for items without genres, the content words both titles' main parts use
+    (:func:`.facts.title_head`: the brand and product words, not the size: "Ounce" and "Fluid" in "16.9 Fluid
+    Ounce" say nothing about what the two items have in common), less those the other item's name already says
+    ("Shares Mizani with Mizani Smooth Guard Serum" repeats itself)."""
     if item.genres and other.genres:
         return tuple(g for g in item.genres if g in set(other.genres))[:MAX_SHARED]
-    mine = _title_words(item.title)
-    theirs = {w.lower() for w in _title_words(other.title)}
-    return tuple(w for w in mine if w.lower() in theirs)[:MAX_SHARED]
+    mine = _title_words(title_head(item.title))
+    theirs = {w.lower() for w in _title_words(title_head(other.title))}
+    named = {w.lower() for w in _WORD.findall(display_title(other.title))}
+    return tuple(w for w in mine if w.lower() in theirs and w.lower() not in named)[:MAX_SHARED]
 
 
 def _title_words(title: str) -> list[str]:
@@ -111,11 +114,19 @@ def _title_words(title: str) -> list[str]:
     return out
 
 
+#: Weight of the item transition (0-1, scaled to the history item's strongest) beside embedding cosine when
+#: the related history item is picked: a tie-breaker only. On Amazon Beauty half the transition-picked items
+#: were unrelated products (a cuticle pusher for a body jelly: one co-purchase makes a transition).
+TRANSITION_WEIGHT = 0.1
+
+
 def select_facts(item: Item, history: list[Item], query: str | None,
                  closeness: Callable[[Item, Item], tuple[float, float]] | None = None) -> PromptFacts:
-    """The related history item: one sharing attributes with ``item`` first, then the closest by
-    ``closeness(item, past)`` = (transition strength, embedding similarity); without ``closeness`` the most
-    recent. An empty history gives facts of the item and the request only."""
+    """The related history item: one sharing a genre/category with ``item`` first, then the closest by
+    embedding similarity (item transitions break near-ties), from ``closeness(item, past)`` = (transition
+    strength, embedding similarity); without ``closeness`` the most recent. An empty history gives facts of the
+    item and the request only. Shared title words do not decide it: "Ounce", "Products" or "Hair" are shared
+    by unrelated products."""
     query = safe_text(query, MAX_QUERY_CHARS) if query and query.strip() else None
     supported = tuple(supported_query_words(item, query)) if query else ()
     past = [p for p in history if p.item_id != item.item_id]
@@ -125,7 +136,8 @@ def select_facts(item: Item, history: list[Item], query: str | None,
     def key(n_past):
         n, p = n_past
         link = closeness(item, p) if closeness else (0.0, 0.0)
-        return (bool(shared_attributes(item, p)), link[0] > 0, link[0] + link[1], n)
+        genres = bool(item.genres and set(item.genres) & set(p.genres))
+        return (genres, link[1] + TRANSITION_WEIGHT * link[0], n)
 
     best_n, best = max(enumerate(past), key=key)
     strength = closeness(item, best) if closeness else (0.0, 0.0)
@@ -160,11 +172,58 @@ def allowed_words(facts: PromptFacts, title_chars: int) -> list[str]:
     title only as a whole (:func:`allowed_phrases`); never the item's own title: the user sees it beside the
     reason, and the model otherwise writes it where the liked item belongs ("Shares Comedy with <itself>")."""
     values = prompt_values(facts, title_chars)
-    words: set[str] = set(GENERIC_WORDS) | (set(STOPWORDS) - FIRST_PERSON)
+    words: set[str] = (set(GENERIC_WORDS) | {w for w in STOPWORDS - FIRST_PERSON if len(w) > 1 or w == "a"}) - NEVER_FREE
     texts = [*values["attributes"], *values["shared"], *values["query_words"]]
     for text in texts:
         words |= set(_WORD.findall(text))
+    if not values["shared"]:
+        words -= SHARE_WORDS  # "Shares <liked item>": nothing shared is named
     return sorted(words)
+
+
+#: Verbs that say the user liked something: only of a history item the reason names.
+LIKED_VERBS = frozenset({"liked", "loved", "enjoyed", "watched", "bought"})
+#: Words a liked item's name never directly follows: "This is a <liked item>" says the recommendation IS it.
+NOT_BEFORE_NAME = frozenset({"is", "a", "an", "this", "are", "was", "be", "it", "shares", "share", "another", "of",
+                             "product", "products", "item", "items", "recommended", "suggested", "same"})
+#: Words that claim something is shared: allowed only when the facts hold a shared attribute.
+SHARE_WORDS = frozenset({"share", "shares", "shared", "sharing", "common", "both"})
+
+
+#: How a sentence that names a liked item may start (and with one of the shared attributes): the openings of
+#: :data:`PATTERNS` and the few other ways into a reason. Free openings ("This product is a must-have for
+#: those who ...", "Loves ...", "May, ...") ran on without naming anything on Amazon Beauty.
+OPENERS = frozenset("shares like if since because fans another similar close both just".split())
+#: Words the constraint never lets a reason use: light verbs and "must" ("a product that is made with <liked
+#: item>", "a must-<liked item>") claim relations the facts do not hold, and a reason needs none of them; a
+#: reason speaks to "you", so "the user"/"they" only made "Similar to the user, ..." and "Because of the user";
+#: "the most recent <liked item>", "the previous one" and "the only ... most recommended" are claims about the
+#: history's order and rank that the facts do not hold (hand-graded grounded-r3 sample).
+NEVER_FREE = frozenset("""make makes made making get gets got getting take takes took taken give gives gave given
+go goes went gone come comes came become becomes became seem seems seemed must ought
+user users viewer viewers customer customers shopper shoppers they them their theirs
+history recent recently earlier previous previously past last latest most only""".split())
+#: Free words before the liked item's name starts, and after it before the sentence ends.
+NAME_WITHIN, TAIL_WORDS = 6, 5
+#: Function words a sentence may repeat; every other word is said once ("really, really, very, really").
+REPEATABLE = frozenset("a an the and of to with is it which you for in this that as on by or be its your".split())
+
+
+def sentence_rules(facts: PromptFacts, title_chars: int) -> SentenceRules:
+    """What the constrained sentence must do besides using allowed words (:class:`.lm.vocabulary.SentenceRules`):
+    name the related item before it ends (or, with none, one of the item's attributes or the request words it
+    supports), never end on a dangling word, say "liked" only of the named item, never call the recommendation
+    the liked item, and say each content word once."""
+    values = prompt_values(facts, title_chars)
+    needs = {w.lower() for text in [*values["attributes"], *values["shared"], *values["query_words"]]
+             for w in _WORD.findall(text)}
+    once = {w.lower() for w in allowed_words(facts, title_chars)} - REPEATABLE
+    related = bool(values["related"])
+    return SentenceRules(must_name=related, end_needs=frozenset() if related else frozenset(needs),
+                         no_end_after=DANGLING, after_phrase=LIKED_VERBS, not_before_phrase=NOT_BEFORE_NAME,
+                         once=frozenset(once), openers=OPENERS | frozenset(needs) if related else frozenset(),
+                         name_within=NAME_WITHIN if related else 0, tail_words=TAIL_WORDS if related else 0,
+                         no_comma_after=OPENERS, claim_subject="you")
 
 
 def allowed_phrases(facts: PromptFacts, title_chars: int) -> list[str]:

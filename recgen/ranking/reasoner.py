@@ -73,6 +73,8 @@ class Reasoner:
         for item, text, fact in zip(items, texts, facts):
             reason = clean_reason(text, titles=titles)
             problems = self.checker.problems(reason, item, past)
+            if fact is not None and not reason.rstrip().endswith((".", "!", "?")):
+                problems = [*problems, "not a finished sentence"]  # out of tokens part-way: never served
             if problems:
                 log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))
                 if fact is not None:

@@ -12,7 +12,15 @@ from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
 from ..text import clip, short_title, words_of
 from .facts import names_title
-from .grounding import PromptFacts, allowed_phrases, allowed_words, display_title, phrase_reason, prompt_values
+from .grounding import (
+    PromptFacts,
+    allowed_phrases,
+    allowed_words,
+    display_title,
+    phrase_reason,
+    prompt_values,
+    sentence_rules,
+)
 from .prompts import chat, render, shorten
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
@@ -185,7 +193,7 @@ _FILM, _FILM_LIKED = (Item("example-1", "Night Harbor (1988)", ("Crime", "Drama"
 _PRODUCT, _PRODUCT_LIKED = Item("example-3", "Luna Rose Hand Cream 50 ml"), Item("example-4", "Luna Rose Body Lotion")
 EXAMPLES = {
     "attributes": PromptFacts(_FILM, _FILM_LIKED, ("Crime",), "similar"),
-    "title-words": PromptFacts(_PRODUCT, _PRODUCT_LIKED, ("Luna", "Rose"), "similar"),
+    "title-words": PromptFacts(_PRODUCT, _PRODUCT_LIKED, (), "similar"),  # "Luna Rose" is in the name already
     "request": PromptFacts(_FILM, None, (), "", "a crime story", ("crime",)),
     "request-title-words": PromptFacts(_PRODUCT, None, (), "", "a hand cream", ("hand", "cream")),
 }
@@ -215,6 +223,7 @@ def build_grounded_prompt(facts: PromptFacts, settings: PromptSettings, constrai
     if constrained:
         prompt.meta["vocabulary"] = allowed_words(facts, settings.title_chars)
         prompt.meta["phrases"] = allowed_phrases(facts, settings.title_chars)
+        prompt.meta["rules"] = sentence_rules(facts, settings.title_chars).to_meta()
     return prompt
 
 

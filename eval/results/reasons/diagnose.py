@@ -1,0 +1,72 @@
+"""Diagnosis of one reasons run from its per-user rows (no LM): why reasons fell back, what the degenerate ones
+are made of, and how the related history item was chosen (see NOTES.md, "Amazon Beauty: diagnosis").
+
+    RECGEN_DATA_DIR=/work/shared/data python eval/results/reasons/diagnose.py amazon-beauty grounded-final-u200-s0
+
+Prints counts only (no dataset text); the examples quoted in NOTES.md come from the audit file.
+"""
+import collections
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from recgen.config import RecgenConfig
+from recgen.data import load_dataset
+from recgen.evaluation.protocol import EvalData
+from recgen.evaluation.reasons import grade_rows
+from recgen.ranking.facts import similarity_threshold
+from recgen.ranking.reasons import ReasonChecker
+from recgen.recommender import Recommender
+from recgen.retrieval.cache import index_folder
+
+
+def main() -> None:
+    ds, run = sys.argv[1], sys.argv[2]
+    cfg = RecgenConfig()
+    data = EvalData.from_dataset(load_dataset(ds))
+    catalog = data.dataset.catalog
+    rec = Recommender.from_dataset(data.train_dataset(), cfg, backend=object(), index_dir=index_folder(
+        data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder))
+    emb = rec.retriever.item_embeddings
+    thr = similarity_threshold(emb, 0.95, seed=0)
+    lines = (Path.home() / f".cache/recgen/reasons/{ds}/{run}.rows.jsonl").read_text().splitlines()
+    rows = [r for r in map(json.loads, lines) if not r.get("header")]
+    graded = grade_rows(rows, catalog, cfg.prompt.history, emb, thr, ReasonChecker(catalog))
+
+    def cos(a, b):
+        x, y = emb[catalog.index_of(a)], emb[catalog.index_of(b)]
+        return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+    reasons = [(row, r) for row in graded for r in row["reasons"]]
+    n = len(reasons)
+    count = collections.Counter
+    fallback = [r for _, r in reasons if r["source"] == "fallback"]
+    why = count()
+    for r in fallback:
+        kinds = set()
+        for p in (r.get("model") or {}).get("verdict", {}).get("checker_problems", []):
+            kinds.add("capitalised word that is no title" if p.startswith("uses the name") else
+                      "'liked' without naming a history item" if "without naming" in p else p.split("'")[0][:40])
+        why.update(kinds)
+    print(f"{n} reasons; fallback {len(fallback)} ({len(fallback) / n:.1%}); the replaced LM texts' checker findings:")
+    for k, v in why.most_common():
+        print(f"  {k}: {v}")
+    model = [r for _, r in reasons if r["source"] == "model"]
+    failing = [r["served"]["verdict"] for r in model if not r["served"]["verdict"]["passes"]]
+    print(f"model-written {len(model)}, failing a check {len(failing)}: truncated {sum(v['truncated'] for v in failing)}, "
+          f"says nothing {sum(v['says_nothing'] for v in failing)}, repetition {sum(bool(v['repeated']) for v in failing)}")
+    best = []
+    for row, r in reasons:
+        past = [h for h in row["history"][-cfg.prompt.history:] if h != r["item_id"]]
+        best.append(max((cos(r["item_id"], h) for h in past), default=-1.0))
+    print(f"reasons whose item has a history item (window) at or above the related threshold {thr:.3f}: "
+          f"{np.mean([b >= thr for b in best]):.1%} (the ceiling of 'related' by similarity)")
+    named = [r["served"]["verdict"] for _, r in reasons]
+    print(f"served: names a history item {np.mean([bool(v['named_history']) for v in named]):.1%}, a related one "
+          f"{np.mean([v['personal'] for v in named]):.1%}")
+
+
+if __name__ == "__main__":
+    main()
