@@ -1,7 +1,7 @@
 """Per-user latency of the served second stage without an LM, through the public API of a fitted dataset.
 
     python benchmarks/fusion_latency.py -d amazon-beauty --users 200 \
-        --out eval/results/fusion/latency-served-amazon-beauty.json
+        --out eval/results/fusion/latency-served-amazon-beauty.json [--request "a 90s comedy" ...]
 
 The recommender is what `recgen recommend/serve/batch -d <dataset>` load (`open_dataset`: the folder
 `recgen fit` saved; refused when there is none). Timed per user: ``recommend(history, k=10, reasons=False)``
@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--fitted", type=Path, default=None, help="fitted folder (default: the cache)")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--request", action="append", default=[],
+                        help="also time requests with a history (the request stage), cycling these texts")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -56,6 +58,19 @@ def main() -> None:
     for i in range(0, len(histories), 256):
         rec.recommend_batch([{"history": h, "k": 10, "reasons": False} for h in histories[i:i + 256]])
     batched = (time.perf_counter() - t0) * 1000 / len(histories)
+    requests = {}
+    if args.request:
+        timed, cpu_r = [], []
+        for n, hist in enumerate(histories):
+            t0, c0 = time.perf_counter(), time.process_time()
+            rec.recommend(history=hist, query=args.request[n % len(args.request)], k=10, reasons=False)
+            timed.append((time.perf_counter() - t0) * 1000)
+            cpu_r.append((time.process_time() - c0) * 1000)
+        requests = {"request_stage": rec.pipeline.request_fusion is not None, "texts": args.request,
+                    "ms_per_request_single": {"median": round(statistics.median(timed), 2),
+                                              "p95": round(float(np.percentile(timed, 95)), 2)},
+                    "cpu_ms_per_request_single": {"median": round(statistics.median(cpu_r), 2),
+                                                  "p95": round(float(np.percentile(cpu_r, 95)), 2)}}
     result = {"dataset": data.name, "users": len(histories), "depth": rec.fusion.depth,
               "features": len(rec.fusion.ranker.feature_names), "sasrec": rec.fusion.sources.sasrec is not None,
               "open_dataset_seconds": round(load_s, 2),
@@ -64,7 +79,8 @@ def main() -> None:
                                      "max": round(max(single), 2)},
               "cpu_ms_per_user_single": {"median": round(statistics.median(cpu), 2),
                                          "p95": round(float(np.percentile(cpu, 95)), 2)},
-              "ms_per_user_batched_256": round(batched, 2), "load_average": os.getloadavg(),
+              "ms_per_user_batched_256": round(batched, 2), **({"requests": requests} if requests else {}),
+              "load_average": os.getloadavg(),
               "command": " ".join(["python", "benchmarks/fusion_latency.py", *sys.argv[1:]])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

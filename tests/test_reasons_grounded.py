@@ -214,3 +214,17 @@ def test_an_unfinished_constrained_sentence_is_never_served():
 
     ((reason, source),) = Reasoner(FILMS, OutOfTokens(), PromptSettings()).explain(["3"], None, ["1"])
     assert source == "fallback" and reason.endswith(".")
+
+
+def test_a_reason_cut_at_a_titles_own_exclamation_mark_is_never_served():
+    """vLLM constrains tokens, not sentences: it may stop at the "!" inside a liked title. Regression: "Shares
+    Comedy with Faster Pussycat!" was served as the model's reason (real engine, tests/test_vllm_real.py)."""
+    films = Catalog([Item("1", "Faster Pussycat! Kill! Kill! (1965)", ("Comedy",), 1965),
+                     Item("2", "Clerks (1994)", ("Comedy",), 1994)])
+
+    class StopsAtBang:
+        def generate_text(self, prompts, max_new_tokens):
+            return ["Shares Comedy with Faster Pussycat!"] * len(prompts)
+
+    ((reason, source),) = Reasoner(films, StopsAtBang(), PromptSettings()).explain(["1"], None, ["2"])
+    assert source == "fallback" and "Faster Pussycat! Kill! Kill!" in reason

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
-from .grounding import display_title, phrase_reason, select_facts
+from ..lm.constrained import WordVocabulary
+from .grounding import allowed_phrases, display_title, phrase_reason, select_facts
 from .reasons import ReasonChecker, build_grounded_prompt, build_reason_prompt, clean_reason, fallback_reason
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class Reasoner:
             problems = self.checker.problems(reason, item, past)
             if fact is not None and not reason.rstrip().endswith((".", "!", "?")):
                 problems = [*problems, "not a finished sentence"]  # out of tokens part-way: never served
+            elif fact is not None and self._ends_inside_title(reason, fact):
+                problems = [*problems, "ends part-way through a title"]  # "... with Faster Pussycat!" (an engine
+                # that only allows tokens, like vLLM's allowed_token_ids, may stop at a title's own "!")
             if problems:
                 log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))
                 if fact is not None:
@@ -84,6 +88,10 @@ class Reasoner:
             else:
                 out.append((reason, "model"))
         return out
+
+    def _ends_inside_title(self, reason: str, fact) -> bool:
+        phrases = allowed_phrases(fact, self.settings.title_chars)
+        return bool(phrases) and WordVocabulary([], phrases).inside_phrase(reason.rstrip())
 
     def closest(self, item: Item, past: list[Item]) -> Item | None:
         """The history item most similar to ``item`` by embedding (None without history or embeddings)."""
