@@ -66,7 +66,8 @@ def test_grid_runs_end_to_end_and_the_winner_is_the_best_validation_score(data, 
     assert math.isclose(_validation_ndcg10(system.model, data, np.arange(data.n_users)), best["valid_ndcg@10"],
                         abs_tol=1e-9)
     # costs are recorded (a tiny candidate may round to 0.0 CPU-s)
-    assert sel["cpu_seconds"] > 0 and all(c["cpu_seconds"] >= 0 and c["wall_seconds"] > 0 for c in sel["candidates"])
+    # a tiny candidate can round to 0.0 s; the selection as a whole cannot
+    assert sel["cpu_seconds"] > 0 and all(c["cpu_seconds"] >= 0 and c["wall_seconds"] >= 0 for c in sel["candidates"])
     folder = tmp_path / "cache" / "sasrec"
     # beside the checkpoints: the selection JSON, the finalists' checkpoints, no leftover training state
     assert len(list(folder.glob("*-select-*.json"))) == 1
