@@ -65,7 +65,6 @@ def test_grid_runs_end_to_end_and_the_winner_is_the_best_validation_score(data, 
     # the recorded score is the served model's validation NDCG@10 over all users, recomputed here
     assert math.isclose(_validation_ndcg10(system.model, data, np.arange(data.n_users)), best["valid_ndcg@10"],
                         abs_tol=1e-9)
-    # costs are recorded (a tiny candidate may round to 0.0 CPU-s)
     # a tiny candidate can round to 0.0 s; the selection as a whole cannot
     assert sel["cpu_seconds"] > 0 and all(c["cpu_seconds"] >= 0 and c["wall_seconds"] >= 0 for c in sel["candidates"])
     folder = tmp_path / "cache" / "sasrec"
