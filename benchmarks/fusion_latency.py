@@ -27,6 +27,17 @@ from recgen.evaluation.protocol import sample_users
 from recgen.recommender import open_dataset
 
 
+def timed(rec, histories, queries) -> tuple[list[float], list[float]]:
+    """Wall and CPU milliseconds of one ``recommend`` call per history (with its query, or none)."""
+    wall, cpu = [], []
+    for hist, query in zip(histories, queries):
+        t0, c0 = time.perf_counter(), time.process_time()
+        rec.recommend(history=hist, query=query, k=10, reasons=False)
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    return wall, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-d", "--dataset", required=True)
@@ -48,27 +59,17 @@ def main() -> None:
     histories = [h for h in histories if h]
 
     rec.recommend(history=histories[0], k=10, reasons=False)  # warm-up (first use builds the sources)
-    single, cpu = [], []
-    for hist in histories:
-        t0, c0 = time.perf_counter(), time.process_time()
-        rec.recommend(history=hist, k=10, reasons=False)
-        single.append((time.perf_counter() - t0) * 1000)
-        cpu.append((time.process_time() - c0) * 1000)
+    single, cpu = timed(rec, histories, [None] * len(histories))
     t0 = time.perf_counter()
     for i in range(0, len(histories), 256):
         rec.recommend_batch([{"history": h, "k": 10, "reasons": False} for h in histories[i:i + 256]])
     batched = (time.perf_counter() - t0) * 1000 / len(histories)
     requests = {}
     if args.request:
-        timed, cpu_r = [], []
-        for n, hist in enumerate(histories):
-            t0, c0 = time.perf_counter(), time.process_time()
-            rec.recommend(history=hist, query=args.request[n % len(args.request)], k=10, reasons=False)
-            timed.append((time.perf_counter() - t0) * 1000)
-            cpu_r.append((time.process_time() - c0) * 1000)
+        wall_r, cpu_r = timed(rec, histories, [args.request[n % len(args.request)] for n in range(len(histories))])
         requests = {"request_stage": rec.pipeline.request_fusion is not None, "texts": args.request,
-                    "ms_per_request_single": {"median": round(statistics.median(timed), 2),
-                                              "p95": round(float(np.percentile(timed, 95)), 2)},
+                    "ms_per_request_single": {"median": round(statistics.median(wall_r), 2),
+                                              "p95": round(float(np.percentile(wall_r, 95)), 2)},
                     "cpu_ms_per_request_single": {"median": round(statistics.median(cpu_r), 2),
                                                   "p95": round(float(np.percentile(cpu_r, 95)), 2)}}
     result = {"dataset": data.name, "users": len(histories), "depth": rec.fusion.depth,

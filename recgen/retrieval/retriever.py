@@ -150,13 +150,7 @@ class Retriever:
             if vector is not None:
                 self._query_cache.move_to_end(text)
                 return vector
-        vector = embed(load_embedder(self.embedder_name), [text])[0]
-        vector.setflags(write=False)
-        with self._query_lock:
-            self._query_cache[text] = vector
-            while len(self._query_cache) > QUERY_CACHE:
-                self._query_cache.popitem(last=False)
-        return vector
+        return self._remember([text], embed(load_embedder(self.embedder_name), [text]))[0]
 
     def warm_queries(self, texts: list[str], batch: int = 64) -> None:
         """Embed the texts not cached yet in batches (one encoder call per ``batch``, not per text): for callers
@@ -165,14 +159,20 @@ class Retriever:
             todo = [t for t in dict.fromkeys(texts) if t and t not in self._query_cache][:QUERY_CACHE]
         if not todo:
             return
-        vectors = embed(load_embedder(self.embedder_name), todo, batch_size=batch)
+        self._remember(todo, embed(load_embedder(self.embedder_name), todo, batch_size=batch))
+
+    def _remember(self, texts: list[str], vectors: np.ndarray) -> list[np.ndarray]:
+        """Cache each text's vector (a read-only copy), dropping the least recently used beyond QUERY_CACHE."""
+        kept = []
         with self._query_lock:
-            for text, vector in zip(todo, vectors):
+            for text, vector in zip(texts, vectors):
                 vector = np.array(vector, copy=True)
                 vector.setflags(write=False)
                 self._query_cache[text] = vector
+                kept.append(vector)
             while len(self._query_cache) > QUERY_CACHE:
                 self._query_cache.popitem(last=False)
+        return kept
 
     def history_vector(self, history: list[str]) -> np.ndarray | None:
         recent = history[-self.settings.history:]

@@ -50,7 +50,7 @@ from ...recommender import Recommender
 from ...retrieval.cache import index_folder
 from ..protocol import EvalData
 from ..requests import RequestBuilder
-from .fusion_lm import LMStage
+from .fusion_lm import LMStage, ndcg_gains
 from .sasrec import SASRecBaseline
 
 RECALL_AT = (20, 50, 100)
@@ -255,10 +255,10 @@ class FusionSystem:
                                             threads=self.threads, seed=self.seed, log=log)
             except DataError as exc:
                 return {**info, "served": False, "why": str(exc), "seconds": round(time.perf_counter() - started, 1)}
-            trials.append((float(np.mean([_gain(_request_rank(ranker, X, y)) for X, y in valid])), n_leaves, ranker))
+            trials.append((float(ndcg_gains([_request_rank(ranker, X, y) for X, y in valid]).mean()), n_leaves, ranker))
         fused, leaves, ranker = max(trials, key=lambda t: (t[0], -t[1]))
         info["leaves_held_out_ndcg@10"] = {str(n): round(score, 5) for score, n, _ in trials}
-        request_first = float(np.mean([_gain(r) for r in first]))
+        request_first = float(ndcg_gains(first).mean())
         served = len(valid) >= MIN_HELD_OUT_USERS and fused >= request_first
         info.update({"held_out_ndcg@10": round(fused, 5), "request_first_held_out_ndcg@10": round(request_first, 5),
                      "served": served, "ranker": ranker.info, "importance": ranker.importance(),
@@ -345,10 +345,6 @@ class FusionSystem:
             raise RuntimeError("call fit() first")
         out = self.stage.score_all(histories)
         return self.lm.rerank(self, histories, out) if self.lm else out
-
-
-def _gain(rank: int) -> float:
-    return 1.0 / np.log2(rank + 1) if 0 < rank <= 10 else 0.0
 
 
 def _request_rank(ranker: FusionRanker, X: np.ndarray, y: np.ndarray) -> int:
