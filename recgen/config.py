@@ -58,10 +58,11 @@ class PromptSettings(_Settings):
     title_chars: int = Field(60, ge=8, description="titles are cut to this many characters in prompts")
     reason_tokens: int = Field(32, ge=4, le=256)
     prompts_dir: str | None = Field(None, description="folder of Jinja2 templates; default: the shipped ones")
-    reasons: Literal["free", "facts", "grounded"] = Field(
-        "grounded", description="how the LM writes reasons: free = the original prompt (history titles, one example); "
+    reasons: Literal["free", "facts", "grounded", "grammar"] = Field(
+        "grammar", description="how the LM writes reasons: free = the original prompt (history titles, one example); "
         "facts = the facts a reason may use as a short list (prompts/reason_grounded.jinja); grounded = that list "
-        "plus decoding constrained to the facts' words and a generic list (eval/results/reasons)")
+        "plus decoding constrained to the facts' words and a generic list; grammar = that list, and the model "
+        "writes one of the sentences composed from the facts (ranking/reason_grammar.py; eval/results/reasons)")
 
 
 class RankingSettings(_Settings):

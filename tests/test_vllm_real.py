@@ -124,12 +124,12 @@ def grounded_cases(dataset):
     return out
 
 
-def grounded_reasons(backend, dataset, cases) -> list[tuple[str, str]]:
-    """The default reasons (facts prompt + constrained decoding + the checker as second gate) from ``backend``."""
+def grounded_reasons(backend, dataset, cases, style: str = "grounded") -> list[tuple[str, str]]:
+    """Reasons of ``style`` (grounded: facts prompt + word-constrained decoding; grammar: facts prompt + one of
+    the facts' sentences; the checker is the second gate in both) from ``backend``."""
     from recgen.ranking.reasoner import Reasoner
 
-    reasoner = Reasoner(dataset.catalog, backend, PromptSettings())
-    assert reasoner.settings.reasons == "grounded"
+    reasoner = Reasoner(dataset.catalog, backend, PromptSettings(reasons=style))
     with use_adapter("base"):
         return [pair for history, items in cases for pair in reasoner.explain(history, None, items)]
 
@@ -220,6 +220,16 @@ def test_grounded_reasons_on_the_real_engine(engine, transformers_backend, datas
     assert figures["model_share"] >= 0.6 and figures["model_share"] >= figures["transformers_model_share"] - 0.25, figures
 
 
+def test_grammar_reasons_on_the_real_engine(engine, transformers_backend, dataset, grounded_cases):
+    """Grammar reasons through vLLM's ``structured_outputs`` choice: every reason is one of the facts'
+    sentences, so the checker passes all of them, as on the transformers backend's token trie."""
+    ours = grounded_reasons(live(engine), dataset, grounded_cases, "grammar")
+    theirs = grounded_reasons(transformers_backend, dataset, grounded_cases, "grammar")
+    figures = reason_figures(ours, theirs)
+    record("grammar_reasons_in_process_vs_transformers", {**figures, "examples": [r for r, _ in ours[:3]]})
+    assert figures["model_share"] == 1.0 and figures["transformers_model_share"] == 1.0, figures
+
+
 def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_prompts):
     """bf16 (vLLM's auto dtype on CPU) against float32 transformers on the ranker's real prompts."""
     labels = labels_of(rank_prompts)
@@ -298,6 +308,10 @@ def test_server_lists_adapters_and_selects_them_per_request(server, single_adapt
     record("grounded_reasons_server_structured_outputs", {"reasons": len(served), "model_share": model_share,
                                                           "examples": [r for r, _ in served[:3]]})
     assert all(r.strip() for r, _ in served) and model_share >= 0.6, (model_share, in_process)
+    grammar = grounded_reasons(VLLMServerBackend(server.url, ids[0], timeout_s=300), dataset, grounded_cases, "grammar")
+    record("grammar_reasons_server_structured_outputs", {"reasons": len(grammar),
+                                                        "examples": [r for r, _ in grammar[:3]]})
+    assert all(source == "model" for _, source in grammar), grammar
     reply = httpx.post(server.url + "/v1/chat/completions", timeout=30,
                        json={"model": "c", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
     assert reply.status_code == 404

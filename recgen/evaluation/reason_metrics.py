@@ -85,11 +85,16 @@ def is_truncated(text: str) -> bool:
     if not stripped or stripped.endswith(("\u2026", "...")) or stripped[-1] not in ".!?":
         return True
     words = tokens(stripped)
-    return not words or words[-1] in DANGLING
+    if not words:
+        return True
+    last = stripped.rstrip(".!?\"')\u201d").rsplit(None, 1)[-1]
+    return words[-1] in DANGLING and not re.search(r"\w-\w+$", last)  # "Leave-In." ends a title, not on "in"
 
 
 def says_nothing(text: str, item: Item) -> bool:
-    """No content word beyond the item's own title and year and generic words ("A 1996 Twister.")."""
+    """No content word beyond the item's own title and year and generic words ("A 1996 Twister."). A reason
+    that names a history item or the request says something (the link), so :func:`grade_reason` asks only of
+    the others."""
     own = item_fact_words(Item(item.item_id, item.title, (), item.year))
     for word in content_words(text):
         s = stem(word)
@@ -167,8 +172,8 @@ class ReasonVerdict:
 
 _ORDER_WORDS = frozenset("recent recently previous previously last latest earlier newest".split())
 _IS_RECOMMENDED = re.compile(r"^(?:\d{4} )?(?:is|was) (?:a |an |the )?(?:very |most )?(?:recommended|suggested)")
-_LIKED_THE_ITEM = re.compile(r"\byou\s+(?:liked|loved|enjoyed|bought|watched)\s+(?:this|it|the\s+(?:product|item|"
-                             r"film|movie|one|recommended))\b", re.IGNORECASE)
+_LIKED_THE_ITEM = re.compile(r"\byou\s+(?:liked|loved|enjoyed|bought|watched)\s+(?P<what>this|it|the\s+(?:product|"
+                             r"item|film|movie|one|recommended))\b", re.IGNORECASE)
 
 
 def history_claims(text: str, named: Sequence[Item], history: Sequence[Item]) -> list[str]:
@@ -190,7 +195,9 @@ def history_claims(text: str, named: Sequence[Item], history: Sequence[Item]) ->
                 break
     if named and " same as " in padded:
         out.append("says the item is the same as the liked item")
-    if _LIKED_THE_ITEM.search(text):
+    starts = [v for past in named for v in title_variants(past.title)]
+    if any(not any(" ".join(tokens(text[m.start("what"):])).startswith(v) for v in starts)  # "liked it Cosmetics …"
+           for m in _LIKED_THE_ITEM.finditer(text)):
         out.append("says the user liked the recommended item")
     return out
 
@@ -207,11 +214,12 @@ def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (),
     bad = set(unsupported)
     named = [h for h in history if names_title(text, h.title) and h.item_id != facts.item.item_id]
     related = facts.related_history(embeddings, threshold, among=named)
+    names_request = facts.names_request(text)
     return ReasonVerdict(
         content_words=len(words), supported_words=sum(w not in bad for w in words), unsupported=unsupported,
         named_history=[h.item_id for h in named], related_named=[r.item.item_id for r in related],
-        names_request=facts.names_request(text), repeated=repeated_ngrams(text, titles=[facts.item.title, *(h.title for h in named)]), truncated=is_truncated(text),
-        says_nothing=says_nothing(text, facts.item), copies_example=copies_example(text, examples, facts),
+        names_request=names_request, repeated=repeated_ngrams(text, titles=[facts.item.title, *(h.title for h in named)]), truncated=is_truncated(text),
+        says_nothing=not named and not names_request and says_nothing(text, facts.item), copies_example=copies_example(text, examples, facts),
         checker_problems=list(checker_problems), history_claims=history_claims(text, named, history))
 
 

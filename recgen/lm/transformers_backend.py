@@ -5,7 +5,8 @@ Score mode reads the next-token logits of the label tokens at the last position 
 ``prefix_allowed_tokens_fn`` so the model can emit only unused, valid labels. Reasons for one user
 share a prompt prefix, which is run once and its KV cache reused for every item. A reason prompt that
 carries a vocabulary (``meta["vocabulary"]``) is decoded under :class:`.constrained.AllowedTokensProcessor`
-(only those words' tokens, punctuation and end of turn) with no repeated 3-gram.
+(only those words' tokens, punctuation and end of turn) with no repeated 3-gram; one that carries sentences
+(``meta["choices"]``) writes exactly one of them (:class:`.choices.ChoiceTrie`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..errors import ModelLoadError
 from .adapters import AdapterSet, group_by_adapter, load_adapter_set
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
+from .choices import ChoiceTrie, choices_of
 from .constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
@@ -237,6 +239,16 @@ class TransformersBackend(ChatTokenizing):
 
     def _constraints(self, prompts: list[ChatPrompt]):
         """``(generated, logits) -> logits`` for a batch with any constrained prompt, else None."""
+        parts = [c for c in (self._word_constraint(prompts), self._choice_constraint(prompts)) if c is not None]
+        return _Constraints(parts) if parts else None
+
+    def _choice_constraint(self, prompts: list[ChatPrompt]):
+        choices = [choices_of(p) for p in prompts]
+        if not any(choices):
+            return None
+        return _ChoiceConstraint([ChoiceTrie.for_choices(self.tokenizer, c) if c else None for c in choices])
+
+    def _word_constraint(self, prompts: list[ChatPrompt]):
         from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor
 
         vocabularies = [vocabulary_of(p) for p in prompts]
@@ -250,6 +262,43 @@ class TransformersBackend(ChatTokenizing):
         processors = LogitsProcessorList([NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM), processor])
         return _Constraint(processors, processor, torch.tensor([v is not None for v in vocabularies],
                                                                 device=self.device)[:, None])
+
+
+class _Constraints:
+    """Several row-wise constraints of one batch (each leaves the rows it does not own as they are)."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __call__(self, generated, logits):
+        for part in self.parts:
+            logits = part(generated, logits)
+        return logits
+
+    def finished(self, row: int, written: list[int]) -> bool:
+        return any(part.finished(row, written) for part in self.parts)
+
+
+class _ChoiceConstraint:
+    """Rows with choices may write only tokens that continue one of them; a row ends on a whole choice."""
+
+    def __init__(self, tries: list[ChoiceTrie | None]):
+        self.tries = tries
+
+    def __call__(self, generated, logits):
+        logits = logits.clone()
+        for row, trie in enumerate(self.tries):
+            if trie is not None:
+                allowed = trie.allowed(generated[row].tolist())
+                keep = logits[row, allowed] if allowed else None
+                logits[row] = float("-inf")
+                if allowed:
+                    logits[row, allowed] = keep
+        return logits
+
+    def finished(self, row: int, written: list[int]) -> bool:
+        trie = self.tries[row]
+        return trie is not None and trie.complete(written) and not trie.allowed(written)
 
 
 class _Constraint:

@@ -14,6 +14,7 @@ from ..errors import ModelLoadError
 from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set, requested_adapter
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_model_folder
+from .choices import choices_of
 from .constrained import AllowedTokens
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
@@ -201,12 +202,14 @@ class VLLMBackend(ChatTokenizing):
         return fill_short(self, prompts, labels, k, picked)
 
     def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        """A prompt with a vocabulary is constrained by ``allowed_token_ids``: the ids the transformers backend
-        allows (the engine has no word-level check; the reason checker is the second gate)."""
+        """A prompt with choices writes one of them (``structured_outputs`` choice: the language the transformers
+        backend's trie allows); one with a vocabulary is constrained by ``allowed_token_ids``, the ids the
+        transformers backend allows (the engine has no word-level check; the reason checker is the second gate)."""
         specs = []
         for prompt in prompts:
-            words = vocabulary_of(prompt)
-            allowed = self.allowed_tokens.ids_for(words, phrases_of(prompt)) if words else None
-            specs.append(build_sampling_params("text", max_tokens=max_new_tokens, allowed_token_ids=allowed))
+            words, choices = vocabulary_of(prompt), choices_of(prompt)
+            allowed = self.allowed_tokens.ids_for(words, phrases_of(prompt)) if words and not choices else None
+            specs.append(build_sampling_params("text", max_tokens=max_new_tokens, allowed_token_ids=allowed,
+                                               choices=choices))
         outputs = self._generate(prompts, specs)
         return [o.outputs[0].text.split("\n", 1)[0].strip() for o in outputs]

@@ -37,6 +37,7 @@ from pathlib import Path
 from ..config import MAX_CANDIDATES
 from ..errors import ModelLoadError
 from .adapters import check_adapter
+from .choices import choices_of
 from .prompt import ChatPrompt
 from .vocabulary import phrases_of, vocabulary_of, vocabulary_regex
 
@@ -74,7 +75,8 @@ def generate_max_tokens(k: int) -> int:
 
 def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labels: list[str] | None = None,
                           k: int | None = None, max_tokens: int | None = None,
-                          exact_label_logprobs: bool = False, allowed_token_ids: list[int] | None = None) -> dict:
+                          exact_label_logprobs: bool = False, allowed_token_ids: list[int] | None = None,
+                          choices: list[str] | None = None) -> dict:
     """The keyword arguments of ``vllm.SamplingParams`` for one request, as a plain dict.
 
     ``structured_outputs`` is given as a dict of ``StructuredOutputsParams`` fields;
@@ -97,7 +99,9 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
         params = {"max_tokens": max_tokens, "temperature": 0.0, "stop": ["\n"]}
-        if allowed_token_ids:
+        if choices:
+            params["structured_outputs"] = {"choice": list(choices)}
+        elif allowed_token_ids:
             params["allowed_token_ids"] = list(allowed_token_ids)
         return params
     raise ValueError(f"kind must be score, generate or text, not {kind!r}")
@@ -157,8 +161,10 @@ def build_chat_request(prompt: ChatPrompt, model: str, kind: str, *, labels: lis
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
         body.update(max_tokens=max_tokens, stop=["\n"])
-        words = vocabulary_of(prompt)
-        if words:
+        words, choices = vocabulary_of(prompt), choices_of(prompt)
+        if choices:
+            body["structured_outputs"] = {"choice": choices}
+        elif words:
             body["structured_outputs"] = {"regex": vocabulary_regex(words, phrases_of(prompt))}
     else:
         raise ValueError(f"kind must be score, generate or text, not {kind!r}")

@@ -129,8 +129,9 @@ def select_facts(item: Item, history: list[Item], query: str | None,
     by unrelated products."""
     query = safe_text(query, MAX_QUERY_CHARS) if query and query.strip() else None
     supported = tuple(supported_query_words(item, query)) if query else ()
-    past = [p for p in history if p.item_id != item.item_id]
-    if not past:
+    own = " ".join(item.title.lower().split())
+    past = [p for p in history if p.item_id != item.item_id and " ".join(p.title.lower().split()) != own]
+    if not past:  # (a second listing of the same title is no other item: "Shares Horror with <itself>")
         return PromptFacts(item, query=query, query_words=supported)
 
     def key(n_past):
@@ -261,7 +262,7 @@ PATTERNS = {
         "Similar to {related}, which you liked.",
     ],
     "transition": [
-        "Fans of {related} also liked this.",
+        "Fans of {related} also liked this one.",
         "Liked by fans of {related}, which you liked.",
     ],
     "query": [
@@ -292,29 +293,41 @@ def phrase_reason(facts: PromptFacts, rng: random.Random | None = None, title_ch
     """A reason made only of the facts (true by construction), in a pattern picked by ``rng`` (the first
     pattern without one). Used as fine-tuning targets and as the fallback when the LM's reason fails."""
     values = prompt_values(facts, title_chars)
-    shared = _join(values["shared"])
-    attributes = _join(values["attributes"][:MAX_SHARED])
-    query = " ".join(values["query_words"][:4])
-    if facts.related is not None and shared:
-        kind = "shared" if facts.shares_genres else "words"
-    elif facts.related is not None and facts.link == "transition":
-        kind = "transition"
-    elif facts.related is not None:
-        kind = "related"
-    elif query:
-        kind = "query" if attributes else "query_words"
-    elif facts.query:
-        kind = "query_attributes" if attributes else "query_plain"
-    elif attributes:
-        kind = "plain"
-    else:
-        kind = "nothing"
-    choices = PATTERNS[kind]
+    choices = PATTERNS[pattern_kind(facts, values)]
     pattern = choices[rng.randrange(len(choices))] if rng is not None else choices[0]
-    return pattern.format(related=values["related"], shared=shared, shared_cap=_cap(shared), query=query,
-                          words=" ".join(values["shared"]), a_shared=_article(shared),
-                          a_attributes=_article(attributes),
+    return fill_pattern(pattern, values)
+
+
+def pattern_kind(facts: PromptFacts, values: dict) -> str:
+    """Which :data:`PATTERNS` group fits what the facts hold."""
+    attributes, query = _unrequested(values), values["query_words"]
+    if facts.related is not None and values["shared"]:
+        return "shared" if facts.shares_genres else "words"
+    if facts.related is not None:
+        return "transition" if facts.link == "transition" else "related"
+    if query:
+        return "query" if attributes else "query_words"
+    if facts.query:
+        return "query_attributes" if attributes else "query_plain"
+    return "plain" if attributes else "nothing"
+
+
+def fill_pattern(pattern: str, values: dict) -> str:
+    """A pattern's fields from :func:`prompt_values`: {related}, {shared}, {attributes}, {query}, {item}, and
+    their capitalised (``_cap``) and indefinite-article (``a_``) forms."""
+    shared = _join(values["shared"])
+    attributes = _join(_unrequested(values)[:MAX_SHARED])
+    return pattern.format(related=values["related"], shared=shared, shared_cap=_cap(shared),
+                          query=" ".join(values["query_words"][:4]), words=" ".join(values["shared"]),
+                          a_shared=_article(shared), a_attributes=_article(attributes),
                           attributes=attributes, attributes_cap=_cap(attributes), item=values["item"])
+
+
+def _unrequested(values: dict) -> list[str]:
+    """The item's attributes less those the request words already say ("Action, close to your request for
+    action" says it twice)."""
+    asked = {stem(w.lower()) for w in values["query_words"]}
+    return [a for a in values["attributes"] if not {stem(w.lower()) for w in _WORD.findall(a)} & asked]
 
 
 def content_words_in_order(text: str) -> list[str]:

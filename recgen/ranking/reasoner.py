@@ -2,14 +2,16 @@
 the user sees it or a plain reason built from catalog facts.
 
 ``prompt.reasons`` picks how the LM is asked: ``free`` (the original prompt), ``facts`` (the facts a reason
-may use, as a short list) or ``grounded`` (that list, and decoding constrained to the facts' words plus a
-generic list, so an invented genre, plot or claim about the user cannot be written at all). The checker is
-the second gate in every style.
+may use, as a short list), ``grounded`` (that list, and decoding constrained to the facts' words plus a
+generic list, so an invented genre, plot or claim about the user cannot be written at all) or ``grammar``
+(that list, and the model writes one of the sentences :mod:`.reason_grammar` composes from the facts). The
+checker is the second gate in every style.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Callable
 
 import numpy as np
@@ -17,13 +19,17 @@ import numpy as np
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
 from ..lm.constrained import WordVocabulary
+from .facts import similarity_threshold
 from .grounding import allowed_phrases, display_title, phrase_reason, select_facts
+from .reason_grammar import reason_choices
 from .reasons import ReasonChecker, build_grounded_prompt, build_reason_prompt, clean_reason, fallback_reason
 
 log = logging.getLogger(__name__)
 
 #: History items named in the reason prompt (the checker still knows the whole shown history).
 PROMPT_HISTORY_ITEMS = 5
+#: Token budget of a ``grammar`` reason: decoding ends at the end of its sentence; this only bounds it.
+GRAMMAR_TOKENS = 64
 
 
 def closeness_of(catalog: Catalog, item_embeddings: np.ndarray | None, transitions=None) -> Callable[[Item, Item], tuple[float, float]]:
@@ -43,6 +49,28 @@ def closeness_of(catalog: Catalog, item_embeddings: np.ndarray | None, transitio
     return closeness
 
 
+def co_liked_of(catalog: Catalog, transitions=None) -> Callable[[Item, Item], bool]:
+    """``(item, past) -> bool``: at least two users had both items (a reason may then say "fans of <past> also
+    liked this"). From the exact transition counts: one user adds at most ``L`` (``count_scale``) to a pair in
+    both directions together (an item appears once in a sequence), so a sum of ``2 L`` or more takes two users.
+    Conservative: pairs further apart weigh ``L / d``, so two users with the items far apart may not count; one
+    user never does."""
+    counts = getattr(transitions, "counts", None)
+    if counts is None:
+        return lambda item, past: False
+    from ..retrieval.collaborative import count_scale
+
+    need = 2 * count_scale(transitions.params.window)
+
+    def co_liked(item: Item, past: Item) -> bool:
+        a, b = catalog.index_of(item.item_id), catalog.index_of(past.item_id)
+        if max(a, b) >= counts.shape[0]:
+            return False  # an item added after the fit has no counts yet
+        return int(counts[a, b]) + int(counts[b, a]) >= need
+
+    return co_liked
+
+
 class Reasoner:
     """(reason, source) per item: the LM's sentence if it passes the fact check, else a fallback.
 
@@ -56,6 +84,8 @@ class Reasoner:
         self.item_embeddings = item_embeddings
         self.checker = ReasonChecker(catalog)
         self.closeness = closeness_of(catalog, item_embeddings, transitions)
+        self.co_liked = co_liked_of(catalog, transitions)
+        self._related_cosine: float | None = None
 
     def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
         past = [self.catalog.get(i) for i in history[-self.settings.history:]]
@@ -67,8 +97,17 @@ class Reasoner:
             prompts = [build_reason_prompt(item, shown, query, self.settings) for item in items]
         else:
             facts = [select_facts(item, past, query, self.closeness) for item in items]
-            prompts = [build_grounded_prompt(f, self.settings, constrained=style == "grounded") for f in facts]
-        texts = self.backend.generate_text(prompts, self.settings.reason_tokens)
+            seed = zlib.crc32("\x1f".join(history).encode()) if style == "grammar" else None
+            prompts = [build_grounded_prompt(f, self.settings, constrained=style == "grounded", example_seed=seed)
+                       for f in facts]
+        tokens = self.settings.reason_tokens
+        if style == "grammar":
+            tokens = max(tokens, GRAMMAR_TOKENS)
+            for prompt, fact in zip(prompts, facts):
+                co_liked = fact.related is not None and self.co_liked(fact.item, fact.related)
+                weak = fact.related is not None and not (fact.shared or co_liked or self._similar(fact.item, fact.related))
+                prompt.meta["choices"] = reason_choices(fact, self.settings.title_chars, co_liked, weak)
+        texts = self.backend.generate_text(prompts, tokens)
         out = []
         titles = [t for i in [*items, *past] for t in (i.title, display_title(i.title, self.settings.title_chars))]
         for item, text, fact in zip(items, texts, facts):
@@ -88,6 +127,15 @@ class Reasoner:
             else:
                 out.append((reason, "model"))
         return out
+
+    def _similar(self, item: Item, past: Item) -> bool:
+        """Embedding cosine at or above the catalog's 95th percentile of random pairs (:func:`.facts
+        .similarity_threshold`, computed once): only then may a reason call the two close or similar."""
+        if self.item_embeddings is None:
+            return True  # no embeddings: the related item was picked by attributes or recency alone
+        if self._related_cosine is None:
+            self._related_cosine = similarity_threshold(self.item_embeddings, 0.95, seed=0)
+        return self.closeness(item, past)[1] >= self._related_cosine
 
     def _ends_inside_title(self, reason: str, fact) -> bool:
         phrases = allowed_phrases(fact, self.settings.title_chars)

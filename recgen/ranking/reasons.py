@@ -3,6 +3,7 @@ plain reason built only from facts (shared genres with named history items, or t
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -209,16 +210,19 @@ def example_for(facts: PromptFacts) -> PromptFacts:
 
 
 def build_grounded_prompt(facts: PromptFacts, settings: PromptSettings, constrained: bool = False,
-                          example: bool = True) -> ChatPrompt:
+                          example: bool = True, example_seed: int | None = None) -> ChatPrompt:
     """The facts as a short list (``prompts/reason_grounded.jinja``). With ``constrained`` the prompt carries
     ``meta["vocabulary"]``: the words the backend lets the model write. With ``example`` one worked example
-    (:func:`example_for` and its fact-built reason) comes first, as an earlier turn of the chat."""
+    (:func:`example_for` and its fact-built reason) comes first, as an earlier turn of the chat; its pattern is
+    the first, or the one ``example_seed`` picks (one seed per user keeps a user's prompts' prefix shared, and
+    users see different phrasings: the model follows the example's)."""
     prompt = chat("reason_grounded", settings.prompts_dir, response_prefix="Reason:",
                   **prompt_values(facts, settings.title_chars))
     if example:
         worked = example_for(facts)
         shown = render("reason_grounded", settings.prompts_dir, **prompt_values(worked, settings.title_chars))
-        answer = "Reason: " + phrase_reason(worked, title_chars=settings.title_chars)
+        rng = random.Random(example_seed) if example_seed is not None else None
+        answer = "Reason: " + phrase_reason(worked, rng, title_chars=settings.title_chars)
         prompt.messages[1:1] = [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
     if constrained:
         prompt.meta["vocabulary"] = allowed_words(facts, settings.title_chars)

@@ -1,0 +1,65 @@
+"""The seeded sample of served reasons a person grades by hand (``hand-graded-<dataset>.jsonl``), with the
+facts beside each: the item, the history item the reason names, their genres, embedding cosine and whether
+two other users had both.
+
+    RECGEN_DATA_DIR=/work/shared/data python eval/results/reasons/hand_sample.py amazon-beauty grammar-u200-s0 --n 50
+
+Sample: ``random.Random(seed).sample`` of ``n`` (user, rank) pairs from the run's per-user rows. Writes
+``~/.cache/recgen/reasons/<dataset>/<run>.hand-sample.md`` (it quotes titles: never committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from recgen.config import RecgenConfig
+from recgen.data import load_dataset
+from recgen.evaluation.protocol import EvalData
+from recgen.ranking.facts import names_title, similarity_threshold
+from recgen.ranking.reasoner import co_liked_of
+from recgen.recommender import Recommender
+from recgen.retrieval.cache import index_folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dataset")
+    parser.add_argument("run")
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    folder = Path.home() / ".cache/recgen/reasons" / args.dataset
+    rows = [json.loads(line) for line in (folder / f"{args.run}.rows.jsonl").read_text().splitlines()]
+    rows = sorted((r for r in rows if not r.get("header")), key=lambda r: r["position"])
+    cfg = RecgenConfig()
+    data = EvalData.from_dataset(load_dataset(args.dataset))
+    catalog = data.dataset.catalog
+    rec = Recommender.from_dataset(data.train_dataset(), cfg, backend=object(), index_dir=index_folder(
+        data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder))
+    emb = rec.retriever.item_embeddings
+    threshold = similarity_threshold(emb, 0.95, seed=0)
+    co_liked = co_liked_of(catalog, rec.retriever.transitions)
+    pairs = [(r, x) for r in rows for x in r["reasons"]]
+    out = [f"# Hand-grading sample of {args.run} ({args.dataset}): {args.n} served reasons, seed {args.seed}\n",
+           f"related threshold (cosine) {threshold:.3f}\n"]
+    for row, reason in random.Random(args.seed).sample(pairs, min(args.n, len(pairs))):
+        item = catalog.get(reason["item_id"])
+        history = [catalog.get(i) for i in row["history"]]
+        out.append(f"## {row['user']}-{reason['rank']} [{reason['source']}]\n\n> {reason['served_text']}\n")
+        out.append(f"- item: {item.title} {list(item.genres)}")
+        for past in history:
+            if names_title(reason["served_text"], past.title):
+                cos = float(emb[catalog.index_of(item.item_id)] @ emb[catalog.index_of(past.item_id)])
+                out.append(f"- names: {past.title} {list(past.genres)}; cosine {cos:.3f}; "
+                           f"two others had both: {co_liked(item, past)}")
+        out.append("")
+    path = folder / f"{args.run}.hand-sample.md"
+    path.write_text("\n".join(out), encoding="utf-8")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The grammar of a grounded reason: every sentence the LM may write for one recommendation, built from its
+facts (``prompt.reasons: grammar``).
+
+The backend lets the model write exactly one of these sentences, choosing token by token (a trie over their
+tokens on transformers, ``structured_outputs={"choice": ...}`` on vLLM: the same language on both engines). The
+model picks the opening, the link and the facts it names; it cannot write a word the facts do not hold, half a
+title, or an unfinished sentence. Why: on Amazon Beauty (titles only) SmolLM2-135M under word-level
+constraints (``grounded``) wrote a passing sentence for 57 % of items; the rest were garbled or unfinished and
+replaced by a fact-built sentence (``eval/results/reasons/NOTES.md``).
+
+The sentences compose what :func:`.grounding.phrase_reason` writes (the fine-tuning targets and the fallback):
+openings x links x endings, each true of the facts by construction.
+"""
+
+from __future__ import annotations
+
+from .grounding import PATTERNS, PromptFacts, fill_pattern, pattern_kind, prompt_values
+
+#: Ways to say "close to the liked item" (generic words only: none claims anything checkable).
+SIMILAR_LEADS = ("Close to {related}", "Similar to {related}", "Much like {related}", "Just like {related}",
+                 "A close match for {related}")
+#: Endings of a sentence that names the liked item last.
+ENDINGS = (", which you liked.", ".")
+#: Sentences that say why from the user's side.
+BECAUSE = ("Because you liked {related}.", "Recommended because you liked {related}.",
+           "If you liked {related}, this is a close match.", "If you liked {related}, try this one.")
+#: Sentences for what both items have: genres, or the words both titles' main parts use.
+SHARED = ("Shares {shared} with {related}, which you liked.", "Another {words} pick, like {related}.")
+SHARED_GENRES = ("If you liked {related}, this is also {shared}.", "Like {related}, which you liked, it is {shared}.",
+                 "{shared_cap}, just like {related}, which you liked.", "{a_shared} pick, like {related}.")
+#: Sentences naming the item's own attributes beside the liked item.
+ATTRIBUTES = ("{a_attributes} pick, close to {related}.", "{a_attributes} pick for fans of {related}.")
+#: When the liked item is the closest in the history but not close (no shared attribute, embedding cosine
+#: under the catalog's related threshold, no co-purchase): a sentence that names it without calling the two
+#: close or similar ("A close match for <soap bar>" of an eye shadow was the hand-graded failure).
+WEAK = ("Because you liked {related}.", "Recommended because you liked {related}.",
+        "Picked for you because you liked {related}.", "Suggested because you liked {related}.")
+#: Only when at least two other users had both items (the facts then hold that fans of one had the other); the
+#: fact-built patterns (:data:`.grounding.PATTERNS`, what the worked example shows) are choices too.
+CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {related}, which you liked.")
+
+
+def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False, weak: bool = False) -> list[str]:
+    """Every sentence the model may choose for ``facts``, each with a leading space (the answer continues the
+    prompt's ``Reason:``). Without a related history item: the request and attribute patterns of
+    :data:`.grounding.PATTERNS`. ``co_liked``: two or more other users had both the item and the related one;
+    ``weak``: the two are not alike (only :data:`WEAK` sentences, which claim no likeness)."""
+    values = prompt_values(facts, title_chars)
+    if facts.related is None:
+        patterns = list(PATTERNS[pattern_kind(facts, values)])
+    elif weak:
+        patterns = list(WEAK)
+    else:
+        kind = pattern_kind(facts, values)
+        patterns = list(PATTERNS[kind]) if kind != "transition" or co_liked else []
+        patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
+        if values["shared"]:
+            patterns += SHARED + (SHARED_GENRES if facts.shares_genres else ())
+        if values["attributes"]:
+            patterns += ATTRIBUTES
+        if co_liked:
+            patterns += CO_LIKED
+    return list(dict.fromkeys(" " + fill_pattern(p, values) for p in patterns))
