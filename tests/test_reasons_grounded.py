@@ -155,8 +155,11 @@ def test_reasoner_free_style_is_todays_prompt(tiny_backend):
 
     Reasoner(FILMS, Recording(), PromptSettings(reasons="free")).explain(["2"], None, ["1"])
     assert "Example." in seen[-1].messages[-1]["content"] and "vocabulary" not in seen[-1].meta
-    Reasoner(FILMS, Recording(), PromptSettings()).explain(["2"], None, ["1"])  # the default
+    Reasoner(FILMS, Recording(), PromptSettings(reasons="grounded")).explain(["2"], None, ["1"])
     assert "Facts:" in seen[-1].messages[-1]["content"] and seen[-1].meta["vocabulary"]
+    Reasoner(FILMS, Recording(), PromptSettings()).explain(["2"], None, ["1"])  # the default: grammar
+    assert "Facts:" in seen[-1].messages[-1]["content"] and seen[-1].meta["choices"]
+    assert "vocabulary" not in seen[-1].meta
 
 
 def test_titles_with_full_stops_stay_whole():
