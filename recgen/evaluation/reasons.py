@@ -29,7 +29,7 @@ from ..data import load_dataset
 from ..errors import ConfigError, RecgenError
 from ..lm.factory import make_backend
 from ..paths import cache_dir
-from ..ranking.facts import ReasonFacts, names_title, similarity_threshold
+from ..ranking.facts import RELATED_QUANTILE, ReasonFacts, names_title, similarity_threshold
 from ..ranking.grounding import display_title
 from ..ranking.reasons import ReasonChecker, clean_reason
 from ..recommender import Recommender
@@ -39,8 +39,6 @@ from .reason_agreement import agreement, agreement_markdown, read_grades
 from .reason_metrics import example_reasons, grade_reason, latency, summarize
 
 RESULTS_DIR = Path("eval/results/reasons")
-#: Quantile of random-pair cosine similarity above which a named history item counts as related.
-RELATED_QUANTILE = 0.95
 
 
 def default_audit_dir() -> Path:

@@ -352,7 +352,12 @@ def fact_line(label: str, item: Item) -> str:
     return text
 
 
-def similarity_threshold(embeddings: np.ndarray, quantile: float = 0.95, pairs: int = 20000,
+#: Quantile of random-pair cosine similarity at or above which two items count as related (the reasons measure)
+#: and a reason may call them close or similar (the reasoner): one definition for both.
+RELATED_QUANTILE = 0.95
+
+
+def similarity_threshold(embeddings: np.ndarray, quantile: float = RELATED_QUANTILE, pairs: int = 20000,
                          seed: int = 0) -> float:
     """The cosine similarity above which two items count as related: the ``quantile`` of the similarity of
     random item pairs in this catalog (seeded), i.e. "more alike than 95% of random pairs". Chosen from the

@@ -19,6 +19,7 @@ import numpy as np
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
 from ..lm.constrained import WordVocabulary
+from ..retrieval.collaborative import count_scale
 from .facts import similarity_threshold
 from .grounding import allowed_phrases, display_title, phrase_reason, select_facts
 from .reason_grammar import reason_choices
@@ -58,8 +59,6 @@ def co_liked_of(catalog: Catalog, transitions=None) -> Callable[[Item, Item], bo
     counts = getattr(transitions, "counts", None)
     if counts is None:
         return lambda item, past: False
-    from ..retrieval.collaborative import count_scale
-
     need = 2 * count_scale(transitions.params.window)
 
     def co_liked(item: Item, past: Item) -> bool:
@@ -134,7 +133,7 @@ class Reasoner:
         if self.item_embeddings is None:
             return True  # no embeddings: the related item was picked by attributes or recency alone
         if self._related_cosine is None:
-            self._related_cosine = similarity_threshold(self.item_embeddings, 0.95, seed=0)
+            self._related_cosine = similarity_threshold(self.item_embeddings, seed=0)
         return self.closeness(item, past)[1] >= self._related_cosine
 
     def _ends_inside_title(self, reason: str, fact) -> bool:

@@ -30,7 +30,7 @@ def main() -> None:
     rec = Recommender.from_dataset(data.train_dataset(), cfg, backend=object(), index_dir=index_folder(
         data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder))
     emb = rec.retriever.item_embeddings
-    thr = similarity_threshold(emb, 0.95, seed=0)
+    thr = similarity_threshold(emb, seed=0)
     lines = (Path.home() / f".cache/recgen/reasons/{ds}/{run}.rows.jsonl").read_text().splitlines()
     rows = [r for r in map(json.loads, lines) if not r.get("header")]
     graded = grade_rows(rows, catalog, cfg.prompt.history, emb, thr, ReasonChecker(catalog))

@@ -40,7 +40,7 @@ def main() -> None:
     rec = Recommender.from_dataset(data.train_dataset(), cfg, backend=object(), index_dir=index_folder(
         data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder))
     emb = rec.retriever.item_embeddings
-    threshold = similarity_threshold(emb, 0.95, seed=0)
+    threshold = similarity_threshold(emb, seed=0)
     co_liked = co_liked_of(catalog, rec.retriever.transitions)
     pairs = [(r, x) for r in rows for x in r["reasons"]]
     out = [f"# Hand-grading sample of {args.run} ({args.dataset}): {args.n} served reasons, seed {args.seed}\n",
