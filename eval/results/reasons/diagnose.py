@@ -1,5 +1,6 @@
 """Diagnosis of one reasons run from its per-user rows (no LM): why reasons fell back, what the degenerate ones
-are made of, and how the related history item was chosen (see NOTES.md, "Amazon Beauty: diagnosis").
+are made of, and how the related history item was chosen (see NOTES.md, "Amazon Beauty: diagnosis"), and the ceiling of
+'related' by similarity alone and with co-purchase by two or more other users.
 
     RECGEN_DATA_DIR=/work/shared/data python eval/results/reasons/diagnose.py amazon-beauty grounded-final-u200-s0
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from recgen.config import RecgenConfig
 from recgen.data import load_dataset
@@ -63,6 +65,21 @@ def main() -> None:
         best.append(max((cos(r["item_id"], h) for h in past), default=-1.0))
     print(f"reasons whose item has a history item (window) at or above the related threshold {thr:.3f}: "
           f"{np.mean([b >= thr for b in best]):.1%} (the ceiling of 'related' by similarity)")
+    # Users of the training split who had both items (exact, from the training sequences).
+    train = data.train_dataset().sequences
+    rows = [[catalog.index_of(i) for i in seq] for seq in train.values()]
+    users = sp.csr_matrix((np.ones(sum(map(len, rows))), (np.repeat(np.arange(len(rows)), list(map(len, rows))),
+                                                         np.concatenate(rows))), shape=(len(rows), len(catalog)))
+    users.data[:] = 1.0
+    users.sum_duplicates()
+    users.data[:] = 1.0
+    both = (users.T @ users).tocsr()
+    co_bought = []
+    for (row, r), b in zip(reasons, best):
+        i = catalog.index_of(r["item_id"])
+        past = [catalog.index_of(h) for h in row["history"][-cfg.prompt.history:] if h != r["item_id"]]
+        co_bought.append(b >= thr or any(both[i, h] >= 2 for h in past))
+    print(f"... or had by two or more other training users together with the item: {np.mean(co_bought):.1%}")
     named = [r["served"]["verdict"] for _, r in reasons]
     print(f"served: names a history item {np.mean([bool(v['named_history']) for v in named]):.1%}, a related one "
           f"{np.mean([v['personal'] for v in named]):.1%}")
