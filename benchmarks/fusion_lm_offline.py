@@ -122,7 +122,7 @@ def main() -> None:
             fused = ranker.predict(g.X)
             top = top_of_fused(g.rows, fused)
             prompt = prompter.prompt(RankRequest([ids[i] for i in hist], None, [ids[i] for i in g.rows[top]], len(top)))
-            key = _hashed(prompt, prompt.meta["labels"])
+            key = _hashed(prompt, list(prompt.labels))
             if key in memo:
                 target = data.target("valid", int(p))
                 users.append(pseudonym(data.user_ids[int(p)]))

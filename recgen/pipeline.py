@@ -33,7 +33,7 @@ from .ranking.fusion import (
     request_feature_names,
 )
 from .ranking.ranker import Ranker
-from .ranking.reasoner import Reasoner
+from .reasons.reasoner import Reasoner
 from .retrieval import Retriever
 from .retrieval.cache import load_or_build_index
 from .retrieval.collaborative import ItemTransitions

@@ -18,7 +18,7 @@ from .data.dataset import Dataset
 from .data.files import read_text
 from .errors import DataError, InvalidRequestError, RecgenError, UnknownItemError
 from .feedback import Feedback, no_feedback_error
-from .lm.adapters import check_adapter_name, use_adapter
+from .lm.adapters import check_adapter_name
 from .pipeline import FittedState, build_pipeline, fitted_folder, history_rows
 from .ranking.fusion import REQUEST_DEPTH
 from .ranking.fusion.request_stage import from_candidates
@@ -163,16 +163,17 @@ class Recommender:
     # -- recommending -------------------------------------------------------------------------
     def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
                   mode: Mode = "score", reasons: bool = True, exclude: list[str] | None = None,
-                  user: str | None = None) -> list[Recommendation]:
+                  user: str | None = None, adapter: str | None = None) -> list[Recommendation]:
         """Up to ``k`` items, best first: never in ``history``/``exclude``, each once, each a catalog item.
         ``user`` (with a feedback loop, :meth:`use_feedback`) prepends the user's served history and excludes
-        the items they rejected.
+        the items they rejected. ``adapter``: a named LoRA adapter of the LM (``lm.adapters``) for the ranking
+        and the reasons (None = the default).
 
         An empty history with no query falls back to the most popular items (when the recommender was
         built from a dataset). ``k`` above the candidate count enlarges the candidate set, up to 26.
         """
         return self.recommend_batch([{"history": history, "query": query, "k": k, "mode": mode, "reasons": reasons,
-                                      "exclude": exclude, "user": user}])[0]
+                                      "exclude": exclude, "user": user, "adapter": adapter}])[0]
 
     def recommend_batch(self, requests: list[RecommendRequest | dict], *,
                         return_exceptions: bool = False) -> list[list[Recommendation] | Exception]:
@@ -197,9 +198,8 @@ class Recommender:
                     if isinstance(job, RankRequest) and request.mode == mode and n not in ranked]
             for adapter in dict.fromkeys(jobs[n][0].adapter for n in todo):  # one LM call per named adapter
                 group = [n for n in todo if jobs[n][0].adapter == adapter]
-                with use_adapter(adapter):
-                    for n, order in zip(group, self.ranker.rank([jobs[n][1] for n in group], mode=mode)):
-                        ranked[n] = order
+                for n, order in zip(group, self.ranker.rank([jobs[n][1] for n in group], mode=mode, adapter=adapter)):
+                    ranked[n] = order
         results: list = []
         for n, (request, job) in enumerate(jobs):
             if isinstance(job, Exception):
@@ -315,8 +315,7 @@ class Recommender:
             if popular:
                 reasons = [("One of the most popular items in the catalog.", "fallback")] * len(order)
             else:
-                with use_adapter(request.adapter):
-                    reasons = self.explain(history, request.query, [i for i, _ in order])
+                reasons = self.explain(history, request.query, [i for i, _ in order], adapter=request.adapter)
         return [
             Recommendation(item_id=item_id, title=self.catalog.get(item_id).title, rank=rank + 1, score=score,
                            reason=reason[0] if reason else None, reason_source=reason[1] if reason else None,
@@ -357,9 +356,10 @@ class Recommender:
         """Items ``user`` rejected (never recommended to them again); empty without a feedback loop."""
         return self.feedback.rejected_items(user) if self.feedback is not None else []
 
-    def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
+    def explain(self, history: list[str], query: str | None, item_ids: list[str],
+                adapter: str | None = None) -> list[tuple[str, str]]:
         """(reason, source) per item: the LM's sentence if it passes the fact check, else a fallback."""
-        return self.pipeline.reasoner.explain(history, query, item_ids)
+        return self.pipeline.reasoner.explain(history, query, item_ids, adapter=adapter)
 
 
 @dataclass

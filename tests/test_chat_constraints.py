@@ -9,7 +9,7 @@ from recgen.chat.turn import render_reply
 from recgen.chat.vocabulary import ChatVocabulary
 from recgen.data import Catalog, Item
 from recgen.errors import InvalidRequestError
-from recgen.ranking.reasons import unsupported_names
+from recgen.reasons.checker import unsupported_names
 from recgen.types import Recommendation
 
 # A project-made catalog with invented titles (no dataset rows).

@@ -2,11 +2,13 @@
 server requests), checked with the real SmolLM2 tokenizer and a tiny random LM (which, free, writes any token)."""
 
 import re
+from dataclasses import replace
 
 import pytest
 
 from recgen.lm import vllm_requests as vr
 from recgen.lm.constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
+from recgen.lm.constraint import Choice, Vocabulary
 from recgen.lm.prompt import ChatPrompt
 from recgen.lm.vocabulary import vocabulary_of, vocabulary_regex, word_forms
 
@@ -17,7 +19,7 @@ def _prompt(vocabulary=None, text="Recommended: Aliens. Write the reason."):
     prompt = ChatPrompt([{"role": "system", "content": "You explain recommendations."},
                          {"role": "user", "content": text}], "Reason:")
     if vocabulary is not None:
-        prompt.meta["vocabulary"] = vocabulary
+        prompt = replace(prompt, constraint=Vocabulary(vocabulary))
     return prompt
 
 
@@ -91,9 +93,10 @@ def test_constrained_rows_do_not_change_a_free_batch(tiny_backend):
     assert mixed[0] == alone[0] or not alone[0]  # the free row is decoded as it would be alone
 
 
-def test_vocabulary_is_read_from_prompt_meta():
+def test_vocabulary_is_read_from_the_prompts_constraint():
     assert vocabulary_of(_prompt()) is None
-    assert vocabulary_of(_prompt(["a"])) == ["a"]
+    assert vocabulary_of(_prompt(["a"])).words == ("a",)
+    assert vocabulary_of(replace(_prompt(), constraint=Choice([" A."]))) is None  # another constraint
 
 
 def test_server_grammar_accepts_fact_sentences_and_refuses_other_words():

@@ -5,10 +5,11 @@ reasons fail the fact check or stop half-way ("Shares Eau, Parfum, which you lik
 from recgen.config import PromptSettings
 from recgen.data import Catalog, Item
 from recgen.lm.constrained import WordVocabulary
-from recgen.lm.vocabulary import DANGLING, SentenceRules, rules_of
-from recgen.ranking.facts import names_title, short_name, title_head
-from recgen.ranking.grounding import allowed_words, display_title, select_facts, sentence_rules, shared_attributes
-from recgen.ranking.reasons import ReasonChecker, build_grounded_prompt
+from recgen.lm.constraint import SentenceRules, Vocabulary
+from recgen.reasons.checker import ReasonChecker
+from recgen.reasons.facts import DANGLING, names_title, short_name, title_head
+from recgen.reasons.grounding import allowed_words, display_title, select_facts, sentence_rules, shared_attributes
+from recgen.reasons.styles import ReasonRequest, style_for
 
 LIKED = "Essie Nail Lacquer"
 RULES = SentenceRules(must_name=True, no_end_after=DANGLING, after_phrase=frozenset({"liked"}),
@@ -65,11 +66,14 @@ def test_exclamation_mark_in_a_title_is_no_sentence_end():
     assert words.can_stop(done)
 
 
-def test_rules_travel_in_prompt_meta():
+def test_rules_travel_in_the_prompts_vocabulary():
     settings = PromptSettings()
     item, liked = Item("p1", "Essie Nail Polish, Ballet Slippers, 0.46 Fluid Ounce"), Item("p2", LIKED)
-    prompt = build_grounded_prompt(select_facts(item, [liked], None), settings, constrained=True)
-    rules = rules_of(prompt)
+    request = ReasonRequest([], [liked], None, settings)
+    facts = select_facts(item, [liked], None)
+    prompt = style_for("grounded").prompt(None, item, facts, request)
+    assert isinstance(prompt.constraint, Vocabulary)
+    rules = prompt.constraint.rules
     assert rules.must_name and "liked" in rules.after_phrase and "with" in rules.no_end_after
     assert rules == sentence_rules(select_facts(item, [liked], None), settings.title_chars)
 

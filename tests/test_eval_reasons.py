@@ -22,8 +22,8 @@ from recgen.evaluation.reason_metrics import (
     says_nothing,
     summarize,
 )
-from recgen.ranking.facts import ReasonFacts
-from recgen.ranking.reasons import build_reason_prompt
+from recgen.reasons.facts import ReasonFacts
+from recgen.reasons.prompts import build_reason_prompt
 
 CATALOG = Catalog([
     Item("1", "Twister (1996)", ("Action", "Adventure", "Thriller"), 1996),
@@ -223,7 +223,7 @@ def test_agreement_joins_hand_grades_to_verdicts(tmp_path):
 
 def test_a_claim_the_fact_check_catches_is_unsupported_even_in_backed_words():
     """"A thriller, which you liked." uses only backed words, but says the user liked something unnamed."""
-    from recgen.ranking.reasons import ReasonChecker
+    from recgen.reasons.checker import ReasonChecker
 
     facts = ReasonFacts.for_item(CATALOG, TWISTER, [HEAT])
     text = "A thriller, which you liked."
@@ -236,7 +236,7 @@ def test_a_claim_the_fact_check_catches_is_unsupported_even_in_backed_words():
 def test_grade_rows_shows_named_history_items_outside_the_window():
     """A reason may name anything the user liked; the audit shows such an item as a fact line too."""
     from recgen.evaluation.reasons import grade_rows
-    from recgen.ranking.reasons import ReasonChecker
+    from recgen.reasons.checker import ReasonChecker
 
     rows = [{"position": 0, "user": "u", "history": ["6", "5", "4"], "reasons": [
         {"rank": 1, "item_id": "3", "source": "fallback", "served_text": "Shares Action with Star Trek: The Wrath "
@@ -253,7 +253,7 @@ def test_lm_text_is_cut_as_served_not_at_a_title_exclamation_mark():
     """The LM text is graded as the reasoner cuts it: "Faster Pussycat! Kill! Kill!" is a title, not two
     sentences (the measure used to grade "Shares Drama with Faster Pussycat!" as truncated and unnamed)."""
     from recgen.evaluation.reasons import grade_rows
-    from recgen.ranking.reasons import ReasonChecker
+    from recgen.reasons.checker import ReasonChecker
 
     catalog = Catalog([Item("1", "Faster Pussycat! Kill! Kill! (1965)", ("Action", "Comedy", "Drama"), 1965),
                        Item("2", "Heat (1995)", ("Action", "Crime", "Drama"), 1995)])

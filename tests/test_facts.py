@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recgen.data import Catalog, Item
-from recgen.ranking.facts import (
+from recgen.reasons.facts import (
     GENERIC_WORDS,
     ReasonFacts,
     content_words,

@@ -111,7 +111,7 @@ def test_sft_examples_exclude_heldout_targets_and_are_deterministic():
         assert not held_out & set(example.candidates)
         assert not held_out & set(example.history)
         assert example.target in example.candidates
-        label = example.prompt.meta["labels"][example.candidates.index(example.target)]
+        label = example.prompt.labels[example.candidates.index(example.target)]
         assert example.response == label
     assert len({e.response for e in first}) > 3  # shuffled: the answer is not always "A"
 

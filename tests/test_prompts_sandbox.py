@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from recgen.errors import ConfigError
-from recgen.ranking.prompts import chat, default_prompts_dir, render
+from recgen.lm.templates import chat, default_prompts_dir, render
 
 GOLDEN = Path(__file__).parent / "fixtures" / "prompts" / "shipped_renders.json"
 

@@ -2,6 +2,8 @@
 both engines let the model write exactly one of them (a token trie on transformers, ``structured_outputs``
 choice on vLLM); "fans of X also liked this" only where two other users had both items."""
 
+from dataclasses import replace
+
 import pytest
 from test_constrained import _prompt
 from test_reasons_grounded import ALIEN, ALIENS, EVERYONE, FILMS, PRODUCTS, STAR_WARS, SUSPECTS, _eval_ok
@@ -11,10 +13,11 @@ from recgen.data import Catalog, Item
 from recgen.evaluation.reason_metrics import grade_reason, is_truncated
 from recgen.lm import vllm_requests as vr
 from recgen.lm.choices import ChoiceTrie, choices_of
-from recgen.ranking.facts import ReasonFacts
-from recgen.ranking.grounding import select_facts
-from recgen.ranking.reason_grammar import CO_LIKED, WEAK, reason_choices
-from recgen.ranking.reasoner import Reasoner, co_liked_of
+from recgen.lm.constraint import Choice
+from recgen.reasons.facts import ReasonFacts
+from recgen.reasons.grammar import CO_LIKED, WEAK, reason_choices
+from recgen.reasons.grounding import select_facts
+from recgen.reasons.reasoner import Reasoner, co_liked_of
 from recgen.retrieval.collaborative import ItemTransitions
 
 CASES = [
@@ -81,10 +84,8 @@ def test_trie_allows_only_continuations_and_knows_whole_choices():
 def test_tiny_random_lm_writes_exactly_one_choice_and_free_rows_are_untouched(tiny_backend):
     choices = [" Close to Alien (1979), which you liked.", " Shares Sci-Fi with Alien (1979).", " A Sci-Fi pick."]
     other = [" Because you liked Star Wars (1977).", " Similar to Star Wars (1977)."]
-    constrained = _prompt()
-    constrained.meta["choices"] = choices
-    second = _prompt()
-    second.meta["choices"] = other
+    constrained = replace(_prompt(), constraint=Choice(choices))
+    second = replace(_prompt(), constraint=Choice(other))
     alone = tiny_backend.generate_text([_prompt()], 64)
     first, two, free = tiny_backend.generate_text([constrained, second, _prompt()], 64)
     assert " " + first in choices and " " + two in other
@@ -107,8 +108,7 @@ def test_reasoner_grammar_style_serves_the_models_own_sentence(tiny_backend):
 
 
 def test_vllm_requests_carry_the_choices():
-    prompt = _prompt()
-    prompt.meta["choices"] = [" A.", " B."]
+    prompt = replace(_prompt(), constraint=Choice([" A.", " B."]))
     body = vr.build_chat_request(prompt, "base", "text", max_tokens=32)
     assert body["structured_outputs"] == {"choice": [" A.", " B."]}
     params = vr.build_sampling_params("text", max_tokens=32, choices=[" A."], allowed_token_ids=[1, 2])

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from recgen.data import Catalog, Item
-from recgen.ranking.reasons import ReasonChecker, clean_reason, fallback_reason, short_title
+from recgen.reasons.checker import ReasonChecker, clean_reason, fallback_reason, short_title
 
 CATALOG = Catalog([
     Item("1", "Toy Story (1995)", ("Animation", "Comedy"), 1995),

@@ -11,8 +11,10 @@ from recgen.config import PromptSettings, RecgenConfig
 from recgen.data import Catalog, Item, leave_one_out
 from recgen.finetune.config import SFTDataConfig
 from recgen.finetune.sft_data import build_sft_examples
-from recgen.ranking.facts import ReasonFacts
-from recgen.ranking.grounding import (
+from recgen.lm.constraint import Choice, Vocabulary
+from recgen.reasons.checker import ReasonChecker, clean_reason
+from recgen.reasons.facts import ReasonFacts
+from recgen.reasons.grounding import (
     PATTERNS,
     allowed_words,
     display_title,
@@ -20,8 +22,8 @@ from recgen.ranking.grounding import (
     safe_text,
     select_facts,
 )
-from recgen.ranking.reasoner import Reasoner
-from recgen.ranking.reasons import ReasonChecker, build_grounded_prompt, clean_reason
+from recgen.reasons.prompts import build_grounded_prompt
+from recgen.reasons.reasoner import Reasoner
 
 FILMS = Catalog([
     Item("1", "Aliens (1986)", ("Action", "Sci-Fi", "Thriller"), 1986),
@@ -154,12 +156,11 @@ def test_reasoner_free_style_is_todays_prompt(tiny_backend):
             return ["Shares Sci-Fi with Alien (1979), which you liked."] * len(prompts)
 
     Reasoner(FILMS, Recording(), PromptSettings(reasons="free")).explain(["2"], None, ["1"])
-    assert "Example." in seen[-1].messages[-1]["content"] and "vocabulary" not in seen[-1].meta
+    assert "Example." in seen[-1].messages[-1]["content"] and seen[-1].constraint is None
     Reasoner(FILMS, Recording(), PromptSettings(reasons="grounded")).explain(["2"], None, ["1"])
-    assert "Facts:" in seen[-1].messages[-1]["content"] and seen[-1].meta["vocabulary"]
+    assert "Facts:" in seen[-1].messages[-1]["content"] and isinstance(seen[-1].constraint, Vocabulary)
     Reasoner(FILMS, Recording(), PromptSettings()).explain(["2"], None, ["1"])  # the default: grammar
-    assert "Facts:" in seen[-1].messages[-1]["content"] and seen[-1].meta["choices"]
-    assert "vocabulary" not in seen[-1].meta
+    assert "Facts:" in seen[-1].messages[-1]["content"] and isinstance(seen[-1].constraint, Choice)
 
 
 def test_titles_with_full_stops_stay_whole():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,9 +99,8 @@ def test_selection_defaults_base_and_unknown_names(loras, smollm_tokenizer_dir):
     bare = ad.load_adapter_set(LMSettings(adapter=str(loras["a"])), smollm_tokenizer_dir)
     assert bare.names == [ad.DEFAULT_ADAPTER_NAME] and bare.pick(None) == ad.DEFAULT_ADAPTER_NAME
     p = prompts(3)
-    p[1].meta["adapter"] = "a"
-    with ad.use_adapter("base"):
-        assert ad.group_by_adapter(p, both) == {None: [0, 2], "a": [1]}
+    p[1] = replace(p[1], adapter="a")
+    assert ad.group_by_adapter([replace(x, adapter=x.adapter or "base") for x in p], both) == {None: [0, 2], "a": [1]}
     assert ad.group_by_adapter(p, both) == {"b": [0, 2], "a": [1]}
 
 
@@ -111,13 +111,11 @@ def test_transformers_backend_serves_named_adapters_per_request(loras, smollm_to
     named = {k: str(v) for k, v in loras.items()}
     multi = TransformersBackend.from_settings(LMSettings(adapters=named, threads=2))
     only_a = TransformersBackend.from_settings(LMSettings(adapters={"a": named["a"]}, threads=2))
-    batch = prompts(6)
     labels = [list("ABCD")] * 6
-    for n, p in enumerate(batch):
-        p.meta["adapter"] = ["a", "b", "base"][n % 3]
+    batch = [replace(p, adapter=["a", "b", "base"][n % 3]) for n, p in enumerate(prompts(6))]
     mixed = multi.score_labels(batch, labels)
     alone_a = only_a.score_labels([batch[0], batch[3]], labels[:2])
-    base = only_a.score_labels([batch[2], batch[5]], labels[:2])  # their meta says "base"
+    base = only_a.score_labels([batch[2], batch[5]], labels[:2])  # their adapter is "base"
     assert mixed[0] + mixed[3] == pytest.approx(alone_a[0] + alone_a[1], abs=1e-5)
     assert mixed[2] + mixed[5] == pytest.approx(base[0] + base[1], abs=1e-5)
     assert mixed[1] != pytest.approx(mixed[0], abs=1e-3)  # the two adapters differ
@@ -125,8 +123,7 @@ def test_transformers_backend_serves_named_adapters_per_request(loras, smollm_to
     texts = multi.generate_text(batch[:2], 4)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     with pytest.raises(ad.UnknownAdapterError, match="use one of: base, a, b"):
-        with ad.use_adapter("c"):
-            multi.score_labels(prompts(1), labels[:1])
+        multi.score_labels([replace(prompts(1)[0], adapter="c")], labels[:1])
 
 
 # -- the vLLM server command line ------------------------------------------------------------------------

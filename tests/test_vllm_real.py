@@ -24,13 +24,13 @@ from conftest import shared_data_dir  # noqa: E402
 from test_vllm_adapters import make_lora  # noqa: E402
 
 from recgen.config import LMSettings, PromptSettings  # noqa: E402
-from recgen.lm.adapters import UnknownAdapterError, use_adapter  # noqa: E402
+from recgen.lm.adapters import UnknownAdapterError  # noqa: E402
 from recgen.lm.transformers_backend import TransformersBackend  # noqa: E402
 from recgen.lm.vllm_client import VLLMServerBackend  # noqa: E402
 from recgen.lm.vllm_engine import VLLMBackend  # noqa: E402
 from recgen.lm.vllm_server import start_server  # noqa: E402
 from recgen.ranking.ranker import RankRequest, build_rank_prompt  # noqa: E402
-from recgen.ranking.reasons import build_reason_prompt  # noqa: E402
+from recgen.reasons.prompts import build_reason_prompt  # noqa: E402
 
 USERS = 20
 ENGINE = {"kv_cache_gib": 1.0, "enforce_eager": True, "max_model_len": 2048}
@@ -127,11 +127,10 @@ def grounded_cases(dataset):
 def grounded_reasons(backend, dataset, cases, style: str = "grounded") -> list[tuple[str, str]]:
     """Reasons of ``style`` (grounded: facts prompt + word-constrained decoding; grammar: facts prompt + one of
     the facts' sentences; the checker is the second gate in both) from ``backend``."""
-    from recgen.ranking.reasoner import Reasoner
+    from recgen.reasons.reasoner import Reasoner
 
     reasoner = Reasoner(dataset.catalog, backend, PromptSettings(reasons=style))
-    with use_adapter("base"):
-        return [pair for history, items in cases for pair in reasoner.explain(history, None, items)]
+    return [pair for history, items in cases for pair in reasoner.explain(history, None, items, adapter="base")]
 
 
 def reason_figures(ours: list[tuple[str, str]], theirs: list[tuple[str, str]]) -> dict:
@@ -141,15 +140,14 @@ def reason_figures(ours: list[tuple[str, str]], theirs: list[tuple[str, str]]) -
 
 
 def labels_of(prompts) -> list[list[str]]:
-    return [p.meta["labels"] for p in prompts]
+    return [list(p.labels) for p in prompts]
 
 
 def tagged(prompts, names: list[str]):
     """Copies of ``prompts`` selecting adapter ``names[n % len(names)]`` each."""
-    from recgen.lm.prompt import ChatPrompt
+    from dataclasses import replace
 
-    return [ChatPrompt(p.messages, p.response_prefix, {**p.meta, "adapter": names[n % len(names)]})
-            for n, p in enumerate(prompts)]
+    return [replace(p, adapter=names[n % len(names)]) for n, p in enumerate(prompts)]
 
 
 # -- engines: one at a time ---------------------------------------------------------------------------------
@@ -232,10 +230,9 @@ def test_grammar_reasons_on_the_real_engine(engine, transformers_backend, datase
 
 def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_prompts):
     """bf16 (vLLM's auto dtype on CPU) against float32 transformers on the ranker's real prompts."""
-    labels = labels_of(rank_prompts)
-    with use_adapter("base"):
-        ours = live(engine).score_labels(rank_prompts, labels)
-        theirs = transformers_backend.score_labels(rank_prompts, labels)
+    labels, base = labels_of(rank_prompts), tagged(rank_prompts, ["base"])
+    ours = live(engine).score_labels(base, labels)
+    theirs = transformers_backend.score_labels(base, labels)
     figures = agreement(ours, theirs)
     record("score_base_vs_transformers", {**figures, "vllm_dtype": "bfloat16 (auto on CPU)",
                                           "transformers_dtype": "float32"})
@@ -243,10 +240,9 @@ def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_
 
 
 def test_lora_scores_agree_with_transformers_peft(engine, transformers_backend, rank_prompts):
-    labels = labels_of(rank_prompts)
-    with use_adapter("a"):
-        ours = live(engine).score_labels(rank_prompts, labels)
-        theirs = transformers_backend.score_labels(rank_prompts, labels)
+    labels, tagged_a = labels_of(rank_prompts), tagged(rank_prompts, ["a"])
+    ours = live(engine).score_labels(tagged_a, labels)
+    theirs = transformers_backend.score_labels(tagged_a, labels)
     figures = agreement(ours, theirs)
     record("score_lora_a_vs_transformers_peft", figures)
     assert figures["spearman_mean"] >= 0.98 and figures["top1"] >= 0.9, figures

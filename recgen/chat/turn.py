@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 from ..data.catalog import Catalog, Item
-from ..ranking.reasons import unsupported_names
+from ..reasons.checker import unsupported_names
 from ..types import Recommendation
 from .constraints import Constraints, blocked_items, distinctive_genres
 from .state import ChatContext, ChatState, state_from_messages
@@ -87,11 +87,12 @@ def render_reply(recs: list[Recommendation], state: ChatState, notes: list[str],
 
 def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, history: list[str] | None = None,
               k: int = 5, mode: str = "score", reasons: bool = True, who: str | None = None,
-              extra_notes: list[str] | None = None) -> ChatReply:
+              extra_notes: list[str] | None = None, adapter: str | None = None) -> ChatReply:
     """State from ``messages`` → candidate filter → retrieval + LM ranking + checked reasons → reply text.
 
     Everything the constraints rule out (and items already shown, rejected or used as examples) is passed
-    to retrieval as its exclude set, so the ≤``n_candidates`` items the LM ranks all satisfy them.
+    to retrieval as its exclude set, so the ≤``n_candidates`` items the LM ranks all satisfy them. ``adapter``:
+    the named LoRA adapter the LM ranks and writes reasons with (None = the default).
     """
     state = state_from_messages(messages, context)
     catalog = recommender.catalog
@@ -122,7 +123,7 @@ def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, his
             notes.append("Tell me what you are looking for (a genre, a mood, a title you liked).")
         else:
             recs = recommender.recommend(history=seeded, query=query, k=min(k, available), mode=mode,
-                                         reasons=reasons, exclude=sorted(blocked - set(seeded)))
+                                         reasons=reasons, exclude=sorted(blocked - set(seeded)), adapter=adapter)
             recs = checked_for_chat(recs, catalog, liked, history, query is not None,
                                     context.genre_words, recommender.config.prompt.history)
     shown = replace(state, constraints=constraints)  # the header lists what was really filtered

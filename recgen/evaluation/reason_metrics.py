@@ -1,6 +1,6 @@
 """Automatic verdicts on one reason (grounding, personalisation, degenerate text) and their aggregate.
 
-Pure functions over text and :class:`~recgen.ranking.facts.ReasonFacts`, so they are tested on hand-built
+Pure functions over text and :class:`~recgen.reasons.facts.ReasonFacts`, so they are tested on hand-built
 reasons with known answers; :mod:`recgen.evaluation.reasons` runs them on a dataset.
 """
 
@@ -14,8 +14,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..data.catalog import Item
-from ..lm.vocabulary import DANGLING
-from ..ranking.facts import (
+from ..reasons.facts import (
+    DANGLING,
     GENERIC_WORDS,
     STOPWORDS,
     ReasonFacts,
@@ -23,9 +23,10 @@ from ..ranking.facts import (
     item_fact_words,
     names_title,
     stem,
-    title_variants,
     tokens,
+    words_outside_titles,
 )
+from ..reasons.grounded import claim_problems, history_claims, is_grounded
 
 #: A reason that shares a run of this many words with a few-shot example of its prompt copies it.
 EXAMPLE_NGRAM = 4
@@ -50,25 +51,11 @@ def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
-def _without_titles(text: str, titles: Sequence[str]) -> list[str]:
-    """The words of ``text`` with every mention of one of ``titles`` replaced by a break (``None``): a title
-    may repeat a word ("Dotting Pen Set ... Dotting") without the reason repeating itself."""
-    words: list[str | None] = list(tokens(text))
-    for title in titles:
-        for variant in sorted(title_variants(title), key=len, reverse=True):
-            parts = variant.split()
-            n = len(parts)
-            for i in range(len(words) - n + 1):
-                if words[i:i + n] == parts:
-                    words[i:i + n] = [None] * n
-    return words
-
-
 def repeated_ngrams(text: str, n: int = REPEAT_NGRAM, titles: Sequence[str] = ()) -> list[str]:
     """What ``text`` says twice, outside the ``titles`` it names: word ``n``-grams (with a content word in
     them) and content words other than generic ones ("a dystopian drama set in a dystopian future", "a
     comedy-comedy", "a children's animated film ... a children's animated film")."""
-    words = _without_titles(text, titles)
+    words = words_outside_titles(text, titles)
     grams = [g for g in _ngrams(words, n) if None not in g and content_words(" ".join(g))]
     out = [" ".join(g) for g, c in Counter(grams).items() if c > 1]
     in_grams = {stem(w) for g in out for w in g.split()}
@@ -140,15 +127,13 @@ class ReasonVerdict:
 
     @property
     def claim_problems(self) -> list[str]:
-        """The fact check's findings that are invented claims (another title, a genre or year the item lacks,
-        "you liked" of something unnamed, first person; "too short" is not a claim) and the claims about the
-        history that no content word shows (:func:`history_claims`)."""
-        return [p for p in self.checker_problems if p != "too short"] + list(self.history_claims)
+        """The invented claims (:func:`recgen.reasons.grounded.claim_problems`)."""
+        return claim_problems(self.checker_problems, self.history_claims)
 
     @property
     def grounded(self) -> bool:
-        """No unsupported claim: every content word is backed, and the fact check finds no invented claim."""
-        return not self.unsupported and not self.claim_problems
+        """Grounded as :mod:`recgen.reasons.grounded` defines it (the one definition)."""
+        return is_grounded(self.unsupported, self.claim_problems)
 
     @property
     def degenerate(self) -> bool:
@@ -168,38 +153,6 @@ class ReasonVerdict:
         out = asdict(self)
         out.update(claim_problems=self.claim_problems, grounded=self.grounded, degenerate=self.degenerate, personal=self.personal, passes=self.passes)
         return out
-
-
-_ORDER_WORDS = frozenset("recent recently previous previously last latest earlier newest".split())
-_IS_RECOMMENDED = re.compile(r"^(?:\d{4} )?(?:is|was) (?:a |an |the )?(?:very |most )?(?:recommended|suggested)")
-_LIKED_THE_ITEM = re.compile(r"\byou\s+(?:liked|loved|enjoyed|bought|watched)\s+(?P<what>this|it|the\s+(?:product|"
-                             r"item|film|movie|one|recommended))\b", re.IGNORECASE)
-
-
-def history_claims(text: str, named: Sequence[Item], history: Sequence[Item]) -> list[str]:
-    """Claims about the user's history made of generic words, which word-level grounding cannot see (found by
-    hand in the grounded-r3 sample): an order ("the most recent <liked item>", "the previous one") that the
-    history does not have; the liked item called the recommendation ("the recommended <liked item>", "<liked
-    item> is the recommended choice") or the same item ("just the same as <liked item>"); "you liked the
-    product" of the recommended item."""
-    out = []
-    words = {w for w in _without_titles(text, [h.title for h in history]) if w is not None}  # "the Last Crusade"
-    if words & _ORDER_WORDS and (not history or [h.item_id for h in named] != [history[-1].item_id]):
-        out.append("claims an order of the history it does not have")
-    padded = f" {' '.join(tokens(text))} "
-    for past in named:
-        for variant in title_variants(past.title):
-            if any(f" {w} {variant} " in padded for w in ("recommended", "suggested")) or \
-                    _IS_RECOMMENDED.search(padded.split(f" {variant} ", 1)[1] if f" {variant} " in padded else ""):
-                out.append("calls the liked item the recommendation")
-                break
-    if named and " same as " in padded:
-        out.append("says the item is the same as the liked item")
-    starts = [v for past in named for v in title_variants(past.title)]
-    if any(not any(" ".join(tokens(text[m.start("what"):])).startswith(v) for v in starts)  # "liked it Cosmetics …"
-           for m in _LIKED_THE_ITEM.finditer(text)):
-        out.append("says the user liked the recommended item")
-    return out
 
 
 def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (), examples: Sequence[str] = (),

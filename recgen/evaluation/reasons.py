@@ -3,7 +3,7 @@
 For each sampled user the history is the user's training items and the list is the served recommender's top
 ``k`` for that history (retrieval → LM ranking); the reasoner then writes one reason per item, exactly as
 served (greedy decoding). Each reason, and the LM's own text before the fact check replaced it, is graded by
-:mod:`recgen.evaluation.reason_metrics` against :class:`~recgen.ranking.facts.ReasonFacts`.
+:mod:`recgen.evaluation.reason_metrics` against :class:`~recgen.reasons.facts.ReasonFacts`.
 
 Files: the aggregate (``<results>/<dataset>/<variant>-u<N>-s<seed>.json`` + ``.md``, and ``TABLE.md`` with
 every variant side by side) holds no dataset text and is committed. The per-user rows (resumable: a rerun
@@ -29,9 +29,9 @@ from ..data import load_dataset
 from ..errors import ConfigError, RecgenError
 from ..lm.factory import make_backend
 from ..paths import cache_dir
-from ..ranking.facts import RELATED_QUANTILE, ReasonFacts, names_title, similarity_threshold
-from ..ranking.grounding import display_title
-from ..ranking.reasons import ReasonChecker, clean_reason
+from ..reasons.checker import ReasonChecker, clean_reason
+from ..reasons.facts import RELATED_QUANTILE, ReasonFacts, names_title, similarity_threshold
+from ..reasons.grounding import display_title
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
 from .protocol import EvalData, pseudonym, sample_users

@@ -29,10 +29,10 @@ from ..data.catalog import Catalog
 from ..data.split import UserSplit
 from ..errors import DataError
 from ..lm.prompt import ChatPrompt
-from ..ranking.grounding import phrase_reason, select_facts
 from ..ranking.ranker import RankRequest, build_rank_prompt
-from ..ranking.reasoner import closeness_of
-from ..ranking.reasons import build_grounded_prompt
+from ..reasons.grounding import phrase_reason, select_facts
+from ..reasons.prompts import build_grounded_prompt
+from ..reasons.reasoner import closeness_of
 from .config import SFTDataConfig
 
 IGNORE = -100
@@ -133,7 +133,7 @@ def _user_examples(catalog, split, retriever, transitions, cfg, rng, examples, c
             rng.shuffle(candidates)
         request = RankRequest(history=history, query=None, candidates=candidates, k=10)
         prompt = build_rank_prompt(catalog, request, cfg.prompt)
-        label = prompt.meta["labels"][candidates.index(target)]
+        label = prompt.labels[candidates.index(target)]
         examples.append(SFTExample(split.user_id, "rank", prompt, label, history, target, candidates))
 
 

@@ -8,15 +8,13 @@ load, so behaviour does not depend on the backend:
 * ``modules_to_save`` (full ``lm_head``/``embed_tokens`` copies: vLLM rejects them, recgen never trains them);
 * weights shaped for another base model (layer count or hidden size differ from the model's ``config.json``).
 
-A request picks an adapter by name: :func:`use_adapter` (a context variable, so concurrent server requests
-do not see each other's choice) or ``ChatPrompt.meta["adapter"]``; an unknown name is an
-:class:`UnknownAdapterError` listing the served names.
+A prompt picks an adapter by name (``ChatPrompt.adapter``, set by the stage that builds it from the request,
+so concurrent requests never see each other's choice); an unknown name is an :class:`UnknownAdapterError`
+listing the served names.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import re
 from dataclasses import dataclass
@@ -33,8 +31,6 @@ from .prompt import ChatPrompt
 DEFAULT_ADAPTER_NAME = "default"
 #: The name that selects the base model without any adapter.
 BASE = "base"
-
-_selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("recgen_adapter", default=None)
 
 
 class UnknownAdapterError(InvalidRequestError):
@@ -152,26 +148,11 @@ def check_base_model(where: str, folder: Path, model_path: str, base: str | None
                                      f"the model it was trained on, or retrain it on {model_path}")
 
 
-@contextlib.contextmanager
-def use_adapter(name: str | None):
-    """Within the block, prompts without ``meta["adapter"]`` use adapter ``name`` (None = the default)."""
-    token = _selected.set(name)
-    try:
-        yield
-    finally:
-        _selected.reset(token)
-
-
-def requested_adapter(prompt: ChatPrompt) -> str | None:
-    """The adapter name a prompt asks for: its ``meta["adapter"]``, else the one set by :func:`use_adapter`."""
-    return prompt.meta.get("adapter") or _selected.get()
-
-
 def group_by_adapter(prompts: list[ChatPrompt], adapters: AdapterSet) -> dict[str | None, list[int]]:
     """Prompt positions per resolved adapter name (None = base), in first-seen order."""
     groups: dict[str | None, list[int]] = {}
     for n, prompt in enumerate(prompts):
-        groups.setdefault(adapters.pick(requested_adapter(prompt)), []).append(n)
+        groups.setdefault(adapters.pick(prompt.adapter), []).append(n)
     return groups
 
 
@@ -182,13 +163,3 @@ def check_adapter_name(backend, name: str) -> None:
     if isinstance(adapters, AdapterSet):
         adapters.pick(name)
 
-
-def with_adapter(name: str | None, fn):
-    """``fn`` wrapped to run under :func:`use_adapter` (for work handed to another thread, where the
-    caller's context variables are not set)."""
-
-    def run(*args, **kwargs):
-        with use_adapter(name):
-            return fn(*args, **kwargs)
-
-    return run

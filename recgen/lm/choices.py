@@ -1,4 +1,4 @@
-"""Decoding that writes exactly one of a prompt's sentences (``meta["choices"]``), token by token.
+"""Decoding that writes exactly one of a prompt's sentences (a :class:`.constraint.Choice`), token by token.
 
 The transformers form of vLLM's ``structured_outputs={"choice": [...]}``: a trie over each choice's tokens; at
 every step only the tokens that continue some choice are allowed, and a row is finished once it has written a
@@ -7,6 +7,7 @@ whole choice. Greedy decoding then picks, at each branching point, the continuat
 
 from __future__ import annotations
 
+from .constraint import Choice
 from .prompt import ChatPrompt
 
 #: Sentences per prompt at most (a grammar of a reason has a few dozen).
@@ -15,8 +16,8 @@ MAX_CHOICES = 256
 
 def choices_of(prompt: ChatPrompt) -> list[str] | None:
     """The sentences a prompt may be answered with, or None: not a choice prompt."""
-    choices = prompt.meta.get("choices") if prompt.meta else None
-    return list(choices)[:MAX_CHOICES] if choices else None
+    choice = prompt.constraint
+    return list(choice.options)[:MAX_CHOICES] if isinstance(choice, Choice) else None
 
 
 class ChoiceTrie:

@@ -1,6 +1,7 @@
-"""Constrained reasons: the model may write only the words it is given (``ChatPrompt.meta["vocabulary"]``).
+"""Constrained reasons: the model may write only the words it is given (``ChatPrompt.constraint``, a
+:class:`.constraint.Vocabulary`).
 
-The ranking layer puts in the vocabulary the words of a reason's facts and a generic list; this module turns
+The reasons layer puts in the vocabulary the words of a reason's facts and a generic list; this module turns
 it into what each backend enforces:
 
 * :class:`AllowedTokens` — the token ids of those words (as the tokenizer spells them at a word start, with
@@ -23,7 +24,8 @@ from functools import lru_cache
 import torch
 from transformers import LogitsProcessor
 
-from .vocabulary import SentenceRules, word_forms
+from .constraint import SentenceRules
+from .vocabulary import word_forms
 
 #: Tokens outside the allowed ids tried (best first) when none inside passes the word check.
 SECOND_CHANCE = 512
@@ -117,7 +119,7 @@ class WordVocabulary:
 
     An allowed word is written as given or in lower case anywhere, and capitalised only where a sentence
     starts (a capitalised "Shopper" or "A" inside a sentence reads as a name the facts do not hold, and the
-    checker rejects it). ``rules`` (:class:`.vocabulary.SentenceRules`) add what makes a sentence a reason
+    checker rejects it). ``rules`` (:class:`.constraint.SentenceRules`) add what makes a sentence a reason
     rather than a fragment: it ends only at ``.`` ``!`` ``?`` after naming a phrase (or, without phrases, one of
     ``rules.end_needs``), never on a dangling word; "liked" only once a phrase is named; a phrase never right
     after "is a"; a content word said once."""

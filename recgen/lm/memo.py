@@ -9,7 +9,11 @@ from .prompt import ChatPrompt
 
 
 def _key(prompt: ChatPrompt, labels: list[str]) -> str:
-    return json.dumps([prompt.messages, prompt.response_prefix, labels])
+    """The prompt as the LM sees it, and a named adapter it runs under (the same text scores differently per
+    adapter). Without one the key is as before adapters were typed: memo files on disk (:mod:`recgen.ranking.
+    fusion.lm_features`) keep their keys."""
+    key = [prompt.messages, prompt.response_prefix, list(labels)]
+    return json.dumps(key if prompt.adapter is None else [*key, prompt.adapter])
 
 
 class ScoreMemo:

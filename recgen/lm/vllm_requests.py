@@ -17,7 +17,7 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   enforce uniqueness, so the list is de-duplicated and validated afterwards, and a short list is filled
   from the score-mode order.
 * **text** (reasons) — greedy, ``max_tokens``, ``stop=["\\n"]``. A constrained reason (a prompt with
-  ``meta["vocabulary"]``, :mod:`.vocabulary`) also carries ``allowed_token_ids`` in the engine (the very ids
+  ``ChatPrompt.constraint`` a ``Vocabulary``, :mod:`.vocabulary`) also carries ``allowed_token_ids`` in the engine (the very ids
   the transformers backend allows, :class:`.constrained.AllowedTokens`) and, on a ``vllm serve`` server, which
   recgen reaches without a tokenizer, ``structured_outputs={"regex": vocabulary_regex(words)}``: a word-level
   grammar of the same vocabulary (both are request fields of vLLM's chat completions and ``SamplingParams``).
@@ -39,7 +39,7 @@ from ..errors import ModelLoadError
 from .adapters import check_adapter
 from .choices import choices_of
 from .prompt import ChatPrompt
-from .vocabulary import phrases_of, vocabulary_of, vocabulary_regex
+from .vocabulary import vocabulary_of, vocabulary_regex
 
 #: Score of a label that vLLM did not return among the top log-probabilities (finite, so JSON-safe).
 MISSING_LOGPROB = -1.0e4
@@ -161,11 +161,11 @@ def build_chat_request(prompt: ChatPrompt, model: str, kind: str, *, labels: lis
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
         body.update(max_tokens=max_tokens, stop=["\n"])
-        words, choices = vocabulary_of(prompt), choices_of(prompt)
+        vocabulary, choices = vocabulary_of(prompt), choices_of(prompt)
         if choices:
             body["structured_outputs"] = {"choice": choices}
-        elif words:
-            body["structured_outputs"] = {"regex": vocabulary_regex(words, phrases_of(prompt))}
+        elif vocabulary:
+            body["structured_outputs"] = {"regex": vocabulary_regex(list(vocabulary.words), list(vocabulary.phrases))}
     else:
         raise ValueError(f"kind must be score, generate or text, not {kind!r}")
     return body

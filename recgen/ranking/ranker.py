@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..config import PromptSettings, RankingSettings
 from ..data.catalog import Catalog, Item
 from ..lm.prompt import ChatPrompt
+from ..lm.templates import chat, shorten
 from .labels import labels_for
-from .prompts import chat, shorten
 
 Mode = Literal["score", "generate"]
 
@@ -33,7 +33,7 @@ def candidate_text(item: Item, title_chars: int) -> str:
 
 
 def build_rank_prompt(catalog: Catalog, request: RankRequest, settings: PromptSettings,
-                      listing: bool = False) -> ChatPrompt:
+                      listing: bool = False, adapter: str | None = None) -> ChatPrompt:
     labels = labels_for(len(request.candidates))
     history = [shorten(catalog.get(i).title, settings.title_chars) for i in request.history[-settings.history:]]
     candidates = [
@@ -42,8 +42,7 @@ def build_rank_prompt(catalog: Catalog, request: RankRequest, settings: PromptSe
     ]
     prompt = chat("rank", settings.prompts_dir, history=history, query=request.query or "", candidates=candidates,
                   listing=listing, k=request.k)
-    prompt.meta["labels"] = labels
-    return prompt
+    return replace(prompt, labels=labels, adapter=adapter)
 
 
 def with_retrieval_prior(scores, prior: float) -> list[float]:
@@ -65,17 +64,19 @@ class Ranker:
         #: retriever's first candidate): 0 = the LM alone, large = the retrieval order. Set on validation.
         self.retrieval_prior = (ranking or RankingSettings()).retrieval_prior
 
-    def prompt(self, request: RankRequest, listing: bool = False) -> ChatPrompt:
-        return build_rank_prompt(self.catalog, request, self.settings, listing=listing)
+    def prompt(self, request: RankRequest, listing: bool = False, adapter: str | None = None) -> ChatPrompt:
+        return build_rank_prompt(self.catalog, request, self.settings, listing=listing, adapter=adapter)
 
-    def rank(self, requests: list[RankRequest], mode: Mode = "score") -> list[list[tuple[str, float]]]:
+    def rank(self, requests: list[RankRequest], mode: Mode = "score",
+             adapter: str | None = None) -> list[list[tuple[str, float]]]:
         """Per request, (item_id, score) best first. Score mode ranks all candidates by label log-prob;
-        generate mode returns the model's own list of ``k`` distinct labels (score = 1/rank)."""
+        generate mode returns the model's own list of ``k`` distinct labels (score = 1/rank). ``adapter``: the
+        named LoRA adapter every prompt runs under (None = the backend's default)."""
         if not requests:
             return []
         if mode == "score":
-            prompts = [self.prompt(r) for r in requests]
-            scores = self.backend.score_labels(prompts, [p.meta["labels"] for p in prompts])
+            prompts = [self.prompt(r, adapter=adapter) for r in requests]
+            scores = self.backend.score_labels(prompts, [list(p.labels) for p in prompts])
             out = []
             for request, row in zip(requests, scores):
                 pairs = list(zip(request.candidates, with_retrieval_prior(row, self.retrieval_prior)))
@@ -83,12 +84,12 @@ class Ranker:
                 out.append(sorted(pairs, key=lambda pair: -pair[1]))
             return out
         if mode == "generate":
-            prompts = [self.prompt(r, listing=True) for r in requests]
+            prompts = [self.prompt(r, listing=True, adapter=adapter) for r in requests]
             ks = [min(r.k, len(r.candidates)) for r in requests]
-            lists = self.backend.generate_labels(prompts, [p.meta["labels"] for p in prompts], ks)
+            lists = self.backend.generate_labels(prompts, [list(p.labels) for p in prompts], ks)
             out = []
             for request, prompt, picked in zip(requests, prompts, lists):
-                by_label = dict(zip(prompt.meta["labels"], request.candidates))
+                by_label = dict(zip(prompt.labels, request.candidates))
                 ids = [by_label[label] for label in picked if label in by_label]
                 out.append([(item_id, 1.0 / (rank + 1)) for rank, item_id in enumerate(ids)])
             return out

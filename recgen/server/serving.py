@@ -25,7 +25,7 @@ from typing import Any, AsyncIterator, Callable
 from ..chat.state import ChatContext, message_text
 from ..chat.turn import ChatReply, chat_turn
 from ..errors import InvalidRequestError
-from ..lm.adapters import UnknownAdapterError, with_adapter
+from ..lm.adapters import UnknownAdapterError
 from ..types import RecommendRequest
 from .protocol import (
     ChatChoice,
@@ -260,9 +260,9 @@ class RecgenServing:
         messages, history, notes, who = self._validate_chat(request)
         options = request.recgen or RecgenChatOptions()
         adapter = request.model if request.model in self.recommender.config.lm.adapters else None  # OpenAI `model`
-        return self.submit(with_adapter(adapter, chat_turn), self.recommender, self.context, messages,
+        return self.submit(chat_turn, self.recommender, self.context, messages,
                            history=history, k=options.k, mode=options.mode, reasons=options.reasons, who=who,
-                           extra_notes=notes)
+                           extra_notes=notes, adapter=adapter)
 
     def _extras(self, reply: ChatReply) -> dict[str, Any]:
         return {**reply.state.as_dict(), "notes": reply.notes, "query": reply.query}

@@ -18,8 +18,8 @@ from recgen.config import RecgenConfig
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData
 from recgen.evaluation.reasons import grade_rows
-from recgen.ranking.facts import similarity_threshold
-from recgen.ranking.reasons import ReasonChecker
+from recgen.reasons.checker import ReasonChecker
+from recgen.reasons.facts import similarity_threshold
 from recgen.recommender import Recommender
 from recgen.retrieval.cache import index_folder
 

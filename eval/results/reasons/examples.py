@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 
 from recgen.data import load_dataset
-from recgen.ranking.facts import GENERIC_WORDS, STOPWORDS
-from recgen.ranking.grounding import display_title
+from recgen.reasons.facts import GENERIC_WORDS, STOPWORDS
+from recgen.reasons.grounding import display_title
 from recgen.text import short_title
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from recgen.config import RecgenConfig
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData
-from recgen.ranking.facts import names_title, similarity_threshold
-from recgen.ranking.reasoner import co_liked_of
+from recgen.reasons.facts import names_title, similarity_threshold
+from recgen.reasons.reasoner import co_liked_of
 from recgen.recommender import Recommender
 from recgen.retrieval.cache import index_folder
 

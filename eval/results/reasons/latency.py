@@ -20,7 +20,7 @@ import torch
 from recgen.config import RecgenConfig
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData, sample_users
-from recgen.ranking.reasoner import Reasoner
+from recgen.reasons.reasoner import Reasoner
 from recgen.recommender import Recommender
 
 

@@ -121,7 +121,7 @@ def lm_logprobs(ranker: Ranker, histories: Sequence[Sequence[str]], queries: Seq
                     for h, q, c in zip(histories[start:start + batch], queries[start:start + batch],
                                        candidate_lists[start:start + batch]) if len(c)]
         prompts = [ranker.prompt(r) for r in requests]
-        scores = iter(ranker.backend.score_labels(prompts, [p.meta["labels"] for p in prompts]) if prompts else [])
+        scores = iter(ranker.backend.score_labels(prompts, [list(p.labels) for p in prompts]) if prompts else [])
         for c in candidate_lists[start:start + batch]:
             out.append(np.asarray(next(scores), dtype=np.float64) if len(c) else np.zeros(0))
         elapsed = time.perf_counter() - started

@@ -15,7 +15,7 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import ConfigError
-from ..lm.prompt import ChatPrompt
+from .prompt import ChatPrompt
 
 
 def default_prompts_dir() -> Path:

@@ -1,28 +1,19 @@
-"""Reasons: written by the LM, then checked against the catalog; an invented claim is replaced by a
-plain reason built only from facts (shared genres with named history items, or the request)."""
+"""The served fact check: a reason written by the LM is checked against the catalog, and one with an invented
+claim is replaced by a plain reason built only from facts (shared genres with named history items, or the
+request). Which of its findings are claims, and so what "grounded" means, is :mod:`.grounded`."""
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
-from ..lm.prompt import ChatPrompt
+from ..lm.templates import shorten
 from ..text import clip, short_title, words_of
 from .facts import names_title
-from .grounding import (
-    PromptFacts,
-    allowed_phrases,
-    allowed_words,
-    display_title,
-    phrase_reason,
-    prompt_values,
-    sentence_rules,
-)
-from .prompts import chat, render, shorten
+from .grounded import TOO_SHORT
+from .grounding import display_title
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _LIKED = re.compile(r"\b(you|user)\b[^.]*\b(liked|loved|watched|enjoyed|bought)\b|favou?rite of", re.IGNORECASE)
@@ -79,9 +70,10 @@ class ReasonChecker:
         self._genre_words = {w for g in genres for w in words_of(g)}
 
     def problems(self, reason: str, item: Item, history: list[Item]) -> list[str]:
+        """Everything wrong with ``reason``: invented claims and form (:mod:`.grounded` says which is which)."""
         found = []
         if len(reason.split()) < 3:
-            found.append("too short")
+            found.append(TOO_SHORT)
         lower = reason.lower()
         allowed_titles = {short_title(i.title) for i in [item, *history]}
         allowed_titles |= {display_title(i.title).rstrip("…").lower() for i in [item, *history]}
@@ -178,61 +170,3 @@ def fallback_reason(item: Item, history: list[Item], query: str | None, similar:
 
 def _join(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def build_reason_prompt(item: Item, history: list[Item], query: str | None, settings: PromptSettings) -> ChatPrompt:
-    return chat("reason", settings.prompts_dir, response_prefix="Reason:",
-                history=[shorten(h.title, settings.title_chars) for h in history], query=query or "",
-                item=_item_line(item, settings.title_chars))
-
-
-#: Worked examples of the grounded prompt, one per kind of facts (attributes shared with a liked item; only
-#: title words shared; a request and no history). Invented titles: under constrained decoding not one of their
-#: content words can be copied (they are in no real reason's facts); they show the form, not the content.
-_FILM, _FILM_LIKED = (Item("example-1", "Night Harbor (1988)", ("Crime", "Drama"), 1988),
-                      Item("example-2", "Blue Coast (1985)", ("Crime", "Thriller"), 1985))
-_PRODUCT, _PRODUCT_LIKED = Item("example-3", "Luna Rose Hand Cream 50 ml"), Item("example-4", "Luna Rose Body Lotion")
-EXAMPLES = {
-    "attributes": PromptFacts(_FILM, _FILM_LIKED, ("Crime",), "similar"),
-    "title-words": PromptFacts(_PRODUCT, _PRODUCT_LIKED, (), "similar"),  # "Luna Rose" is in the name already
-    "request": PromptFacts(_FILM, None, (), "", "a crime story", ("crime",)),
-    "request-title-words": PromptFacts(_PRODUCT, None, (), "", "a hand cream", ("hand", "cream")),
-}
-
-
-def example_for(facts: PromptFacts) -> PromptFacts:
-    """The worked example shown with ``facts``: it depends only on whether the catalog has attributes and the
-    user a history, so one user's prompts still share their prefix."""
-    titles_only = not facts.item.genres
-    if facts.related is None and facts.query:
-        return EXAMPLES["request-title-words" if titles_only else "request"]
-    return EXAMPLES["title-words" if titles_only else "attributes"]
-
-
-def build_grounded_prompt(facts: PromptFacts, settings: PromptSettings, constrained: bool = False,
-                          example: bool = True, example_seed: int | None = None) -> ChatPrompt:
-    """The facts as a short list (``prompts/reason_grounded.jinja``). With ``constrained`` the prompt carries
-    ``meta["vocabulary"]``: the words the backend lets the model write. With ``example`` one worked example
-    (:func:`example_for` and its fact-built reason) comes first, as an earlier turn of the chat; its pattern is
-    the first, or the one ``example_seed`` picks (one seed per user keeps a user's prompts' prefix shared, and
-    users see different phrasings: the model follows the example's)."""
-    prompt = chat("reason_grounded", settings.prompts_dir, response_prefix="Reason:",
-                  **prompt_values(facts, settings.title_chars))
-    if example:
-        worked = example_for(facts)
-        shown = render("reason_grounded", settings.prompts_dir, **prompt_values(worked, settings.title_chars))
-        rng = random.Random(example_seed) if example_seed is not None else None
-        answer = "Reason: " + phrase_reason(worked, rng, title_chars=settings.title_chars)
-        prompt.messages[1:1] = [{"role": "user", "content": shown}, {"role": "assistant", "content": answer}]
-    if constrained:
-        prompt.meta["vocabulary"] = allowed_words(facts, settings.title_chars)
-        prompt.meta["phrases"] = allowed_phrases(facts, settings.title_chars)
-        prompt.meta["rules"] = sentence_rules(facts, settings.title_chars).to_meta()
-    return prompt
-
-
-def _item_line(item: Item, title_chars: int) -> str:
-    text = shorten(item.title, title_chars)
-    if item.genres:
-        text += f" ({', '.join(item.genres)})"
-    return text

@@ -1,10 +1,11 @@
 """The facts a reason may use, as recgen holds them, and the words they support.
 
-A reason is grounded when every content word in it comes from these facts (the recommended item's title,
-year, genres/categories and description; the history items' titles and attributes; the user's request) or
-from :data:`GENERIC_WORDS`, the few words any recommendation needs and that claim nothing checkable. Words
-are compared as Snowball stems, so "comedies" matches "Comedy". The same object gives a prompt the facts
-as short lines and tells constrained decoding which content words are allowed.
+The facts are the recommended item's title, year, genres/categories and description, the history items'
+titles and attributes and the user's request; :data:`GENERIC_WORDS` are the few words any recommendation needs
+and that claim nothing checkable. Words are compared as Snowball stems, so "comedies" matches "Comedy". What
+makes a reason grounded in them is :mod:`.grounded` (one definition, for the served check and the measure).
+The same object gives a prompt the facts as short lines and tells constrained decoding which content words
+are allowed.
 
 Everything here runs in time linear in its input: reasons and requests come from a model or a client.
 """
@@ -224,6 +225,28 @@ def title_variants(title: str) -> frozenset[str]:
         if len(norm.replace(" ", "")) >= 4 and (len(words) >= 2 or words[0] not in STOPWORDS):
             out.add(norm)
     return frozenset(out)
+
+
+#: A sentence ending on one of these words was cut off ("... with a."): the constraint never ends one there,
+#: and the reasons measure calls such a sentence truncated.
+DANGLING = frozenset("""
+a an the and or but nor with of to for in on at by from as like than that which who whose its their your his
+her our is are was were be been has have had will would can could this these those into about
+""".split())
+
+
+def words_outside_titles(text: str, titles: Sequence[str]) -> list[str | None]:
+    """The words of ``text`` with every mention of one of ``titles`` replaced by a break (``None``): a title
+    may repeat a word ("Dotting Pen Set ... Dotting") without the reason repeating itself."""
+    words: list[str | None] = list(tokens(text))
+    for title in titles:
+        for variant in sorted(title_variants(title), key=len, reverse=True):
+            parts = variant.split()
+            n = len(parts)
+            for i in range(len(words) - n + 1):
+                if words[i:i + n] == parts:
+                    words[i:i + n] = [None] * n
+    return words
 
 
 def _normalise(text: str) -> str:

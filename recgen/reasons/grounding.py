@@ -1,8 +1,8 @@
-"""What a grounded reason may say, and sentences built only from it.
+"""What a reason is shown and may say, and sentences built only from it.
 
-A reason is grounded when every content word comes from the facts recgen holds about this recommendation:
-the item's title, year and attributes, ONE related history item (picked by embedding similarity and item
-transitions) with the attributes the two share, and the user's request. :func:`select_facts` picks them,
+A prompt shows a subset of the facts (:mod:`.facts`; grounded as :mod:`.grounded` defines it): the item's
+title, year and attributes, ONE related history item (picked by embedding similarity and item transitions)
+with the attributes the two share, and the user's request. :func:`select_facts` picks them,
 :func:`prompt_values` shows them to the LM as a short list, :func:`allowed_words` is the vocabulary the
 constrained decoder may use, and :func:`phrase_reason` writes a true sentence from them in one of several
 patterns (the fine-tuning targets and the fallback).
@@ -17,9 +17,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..data.catalog import Item
-from ..lm.vocabulary import DANGLING, SentenceRules
+from ..lm.constraint import SentenceRules, Vocabulary
 from ..text import clip, collapse_spaces
-from .facts import GENERIC_WORDS, NAME_CHARS, STOPWORDS, content_words, item_fact_words, short_name, stem, title_head
+from .facts import (
+    DANGLING,
+    GENERIC_WORDS,
+    NAME_CHARS,
+    STOPWORDS,
+    content_words,
+    item_fact_words,
+    short_name,
+    stem,
+    title_head,
+)
 
 #: Function words a reason may never use: it speaks about the item, never as "I" or "we".
 FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "we", "our", "ours", "ourselves", "us", "am"})
@@ -71,7 +81,7 @@ def display_title(title: str, limit: int = NAME_CHARS) -> str:
 @dataclass(frozen=True)
 class PromptFacts:
     """The facts one reason's prompt gives the model (what it is checked against is
-    :class:`recgen.ranking.facts.ReasonFacts`). ``shared``: attributes the item and ``related`` have in common (genres,
+    :class:`recgen.reasons.facts.ReasonFacts`). ``shared``: attributes the item and ``related`` have in common (genres,
     or title words for items that have only a title); ``link``: why ``related`` was picked."""
 
     item: Item
@@ -211,7 +221,7 @@ REPEATABLE = frozenset("a an the and of to with is it which you for in this that
 
 
 def sentence_rules(facts: PromptFacts, title_chars: int) -> SentenceRules:
-    """What the constrained sentence must do besides using allowed words (:class:`.lm.vocabulary.SentenceRules`):
+    """What the constrained sentence must do besides using allowed words (:class:`recgen.lm.constraint.SentenceRules`):
     name the related item before it ends (or, with none, one of the item's attributes or the request words it
     supports), never end on a dangling word, say "liked" only of the named item, never call the recommendation
     the liked item, and say each content word once."""
@@ -233,6 +243,12 @@ def allowed_phrases(facts: PromptFacts, title_chars: int) -> list[str]:
     "Mrs. Doubtfire", does not end the sentence)."""
     related = prompt_values(facts, title_chars)["related"]
     return [related] if related else []
+
+
+def vocabulary_for(facts: PromptFacts, title_chars: int) -> Vocabulary:
+    """The constraint of a ``grounded`` reason: the facts' words, the related title written whole, the rules."""
+    return Vocabulary(tuple(allowed_words(facts, title_chars)), tuple(allowed_phrases(facts, title_chars)),
+                      sentence_rules(facts, title_chars))
 
 
 def _join(names: list[str] | tuple[str, ...]) -> str:

@@ -1,36 +1,27 @@
 """The reasons stage: the LM writes one sentence per recommended item, and a fact check decides whether
 the user sees it or a plain reason built from catalog facts.
 
-``prompt.reasons`` picks how the LM is asked: ``free`` (the original prompt), ``facts`` (the facts a reason
-may use, as a short list), ``grounded`` (that list, and decoding constrained to the facts' words plus a
-generic list, so an invented genre, plot or claim about the user cannot be written at all) or ``grammar``
-(that list, and the model writes one of the sentences :mod:`.reason_grammar` composes from the facts). The
-checker is the second gate in every style.
+``prompt.reasons`` names the style (:mod:`.styles`: the prompt, its decoding constraint and the fallback);
+the checker (:class:`.checker.ReasonChecker`) is the second gate in every style.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
-from ..lm.constrained import WordVocabulary
 from ..retrieval.collaborative import count_scale
+from .checker import ReasonChecker, clean_reason
 from .facts import similarity_threshold
-from .grounding import allowed_phrases, display_title, phrase_reason, select_facts
-from .reason_grammar import reason_choices
-from .reasons import ReasonChecker, build_grounded_prompt, build_reason_prompt, clean_reason, fallback_reason
+from .grounding import display_title
+from .styles import ReasonRequest, style_for
 
 log = logging.getLogger(__name__)
-
-#: History items named in the reason prompt (the checker still knows the whole shown history).
-PROMPT_HISTORY_ITEMS = 5
-#: Token budget of a ``grammar`` reason: decoding ends at the end of its sentence; this only bounds it.
-GRAMMAR_TOKENS = 64
 
 
 def closeness_of(catalog: Catalog, item_embeddings: np.ndarray | None, transitions=None) -> Callable[[Item, Item], tuple[float, float]]:
@@ -86,48 +77,30 @@ class Reasoner:
         self.co_liked = co_liked_of(catalog, transitions)
         self._related_cosine: float | None = None
 
-    def explain(self, history: list[str], query: str | None, item_ids: list[str]) -> list[tuple[str, str]]:
-        past = [self.catalog.get(i) for i in history[-self.settings.history:]]
+    def explain(self, history: list[str], query: str | None, item_ids: list[str],
+                 adapter: str | None = None) -> list[tuple[str, str]]:
+        """``adapter``: the named LoRA adapter the reason prompts run under (None = the backend's default)."""
+        style = style_for(self.settings.reasons)
+        request = ReasonRequest(history, [self.catalog.get(i) for i in history[-self.settings.history:]], query,
+                                self.settings)
+        past = request.past
         items = [self.catalog.get(i) for i in item_ids]
-        style = self.settings.reasons
-        if style == "free":
-            shown = past[-PROMPT_HISTORY_ITEMS:]
-            facts = [None] * len(items)
-            prompts = [build_reason_prompt(item, shown, query, self.settings) for item in items]
-        else:
-            facts = [select_facts(item, past, query, self.closeness) for item in items]
-            seed = zlib.crc32("\x1f".join(history).encode()) if style == "grammar" else None
-            prompts = [build_grounded_prompt(f, self.settings, constrained=style == "grounded", example_seed=seed)
-                       for f in facts]
-        tokens = self.settings.reason_tokens
-        if style == "grammar":
-            tokens = max(tokens, GRAMMAR_TOKENS)
-            for prompt, fact in zip(prompts, facts):
-                co_liked = fact.related is not None and self.co_liked(fact.item, fact.related)
-                weak = fact.related is not None and not (fact.shared or co_liked or self._similar(fact.item, fact.related))
-                prompt.meta["choices"] = reason_choices(fact, self.settings.title_chars, co_liked, weak)
-        texts = self.backend.generate_text(prompts, tokens)
+        facts = [style.facts(self, item, request) for item in items]
+        prompts = [replace(style.prompt(self, item, fact, request), adapter=adapter) for item, fact in zip(items, facts)]
+        texts = self.backend.generate_text(prompts, style.tokens(self.settings))
         out = []
         titles = [t for i in [*items, *past] for t in (i.title, display_title(i.title, self.settings.title_chars))]
         for item, text, fact in zip(items, texts, facts):
             reason = clean_reason(text, titles=titles)
-            problems = self.checker.problems(reason, item, past)
-            if fact is not None and not reason.rstrip().endswith((".", "!", "?")):
-                problems = [*problems, "not a finished sentence"]  # out of tokens part-way: never served
-            elif fact is not None and self._ends_inside_title(reason, fact):
-                problems = [*problems, "ends part-way through a title"]  # "... with Faster Pussycat!" (an engine
-                # that only allows tokens, like vLLM's allowed_token_ids, may stop at a title's own "!")
+            problems = [*self.checker.problems(reason, item, past), *style.problems(reason, fact, self.settings)]
             if problems:
                 log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))
-                if fact is not None:
-                    out.append((phrase_reason(fact, title_chars=self.settings.title_chars), "fallback"))
-                else:
-                    out.append((fallback_reason(item, past, query, self.closest(item, past)), "fallback"))
+                out.append((style.fallback(self, item, fact, request), "fallback"))
             else:
                 out.append((reason, "model"))
         return out
 
-    def _similar(self, item: Item, past: Item) -> bool:
+    def similar(self, item: Item, past: Item) -> bool:
         """Embedding cosine at or above the catalog's 95th percentile of random pairs (:func:`.facts
         .similarity_threshold`, computed once): only then may a reason call the two close or similar."""
         if self.item_embeddings is None:
@@ -135,10 +108,6 @@ class Reasoner:
         if self._related_cosine is None:
             self._related_cosine = similarity_threshold(self.item_embeddings, seed=0)
         return self.closeness(item, past)[1] >= self._related_cosine
-
-    def _ends_inside_title(self, reason: str, fact) -> bool:
-        phrases = allowed_phrases(fact, self.settings.title_chars)
-        return bool(phrases) and WordVocabulary([], phrases).inside_phrase(reason.rstrip())
 
     def closest(self, item: Item, past: list[Item]) -> Item | None:
         """The history item most similar to ``item`` by embedding (None without history or embeddings)."""
