@@ -28,8 +28,9 @@ from recgen.errors import DataError
 from recgen.evaluation.protocol import EvalData, pseudonym
 from recgen.evaluation.stats import compare_paired
 from recgen.evaluation.systems.fusion import FusionSystem
-from recgen.evaluation.systems.fusion_lm import FOLDS, LMStage
+from recgen.fit.fusion_lm import FOLDS, LMStage
 from recgen.lm.factory import make_backend
+from recgen.metrics import target_rank
 from recgen.paths import cache_dir
 from recgen.ranking.fusion import FeatureBuilder, FusionRanker
 from recgen.ranking.fusion.lm_features import (
@@ -41,7 +42,6 @@ from recgen.ranking.fusion.lm_features import (
     features_from_logprobs,
     memo_path,
     stack_matrix,
-    target_rank_after,
     top_of_fused,
 )
 from recgen.ranking.ranker import Ranker, RankRequest
@@ -83,7 +83,7 @@ def main() -> None:
 
     data = EvalData.from_dataset(load_dataset(args.dataset))
     system = FusionSystem()
-    sources = system._sources(data, None)
+    sources = system.fitter.sources(data, None)
     builder = FeatureBuilder(sources, args.depth)
     ranker = FusionRanker.load(args.ranker.expanduser(), builder.names)
     stage = LMStage(args.lm, users=args.lm_users, seed=system.seed)
@@ -127,7 +127,7 @@ def main() -> None:
                 target = data.target("valid", int(p))
                 users.append(pseudonym(data.user_ids[int(p)]))
                 rows.append((fused[top], features_from_logprobs(np.asarray(memo[key])), (g.rows[top] == target).astype(np.float32),
-                             target_rank_after(fused, g.label(target))))
+                             target_rank(fused, g.label(target))))
     if not rows:
         raise SystemExit("no LM-scored fitting user in the memo yet")
     n = len(rows)

@@ -22,7 +22,7 @@ import numpy as np
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData, sample_users
 from recgen.evaluation.systems import make_system
-from recgen.evaluation.systems.fusion_lm import LMStage, top_rows
+from recgen.fit.fusion_lm import LMStage, top_rows
 from recgen.ranking.fusion.lm_features import top_of_fused
 
 
@@ -57,7 +57,7 @@ def main() -> None:
             histories = [data.history("valid", int(p)) for p in pick[start:start + args.batch]]
             groups = system.builder.build(histories)
             tops = [g.rows[top_of_fused(g.rows, system.ranker.predict(g.X))] for g in groups]
-            stage._features(system, histories, tops)
+            stage._features(system.fitted, histories, tops)
             print(f"prewarm fit users: {start + len(histories)}/{len(pick)}, {stage.memo.calls} LM calls, "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
     positions = sample_users(data.n_users, args.users, args.seed)
@@ -67,7 +67,7 @@ def main() -> None:
     for start in range(0, len(positions), args.batch):
         batch = positions[start:start + args.batch]
         histories = [data.history(args.stage, int(p)) for p in batch]
-        stage._features(system, histories, top_rows(system.score(histories)))
+        stage._features(system.fitted, histories, top_rows(system.score(histories)))
         print(f"prewarm: {start + len(batch)}/{len(positions)} users, {stage.memo.calls} LM calls, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
 

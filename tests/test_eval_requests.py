@@ -8,8 +8,9 @@ import random
 from builders import make_dataset
 
 from recgen.data import Catalog, Item
+from recgen.data.requests import RequestBuilder
 from recgen.evaluation.protocol import EvalData, sample_users
-from recgen.evaluation.requests import WAYS, RequestBuilder, evaluate_requests
+from recgen.evaluation.requests import WAYS, evaluate_requests
 
 
 def test_genre_decade_requests_and_their_rule():

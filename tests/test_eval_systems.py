@@ -174,7 +174,8 @@ def test_sasrec_learns_the_chain_and_checkpoints_roundtrip(chain, tmp_path, monk
 
 def test_sasrec_bce_variant_trains():
     pytest.importorskip("torch")
-    from recgen.models.sasrec import SASRecConfig, train_sasrec
+    from recgen.fit.sasrec_train import train_sasrec
+    from recgen.models.sasrec import SASRecConfig
 
     data = EvalData.from_dataset(chain_dataset(n_items=20, n_users=80, length=8, seed=3))
     cfg = SASRecConfig(max_len=8, hidden=16, max_epochs=3, loss="bce", batch_size=32, dropout=0.1)
@@ -185,7 +186,8 @@ def test_sasrec_bce_variant_trains():
 
 
 def test_sasrec_windows_and_padding():
-    from recgen.models.sasrec import left_pad, training_windows, trim
+    from recgen.fit.sasrec_train import training_windows
+    from recgen.models.sasrec import left_pad, trim
 
     inputs, targets = training_windows([np.arange(7)], max_len=3, all_windows=True)
     # tokens 1..7: windows end at 7 and 4 (and 1 is too short to form a pair)

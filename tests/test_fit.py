@@ -17,7 +17,9 @@ from recgen.data import load_dataset
 from recgen.errors import ModelLoadError, RecgenError
 from recgen.evaluation.protocol import EvalData
 from recgen.evaluation.synthetic import chain_dataset, write_generic
-from recgen.evaluation.systems.fusion import FusionSystem, fit_for_serving
+from recgen.evaluation.systems.fusion import FusionSystem
+from recgen.fit.fusion import FusionFitter
+from recgen.fit.serving import fit_for_serving
 from recgen.pipeline import FittedState, fitted_folder, history_rows
 from recgen.ranking.fusion import FeatureBuilder, FusionRanker, Sources, SourceStats
 from recgen.recommender import open_dataset
@@ -242,13 +244,13 @@ def test_changed_data_is_not_served_a_stale_fit(fitted, chain_dir, tmp_path, cap
 def test_prefix_groups_stop_when_the_last_shifts_did_not_help(chain_dir, monkeypatch):
     """The waste cut: on the ring 3 shifts cannot beat a perfect held-out score, so shifts 4..10 are never built."""
     built = []
-    original = FusionSystem._prefix_groups
+    original = FusionFitter._prefix_groups
 
-    def spy(self, data, held, depth, shifts, log):
+    def spy(self, data, sources, held, depth, shifts, log):
         built.append(list(shifts))
-        return original(self, data, held, depth, shifts, log)
+        return original(self, data, sources, held, depth, shifts, log)
 
-    monkeypatch.setattr(FusionSystem, "_prefix_groups", spy)
+    monkeypatch.setattr(FusionFitter, "_prefix_groups", spy)
     system = FusionSystem(depths=[10], leaves=[7], prefixes=(3, 10), **FAST)
     system.fit(EvalData.from_dataset(load_dataset(chain_dir)))
     assert built == [[1, 2, 3]]

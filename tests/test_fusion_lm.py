@@ -182,7 +182,7 @@ def test_lm_stage_never_reads_test_targets(chain, tiny_lm_dir, tmp_path, monkeyp
 def test_an_lm_that_loses_to_the_fused_order_on_validation_gets_no_weight(chain, tiny_lm_dir, tmp_path, monkeypatch):
     """When every LM design scores below the fused order in cross-validation, the LM stage is 'none': the served
     scores are the fused order's, so a weak LM cannot make lists worse (re-fitting with a stronger LM re-weighs it)."""
-    from recgen.evaluation.systems.fusion_lm import LMStage
+    from recgen.fit.fusion_lm import LMStage
 
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(LMStage, "_fold", lambda self, system, tr, va, *a, **k: {
@@ -209,7 +209,8 @@ def test_a_forced_design_measures_the_lm_features_even_without_validation_suppor
 def test_the_guard_wants_confidence_not_a_mean_gain():
     """A CV mean gain made of a few lucky users (the ml-100k case: +0.0015 on 189 users) gives the LM no weight;
     a gain seen across many users does."""
-    from recgen.evaluation.systems.fusion_lm import lm_guard, ndcg_gains
+    from recgen.fit.fusion_lm import lm_guard
+    from recgen.metrics import ndcg_gains
 
     rng = np.random.default_rng(0)
     fused = ndcg_gains(rng.integers(0, 30, size=189))
@@ -224,7 +225,7 @@ def test_the_guard_wants_confidence_not_a_mean_gain():
 
 
 def test_an_lm_with_an_unconfident_cv_gain_gets_no_weight(chain, tiny_lm_dir, tmp_path, monkeypatch):
-    from recgen.evaluation.systems.fusion_lm import LMStage
+    from recgen.fit.fusion_lm import LMStage
 
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
     real_fold = LMStage._fold

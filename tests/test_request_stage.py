@@ -16,7 +16,8 @@ from recgen.data.catalog import Catalog, Item
 from recgen.errors import ModelLoadError
 from recgen.evaluation.protocol import EvalData
 from recgen.evaluation.synthetic import write_generic
-from recgen.evaluation.systems.fusion import FusionSystem, fit_for_serving
+from recgen.evaluation.systems.fusion import FusionSystem
+from recgen.fit.serving import fit_for_serving
 from recgen.pipeline import fitted_folder, history_rows
 from recgen.ranking.fusion.request_stage import from_candidates, matched_first
 from recgen.recommender import Recommender, open_dataset

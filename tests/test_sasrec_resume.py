@@ -13,7 +13,8 @@ from recgen.errors import ConfigError  # noqa: E402
 from recgen.evaluation.protocol import EvalData  # noqa: E402
 from recgen.evaluation.synthetic import chain_dataset  # noqa: E402
 from recgen.evaluation.systems import make_system  # noqa: E402
-from recgen.models.sasrec import SASRec, SASRecConfig, _output_loss, train_sasrec  # noqa: E402
+from recgen.fit.sasrec_train import _output_loss, train_sasrec  # noqa: E402
+from recgen.models.sasrec import SASRec, SASRecConfig  # noqa: E402
 
 
 class Killed(Exception):

@@ -15,10 +15,11 @@ torch = pytest.importorskip("torch")
 from recgen.data import Catalog, Dataset, Item  # noqa: E402
 from recgen.evaluation.protocol import EvalData  # noqa: E402
 from recgen.evaluation.systems import make_system  # noqa: E402
-from recgen.evaluation.systems.sasrec import _validation_ndcg10  # noqa: E402
-from recgen.models import sasrec as sasrec_module  # noqa: E402
-from recgen.models.sasrec import SASRec, SASRecConfig, lr_factor, make_optimizer, train_sasrec  # noqa: E402
-from recgen.models.sasrec_select import BF16_MIN_ITEMS, derived_settings, grid_configs  # noqa: E402
+from recgen.fit import sasrec_train as sasrec_module  # noqa: E402
+from recgen.fit.sasrec import validation_ndcg10  # noqa: E402
+from recgen.fit.sasrec_select import BF16_MIN_ITEMS, derived_settings, grid_configs  # noqa: E402
+from recgen.fit.sasrec_train import lr_factor, make_optimizer, train_sasrec  # noqa: E402
+from recgen.models.sasrec import SASRec, SASRecConfig  # noqa: E402
 
 GRID = {"hidden": [4, 24], "dropout": [0.0, 0.6]}
 SMALL = {"max_epochs": 8, "batch_size": 16, "lr": 0.01, "threads": 1, "patience": 3, "max_minutes": 5}
@@ -63,7 +64,7 @@ def test_grid_runs_end_to_end_and_the_winner_is_the_best_validation_score(data, 
     assert sel["winner"]["settings"] == best["settings"]
     assert {"hidden": system.config.hidden, "dropout": system.config.dropout} == best["settings"]
     # the recorded score is the served model's validation NDCG@10 over all users, recomputed here
-    assert math.isclose(_validation_ndcg10(system.model, data, np.arange(data.n_users)), best["valid_ndcg@10"],
+    assert math.isclose(validation_ndcg10(system.model, data, np.arange(data.n_users)), best["valid_ndcg@10"],
                         abs_tol=1e-9)
     # a tiny candidate can round to 0.0 s; the selection as a whole cannot
     assert sel["cpu_seconds"] > 0 and all(c["cpu_seconds"] >= 0 and c["wall_seconds"] >= 0 for c in sel["candidates"])
@@ -118,7 +119,7 @@ def test_an_explicit_setting_pins_its_axis(data, tmp_path, monkeypatch):
 
 def test_settings_do_not_depend_on_the_dataset_name(data):
     renamed = EvalData.from_dataset(_noisy_chain(name="amazon-beauty"))
-    assert _system().base_config(renamed) == _system().base_config(data)
+    assert _system().fitter.base_config(renamed) == _system().fitter.base_config(data)
 
 
 def test_derived_settings_follow_the_data():

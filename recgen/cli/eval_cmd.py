@@ -244,7 +244,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
 
     from ..config import RecgenConfig
     from ..data import load_dataset
-    from ..evaluation.protocol import EvalData, check_stage, sample_users
+    from ..data.split_arrays import EvalData, check_stage, sample_users
     from ..evaluation.requests import evaluate_requests
     from ..evaluation.systems.fusion import fusion_requests
     from ..recommender import Recommender

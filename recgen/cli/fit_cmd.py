@@ -1,6 +1,6 @@
 """``recgen fit``: fit every stage of a dataset once for serving, and save it where serving finds it.
 
-Settings are chosen on validation targets by the fusion system's selection (nothing per dataset by hand);
+Settings are chosen on validation targets by the fit layer's selection (``recgen.fit``; nothing per dataset by hand);
 the served sources are refitted on all interactions. ``recgen recommend``/``serve``/``batch`` on the same
 dataset and retrieval settings then load the folder instead of refitting (``open_dataset``).
 """
@@ -18,8 +18,8 @@ import typer
 from ..atomic import check_outside, check_replaceable
 from ..data import load_dataset
 from ..data.events import EventStore, default_events_path
-from ..evaluation.systems.fusion import fit_for_serving
 from ..feedback import served_dataset
+from ..fit.serving import fit_for_serving
 from ..paths import resolve_dataset_path
 from ..pipeline import fitted_folder
 from .common import console, friendly_errors, make_config, print_json

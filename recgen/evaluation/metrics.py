@@ -18,6 +18,8 @@ from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
+from ..metrics import ndcg_gains, target_ranks
+
 #: The metric families recgen reports, and the cut-offs stored in every run file.
 METRICS = ("ndcg", "recall", "mrr")
 DEFAULT_KS = (1, 5, 10, 20, 50)
@@ -100,7 +102,7 @@ def metrics_from_ranks(ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.nd
         _check_k(k)
         hit = r <= k
         with np.errstate(divide="ignore"):
-            out[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(np.where(hit, r, 1.0) + 1.0), 0.0)
+            out[f"ndcg@{k}"] = ndcg_gains(r, k)
             out[f"recall@{k}"] = hit.astype(np.float64)
             out[f"mrr@{k}"] = np.where(hit, 1.0 / np.where(hit, r, 1.0), 0.0)
     return out
@@ -123,9 +125,7 @@ def ranks_from_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
         raise ValueError("scores must be a [users, items] matrix")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN; a system must return finite scores or -inf for masked items")
-    targets = np.asarray(targets, dtype=np.int64)
-    t = scores[np.arange(len(targets)), targets][:, None]
-    return (scores > t).sum(axis=1) + (scores == t).sum(axis=1)
+    return target_ranks(scores, targets)
 
 
 def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:

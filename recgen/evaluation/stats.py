@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..metrics import paired_bootstrap  # one home: the fit layer's LM guard uses it too
+
 
 def bootstrap_cis(per_user: dict[str, np.ndarray], n_boot: int = 1000, seed: int = 0,
                   level: float = 0.95, chunk: int = 50) -> dict[str, tuple[float, float]]:
@@ -51,34 +53,6 @@ class PairedResult:
         out = dict(self.__dict__)
         out["ci95"] = list(self.ci95)
         return out
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 10000, seed: int = 0,
-                     level: float = 0.95, chunk: int = 200) -> tuple[float, tuple[float, float], float]:
-    """Mean difference ``a - b`` over the same users, its percentile CI, and a two-sided p-value.
-
-    The p-value is the share of resampled mean differences, after shifting the differences to mean 0 (the
-    null hypothesis), that are at least as far from 0 as the observed one (Efron & Tibshirani, 16.4).
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError("paired comparison needs the same users in the same order")
-    diff = a - b
-    n = len(diff)
-    observed = float(diff.mean())
-    rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        boots[start:stop] = diff[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    ci = (float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)))
-    centred = boots - observed
-    extreme = np.sum(np.abs(centred) >= abs(observed) - 1e-15)
-    p = float((extreme + 1) / (n_boot + 1))
-    return observed, ci, p
 
 
 def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:

@@ -15,7 +15,8 @@ import torch
 
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData
-from recgen.models.sasrec import SASRec, SASRecConfig, _output_loss, length_batches, training_windows
+from recgen.fit.sasrec_train import _output_loss, length_batches, training_windows
+from recgen.models.sasrec import SASRec, SASRecConfig
 
 torch.set_num_threads(1)
 data = EvalData.from_dataset(load_dataset("amazon-beauty"))

@@ -3,7 +3,7 @@
 ``candidates`` (fitted first-stage signals and the merged pool) → ``features`` (one row per candidate) →
 ``model`` (lambdarank, saved in LightGBM's own text format) → ``stage`` (the fused order, batched: what
 serving and evaluation both call); ``request_stage`` does the same for a request in words with a history. Everything is fitted on training sequences;
-the ranker is fitted on validation targets by the caller (see ``recgen.evaluation.systems.fusion``).
+the ranker is fitted on validation targets by the fit layer (see ``recgen.fit.fusion``).
 """
 
 from .candidates import POOL_SOURCES, RANK_CAP, Pool, Sources, SourceStats

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -185,17 +184,3 @@ class LMStackedRanker(FusionRanker):
     def rerank(self, X: np.ndarray) -> np.ndarray:
         """The new order of the m rows (indices into them, best first); ties keep the fused order."""
         return np.argsort(-self.predict(X), kind="stable")
-
-
-def ndcg_at_10(order_rank: Sequence[int]) -> float:
-    """Mean NDCG@10 of single-target ranks (0 = target missed)."""
-    gains = [1.0 / math.log2(r + 1) if 0 < r <= 10 else 0.0 for r in order_rank]
-    return float(np.mean(gains)) if gains else 0.0
-
-
-def target_rank_after(scores: np.ndarray, y: np.ndarray) -> int:
-    """The target's 1-based rank under ``scores`` (ties against it), 0 when it is not among the rows."""
-    hit = np.flatnonzero(y)
-    if not len(hit):
-        return 0
-    return int(np.sum(scores >= scores[hit[0]]))

@@ -4,7 +4,7 @@ that sees both the collaborative signals and the request.
 Without it a request keeps the retriever's request-first order (filters, then the blended history + request
 score), because the history-only ranker was never shown a request and would order as if none was made. This
 stage's ranker is fitted on groups that carry a request (the caller builds them from validation targets:
-``recgen.evaluation.systems.fusion``): every feature of :mod:`.features` for the request's candidates plus
+``recgen.fit.request_stage``): every feature of :mod:`.features` for the request's candidates plus
 
 * ``request_cosine``: the item's text cosine to the request's words (NaN for a request that is only filters),
 * ``request_order``: its position in the retriever's request-first order (1 = first),

@@ -1,4 +1,4 @@
-"""The LM stage of the fusion system (``-p lm=zeroshot`` or ``-p lm=<adapter folder>``): what the LM adds, learned.
+"""The LM stage of the fusion fit (``-p lm=zeroshot`` or ``-p lm=<adapter folder>``): what the LM adds, learned.
 
 Fitting, after the no-LM fusion ranker is fitted: a seeded subset of ``lm_users`` of the users that ranker was
 NOT trained on (its held-out users, so their fused scores are as honest as at test) gets the LM's features on
@@ -19,6 +19,9 @@ of (design − fused order) must be above 0 (:data:`GUARD_LEVEL`). Otherwise the
 The rule was fixed before the Beauty ablation ran, after a CV mean gain of +0.0015 on 189 ml-100k users turned
 into a significant test loss: a mean over a few hundred groups is not enough evidence to give an LM weight. Scoring re-runs the LM on
 each test user's top m (memoized on disk under ``cache_dir()/lmfuse``).
+
+Fitted here, with the fusion fit it extends; not served yet (the served state has no LM stage): its features
+(:mod:`recgen.ranking.fusion.lm_features`) are where serving would compute them.
 """
 
 from __future__ import annotations
@@ -27,27 +30,28 @@ import time
 
 import numpy as np
 
-from ...config import RankingSettings
-from ...errors import ConfigError, DataError
-from ...lm.factory import make_backend
-from ...paths import cache_dir
-from ...ranking.fusion import FeatureBuilder, FusionRanker
-from ...ranking.fusion.lm_features import (
+from ..config import RankingSettings, RecgenConfig
+from ..data.split_arrays import EvalData
+from ..errors import ConfigError, DataError
+from ..lm.factory import make_backend
+from ..metrics import ndcg_gains, paired_bootstrap, target_rank
+from ..paths import cache_dir
+from ..ranking.fusion import FeatureBuilder, FusionRanker
+from ..ranking.fusion.lm_features import (
     TOP_M,
     DiskScoreMemo,
     LMStackedRanker,
     compute_lm_features,
     memo_path,
     stack_matrix,
-    target_rank_after,
     top_of_fused,
 )
-from ...ranking.ranker import Ranker
-from ..stats import paired_bootstrap
+from ..ranking.ranker import Ranker
+from .fusion import FusionFit, FusionFitter
 
 FOLDS = 4
 GUARD_LEVEL = 0.90  # two-sided level whose lower bound is the one-sided 95 % bound used by the guard
-BELOW_POOL = -1e8  # the fusion system scores items outside the pool below this
+BELOW_POOL = -1e8  # the fused order scores items outside the pool below this
 
 
 class LMStage:
@@ -83,31 +87,32 @@ class LMStage:
         candidates = np.flatnonzero(held)
         return np.sort(rng.choice(candidates, size=min(self.users, len(candidates)), replace=False))
 
-    def _load_lm(self, system) -> None:
+    def _load_lm(self, config: RecgenConfig, fitted: FusionFit) -> None:
         changes = {"threads": self.threads, "adapter": self.adapter}
-        config = system.config.updated("lm stage", lm=changes)
+        config = config.updated("lm stage", lm=changes)
         self.memo = DiskScoreMemo(make_backend(config.lm),
                                   memo_path(cache_dir() / "lmfuse", config.lm.model, config.lm.adapter))
-        self.ranker = Ranker(system.sources.catalog, self.memo, config.prompt, RankingSettings())
+        self.ranker = Ranker(fitted.sources.catalog, self.memo, config.prompt, RankingSettings())
 
-    def _features(self, system, histories, fused_rows, log=None) -> list[np.ndarray]:
-        ids = system.sources.catalog.ids
+    def _features(self, fitted: FusionFit, histories, fused_rows, log=None) -> list[np.ndarray]:
+        ids = fitted.sources.catalog.ids
         return compute_lm_features(self.ranker, [[ids[i] for i in h] for h in histories], [None] * len(histories),
                                    [[ids[i] for i in rows] for rows in fused_rows], batch=self.batch, log=log)
 
     # -- fitting ------------------------------------------------------------------------------------
-    def fit(self, system, data, held: np.ndarray, log=None) -> dict:
+    def fit(self, fitter: FusionFitter, fitted: FusionFit, data: EvalData, log=None) -> dict:
+        """Fit on ``fitted``'s held-out users (the fused order's settings are ``fitter``'s); the fit report."""
         started = time.perf_counter()
-        self._load_lm(system)
+        self._load_lm(fitter.config, fitted)
         rng = np.random.default_rng(self.seed + 1)
-        pick = self.fit_users(held, rng)
+        pick = self.fit_users(fitted.held, rng)
         histories = [data.history("valid", int(p)) for p in pick]
         targets = [data.target("valid", int(p)) for p in pick]
-        groups, fused = system.stage.groups(histories)
+        groups, fused = fitted.stage.groups(histories)
         tops = [top_of_fused(g.rows, f) for g, f in zip(groups, fused)]
         calls_before = self.memo.calls
         t0 = time.perf_counter()
-        lm = self._features(system, histories, [g.rows[t] for g, t in zip(groups, tops)], log)
+        lm = self._features(fitted, histories, [g.rows[t] for g, t in zip(groups, tops)], log)
         lm_s = time.perf_counter() - t0
         lm_calls = self.memo.calls - calls_before
 
@@ -115,12 +120,12 @@ class LMStage:
         stacked = [stack_matrix(f[t], x) for f, t, x in zip(fused, tops, lm)]
         plain = [X[:, :2] for X in stacked]
         y_top = [(g.rows[t] == tg).astype(np.float32) for g, t, tg in zip(groups, tops, targets)]
-        fused_rank = [target_rank_after(f, g.label(tg)) for g, f, tg in zip(groups, fused, targets)]
-        self.lm_builder = FeatureBuilder(system.sources, system.depth, use_lm=True)
+        fused_rank = [target_rank(f, g.label(tg)) for g, f, tg in zip(groups, fused, targets)]
+        self.lm_builder = FeatureBuilder(fitted.sources, fitted.depth, use_lm=True)
         lm_maps = [dict(zip(g.rows[t].tolist(), x[:, 0].tolist())) for g, t, x in zip(groups, tops, lm)]
         refit_groups = self.lm_builder.build(histories, lm=lm_maps)
         refit_xy = [(g.X, g.label(tg)) for g, tg in zip(refit_groups, targets)]
-        leaves = system.fit_info["chosen"]["num_leaves"]
+        leaves = fitted.leaves
 
         fold = np.arange(len(pick)) % FOLDS
         rng.shuffle(fold)
@@ -131,7 +136,7 @@ class LMStage:
         for f in range(FOLDS):
             tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             try:
-                scored = self._fold(system, tr, va, stacked, plain, y_top, fused_rank, refit_xy, leaves)
+                scored = self._fold(fitter, tr, va, stacked, plain, y_top, fused_rank, refit_xy, leaves)
             except DataError:  # no user of this fold (or of the others) has the target in the top m
                 continue
             fused_gains = ndcg_gains([fused_rank[i] for i in va])
@@ -160,8 +165,8 @@ class LMStage:
             return info
         self.design = best
         self.model = models[self.design]
-        path = system._model_path(data).with_name(f"{system._model_path(data).stem}-lm-{self.design}-"
-                                                  f"{self.memo.path.stem.split('-')[-1]}.txt")
+        path = fitted.model_path.with_name(f"{fitted.model_path.stem}-lm-{self.design}-"
+                                           f"{self.memo.path.stem.split('-')[-1]}.txt")
         self.model.save(path)
         trained = self.model.info
         self.model = (LMStackedRanker.load(path) if self.design == "stacked"
@@ -178,28 +183,28 @@ class LMStage:
             log(f"fusion lm stage: {info}")
         return info
 
-    def _fold(self, system, tr, va, stacked, plain, y_top, fused_rank, refit_xy, leaves) -> dict:
+    def _fold(self, fitter: FusionFitter, tr, va, stacked, plain, y_top, fused_rank, refit_xy, leaves) -> dict:
         """(held-out per-user NDCG@10 gains, model) per design, trained on users ``tr``, early-stopped on and scored on ``va``."""
         out = {}
         for name, rows in (("stacked", stacked), ("stacked_no_lm", plain)):
             model = LMStackedRanker.fit([(rows[i], y_top[i]) for i in tr], [(rows[i], y_top[i]) for i in va],
-                                        use_lm=name == "stacked", threads=system.threads, seed=self.seed)
+                                        use_lm=name == "stacked", threads=fitter.threads, seed=self.seed)
             out[name] = (ndcg_gains([_stacked_rank(model, rows[i], y_top[i], fused_rank[i]) for i in va]), model)
         refit = FusionRanker.train([refit_xy[i] for i in tr], [refit_xy[i] for i in va], self.lm_builder.names,
-                                   num_leaves=leaves, max_rounds=system.max_rounds, threads=system.threads,
+                                   num_leaves=leaves, max_rounds=fitter.max_rounds, threads=fitter.threads,
                                    seed=self.seed)
-        out["refit"] = (ndcg_gains([target_rank_after(refit.predict(refit_xy[i][0]), refit_xy[i][1]) for i in va]),
+        out["refit"] = (ndcg_gains([target_rank(refit.predict(refit_xy[i][0]), refit_xy[i][1]) for i in va]),
                         refit)
         return out
 
     # -- scoring ------------------------------------------------------------------------------------
-    def rerank(self, system, histories: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+    def rerank(self, fitted: FusionFit, histories: list[np.ndarray], out: np.ndarray) -> np.ndarray:
         """Re-order each user's top m of the fused scores ``out`` (in place) with the fitted LM model."""
         if self.design == "none":
             return out
         t0, calls = time.perf_counter(), self.memo.calls
         tops = top_rows(out)
-        lm = self._features(system, histories, tops)
+        lm = self._features(fitted, histories, tops)
         if self.design == "stacked":
             for r, (top, x) in enumerate(zip(tops, lm)):
                 if not len(top):
@@ -214,13 +219,6 @@ class LMStage:
         self.scoring_seconds += time.perf_counter() - t0
         self.scored_users += self.memo.calls - calls
         return out
-
-
-def ndcg_gains(ranks) -> np.ndarray:
-    """Per-user NDCG@10 of single-target ranks (0 = missed); their mean is :func:`ndcg_at_10`."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    safe = np.where(ranks > 0, ranks, 1.0)
-    return np.where((ranks > 0) & (ranks <= 10), 1.0 / np.log2(safe + 1.0), 0.0)
 
 
 def lm_guard(design: np.ndarray, fused: np.ndarray, seed: int = 0) -> dict:

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:  # the selection itself needs no torch: importing it (the eval registry does) stays cheap
-    from .sasrec import SASRec, SASRecConfig, TrainReport
+    from ..models.sasrec import SASRec, SASRecConfig
+    from .sasrec_train import TrainReport
 
 #: The declared search space (successive halving keeps half of it after the first rung). Chosen from the Beauty
 #: validation runs of eval/results/sasrec/NOTES.md, where these four were within each other's confidence

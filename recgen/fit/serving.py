@@ -1,0 +1,71 @@
+"""``recgen fit``'s work: every stage of a dataset fitted once for serving (one pass down the layers).
+
+The settings (pool depth, leaves, prefix groups), the ranker and the request ranker come from
+:class:`~recgen.fit.fusion.FusionFitter`'s selection on validation targets (no test target and no hand-set
+constant); the served sources (transitions, co-occurrence neighbours, popularity) are then refitted on ALL
+interactions. The ranker and SASRec are the ones fitted on the training part (SASRec reuses its cached
+checkpoint when one matches): a serving-time history is the whole sequence, as a validation-time history was
+the training part.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RecgenConfig
+from ..data.dataset import Dataset
+from ..data.split_arrays import EvalData
+from ..errors import DataError
+from ..pipeline import FittedState, build_retriever
+from ..ranking.fusion import SourceStats
+from ..recommender import Recommender
+from ..retrieval.cache import index_folder
+from .fusion import FusionFitter
+from .request_stage import MIN_HELD_OUT_USERS
+
+
+def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
+                    index_dir: str | Path | None = None, log=None, stage=None) -> Recommender:
+    """A recommender for serving ``dataset``, every stage fitted once (``recgen fit``).
+
+    A dataset too small for a second stage is not an error: when the ranker cannot be fitted, or is below
+    the hybrid order's NDCG@10 on the held-out users (at least :data:`MIN_HELD_OUT_USERS`), the state is saved
+    without a ranker and the hybrid retrieval order is served (one warning). ``stage(name)`` is a context
+    manager timing each stage."""
+    stage = stage or (lambda name: nullcontext())
+    catalog = dataset.catalog
+    with stage("index"):
+        folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
+        retriever = build_retriever(catalog, config.retrieval, index_dir=folder)
+    fitted, fallback = None, None
+    with stage("second stage (selection on validation)"):
+        try:
+            fitted = FusionFitter(config, retriever=retriever, sasrec=sasrec, threads=threads,
+                                  requests=True).fit(EvalData.from_dataset(dataset), log=log)
+        except DataError as exc:
+            fallback = f"no second stage could be fitted on {dataset.name} ({exc}); the hybrid retrieval order is served"
+            if log:
+                log(fallback)
+    with stage("serving sources (all interactions)"):
+        state = FittedState.fit(dataset, config.retrieval)
+        rows = [np.fromiter((catalog.index_of(i) for i in seq), dtype=np.int64, count=len(seq))
+                for seq in dataset.sequences.values()]
+        stats = SourceStats.fit(rows, len(catalog))
+    if fitted is not None and (fitted.held_out["users"] < MIN_HELD_OUT_USERS
+                               or fitted.held_out["fusion"] < fitted.held_out["hybrid"]):
+        fallback = (f"the fused ranker is not served on {dataset.name}: held-out NDCG@10 "
+                    f"{fitted.held_out['fusion']:.4f} vs {fitted.held_out['hybrid']:.4f} for the hybrid order over "
+                    f"{fitted.held_out['users']} held-out users (it must be at least as good as the hybrid order, on at least "
+                    f"{MIN_HELD_OUT_USERS} users); the hybrid retrieval order is served")
+        if log:
+            log(fallback)
+        fitted = None
+    if fitted is not None:
+        state = state.with_second_stage(stats, fitted.ranker, fitted.depth, fitted.sources.sasrec, fitted.info,
+                                        request_ranker=fitted.request_ranker)
+    else:
+        state = state.with_second_stage(stats, None, 0, fallback=fallback)
+    return Recommender(catalog, config, retriever=retriever, state=state)
