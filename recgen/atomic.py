@@ -2,10 +2,21 @@
 
 Every folder written here is filled as a hidden temporary sibling (``.tmp-<name>-<pid>-*``) and swapped
 into place in one rename, so a crash, a kill or a full disk never leaves a half folder at the target
-path. It carries a marker file, :data:`MARKER`, naming what wrote it. An existing target is replaced
-only when it is safe to delete (see :func:`replaceable`); anything else raises
-:class:`~recgen.errors.UnsafeOverwriteError` and nothing is deleted. With ``manifest=True`` a
-``manifest.json`` holding every file's sha256 is written last, and :func:`verify_folder` checks it.
+path. It carries a marker file, :data:`MARKER`, naming what wrote it and listing every entry it wrote
+(``entries``, relative paths). An existing target is replaced only when every entry in it is one recgen
+recorded writing (see :func:`replaceable`); anything else raises :class:`~recgen.errors.UnsafeOverwriteError`
+naming the foreign entries, and nothing is deleted. With ``manifest=True`` a ``manifest.json`` holding every
+file's sha256 is written last, and :func:`verify_folder` checks it.
+
+Folders recgen fills piece by piece (a fine-tuning ``output_dir``, a ``results_dir``) use the same marker:
+:func:`claim_files` records a file name just before recgen first writes it, and refuses a name that exists
+without that record. :func:`check_output_folder` and :func:`check_output_files` answer "may recgen write
+here?" (no foreign content, a writable place) before any long work starts.
+
+Folders without a list of entries (written before the list existed, or not by recgen) are not replaced:
+looking like a recgen layout is no proof, so the user is told to move or delete the folder. The one
+exception is a legacy ``manifest.json`` folder (checkpoints, adapters) whose manifest lists every file with
+a matching sha256.
 """
 
 from __future__ import annotations
@@ -20,24 +31,13 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import FolderCorruptError, SaveError, UnsafeOverwriteError
 from .version import __version__
 
 MARKER = ".recgen-folder"
 MANIFEST = "manifest.json"
-
-# Folders written before the marker existed. A folder is accepted as one of these only when it holds the
-# layout's required files and nothing outside its allowed names (sub-folders must be replaceable themselves).
-LEGACY_LAYOUTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "retrieval index": (frozenset({"index.json", "items.faiss"}), frozenset({"index.json", "items.faiss"})),
-    "saved recommender": (frozenset({"config.json", "catalog.jsonl"}),
-                          frozenset({"config.json", "catalog.jsonl", "popularity.json", "transitions.npz", "index"})),
-    "converted language model": (frozenset({"config.json", "tokenizer_config.json"}), frozenset({
-        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"})),
-}
 # sentence-transformers module folders inside a fine-tuned embedder (their files are not in the manifest)
 _MODULE_FOLDER = re.compile(r"^\d+_[A-Za-z]+$")
 # errors that mean "the disk refused": reported as SaveError, with the errno kept
@@ -46,10 +46,68 @@ _RENAME_EXCHANGE = 2
 
 
 # -- may this folder be replaced? ----------------------------------------------------------------------
-def _manifest_covers(folder: Path) -> bool:
-    """A legacy manifest folder (checkpoint, adapter): every top-level file is listed in its manifest."""
+def read_marker(folder: Path) -> dict | None:
+    """The marker's content, or None when there is none (or it is unreadable)."""
     try:
-        listed = set(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
+        data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def recorded_entries(folder: Path) -> set[str] | None:
+    """The entries the marker says recgen wrote (relative paths), or None when nothing is recorded: no
+    marker, or one written before the list existed."""
+    marker = read_marker(folder)
+    entries = marker.get("entries") if marker else None
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return set(entries)
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every entry under ``folder`` (files, folders, symlinks, not followed) as a relative path; not the marker."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        found += [(rel / name).as_posix() for name in dirs + files]
+    return sorted(e for e in found if e != MARKER)
+
+
+def foreign_entries(folder: str | Path) -> list[str]:
+    """Entries of ``folder`` that its marker does not list (all of them when nothing is recorded). A listed
+    sub-folder with its own list (an index inside a saved recommender) is checked against that list."""
+    folder = Path(folder)
+    listed = recorded_entries(folder)
+    if listed is None:
+        return sorted(p.name for p in folder.iterdir())
+    foreign: list[str] = []
+
+    def walk(directory: Path, prefix: str, own: set[str], owner: Path) -> None:
+        for entry in sorted(directory.iterdir()):
+            rel = entry.relative_to(owner).as_posix()
+            if entry.parent == owner and entry.name == MARKER:
+                continue
+            if rel not in own:
+                foreign.append(prefix + rel)
+            elif entry.is_dir() and not entry.is_symlink():
+                nested = recorded_entries(entry) if (entry / MARKER).is_file() else None
+                if nested is None:
+                    walk(entry, prefix, own, owner)
+                else:
+                    walk(entry, f"{prefix}{rel}/", nested, entry)
+
+    walk(folder, "", listed, folder)
+    return foreign
+
+
+def _manifest_covers(folder: Path) -> bool:
+    """A legacy manifest folder (checkpoint, adapter): every top-level file is listed in its manifest with
+    the sha256 it has now (proof that recgen wrote it, not a look-alike name)."""
+    try:
+        listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+        if not isinstance(listed, dict):
+            return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
     for entry in folder.iterdir():
@@ -58,7 +116,7 @@ def _manifest_covers(folder: Path) -> bool:
         if entry.is_dir() and not entry.is_symlink():
             if not (_MODULE_FOLDER.match(entry.name) and all(p.is_file() for p in entry.iterdir())):
                 return False
-        elif entry.name not in listed:
+        elif entry.is_symlink() or entry.name not in listed or _sha256(entry) != listed[entry.name]:
             return False
     return True
 
@@ -66,25 +124,19 @@ def _manifest_covers(folder: Path) -> bool:
 def replaceable(folder: Path) -> bool:
     """True when ``folder`` may be deleted to make room for a new version.
 
-    The rule: the folder is empty, or carries :data:`MARKER`, or (written before the marker) has exactly
-    a known recgen layout: an index (``index.json`` + ``items.faiss``), a saved recommender
-    (``config.json`` + ``catalog.jsonl`` with optional ``popularity.json``, ``transitions.npz`` and an
-    ``index/`` that is replaceable itself), the converted default LM (``config.json`` +
-    ``tokenizer_config.json`` and only the standard transformers file names), or a ``manifest.json`` that
-    lists every top-level file (checkpoints, adapters, fine-tuned embedders; numbered sentence-transformers
-    module folders allowed). A single unknown file makes it not replaceable."""
+    The rule: the folder is empty, or its marker lists every entry in it (:func:`foreign_entries` is
+    empty), or it is a legacy ``manifest.json`` folder whose manifest lists every top-level file with a
+    matching sha256 (numbered sentence-transformers module folders allowed). A folder without a recorded
+    list is never replaced, however much it looks like a recgen layout: a user's ``config.json`` +
+    ``catalog.jsonl`` is no proof."""
     folder = Path(folder)
     if folder.is_symlink() or not folder.is_dir():
         return False
     names = {p.name for p in folder.iterdir()}
-    if not names or (folder / MARKER).is_file():
+    if not names:
         return True
-    for required, allowed in LEGACY_LAYOUTS.values():
-        if required <= names <= allowed:
-            subfolders = [folder / n for n in names if (folder / n).is_dir()]
-            if all(replaceable(sub) for sub in subfolders) and all(
-                    (folder / n).is_file() for n in names if (folder / n) not in subfolders):
-                return True
+    if recorded_entries(folder) is not None:
+        return not foreign_entries(folder)
     return MANIFEST in names and _manifest_covers(folder)
 
 
@@ -97,6 +149,10 @@ def check_outside(path: str | Path, folder: Path, what: str) -> None:
                                    "would replace it; choose an output folder outside it")
 
 
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+
 def check_replaceable(folder: Path) -> None:
     """Raise :class:`UnsafeOverwriteError` (deleting nothing) unless ``folder`` is absent or replaceable."""
     folder = Path(folder)
@@ -105,12 +161,83 @@ def check_replaceable(folder: Path) -> None:
     if folder.is_symlink() or not folder.is_dir():
         raise UnsafeOverwriteError(f"refusing to write the folder {folder}: a file with that name exists; "
                                    "choose another path")
-    if not replaceable(folder):
-        foreign = sorted(p.name for p in folder.iterdir())
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+    if replaceable(folder):
+        return
+    if recorded_entries(folder) is not None:
         raise UnsafeOverwriteError(
-            f"refusing to replace {folder}: it holds files recgen did not write ({shown}); nothing was deleted. "
-            "Choose a new or empty folder, or remove it yourself")
+            f"refusing to replace {folder}: it holds entries recgen did not write ({_shown(foreign_entries(folder))});"
+            " nothing was deleted. Move them out, or choose a new or empty folder")
+    raise UnsafeOverwriteError(
+        f"refusing to replace {folder}: it has no record of the files recgen wrote there (it was written by an "
+        f"older recgen, or not by recgen: {_shown(sorted(p.name for p in folder.iterdir()))}), so recgen cannot "
+        "tell its files from yours; nothing was deleted. Move or delete it yourself, or choose a new or empty folder")
+
+
+# -- may recgen write here? ----------------------------------------------------------------------------
+def check_place_writable(path: str | Path, what: str = "output") -> None:
+    """Raise :class:`SaveError` unless a file or folder can be created at ``path``: its nearest existing
+    ancestor is a folder where recgen can really create an entry (probed: root ignores permission bits,
+    a read-only file system does not). Called before long work, so a fit never ends in "read-only"."""
+    path = Path(path).absolute()
+    place = path.parent
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise SaveError(errno.ENOTDIR, f"cannot create the folder for the {what} {path}: {place} is not a folder")
+    try:
+        probe = tempfile.mkdtemp(prefix=".recgen-probe-", dir=place)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise SaveError(exc.errno or errno.EACCES, f"cannot write the {what} {path}: {place} is not writable "
+                                                   f"({exc.strerror or exc}); nothing was started") from None
+
+
+def check_output_folder(folder: str | Path, what: str = "output folder") -> None:
+    """May recgen write the folder ``folder`` (whole, atomically)? It is absent or :func:`replaceable`, and
+    its parent is writable; else :class:`UnsafeOverwriteError` or :class:`SaveError`, nothing touched."""
+    folder = Path(folder)
+    check_replaceable(folder)
+    check_place_writable(folder, what)
+    if folder.is_dir() and any(folder.iterdir()):
+        check_place_writable(folder / MARKER, what)  # the previous version's entries must be deletable too
+
+
+def check_output_files(folder: str | Path, names: Iterable[str], what: str = "output folder") -> None:
+    """May recgen write the files ``names`` into ``folder`` (which it fills piece by piece)? Each is absent
+    or recorded as recgen's in the folder's marker, and the folder can be written; nothing is created."""
+    folder = Path(folder)
+    if folder.exists() or folder.is_symlink():
+        if not folder.is_dir():
+            raise UnsafeOverwriteError(f"the {what} {folder} is not a folder; choose another path")
+        listed = recorded_entries(folder) or set()
+        foreign = sorted(n for n in names if ((folder / n).exists() or (folder / n).is_symlink()) and n not in listed)
+        if foreign:
+            raise UnsafeOverwriteError(
+                f"refusing to write into the {what} {folder}: {_shown(foreign)} already exist(s) and recgen did not "
+                "write it; nothing was changed. Move it out, or choose another folder")
+        check_place_writable(folder / MARKER, what)
+    else:
+        check_place_writable(folder, what)
+
+
+def claim_files(folder: str | Path, names: Iterable[str], what: str = "output folder") -> Path:
+    """Just before recgen first writes ``names`` into ``folder``: check them (:func:`check_output_files`),
+    then record them in the folder's marker, so a later run may rewrite them and never a user's file."""
+    folder, names = Path(folder), list(names)
+    check_output_files(folder, names, what)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = read_marker(folder) or {"written_by": f"recgen {__version__}", "what": what}
+    listed = recorded_entries(folder) or set()
+    if set(names) <= listed and "entries" in marker:
+        return folder
+    marker["entries"] = sorted(listed | set(names))
+    tmp = folder / f"{MARKER}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(marker))
+        os.replace(tmp, folder / MARKER)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return folder
 
 
 # -- writing -------------------------------------------------------------------------------------------
@@ -211,8 +338,12 @@ def write_manifest(folder: Path) -> dict:
     return files
 
 
-def _write_marker(folder: Path, what: str) -> None:
-    (folder / MARKER).write_text(json.dumps({"written_by": f"recgen {__version__}", "what": what or folder.name}))
+def _write_marker(folder: Path, what: str, entries: list[str] | None = None) -> None:
+    """The marker; ``entries`` (every entry recgen wrote) is added when the folder is complete."""
+    data = {"written_by": f"recgen {__version__}", "what": what or folder.name}
+    if entries is not None:
+        data["entries"] = entries
+    (folder / MARKER).write_text(json.dumps(data))
 
 
 @contextmanager
@@ -232,10 +363,9 @@ def atomic_dir(folder: str | Path, *, manifest: bool = False, what: str = "") ->
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-{os.getpid()}-", dir=folder.parent))
             _write_marker(tmp, what)
             yield tmp
-            if not (tmp / MARKER).is_file():
-                _write_marker(tmp, what)
             if manifest:
                 write_manifest(tmp)
+            _write_marker(tmp, what, _entries(tmp))  # the list of what recgen wrote: only these may be replaced
             _fsync_tree(tmp)
             _commit(tmp, folder)
         except OSError as exc:

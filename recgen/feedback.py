@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.dataset import Dataset
-from .data.events import Event, EventStore, check_id, default_events_path, make_event
+from .data.events import Event, EventStore, check_events_path, check_id, default_events_path, make_event
 from .errors import InvalidRequestError, UnknownItemError, UnknownUserError
 from .pipeline import FittedState, Pipeline
 from .retrieval.collaborative import ItemTransitions
@@ -112,6 +112,7 @@ class Feedback:
         self.pipeline: Pipeline | None = None
         self.dataset = dataset
         self.path = Path(path) if path is not None else default_events_path(dataset.name)
+        check_events_path(self.path)  # a folder or a device is an error, not "no log yet"
         self.base_users = frozenset(dataset.sequences)
         self._lock = threading.Lock()
         self._store = EventStore(self.path) if create or self.path.is_file() else None

@@ -74,6 +74,16 @@ def test_atomic_dir_refuses_a_file_and_a_symlink(tmp_path):
     assert (elsewhere / "thesis.tex").read_text() == "months of work" and link.is_symlink()
 
 
+def test_a_user_file_added_to_a_marked_folder_while_writing_is_not_deleted(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    with pytest.raises(UnsafeOverwriteError, match="mine.txt"):
+        with atomic_dir(target) as tmp:
+            (target / "mine.txt").write_text("added by the user meanwhile")
+    assert (target / "mine.txt").is_file() and (target / "a.txt").read_text() == "v1"
+
+
 def test_a_user_file_added_while_writing_is_not_deleted(tmp_path):
     target = tmp_path / "out"
     with atomic_dir(target) as tmp:
@@ -93,29 +103,101 @@ def test_empty_folder_is_filled(tmp_path):
     assert (target / "a.txt").read_text() == "v1"
 
 
-@pytest.mark.parametrize("files", [
-    {"index.json": "{}", "items.faiss": "x"},                                         # retrieval index
+# -- the marker's list of entries (issue 22: user files in a recgen folder were deleted on rewrite) ----------
+LEGACY_LOOKALIKES = [
+    {"config.json": "{}", "catalog.jsonl": ""},                                       # a user's config + catalog
+    {"index.json": "{}", "items.faiss": "x"},                                         # a pre-marker index
     {"config.json": "{}", "catalog.jsonl": "", "popularity.json": "[]",
-     "index/index.json": "{}", "index/items.faiss": "x"},                             # saved recommender
-    {"config.json": "{}", "tokenizer_config.json": "{}", "model.safetensors": "x"},  # converted default LM
-])
-def test_legacy_recgen_folders_without_marker_are_replaceable(tmp_path, files):
-    target = tmp_path / "legacy"
+     "index/index.json": "{}", "index/items.faiss": "x"},                             # a pre-marker saved recommender
+    {"config.json": "{}", "tokenizer_config.json": "{}", "model.safetensors": "x"},  # a pre-marker converted LM
+]
+
+
+def write_files(folder, files):
     for name, text in files.items():
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        (target / name).write_text(text)
-    assert replaceable(target)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def test_the_marker_lists_every_entry_written_and_stays_readable(tmp_path):
+    from recgen.atomic import foreign_entries
+
+    target = tmp_path / "out"
+    with atomic_dir(target, what="saved recommender") as tmp:
+        (tmp / "a.txt").write_text("v1")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.txt").write_text("v1")
+    marker = json.loads((target / MARKER).read_text())
+    assert marker["written_by"].startswith("recgen") and marker["what"] == "saved recommender"
+    assert marker["entries"] == ["a.txt", "sub", "sub/b.txt"]
+    assert foreign_entries(target) == []
+
+
+@pytest.mark.parametrize("extra", ["my_notes.txt", "sub/my_notes.txt", "new_folder/x.txt"])
+def test_a_recgen_folder_with_a_user_entry_is_refused_naming_it(tmp_path, extra):
+    from recgen.atomic import foreign_entries
+
+    target = tmp_path / "out"
     with atomic_dir(target) as tmp:
-        (tmp / "new.txt").write_text("v2")
-    assert (target / "new.txt").is_file() and not (target / "config.json").exists()
+        (tmp / "a.txt").write_text("v1")
+        (tmp / "sub").mkdir()
+    write_files(target, {extra: "notes"})
+    foreign = "new_folder" if extra.startswith("new_") else extra  # an unlisted folder is foreign whole
+    assert foreign_entries(target) == [foreign]
+    assert not replaceable(target)
+    with pytest.raises(UnsafeOverwriteError, match=foreign):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("v2")
+    assert (target / extra).read_text() == "notes" and (target / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_legacy_manifest_folder_is_replaceable_but_not_with_an_unlisted_file(tmp_path):
+def test_a_user_file_added_to_a_nested_recgen_folder_is_found(tmp_path):
+    from recgen.atomic import foreign_entries
+    from recgen.retrieval.index import IndexMeta, make_index, save_index
+
+    target = tmp_path / "rec"
+    with atomic_dir(target) as tmp:
+        save_index(tmp / "index", make_index(np.eye(4, dtype="float32")), IndexMeta("e", "f", 4, 4))
+    assert replaceable(target)
+    (target / "index" / "notes.txt").write_text("mine")
+    assert foreign_entries(target) == ["index/notes.txt"] and not replaceable(target)
+
+
+@pytest.mark.parametrize("files", LEGACY_LOOKALIKES)
+def test_folders_without_a_recorded_list_are_refused_not_guessed(tmp_path, files):
+    target = tmp_path / "legacy"
+    write_files(target, files)
+    before = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
+    assert not replaceable(target)
+    with pytest.raises(UnsafeOverwriteError, match="no record of the files recgen wrote"):
+        with atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("v2")
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == before
+
+
+def test_a_marker_from_before_the_list_is_refused(tmp_path):
+    target = tmp_path / "old"
+    write_files(target, {"config.json": "{}", "catalog.jsonl": "", "my_notes.txt": "notes"})
+    (target / MARKER).write_text(json.dumps({"written_by": "recgen 0.1.0", "what": "saved recommender"}))
+    with pytest.raises(UnsafeOverwriteError, match="Move or delete it yourself"):
+        with atomic_dir(target):
+            pass
+    assert (target / "my_notes.txt").read_text() == "notes"
+
+
+def test_legacy_manifest_folder_is_replaceable_only_when_every_hash_matches(tmp_path):
+    import hashlib
+
     target = tmp_path / "step-000002"
     target.mkdir()
     (target / "optimizer.json").write_text("{}")
-    (target / MANIFEST).write_text(json.dumps({"files": {"optimizer.json": "0" * 64}}))
+    digest = hashlib.sha256(b"{}").hexdigest()
+    (target / MANIFEST).write_text(json.dumps({"files": {"optimizer.json": digest}}))
     assert replaceable(target)
+    (target / MANIFEST).write_text(json.dumps({"files": {"optimizer.json": "0" * 64}}))
+    assert not replaceable(target)  # a look-alike manifest is no proof
+    (target / MANIFEST).write_text(json.dumps({"files": {"optimizer.json": digest}}))
     (target / "notes.md").write_text("mine")
     assert not replaceable(target)
 
@@ -237,3 +319,75 @@ def test_read_only_disk_is_a_save_error(tmp_path, monkeypatch):
     with pytest.raises(SaveError, match="Read-only"):
         with atomic_dir(tmp_path / "out"):
             pass
+
+
+# -- entry points: refit, save(), index --add, fit -o (issue 22) -------------------------------------------------
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    """The CLI with its cache and state in ``tmp_path``, and a fit that must never start."""
+    from recgen.cli import fit_cmd
+
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RECGEN_STATE_DIR", str(tmp_path / "state"))
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit started although its output folder is refused")
+
+    monkeypatch.setattr(fit_cmd, "fit_for_serving", no_fit)
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from recgen.cli.main import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    result.said = " ".join(result.output.split())  # rich wraps long lines
+    return result
+
+
+def test_refit_and_save_keep_a_user_file_in_a_saved_recommender(tmp_path, dataset, synthetic_dataset_dir, cli_env):
+    from recgen import RecgenConfig, Recommender
+
+    rec = Recommender.from_dataset(dataset, RecgenConfig(), index_dir=tmp_path / "idx")
+    folder = tmp_path / "F"
+    rec.save(folder)
+    (folder / "my_notes.txt").write_text("notes")
+    result = invoke("refit", "-d", synthetic_dataset_dir, "-o", folder)  # the README's cron pattern
+    assert result.exit_code == 2 and "my_notes.txt" in result.said, result.output
+    with pytest.raises(UnsafeOverwriteError, match="my_notes.txt"):
+        rec.save(folder)
+    assert (folder / "my_notes.txt").read_text() == "notes"
+    assert Recommender.load(folder).catalog.ids == dataset.catalog.ids  # recgen's own files untouched too
+
+
+def test_a_folder_that_merely_looks_like_a_saved_recommender_is_kept(tmp_path, dataset, synthetic_dataset_dir,
+                                                                      cli_env):
+    from recgen import RecgenConfig, Recommender
+
+    folder = tmp_path / "mine"
+    write_files(folder, {"config.json": '{"note": "my settings"}', "catalog.jsonl": '{"id": "my row"}\n'})
+    before = {p.name: p.read_text() for p in folder.iterdir()}
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "new1", "title": "New"}) + "\n")
+    for args in (["fit", "-d", synthetic_dataset_dir, "-o", folder],
+                 ["index", "-d", synthetic_dataset_dir, "--add", items, "--out", folder]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "no record of the files recgen wrote" in result.said, result.output
+    with pytest.raises(UnsafeOverwriteError):
+        Recommender.from_dataset(dataset, RecgenConfig(), index_dir=tmp_path / "idx").save(folder)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only place"])
+def test_fit_to_an_unwritable_place_fails_before_fitting(tmp_path, synthetic_dataset_dir, cli_env, where):
+    if where == "under a file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "fitted"
+    else:
+        from pathlib import Path
+
+        out = Path("/proc/recgen-no-such-dir/fitted")  # root ignores permission bits; /proc refuses even root
+    result = invoke("fit", "-d", synthetic_dataset_dir, "-o", out)
+    assert result.exit_code == 2 and "cannot" in result.said, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

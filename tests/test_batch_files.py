@@ -253,3 +253,59 @@ def test_a_full_disk_mid_job_is_a_clear_error_and_resumable(tmp_path, dataset, t
                       show_progress=False)
     assert (again.already_done, again.processed) == (1, 2)
     assert sorted(json.loads(x)["custom_id"] for x in out.read_text().splitlines()) == ["r0", "r1", "r2"]
+
+
+# -- a refused job leaves nothing behind (issue 22) --------------------------------------------------------------
+def test_a_job_refused_for_a_foreign_output_leaves_no_lock(src, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("my own notes, not results\n", encoding="utf-8")
+    with pytest.raises(DataError, match="not a recgen batch result"):
+        _run(src, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
+    assert out.read_text(encoding="utf-8") == "my own notes, not results\n"
+
+
+def test_a_job_refused_through_a_hard_link_to_a_locked_output_leaves_nothing(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("", encoding="utf-8")
+    alias = tmp_path / "alias.jsonl"
+    os.link(out, alias)
+    with OutputLock(out):
+        with pytest.raises(OutputLockedError):
+            with OutputLock(alias):
+                pass
+        assert not lock_path(alias).exists()  # the refused job's own lock file is gone
+        assert lock_path(out).exists()  # the running job's lock is never touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.jsonl", "out.jsonl", "out.jsonl.lock"]
+
+
+def test_a_job_that_fails_inside_its_lock_removes_the_empty_output_it_created(tmp_path):
+    out = tmp_path / "new" / "out.jsonl"
+    with pytest.raises(DataError):
+        with OutputLock(out):
+            raise DataError("refused after locking")
+    assert list((tmp_path / "new").iterdir()) == []
+    with OutputLock(out):  # a finished job keeps its output and lock (the next job reuses the lock)
+        pass
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["out.jsonl", "out.jsonl.lock"]
+
+
+def test_a_lock_file_deleted_by_its_holder_is_not_trusted(tmp_path, monkeypatch):
+    import recgen.batch.files as files
+
+    out = tmp_path / "out.jsonl"
+    lock = OutputLock(out)
+    opened = []
+    real_open = os.open
+
+    def open_then_vanish(path, flags, *mode):
+        fd = real_open(path, flags, *mode)
+        if str(path).endswith(".lock") and not opened:  # the holder deletes it between our open and our flock
+            opened.append(fd)
+            os.unlink(path)
+        return fd
+
+    monkeypatch.setattr(files.os, "open", open_then_vanish)
+    with lock:
+        assert files._same_inode(lock._fds[0], lock.path)  # it locked the file the path names now
+    assert opened

@@ -95,3 +95,62 @@ def test_a_file_that_is_not_an_event_log_is_a_data_error(tmp_path):
 def test_the_default_log_lives_in_the_state_dir_not_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("RECGEN_STATE_DIR", str(tmp_path))
     assert default_events_path("ml-100k") == tmp_path / "feedback" / "ml-100k" / "events.sqlite"
+
+
+# -- the log's path (issue 22: /dev/null let SQLite create /dev/null-journal; a folder was "no log") -------------
+def _beside(path):
+    return {p.name for p in path.parent.iterdir() if p.name.startswith(path.name)} if path.parent.is_dir() else set()
+
+
+@pytest.mark.parametrize("kind", ["folder", "/dev/null", "fifo"])
+def test_a_log_path_that_is_not_a_file_is_a_clear_error_creating_nothing(tmp_path, kind):
+    import os
+    from pathlib import Path
+
+    if kind == "folder":
+        path = tmp_path / "events.sqlite"
+        path.mkdir()
+    elif kind == "fifo":
+        path = tmp_path / "events.sqlite"
+        os.mkfifo(path)
+    else:
+        path = Path(os.devnull)
+    before = _beside(path)
+    for create in (True, False):
+        with pytest.raises(DataError, match="is a folder|not a regular file"):
+            EventStore(path, create=create)
+    assert _beside(path) == before  # no -journal, -wal or -shm beside it
+
+
+@pytest.mark.parametrize("kind", ["folder", "/dev/null"])
+def test_cli_forget_and_fit_refuse_a_log_that_is_not_a_file(tmp_path, monkeypatch, synthetic_dataset_dir, kind):
+    import os
+
+    from typer.testing import CliRunner
+
+    from recgen.cli import fit_cmd
+    from recgen.cli.main import app
+
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(fit_cmd, "fit_for_serving", lambda *a, **k: pytest.fail("fitted with a bad log path"))
+    path = tmp_path / "log"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path = os.devnull
+    journal_before = os.path.exists(os.devnull + "-journal")
+    for args in (["forget", "-u", "u1", "-d", synthetic_dataset_dir, "--events", path],
+                 ["fit", "-d", synthetic_dataset_dir, "-o", tmp_path / "out", "--events", path]):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and ("is a folder" in said or "not a regular file" in said), result.output
+    assert os.path.exists(os.devnull + "-journal") == journal_before and not (tmp_path / "out").exists()
+
+
+def test_a_served_dataset_with_a_folder_as_its_log_is_refused(tmp_path, dataset):
+    from recgen.feedback import Feedback
+
+    path = tmp_path / "events.sqlite"
+    path.mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        Feedback.open(dataset, path)

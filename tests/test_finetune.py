@@ -303,3 +303,91 @@ def test_retriever_pairs_use_training_items_only_and_batches_have_no_duplicates(
         seen = [t for i in batch for t in pairs[i]]
         assert len(seen) == len(set(seen))
     assert sorted(i for b in batches for i in b) == sorted(set(i for b in batches for i in b))
+
+
+# -- output_dir / results_dir: never a file recgen did not write (issue 22) --------------------------------------
+def _plant(folder: Path, names) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text(f"my own {name}")
+    return {name: f"my own {name}" for name in names}
+
+
+def _kept(folder: Path, planted: dict) -> bool:
+    return all((folder / name).read_text() == text for name, text in planted.items())
+
+
+RANKER_FOREIGN = [("run", "train_log.jsonl"), ("results", "metrics.json"), ("results", "MODEL_CARD.md"),
+                  ("results", "train_log.jsonl"), ("results", "loss_curve.png")]
+RETRIEVER_FOREIGN = [("run", "summary.json"), ("results", "metrics.json"), ("results", "README.md"),
+                     ("results", "loss.json")]
+
+
+@pytest.mark.parametrize("where,name", RANKER_FOREIGN)
+def test_ranker_refuses_a_foreign_output_file_before_training(tiny_lm, tmp_path, where, name):
+    from recgen.errors import UnsafeOverwriteError
+
+    planted = _plant(tmp_path / where, [name])
+    with pytest.raises(UnsafeOverwriteError, match=name):
+        make_trainer(ranker_config(tiny_lm, tmp_path))
+    assert _kept(tmp_path / where, planted)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("where,name", RETRIEVER_FOREIGN)
+def test_cli_finetune_retriever_refuses_a_foreign_output_file_before_training(tmp_path, where, name):
+    import yaml
+    from typer.testing import CliRunner
+
+    from recgen.cli.finetune_cmd import finetune_app
+
+    planted = _plant(tmp_path / where, [name])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"kind": "retriever", "name": "t", "dataset": "tiny",
+                                      "output_dir": str(tmp_path / "run"), "results_dir": str(tmp_path / "results")}))
+    result = CliRunner().invoke(finetune_app, ["retriever", "-c", str(recipe)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and name in said and "recgen did not write" in said, result.output
+    assert _kept(tmp_path / where, planted)
+
+
+def test_results_are_rewritten_when_recgen_wrote_them_and_refused_otherwise(tmp_path):
+    from recgen.errors import UnsafeOverwriteError
+    from recgen.finetune.model_card import write_results
+
+    out, results = tmp_path / "run", tmp_path / "results"
+    (out / "adapter").mkdir(parents=True)
+    (out / "adapter" / "README.md").write_text("card")
+    write_results(results, out, {"steps": 1})
+    write_results(results, out, {"steps": 2})  # its own files: rewritten
+    assert json.loads((results / "metrics.json").read_text()) == {"steps": 2}
+    assert (results / "MODEL_CARD.md").read_text() == "card"
+    other = tmp_path / "other"
+    planted = _plant(other, ["MODEL_CARD.md"])
+    with pytest.raises(UnsafeOverwriteError, match="MODEL_CARD.md"):
+        write_results(other, out, {"steps": 1})
+    assert _kept(other, planted) and not (other / "metrics.json").exists()
+
+
+def test_the_training_log_is_never_appended_to_a_foreign_file(tmp_path):
+    from recgen.errors import UnsafeOverwriteError
+
+    cfg = RankerFinetuneConfig(name="t", dataset="tiny", lm="unused", output_dir=str(tmp_path / "run"))
+    planted = _plant(tmp_path / "run", ["train_log.jsonl"])
+    with pytest.raises(UnsafeOverwriteError, match="train_log.jsonl"):
+        RankerTrainer(cfg).log({"event": "step"})
+    assert _kept(tmp_path / "run", planted)
+    fresh = RankerTrainer(RankerFinetuneConfig(name="t", dataset="tiny", lm="unused", output_dir=str(tmp_path / "new")))
+    fresh.log({"event": "step"})
+    fresh.log({"event": "step"})
+    assert len((tmp_path / "new" / "train_log.jsonl").read_text().splitlines()) == 2
+
+
+def test_calibration_refuses_a_foreign_result_file_before_any_prompt(tmp_path, dataset):
+    from recgen.errors import UnsafeOverwriteError
+    from recgen.finetune.calibrate import calibrate
+
+    planted = _plant(tmp_path / "cal", ["calibration_zero_shot.json"])
+    with pytest.raises(UnsafeOverwriteError, match="calibration_zero_shot.json"):
+        calibrate(dataset, None, users=2, out=str(tmp_path / "cal"), backend=object())
+    assert _kept(tmp_path / "cal", planted)

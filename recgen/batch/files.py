@@ -9,7 +9,8 @@ import errno
 import os
 from pathlib import Path
 
-from ..errors import DataError, RecgenError
+from ..atomic import check_place_writable
+from ..errors import DataError, RecgenError, SaveError
 
 try:
     import fcntl
@@ -22,8 +23,8 @@ class OutputLockedError(RecgenError):
 
 
 def lock_path(output: str | Path) -> Path:
-    """The sidecar lock file recgen creates next to an output's real path (and leaves there: deleting it
-    would race with a job about to lock it)."""
+    """The sidecar lock file recgen creates next to an output's real path (see :class:`OutputLock` for when
+    it is deleted again)."""
     real = Path(os.path.realpath(output))
     return real.with_name(real.name + ".lock")
 
@@ -61,39 +62,60 @@ def check_writable(path: Path, what: str) -> None:
         if not os.access(path, os.W_OK):
             raise DataError(f"the {what} {path} is not writable")
         return
-    folder = path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise DataError(f"cannot create the folder for the {what} {path}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DataError(f"the {what} {path} cannot be created: the folder {folder} is not writable")
+    try:
+        check_place_writable(path, what)  # probed, not os.access: root ignores permission bits, not a read-only disk
+    except SaveError as exc:
+        raise DataError(exc.strerror or str(exc)) from None
 
 
 class OutputLock:
     """Exclusive, non-blocking ``flock``s for the whole job: on ``<output>.lock`` (next to the output's real
     path, so a symlink to the output finds the same lock) and on the output file itself (created if missing;
     a flock belongs to the inode, so a hard link to the output finds it too). The kernel releases both when
-    the process dies, so a killed job never blocks its own resume."""
+    the process dies, so a killed job never blocks its own resume.
+
+    A job that is refused or fails (any exception inside or while locking) leaves nothing it created: the
+    lock file it created (deleted while it still holds it) and an output it created that is still empty.
+    A locker checks, once locked, that the path still names the inode it locked, so deleting a held lock
+    file never lets two jobs in. A finished job leaves its lock file (harmless, reused by the next job)."""
+
+    _ATTEMPTS = 5
 
     def __init__(self, output: str | Path):
         self.output = Path(output)
         self.path = lock_path(output)
         self._fds: list[int] = []
+        self._created: list[tuple[Path, int]] = []  # (path, fd) of files this job created
 
     def __enter__(self) -> "OutputLock":
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            for path, flags in ((self.path, os.O_RDWR), (self.output, os.O_WRONLY | os.O_APPEND)):
-                self._fds.append(os.open(path, flags | os.O_CREAT, 0o644))
-                self._lock(self._fds[-1])
+            self._open_locked(self.path, os.O_RDWR, verify=True)
+            self._open_locked(self.output, os.O_WRONLY | os.O_APPEND, verify=False)
         except OSError as exc:
-            self.__exit__()
+            self._release(failed=True)
             raise DataError(f"cannot create or lock {exc.filename or self.path}: {exc.strerror or exc}") from None
         except BaseException:
-            self.__exit__()
+            self._release(failed=True)
             raise
         return self
+
+    def _open_locked(self, path: Path, flags: int, *, verify: bool) -> None:
+        """Open ``path`` (creating it if missing, remembered as ours) and lock it; with ``verify``, retry when
+        the file was deleted or replaced between open and lock (its holder cleaned up after a refusal)."""
+        for _ in range(self._ATTEMPTS):
+            try:
+                fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                fd, created = os.open(path, flags | os.O_CREAT), False
+            self._fds.append(fd)
+            if created:
+                self._created.append((path, fd))
+            self._lock(fd)
+            if not verify or _same_inode(fd, path):
+                return
+            self._forget(fd)
+        raise OutputLockedError(f"the lock {path} keeps changing; another recgen batch is starting on {self.output}")
 
     def _lock(self, fd: int) -> None:
         if fcntl is None:
@@ -106,6 +128,32 @@ class OutputLock:
             raise OutputLockedError(f"another recgen batch is writing {self.output} (it holds {self.path}); "
                                     "wait for it to finish, or choose another --output") from None
 
-    def __exit__(self, *exc) -> None:
+    def _forget(self, fd: int) -> None:
+        self._fds.remove(fd)
+        self._created = [(p, f) for p, f in self._created if f != fd]
+        os.close(fd)
+
+    def _release(self, *, failed: bool) -> None:
+        """Unlock; after a failure, first delete what this job created (while still holding its locks)."""
+        if failed:
+            for path, fd in reversed(self._created):
+                try:
+                    if _same_inode(fd, path) and (path == self.path or os.fstat(fd).st_size == 0):
+                        os.unlink(path)
+                except OSError:
+                    pass
+        self._created = []
         while self._fds:
             os.close(self._fds.pop())  # releases the lock
+
+    def __exit__(self, kind=None, exc=None, tb=None) -> None:
+        self._release(failed=kind is not None)
+
+
+def _same_inode(fd: int, path: Path) -> bool:
+    """The open file ``fd`` is still what ``path`` names (not deleted, not replaced)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

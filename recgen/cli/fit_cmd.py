@@ -15,9 +15,9 @@ from typing import Optional
 
 import typer
 
-from ..atomic import check_outside, check_replaceable
+from ..atomic import check_output_folder, check_outside
 from ..data import load_dataset
-from ..data.events import EventStore, default_events_path
+from ..data.events import EventStore, check_events_path, default_events_path
 from ..feedback import served_dataset
 from ..fit.serving import fit_for_serving
 from ..paths import resolve_dataset_path
@@ -62,7 +62,7 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     with stage("load dataset"):
         data, log_info = _served(load_dataset(dataset), events)
     folder = out or fitted_folder(data, cfg.retrieval)
-    check_replaceable(folder)  # before the slow part: never replace a folder recgen did not write
+    check_output_folder(folder)  # before the slow part: a writable place, and never a folder recgen did not write
     check_outside(resolve_dataset_path(dataset), folder, "dataset")
     check_outside(events or default_events_path(data.name), folder, "event log")
     log = lambda message: console.print(f"[dim]{message}[/]")  # noqa: E731 (stderr, also with --json)
@@ -89,6 +89,7 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
 def _served(base, events: Optional[Path]):
     """``base`` with its event log applied (unchanged without a log), and what the log held."""
     path = events or default_events_path(base.name)
+    check_events_path(path)  # a folder or a device is an error, not "no log"
     if not path.is_file():
         return base, {"events_log": None, "events": 0, "forgotten_users": 0}
     store = EventStore(path, create=False)

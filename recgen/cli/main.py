@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..atomic import check_outside, check_replaceable
+from ..atomic import check_output_folder, check_outside
 from ..config import MAX_CANDIDATES, RetrievalSettings
 from ..data import load_catalog_file, load_dataset
 from ..recommender import Recommender, open_dataset
@@ -38,7 +38,7 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
         return add_items_cmd(dataset, add, out, update, as_json)
     data = load_dataset(dataset)
     folder = out or index_folder(data.name, data.catalog.fingerprint(), embedder)
-    check_replaceable(folder)  # before the (slow) embedding: never replace a folder recgen did not write
+    check_output_folder(folder)  # before the (slow) embedding: writable, and never a folder recgen did not write
     start = time.perf_counter()
     retriever = Retriever.build(data.catalog, RetrievalSettings(embedder=embedder), show_progress=not as_json)
     retriever.save(folder)
@@ -56,7 +56,7 @@ def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: b
     if out is None:
         raise typer.BadParameter("--add needs --out: the saved recommender folder to update (or create)")
     check_outside(items_file, out, "items file")
-    check_replaceable(out)  # before embedding anything: never replace a folder recgen did not write
+    check_output_folder(out)  # before embedding anything: writable, and never a folder recgen did not write
     items = load_catalog_file(items_file).items
     rec = Recommender.load(out) if (out / "config.json").is_file() else open_dataset(dataset, make_config())[1]
     start = time.perf_counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import stat
 import threading
 import time
 import unicodedata
@@ -127,14 +128,41 @@ def default_events_path(dataset_name: str) -> Path:
     return state_dir() / "feedback" / dataset_name / FILE_NAME
 
 
+def check_events_path(path: str | Path) -> None:
+    """:class:`DataError` unless ``path`` is a regular file or can become one: a folder, ``/dev/null`` or another
+    device is refused before SQLite opens it (it would create ``<path>-journal`` and ``-wal`` beside it), and a
+    folder is never taken for "no log yet"."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise DataError(f"cannot use the event log {path}: {exc.strerror or exc}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise DataError(f"the event log {path} is a folder; give the path of a file (e.g. {path / FILE_NAME})")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise DataError(f"the event log {path} is not a regular file (a device, pipe or socket); give a file path")
+    if mode is None:
+        place = path.absolute().parent
+        while not place.exists() and place != place.parent:
+            place = place.parent
+        if not place.is_dir():
+            raise DataError(f"cannot create the event log {path}: {place} is not a folder")
+
+
 class EventStore:
     """The SQLite event log of one dataset. Thread-safe (one connection behind a lock)."""
 
     def __init__(self, path: str | Path, *, create: bool = True):
         self.path = Path(path)
+        check_events_path(self.path)
         if not create and not self.path.is_file():
             raise DataError(f"no event log at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the folder of the event log {self.path}: {exc.strerror or exc}") from None
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)

@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from ..atomic import check_output_files, claim_files
 from ..config import RecgenConfig
 from ..data import Dataset, load_dataset
 from ..evaluation.protocol import EvalData, evaluate_users, mean_of, sample_users
@@ -35,6 +36,9 @@ def calibrate(dataset: str | Dataset, adapter: str | None, *, users: int = 500, 
               command: str = "", backend=None, log=print) -> dict:
     """Validation NDCG@10 per prior on ``users`` seeded users; ``backend`` replaces the one ``config`` loads."""
     t0 = time.time()
+    name = "calibration_fine_tuned.json" if adapter else "calibration_zero_shot.json"
+    if out:
+        check_output_files(Path(out), [name], "calibration folder")  # refused now, not after every prompt
     config = (config or RecgenConfig()).updated("calibration config", lm={"adapter": adapter, "threads": threads})
     data = EvalData.from_dataset(dataset if isinstance(dataset, Dataset) else load_dataset(dataset))
     positions = sample_users(data.n_users, users, seed)
@@ -62,8 +66,6 @@ def calibrate(dataset: str | Dataset, adapter: str | None, *, users: int = 500, 
     }
     log(f"best prior {best['retrieval_prior']:g} (NDCG@10 {best['ndcg@10']:.4f}; retrieval order {retrieval_only:.4f})")
     if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = "calibration_fine_tuned.json" if adapter else "calibration_zero_shot.json"
+        folder = claim_files(out, [name], "calibration folder")
         (folder / name).write_text(json.dumps(result, indent=2))
     return result

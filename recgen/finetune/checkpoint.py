@@ -15,14 +15,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import MANIFEST, atomic_folder, check_replaceable, replaceable, verify_folder
+from ..atomic import (
+    MANIFEST,
+    atomic_folder,
+    check_output_files,
+    check_output_folder,
+    check_replaceable,
+    replaceable,
+    verify_folder,
+)
 from ..errors import FolderCorruptError
 
+#: files the ranker writes into ``output_dir`` and ``results_dir`` (each recorded in the folder's marker)
+OUTPUT_FILES = ("train_log.jsonl",)
+RESULT_FILES = ("metrics.json", "train_log.jsonl", "loss_curve.png", "MODEL_CARD.md")
 CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "optimizer.json",
                     "scheduler.json", "rng.safetensors", "rng.json", "trainer_state.json")
 
 __all__ = ["CHECKPOINT_FILES", "MANIFEST", "CheckpointError", "atomic_folder", "verify_folder", "verify_checkpoint",
-           "latest_checkpoint", "prune_checkpoints", "check_output_dir", "optimizer_to_files", "optimizer_from_files",
+           "latest_checkpoint", "prune_checkpoints", "check_output_dir", "OUTPUT_FILES", "RESULT_FILES", "optimizer_to_files", "optimizer_from_files",
            "rng_to_files", "rng_from_files", "scheduler_state"]
 
 
@@ -53,12 +64,17 @@ def prune_checkpoints(output_dir: Path, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def check_output_dir(output_dir: Path) -> None:
+def check_output_dir(output_dir: Path, results_dir: Path | None = None) -> None:
     """Before training: raise :class:`~recgen.errors.UnsafeOverwriteError` if ``adapter/``, ``best/`` or a
-    ``checkpoints/step-*`` folder holds files recgen did not write (found now, not after hours of training)."""
+    ``checkpoints/step-*`` folder holds files recgen did not write, or a file the run writes into
+    ``output_dir`` / ``results_dir`` exists without recgen's record of writing it; :class:`SaveError` if a
+    place is not writable (found now, not after hours of training)."""
     out = Path(output_dir)
     for name in ("adapter", "best"):
-        check_replaceable(out / name)
+        check_output_folder(out / name)
+    check_output_files(out, OUTPUT_FILES, "output_dir")
+    if results_dir is not None:
+        check_output_files(Path(results_dir), RESULT_FILES, "results_dir")
     if (out / "checkpoints").is_dir():
         for step in (out / "checkpoints").iterdir():
             if step.name.startswith("step-"):

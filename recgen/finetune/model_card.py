@@ -7,6 +7,8 @@ import platform
 import shutil
 from pathlib import Path
 
+from ..atomic import claim_files
+
 
 def _fmt(value) -> str:
     if isinstance(value, float):
@@ -132,12 +134,15 @@ def plot_curves(log_path: Path, png: Path, extra_evals: list[dict] | None = None
 
 
 def write_results(results_dir: Path, output_dir: Path, summary: dict) -> None:
-    results_dir.mkdir(parents=True, exist_ok=True)
+    """metrics, training log, loss plot and model card into ``results_dir``: only files recgen wrote there
+    before are replaced (each is recorded in the folder's marker first; a foreign one is refused)."""
+    log, card = output_dir / "train_log.jsonl", output_dir / "adapter" / "README.md"
+    names = ["metrics.json"] + (["train_log.jsonl", "loss_curve.png"] if log.is_file() else []) + \
+        (["MODEL_CARD.md"] if card.is_file() else [])
+    claim_files(results_dir, names, "results_dir")
     (results_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    log = output_dir / "train_log.jsonl"
     if log.is_file():
         shutil.copy2(log, results_dir / "train_log.jsonl")
         plot_curves(log, results_dir / "loss_curve.png")
-    card = output_dir / "adapter" / "README.md"
     if card.is_file():
         shutil.copy2(card, results_dir / "MODEL_CARD.md")

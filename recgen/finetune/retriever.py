@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_output_files, check_output_folder, claim_files
 from ..config import RecgenConfig
 from ..data import load_dataset
 from ..errors import DataError
@@ -91,6 +91,21 @@ def recall_by_stage(data: EvalData, positions, retriever: Retriever, config: Rec
 
 
 # -- the run ----------------------------------------------------------------------------------------------
+#: files written into ``output_dir`` (besides the ``model/`` and ``index/`` folders) and ``results_dir``
+OUTPUT_FILES = ("summary.json",)
+RESULT_FILES = ("metrics.json", "loss.json", "README.md")
+
+
+def check_outputs(cfg: RetrieverFinetuneConfig) -> None:
+    """May the run write every output? ``model/`` and ``index/`` replaceable, the files free or recgen's own."""
+    out = Path(cfg.output_dir)
+    for name in ("model", "index"):
+        check_output_folder(out / name)
+    check_output_files(out, OUTPUT_FILES, "output_dir")
+    if cfg.results_dir:
+        check_output_files(Path(cfg.results_dir), RESULT_FILES, "results_dir")
+
+
 def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", dataset=None) -> dict:
     import torch
     from rich.console import Console
@@ -99,6 +114,7 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
 
 
     console = Console(stderr=True)
+    check_outputs(cfg)  # foreign files or a read-only place: refused now, not after training
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.seed)
@@ -183,10 +199,10 @@ def finetune_retriever(cfg: RetrieverFinetuneConfig, *, command: str = "", datas
     # Recall@k is the same key for every stage; also expose the plain names the CLI prints.
     summary["valid_before"]["recall@20"] = before["valid"]
     summary["valid_after"]["recall@20"] = after["valid"]
+    claim_files(out, OUTPUT_FILES, "output_dir")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.results_dir:
-        res = Path(cfg.results_dir)
-        res.mkdir(parents=True, exist_ok=True)
+        res = claim_files(cfg.results_dir, RESULT_FILES, "results_dir")
         (res / "metrics.json").write_text(json.dumps(summary, indent=2))
         (res / "loss.json").write_text(json.dumps([round(x, 4) for x in losses]))
         _write_retriever_card(res / "README.md", summary)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, claim_files
 from ..data import load_dataset
 from ..errors import ModelLoadError, RecgenError
 from ..evaluation.protocol import EvalData, evaluate_users, mean_of, sample_users
@@ -59,9 +59,12 @@ class RankerTrainer:
         self.out = Path(config.output_dir)
         self.console = console or Console(stderr=True)
         self.log_path = self.out / "train_log.jsonl"
+        self._log_claimed = False
 
     def log(self, record: dict) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
+        if not self._log_claimed:  # never append to a train_log.jsonl recgen did not write
+            claim_files(self.out, [self.log_path.name], "output_dir")
+            self._log_claimed = True
         with self.log_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -76,7 +79,7 @@ class RankerTrainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         t0 = time.time()
-        check_output_dir(self.out)  # an output folder holding files recgen did not write fails now, not after training
+        check_output_dir(self.out, self.cfg.results_dir)  # foreign files or a read-only place: now, not after training
         self.dataset = dataset or load_dataset(cfg.dataset)
         self.eval_data = EvalData.from_dataset(self.dataset)
         self.splits = self.eval_data.split.splits
