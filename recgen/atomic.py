@@ -14,9 +14,10 @@ without that record. :func:`check_output_folder` and :func:`check_output_files` 
 here?" (no foreign content, a writable place) before any long work starts.
 
 Folders without a list of entries (written before the list existed, or not by recgen) are not replaced:
-looking like a recgen layout is no proof, so the user is told to move or delete the folder. The one
-exception is a legacy ``manifest.json`` folder (checkpoints, adapters) whose manifest lists every file with
-a matching sha256.
+looking like a recgen layout is no proof, so the user is told to move or delete the folder. Two exceptions:
+a legacy ``manifest.json`` folder (checkpoints, adapters) whose manifest lists every file with a matching
+sha256, and a marked folder inside recgen's own cache (``RECGEN_CACHE_DIR``: indexes, fitted states), which
+an older recgen wrote before the list existed and which is rebuilt rather than refused after an upgrade.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import FolderCorruptError, SaveError, UnsafeOverwriteError
+from .paths import cache_dir
 from .version import __version__
 
 MARKER = ".recgen-folder"
@@ -137,7 +139,15 @@ def replaceable(folder: Path) -> bool:
         return True
     if recorded_entries(folder) is not None:
         return not foreign_entries(folder)
+    if MARKER in names and _inside_cache(folder):
+        return True  # recgen's own cache, marked by a recgen that wrote no list yet: rebuilt, not refused
     return MANIFEST in names and _manifest_covers(folder)
+
+
+def _inside_cache(folder: Path) -> bool:
+    """``folder`` lies inside recgen's cache (``RECGEN_CACHE_DIR``), where only recgen writes."""
+    inner, outer = os.path.realpath(folder), os.path.realpath(cache_dir())
+    return inner.startswith(outer.rstrip(os.sep) + os.sep)
 
 
 def check_outside(path: str | Path, folder: Path, what: str) -> None:

@@ -391,3 +391,15 @@ def test_fit_to_an_unwritable_place_fails_before_fitting(tmp_path, synthetic_dat
     result = invoke("fit", "-d", synthetic_dataset_dir, "-o", out)
     assert result.exit_code == 2 and "cannot" in result.said, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_marker_from_before_the_list_inside_recgens_cache_is_rebuilt(tmp_path, monkeypatch):
+    """Cached indexes and fitted states written by an older recgen (marker, no list) are rebuilt after an
+    upgrade, not refused: only recgen writes inside its cache. The same folder outside the cache is refused."""
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    for root, expected in ((tmp_path / "cache" / "indexes", True), (tmp_path / "elsewhere", False)):
+        old = root / "ml-100k-abc"
+        old.mkdir(parents=True)
+        (old / "index.faiss").write_bytes(b"x")
+        (old / MARKER).write_text(json.dumps({"written_by": "recgen 0.9"}))
+        assert replaceable(old) is expected
