@@ -66,7 +66,7 @@ test-release: setup
 	RECGEN_RELEASE_CHECKS=1 RECGEN_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q -m "release or not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check recgen tests benchmarks scripts finetune
+	$(VENV)/bin/ruff check recgen tests benchmarks scripts finetune eval
 	$(VENV)/bin/lint-imports
 
 clean:
