@@ -71,6 +71,23 @@ def gzip_rows(paths: dict[str, Path]) -> str:
     return paths["users"].name
 
 
+def write_run_file(folder: Path, name: str, summary: dict, rows: list[dict] | None = None) -> Path:
+    """Every result writer's one way to save a run: ``<folder>/<name>.json`` (and, given ``rows``, its per-row
+    ``<name>.rows.jsonl.gz``, written first so a summary never names missing rows). The summary is written to a
+    temporary file and renamed, so an interrupt leaves the old file or the new one, never half of one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if rows is not None:
+        with gzip.open(folder / f"{name}.rows.jsonl.gz", "wt", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    path = folder / f"{name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def load_run(results_dir: Path, dataset: str, run: str) -> tuple[dict, list[dict]]:
     """A finished run's summary and per-user rows; ``run`` may also be a path to its ``.json``."""
     path = Path(run)
