@@ -40,6 +40,8 @@ def test_eval_run_honours_the_results_dir_option(chain, tmp_path):
     assert (tmp_path / "opt" / "chain" / "popular-test.json").is_file()
     assert (tmp_path / "opt" / "chain" / "popular-test.users.jsonl.gz").is_file()
     assert "--results-dir" in summary["command"]
+    saved = json.loads((tmp_path / "opt" / "chain" / "popular-test.json").read_text())
+    assert "/" not in saved["argv"][0]  # the program's name, not where it is installed on this machine
     assert not (tmp_path / "work" / "eval").exists()
 
 
@@ -75,3 +77,20 @@ def test_write_run_file_writes_rows_then_the_whole_summary(tmp_path):
     with gzip.open(tmp_path / "r" / "chain" / "requests-x.rows.jsonl.gz", "rt") as handle:
         assert [json.loads(line) for line in handle] == [{"a": 1}]
     assert sorted(p.name for p in path.parent.iterdir()) == ["requests-x.json", "requests-x.rows.jsonl.gz"]
+
+
+def test_run_files_name_no_folder_of_this_machine(tmp_path, monkeypatch):
+    """Run files are committed: the cache, the data root and the current folder appear as placeholders."""
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RECGEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    summary = {"fit": {"file": str(tmp_path / "cache" / "fusion" / "m.txt")},
+               "command": f"recgen eval run -d {tmp_path / 'data' / 'ml-100k'} --config {tmp_path / 'c.json'}",
+               "sources": [str(tmp_path / "cache" / "sasrec" / "x.safetensors"), 3]}
+    path = write_run_file(tmp_path / "out", "run", summary, rows=[{"memo": str(tmp_path / "cache" / "m.jsonl")}])
+    text = path.read_text() + gzip.open(tmp_path / "out" / "run.rows.jsonl.gz", "rt").read()
+    assert str(tmp_path) not in text
+    saved = json.loads(path.read_text())
+    assert saved["fit"]["file"] == "<cache>/fusion/m.txt"
+    assert saved["command"] == "recgen eval run -d <data>/ml-100k --config c.json"
+    assert saved["sources"] == ["<cache>/sasrec/x.safetensors", 3]

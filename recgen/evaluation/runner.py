@@ -229,7 +229,7 @@ def _result(spec: RunSpec, data: EvalData, system, config: dict, chash: str, row
         "stage": spec.stage,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": spec.command,
-        "argv": sys.argv,
+        "argv": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [],  # no folder of this machine
         "config": {**config, "system_params": _jsonable(system.params())},
         "config_hash": chash,
         "seed": spec.seed,
