@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The first run fits ml-100k once (`recgen fit`: index + fused second stage, ~30 s, cached under ~/.cache/recgen)
+# The first run fits ml-100k once (`recgen fit`: index + fused second stage, ~30 s on 2 quiet cores, cached under ~/.cache/recgen)
 # so the default path, the fused order, is what the demo shows; later runs load the cached fit.
 demo: setup
 	$(VENV)/bin/recgen demo --dataset ml-100k --user $(USER_ID)
