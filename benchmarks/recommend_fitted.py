@@ -1,6 +1,6 @@
 """Wall time of one `recgen recommend` call on a fitted 50,000-user dataset, including Python start and loading.
 
-    python benchmarks/recommend_fitted.py --data /tmp/recgen-synth50k --make --fit \
+    python benchmarks/recommend_fitted.py --data <scratch>/recgen-synth50k --make --fit \
         --out eval/results/fusion/recommend-fitted-synth50k.json
 
 ``--make`` writes a project-made dataset (recgen.evaluation.synthetic.chain_dataset: 50,000 users, 12,000

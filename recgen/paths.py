@@ -61,3 +61,18 @@ def package_folder(module: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
+
+
+#: The results root used when neither ``--results-dir`` nor ``RECGEN_RESULTS_DIR`` is given.
+DEFAULT_RESULTS_DIR = Path("eval") / "results"
+
+
+def results_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Root of evaluation results: ``explicit`` (``--results-dir``), else ``RECGEN_RESULTS_DIR``, else
+    ``eval/results`` under the current directory. The fallback is last because it is only right when run from a
+    checkout; every result writer resolves its root here so they all land under the same one."""
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    if os.environ.get("RECGEN_RESULTS_DIR"):
+        return Path(os.environ["RECGEN_RESULTS_DIR"]).expanduser()
+    return DEFAULT_RESULTS_DIR

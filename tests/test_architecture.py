@@ -3,6 +3,7 @@ module imports the package root, and the lint is clean. The checks are shown to 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,52 @@ def test_no_module_imports_the_package_root():
 
 
 def test_ruff_is_clean():
-    result = subprocess.run([str(BIN / "ruff"), "check", "recgen", "tests", "benchmarks", "scripts", "finetune"],
+    result = subprocess.run([str(BIN / "ruff"), "check", "recgen", "tests", "benchmarks", "scripts", "finetune", "eval"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def _tracked(*patterns: str) -> list[str]:
+    result = subprocess.run(["git", "ls-files", "-z", *patterns], cwd=REPO, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        pytest.skip(f"not a git checkout: {result.stderr.strip()}")
+    return [name for name in result.stdout.split("\0") if name]
+
+
+#: A folder of one machine (work, root, tmp, home, opt at the root) starting a path after a quote, ``=``, ``(``
+#: or a space.
+#: Built from pieces so that this file does not match itself.
+_MACHINE_ROOTS = "|".join(["wo" + "rk", "ro" + "ot", "t" + "mp", "ho" + "me", "o" + "pt"])
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s\"'`=(])(/(?:" + _MACHINE_ROOTS + r")/[^\s\"'`)]*)", re.MULTILINE)
+
+
+def absolute_paths(text: str) -> list[str]:
+    return [match.group(1) for match in ABSOLUTE_PATH.finditer(text)]
+
+
+def test_the_absolute_path_check_catches_a_planted_path():
+    script, scratch = "/" + "ho" + "me/me/run.py", "/" + "t" + "mp/scratch"
+    planted = f"cmd = 'python {script}'\nx={scratch}\nok = '<cache>/fusion' and ../shared/data and a/tmp/b"
+    assert absolute_paths(planted) == [script, scratch]
+
+
+def test_no_tracked_file_names_a_folder_of_one_machine():
+    """Scripts, notes and result files are read on other machines: paths are relative to the repo, the cache
+    (``<cache>/``) or the data root, never this machine's folders."""
+    found = []
+    for name in _tracked():
+        path = REPO / name
+        if name.endswith(".gz") or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # binary (PNG, ...)
+        found += [f"{name}: {hit}" for hit in absolute_paths(text)]
+    assert not found, "absolute paths of one machine:\n" + "\n".join(found[:50])
+
+
+def test_results_folders_hold_results_not_code():
+    """Analyses live in eval/scripts (linted, paths as arguments); results folders hold data and notes."""
+    code = [name for name in _tracked("eval/results") if name.endswith((".py", ".sh"))]
+    assert not code, f"move these to eval/scripts/ (or delete one-off checks, keeping their figures): {code}"

@@ -64,3 +64,24 @@ def test_finetune_by_recipe_dispatches_on_kind_and_reports_bad_recipes(tmp_path,
     assert result.exit_code == 2 and "ranker recipes only" in result.output
     result = runner.invoke(app, ["finetune", "--config", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "missing.yaml" in result.output
+
+
+def test_the_demo_fits_a_dataset_once_so_the_fused_order_is_served(tmp_path, monkeypatch, caplog):
+    """`make demo` on a fresh clone must show the default path (the fused second stage), not the unfitted
+    fallback: the demo fits what is missing, once, and the next run loads the cached fit."""
+    from recgen import RecgenConfig
+    from recgen.cli import fit_cmd
+    from recgen.cli.main import fit_if_missing
+    from recgen.evaluation.synthetic import chain_dataset, write_generic
+    from recgen.recommender import open_dataset
+
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    chain = write_generic(chain_dataset(n_items=40, n_users=200, length=8, seed=1), tmp_path / "chain")
+    assert fit_if_missing(str(chain), RecgenConfig()) is True
+    with caplog.at_level("WARNING"):
+        _, rec = open_dataset(str(chain), RecgenConfig())
+    assert rec.pipeline.state.ranker is not None
+    assert "no fused second stage" not in caplog.text
+    monkeypatch.setattr(fit_cmd, "fit", lambda **kw: pytest.fail("refitted a cached fit"))
+    assert fit_if_missing(str(chain), RecgenConfig()) is False
+    assert fit_if_missing(str(chain), RecgenConfig().updated(ranking={"second_stage": "lm"})) is False

@@ -305,7 +305,7 @@ def test_vllm_classes_accept_the_built_params():
     assert isinstance(generated.structured_outputs, StructuredOutputsParams)
     from vllm.lora.request import LoRARequest
 
-    assert LoRARequest(ve.ADAPTER_NAME, 1, "/tmp/adapter").lora_int_id == 1
+    assert LoRARequest(ve.ADAPTER_NAME, 1, "adapter").lora_int_id == 1
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")

@@ -13,13 +13,16 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError, RecgenError
+from ..paths import results_root
 from ..progress import progress_display
 
 eval_app = typer.Typer(help="Offline evaluation: leave-one-out, full ranking, bootstrap CIs, paired tests.",
                        no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(stderr=True)
 
-RESULTS_DIR = Path("eval/results")
+#: ``--results-dir`` of every eval command: one root, resolved by ``recgen.paths.results_root``.
+RESULTS_HELP = ("results root (default: $RECGEN_RESULTS_DIR, else eval/results under the current directory)")
+ResultsOpt = typer.Option(None, "--results-dir", help=RESULTS_HELP)
 SYSTEM_HELP = ("popular | itemknn | retrieval (the served hybrid; -p collaborative_weight=0 = text only) | sasrec | "
                "lm (-p adapter=<folder> for a LoRA ranker)")
 
@@ -59,7 +62,7 @@ def _command(dataset, system, stage, users, seed, run_name, params, config, resu
         parts += ["--param", item]
     if config:
         parts += ["--config", str(config)]
-    if Path(results_dir) != RESULTS_DIR:
+    if results_dir is not None:
         parts += ["--results-dir", str(results_dir)]
     if overwrite:
         parts.append("--overwrite")
@@ -75,13 +78,13 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         run_name: Optional[str] = typer.Option(None, help="result file name (default <system>-<stage>[-u<N>-s<seed>])"),
         param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="system parameter key=value (repeatable)"),
         config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML) for the lm and retrieval systems"),
-        results_dir: Path = typer.Option(RESULTS_DIR, help="results root; files go to <root>/<dataset>/"),
+        results_dir: Optional[Path] = ResultsOpt,
         batch_size: int = typer.Option(512, min=1, help="users scored per batch (vectorized systems)"),
         bootstrap: int = typer.Option(1000, min=100, help="bootstrap resamples for the 95% CIs"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run with this name"),
         report: bool = typer.Option(True, "--report/--no-report", help="regenerate README.md, SUMMARY.md and plots"),
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout")) -> None:
-    """Evaluate one system and write eval/results/<dataset>/<run>.json (+ per-user JSONL)."""
+    """Evaluate one system and write <results root>/<dataset>/<run>.json (+ per-user JSONL)."""
     from ..evaluation.report import write_reports
     from ..evaluation.runner import RunSpec, run_evaluation
 
@@ -95,7 +98,7 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
             params = {"config": RecgenConfig.from_file(config).model_dump(exclude_defaults=True), **params}
         command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite)
         spec = RunSpec(dataset=dataset, system=system, stage=stage, users=users, seed=seed, run_name=run_name,
-                       params=params, results_dir=results_dir, batch_size=batch_size, n_boot=bootstrap,
+                       params=params, results_dir=results_root(results_dir), batch_size=batch_size, n_boot=bootstrap,
                        overwrite=overwrite, command=command)
         result = run_evaluation(spec, progress_factory=_progress(not as_json),
                                 log=lambda message: console.print(f"[dim]{message}[/]"))
@@ -103,7 +106,7 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         _fail(exc)
     if report:
         try:
-            write_reports(results_dir, result["dataset"])
+            write_reports(results_root(results_dir), result["dataset"])
         except Exception as exc:  # the run files are written; a report problem must not hide that
             console.print(f"[yellow]warning:[/] the run is saved, but the report could not be regenerated ({exc}); "
                           "run `recgen eval report`")
@@ -138,7 +141,7 @@ def _show_run(result: dict) -> None:
 def compare(run_a: str = typer.Argument(..., help="run name (or path to its .json)"),
             run_b: str = typer.Argument(..., help="run name (or path to its .json)"),
             dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
-            results_dir: Path = typer.Option(RESULTS_DIR),
+            results_dir: Optional[Path] = ResultsOpt,
             metrics: str = typer.Option("ndcg@10,recall@10,mrr@10,ndcg@20,recall@20", help="comma-separated"),
             bootstrap: int = typer.Option(10000, min=100, help="paired bootstrap resamples"),
             seed: int = typer.Option(0),
@@ -150,7 +153,7 @@ def compare(run_a: str = typer.Argument(..., help="run name (or path to its .jso
     from ..evaluation.stats import compare_paired
 
     try:
-        (sa, rows_a), (sb, rows_b) = load_run(results_dir, dataset, run_a), load_run(results_dir, dataset, run_b)
+        (sa, rows_a), (sb, rows_b) = load_run(results_root(results_dir), dataset, run_a), load_run(results_root(results_dir), dataset, run_b)
         for key in ("dataset", "stage"):
             if sa[key] != sb[key]:
                 raise RecgenError(f"the runs differ in {key} ({sa[key]} vs {sb[key]}); a paired test needs the same")
@@ -207,7 +210,7 @@ def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
          users: int = typer.Option(0, help="seeded sample of validation users (0 = all)"),
          seed: int = typer.Option(0),
          metric: str = typer.Option("ndcg@10", help="selection metric on the validation stage"),
-         results_dir: Path = typer.Option(RESULTS_DIR),
+         results_dir: Optional[Path] = ResultsOpt,
          name: Optional[str] = typer.Option(None, help="output file name (default <system>-valid-grid)"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Grid search on the validation stage only; writes <dataset>/tuning/<name>.json."""
@@ -215,7 +218,7 @@ def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
 
     try:
         out = grid_search(dataset, system, parse_grid(grid), _parse_params(param), users=users, seed=seed,
-                          metric=metric, results_dir=results_dir, name=name,
+                          metric=metric, results_dir=results_root(results_dir), name=name,
                           log=lambda m: console.print(f"[dim]{m}[/]"))
     except (RecgenError, ValueError, TypeError) as exc:
         _fail(exc)
@@ -235,17 +238,17 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
              config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML)"),
              param: Optional[List[str]] = typer.Option(None, "--param", "-p",
                                                        help="fusion system parameter key=value (repeatable)"),
-             results_dir: Path = typer.Option(RESULTS_DIR, help="results root; files go to <root>/<dataset>/"),
+             results_dir: Optional[Path] = ResultsOpt,
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Request following: requests built from held-out targets' attributes, run with and without the
     history and against the history alone; writes <dataset>/requests-<ranker>-test-u<N>-s<seed>.json."""
-    import gzip
     import time
 
     from ..config import RecgenConfig
     from ..data import load_dataset
     from ..data.split_arrays import EvalData, check_stage, sample_users
     from ..evaluation.requests import evaluate_requests
+    from ..evaluation.runfiles import write_run_file
     from ..evaluation.systems.fusion import fusion_requests
     from ..recommender import Recommender
     from ..retrieval.cache import index_folder
@@ -280,17 +283,12 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
         _fail(exc)
     pool = cfg.retrieval.request_pool
     name = f"requests-{ranker}-{stage}-u{len(positions)}-s{seed}" + (f"-pool{pool}" if pool else "")
-    folder = Path(results_dir) / data.dataset.name
-    folder.mkdir(parents=True, exist_ok=True)
     summary = {"run_name": name, "dataset": data.dataset.name, "ranker": ranker, "stage": stage, "users": len(positions),
                "seed": seed, "command": shlex.join(["recgen", "eval", "requests", *sys.argv[3:]]),
                "config": cfg.model_dump(mode="json"), "wall_s": round(time.perf_counter() - started, 1),
                **({"fusion": fitted} if fitted else {}),
                "summary": result["summary"], "per_request_file": f"{name}.rows.jsonl.gz"}
-    with gzip.open(folder / f"{name}.rows.jsonl.gz", "wt", encoding="utf-8") as handle:
-        for row in result["rows"]:
-            handle.write(json.dumps(row) + "\n")
-    (folder / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_run_file(results_root(results_dir) / data.dataset.name, name, summary, rows=result["rows"])
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -313,7 +311,8 @@ def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset
          users: int = typer.Option(300, help="users: new users held out of training"),
          lm_users: int = typer.Option(300, help="items: seeded sample of cold-target users the LM ranks (0 = no LM)"),
          seed: int = typer.Option(0, help="seed of the cold items / new users and of the samples"),
-         results_dir: Path = typer.Option(RESULTS_DIR / "cold", help="where <dataset>-cold-<protocol>.json goes"),
+         results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP + "; the file goes "
+                                                    "to <root>/cold/<dataset>-cold-<protocol>.json"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Cold start (recgen.evaluation.cold): Recall@20 / NDCG@10 with 95% CIs of text retrieval, the served
     hybrid, the LM (paired with the text order) and the collaborative baselines on cold items or new users."""
@@ -322,6 +321,7 @@ def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset
     from ..data import load_dataset
     from ..evaluation.cold import run_cold_items, run_cold_users
     from ..evaluation.protocol import EvalData
+    from ..evaluation.runfiles import write_run_file
     from ..evaluation.systems import make_system
 
     try:
@@ -343,8 +343,7 @@ def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset
     out = {"dataset": data.dataset.name, "protocol": protocol,
            "command": shlex.join(["recgen", "eval", "cold", *sys.argv[3:]]),
            "wall_s": round(time.perf_counter() - started, 1), **result}
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
-    (Path(results_dir) / f"{data.dataset.name}-cold-{protocol}.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_run_file(results_root(results_dir) / "cold", f"{data.dataset.name}-cold-{protocol}", out)
     print(json.dumps(out, indent=2)) if as_json else console.print_json(json.dumps(out))
 
 
@@ -358,7 +357,8 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
             adapter: Optional[str] = typer.Option(None, help="LoRA adapter folder (sets lm.adapter)"),
             threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (sets lm.threads)"),
             audit_size: int = typer.Option(150, min=1, help="reasons in the audit file"),
-            results_dir: Path = typer.Option(Path("eval/results/reasons"), help="aggregates go to <root>/<dataset>/"),
+            results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP + "; aggregates go "
+                                                       "to <root>/reasons/<dataset>/"),
             audit_dir: Optional[Path] = typer.Option(None, help="per-user rows and audit file (they quote dataset "
                                                      "text, so not the repo); default ~/.cache/recgen/reasons"),
             overwrite: bool = typer.Option(False, "--overwrite", help="start this variant again instead of resuming"),
@@ -368,7 +368,7 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
                                                        "measure: agreement and Cohen's kappa"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Reason quality: model-written share, grounding in the facts, personalisation, degenerate text and
-    latency, on a seeded sample of users (resumable); writes <root>/<dataset>/<variant>-u<N>-s<seed>.json/.md."""
+    latency, on a seeded sample of users (resumable); writes <root>/reasons/<dataset>/<variant>-u<N>-s<seed>.json/.md."""
     import re
 
     from ..config import RecgenConfig
@@ -382,7 +382,7 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
         if changes:
             cfg = cfg.updated(lm=changes)
         spec = ReasonEvalSpec(dataset=dataset, users=users, seed=seed, k=k, variant=variant, config=cfg,
-                              results_dir=results_dir, audit_dir=audit_dir, audit_size=audit_size,
+                              results_dir=results_root(results_dir) / "reasons", audit_dir=audit_dir, audit_size=audit_size,
                               overwrite=overwrite, grade_only=grade_only, hand_graded=hand_graded,
                               command=shlex.join(["recgen", "eval", "reasons",
                                                   *(a for a in sys.argv[3:] if a != "--grade-only")]))
@@ -402,14 +402,15 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
 
 @eval_app.command("report")
 def report(dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="one dataset folder (default: all)"),
-           results_dir: Path = typer.Option(RESULTS_DIR),
+           results_dir: Optional[Path] = ResultsOpt,
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Regenerate README.md tables, SUMMARY.md and PNG plots (metrics by K, wall time per stage)."""
     from ..evaluation.report import write_reports
 
-    if not Path(results_dir).is_dir():
-        _fail(RecgenError(f"no results folder {results_dir}; run `recgen eval run` first"))
-    written = write_reports(results_dir, dataset)
+    root = results_root(results_dir)
+    if not root.is_dir():
+        _fail(RecgenError(f"no results folder {root}; run `recgen eval run` first"))
+    written = write_reports(root, dataset)
     if as_json:
         print(json.dumps({"written": [str(p) for p in written]}, indent=2))
     else:

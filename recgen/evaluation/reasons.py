@@ -28,7 +28,7 @@ from ..config import RecgenConfig
 from ..data import load_dataset
 from ..errors import ConfigError, RecgenError
 from ..lm.factory import make_backend
-from ..paths import cache_dir
+from ..paths import cache_dir, results_root
 from ..reasons.checker import ReasonChecker, clean_reason
 from ..reasons.facts import RELATED_QUANTILE, ReasonFacts, names_title, similarity_threshold
 from ..reasons.grounding import display_title
@@ -37,8 +37,12 @@ from ..retrieval.cache import index_folder
 from .protocol import EvalData, pseudonym, sample_users
 from .reason_agreement import agreement, agreement_markdown, read_grades
 from .reason_metrics import example_reasons, grade_reason, latency, summarize
+from .runfiles import write_run_file
 
-RESULTS_DIR = Path("eval/results/reasons")
+
+def reason_results_dir(explicit: Path | None = None) -> Path:
+    """Where reason aggregates go: ``explicit``, else ``reasons/`` under the results root."""
+    return Path(explicit) if explicit is not None else results_root() / "reasons"
 
 
 def default_audit_dir() -> Path:
@@ -53,7 +57,7 @@ class ReasonEvalSpec:
     k: int = 10
     variant: str = "today"
     config: RecgenConfig = field(default_factory=RecgenConfig)
-    results_dir: Path = RESULTS_DIR
+    results_dir: Path | None = None  # None: <paths.results_root()>/reasons
     audit_dir: Path | None = None
     audit_size: int = 150
     overwrite: bool = False
@@ -179,11 +183,11 @@ def run_reason_eval(spec: ReasonEvalSpec, log: Callable[[str], None] = lambda m:
         grades = [g for g in read_grades(spec.hand_graded) if g.get("run", name) == name]
         summary["hand_graded"] = agreement(grades, rows)
         summary["hand_graded"]["file"] = str(spec.hand_graded)
-        folder = Path(spec.results_dir) / data.dataset.name
+        folder = reason_results_dir(spec.results_dir) / data.dataset.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.agreement.md").write_text(agreement_markdown(
             summary["hand_graded"], f"Hand grades vs the automatic measure: {data.dataset.name}, {name}") + "\n")
-    write_results(spec.results_dir, summary)
+    write_results(reason_results_dir(spec.results_dir), summary)
     write_audit(private, name, rows, spec.audit_size, spec.seed)
     return summary
 
@@ -324,9 +328,7 @@ def _markdown(summaries: list[dict]) -> str:
 def write_results(results_dir: Path, summary: dict) -> list[Path]:
     """``<variant>.json`` + ``.md`` for this run, and ``TABLE.md`` with every run of the dataset side by side."""
     folder = Path(results_dir) / summary["dataset"]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{summary['run_name']}.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    path = write_run_file(folder, summary["run_name"], summary)
     (folder / f"{summary['run_name']}.md").write_text(
         f"# Reasons on {summary['dataset']}: {summary['run_name']}\n\n" + _markdown([summary]))
     runs = []

@@ -1,4 +1,4 @@
-"""Markdown tables and PNG plots over the finished runs in ``eval/results/<dataset>/``."""
+"""Markdown tables and PNG plots over the finished runs in ``<results root>/<dataset>/`` (``paths.results_root``)."""
 
 from __future__ import annotations
 

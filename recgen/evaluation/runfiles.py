@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 from ..errors import RecgenError
+from ..paths import cache_dir
 
 #: Per-user rows are gzipped once a run is complete (committed results stay small).
 GZIP_ABOVE_BYTES = 0
@@ -69,6 +71,44 @@ def gzip_rows(paths: dict[str, Path]) -> str:
         paths["users"].unlink()
         return paths["users_gz"].name
     return paths["users"].name
+
+
+def portable(value):
+    """``value`` with this machine's folders as placeholders (``<cache>/``, ``<data>/``, paths relative to the
+    current folder): run files are committed and read elsewhere, where those folders are not the same."""
+    prefixes = [(f"{cache_dir().resolve()}/", "<cache>/"), (f"{Path.cwd().resolve()}/", "")]
+    if os.environ.get("RECGEN_DATA_DIR"):
+        prefixes.insert(1, (f"{Path(os.environ['RECGEN_DATA_DIR']).resolve()}/", "<data>/"))
+
+    def clean(item):
+        if isinstance(item, str):
+            for prefix, placeholder in prefixes:
+                item = item.replace(prefix, placeholder)
+            return item
+        if isinstance(item, dict):
+            return {key: clean(val) for key, val in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(val) for val in item]
+        return item
+
+    return clean(value)
+
+
+def write_run_file(folder: Path, name: str, summary: dict, rows: list[dict] | None = None) -> Path:
+    """Every result writer's one way to save a run: ``<folder>/<name>.json`` (and, given ``rows``, its per-row
+    ``<name>.rows.jsonl.gz``, written first so a summary never names missing rows). The summary is written to a
+    temporary file and renamed, so an interrupt leaves the old file or the new one, never half of one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if rows is not None:
+        with gzip.open(folder / f"{name}.rows.jsonl.gz", "wt", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(portable(row), ensure_ascii=False) + "\n")
+    path = folder / f"{name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(portable(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def load_run(results_dir: Path, dataset: str, run: str) -> tuple[dict, list[dict]]:

@@ -27,11 +27,12 @@ import numpy as np
 
 from ..data import load_dataset
 from ..errors import ConfigError, RecgenError
+from ..paths import results_root
 from .environment import environment
 from .metrics import DEFAULT_KS, mean_metrics, metrics_from_ranks
 from .protocol import EvalData, check_stage, evaluate_users, pseudonym, sample_users
 from .resources import StageMonitor
-from .runfiles import gzip_rows, read_user_file, run_paths, user_file_for, write_rows
+from .runfiles import gzip_rows, read_user_file, run_paths, user_file_for, write_rows, write_run_file
 from .stats import bootstrap_cis
 from .systems import SYSTEMS, is_list_system, make_system
 
@@ -51,7 +52,7 @@ class RunSpec:
     seed: int = 0
     run_name: str | None = None
     params: dict = field(default_factory=dict)
-    results_dir: Path = Path("eval/results")
+    results_dir: Path | None = None  # None: paths.results_root() (RECGEN_RESULTS_DIR, else ./eval/results)
     batch_size: int = 512
     n_boot: int = 1000
     overwrite: bool = False
@@ -121,7 +122,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
         "stage": spec.stage, "users": spec.users, "seed": spec.seed,
     }
     chash = config_hash(config)
-    paths = run_paths(spec.results_dir, dataset.name, spec.name())
+    paths = run_paths(results_root(spec.results_dir), dataset.name, spec.name())
     done = _resume(spec, paths, chash, log)
     positions = sample_users(data.n_users, spec.users, spec.seed)
     keys = [pseudonym(u) for u in data.user_ids]  # per-user files carry keys, not dataset ids
@@ -138,9 +139,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
         summary = summarize(rows, spec.n_boot, spec.seed, is_list_system(system))
     result = _result(spec, data, system, config, chash, rows, len(todo), summary, fit_info, monitor, started,
                      gzip_rows(paths))
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(paths["json"])
+    write_run_file(paths["folder"], spec.name(), result)
     return result
 
 
@@ -230,7 +229,7 @@ def _result(spec: RunSpec, data: EvalData, system, config: dict, chash: str, row
         "stage": spec.stage,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": spec.command,
-        "argv": sys.argv,
+        "argv": [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [],  # no folder of this machine
         "config": {**config, "system_params": _jsonable(system.params())},
         "config_hash": chash,
         "seed": spec.seed,

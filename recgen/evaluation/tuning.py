@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..data import load_dataset
 from .protocol import EvalData, evaluate_users, mean_of, sample_users
+from .runfiles import write_run_file
 from .systems import NOT_FOR_GRIDS, make_system
 
 
@@ -67,9 +68,7 @@ def grid_search(dataset: str, system: str, grid: dict[str, list], fixed: dict | 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if results_dir is not None:
-        folder = Path(results_dir) / data.dataset.name / "tuning"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name or system + '-valid-grid'}.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_run_file(Path(results_dir) / data.dataset.name / "tuning", name or system + "-valid-grid", out)
     return out
 
 

@@ -1,7 +1,7 @@
 """Paired comparison of two `recgen eval requests` runs on the same seeded requests (same users, same seed):
 NDCG@10 of the target per request and way, bootstrap CI + p (recgen.evaluation.stats) and Wilcoxon.
 
-    python eval/results/requests/paired.py eval/results/ml-100k/requests-fusion-test-u300-s0-pool50.rows.jsonl.gz \
+    python eval/scripts/requests_paired.py eval/results/ml-100k/requests-fusion-test-u300-s0-pool50.rows.jsonl.gz \
         eval/results/ml-100k/requests-retrieval-test-u300-s0-pool50.rows.jsonl.gz
 """
 

@@ -1,6 +1,6 @@
-"""Markdown table of the SASRec validation runs in eval/results/sasrec/selection/<dataset>/.
+"""Markdown table of the SASRec validation runs in one selection folder (``eval/results/sasrec/selection/<dataset>``).
 
-    python eval/results/sasrec/selection_table.py amazon-beauty [run-name ...]
+    python eval/scripts/sasrec_selection_table.py eval/results/sasrec/selection/amazon-beauty [run-name ...]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def row(path: Path) -> str:
 
 
 def main(argv: list[str]) -> None:
-    folder = Path(__file__).parent / "selection" / argv[0]
+    folder = Path(argv[0])
     names = argv[1:] or sorted(p.stem for p in folder.glob("*.json"))
     print("| run | settings | best epoch / epochs | stop | valid NDCG@10 (all users) [95% CI] | valid R@10 | "
           "train CPU-s | peak RSS GB |")

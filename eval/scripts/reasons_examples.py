@@ -1,8 +1,8 @@
 """10 seeded (not hand-picked) reasons per run, as the user sees them, for EXAMPLES.md.
 
-    python eval/results/reasons/examples.py ml-100k grounded-c529b2d-u8-s0 [--n 10] [--seed 0] [--full OUT.md]
+    python eval/scripts/reasons_examples.py ml-100k grounded-c529b2d-u8-s0 [--n 10] [--seed 0] [--full OUT.md]
 
-Reads the run's per-user rows (``~/.cache/recgen/reasons/<dataset>/<run>.rows.jsonl``, written by
+Reads the run's per-user rows (``<cache>/reasons/<dataset>/<run>.rows.jsonl``, written by
 ``recgen eval reasons``). Dataset text may not be copied into the repository, so the committed lines write
 titles as placeholders (⟨item⟩ = the recommended item, ⟨liked N⟩ = the user's N-th most recent history item,
 ⟨w⟩ = another word taken from those titles); ``--full`` writes the same sample with the titles to a file outside git.
@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from recgen.data import load_dataset
+from recgen.evaluation.reasons import default_audit_dir
 from recgen.reasons.facts import GENERIC_WORDS, STOPWORDS
 from recgen.reasons.grounding import display_title
 from recgen.text import short_title
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--full", type=Path, default=None)
     args = parser.parse_args()
-    rows_path = Path.home() / ".cache/recgen/reasons" / args.dataset / f"{args.run}.rows.jsonl"
+    rows_path = default_audit_dir() / args.dataset / f"{args.run}.rows.jsonl"
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
     rows = [r for r in rows if not r.get("header")]
     catalog = load_dataset(args.dataset).catalog

@@ -2,14 +2,13 @@
 are made of, and how the related history item was chosen (see NOTES.md, "Amazon Beauty: diagnosis"), and the ceiling of
 'related' by similarity alone and with co-purchase by two or more other users.
 
-    RECGEN_DATA_DIR=/work/shared/data python eval/results/reasons/diagnose.py amazon-beauty grounded-final-u200-s0
+    python eval/scripts/reasons_diagnose.py amazon-beauty grounded-final-u200-s0
 
 Prints counts only (no dataset text); the examples quoted in NOTES.md come from the audit file.
 """
 import collections
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,7 +16,7 @@ import scipy.sparse as sp
 from recgen.config import RecgenConfig
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData
-from recgen.evaluation.reasons import grade_rows
+from recgen.evaluation.reasons import default_audit_dir, grade_rows
 from recgen.reasons.checker import ReasonChecker
 from recgen.reasons.facts import similarity_threshold
 from recgen.recommender import Recommender
@@ -33,7 +32,7 @@ def main() -> None:
         data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder))
     emb = rec.retriever.item_embeddings
     thr = similarity_threshold(emb, seed=0)
-    lines = (Path.home() / f".cache/recgen/reasons/{ds}/{run}.rows.jsonl").read_text().splitlines()
+    lines = (default_audit_dir() / ds / f"{run}.rows.jsonl").read_text().splitlines()
     rows = [r for r in map(json.loads, lines) if not r.get("header")]
     graded = grade_rows(rows, catalog, cfg.prompt.history, emb, thr, ReasonChecker(catalog))
 

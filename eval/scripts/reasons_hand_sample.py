@@ -2,10 +2,10 @@
 facts beside each: the item, the history item the reason names, their genres, embedding cosine and whether
 two other users had both.
 
-    RECGEN_DATA_DIR=/work/shared/data python eval/results/reasons/hand_sample.py amazon-beauty grammar-u200-s0 --n 50
+    python eval/scripts/reasons_hand_sample.py amazon-beauty grammar-u200-s0 --n 50
 
 Sample: ``random.Random(seed).sample`` of ``n`` (user, rank) pairs from the run's per-user rows. Writes
-``~/.cache/recgen/reasons/<dataset>/<run>.hand-sample.md`` (it quotes titles: never committed).
+``<cache>/reasons/<dataset>/<run>.hand-sample.md`` (it quotes titles: never committed).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from pathlib import Path
 
 from recgen.config import RecgenConfig
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData
+from recgen.evaluation.reasons import default_audit_dir
 from recgen.reasons.facts import names_title, similarity_threshold
 from recgen.reasons.reasoner import co_liked_of
 from recgen.recommender import Recommender
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    folder = Path.home() / ".cache/recgen/reasons" / args.dataset
+    folder = default_audit_dir() / args.dataset
     rows = [json.loads(line) for line in (folder / f"{args.run}.rows.jsonl").read_text().splitlines()]
     rows = sorted((r for r in rows if not r.get("header")), key=lambda r: r["position"])
     cfg = RecgenConfig()

@@ -1,7 +1,7 @@
 """Reason latency of each ``prompt.reasons`` style as a ratio to today's (``free``), measured in ONE process on
 the same users and lists, styles interleaved (the order alternates per user), so machine load cancels out.
 
-    python eval/results/reasons/latency.py -d ml-100k --users 6 --threads 1 --out eval/results/reasons/ml-100k/latency
+    python eval/scripts/reasons_latency.py -d ml-100k --users 6 --threads 1 --out eval/results/reasons/ml-100k/latency
 
 Lists are the hybrid retriever's top k for each seeded user's training history (reasons do not depend on how
 the list was ranked). Writes ``<out>.json`` and prints a table.

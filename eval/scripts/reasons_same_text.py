@@ -1,19 +1,20 @@
 """Share of (user, rank) reasons two runs served with the same text (e.g. with and without an adapter).
 
-    python eval/results/reasons/same_text.py ml-100k grammar-u200-s0 grammar+ft-u200-s0
+    python eval/scripts/reasons_same_text.py ml-100k grammar-u200-s0 grammar+ft-u200-s0
 
-Reads the runs' per-user rows (``~/.cache/recgen/reasons/<dataset>/<run>.rows.jsonl``); prints counts only.
+Reads the runs' per-user rows (``<cache>/reasons/<dataset>/<run>.rows.jsonl``, ``RECGEN_CACHE_DIR`` moves the cache); prints counts only.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+
+from recgen.evaluation.reasons import default_audit_dir
 
 
 def served(dataset: str, run: str) -> dict[tuple[str, int], str]:
-    path = Path.home() / ".cache/recgen/reasons" / dataset / f"{run}.rows.jsonl"
+    path = default_audit_dir() / dataset / f"{run}.rows.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return {(r["user"], x["rank"]): x["served_text"] for r in rows if not r.get("header") for x in r["reasons"]}
 
