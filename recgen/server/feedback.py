@@ -1,4 +1,5 @@
-"""``POST /v1/feedback`` (record what a user did) and ``DELETE /v1/users/{id}`` (forget a user).
+"""``POST /v1/feedback`` (record what a user did) and ``DELETE /v1/users/{id}`` (forget a user: idempotent, 200
+for any well-formed id, counting what that call removed; a malformed id is a 400).
 
 Both run on the default thread pool, not on the LM worker: an event is acknowledged after its SQLite commit
 (fsynced) and the statistics update (milliseconds), never queued behind a slow LM call. Writers are serialised
@@ -49,8 +50,8 @@ class FeedbackResponse(BaseModel):
 class ForgetResponse(BaseModel):
     object: Literal["user.forgotten"] = "user.forgotten"
     user: str
-    events_removed: int
-    interactions_removed: int = Field(description="interactions taken out of the served statistics")
+    events_removed: int = Field(description="events this call deleted (0 on a repeat, or for an id nobody knows)")
+    interactions_removed: int = Field(description="interactions this call took out of the served statistics")
     dataset_user: bool = Field(description="a user of the base data: tombstoned, so every fit and load drops them")
 
 
@@ -84,7 +85,7 @@ def register(app: FastAPI, serving: RecgenServing) -> None:
 
     @app.delete("/v1/users/{user_id:path}", response_model=ForgetResponse,
                 responses=_errors(s400="malformed user id", s401="missing or wrong API key",
-                                  s404="unknown user", s500="internal error"))
+                                  s500="internal error"))
     async def forget_user(user_id: str) -> ForgetResponse:
         loop = _feedback(serving)
         return ForgetResponse(**await run_in_threadpool(loop.forget, user_id))
