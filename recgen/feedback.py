@@ -278,13 +278,13 @@ class Feedback:
             changed = [u for u in set(current) | set(data.sequences) if current.get(u) != data.sequences.get(u)]
             removed = [current[u] for u in changed if current.get(u)]
             added = [data.sequences[u] for u in changed if data.sequences.get(u)]
+            self._update_transitions(add=added, remove=removed)  # first: it may refit on the sequences as they were
             for user in changed:
                 if user in data.sequences:
                     current[user] = data.sequences[user]
                 else:
                     del current[user]
             self.rejected = data.rejected
-            self._update_transitions(add=added, remove=removed)
             self.counts = self._count(current.values())
             self._publish()
 

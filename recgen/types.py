@@ -14,6 +14,7 @@ from .text import check_id, check_text, message_text
 UserId = Annotated[str, AfterValidator(lambda v: check_id(v, "user id"))]
 ItemId = Annotated[str, AfterValidator(lambda v: check_id(v, "item id"))]
 Name = Annotated[str, AfterValidator(lambda v: check_id(v, "name"))]
+EventId = Annotated[str, AfterValidator(lambda v: check_id(v, "event id"))]
 Query = Annotated[str, AfterValidator(lambda v: check_text(v, "query"))]
 
 

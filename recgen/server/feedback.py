@@ -14,11 +14,10 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..data.events import EVENT_TYPES, MAX_ID_CHARS, EventConflictError
+from ..data.events import EVENT_TYPES, EventConflictError
+from ..types import EventId, ItemId, UserId
 from .protocol import ErrorResponse
 from .serving import APIError, RecgenServing
-
-_Id = Field(min_length=1, max_length=MAX_ID_CHARS)
 
 
 class FeedbackRequest(BaseModel):
@@ -26,13 +25,12 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    user: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="any user id; a new user starts here")
-    item: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="a catalog item id")
+    user: UserId = Field(description="any user id; a new user starts here")
+    item: ItemId = Field(description="a catalog item id")
     event: Literal[EVENT_TYPES] = Field(description="click, purchase and rating extend the user's history; "
                                                    "reject hides the item from their recommendations")
     value: float | None = Field(None, description="the rating (required for, and only for, event=rating)")
-    event_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS,
-                                 description="the client's id for this event (default: a new random id)")
+    event_id: EventId | None = Field(None, description="the client's id for this event (default: a new random id)")
     ts: float | None = Field(None, description="when it happened, seconds since the epoch (default: now)")
 
 
