@@ -45,7 +45,9 @@ class UserData:
 
 def served_user_data(base: dict[str, list[str]], store: EventStore | None, catalog=None) -> UserData:
     """What the log makes of the base sequences (``base`` is not modified). Events on items no longer in
-    ``catalog`` (the catalog changed since they were recorded) are skipped, with a warning: they stay in the log."""
+    ``catalog`` (the catalog changed since they were recorded) are skipped, with a warning: they stay in the log.
+    Items the log itself added (``POST /v1/items``, replayed by the server) are skipped without one: they count
+    again once replayed (:meth:`Feedback.resync`)."""
     sequences = {u: list(s) for u, s in base.items()}
     rejected: dict[str, set[str]] = {}
     forgotten: set[str] = set()
@@ -56,9 +58,12 @@ def served_user_data(base: dict[str, list[str]], store: EventStore | None, catal
             del sequences[user]
         events = store.events()
     stale = [e for e in events if catalog is not None and e.item not in catalog]
-    if stale:
+    added = {item["item_id"] for items, _ in store.added_items() for item in items} if stale else set()
+    gone = [e for e in stale if e.item not in added]
+    if gone:
         log.warning("%d logged event(s) name items that are not in the catalog any more (e.g. %r); they are "
-                    "skipped", len(stale), stale[0].item)
+                    "skipped", len(gone), gone[0].item)
+    if stale:
         events = [e for e in events if e.item in catalog]
     for event in events:
         if event.positive:

@@ -5,12 +5,13 @@ HTTP persist; forgetting is idempotent and counts what each call removed."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 from builders import make_dataset
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -87,6 +88,7 @@ def test_bad_text_is_a_400_on_every_route(tiny_recommender, dataset, path, body)
         response = _post(client, path, body)
         assert response.status_code == 400, response.text
         assert response.json()["error"]["type"] == "invalid_request_error"
+        assert re.search(r"lone surrogate|control character|valid string", response.json()["error"]["message"])
         assert client.get("/healthz").json()["failed"] == 0
 
 
@@ -140,6 +142,10 @@ BODIES = st.dictionaries(st.sampled_from(["query", "history", "exclude", "k", "m
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=BODIES, text=ANY_TEXT)
+@example(body={"user": 1}, text=SURROGATE)  # the issue's reproductions, always tried first
+@example(body={"k": "5"}, text=CONTROL)
+@example(body={"k": True, "query": SURROGATE}, text=UNDECODED)
+@example(body={"model": "../../etc"}, text="a comedy")
 def test_random_text_never_gives_a_5xx_and_batch_agrees_with_the_server(tiny_recommender, dataset, body, text):
     """Random bodies (any code point, any JSON type) through the server never give a 5xx, and a batch line with
     the same body is refused exactly when the server refuses the body itself (a 400 from the schema, a 404 model)."""
@@ -157,6 +163,8 @@ def test_random_text_never_gives_a_5xx_and_batch_agrees_with_the_server(tiny_rec
         assert refused == batch_refused, (body, response.json())
         chat = _post(client, "/v1/chat/completions", _chat(text, recgen={"k": 2, "reasons": False}))
         assert chat.status_code < 500, chat.text
+        query = _post(client, "/v1/recommendations", {"query": text, "k": 2, "reasons": False})
+        assert query.status_code < 500, query.text
 
 
 # -- CLI and the terminal chat -----------------------------------------------------------------------------
@@ -205,7 +213,8 @@ def _serve(tiny_recommender, tiny_backend, log):
     return data, rec, TestClient(create_app(rec, data))
 
 
-def test_items_added_over_http_survive_a_restart_and_their_events_count(tiny_recommender, tiny_backend, tmp_path):
+def test_items_added_over_http_survive_a_restart_and_their_events_count(tiny_recommender, tiny_backend, tmp_path,
+                                                                       caplog):
     """Before: after a restart the item was gone and the acknowledged purchase of it silently stopped counting."""
     log = tmp_path / "events.sqlite"
     data, rec, client = _serve(tiny_recommender, tiny_backend, log)
@@ -220,6 +229,7 @@ def test_items_added_over_http_survive_a_restart_and_their_events_count(tiny_rec
     popularity, transitions = rec.popularity, rec.retriever.transitions.matrix.toarray()
 
     data, rec, client = _serve(tiny_recommender, tiny_backend, log)  # the restart
+    assert "not in the catalog any more" not in caplog.text  # the log's own items are not "gone"
     with client:
         assert "n1" in rec.catalog and rec.catalog.get("n1").title == NEW.title
         assert data.sequences == served and data.history("u2")[-1] == "n1"
