@@ -167,6 +167,25 @@ def test_random_text_never_gives_a_5xx_and_batch_agrees_with_the_server(tiny_rec
         assert query.status_code < 500, query.text
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=ANY_TEXT)
+@example(text=SURROGATE)
+@example(text=UNDECODED)
+def test_random_text_through_the_python_api_and_a_chat_turn_is_a_result_or_a_recgen_error(tiny_recommender, text):
+    """What the CLI and the terminal chat call: never another exception (a traceback) for any text."""
+    from recgen.chat.state import ChatContext
+    from recgen.chat.turn import chat_turn
+
+    context = ChatContext.from_catalog(tiny_recommender.catalog)
+    for call in (lambda: tiny_recommender.recommend(query=text, k=2, reasons=False),
+                 lambda: tiny_recommender.recommend(history=[text], k=2, reasons=False),
+                 lambda: chat_turn(tiny_recommender, context, [{"role": "user", "content": text}], k=2, reasons=False)):
+        try:
+            call()
+        except RecgenError:
+            pass
+
+
 # -- CLI and the terminal chat -----------------------------------------------------------------------------
 
 def test_recgen_recommend_refuses_undecodable_bytes_with_exit_2(synthetic_dataset_dir):
