@@ -7,8 +7,9 @@ recommendations. Popularity and item transitions are updated per event and per f
 removing whole user sequences (exact integer counts), so they always EQUAL a fit on the served user data;
 :meth:`Feedback.refit` re-runs :meth:`FittedState.fit` on it for what cannot be updated per event.
 
-Who is a user: any well-formed id may send events (a new user starts that way). Forgetting needs a user the
-base data or the log knows ("unknown user" otherwise). Unknown items are errors.
+Who is a user: any well-formed id may send events (a new user starts that way). Forgetting is idempotent: any
+well-formed id may be forgotten, and the result counts what that call removed (nothing for an id nobody knows,
+or one already forgotten: a log-only user leaves no trace to tell the two apart). Unknown items are errors.
 
 The event is made durable first and applied second, under one lock: a crash in between loses nothing (the
 next start replays the log), and statistics follow the log's order exactly.
@@ -25,7 +26,7 @@ import numpy as np
 
 from .data.dataset import Dataset
 from .data.events import Event, EventStore, check_events_path, check_id, default_events_path, make_event
-from .errors import InvalidRequestError, UnknownItemError, UnknownUserError
+from .errors import InvalidRequestError, UnknownItemError
 from .pipeline import FittedState, Pipeline
 from .retrieval.collaborative import ItemTransitions
 
@@ -44,7 +45,9 @@ class UserData:
 
 def served_user_data(base: dict[str, list[str]], store: EventStore | None, catalog=None) -> UserData:
     """What the log makes of the base sequences (``base`` is not modified). Events on items no longer in
-    ``catalog`` (the catalog changed since they were recorded) are skipped, with a warning: they stay in the log."""
+    ``catalog`` (the catalog changed since they were recorded) are skipped, with a warning: they stay in the log.
+    Items the log itself added (``POST /v1/items``, replayed by the server) are skipped without one: they count
+    again once replayed (:meth:`Feedback.resync`)."""
     sequences = {u: list(s) for u, s in base.items()}
     rejected: dict[str, set[str]] = {}
     forgotten: set[str] = set()
@@ -55,9 +58,12 @@ def served_user_data(base: dict[str, list[str]], store: EventStore | None, catal
             del sequences[user]
         events = store.events()
     stale = [e for e in events if catalog is not None and e.item not in catalog]
-    if stale:
+    added = {item["item_id"] for items, _ in store.added_items() for item in items} if stale else set()
+    gone = [e for e in stale if e.item not in added]
+    if gone:
         log.warning("%d logged event(s) name items that are not in the catalog any more (e.g. %r); they are "
-                    "skipped", len(stale), stale[0].item)
+                    "skipped", len(gone), gone[0].item)
+    if stale:
         events = [e for e in events if e.item in catalog]
     for event in events:
         if event.positive:
@@ -77,13 +83,19 @@ def served_dataset(dataset: Dataset, store: EventStore | None) -> Dataset:
 
 def forget_durably(store: EventStore, base_users: set[str] | frozenset[str], user: str) -> dict:
     """Delete ``user``'s events, and tombstone them when they are a base-data user; no live statistics (what
-    ``recgen forget`` does on disk). A user neither the base data nor the log knows is an UnknownUserError."""
+    ``recgen forget`` does on disk). Idempotent for any well-formed id: the result says what THIS call removed
+    (``tombstoned``: whether this call wrote the tombstone), so a repeat, or an id nobody knows, removes nothing."""
     check_id(user, "user id")
     in_base = user in base_users
-    if not in_base and not store.has_user(user):
-        raise UnknownUserError(f"user {user!r} is neither in the dataset nor in the event log {store.path}")
+    newly = in_base and not store.is_forgotten(user)
     removed = store.forget(user, tombstone=in_base)
-    return {"user": user, "events_removed": removed, "dataset_user": in_base}
+    return {"user": user, "events_removed": removed, "dataset_user": in_base, "tombstoned": newly}
+
+
+def nothing_forgotten(user: str, in_base: bool) -> dict:
+    """The result of forgetting a user there is nothing of (no log to write to): the same shape, all zero."""
+    check_id(user, "user id")
+    return {"user": user, "events_removed": 0, "dataset_user": in_base, "interactions_removed": 0}
 
 
 class Feedback:
@@ -114,6 +126,9 @@ class Feedback:
         self.path = Path(path) if path is not None else default_events_path(dataset.name)
         check_events_path(self.path)  # a folder or a device is an error, not "no log yet"
         self.base_users = frozenset(dataset.sequences)
+        self._base = {u: list(seq) for u, seq in dataset.sequences.items()}  # for resync: the log re-read
+        #: whether the server replayed the log's added items into the catalog (once per log)
+        self.items_replayed = False
         self._lock = threading.Lock()
         self._store = EventStore(self.path) if create or self.path.is_file() else None
         data = served_user_data(dataset.sequences, self._store, dataset.catalog)
@@ -238,13 +253,15 @@ class Feedback:
         self._publish()
 
     def forget(self, user: str) -> dict:
-        """Remove ``user``'s events and their base interactions (tombstone) from the log and the statistics."""
+        """Remove ``user``'s events and their base interactions (tombstone) from the log and the statistics;
+        ``interactions_removed`` counts the served interactions this call took out (0 on a repeat)."""
         self._check_attached()
         check_id(user, "user id")
         with self._lock:
             if self._store is None and user not in self.base_users:
-                raise UnknownUserError(f"user {user!r} is neither in the dataset nor in the event log")
+                return nothing_forgotten(user, False)  # no log, no such user: nothing to write
             result = forget_durably(self.store, self.base_users, user)
+            del result["tombstoned"]  # the served count below says what this call removed
             seq = self.dataset.sequences.pop(user, None)
             self.rejected.pop(user, None)
             if seq:
@@ -252,6 +269,30 @@ class Feedback:
                 np.subtract.at(self.counts, self._rows(seq), 1)
                 self._publish()
         return {**result, "interactions_removed": len(seq or [])}
+
+    def added_items(self) -> list[tuple[list[dict], bool]]:
+        """The batches of items added to the served catalog, as recorded (none without a log)."""
+        return self._store.added_items() if self._store is not None else []
+
+    def resync(self) -> None:
+        """Re-read the log against the catalog as it is now: events on items it did not hold when the log was
+        opened (items added over HTTP, replayed at start) count again, in the log's order, as a fit would."""
+        self._check_attached()
+        with self._lock:
+            data = served_user_data(self._base, self._store, self.catalog)
+            current = self.dataset.sequences
+            changed = [u for u in set(current) | set(data.sequences) if current.get(u) != data.sequences.get(u)]
+            removed = [current[u] for u in changed if current.get(u)]
+            added = [data.sequences[u] for u in changed if data.sequences.get(u)]
+            self._update_transitions(add=added, remove=removed)  # first: it may refit on the sequences as they were
+            for user in changed:
+                if user in data.sequences:
+                    current[user] = data.sequences[user]
+                else:
+                    del current[user]
+            self.rejected = data.rejected
+            self.counts = self._count(current.values())
+            self._publish()
 
     def refit(self, settings=None) -> FittedState:
         """Re-fit the learned stages with :meth:`FittedState.fit` on the served user data, and serve them."""

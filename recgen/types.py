@@ -1,10 +1,21 @@
-"""Result types shared by the API, CLI, server and batch jobs."""
+"""Result types shared by the API, CLI, server and batch jobs, and the one request schema the server and batch
+jobs both read requests with (strict: the same body gets the same verdict on both surfaces)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from .config import MAX_CANDIDATES
+from .text import check_id, check_text, message_text
+
+#: Every id and free text a request carries passes the one validator (recgen.text) in the schema itself.
+UserId = Annotated[str, AfterValidator(lambda v: check_id(v, "user id"))]
+ItemId = Annotated[str, AfterValidator(lambda v: check_id(v, "item id"))]
+Name = Annotated[str, AfterValidator(lambda v: check_id(v, "name"))]
+EventId = Annotated[str, AfterValidator(lambda v: check_id(v, "event id"))]
+Query = Annotated[str, AfterValidator(lambda v: check_text(v, "query"))]
 
 
 class Recommendation(BaseModel):
@@ -23,16 +34,77 @@ class Recommendation(BaseModel):
 
 
 class RecommendRequest(BaseModel):
-    """A request as batch jobs and the HTTP API take it: a known user, a history, a query, or a mix."""
+    """A request as the Python API takes it: a known user, a history, a query, or a mix."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user: str | None = None
-    history: list[str] | None = None
-    query: str | None = None
+    user: UserId | None = None
+    history: list[ItemId] | None = None
+    query: Query | None = None
     k: int = Field(10, ge=1)
     mode: Literal["score", "generate"] = "score"
     reasons: bool = True
-    exclude: list[str] | None = None
-    adapter: str | None = Field(None, description="a named LoRA adapter of the LM (lm.adapters); None = the default, "
-                                "'base' = none")
+    exclude: list[ItemId] | None = None
+    adapter: Name | None = Field(None, description="a named LoRA adapter of the LM (lm.adapters); None = the default, "
+                                 "'base' = none")
+
+
+# -- the wire schema (HTTP API and batch lines) ------------------------------------------------------------
+#: Request models are strict: a JSON value of the wrong type (``"reasons": 0.0``, ``"k": "5"``, ``"user": 1``)
+#: is a 400 (a batch errors-file line), not silently converted; the schema promises those types.
+
+class RecommendationsRequest(RecommendRequest):
+    """``POST /v1/recommendations`` and a batch line: :class:`RecommendRequest`; ``user`` is resolved against the
+    served dataset. ``k`` has its upper bound in the schema, so clients (and schema fuzzers) see it before a 400
+    tells them. ``model`` (OpenAI batch bodies carry one) must name a served model, as on the chat route."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    k: int = Field(10, ge=1, le=MAX_CANDIDATES, description="how many items (the ranker labels at most 26)")
+    model: Name | None = Field(None, description="a served model (GET /v1/models); a named adapter selects it")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _valid_text(cls, content):
+        """Text parts must hold strings; the text read from them must be valid Unicode without control characters."""
+        if isinstance(content, list):
+            for n, part in enumerate(content):
+                if part.get("type", "text") == "text" and not isinstance(part.get("text"), str):
+                    kind = "null" if part.get("text") is None else type(part.get("text")).__name__
+                    raise ValueError(f"content[{n}].text must be a string, not {kind}")
+        check_text(message_text(content), "the message")
+        return content
+
+
+class RecgenChatOptions(BaseModel):
+    """recgen's own options, sent as ``extra_body={"recgen": {...}}`` with the official client."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: UserId | None = Field(None, description="a user of the loaded dataset: personalises with their history")
+    history: list[ItemId] | None = Field(None, description="item ids the user liked, oldest first")
+    k: int = Field(5, ge=1, le=MAX_CANDIDATES, description="how many items per reply")
+    mode: Literal["score", "generate"] = "score"
+    reasons: bool = True
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat request. Sampling parameters are accepted and ignored: items come from the catalog."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: Name
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    user: UserId | None = None
+    n: int = 1
+    recgen: RecgenChatOptions | None = None

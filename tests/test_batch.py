@@ -131,16 +131,16 @@ def test_batch_job_end_to_end(tmp_path, dataset, tiny_recommender):
     out = tmp_path / "out.jsonl"
     summary = run_batch(src, out, recommender=tiny_recommender, loaded_dataset=dataset, batch_size=3,
                         show_progress=False)
-    assert (summary.requests, summary.malformed, summary.duplicates) == (8, 1, 1)
-    assert (summary.processed, summary.failed, summary.succeeded) == (8, 2, 6)
+    assert (summary.requests, summary.malformed, summary.duplicates) == (7, 2, 1)
+    assert (summary.processed, summary.failed, summary.succeeded) == (7, 1, 6)
     errors = _lines(Path(summary.errors_file))
-    assert [(e["line"], e["custom_id"]) for e in errors] == [(5, None), (6, "score")]
+    assert [(e["line"], e["custom_id"]) for e in errors] == [(5, None), (6, "score"), (9, "badk")]
+    assert "k: Input should be less than or equal to 26" in errors[2]["error"]  # the server's 400, read as it is
 
     records = {r["custom_id"]: r for r in _lines(out)}
-    assert sorted(records) == sorted(["score", "gen", "why", "ghost", "chat", "hist", "badk", "popular"])
+    assert sorted(records) == sorted(["score", "gen", "why", "ghost", "chat", "hist", "popular"])
     ghost = records["ghost"]
     assert ghost["response"]["status_code"] == 400 and ghost["error"]["code"] == "unknown_user"
-    assert records["badk"]["response"]["status_code"] == 400 and "k=27" in records["badk"]["error"]["message"]
     for cid, k, user in (("score", 4, dataset.users[0]), ("gen", 3, dataset.users[1]), ("why", 2, dataset.users[2])):
         recs = records[cid]["response"]["body"]["recommendations"]
         ids = [r["item_id"] for r in recs]
@@ -160,8 +160,8 @@ def test_batch_job_end_to_end(tmp_path, dataset, tiny_recommender):
 
     # A re-run has nothing left to do and does not load anything.
     again = run_batch(src, out, recommender=None, loaded_dataset=None, show_progress=False)
-    assert (again.processed, again.already_done) == (0, 8)
-    assert len(_lines(out)) == 8
+    assert (again.processed, again.already_done) == (0, 7)
+    assert len(_lines(out)) == 7
 
 
 def test_interrupted_job_resumes_to_the_same_results(tmp_path, dataset, tiny_recommender):

@@ -1,7 +1,7 @@
 """Malformed batch lines: every one becomes an errors-file record naming its line and the problem (wrong types
 anywhere, bad JSON, non-UTF-8 bytes, huge lines), the other lines are served, and nothing aborts the job.
-User and item ids given as JSON numbers are strings in every format; a chat body without a user message is an
-error, as on the server."""
+Bodies are read with the server's strict request schema (a JSON number is not an id, a string is not a k); a
+chat body without a user message is an error, as on the server."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ def _chat(messages, **body) -> str:
 
 
 @pytest.mark.parametrize("text, reason", [
-    (_chat([{"role": "user", "content": [{"type": "text", "text": 5}]}]), r"messages\[0\]\.content\[0\]\.text must be a string, not int"),
+    (_chat([{"role": "user", "content": [{"type": "text", "text": 5}]}]), r"messages\.0\.content: .*content\[0\]\.text must be a string, not int"),
     (_chat([{"role": "user", "content": [{"type": "text"}]}]), r"content\[0\]\.text must be a string, not null"),
-    (_chat([{"role": "user", "content": ["hi"]}]), r"content\[0\] must be an object, not str"),
-    (_chat([{"role": "user", "content": {"text": "hi"}}]), r"content must be a string, null or a list"),
-    (_chat(["hi"]), r"messages\[0\] must be an object"),
-    (_chat([{"role": 1, "content": "hi"}]), r"role must be one of"),
-    (_chat([{"role": "user", "content": "hi"}], user={"id": 1}), "body.user must be a string, not dict"),
-    (_chat([{"role": "user", "content": "hi"}], user=True), "body.user must be a string, not bool"),
+    (_chat([{"role": "user", "content": ["hi"]}]), r"messages\.0\.content\.list.*valid dictionary"),
+    (_chat([{"role": "user", "content": {"text": "hi"}}]), r"messages\.0\.content\.str: Input should be a valid string"),
+    (_chat(["hi"]), r"messages\.0: Input should be a valid dictionary"),
+    (_chat([{"role": 1, "content": "hi"}]), r"messages\.0\.role: Input should be 'system'"),
+    (_chat([{"role": "user", "content": "hi"}], user={"id": 1}), "body: user: Input should be a valid string"),
+    (_chat([{"role": "user", "content": "hi"}], user=True), "body: user: Input should be a valid string"),
     (_chat([{"role": "system", "content": "be brief"}]), "at least one message with role 'user'"),
     (_chat([{"role": "assistant", "content": None}]), "at least one message with role 'user'"),
     (json.dumps({"custom_id": "c", "method": 7, "url": "/v1/recommendations", "body": {}}), "method must be POST"),
@@ -53,15 +53,22 @@ def test_valid_surrogate_pairs_and_null_content_are_fine():
 
 
 @pytest.mark.parametrize("body", [
-    {"custom_id": "x", "user": 3, "history": [1, "2"], "exclude": [4]},
-    {"custom_id": "x", "method": "POST", "url": "/v1/recommendations", "body": {"user": 3, "history": [1, "2"],
-                                                                                 "exclude": [4]}},
+    {"custom_id": "x", "user": 3},
+    {"custom_id": "x", "history": [1, "2"]},
+    {"custom_id": "x", "k": "5"},
+    {"custom_id": "x", "k": True},
+    {"custom_id": "x", "method": "POST", "url": "/v1/recommendations", "body": {"user": 3}},
+    {"custom_id": "x", "method": "POST", "url": "/v1/recommendations", "body": {"user": "1", "exclude": [4]}},
     {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
-     "body": {"user": 3, "history": [1, "2"], "exclude": [4], "messages": [{"role": "user", "content": "hi"}]}},
+     "body": {"user": 3, "messages": [{"role": "user", "content": "hi"}]}},
+    {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",
+     "body": {"k": "5", "messages": [{"role": "user", "content": "hi"}]}},
 ])
-def test_numeric_ids_are_strings_in_every_format(body):
-    request = breq.parse_line(json.dumps(body), 1).request
-    assert (request.user, request.history, request.exclude) == ("3", ["1", "2"], ["4"])
+def test_wrong_json_types_are_errors_as_on_the_server(body):
+    """Issue 22: batch lines coerced ``{"user": 1}``, ``{"k": "5"}`` and ``{"k": true}`` that the server refuses
+    (400): both read bodies with one strict schema now."""
+    with pytest.raises(breq.LineError, match="Input should be a valid (string|integer)"):
+        breq.parse_line(json.dumps(body), 1)
 
 
 def test_a_bad_line_costs_only_that_line(tmp_path, dataset, tiny_recommender, monkeypatch):

@@ -108,7 +108,7 @@ def test_feedback_routes(live):
             ({"user": 5, "item": "7", "event": "click"}, 400, "user"),
             ({"user": "u2", "item": "7", "event": "click", "extra": 1}, 400, "extra"),
             ({"user": "x" * 300, "item": "7", "event": "click"}, 400, "user"),
-            ({"user": "u\u0007", "item": "7", "event": "click"}, 400, "control characters"),
+            ({"user": "u\u0007", "item": "7", "event": "click"}, 400, "control character"),
         ]:
             r = c.post("/v1/feedback", json=bad)
             assert r.status_code == status and text in r.json()["error"]["message"], (bad, r.json())
@@ -121,7 +121,8 @@ def test_feedback_routes(live):
         gone = c.delete("/v1/users/u2")
         assert gone.status_code == 200 and gone.json()["dataset_user"] and gone.json()["events_removed"] == 2
         assert c.delete("/v1/users/u2").json()["interactions_removed"] == 0  # idempotent
-        assert c.delete("/v1/users/nobody").status_code == 404
+        nobody = c.delete("/v1/users/nobody")  # idempotent for any well-formed id: nothing removed
+        assert nobody.status_code == 200 and nobody.json()["events_removed"] == 0
         assert c.post("/v1/recommendations", json={"user": "u2", "k": 3}).status_code == 404
     assert EventStore(rec.feedback.path).forgotten() == {"u2"}
 
@@ -153,7 +154,7 @@ def test_recgen_forget_and_refit(synthetic_dataset_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("RECGEN_STATE_DIR", str(tmp_path / "state"))
     runner = CliRunner()
     unknown = runner.invoke(cli, ["forget", "--user", "ghost", "-d", str(synthetic_dataset_dir)])
-    assert unknown.exit_code == 2 and "ghost" in unknown.output
+    assert unknown.exit_code == 0 and "nothing to forget for user 'ghost'" in unknown.output
     log = tmp_path / "state" / "feedback" / "synthetic" / "events.sqlite"
     store = EventStore(log)
     store.record(make_event("u7", "3", "purchase"))

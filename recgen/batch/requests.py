@@ -2,16 +2,18 @@
 
 Two request formats are accepted, one JSON object a line:
 
-* recgen's own: ``{"custom_id"?, "user"|"history"|"query", "k", "mode", "reasons", "exclude"}``
-  (the fields of :class:`~recgen.types.RecommendRequest`; ``custom_id`` defaults to ``line-<n>``);
+* recgen's own: ``{"custom_id"?, "user"|"history"|"query", "k", "mode", "reasons", "exclude", "model"}``
+  (the body of ``POST /v1/recommendations``; ``custom_id`` defaults to ``line-<n>``);
 * the OpenAI batch request format: ``{"custom_id", "method": "POST", "url", "body"}`` with ``url``
-  ``/v1/recommendations`` (``body`` = recgen's fields) or ``/v1/chat/completions`` (the last user
-  message is the free-text request; ``body.user`` is the dataset user; recgen's ``history``, ``k``,
-  ``mode``, ``reasons`` and ``exclude`` may be added to the body; other chat parameters are ignored).
+  ``/v1/recommendations`` or ``/v1/chat/completions`` (the last user message is the free-text request;
+  ``body.user`` or ``body.recgen.user_id`` is the dataset user; recgen's ``history``, ``k``, ``mode``,
+  ``reasons`` and ``exclude`` may also be put in the body itself; sampling parameters are ignored).
 
-A line that cannot be read (bad JSON, a wrong type anywhere, bytes that are not UTF-8, more than
-:data:`MAX_LINE_BYTES`) becomes one errors-file record ``{"line", "custom_id", "error"}``; the other
-lines are served. User and item ids may be JSON numbers in every format; they are read as strings.
+Bodies are read with the server's request models (:mod:`recgen.types`, strict): a body the server answers
+with 400 (a wrong type such as ``"user": 1`` or ``"k": "5"``, a control character or lone surrogate in any
+text) or 404 (a ``model`` it does not serve) is an errors-file record here. A line that cannot be read
+(that, bad JSON, bytes that are not UTF-8, more than :data:`MAX_LINE_BYTES`) becomes one errors-file record
+``{"line", "custom_id", "error"}``; the other lines are served.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from pydantic import ValidationError
 
 from ..config import format_validation_error
 from ..errors import RecgenError
-from ..types import RecommendRequest
+from ..lm.resolve import DEFAULT_LM
+from ..text import InvalidTextError, check_id, message_text
+from ..types import ChatCompletionRequest, RecommendationsRequest, RecommendRequest
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,8 @@ RECOMMENDATIONS_URL = "/v1/recommendations"
 CHAT_URL = "/v1/chat/completions"
 _URLS = (RECOMMENDATIONS_URL, CHAT_URL)
 _CHAT_RECGEN_KEYS = ("history", "k", "mode", "reasons", "exclude")
-_ROLES = ("system", "developer", "user", "assistant", "tool", "function")  # the server's chat roles
+#: The model name a server answers to by default (``recgen serve --served-model-name``).
+DEFAULT_SERVED_NAME = "recgen"
 MAX_LINE_BYTES = 1 << 20  # a longer line is reported as an error, and never held in memory whole
 
 
@@ -62,78 +67,76 @@ class BatchRequest:
                    str(row["url"]) or None)
 
 
-def _kind(value) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _ids_as_strings(fields: dict) -> dict:
-    """User and item ids written as JSON numbers (MovieLens ids are numbers) become strings, in every format."""
-    fields = dict(fields)
-    if _is_int(fields.get("user")):
-        fields["user"] = str(fields["user"])
-    for key in ("history", "exclude"):
-        if isinstance(fields.get(key), list):
-            fields[key] = [str(v) if _is_int(v) else v for v in fields[key]]
-    return fields
+def served_model_names(config, served_name: str = DEFAULT_SERVED_NAME) -> list[str]:
+    """The names a request's ``model`` may take (what ``GET /v1/models`` lists, then the LM's own name): the
+    server's 404 and a batch line's error are decided by this one list."""
+    lm = config.lm
+    names = [served_name]
+    if lm.adapter and lm.adapter not in lm.adapters:
+        names.append(Path(lm.adapter).name)
+    return names + list(lm.adapters) + [lm.model or DEFAULT_LM]
 
 
-def _validate(fields: dict, where: str) -> RecommendRequest:
+@dataclass(frozen=True)
+class Served:
+    """What a batch job serves, for checking ``model`` as the server does (``None`` names: any valid name)."""
+
+    models: tuple[str, ...] | None = None
+    adapters: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, config) -> "Served":
+        return cls(tuple(served_model_names(config)), tuple(config.lm.adapters))
+
+    def adapter_for(self, model: str | None, where: str) -> str | None:
+        """The named adapter ``model`` selects (None for the base model); an unknown model is a line error."""
+        if model is None:
+            return None
+        if self.models is not None and model not in self.models:
+            raise LineError(f"{where}.model: model {model!r} is not served here; use one of: "
+                            f"{', '.join(self.models[:-1])} (GET /v1/models)")
+        return model if model in self.adapters else None
+
+
+def _strict(model, fields: dict, where: str):
+    """``fields`` read with the server's request model: the same body, the same verdict (errors name ``where``)."""
     try:
-        return RecommendRequest.model_validate(_ids_as_strings(fields))
+        return model.model_validate(fields)
     except ValidationError as exc:
         raise LineError(f"{where}: {format_validation_error(exc)}") from None
 
 
-def _message_text(content, where: str) -> str:
-    """OpenAI message content: a string, null, or a list of parts of which only text parts are read."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise LineError(f"{where}.content must be a string, null or a list of content parts, not {_kind(content)}")
-    texts = []
-    for n, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise LineError(f"{where}.content[{n}] must be an object, not {_kind(part)}")
-        if part.get("type", "text") == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise LineError(f"{where}.content[{n}].text must be a string, not {_kind(text)}")
-            texts.append(text)
-    return " ".join(texts)
+def _recommend_request(fields: dict, where: str, served: Served) -> RecommendRequest:
+    request = _strict(RecommendationsRequest, fields, where)
+    adapter = request.adapter or served.adapter_for(request.model, where)
+    return RecommendRequest(**request.model_dump(exclude={"model"}, exclude_none=True), adapter=adapter)
 
 
-def _chat_request(body: dict) -> RecommendRequest:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise LineError("a /v1/chat/completions body needs a non-empty 'messages' list")
-    query = None
-    for n, message in enumerate(messages):
-        where = f"body.messages[{n}]"
-        if not isinstance(message, dict):
-            raise LineError(f"{where} must be an object, not {_kind(message)}")
-        role = message.get("role")
-        if role not in _ROLES:
-            raise LineError(f"{where}.role must be one of {', '.join(_ROLES)}, not {role!r}")
-        text = _message_text(message.get("content"), where)
-        if role == "user":
-            query = text.strip()
-    if query is None:  # as the server: 400, not popular items for a request that asked nothing
+def _chat_request(body: dict, served: Served) -> RecommendRequest:
+    """A chat body as the server reads it (``ChatCompletionRequest``; ``model`` may be left out in a file that
+    serves one model); recgen's fields may also sit in the body itself (``history``, ``k``, ...)."""
+    chat = _strict(ChatCompletionRequest, {"model": DEFAULT_SERVED_NAME, **body}, "body")
+    roles = [m.role for m in chat.messages]
+    if "user" not in roles:  # as the server: 400, not popular items for a request that asked nothing
         raise LineError("messages must contain at least one message with role 'user'")
+    query = message_text(chat.messages[len(roles) - 1 - roles[::-1].index("user")].content).strip()
     fields = {key: body[key] for key in _CHAT_RECGEN_KEYS if key in body}
-    user = body.get("user")
-    if user is not None:
-        if not isinstance(user, str) and not _is_int(user):
-            raise LineError(f"body.user must be a string, not {_kind(user)}")
-        fields["user"] = str(user)
+    if chat.recgen is not None:  # the server's own options object
+        options = chat.recgen.model_dump(exclude_unset=True)
+        if "user_id" in options:
+            options["user"] = options.pop("user_id")
+        fields = {**options, **fields}
+    if chat.user is not None and "user" not in fields:
+        fields["user"] = chat.user
     if query:
         fields["query"] = query
-    return _validate(fields, "body")
+    if body.get("model") is not None:
+        fields["model"] = chat.model
+    return _recommend_request(fields, "body", served)
 
 
 def _reject_constant(name: str):
@@ -157,7 +160,7 @@ def _load(text: str):
     return data
 
 
-def parse_line(text: str, line: int) -> BatchRequest:
+def parse_line(text: str, line: int, served: Served = Served()) -> BatchRequest:
     """One request line → :class:`BatchRequest`, or :class:`LineError` with the reason (never another exception)."""
     data = _load(text)
     if not isinstance(data, dict):
@@ -179,17 +182,23 @@ def parse_line(text: str, line: int) -> BatchRequest:
         if not isinstance(body, dict):
             raise LineError("'body' must be a JSON object")
         if url == CHAT_URL:
-            return BatchRequest(custom_id, line, _chat_request(body), url)
-        fields = {k: v for k, v in body.items() if k != "model"}  # tolerate an OpenAI-style model name
-        return BatchRequest(custom_id, line, _validate(fields, "body"), url)
+            return BatchRequest(_custom_id(custom_id), line, _chat_request(body, served), url)
+        return BatchRequest(_custom_id(custom_id), line, _recommend_request(body, "body", served), url)
     custom_id = data.pop("custom_id", None)
     if custom_id is None:
         custom_id = f"line-{line}"
     elif (isinstance(custom_id, str) or _is_int(custom_id)) and str(custom_id):
-        custom_id = str(custom_id)
+        custom_id = _custom_id(str(custom_id))
     else:
         raise LineError("'custom_id' must be a non-empty string")
-    return BatchRequest(custom_id, line, _validate(data, "request"), None)
+    return BatchRequest(custom_id, line, _recommend_request(data, "request", served), None)
+
+
+def _custom_id(value: str) -> str:
+    try:
+        return check_id(value, "custom_id")
+    except InvalidTextError as exc:
+        raise LineError(str(exc)) from None
 
 
 def _raw_lines(handle) -> Iterator[tuple[int, str | None, str | None]]:
@@ -218,7 +227,7 @@ def _raw_lines(handle) -> Iterator[tuple[int, str | None, str | None]]:
         yield number, text.removeprefix("\ufeff") if number == 1 else text, None
 
 
-def read_requests(path: str | Path) -> tuple[list[BatchRequest], list[dict]]:
+def read_requests(path: str | Path, served: Served = Served()) -> tuple[list[BatchRequest], list[dict]]:
     """All valid requests of a file, and one error record per bad line ``{"line", "custom_id", "error"}``.
 
     Blank lines are skipped. A ``custom_id`` seen before is an error for every later occurrence.
@@ -234,7 +243,7 @@ def read_requests(path: str | Path) -> tuple[list[BatchRequest], list[dict]]:
             if not text.strip():
                 continue
             try:
-                request = parse_line(text, number)
+                request = parse_line(text, number, served)
             except LineError as exc:
                 errors.append({"line": number, "custom_id": _guess_id(text), "error": str(exc)})
                 continue

@@ -25,7 +25,7 @@ from .errors_file import check_errors_file, write_errors
 from .files import OutputLock, check_distinct, check_writable
 from .jobs import process_requests
 from .ray_runner import run_on_ray
-from .requests import read_requests
+from .requests import Served, read_requests
 from .results import ResultWriter, done_ids, repair_tail
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,9 @@ def run_batch(input_path: str | Path, output_path: str | Path, *, dataset: str |
         done = done_ids(output_path)  # also refuses an output recgen did not write
         summary.torn_bytes_dropped = repair_tail(output_path)
         try:
-            requests, errors = read_requests(input_path)
+            # `model` is checked against what this job serves, as the server checks it (404 there)
+            served = Served.of(recommender.config if recommender is not None else config)
+            requests, errors = read_requests(input_path, served)
         except OSError as exc:
             raise DataError(f"cannot read the input {input_path}: {exc.strerror or exc}") from None
         summary.requests = len(requests)

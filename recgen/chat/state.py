@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
-from ..text import clip, collapse_spaces, words_of
+from ..text import check_text, clip, collapse_spaces, message_text, words_of
 from .constraints import Constraints, merge_turn, starts_new_request
 from .parser import content_words, parse_turn
 from .vocabulary import ChatVocabulary, norm
@@ -88,22 +88,6 @@ class ChatState:
     def as_dict(self) -> dict:
         return {"request": self.request, "filters": self.constraints.describe(), **self.constraints.as_dict(),
                 "shown": list(self.shown), "allow_shown": self.allow_shown}
-
-
-def message_text(content: Any) -> str:
-    """OpenAI message content: a string, ``None``, or a list of parts (only text parts are read)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for part in content:
-        if isinstance(part, dict):
-            if part.get("type", "text") == "text":
-                parts.append(str(part.get("text") or ""))
-        elif getattr(part, "type", "text") == "text":
-            parts.append(str(getattr(part, "text", "") or ""))
-    return "\n".join(parts)
 
 
 def _numbered(line: str) -> tuple[int, str] | None:
@@ -187,7 +171,7 @@ def state_from_messages(messages: Iterable[Any], context: ChatContext) -> ChatSt
     shown: set[str] = set()
     for index, message in enumerate(messages):
         role, content = _role_and_content(message)
-        text = message_text(content)
+        text = check_text(message_text(content), f"message {index}")  # every surface: never a bad code point to the LM
         if role == "assistant":
             state.previous = reply_positions(text, context)
             for item_id in state.previous:

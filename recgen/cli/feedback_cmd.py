@@ -14,8 +14,7 @@ import typer
 
 from ..data import load_dataset
 from ..data.events import EventStore, default_events_path
-from ..errors import DataError
-from ..feedback import forget_durably
+from ..feedback import forget_durably, nothing_forgotten
 from .common import console, friendly_errors, print_json
 
 DatasetOpt = typer.Option("ml-100k", "--dataset", "-d", help="dataset name (under RECGEN_DATA_DIR or ../shared/data) or folder")
@@ -27,20 +26,26 @@ def forget(user: str = typer.Option(..., "--user", "-u", help="the user id to fo
            dataset: str = DatasetOpt, events: Optional[Path] = EventsOpt,
            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Forget a user: delete their events and tombstone their base interactions (the data files are not
-    modified; every fit and load drops a tombstoned user)."""
+    modified; every fit and load drops a tombstoned user). Idempotent: the counts are what this call removed."""
     data = load_dataset(dataset)
     path = events or default_events_path(data.name)
     if user not in data.sequences and not path.is_file():
-        raise DataError(f"user {user!r} is not in dataset {data.name!r} and there is no event log at {path}")
-    store = EventStore(path)
-    try:
-        result = forget_durably(store, frozenset(data.sequences), user)
-    finally:
-        store.close()
-    result["interactions_removed"] = len(data.sequences.get(user, ()))
+        result = nothing_forgotten(user, False)  # idempotent, as DELETE /v1/users/{id}: nothing to remove
+    else:
+        store = EventStore(path)
+        try:
+            result = forget_durably(store, frozenset(data.sequences), user)
+        finally:
+            store.close()
+        # what THIS call took out: the base interactions once, when it wrote the tombstone (0 on a repeat)
+        result["interactions_removed"] = len(data.sequences.get(user, ())) if result["tombstoned"] else 0
+    result.pop("tombstoned", None)  # the same fields as DELETE /v1/users/{id} answers
     result["events_log"] = str(path)
     if as_json:
         print_json(result)
+    elif not (result["events_removed"] or result["interactions_removed"]):
+        console.print(f"nothing to forget for user {user!r}: no events in {path}"
+                      + (" and already tombstoned" if result["dataset_user"] else ", not a dataset user"))
     else:
         console.print(f"forgot user {user!r}: {result['events_removed']} event(s) deleted"
                       + (f", {result['interactions_removed']} base interaction(s) tombstoned" if result["dataset_user"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -16,11 +17,25 @@ from ..pipeline import fitted_folder
 from ..recommender import Recommender, open_dataset
 from ..retrieval import Retriever
 from ..retrieval.cache import index_folder
+from ..text import check_id, check_text
 from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd
 from .common import console, friendly_errors, history_for_user, make_config, parse_history, print_json
 
 app = typer.Typer(help="LLM-based generative recommender: ranked catalog items, each with a reason.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+
+@app.callback()
+def _main() -> None:
+    # Input decoding policy, for every command: bytes on stdin that are not UTF-8 (a Latin-1 terminal, a binary
+    # pipe) are decoded as lone surrogates, as Python already decodes argv, instead of crashing the read; the one
+    # text validator (recgen.text) then refuses them with a clear error (exit 2; the terminal chat prints it and
+    # goes on), so they never reach a tokenizer.
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
+
 
 DatasetOpt = typer.Option("ml-100k", "--dataset", "-d", help="dataset name (under RECGEN_DATA_DIR or ../shared/data) or folder")
 
@@ -99,6 +114,10 @@ def recommend(dataset: str = DatasetOpt,
     """Recommend for a dataset user, a given history, and/or a free-text request."""
     if mode not in ("score", "generate"):
         raise typer.BadParameter("mode must be 'score' or 'generate'")
+    if query is not None:
+        check_text(query, "--query")  # before loading anything (the request schema checks it again)
+    if user is not None:
+        check_id(user, "--user")
     cfg = make_config(config, lm={"model": lm, "adapter": adapter}, retrieval={"embedder": embedder})
     data, rec = open_dataset(dataset, cfg, show_progress=not as_json)
     items = parse_history(history) or []

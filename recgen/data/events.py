@@ -10,30 +10,33 @@ processes); readers never block it.
 Tombstones list forgotten users of the BASE data (the dataset's files, which recgen never modifies): every
 fit and load drops their base interactions. A user known only from the log gets no tombstone; deleting
 their rows removes every trace of them.
+
+Items added to a served catalog (``POST /v1/items``) are kept here too, one row per request: the server
+replays them at start, so they are served again and the events on them count again.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
 import stat
 import threading
 import time
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ..errors import DataError, InvalidRequestError
+from ..text import MAX_ID_CHARS, check_id  # noqa: F401 - the one id validator, re-exported for the log's callers
 
 EventType = Literal["click", "purchase", "rating", "reject"]
 EVENT_TYPES: tuple[str, ...] = ("click", "purchase", "rating", "reject")
 #: Events that mean "the user took this item": they extend the user's history and the statistics, like a
 #: dataset interaction (a rating of any value is an interaction, as in the datasets' own files).
 POSITIVE_EVENTS = frozenset({"click", "purchase", "rating"})
-MAX_ID_CHARS = 256
 SCHEMA_VERSION = 1
 FILE_NAME = "events.sqlite"
 
@@ -49,6 +52,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events(user);
 CREATE TABLE IF NOT EXISTS forgotten (user TEXT PRIMARY KEY, ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS added_items (seq INTEGER PRIMARY KEY AUTOINCREMENT, items TEXT NOT NULL,
+                                        replace_existing INTEGER NOT NULL, ts REAL NOT NULL);
 """
 
 
@@ -79,19 +84,6 @@ class Event:
     def as_dict(self) -> dict:
         return {"event_id": self.event_id, "user": self.user, "item": self.item, "event": self.event,
                 "value": self.value, "ts": self.ts}
-
-
-def check_id(value, what: str) -> str:
-    """A user, item or event id: a non-blank string of at most 256 characters without control characters."""
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"{what} must be a string, not {type(value).__name__}")
-    if not value.strip():
-        raise InvalidRequestError(f"{what} is empty")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidRequestError(f"{what} is {len(value)} characters; the limit is {MAX_ID_CHARS}")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in value):
-        raise InvalidRequestError(f"{what} {value!r} contains control characters")
-    return value
 
 
 def make_event(user, item, event, *, value=None, event_id=None, ts=None) -> Event:
@@ -207,6 +199,25 @@ class EventStore:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no copy of the deleted rows left in the WAL
         return removed
 
+    def record_items(self, items: list[dict], *, update: bool) -> int:
+        """Store one ``POST /v1/items`` batch durably (fsynced commit) before it is applied; returns its number.
+        Items live beside the events so that, replayed at the next start, the events on them count again."""
+        with self._lock, self._write():
+            cursor = self._db.execute('INSERT INTO added_items (items, replace_existing, ts) VALUES (?, ?, ?)',
+                                      (json.dumps(items, ensure_ascii=False), int(update), time.time()))
+            return cursor.lastrowid
+
+    def drop_items(self, seq: int) -> None:
+        """Take back a batch whose application failed (it was never acknowledged)."""
+        with self._lock, self._write():
+            self._db.execute("DELETE FROM added_items WHERE seq = ?", (seq,))
+
+    def added_items(self) -> list[tuple[list[dict], bool]]:
+        """Every recorded batch of added items, ``(items, update)``, in the order they were applied."""
+        with self._lock:
+            rows = self._db.execute('SELECT items, replace_existing FROM added_items ORDER BY seq').fetchall()
+        return [(json.loads(items), bool(update)) for items, update in rows]
+
     def _write(self):
         return _Transaction(self._db)
 
@@ -229,6 +240,10 @@ class EventStore:
     def forgotten(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT user FROM forgotten")}
+
+    def is_forgotten(self, user: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM forgotten WHERE user = ?", (user,)).fetchone() is not None
 
     def has_user(self, user: str) -> bool:
         with self._lock:

@@ -169,6 +169,7 @@ _ANY = (401, 413, 500)
 def create_app(recommender, dataset=None, settings: ServerSettings | None = None) -> FastAPI:
     """An app serving ``recommender`` (and ``dataset`` for ``user`` ids) under ``settings``' limits."""
     settings = settings or ServerSettings()
+    items.replay_added_items(recommender)  # items added over HTTP before a restart are served again
     serving = RecgenServing(recommender, dataset, settings)
 
     @asynccontextmanager

@@ -1,4 +1,5 @@
-"""``POST /v1/feedback`` (record what a user did) and ``DELETE /v1/users/{id}`` (forget a user).
+"""``POST /v1/feedback`` (record what a user did) and ``DELETE /v1/users/{id}`` (forget a user: idempotent, 200
+for any well-formed id, counting what that call removed; a malformed id is a 400).
 
 Both run on the default thread pool, not on the LM worker: an event is acknowledged after its SQLite commit
 (fsynced) and the statistics update (milliseconds), never queued behind a slow LM call. Writers are serialised
@@ -13,11 +14,10 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..data.events import EVENT_TYPES, MAX_ID_CHARS, EventConflictError
+from ..data.events import EVENT_TYPES, EventConflictError
+from ..types import EventId, ItemId, UserId
 from .protocol import ErrorResponse
 from .serving import APIError, RecgenServing
-
-_Id = Field(min_length=1, max_length=MAX_ID_CHARS)
 
 
 class FeedbackRequest(BaseModel):
@@ -25,13 +25,12 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    user: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="any user id; a new user starts here")
-    item: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="a catalog item id")
+    user: UserId = Field(description="any user id; a new user starts here")
+    item: ItemId = Field(description="a catalog item id")
     event: Literal[EVENT_TYPES] = Field(description="click, purchase and rating extend the user's history; "
                                                    "reject hides the item from their recommendations")
     value: float | None = Field(None, description="the rating (required for, and only for, event=rating)")
-    event_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS,
-                                 description="the client's id for this event (default: a new random id)")
+    event_id: EventId | None = Field(None, description="the client's id for this event (default: a new random id)")
     ts: float | None = Field(None, description="when it happened, seconds since the epoch (default: now)")
 
 
@@ -49,8 +48,8 @@ class FeedbackResponse(BaseModel):
 class ForgetResponse(BaseModel):
     object: Literal["user.forgotten"] = "user.forgotten"
     user: str
-    events_removed: int
-    interactions_removed: int = Field(description="interactions taken out of the served statistics")
+    events_removed: int = Field(description="events this call deleted (0 on a repeat, or for an id nobody knows)")
+    interactions_removed: int = Field(description="interactions this call took out of the served statistics")
     dataset_user: bool = Field(description="a user of the base data: tombstoned, so every fit and load drops them")
 
 
@@ -84,7 +83,7 @@ def register(app: FastAPI, serving: RecgenServing) -> None:
 
     @app.delete("/v1/users/{user_id:path}", response_model=ForgetResponse,
                 responses=_errors(s400="malformed user id", s401="missing or wrong API key",
-                                  s404="unknown user", s500="internal error"))
+                                  s500="internal error"))
     async def forget_user(user_id: str) -> ForgetResponse:
         loop = _feedback(serving)
         return ForgetResponse(**await run_in_threadpool(loop.forget, user_id))

@@ -6,10 +6,16 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from ..config import MAX_CANDIDATES
-from ..types import Recommendation, RecommendRequest
+# The request models are the one wire schema of recgen.types (batch lines are read with it too).
+from ..types import (  # noqa: F401 - re-exported: the API's request models
+    ChatCompletionRequest,
+    ChatMessage,
+    RecgenChatOptions,
+    Recommendation,
+    RecommendationsRequest,
+)
 
 
 def _id(prefix: str) -> str:
@@ -46,42 +52,6 @@ class ModelList(BaseModel):
 
 
 # -- chat completions ------------------------------------------------------------------------------------
-
-#: Request models are strict: a JSON value of the wrong type (``"reasons": 0.0``, ``"k": "5"``) is a 400, not
-#: silently converted; the schema promises those types (found by the schema fuzzing).
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
-
-
-class RecgenChatOptions(BaseModel):
-    """recgen's own options, sent as ``extra_body={"recgen": {...}}`` with the official client."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    user_id: str | None = Field(None, description="a user of the loaded dataset: personalises with their history")
-    history: list[str] | None = Field(None, description="item ids the user liked, oldest first")
-    k: int = Field(5, ge=1, le=MAX_CANDIDATES, description="how many items per reply")
-    mode: Literal["score", "generate"] = "score"
-    reasons: bool = True
-
-
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat request. Sampling parameters are accepted and ignored: items come from the catalog."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    user: str | None = None
-    n: int = 1
-    recgen: RecgenChatOptions | None = None
-
 
 class ChatResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
@@ -139,15 +109,6 @@ class ChatCompletionChunk(BaseModel):
 
 
 # -- structured recommendations --------------------------------------------------------------------------
-
-class RecommendationsRequest(RecommendRequest):
-    """:class:`~recgen.types.RecommendRequest`; ``user`` is resolved against the served dataset. ``k`` has
-    its upper bound in the schema, so clients (and schema fuzzers) see it before a 400 tells them."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    k: int = Field(10, ge=1, le=MAX_CANDIDATES, description="how many items (the ranker labels at most 26)")
-
 
 class RecommendationsResponse(BaseModel):
     id: str = Field(default_factory=lambda: _id("rec"))

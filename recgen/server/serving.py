@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from ..chat.state import ChatContext, message_text
+from ..batch.requests import served_model_names
+from ..chat.state import ChatContext
 from ..chat.turn import ChatReply, chat_turn
 from ..errors import InvalidRequestError
 from ..lm.adapters import UnknownAdapterError
+from ..lm.resolve import DEFAULT_LM
+from ..text import message_text
 from ..types import RecommendRequest
 from .protocol import (
     ChatChoice,
@@ -94,7 +97,7 @@ class RecgenServing:
     # -- identity ------------------------------------------------------------------------------------
     @property
     def lm_name(self) -> str:
-        return self.recommender.config.lm.model or "smollm2-135m-instruct"
+        return self.recommender.config.lm.model or DEFAULT_LM
 
     @property
     def adapter_name(self) -> str | None:
@@ -112,7 +115,7 @@ class RecgenServing:
         return ModelList(data=cards)
 
     def check_model(self, model: str) -> None:
-        known = [card.id for card in self.models().data] + [self.lm_name]
+        known = served_model_names(self.recommender.config, self.settings.served_model_name)
         if model not in known:
             raise APIError(404, f"model {model!r} is not served here; use one of: {', '.join(known[:-1])} "
                                 "(GET /v1/models)", type="not_found_error", code="model_not_found", param="model")
@@ -199,11 +202,16 @@ class RecgenServing:
 
     async def recommendations(self, request: RecommendationsRequest) -> RecommendationsResponse:
         history, exclude = list(request.history or []), list(request.exclude or [])
+        adapter = request.adapter
+        if request.model is not None:
+            self.check_model(request.model)
+            if adapter is None and request.model in self.recommender.config.lm.adapters:
+                adapter = request.model  # as on the chat route: a named adapter's model name selects it
         if request.user is not None:
             history = self.history_for(request.user) + history
             exclude += self.recommender.rejected(request.user)  # the feedback loop's rejected items
-        inner = RecommendRequest(**{**request.model_dump(exclude={"user"}), "history": history,
-                                    "exclude": exclude or None})
+        inner = RecommendRequest(**{**request.model_dump(exclude={"user", "model"}), "history": history,
+                                    "exclude": exclude or None, "adapter": adapter})
 
         def work():
             start = time.perf_counter()
