@@ -180,3 +180,30 @@ def test_vllm_engine_arguments_check_the_model_folder(tmp_path, tiny_lm_dir, tin
     _truncate(folder / "model.safetensors")
     with pytest.raises(ModelLoadError, match="model.safetensors"):
         ve.engine_kwargs(LMSettings(backend="vllm", model=str(folder)))
+
+
+@pytest.mark.parametrize("lora", ["base={folder}", "a\x1bb={folder}", "tab\tname={folder}", "zero\u200bwidth={folder}"])
+def test_serve_refuses_a_reserved_or_invisible_adapter_name(tmp_path, lora):
+    """Regression (issue 22): `--lora base=DIR` (the name that selects the base model) and names with control
+    characters were accepted."""
+    from typer.testing import CliRunner
+
+    from recgen.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--lora", lora.format(folder=tmp_path), "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert "adapter name" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", [["--adapter", "{missing}"], ["--lm", "{missing}"], ["--lm", "no such model/x/y"]])
+def test_a_named_lm_or_adapter_is_checked_even_when_no_lm_is_needed(synthetic_dataset_dir, tmp_path, option):
+    """Regression (issue 22): without reasons the LM is never loaded, so a wrong --adapter/--lm was ignored."""
+    from typer.testing import CliRunner
+
+    from recgen.cli.main import app
+
+    args = [option[0], option[1].format(missing=tmp_path / "missing")]
+    result = CliRunner().invoke(app, ["recommend", "-d", str(synthetic_dataset_dir), "--history", "1,2",
+                                      "--no-reasons", "-k", "3", *args])
+    assert result.exit_code == 2, result.output
+    assert "missing" in result.output or "hub id" in result.output
