@@ -305,3 +305,34 @@ def test_outcomes_are_counted(results):
               for kind in ("loaded", "RecgenError", "traceback", "died", "hung")}
     print(f"\nmodel-file inputs: {len(results)}; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     assert counts["traceback"] == counts["died"] == counts["hung"] == 0
+
+
+def test_recgen_recommend_on_a_fitted_folder_with_an_edited_ranker_exits_2_not_134(synthetic_dataset_dir, tmp_path):
+    """Regression (issue 22), as reported: one digit removed from one leaf value of fusion/ranker.txt made
+    `recgen recommend` (and `serve`) die with SIGABRT (exit 134) before it could say anything."""
+    from recgen import RecgenConfig, Recommender
+    from recgen.data import load_dataset
+    from recgen.pipeline import FittedState, fitted_folder, history_rows
+    from recgen.ranking.fusion import feature_names
+
+    dataset = load_dataset(str(synthetic_dataset_dir))
+    config = RecgenConfig()
+    rows = [history_rows(dataset.catalog, s) for s in dataset.sequences.values()]
+    names = feature_names(sasrec=False)
+    rng = np.random.default_rng(0)
+    groups = [(rng.normal(size=(8, len(names))).astype(np.float32), np.eye(8, dtype=np.float32)[k % 8])
+              for k in range(60)]
+    ranker = FusionRanker.train(groups[:45], groups[45:], names, num_leaves=4, max_rounds=5, threads=1)
+    state = FittedState.fit(dataset, config.retrieval).with_second_stage(
+        SourceStats.fit(rows, len(dataset.catalog)), ranker, depth=20)
+    env = {**_env(), "RECGEN_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    folder = fitted_folder(dataset, config.retrieval).relative_to(fitted_folder(dataset, config.retrieval).parents[1])
+    folder = tmp_path / "cache" / folder
+    Recommender(dataset.catalog, config, state=state).save(folder)
+    path = folder / "fusion" / "ranker.txt"
+    path.write_text(LGB_EDITS["leaf_digit_removed"](path.read_text()))
+    result = subprocess.run([sys.executable, "-m", "recgen.cli.main", "recommend", "-d", str(synthetic_dataset_dir),
+                             "--history", "1,2", "--no-reasons", "-k", "3"], capture_output=True, text=True,
+                            errors="replace", env=env, timeout=600)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "ranker.txt" in result.stderr and "Traceback" not in result.stderr
