@@ -59,8 +59,8 @@ def _check(text: str) -> str:
     names = header.get("feature_names", "").split(" ")
     if len(names) != n_features:
         raise _Bad(f"{len(names)} feature names for max_feature_idx={n_features - 1}")
-    if _int(header, "num_class", "header", low=1) < 1 or _int(header, "num_tree_per_iteration", "header", low=1) < 1:
-        raise _Bad("num_class and num_tree_per_iteration must be at least 1")
+    _int(header, "num_class", "header", low=1)
+    _int(header, "num_tree_per_iteration", "header", low=1)
     blocks = _tree_blocks(text[trees_at:end + 1])
     if "tree_sizes" in header:
         sizes = header["tree_sizes"].split(" ") if header["tree_sizes"] else []
@@ -107,7 +107,7 @@ def _check_tree(fields: dict[str, str], n_features: int, where: str) -> None:
     if missing:
         raise _Bad(f"{where} has no {', '.join(missing)}")
     leaves = _int(fields, "num_leaves", where, low=1)
-    if _int(fields, "num_cat", where, low=0) if "num_cat" in fields else 0:
+    if "num_cat" in fields and _int(fields, "num_cat", where, low=0):
         raise _Bad(f"{where} has categorical splits, which recgen's rankers never have")
     if fields.get("is_linear", "0") != "0":
         raise _Bad(f"{where} has linear leaves, which recgen's rankers never have")
