@@ -17,6 +17,7 @@ a new config.
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +82,10 @@ class RankingSettings(_Settings):
         "label log-prob (0 = LM alone); set on validation users by `recgen finetune calibrate`")
 
 
+#: The adapter name that selects the base model without any adapter (so no named adapter may take it).
+BASE_ADAPTER_NAME = "base"
+
+
 class LMSettings(_Settings):
     """Which model runs where. The engine options (``dtype`` … ``enforce_eager``) are read by the vLLM backend;
     the transformers backend reads ``dtype`` and the adapter checks (``max_lora_rank``) too.
@@ -118,8 +123,14 @@ class LMSettings(_Settings):
     @model_validator(mode="after")
     def _adapter_names(self):
         for name in self.adapters:
-            if not name or name.strip() != name or "/" in name:
-                raise ValueError(f"adapter name {name!r} must be non-empty, without slashes or surrounding spaces")
+            if not name or name.strip() != name or "/" in name or len(name) > 100:
+                raise ValueError(f"adapter name {name!r} must be 1-100 characters, without slashes or surrounding "
+                                 "spaces")
+            if any(unicodedata.category(c).startswith("C") for c in name):
+                raise ValueError(f"adapter name {name!r} holds a control or invisible character")
+            if name == BASE_ADAPTER_NAME:
+                raise ValueError(f"adapter name {name!r} is reserved: a request naming it gets the base model without "
+                                 "any adapter; pick another name")
         return self
 
 

@@ -146,10 +146,12 @@ class Recommender:
         catalog size; :meth:`save` writes the grown catalog and index (with its new fingerprint).
 
         With a fitted second stage, the hybrid retrieval order (which includes the new items) is served until
-        the next ``recgen refit``: the fused ranker's sources are sized for the catalog they were fitted on."""
+        the next ``recgen refit``: the fused ranker's sources are sized for the catalog they were fitted on. They
+        are dropped even when no ranker was fitted (a fit that fell back to the hybrid order): saved beside the
+        grown catalog they would make the folder unloadable."""
         retriever = self.retriever.add_items(items_from_rows(items), update=update)
         state = self.pipeline.state
-        if state.ranker is not None:
+        if state.sources is not None:
             state = state.with_second_stage(None, None, 0, fallback=(
                 "items were added to the live catalog; the hybrid retrieval order (new items included) is served "
                 "until the second stage is refitted (`recgen refit`)"))

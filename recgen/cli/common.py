@@ -15,6 +15,7 @@ from rich.markup import escape
 from ..config import RecgenConfig
 from ..data import Dataset
 from ..errors import RecgenError
+from ..lm.adapters import check_named
 
 console = Console(stderr=True)
 
@@ -38,7 +39,9 @@ def make_config(config_file: Path | None = None, **groups: dict) -> RecgenConfig
     ``make_config(path, lm={"model": lm, "adapter": None})``: options left at ``None`` change nothing."""
     base = RecgenConfig.from_file(config_file) if config_file else RecgenConfig()
     given = {group: {k: v for k, v in values.items() if v is not None} for group, values in groups.items()}
-    return base.updated(str(config_file or "options"), **{g: v for g, v in given.items() if v})
+    config = base.updated(str(config_file or "options"), **{g: v for g, v in given.items() if v})
+    check_named(config.lm)  # now, not when (or if) the LM is first needed
+    return config
 
 
 def history_for_user(dataset: Dataset, user: str, holdout: int = 0) -> list[str]:

@@ -22,15 +22,15 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from ..config import LMSettings
+from ..config import BASE_ADAPTER_NAME, LMSettings
 from ..errors import InvalidRequestError, ModelLoadError
-from .checks import check_adapter_folder, looks_like_path
+from .checks import check_adapter_folder, check_model_folder, looks_like_path
 from .prompt import ChatPrompt
 
 #: The name under which a bare ``lm.adapter`` folder is served (``adapter`` that is not a key of ``adapters``).
 DEFAULT_ADAPTER_NAME = "default"
-#: The name that selects the base model without any adapter.
-BASE = "base"
+#: The name that selects the base model without any adapter (reserved: refused as an adapter's name).
+BASE = BASE_ADAPTER_NAME
 
 
 class UnknownAdapterError(InvalidRequestError):
@@ -91,6 +91,24 @@ def load_adapter_set(settings: LMSettings, model_path: str) -> AdapterSet:
     infos = {name: check_adapter(name, path, model_path, settings.max_lora_rank)
              for name, path in named_adapters(settings).items()}
     return AdapterSet(infos, default_adapter(settings))
+
+
+def check_named(settings: LMSettings) -> None:
+    """What the user named, checked up front even by a command that never loads the LM (a typo in ``--lm`` or
+    ``--adapter`` must not be silently ignored): a local ``lm.model`` folder (hub ids are left to the loader, but
+    must look like one; server URLs too) and every adapter folder. A ModelLoadError naming it, else nothing."""
+    model = settings.model
+    if model and not model.startswith(("http://", "https://")):
+        if looks_like_path(model):
+            check_model_folder(model)
+        elif not _HUB_ID.fullmatch(model):
+            raise ModelLoadError(f"language model {model!r} is neither a local folder nor a Hugging Face hub id "
+                                 "(name or org/name): pass a model folder or a hub id with --lm (or lm.model)")
+    for name, path in named_adapters(settings).items():
+        check_adapter(name, path, None, settings.max_lora_rank)
+
+
+_HUB_ID = re.compile(r"[\w.-]{1,96}(/[\w.-]{1,96})?")
 
 
 def check_adapter(name: str, path: str, model_path: str | None, max_rank: int | None) -> AdapterInfo:

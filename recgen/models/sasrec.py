@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModelLoadError
+
 SCHEDULES = ("constant", "cosine", "plateau")
 
 #: Settings added after checkpoints were first cached, with the value that reproduces the older behaviour:
@@ -195,11 +197,44 @@ def save_checkpoint(model: SASRec, path: str | Path, extra: dict | None = None) 
 
 
 def load_checkpoint(path: str | Path) -> tuple[SASRec, dict]:
+    """The saved model; a damaged or edited checkpoint is a :class:`ModelLoadError` naming the file.
+
+    The sidecar's sizes are checked against the tensor shapes in the safetensors header before the model is
+    built, so an edited ``n_items`` or ``blocks`` cannot make torch allocate what the file does not hold."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    model = SASRec(meta["n_items"], SASRecConfig(**meta["config"]))
-    model.load_state_dict(load_file(str(path)))
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        n_items, config = meta["n_items"], SASRecConfig(**meta["config"])
+        with safe_open(str(path), framework="pt") as weights:
+            shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+        _check_shapes(n_items, config, shapes)
+        model = SASRec(n_items, config)
+        model.load_state_dict(load_file(str(path)))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(f"{path} is not a readable SASRec checkpoint ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}); refit it with `recgen fit`") from None
+    if not all(bool(torch.isfinite(t).all()) for t in model.state_dict().values()):
+        raise ModelLoadError(f"{path} holds weights that are not finite (nan or inf); refit it with `recgen fit`")
     model.eval()
     return model, meta
+
+
+def _check_shapes(n_items, config: SASRecConfig, shapes: dict[str, tuple]) -> None:
+    sizes = {"n_items": n_items, "hidden": config.hidden, "blocks": config.blocks, "heads": config.heads,
+             "max_len": config.max_len}
+    bad = [k for k, v in sizes.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must be whole numbers >= 1")
+    if config.hidden % config.heads:
+        raise ValueError(f"hidden={config.hidden} is not a multiple of heads={config.heads}")
+    h = config.hidden
+    blocks = {int(key.split(".")[1]) for key in shapes if key.startswith("blocks.")}
+    expected = {"item_emb.weight": (n_items + 1, h), "pos_emb.weight": (config.max_len, h)}
+    for key, shape in expected.items():
+        if shapes.get(key) != shape:
+            raise ValueError(f"{key} is {shapes.get(key)} in the weights but {shape} by the sidecar's sizes")
+    if blocks != set(range(config.blocks)):
+        raise ValueError(f"the weights hold {len(blocks)} blocks, the sidecar says {config.blocks}")

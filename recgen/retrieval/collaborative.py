@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from ..data.catalog import Catalog
 from ..errors import DataError
+from .sparse_files import load_checked_csr
 
 
 @dataclass(frozen=True)
@@ -239,10 +240,10 @@ class ItemTransitions:
         path = Path(path)
         counts = None
         try:
-            matrix = sp.load_npz(path)
+            matrix = load_checked_csr(path)
             params = TransitionParams(**json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
             if _counts_path(path).is_file():
-                counts = sp.load_npz(_counts_path(path)).tocsr()
+                counts = load_checked_csr(_counts_path(path))
         except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # npz, JSON
             raise DataError(f"{path} is not a readable transition matrix ({type(exc).__name__}: {exc})") from None
         if n_items is not None and matrix.shape != (n_items, n_items):

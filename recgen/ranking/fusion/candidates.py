@@ -26,6 +26,7 @@ from ...data.catalog import Catalog
 from ...errors import DataError
 from ...retrieval import Retriever
 from ...retrieval.collaborative import ItemTransitions, TransitionParams, history_weights, transition_matrix
+from ...retrieval.sparse_files import load_checked_csr
 
 #: Sources whose top items make up the pool (``sasrec`` only when a model is given).
 POOL_SOURCES = ("hybrid", "text", "neighbours", "popularity", "sasrec")
@@ -91,10 +92,13 @@ class SourceStats:
         folder = Path(folder)
         path = folder / _NEIGHBOURS
         try:
-            neighbours = sp.load_npz(path).tocsr().astype(np.float32)
+            neighbours = load_checked_csr(path).astype(np.float32)
             path = folder / _POPULARITY
             with np.load(path, allow_pickle=False) as arrays:
                 popularity, recent_popularity = arrays["popularity"], arrays["recent_popularity"]
+            for counts in (popularity, recent_popularity):
+                if counts.ndim != 1 or counts.dtype.kind not in "fiu" or not (np.isfinite(counts) & (counts >= 0)).all():
+                    raise ValueError("popularity counts must be one row of finite numbers >= 0")
             path = folder / _STATS_JSON
             meta = json.loads(path.read_text(encoding="utf-8"))
             params, recent = TransitionParams(**meta["params"]), int(meta["recent"])

@@ -2,9 +2,10 @@
 
 A group is one user's candidates with label 1 on the held-out target. Groups whose target is not among the
 candidates carry no ranking signal and are dropped from training. Early stopping watches NDCG@10 on the
-groups of users held out from training. The file is ``booster.save_model`` text (never a pickle); loading
-checks that the model's feature names are the ones the caller will provide, so a ranker fitted with, say,
-LM features is refused when served without an LM, with the file and the missing features named.
+groups of users held out from training. The file is ``booster.save_model`` text (never a pickle), checked in
+Python before LightGBM parses it (:mod:`.lgb_text`: an edited file must not abort the process); loading checks
+that the model's feature names are the ones the caller will provide, so a ranker fitted with, say, LM features
+is refused when served without an LM, with the file and the missing features named.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import lightgbm as lgb
 import numpy as np
 
 from ...errors import DataError, ModelLoadError
+from .lgb_text import checked_model_text
 
 #: LightGBM settings that are not tuned (the caller tunes ``num_leaves``; rounds stop early).
 BASE_PARAMS = {
@@ -90,7 +92,7 @@ class FusionRanker:
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"ranker file {path} does not exist")
-        text = model_text(path)
+        text = checked_model_text(path, model_text(path))
         try:
             booster = lgb.Booster(model_str=text)
             names = booster.feature_name()
