@@ -44,6 +44,11 @@ _RANKER, _SASREC, _FUSION_JSON = "ranker.txt", "sasrec.safetensors", "fusion.jso
 _REQUEST_RANKER = "ranker-request.txt"
 #: Retrieval settings that change the second stage's features (a fitted folder is keyed by them).
 FITTED_RETRIEVAL_KEYS = ("embedder", "history", "recency_decay", "collaborative_weight")
+#: Ones keyed later, all through the request stage's candidates (the request-first order of a request with a
+#: history: its pool, its mix of history and request, cold items' borrowed scores). They join the key only when
+#: not at their default, so a folder fitted with the defaults before they were keyed keeps its key.
+#: ``request_prior`` is not one: it weighs requests WITHOUT a history, which no fitted stage sees.
+LATER_FITTED_RETRIEVAL_KEYS = ("query_weight", "request_pool", "cold_neighbours")
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,10 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 
 def fitted_key(dataset: Dataset, settings: RetrievalSettings) -> str:
-    wanted = {k: v for k, v in settings.model_dump().items() if k in FITTED_RETRIEVAL_KEYS}
+    """The data and the retrieval settings a fitted folder is valid for: another value of any of them refits."""
+    values, defaults = settings.model_dump(), RetrievalSettings().model_dump()
+    wanted = {k: values[k] for k in FITTED_RETRIEVAL_KEYS}
+    wanted |= {k: values[k] for k in LATER_FITTED_RETRIEVAL_KEYS if values[k] != defaults[k]}
     return hashlib.sha256(json.dumps({"data": data_fingerprint(dataset), "retrieval": wanted},
                                      sort_keys=True).encode()).hexdigest()[:12]
 

@@ -4,6 +4,8 @@ with features the setup cannot provide, a dataset too small for a second stage, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 
 from recgen import RecgenConfig, Recommender
 from recgen.cli.main import app
+from recgen.config import RetrievalSettings
 from recgen.data import load_dataset
 from recgen.errors import ModelLoadError, RecgenError
 from recgen.evaluation.protocol import EvalData
@@ -20,7 +23,7 @@ from recgen.evaluation.synthetic import chain_dataset, write_generic
 from recgen.evaluation.systems.fusion import FusionSystem
 from recgen.fit.fusion import FusionFitter
 from recgen.fit.serving import fit_for_serving
-from recgen.pipeline import FittedState, fitted_folder, history_rows
+from recgen.pipeline import FittedState, data_fingerprint, fitted_folder, fitted_key, history_rows
 from recgen.ranking.fusion import FeatureBuilder, FusionRanker, Sources, SourceStats
 from recgen.recommender import open_dataset
 
@@ -136,6 +139,27 @@ def test_second_stage_lm_lets_the_lm_order_the_retrieved_candidates(fitted, tiny
     monkeypatch.setattr(served.ranker, "rank", lambda jobs, mode="score": seen.append(mode) or rank(jobs, mode))
     served.recommend(history=_history(dataset), k=3, reasons=False)
     assert seen == ["score"]
+
+
+def _old_fitted_key(dataset, settings) -> str:
+    """The key before cold_neighbours, query_weight and request_pool were keyed (folders fitted then)."""
+    wanted = {k: v for k, v in settings.model_dump().items()
+              if k in ("embedder", "history", "recency_decay", "collaborative_weight")}
+    return hashlib.sha256(json.dumps({"data": data_fingerprint(dataset), "retrieval": wanted},
+                                     sort_keys=True).encode()).hexdigest()[:12]
+
+
+def test_the_fitted_key_names_every_retrieval_setting_the_fitted_features_depend_on(fitted):
+    """Items without interactions borrow ``cold_neighbours`` neighbours' scores and a request mixes its words in
+    by ``query_weight`` within ``request_pool``: the request stage's candidates change with each, so a fit with
+    other values is not reused. A folder fitted with the defaults keeps its key; ``request_prior`` (requests
+    without a history, which no fitted stage sees) is not keyed."""
+    dataset = fitted[0]
+    default = RetrievalSettings()
+    assert fitted_key(dataset, default) == _old_fitted_key(dataset, default)
+    for name, value in (("cold_neighbours", 0), ("query_weight", 0.3), ("request_pool", 20)):
+        assert fitted_key(dataset, RetrievalSettings(**{name: value})) != fitted_key(dataset, default), name
+    assert fitted_key(dataset, RetrievalSettings(request_prior=0.0)) == fitted_key(dataset, default)
 
 
 def _copy(folder, tmp_path):
