@@ -193,7 +193,10 @@ def build_retriever(catalog: Catalog, settings: RetrievalSettings, *, transition
 
 
 class Pipeline:
-    """Retriever → second stage → reasoner over one catalog, with the LM backend loaded on first use."""
+    """Retriever → second stage → reasoner over one catalog, with the LM backend loaded on first use.
+
+    What it serves changes only through :meth:`serve` (the feedback loop's new statistics) and
+    :meth:`grown` (a new pipeline for a grown catalog). Readers need no lock: each attribute is replaced whole."""
 
     def __init__(self, catalog: Catalog, config: RecgenConfig, retriever: Retriever, state: FittedState,
                  backend=None):
@@ -210,6 +213,19 @@ class Pipeline:
             log.warning("no fused second stage: %s", state.fallback or (
                 "no ranker has been fitted for this data (run `recgen fit -d <dataset>`); the hybrid retrieval "
                 "order is served"))
+
+    def serve(self, state: FittedState) -> None:
+        """Serve ``state`` from now on: the retriever is rebound to its transitions (same index) and the stages
+        built on the old state (fused stage, reasoner) are rebuilt on first use. Requests in flight finish on
+        the objects they hold."""
+        self.retriever = self.retriever.rebound(self.retriever.settings, state.transitions)
+        self.state = state
+        self._fusion = self._request_fusion = self._reasoner = None
+
+    def grown(self, retriever: Retriever, state: FittedState) -> "Pipeline":
+        """A pipeline over ``retriever``'s catalog (items were added) with this config and this LM backend,
+        whether it is loaded yet or not (it is not loaded for this)."""
+        return build_pipeline(retriever.catalog, self.config, state=state, retriever=retriever, backend=self._backend)
 
     @property
     def backend(self):

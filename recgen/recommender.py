@@ -153,9 +153,7 @@ class Recommender:
             state = state.with_second_stage(None, None, 0, fallback=(
                 "items were added to the live catalog; the hybrid retrieval order (new items included) is served "
                 "until the second stage is refitted (`recgen refit`)"))
-        state = dataclasses.replace(state, transitions=retriever.transitions)
-        self.pipeline = build_pipeline(retriever.catalog, self.config, state=state, retriever=retriever,
-                                       backend=self.pipeline._backend)
+        self.pipeline = self.pipeline.grown(retriever, dataclasses.replace(state, transitions=retriever.transitions))
         if self.feedback is not None:
             self.feedback.attach(self.pipeline)
         return len(retriever.catalog)

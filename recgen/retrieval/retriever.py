@@ -96,6 +96,8 @@ class Retriever:
         other = Retriever(self.catalog, self.index, settings, embedder_name=self.embedder_name, transitions=transitions)
         other._item_embeddings = self._item_embeddings
         other._reader = self._reader
+        # the same embedder (``embedder_name`` is kept): a request's vector does not change, so the cache is shared
+        other._query_cache, other._query_lock = self._query_cache, self._query_lock
         return other
 
     def add_items(self, items: list[Item], *, update: bool = False, batch_size: int = 64) -> "Retriever":
