@@ -190,7 +190,7 @@ class Recommender:
                 if not return_exceptions:
                     raise
                 jobs.append((None, exc))
-        ranked = self._second_stage(jobs)
+        ranked, jobs = self._second_stage(jobs)
         for mode in ("score", "generate"):
             todo = [n for n, (request, job) in enumerate(jobs)
                     if isinstance(job, RankRequest) and request.mode == mode and n not in ranked]
@@ -208,9 +208,10 @@ class Recommender:
                 results.append(self._finish(request, job.history, ranked[n][: request.k], labels=labels.get(n)))
         return results
 
-    def _second_stage(self, jobs: list) -> dict[int, list[tuple[str, float]]]:
-        """The orders that need no LM, by job number; generate-mode jobs get the fused top of the pool as
-        their candidates (the LM then picks from it).
+    def _second_stage(self, jobs: list) -> tuple[dict[int, list[tuple[str, float]]], list]:
+        """The orders that need no LM, by job number, and the jobs for the LM: a new list (``jobs`` is left as
+        it was) in which generate-mode jobs get the fused top of the pool as their candidates (the LM then
+        picks from it).
 
         With ``second_stage = "fusion"``: a history without a request is ordered by the fused ranker (one
         booster call for the batch); a request with a history by the request ranker (fitted on groups that
@@ -220,7 +221,8 @@ class Recommender:
         order. With ``second_stage = "lm"`` every job goes to the LM."""
         out: dict[int, list[tuple[str, float]]] = {}
         if self.config.ranking.second_stage != "fusion":
-            return out
+            return out, list(jobs)
+        jobs = list(jobs)
         fusion = self.pipeline.fusion
         fused = [n for n, (request, job) in enumerate(jobs)
                  if isinstance(job, RankRequest) and fusion is not None and job.query is None and job.history]
@@ -255,7 +257,7 @@ class Recommender:
         for n, (request, job) in enumerate(jobs):
             if isinstance(job, RankRequest) and request.mode == "score" and n not in out:
                 out[n] = list(job.retrieved)
-        return out
+        return out, jobs
 
     def _prepare(self, request: RecommendRequest, labels: dict | None = None,
                  slot: int = 0) -> RankRequest | list[tuple[str, float]]:

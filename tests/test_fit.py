@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from recgen import RecgenConfig, Recommender
+from recgen import RecgenConfig, Recommender, RecommendRequest
 from recgen.cli.main import app
 from recgen.config import RetrievalSettings
 from recgen.data import load_dataset
@@ -136,9 +136,23 @@ def test_second_stage_lm_lets_the_lm_order_the_retrieved_candidates(fitted, tiny
     assert served.fusion is None
     seen = []
     rank = served.ranker.rank
-    monkeypatch.setattr(served.ranker, "rank", lambda jobs, mode="score": seen.append(mode) or rank(jobs, mode))
+    monkeypatch.setattr(served.ranker, "rank",
+                        lambda jobs, mode="score", adapter=None: seen.append(mode) or rank(jobs, mode, adapter))
     served.recommend(history=_history(dataset), k=3, reasons=False)
     assert seen == ["score"]
+
+
+def test_the_second_stage_leaves_the_callers_jobs_alone(fitted):
+    """It returns the generate-mode jobs it re-candidates in a new list; the caller's list is not rewritten."""
+    dataset, _, folder = fitted
+    served = Recommender.load(folder, RecgenConfig(retrieval={"n_candidates": 6}))
+    requests = [RecommendRequest(history=_history(dataset, f"u{u}"), k=3, mode=mode, reasons=False)
+                for u, mode in ((1, "generate"), (2, "score"))]
+    jobs = [(request, served._prepare(request)) for request in requests]
+    before = list(jobs)
+    ranked, lm_jobs = served._second_stage(jobs)
+    assert all(a is b for a, b in zip(jobs, before)) and jobs[0][1].candidates == []
+    assert set(ranked) == {1} and len(lm_jobs[0][1].candidates) == 6 and lm_jobs[1] is jobs[1]
 
 
 def _old_fitted_key(dataset, settings) -> str:
