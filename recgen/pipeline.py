@@ -207,6 +207,7 @@ class Pipeline:
         self._backend = backend
         self._ranker: Ranker | None = None
         self._reasoner: Reasoner | None = None
+        self._sources: Sources | None = None
         self._fusion: FusionStage | None = None
         self._request_fusion: RequestStage | None = None
         if config.ranking.second_stage == "fusion" and state.ranker is None:
@@ -216,10 +217,16 @@ class Pipeline:
 
     def serve(self, state: FittedState) -> None:
         """Serve ``state`` from now on: the retriever is rebound to its transitions (same index) and the stages
-        built on the old state (fused stage, reasoner) are rebuilt on first use. Requests in flight finish on
-        the objects they hold."""
-        self.retriever = self.retriever.rebound(self.retriever.settings, state.transitions)
-        self.state = state
+        built on the old state (fused stage, reasoner) are rebuilt on first use, the fused stage over the same
+        fitted signals when only the transitions and popularity changed (the feedback loop, once per event).
+        Requests in flight finish on the objects they hold."""
+        retriever = self.retriever.rebound(self.retriever.settings, state.transitions)
+        sources = self._sources
+        if sources is not None and state.sources is self.state.sources and state.sasrec is self.state.sasrec:
+            sources = sources.rebound(retriever)  # the same fitted signals: not recomputed per event
+        else:
+            sources = None
+        self.retriever, self.state, self._sources = retriever, state, sources
         self._fusion = self._request_fusion = self._reasoner = None
 
     def grown(self, retriever: Retriever, state: FittedState) -> "Pipeline":
@@ -247,8 +254,9 @@ class Pipeline:
         if self.config.ranking.second_stage != "fusion" or self.state.ranker is None:
             return None
         if self._fusion is None:
-            sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
-            self._fusion = FusionStage(sources, self.state.ranker, self.state.depth)
+            if self._sources is None:
+                self._sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
+            self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth)
         return self._fusion
 
     @property

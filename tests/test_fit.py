@@ -155,6 +155,26 @@ def test_the_second_stage_leaves_the_callers_jobs_alone(fitted):
     assert set(ranked) == {1} and len(lm_jobs[0][1].candidates) == 6 and lm_jobs[1] is jobs[1]
 
 
+def test_after_an_event_the_fused_order_is_a_fresh_pipelines_on_the_new_state(fitted, chain_dir, tmp_path):
+    """The feedback loop hands the pipeline new transitions: the fused stage serves them (not the ones it was
+    built on) without recomputing its fitted signals, exactly as a pipeline built on the new state would."""
+    _, _, folder = fitted
+    served, dataset = Recommender.load(folder), load_dataset(chain_dir)
+    served.use_feedback(dataset, tmp_path / "events.sqlite")
+    history = _history(dataset, "u5")
+    rows = [history_rows(served.catalog, history)]
+    before = served.fusion.sources.signals(rows)["transition"]
+    genres = served.fusion.sources.genres  # computed once per Sources: the same array = not rebuilt
+    for item in [i for i in dataset.catalog.ids if i not in dataset.sequences["u5"]][:3]:
+        served.record("u5", item, "purchase")
+    after = served.recommend(history=history, k=5, reasons=False)
+    fresh = Recommender(served.catalog, served.config, retriever=served.retriever, state=served.pipeline.state)
+    want = fresh.recommend(history=history, k=5, reasons=False)
+    assert [(r.item_id, r.score) for r in after] == [(r.item_id, r.score) for r in want]
+    assert not np.array_equal(served.fusion.sources.signals(rows)["transition"], before)  # the new transitions
+    assert served.fusion.sources.retriever is served.retriever and served.fusion.sources.genres is genres
+
+
 def _old_fitted_key(dataset, settings) -> str:
     """The key before cold_neighbours, query_weight and request_pool were keyed (folders fitted then)."""
     wanted = {k: v for k, v in settings.model_dump().items()
