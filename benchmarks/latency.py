@@ -55,6 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from recgen import RecgenConfig, Recommender, load_dataset
+    from recgen.ranking.ranker import RankRequest
     from recgen.retrieval import Retriever
 
     proc = psutil.Process()
@@ -76,8 +77,9 @@ def main() -> None:
     histories = [data.history(u)[:-2] for u in users]
 
     rec.recommend(history=histories[0], k=20, reasons=False)  # warm-up (first call allocates)
-    tokens = [backend.count_tokens(rec.ranker.prompt(rec._prepare(
-        __import__("recgen").RecommendRequest(history=h, k=20)))) for h in histories]
+    jobs = [RankRequest(history=h, query=None, candidates=[i for i, _ in rec.retriever.retrieve(h, n=20)], k=20)
+            for h in histories]  # what recommend ranks (no fitted second stage here: the retrieved top 20)
+    tokens = [backend.count_tokens(rec.ranker.prompt(job)) for job in jobs]
     score_s = [timed(lambda h=h: rec.recommend(history=h, k=20, reasons=False)) for h in histories]
     reasons_s = [timed(lambda h=h: rec.recommend(history=h, k=args.reasons_k, reasons=True)) for h in histories]
     sources = [r.reason_source for h in histories[:10] for r in rec.recommend(history=h, k=args.reasons_k)]

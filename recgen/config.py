@@ -50,6 +50,16 @@ class RetrievalSettings(_Settings):
         "history query. A request with a negation ('anything but horror') is blended, never pooled: an embedding "
         "reads it as its opposite. 50 was chosen on validation requests of both datasets "
         "(eval/results/requests/NOTES.md)")
+    cold_neighbours: int = Field(
+        10, ge=0, description="an item without interactions borrows the transition scores of its `cold_neighbours` "
+        "nearest warm items by text; 0 = none. 10 is fixed, not tuned per dataset: with it the hybrid found cold "
+        "targets (ml-100k Recall@20 0 -> 0.032, Beauty 0.025 -> 0.058) and warm validation users were unchanged "
+        "(eval/results/cold/NOTES.md, k = 0 vs 10 in eval/results/cold/before-borrowing)")
+    request_prior: float = Field(
+        3.0, ge=0, description="weight of a popularity prior (how many distinct items lead to each item in the "
+        "fitted transitions) for a request with filters and no history; 0 = the request's text alone orders. 3 "
+        "had the best mean NDCG@10 over both datasets among 0 / 0.1 / 0.3 / 1 / 3 / 10 on validation requests "
+        "(eval/results/requests/NOTES.md, valid/request-prior.json)")
 
 
 class PromptSettings(_Settings):

@@ -5,7 +5,9 @@ each user's positive events in arrival order (an item already in the user's sequ
 rating of any value is an interaction, as in the datasets). Rejected items are excluded from that user's
 recommendations. Popularity and item transitions are updated per event and per forgotten user by adding and
 removing whole user sequences (exact integer counts), so they always EQUAL a fit on the served user data;
-:meth:`Feedback.refit` re-runs :meth:`FittedState.fit` on it for what cannot be updated per event.
+``recgen refit`` re-fits every stage on it (:func:`served_dataset`) for what cannot be updated per event.
+Each change is handed to the pipeline as a new :class:`FittedState` (:meth:`Pipeline.serve`): the loop
+never writes into the pipeline or its stages.
 
 Who is a user: any well-formed id may send events (a new user starts that way). Forgetting is idempotent: any
 well-formed id may be forgotten, and the result counts what that call removed (nothing for an id nobody knows,
@@ -27,8 +29,8 @@ import numpy as np
 from .data.dataset import Dataset
 from .data.events import Event, EventStore, check_events_path, check_id, default_events_path, make_event
 from .errors import InvalidRequestError, UnknownItemError
-from .pipeline import FittedState, Pipeline
-from .retrieval.collaborative import ItemTransitions
+from .pipeline import Pipeline
+from .retrieval.collaborative import ItemTransitions, TransitionParams
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,8 @@ class Feedback:
 
     ``dataset`` is changed in place to the served user data (so everything that reads user histories from it,
     the server included, sees events and forgotten users at once). Writers are serialised by a lock; readers
-    (the recommending thread) need none: each change replaces a user's list, the transition matrix and the
-    fitted state whole, in single assignments."""
+    (the recommending thread) need none: each change replaces a user's list (:meth:`Dataset.set_sequence`) and
+    hands the pipeline a new fitted state (new popularity and transitions values) in single assignments."""
 
     def __init__(self, pipeline: Pipeline, dataset: Dataset, path: str | Path | None = None, *, create: bool = True):
         """The log of ``dataset`` applied to it and to ``pipeline``, which was fitted on ``dataset`` as it was
@@ -138,11 +140,7 @@ class Feedback:
         self._changes = ([before[u] for u in changed if before.get(u)],
                          [data.sequences[u] for u in changed if data.sequences.get(u)])
         for user in changed:
-            if user in data.sequences:
-                dataset.sequences[user] = data.sequences[user]
-            else:
-                del dataset.sequences[user]
-        dataset._popularity = None
+            dataset.set_sequence(user, data.sequences.get(user))
         self.rejected: dict[str, set[str]] = data.rejected
 
     def attach(self, pipeline: Pipeline, *, fitted_on_base: bool = False) -> "Feedback":
@@ -151,14 +149,15 @@ class Feedback:
         with self._lock:
             self.pipeline = pipeline
             removed, added = self._changes
+            transitions = pipeline.state.transitions
             if fitted_on_base and (removed or added):
-                if self.transitions is not None and self.transitions.counts is None:
-                    self._refit_transitions()  # no counts to change: fit them on the served data once
+                if transitions is not None and transitions.counts is None:
+                    transitions = self._fitted(transitions.params)  # no counts to change: fit on the served data
                 else:
-                    self._update_transitions(add=added, remove=removed)
+                    transitions = self._updated(add=added, remove=removed)
             self._changes = ([], [])
             self.counts = self._count(self.dataset.sequences.values())
-            self._publish()
+            self._publish(transitions)
         return self
 
     # -- state ---------------------------------------------------------------------------------------
@@ -173,46 +172,41 @@ class Feedback:
     def catalog(self):
         return self.dataset.catalog if self.pipeline is None else self.pipeline.catalog
 
-    @property
-    def transitions(self) -> ItemTransitions | None:
-        return self.pipeline.retriever.transitions
-
     def _rows(self, seq: list[str]) -> np.ndarray:
         return np.array([self.catalog.index_of(i) for i in seq], dtype=np.int64)
 
-    def _refit_transitions(self) -> ItemTransitions:
-        retriever = self.pipeline.retriever
-        fitted = ItemTransitions.fit(self.catalog, list(self.dataset.sequences.values()), retriever.transitions.params)
-        self.pipeline.retriever = retriever.rebound(retriever.settings, fitted)
-        return fitted
+    def _fitted(self, params: TransitionParams) -> ItemTransitions:
+        """Transitions fitted on the served user data as it is now."""
+        return ItemTransitions.fit(self.catalog, list(self.dataset.sequences.values()), params)
 
     def _count(self, sequences) -> np.ndarray:
         flat = [self.catalog.index_of(i) for seq in sequences for i in seq]
         return np.bincount(np.array(flat, dtype=np.int64), minlength=len(self.catalog)).astype(np.int64)
 
-    def _update_transitions(self, add: list[list[str]], remove: list[list[str]]) -> None:
-        transitions = self.transitions
+    def _updated(self, add: list[list[str]], remove: list[list[str]]) -> ItemTransitions | None:
+        """The served transitions with these sequences added and removed, as a new value (call it before the
+        served user data changes: without counts, they are fitted on it first)."""
+        transitions = self.pipeline.state.transitions
         if transitions is None or not (add or remove):
-            return
+            return transitions
         if transitions.counts is None:  # loaded from a folder saved without counts: fit once, update from then on
-            transitions = self._refit_transitions()
-        transitions.update(add=[self._rows(s) for s in add], remove=[self._rows(s) for s in remove],
-                           n_items=len(self.catalog))
+            transitions = self._fitted(transitions.params)
+        return transitions.updated(add=[self._rows(s) for s in add], remove=[self._rows(s) for s in remove],
+                                   n_items=len(self.catalog))
 
     def _grow(self) -> None:
         """Counts for items added to the catalog since (``Recommender.add_items``)."""
         if len(self.counts) < len(self.catalog):
             self.counts = np.concatenate([self.counts, np.zeros(len(self.catalog) - len(self.counts), np.int64)])
 
-    def _publish(self) -> None:
-        """The popularity list from the counts (ties by catalog order, like :meth:`Dataset.popularity`)."""
+    def _publish(self, transitions: ItemTransitions | None) -> None:
+        """Hand the pipeline its new fitted state: the popularity list from the counts (ties by catalog order,
+        like :meth:`Dataset.popularity`) and ``transitions``."""
         self._grow()
         rows = np.flatnonzero(self.counts)
         rows = rows[np.lexsort((rows, -self.counts[rows]))]
         ids = self.catalog.ids
-        self.dataset._popularity = None
-        self.pipeline.state = replace(self.pipeline.state, popularity=[ids[r] for r in rows],
-                                      transitions=self.transitions)
+        self.pipeline.serve(replace(self.pipeline.state, popularity=[ids[r] for r in rows], transitions=transitions))
 
     # -- what callers use --------------------------------------------------------------------------------
     def _check_attached(self) -> None:
@@ -246,11 +240,11 @@ class Feedback:
         if event.item in seq:
             return
         extended = seq + [event.item]
-        self._update_transitions(add=[extended], remove=[seq] if seq else [])
-        self.dataset.sequences[event.user] = extended
+        transitions = self._updated(add=[extended], remove=[seq] if seq else [])
+        self.dataset.set_sequence(event.user, extended)
         self._grow()
         self.counts[self.catalog.index_of(event.item)] += 1
-        self._publish()
+        self._publish(transitions)
 
     def forget(self, user: str) -> dict:
         """Remove ``user``'s events and their base interactions (tombstone) from the log and the statistics;
@@ -262,12 +256,13 @@ class Feedback:
                 return nothing_forgotten(user, False)  # no log, no such user: nothing to write
             result = forget_durably(self.store, self.base_users, user)
             del result["tombstoned"]  # the served count below says what this call removed
-            seq = self.dataset.sequences.pop(user, None)
+            seq = self.dataset.sequences.get(user)
             self.rejected.pop(user, None)
+            transitions = self._updated(add=[], remove=[seq] if seq else [])
+            self.dataset.set_sequence(user, None)
             if seq:
-                self._update_transitions(add=[], remove=[seq])
                 np.subtract.at(self.counts, self._rows(seq), 1)
-                self._publish()
+                self._publish(transitions)
         return {**result, "interactions_removed": len(seq or [])}
 
     def added_items(self) -> list[tuple[list[dict], bool]]:
@@ -284,26 +279,12 @@ class Feedback:
             changed = [u for u in set(current) | set(data.sequences) if current.get(u) != data.sequences.get(u)]
             removed = [current[u] for u in changed if current.get(u)]
             added = [data.sequences[u] for u in changed if data.sequences.get(u)]
-            self._update_transitions(add=added, remove=removed)  # first: it may refit on the sequences as they were
+            transitions = self._updated(add=added, remove=removed)  # first: it may refit on the data as it was
             for user in changed:
-                if user in data.sequences:
-                    current[user] = data.sequences[user]
-                else:
-                    del current[user]
+                self.dataset.set_sequence(user, data.sequences.get(user))
             self.rejected = data.rejected
-            self.counts = self._count(current.values())
-            self._publish()
-
-    def refit(self, settings=None) -> FittedState:
-        """Re-fit the learned stages with :meth:`FittedState.fit` on the served user data, and serve them."""
-        with self._lock:
-            settings = settings or self.pipeline.config.retrieval
-            state = FittedState.fit(self.dataset, settings)
-            self.pipeline.retriever = self.pipeline.retriever.rebound(self.pipeline.retriever.settings,
-                                                                      state.transitions)
-            self.pipeline.state = state
             self.counts = self._count(self.dataset.sequences.values())
-        return state
+            self._publish(transitions)
 
 
 def no_feedback_error() -> InvalidRequestError:

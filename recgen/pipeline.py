@@ -44,6 +44,11 @@ _RANKER, _SASREC, _FUSION_JSON = "ranker.txt", "sasrec.safetensors", "fusion.jso
 _REQUEST_RANKER = "ranker-request.txt"
 #: Retrieval settings that change the second stage's features (a fitted folder is keyed by them).
 FITTED_RETRIEVAL_KEYS = ("embedder", "history", "recency_decay", "collaborative_weight")
+#: Ones keyed later, all through the request stage's candidates (the request-first order of a request with a
+#: history: its pool, its mix of history and request, cold items' borrowed scores). They join the key only when
+#: not at their default, so a folder fitted with the defaults before they were keyed keeps its key.
+#: ``request_prior`` is not one: it weighs requests WITHOUT a history, which no fitted stage sees.
+LATER_FITTED_RETRIEVAL_KEYS = ("query_weight", "request_pool", "cold_neighbours")
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,10 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 
 def fitted_key(dataset: Dataset, settings: RetrievalSettings) -> str:
-    wanted = {k: v for k, v in settings.model_dump().items() if k in FITTED_RETRIEVAL_KEYS}
+    """The data and the retrieval settings a fitted folder is valid for: another value of any of them refits."""
+    values, defaults = settings.model_dump(), RetrievalSettings().model_dump()
+    wanted = {k: values[k] for k in FITTED_RETRIEVAL_KEYS}
+    wanted |= {k: values[k] for k in LATER_FITTED_RETRIEVAL_KEYS if values[k] != defaults[k]}
     return hashlib.sha256(json.dumps({"data": data_fingerprint(dataset), "retrieval": wanted},
                                      sort_keys=True).encode()).hexdigest()[:12]
 
@@ -185,7 +193,10 @@ def build_retriever(catalog: Catalog, settings: RetrievalSettings, *, transition
 
 
 class Pipeline:
-    """Retriever → second stage → reasoner over one catalog, with the LM backend loaded on first use."""
+    """Retriever → second stage → reasoner over one catalog, with the LM backend loaded on first use.
+
+    What it serves changes only through :meth:`serve` (the feedback loop's new statistics) and
+    :meth:`grown` (a new pipeline for a grown catalog). Readers need no lock: each attribute is replaced whole."""
 
     def __init__(self, catalog: Catalog, config: RecgenConfig, retriever: Retriever, state: FittedState,
                  backend=None):
@@ -196,12 +207,32 @@ class Pipeline:
         self._backend = backend
         self._ranker: Ranker | None = None
         self._reasoner: Reasoner | None = None
+        self._sources: Sources | None = None
         self._fusion: FusionStage | None = None
         self._request_fusion: RequestStage | None = None
         if config.ranking.second_stage == "fusion" and state.ranker is None:
             log.warning("no fused second stage: %s", state.fallback or (
                 "no ranker has been fitted for this data (run `recgen fit -d <dataset>`); the hybrid retrieval "
                 "order is served"))
+
+    def serve(self, state: FittedState) -> None:
+        """Serve ``state`` from now on: the retriever is rebound to its transitions (same index) and the stages
+        built on the old state (fused stage, reasoner) are rebuilt on first use, the fused stage over the same
+        fitted signals when only the transitions and popularity changed (the feedback loop, once per event).
+        Requests in flight finish on the objects they hold."""
+        retriever = self.retriever.rebound(self.retriever.settings, state.transitions)
+        sources = self._sources
+        if sources is not None and state.sources is self.state.sources and state.sasrec is self.state.sasrec:
+            sources = sources.rebound(retriever)  # the same fitted signals: not recomputed per event
+        else:
+            sources = None
+        self.retriever, self.state, self._sources = retriever, state, sources
+        self._fusion = self._request_fusion = self._reasoner = None
+
+    def grown(self, retriever: Retriever, state: FittedState) -> "Pipeline":
+        """A pipeline over ``retriever``'s catalog (items were added) with this config and this LM backend,
+        whether it is loaded yet or not (it is not loaded for this)."""
+        return build_pipeline(retriever.catalog, self.config, state=state, retriever=retriever, backend=self._backend)
 
     @property
     def backend(self):
@@ -223,8 +254,9 @@ class Pipeline:
         if self.config.ranking.second_stage != "fusion" or self.state.ranker is None:
             return None
         if self._fusion is None:
-            sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
-            self._fusion = FusionStage(sources, self.state.ranker, self.state.depth)
+            if self._sources is None:
+                self._sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
+            self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth)
         return self._fusion
 
     @property

@@ -155,9 +155,7 @@ class Recommender:
             state = state.with_second_stage(None, None, 0, fallback=(
                 "items were added to the live catalog; the hybrid retrieval order (new items included) is served "
                 "until the second stage is refitted (`recgen refit`)"))
-        state = dataclasses.replace(state, transitions=retriever.transitions)
-        self.pipeline = build_pipeline(retriever.catalog, self.config, state=state, retriever=retriever,
-                                       backend=self.pipeline._backend)
+        self.pipeline = self.pipeline.grown(retriever, dataclasses.replace(state, transitions=retriever.transitions))
         if self.feedback is not None:
             self.feedback.attach(self.pipeline)
         return len(retriever.catalog)
@@ -194,7 +192,7 @@ class Recommender:
                 if not return_exceptions:
                     raise
                 jobs.append((None, exc))
-        ranked = self._second_stage(jobs)
+        ranked, jobs = self._second_stage(jobs)
         for mode in ("score", "generate"):
             todo = [n for n, (request, job) in enumerate(jobs)
                     if isinstance(job, RankRequest) and request.mode == mode and n not in ranked]
@@ -212,9 +210,10 @@ class Recommender:
                 results.append(self._finish(request, job.history, ranked[n][: request.k], labels=labels.get(n)))
         return results
 
-    def _second_stage(self, jobs: list) -> dict[int, list[tuple[str, float]]]:
-        """The orders that need no LM, by job number; generate-mode jobs get the fused top of the pool as
-        their candidates (the LM then picks from it).
+    def _second_stage(self, jobs: list) -> tuple[dict[int, list[tuple[str, float]]], list]:
+        """The orders that need no LM, by job number, and the jobs for the LM: a new list (``jobs`` is left as
+        it was) in which generate-mode jobs get the fused top of the pool as their candidates (the LM then
+        picks from it).
 
         With ``second_stage = "fusion"``: a history without a request is ordered by the fused ranker (one
         booster call for the batch); a request with a history by the request ranker (fitted on groups that
@@ -224,7 +223,8 @@ class Recommender:
         order. With ``second_stage = "lm"`` every job goes to the LM."""
         out: dict[int, list[tuple[str, float]]] = {}
         if self.config.ranking.second_stage != "fusion":
-            return out
+            return out, list(jobs)
+        jobs = list(jobs)
         fusion = self.pipeline.fusion
         fused = [n for n, (request, job) in enumerate(jobs)
                  if isinstance(job, RankRequest) and fusion is not None and job.query is None and job.history]
@@ -259,7 +259,7 @@ class Recommender:
         for n, (request, job) in enumerate(jobs):
             if isinstance(job, RankRequest) and request.mode == "score" and n not in out:
                 out[n] = list(job.retrieved)
-        return out
+        return out, jobs
 
     def _prepare(self, request: RecommendRequest, labels: dict | None = None,
                  slot: int = 0) -> RankRequest | list[tuple[str, float]]:

@@ -108,7 +108,8 @@ def test_a_new_item_borrows_its_text_neighbours_transition_scores(recommender):
         return [i for i, _ in retriever.retrieve(history, n=everything)].index("twin")
 
     borrowed = position()
-    retriever.cold_neighbours = 0  # the old behaviour
+    retriever = retriever.rebound(retriever.settings.model_copy(update={"cold_neighbours": 0}),
+                                  retriever.transitions)  # the old behaviour
     alone = position()
     rows = np.array([retriever.catalog.index_of(i) for i in history])
     with_transitions = int((retriever.transitions.scores(rows) > 0).sum()) - len(set(history) & set(

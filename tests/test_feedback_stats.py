@@ -4,6 +4,7 @@ forgetting a log user and a dataset user, and after reopening (tombstones applie
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,16 +20,25 @@ from recgen.errors import UnknownItemError, UnknownUserError
 from recgen.feedback import Feedback, served_dataset
 from recgen.pipeline import FittedState, Pipeline
 from recgen.retrieval import Retriever
-from recgen.retrieval.collaborative import ItemTransitions, TransitionParams, pair_counts, transition_matrix
+from recgen.retrieval.collaborative import (
+    ItemTransitions,
+    TransitionParams,
+    count_scale,
+    pair_counts,
+    transition_matrix,
+)
 
 CONFIG = RecgenConfig()
 
 
-def pipeline_for(dataset: Dataset) -> Pipeline:
-    """A real pipeline over random unit vectors (no embedder needed: these tests are about the statistics)."""
+def pipeline_for(dataset: Dataset, *, counts: bool = True) -> Pipeline:
+    """A real pipeline over random unit vectors (no embedder needed: these tests are about the statistics);
+    ``counts=False``: transitions as loaded from a folder saved without their counts."""
     vectors = np.random.default_rng(0).normal(size=(len(dataset.catalog), 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     state = FittedState.fit(dataset, CONFIG.retrieval)
+    if not counts:
+        state = replace(state, transitions=ItemTransitions(state.transitions.matrix, state.transitions.params))
     retriever = Retriever.from_vectors(dataset.catalog, vectors, CONFIG.retrieval, transitions=state.transitions)
     return Pipeline(dataset.catalog, CONFIG, retriever, state)
 
@@ -86,6 +96,31 @@ def test_events_then_forgetting_equal_a_fit_without_that_user(tmp_path):
     assert served_dataset(make_dataset(), EventStore(tmp_path / "e.sqlite")).sequences == without
 
 
+def test_forgetting_on_transitions_saved_without_counts_equals_a_fit(tmp_path):
+    """Without counts the transitions are fitted on the served data once, then updated: forgetting fitted them
+    after the user was gone and removed the user again (counts went negative: a ValueError, user half-forgotten)."""
+    data = make_dataset()
+    base = {u: list(s) for u, s in data.sequences.items()}
+    pipeline = pipeline_for(data, counts=False)
+    loop = Feedback(pipeline, data, tmp_path / "e.sqlite")
+    loop.forget("u3")
+    assert_equals_fit(pipeline, {u: s for u, s in base.items() if u != "u3"})
+
+
+def test_the_loop_hands_the_pipeline_new_values_and_leaves_the_served_ones_alone(tmp_path):
+    """A request in flight keeps the state, retriever and transitions it read; the loop never writes into them."""
+    data = make_dataset()
+    pipeline = pipeline_for(data)
+    loop = Feedback(pipeline, data, tmp_path / "e.sqlite")
+    state, retriever = pipeline.state, pipeline.retriever
+    matrix = state.transitions.matrix.toarray()
+    loop.record("u3", "1", "purchase")
+    assert pipeline.state is not state and pipeline.retriever is not retriever
+    assert retriever.transitions is state.transitions and pipeline.retriever.transitions is pipeline.state.transitions
+    np.testing.assert_array_equal(state.transitions.matrix.toarray(), matrix)
+    assert not np.array_equal(pipeline.state.transitions.matrix.toarray(), matrix)
+
+
 def test_forgetting_is_idempotent_and_unknown_items_are_errors(tmp_path):
     data = make_dataset()
     loop = Feedback(pipeline_for(data), data, tmp_path / "e.sqlite")
@@ -137,10 +172,22 @@ def test_any_event_stream_keeps_the_statistics_equal_to_a_refit(tmp_path_factory
 def test_update_grows_the_matrix_for_items_added_to_the_catalog():
     data = make_dataset(n_items=10, n_users=3, length=4)
     t = ItemTransitions.fit(data.catalog, list(data.sequences.values()))
-    t.update(add=[np.array([1, 11])], n_items=12)
-    assert t.matrix.shape == (12, 12) and t.matrix[1, 11] > 0
+    grown = t.updated(add=[np.array([1, 11])], n_items=12)
+    assert grown.matrix.shape == (12, 12) and grown.matrix[1, 11] > 0
     with pytest.raises(ValueError, match="never added"):
-        t.update(remove=[np.array([2, 9, 2])], n_items=12)
+        grown.updated(remove=[np.array([2, 9, 2])], n_items=12)
+
+
+def test_an_update_is_a_new_value_and_leaves_the_old_one_as_it_was():
+    """Requests in flight read the transitions they hold while the feedback loop makes the next ones."""
+    data = make_dataset(n_items=10, n_users=3, length=4)
+    t = ItemTransitions.fit(data.catalog, list(data.sequences.values()))
+    before = [(m.data.copy(), m.indices.copy(), m.indptr.copy()) for m in (t.matrix, t.counts)]
+    new = t.updated(add=[np.array([1, 2, 3])])
+    assert new.counts[1, 2] == t.counts[1, 2] + count_scale(t.params.window)
+    for (data_, indices, indptr), m in zip(before, (t.matrix, t.counts)):
+        assert np.array_equal(m.data, data_) and np.array_equal(m.indices, indices)
+        assert np.array_equal(m.indptr, indptr)
 
 
 def test_exact_counts_give_the_same_float32_matrix_as_the_float_sums_on_real_data(shared_data, monkeypatch):
@@ -162,9 +209,7 @@ def test_saved_transitions_keep_their_counts(tmp_path):
     t.save(tmp_path / "transitions.npz")
     u = ItemTransitions.load(tmp_path / "transitions.npz", n_items=10)
     assert_same_csr(u.counts, t.counts)
-    u.update(add=[np.array([1, 2])])
-    t.update(add=[np.array([1, 2])])
-    assert_same_csr(u.matrix, t.matrix)
+    assert_same_csr(u.updated(add=[np.array([1, 2])]).matrix, t.updated(add=[np.array([1, 2])]).matrix)
 
 
 sequence = st.lists(st.integers(0, 14), min_size=0, max_size=12)
@@ -182,10 +227,10 @@ def test_local_updates_equal_a_fit_bit_for_bit(base, changes, params, grow):
     current = [list(s) for s in base]
     for adding, seq in changes:
         if adding or seq not in current:
-            live.update(add=[np.array(seq)], n_items=n + grow)
+            live = live.updated(add=[np.array(seq)], n_items=n + grow)
             current.append(seq)
         else:
-            live.update(remove=[np.array(seq)], n_items=n + grow)
+            live = live.updated(remove=[np.array(seq)], n_items=n + grow)
             current.remove(seq)
     size = n + grow if changes else n
     expected = ItemTransitions.from_counts(pair_counts([np.array(s) for s in current], size, params.window), params)

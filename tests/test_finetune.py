@@ -268,6 +268,24 @@ def test_tiny_run_writes_a_loadable_adapter_and_resumes(tiny_lm, tmp_path):
         make_trainer(ranker_config(tiny_lm, tmp_path, max_steps=4)).resume(earlier)
 
 
+def test_a_checkpoint_written_before_a_setting_was_added_still_resumes(tiny_lm, tmp_path):
+    """A setting added since (retrieval.cold_neighbours and request_prior were constants) takes its default,
+    which is what the run used: the upgrade does not refuse to resume it as "made with other settings"."""
+    from recgen.atomic import write_manifest
+
+    make_trainer(ranker_config(tiny_lm, tmp_path, max_steps=1)).train()
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    for name in ("cold_neighbours", "request_prior"):
+        del state["config"]["data"]["retrieval"][name]
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    write_manifest(checkpoint)  # as the older version wrote it
+    assert make_trainer(ranker_config(tiny_lm, tmp_path, max_steps=2)).train(resume=str(checkpoint))["steps"] == 2
+    with pytest.raises(CheckpointError, match="other settings"):  # a real difference is still refused
+        other = ranker_config(tiny_lm, tmp_path, max_steps=3)
+        make_trainer(other.model_copy(update={"seed": other.seed + 1})).train(resume=str(checkpoint))
+
+
 def test_atomic_folder_never_leaves_a_half_adapter(tmp_path):
     target = tmp_path / "adapter"
 

@@ -4,6 +4,8 @@ with features the setup cannot provide, a dataset too small for a second stage, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 
@@ -11,8 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from recgen import RecgenConfig, Recommender
+from recgen import RecgenConfig, Recommender, RecommendRequest
 from recgen.cli.main import app
+from recgen.config import RetrievalSettings
 from recgen.data import load_dataset
 from recgen.errors import ModelLoadError, RecgenError
 from recgen.evaluation.protocol import EvalData
@@ -20,7 +23,7 @@ from recgen.evaluation.synthetic import chain_dataset, write_generic
 from recgen.evaluation.systems.fusion import FusionSystem
 from recgen.fit.fusion import FusionFitter
 from recgen.fit.serving import fit_for_serving
-from recgen.pipeline import FittedState, fitted_folder, history_rows
+from recgen.pipeline import FittedState, data_fingerprint, fitted_folder, fitted_key, history_rows
 from recgen.ranking.fusion import FeatureBuilder, FusionRanker, Sources, SourceStats
 from recgen.recommender import open_dataset
 
@@ -133,9 +136,64 @@ def test_second_stage_lm_lets_the_lm_order_the_retrieved_candidates(fitted, tiny
     assert served.fusion is None
     seen = []
     rank = served.ranker.rank
-    monkeypatch.setattr(served.ranker, "rank", lambda jobs, mode="score": seen.append(mode) or rank(jobs, mode))
+    monkeypatch.setattr(served.ranker, "rank",
+                        lambda jobs, mode="score", adapter=None: seen.append(mode) or rank(jobs, mode, adapter))
     served.recommend(history=_history(dataset), k=3, reasons=False)
     assert seen == ["score"]
+
+
+def test_the_second_stage_leaves_the_callers_jobs_alone(fitted):
+    """It returns the generate-mode jobs it re-candidates in a new list; the caller's list is not rewritten."""
+    dataset, _, folder = fitted
+    served = Recommender.load(folder, RecgenConfig(retrieval={"n_candidates": 6}))
+    requests = [RecommendRequest(history=_history(dataset, f"u{u}"), k=3, mode=mode, reasons=False)
+                for u, mode in ((1, "generate"), (2, "score"))]
+    jobs = [(request, served._prepare(request)) for request in requests]
+    before = list(jobs)
+    ranked, lm_jobs = served._second_stage(jobs)
+    assert all(a is b for a, b in zip(jobs, before)) and jobs[0][1].candidates == []
+    assert set(ranked) == {1} and len(lm_jobs[0][1].candidates) == 6 and lm_jobs[1] is jobs[1]
+
+
+def test_after_an_event_the_fused_order_is_a_fresh_pipelines_on_the_new_state(fitted, chain_dir, tmp_path):
+    """The feedback loop hands the pipeline new transitions: the fused stage serves them (not the ones it was
+    built on) without recomputing its fitted signals, exactly as a pipeline built on the new state would."""
+    _, _, folder = fitted
+    served, dataset = Recommender.load(folder), load_dataset(chain_dir)
+    served.use_feedback(dataset, tmp_path / "events.sqlite")
+    history = _history(dataset, "u5")
+    rows = [history_rows(served.catalog, history)]
+    before = served.fusion.sources.signals(rows)["transition"]
+    genres = served.fusion.sources.genres  # computed once per Sources: the same array = not rebuilt
+    for item in [i for i in dataset.catalog.ids if i not in dataset.sequences["u5"]][:3]:
+        served.record("u5", item, "purchase")
+    after = served.recommend(history=history, k=5, reasons=False)
+    fresh = Recommender(served.catalog, served.config, retriever=served.retriever, state=served.pipeline.state)
+    want = fresh.recommend(history=history, k=5, reasons=False)
+    assert [(r.item_id, r.score) for r in after] == [(r.item_id, r.score) for r in want]
+    assert not np.array_equal(served.fusion.sources.signals(rows)["transition"], before)  # the new transitions
+    assert served.fusion.sources.retriever is served.retriever and served.fusion.sources.genres is genres
+
+
+def _old_fitted_key(dataset, settings) -> str:
+    """The key before cold_neighbours, query_weight and request_pool were keyed (folders fitted then)."""
+    wanted = {k: v for k, v in settings.model_dump().items()
+              if k in ("embedder", "history", "recency_decay", "collaborative_weight")}
+    return hashlib.sha256(json.dumps({"data": data_fingerprint(dataset), "retrieval": wanted},
+                                     sort_keys=True).encode()).hexdigest()[:12]
+
+
+def test_the_fitted_key_names_every_retrieval_setting_the_fitted_features_depend_on(fitted):
+    """Items without interactions borrow ``cold_neighbours`` neighbours' scores and a request mixes its words in
+    by ``query_weight`` within ``request_pool``: the request stage's candidates change with each, so a fit with
+    other values is not reused. A folder fitted with the defaults keeps its key; ``request_prior`` (requests
+    without a history, which no fitted stage sees) is not keyed."""
+    dataset = fitted[0]
+    default = RetrievalSettings()
+    assert fitted_key(dataset, default) == _old_fitted_key(dataset, default)
+    for name, value in (("cold_neighbours", 0), ("query_weight", 0.3), ("request_pool", 20)):
+        assert fitted_key(dataset, RetrievalSettings(**{name: value})) != fitted_key(dataset, default), name
+    assert fitted_key(dataset, RetrievalSettings(request_prior=0.0)) == fitted_key(dataset, default)
 
 
 def _copy(folder, tmp_path):

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from pydantic import ValidationError
 
-from ..config import format_validation_error
+from ..config import BASE_ADAPTER_NAME, format_validation_error
 from ..errors import RecgenError
 from ..lm.resolve import DEFAULT_LM
 from ..text import InvalidTextError, check_id, message_text
@@ -101,6 +101,13 @@ class Served:
                             f"{', '.join(self.models[:-1])} (GET /v1/models)")
         return model if model in self.adapters else None
 
+    def check_adapter(self, adapter: str | None, where: str) -> None:
+        """An ``adapter`` the job does not serve is a line error, as it is a 404 on the server."""
+        if adapter is None or self.models is None or adapter == BASE_ADAPTER_NAME or adapter in self.adapters:
+            return
+        served = ", ".join([BASE_ADAPTER_NAME, *self.adapters])
+        raise LineError(f"{where}.adapter: adapter {adapter!r} is not served here; use one of: {served}")
+
 
 def _strict(model, fields: dict, where: str):
     """``fields`` read with the server's request model: the same body, the same verdict (errors name ``where``)."""
@@ -112,8 +119,9 @@ def _strict(model, fields: dict, where: str):
 
 def _recommend_request(fields: dict, where: str, served: Served) -> RecommendRequest:
     request = _strict(RecommendationsRequest, fields, where)
+    served.check_adapter(request.adapter, where)
     adapter = request.adapter or served.adapter_for(request.model, where)
-    return RecommendRequest(**request.model_dump(exclude={"model"}, exclude_none=True), adapter=adapter)
+    return RecommendRequest(**request.model_dump(exclude={"model", "adapter"}, exclude_none=True), adapter=adapter)
 
 
 def _chat_request(body: dict, served: Served) -> RecommendRequest:

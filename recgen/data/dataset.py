@@ -35,6 +35,15 @@ class Dataset:
                 f"user {user_id!r} is not in dataset {self.name!r} ({len(self.sequences)} users)"
             ) from None
 
+    def set_sequence(self, user_id: str, items: list[str] | None) -> None:
+        """Replace ``user_id``'s sequence (``None``: remove the user) and drop the cached popularity: the one
+        way the served user data changes (the feedback loop), so the cache never outlives the data."""
+        if items is None:
+            self.sequences.pop(user_id, None)
+        else:
+            self.sequences[user_id] = items
+        self._popularity = None
+
     def num_interactions(self) -> int:
         return sum(len(seq) for seq in self.sequences.values())
 

@@ -182,6 +182,7 @@ class RankerTrainer:
         saved_cfg = state.pop("config", None)
         if saved_cfg is not None:
             mine = self.cfg.model_dump(mode="json")
+            saved_cfg = with_defaults(saved_cfg)
             differs = [k for k in ("dataset", "lm", "seed", "data", "lora") if saved_cfg.get(k) != mine.get(k)]
             if differs:
                 raise CheckpointError(f"checkpoint {folder} was made with other settings ({', '.join(differs)}); "
@@ -345,3 +346,13 @@ class RankerTrainer:
         self.console.print(f"adapter written to {self.out / 'adapter'} (best step {self.state['best_step']}, "
                            f"validation NDCG@10 {self.state['best_metric']})")
         return summary
+
+
+def with_defaults(saved: dict) -> dict:
+    """A checkpoint's config as this version reads it: settings added since it was written take their defaults
+    (which are what it ran with), so an upgrade does not refuse to resume it. One that no longer validates is
+    compared as it was saved."""
+    try:
+        return RankerFinetuneConfig.model_validate(saved).model_dump(mode="json")
+    except ValueError:  # pydantic's ValidationError
+        return saved

@@ -5,16 +5,13 @@ transitions, so the hybrid score (cosine + weight x transitions) ranks it below 
 any transition from the history: measured on the cold-item protocol, the served hybrid found no cold target
 at all (eval/results/cold/NOTES.md). Here each such item gets the similarity-weighted mean of the transition
 scores of its ``k`` nearest warm items, the usual content-based stand-in for a missing collaborative signal,
-until a refit gives it its own.
+until a refit gives it its own. ``k`` is ``RetrievalSettings.cold_neighbours``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-
-#: Warm neighbours whose transition scores a cold item borrows (fixed, not tuned per dataset).
-COLD_NEIGHBOURS = 10
 
 
 def cold_rows(matrix: sp.spmatrix) -> np.ndarray:
@@ -25,7 +22,7 @@ def cold_rows(matrix: sp.spmatrix) -> np.ndarray:
     return np.flatnonzero((out_degree == 0) & (in_degree[: matrix.shape[0]] == 0))
 
 
-def neighbour_weights(embeddings: np.ndarray, cold: np.ndarray, k: int = COLD_NEIGHBOURS) -> sp.csr_matrix:
+def neighbour_weights(embeddings: np.ndarray, cold: np.ndarray, k: int) -> sp.csr_matrix:
     """[n, n] weights: row ``c`` of a cold item holds its ``k`` nearest warm items' cosines (clipped at 0,
     normalised to sum 1); every other row is empty. ``scores + W @ scores`` fills the cold items in."""
     n = len(embeddings)

@@ -131,8 +131,9 @@ def history_weights(histories: list[np.ndarray], n_items: int, last: int, decay:
 class ItemTransitions:
     """A sparse [n_items, n_items] similarity over catalog rows, fitted on training sequences only.
 
-    Fitted ones also hold ``counts`` (exact forward counts, see :func:`pair_counts`) and can then be updated in
-    place with :meth:`update`; ones built from a bare matrix (``ItemTransitions(matrix, params)``) cannot."""
+    Fitted ones also hold ``counts`` (exact forward counts, see :func:`pair_counts`) and can then give
+    :meth:`updated` ones; ones built from a bare matrix (``ItemTransitions(matrix, params)``) cannot. A value:
+    nothing changes one after it is built (requests in flight read it while the feedback loop makes the next)."""
 
     def __init__(self, matrix: sp.csr_matrix, params: TransitionParams, counts: sp.csr_matrix | None = None):
         self.matrix = matrix.tocsr()
@@ -163,15 +164,15 @@ class ItemTransitions:
             self._sums = (np.asarray(self.counts.sum(axis=1), dtype=np.int64).ravel(),
                           np.asarray(self.counts.sum(axis=0), dtype=np.int64).ravel())
 
-    def update(self, add: list[np.ndarray] = (), remove: list[np.ndarray] = (), n_items: int | None = None) -> None:
-        """Add and remove whole sequences (catalog rows, oldest first) without refitting the rest: e.g. a user's
-        sequence before and after a new event, or all of a forgotten user's. ``n_items`` grows the matrix for
-        items added to the catalog.
+    def updated(self, add: list[np.ndarray] = (), remove: list[np.ndarray] = (),
+                n_items: int | None = None) -> "ItemTransitions":
+        """These transitions with whole sequences (catalog rows, oldest first) added and removed, without
+        refitting the rest: e.g. a user's sequence before and after a new event, or all of a forgotten user's.
+        ``n_items`` grows the matrix for items added to the catalog.
 
         Only the items in the changed pairs (S) move: their rows are recomputed and, in every other row, only
-        the entries in their columns (their column weight changed); the rest is copied. The new matrix replaces
-        the old in one assignment, so a concurrent :meth:`scores` sees the old or the new one, never a mix
-        (callers serialise writers)."""
+        the entries in their columns (their column weight changed); the rest is copied into new arrays, so this
+        object is left as it was (unchanged arrays are shared)."""
         if self.counts is None:
             raise ValueError("these transitions were built from a bare matrix, without counts; refit them to update")
         self._prepare()
@@ -195,7 +196,9 @@ class ItemTransitions:
             out_sum = out_sum + np.asarray(delta.sum(axis=1), dtype=np.int64).ravel()
             in_sum = in_sum + np.asarray(delta.sum(axis=0), dtype=np.int64).ravel()
             matrix = self._rescaled(matrix, counts, counts_t, out_sum, in_sum, touched)
-        self.counts, self._counts_t, self._sums, self.matrix = counts, counts_t, (out_sum, in_sum), matrix
+        other = ItemTransitions(matrix, self.params, counts)
+        other._counts_t, other._sums = counts_t, (out_sum, in_sum)
+        return other
 
     def _rescaled(self, matrix, counts, counts_t, out_sum, in_sum, touched) -> sp.csr_matrix:
         """``matrix`` with rows ``touched`` recomputed and, in other rows, the entries of columns ``touched``:

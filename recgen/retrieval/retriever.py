@@ -13,16 +13,12 @@ from ..config import RetrievalSettings
 from ..data.catalog import Catalog, Item
 from ..errors import InvalidRequestError
 from ..text import has_negation
-from .cold_items import COLD_NEIGHBOURS, cold_rows, neighbour_weights
+from .cold_items import cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
 from .growth import grown_transitions, merged_catalog
 from .index import IndexMeta, extended_index, load_index, make_index, save_index
 from .request_constraints import RequestConstraints, RequestReader
-
-#: Weight of the popularity prior for a request without a history; 0 = the request's text alone orders. 3 was
-#: chosen on validation requests of both datasets (0 / 0.1 / 0.3 / 1 / 3 / 10: eval/results/requests/NOTES.md).
-REQUEST_PRIOR = 3.0
 
 
 def recency_weights(length: int, decay: float) -> np.ndarray:
@@ -63,11 +59,7 @@ class Retriever:
         #: cosine + ``settings.collaborative_weight`` × transition score (scaled to max 1 per user).
         self.transitions = transitions
         self._reader: RequestReader | None = None
-        #: Warm text neighbours whose transition scores an item without interactions borrows (0 = none).
-        self.cold_neighbours = COLD_NEIGHBOURS
-        self._cold_cache: tuple | None = None
-        #: Weight of :meth:`_prior` for requests without a history (chosen on validation requests).
-        self.request_prior = REQUEST_PRIOR
+        self._cold_cache: tuple | None = None  # ``settings.cold_neighbours``' weights for one transition matrix
         self._prior_cache: tuple | None = None
 
     # -- building and persistence -------------------------------------------------------------
@@ -104,6 +96,8 @@ class Retriever:
         other = Retriever(self.catalog, self.index, settings, embedder_name=self.embedder_name, transitions=transitions)
         other._item_embeddings = self._item_embeddings
         other._reader = self._reader
+        # the same embedder (``embedder_name`` is kept): a request's vector does not change, so the cache is shared
+        other._query_cache, other._query_lock = self._query_cache, self._query_lock
         return other
 
     def add_items(self, items: list[Item], *, update: bool = False, batch_size: int = 64) -> "Retriever":
@@ -260,9 +254,11 @@ class Retriever:
     def _cold_weights(self, transitions: ItemTransitions):
         """:func:`~recgen.retrieval.cold_items.neighbour_weights` for these transitions, cached until the
         matrix changes (another matrix, or entries added by an update)."""
-        key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape, self.cold_neighbours)
+        key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape,
+               self.settings.cold_neighbours)
         if self._cold_cache is None or self._cold_cache[0] != key:
-            weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix), self.cold_neighbours)
+            weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix),
+                                        self.settings.cold_neighbours)
             self._cold_cache = (key, weights)
         return self._cold_cache[1]
 
@@ -281,11 +277,11 @@ class Retriever:
         # only negations and no history: order by the catalog's centroid (typical items), not by the words
         vector = self.query_vector(history, text) if history or text else self._centroid()
         personal = self.scores(history, vector, transitions) if history else self.item_embeddings @ vector
-        if not history and request.filters and self.request_prior > 0 and transitions is not None:
+        if not history and request.filters and self.settings.request_prior > 0 and transitions is not None:
             # a new user's filtered request: among what it allows, what others took first (validated only for
             # filtered requests; free text keeps its own order, so an item named by its title is found first)
             prior = self._prior(transitions)
-            personal = personal + self.request_prior * (prior + self._cold_weights(transitions) @ prior)
+            personal = personal + self.settings.request_prior * (prior + self._cold_weights(transitions) @ prior)
         skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
         available = np.ones(len(self.catalog), dtype=bool)
         available[skip_rows] = False

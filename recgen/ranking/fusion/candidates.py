@@ -12,6 +12,7 @@ Ranks are only computed down to :data:`RANK_CAP` (argpartition, not a full sort)
 
 from __future__ import annotations
 
+import copy
 import json
 import zipfile
 from contextlib import nullcontext
@@ -137,6 +138,13 @@ class Sources:
         #: their order (score desc, then catalog row: capped_ranks' tie rule), so a user's ranks skip a sort
         self._static_order = {name: np.lexsort((np.arange(n), -values)) for name, values in
                               (("popularity", self._log_popularity), ("recent_popularity", self._log_recent))}
+
+    def rebound(self, retriever: Retriever) -> "Sources":
+        """These fitted signals over another retriever of the same catalog and index (e.g. with the feedback
+        loop's new transitions): nothing is recomputed (the user-independent signals cost ~10 ms to rebuild)."""
+        other = copy.copy(self)
+        other.retriever = retriever
+        return other
 
     def refit(self, sequences: list[np.ndarray]) -> "Sources":
         """The same sources (text index, settings) with every sequence-fitted signal refitted on ``sequences``:
