@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError, RecgenError
+from ..evaluation.systems import NOT_FOR_GRIDS, SYSTEMS, systems_help
 from ..paths import results_root
 from ..progress import progress_display
 
@@ -23,8 +24,8 @@ console = Console(stderr=True)
 #: ``--results-dir`` of every eval command: one root, resolved by ``recgen.paths.results_root``.
 RESULTS_HELP = ("results root (default: $RECGEN_RESULTS_DIR, else eval/results under the current directory)")
 ResultsOpt = typer.Option(None, "--results-dir", help=RESULTS_HELP)
-SYSTEM_HELP = ("popular | itemknn | retrieval (the served hybrid; -p collaborative_weight=0 = text only) | sasrec | "
-               "lm (-p adapter=<folder> for a LoRA ranker)")
+SYSTEM_HELP = systems_help()
+THREADS_HELP = "LightGBM threads of the fusion system (default 2)"
 
 
 def _fail(exc: Exception) -> None:
@@ -51,8 +52,22 @@ def _progress(enabled: bool):
     return (lambda: progress_display(console)) if enabled else None
 
 
-def _command(dataset, system, stage, users, seed, run_name, params, config, results_dir, overwrite) -> str:
+def _threads_param(params: dict, threads: int | None, system: str) -> dict:
+    """``--threads`` as the fusion system's ``threads`` parameter (one way to say it, not two)."""
+    if threads is None:
+        return params
+    if system != "fusion":
+        raise ConfigError("--threads sets the fusion system's LightGBM threads; use it with fusion")
+    if "threads" in params:
+        raise ConfigError("give the threads once: --threads, not also -p threads=...")
+    return {**params, "threads": threads}
+
+
+def _command(dataset, system, stage, users, seed, run_name, params, config, results_dir, overwrite,
+             threads=None) -> str:
     parts = ["recgen", "eval", "run", "--dataset", dataset, "--system", system, "--stage", stage]
+    if threads is not None:
+        parts += ["--threads", str(threads)]
     if users:
         parts += ["--users", str(users)]
     parts += ["--seed", str(seed)]
@@ -78,6 +93,7 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         run_name: Optional[str] = typer.Option(None, help="result file name (default <system>-<stage>[-u<N>-s<seed>])"),
         param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="system parameter key=value (repeatable)"),
         config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML) for the lm and retrieval systems"),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
         results_dir: Optional[Path] = ResultsOpt,
         batch_size: int = typer.Option(512, min=1, help="users scored per batch (vectorized systems)"),
         bootstrap: int = typer.Option(1000, min=100, help="bootstrap resamples for the 95% CIs"),
@@ -89,14 +105,15 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     from ..evaluation.runner import RunSpec, run_evaluation
 
     try:
-        params = _parse_params(param)
+        params = _threads_param(_parse_params(param), threads, system)
         if config is not None:
             if system not in ("lm", "retrieval"):
                 raise ConfigError("--config applies to --system lm and retrieval")
             from ..config import RecgenConfig
 
             params = {"config": RecgenConfig.from_file(config).model_dump(exclude_defaults=True), **params}
-        command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite)
+        command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite,
+                           threads)
         spec = RunSpec(dataset=dataset, system=system, stage=stage, users=users, seed=seed, run_name=run_name,
                        params=params, results_dir=results_root(results_dir), batch_size=batch_size, n_boot=bootstrap,
                        overwrite=overwrite, command=command)
@@ -204,7 +221,8 @@ def compare(run_a: str = typer.Argument(..., help="run name (or path to its .jso
 
 @eval_app.command("tune")
 def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
-         system: str = typer.Option("itemknn", "--system", "-s", help="popular | itemknn | retrieval"),
+         system: str = typer.Option("itemknn", "--system", "-s",
+                                    help=systems_help([n for n in SYSTEMS if n not in NOT_FOR_GRIDS])),
          grid: List[str] = typer.Option(..., "--grid", "-g", help="key=v1,v2,... (repeatable)"),
          param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="fixed key=value"),
          users: int = typer.Option(0, help="seeded sample of validation users (0 = all)"),
@@ -238,6 +256,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
              config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML)"),
              param: Optional[List[str]] = typer.Option(None, "--param", "-p",
                                                        help="fusion system parameter key=value (repeatable)"),
+             threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
              results_dir: Optional[Path] = ResultsOpt,
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Request following: requests built from held-out targets' attributes, run with and without the
@@ -266,7 +285,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
         folder = index_folder(data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder)
         if ranker == "fusion":
             recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"),
-                                                **_parse_params(param))
+                                                **_threads_param(_parse_params(param), threads, ranker))
         else:
             rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=folder)
             fitted = None

@@ -119,15 +119,19 @@ class FusionFitter:
         return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
 
     # -- fitting ------------------------------------------------------------------------------------
-    def sources(self, data: EvalData, log) -> Sources:
+    def retriever_for(self, data: EvalData):
+        """The first stage over the training parts: the text index and the transitions fitted on them."""
         catalog, settings = data.dataset.catalog, self.config.retrieval
         state = FittedState.fit(data.train_dataset(), settings)
         folder = None if self.retriever is not None else index_folder(data.dataset.name, catalog.fingerprint(),
                                                                         settings.embedder)
-        retriever = build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
-                                    retriever=self.retriever)
+        return build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
+                               retriever=self.retriever)
+
+    def sources(self, data: EvalData, log) -> Sources:
+        retriever = self.retriever_for(data)
         model = SASRecFitter().fit(data, log=log).model if self.use_sasrec else None
-        return Sources(catalog, retriever, data.train_sequences(), sasrec=model)
+        return Sources(data.dataset.catalog, retriever, data.train_sequences(), sasrec=model)
 
     def fit(self, data: EvalData, log=None) -> FusionFit:
         started = time.perf_counter()

@@ -5,7 +5,8 @@ The settings (pool depth, leaves, prefix groups), the ranker and the request ran
 constant); the served sources (transitions, co-occurrence neighbours, popularity) are then refitted on ALL
 interactions. The ranker and SASRec are the ones fitted on the training part (SASRec reuses its cached
 checkpoint when one matches): a serving-time history is the whole sequence, as a validation-time history was
-the training part.
+the training part. That evaluation-split fit is stored (:mod:`recgen.fit.store`), so ``recgen eval run -s fusion``
+and ``eval requests --ranker fusion`` on the same data, settings and code reuse it instead of fitting again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..recommender import Recommender
 from ..retrieval.cache import index_folder
 from .fusion import FusionFitter
 from .request_stage import MIN_HELD_OUT_USERS
+from .store import fit_once
 
 
 def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
@@ -43,8 +45,8 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
     fitted, fallback = None, None
     with stage("second stage (selection on validation)"):
         try:
-            fitted = FusionFitter(config, retriever=retriever, sasrec=sasrec, threads=threads,
-                                  requests=True).fit(EvalData.from_dataset(dataset), log=log)
+            fitter = FusionFitter(config, retriever=retriever, sasrec=sasrec, threads=threads, requests=True)
+            fitted = fit_once(fitter, EvalData.from_dataset(dataset), log=log)  # stored for evaluations too
         except DataError as exc:
             fallback = f"no second stage could be fitted on {dataset.name} ({exc}); the hybrid retrieval order is served"
             if log:

@@ -13,6 +13,7 @@ import numpy as np
 from ...config import RecgenConfig
 from ...fit.fusion import FusionFit, FusionFitter
 from ...fit.fusion_lm import LMStage
+from ...fit.store import fit_once
 from ...pipeline import build_retriever
 from ...ranking.fusion import REQUEST_DEPTH, request_candidates
 from ...ranking.fusion.lm_features import TOP_M
@@ -36,7 +37,7 @@ class FusionSystem:
         return {**self.fitter.params(), **(self.lm.params() if self.lm else {"lm": "none"}), **self.fit_info}
 
     def fit(self, data: EvalData, log=None) -> None:
-        self.fitted = self.fitter.fit(data, log=log)
+        self.fitted = fit_once(self.fitter, data, log=log)  # a stored fit of the same key is reused
         self.fit_info = dict(self.fitted.info)
         if self.lm:
             self.fit_info["lm_stage"] = self.lm.fit(self.fitter, self.fitted, data, log)
