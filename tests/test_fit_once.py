@@ -50,6 +50,7 @@ def test_eval_reuses_the_fit_of_recgen_fit_and_scores_the_same(chain_dir, tmp_pa
     result = CliRunner().invoke(app, ["fit", "-d", str(chain_dir), "-o", str(tmp_path / "fitted"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert len(fits) == 1
+    assert "LightGBM trial" in result.output and "fusion features" in result.output  # progress, not silence
     reused, output = _eval(chain_dir, tmp_path / "r", "after-fit")
     assert len(fits) == 1, "eval run refitted the second stage that recgen fit had stored"
     assert "reusing the fit from" in output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,7 +16,7 @@ from rich.table import Table
 from ..errors import ConfigError, RecgenError
 from ..evaluation.systems import NOT_FOR_GRIDS, SYSTEMS, systems_help
 from ..paths import results_root
-from ..progress import progress_display
+from ..progress import progress_display, reporting
 
 eval_app = typer.Typer(help="Offline evaluation: leave-one-out, full ranking, bootstrap CIs, paired tests.",
                        no_args_is_help=True, pretty_exceptions_enable=False)
@@ -272,32 +273,33 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
     from ..recommender import Recommender
     from ..retrieval.cache import index_folder
 
+    display = progress_display(console) if not as_json else nullcontext()
     try:
-        if ranker not in ("lm", "retrieval", "fusion"):
-            raise ConfigError("--ranker must be lm, retrieval or fusion")
-        if param and ranker != "fusion":
-            raise ConfigError("--param sets fusion system parameters; use it with --ranker fusion")
-        cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
-        cfg = cfg.updated(ranking={"second_stage": "lm"}) if ranker == "lm" else cfg  # the LM's order is measured
-        started = time.perf_counter()
-        data = EvalData.from_dataset(load_dataset(dataset))
-        catalog = data.dataset.catalog
-        folder = index_folder(data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder)
-        if ranker == "fusion":
-            recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"),
-                                                **_threads_param(_parse_params(param), threads, ranker))
-        else:
-            rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=folder)
-            fitted = None
+        with display as progress, reporting(progress):  # the fit's stages and the users
+            if ranker not in ("lm", "retrieval", "fusion"):
+                raise ConfigError("--ranker must be lm, retrieval or fusion")
+            if param and ranker != "fusion":
+                raise ConfigError("--param sets fusion system parameters; use it with --ranker fusion")
+            cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
+            cfg = cfg.updated(ranking={"second_stage": "lm"}) if ranker == "lm" else cfg  # the LM's order is measured
+            started = time.perf_counter()
+            data = EvalData.from_dataset(load_dataset(dataset))
+            catalog = data.dataset.catalog
+            folder = index_folder(data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder)
+            if ranker == "fusion":
+                recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"),
+                                                    **_threads_param(_parse_params(param), threads, ranker))
+            else:
+                rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=folder)
+                fitted = None
 
-            def recommend(history: list[str], query: str | None, k: int) -> list[str]:
-                if ranker == "retrieval":
-                    return [i for i, _ in rec.retriever.retrieve(history, query, n=k)]
-                return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
+                def recommend(history: list[str], query: str | None, k: int) -> list[str]:
+                    if ranker == "retrieval":
+                        return [i for i, _ in rec.retriever.retrieve(history, query, n=k)]
+                    return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
 
-        positions = sample_users(data.n_users, users, seed)
-        result = evaluate_requests(recommend, data, positions, seed=seed, stage=check_stage(stage),
-                                   log=lambda message: console.print(f"[dim]{message}[/]"))
+            positions = sample_users(data.n_users, users, seed)
+            result = evaluate_requests(recommend, data, positions, seed=seed, stage=check_stage(stage))
     except (RecgenError, ValueError) as exc:
         _fail(exc)
     pool = cfg.retrieval.request_pool

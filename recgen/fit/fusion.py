@@ -30,6 +30,7 @@ from ..data.split_arrays import EvalData
 from ..metrics import ndcg_gains, target_rank
 from ..paths import cache_dir
 from ..pipeline import FittedState, build_retriever
+from ..progress import active, task
 from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage, RequestStage, Sources, feature_names
 from ..retrieval.cache import index_folder
 from .request_stage import RequestFit, fit_request_stage
@@ -126,7 +127,7 @@ class FusionFitter:
         folder = None if self.retriever is not None else index_folder(data.dataset.name, catalog.fingerprint(),
                                                                         settings.embedder)
         return build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
-                               retriever=self.retriever)
+                               retriever=self.retriever, show_progress=active() is not None)
 
     def sources(self, data: EvalData, log) -> Sources:
         retriever = self.retriever_for(data)
@@ -146,7 +147,7 @@ class FusionFitter:
         target_ranks = {s: [] for s in (*sources.pool_sources, "pool")}
         t0 = time.perf_counter()
         histories = lambda ps: [data.history("valid", p) for p in ps]
-        for positions, groups in self._groups(builder, range(data.n_users), histories, log):
+        for positions, groups in self._groups(builder, range(data.n_users), histories, "validation targets"):
             for p, group in zip(positions, groups):
                 y = group.label(data.target("valid", p))
                 hit = np.flatnonzero(y)
@@ -228,27 +229,30 @@ class FusionFitter:
             cut = [seq[:-k] for seq in data.train_sequences()]
             builder = FeatureBuilder(sources.refit(cut), depth)
             users = [p for p in range(data.n_users) if not held[p] and len(cut[p]) > 0]
-            for positions, groups in self._groups(builder, users, lambda ps: [cut[p] for p in ps], log):
+            for positions, groups in self._groups(builder, users, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
                 for p, group in zip(positions, groups):
                     y = group.label(int(data.train[p][-k]))
                     if y.any():
                         out.append((group.X, y, group.pool_rank))
         return out
 
-    def _groups(self, builder: FeatureBuilder, positions, histories, log):
-        """(positions, groups) per batch of users."""
+    def _groups(self, builder: FeatureBuilder, positions, histories, what: str):
+        """(positions, groups) per batch of users (progress: users done)."""
         positions = list(positions)
-        for start in range(0, len(positions), self.batch):
-            batch = positions[start:start + self.batch]
-            yield batch, builder.build(histories(batch))
-            if log and start // self.batch % 20 == 0:
-                log(f"fusion: features for {start + len(batch):,}/{len(positions):,} users")
+        with task(f"fusion features ({what})", total=len(positions)) as advance:
+            for start in range(0, len(positions), self.batch):
+                batch = positions[start:start + self.batch]
+                yield batch, builder.build(histories(batch))
+                advance(len(batch))
 
     def _trial(self, train, valid, names, depth: int, leaves: int, shifts: int, log) -> Trial:
         """A ranker on pools cut to ``depth``, and its NDCG@10 over all held-out users."""
         cut = lambda groups: [(X[pr <= depth], y[pr <= depth]) for X, y, pr in groups]
-        ranker = FusionRanker.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
-                                    threads=self.threads, seed=self.seed, log=log)
+        with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
+                  total=self.max_rounds) as advance:
+            ranker = FusionRanker.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
+                                        threads=self.threads, seed=self.seed, log=log,
+                                        callbacks=[lambda env: advance()])
         ranks = [target_rank(ranker.predict(X), y) if y.any() else 0 for X, y in cut(valid)]
         return Trial(depth, leaves, shifts, float(np.mean(ndcg_gains(ranks))), ranker)
 

@@ -21,6 +21,7 @@ from ..data.dataset import Dataset
 from ..data.split_arrays import EvalData
 from ..errors import DataError
 from ..pipeline import FittedState, build_retriever
+from ..progress import active
 from ..ranking.fusion import SourceStats
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
@@ -41,7 +42,7 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
     catalog = dataset.catalog
     with stage("index"):
         folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
-        retriever = build_retriever(catalog, config.retrieval, index_dir=folder)
+        retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None)
     fitted, fallback = None, None
     with stage("second stage (selection on validation)"):
         try:

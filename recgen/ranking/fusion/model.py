@@ -44,8 +44,10 @@ class FusionRanker:
     @classmethod
     def train(cls, train: Sequence[tuple[np.ndarray, np.ndarray]], valid: Sequence[tuple[np.ndarray, np.ndarray]],
               feature_names: Sequence[str], *, num_leaves: int = 31, max_rounds: int = 500, patience: int = 30,
-              threads: int = 2, seed: int = 0, log: Callable[[str], None] | None = None) -> "FusionRanker":
-        """Fit on ``train`` groups, early-stopped on ``valid`` groups' NDCG@10."""
+              threads: int = 2, seed: int = 0, log: Callable[[str], None] | None = None,
+              callbacks: Sequence[Callable] = ()) -> "FusionRanker":
+        """Fit on ``train`` groups, early-stopped on ``valid`` groups' NDCG@10; ``callbacks``: LightGBM's, called
+        after each iteration (progress)."""
         X, y, sizes = stack_groups(train)
         Xv, yv, sizes_v = stack_groups(valid)
         if not sizes or not sizes_v:
@@ -56,7 +58,7 @@ class FusionRanker:
         dvalid = lgb.Dataset(Xv, yv, group=sizes_v, feature_name=names, reference=dtrain)
         params = {**BASE_PARAMS, "num_leaves": int(num_leaves), "num_threads": int(threads), "seed": int(seed)}
         booster = lgb.train(params, dtrain, num_boost_round=max_rounds, valid_sets=[dvalid], valid_names=["held_out"],
-                            callbacks=[lgb.early_stopping(patience, verbose=False)])
+                            callbacks=[lgb.early_stopping(patience, verbose=False), *callbacks])
         info = {"num_leaves": int(num_leaves), "best_iteration": int(booster.best_iteration),
                 "held_out_ndcg@10_in_pool": float(booster.best_score["held_out"]["ndcg@10"]),
                 "train_groups": len(sizes), "train_rows": int(len(y)), "held_out_groups": len(sizes_v)}
