@@ -10,12 +10,14 @@ LM features is refused when served without an LM, with the file and the missing 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import lightgbm as lgb
 import numpy as np
 
 from ...errors import DataError, ModelLoadError
+
+if TYPE_CHECKING:  # lightgbm (and the scikit-learn it imports, ~2 s) loads when a ranker is trained or read
+    import lightgbm as lgb
 
 #: LightGBM settings that are not tuned (the caller tunes ``num_leaves``; rounds stop early).
 BASE_PARAMS = {
@@ -53,6 +55,8 @@ class FusionRanker:
         if not sizes or not sizes_v:
             raise DataError("too few users whose target is among the candidates to fit a second-stage ranker "
                             f"({len(sizes)} training, {len(sizes_v)} held-out groups); serve the hybrid order")
+        import lightgbm as lgb
+
         names = list(feature_names)
         dtrain = lgb.Dataset(X, y, group=sizes, feature_name=names, free_raw_data=True)
         dvalid = lgb.Dataset(Xv, yv, group=sizes_v, feature_name=names, reference=dtrain)
@@ -93,6 +97,8 @@ class FusionRanker:
         if not path.is_file():
             raise ModelLoadError(f"ranker file {path} does not exist")
         text = model_text(path)
+        import lightgbm as lgb
+
         try:
             booster = lgb.Booster(model_str=text)
             names = booster.feature_name()
