@@ -133,9 +133,11 @@ def test_second_stage_lm_lets_the_lm_order_the_retrieved_candidates(fitted, tiny
     assert served.fusion is None
     seen = []
     rank = served.ranker.rank
-    monkeypatch.setattr(served.ranker, "rank", lambda jobs, mode="score": seen.append(mode) or rank(jobs, mode))
-    served.recommend(history=_history(dataset), k=3, reasons=False)
+    monkeypatch.setattr(served.ranker, "rank", lambda jobs, mode="score", adapter=None:
+                        seen.append(mode) or rank(jobs, mode, adapter=adapter))
+    recs = served.recommend(history=_history(dataset), k=3, reasons=False)
     assert seen == ["score"]
+    assert {r.ranker for r in recs} == {"lm"}  # the list says the LM ordered it
 
 
 def _copy(folder, tmp_path):
