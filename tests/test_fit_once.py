@@ -64,6 +64,7 @@ def test_eval_reuses_the_fit_of_recgen_fit_and_scores_the_same(chain_dir, tmp_pa
     fresh, _ = _eval(chain_dir, tmp_path / "r", "fresh")
     assert len(fits) == 2
     assert fresh["metrics"] == reused["metrics"]
+    assert reused["fit"]["stored_fit"]["reused"] and not fresh["fit"]["stored_fit"]["reused"]
     again, output = _eval(chain_dir, tmp_path / "r", "again")  # the evaluation stored its fit: no refit
     assert len(fits) == 2 and "reusing the fit from" in output
     assert again["metrics"] == fresh["metrics"]

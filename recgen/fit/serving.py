@@ -47,7 +47,7 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
     with stage("second stage (selection on validation)"):
         try:
             fitter = FusionFitter(config, retriever=retriever, sasrec=sasrec, threads=threads, requests=True)
-            fitted = fit_once(fitter, EvalData.from_dataset(dataset), log=log)  # stored for evaluations too
+            fitted, _ = fit_once(fitter, EvalData.from_dataset(dataset), log=log)  # stored for evaluations too
         except DataError as exc:
             fallback = f"no second stage could be fitted on {dataset.name} ({exc}); the hybrid retrieval order is served"
             if log:

@@ -69,8 +69,9 @@ def fit_folder(data: EvalData, key: str) -> Path:
     return cache_dir() / "fusion-eval" / f"{data.dataset.name}-{key}"
 
 
-def fit_once(fitter: FusionFitter, data: EvalData, log=None) -> FusionFit:
-    """The stored fit when one matches (says so), else a fresh fit, stored for the next caller."""
+def fit_once(fitter: FusionFitter, data: EvalData, log=None) -> tuple[FusionFit, dict]:
+    """The stored fit when one matches (says so), else a fresh fit, stored for the next caller; and what happened
+    (``{"key", "reused"}``, for a run file: no folder of this machine)."""
     say = log or (lambda message: None)
     key = fit_key(fitter, data)
     folder = fit_folder(data, key)
@@ -82,14 +83,14 @@ def fit_once(fitter: FusionFitter, data: EvalData, log=None) -> FusionFit:
             found = None
         if found is not None:
             say(f"fusion: reusing the fit from {folder} (key {key}: same data, settings and code); not refitting")
-            return found
+            return found, {"key": key, "reused": True}
     say(f"fusion: no stored fit for key {key}; fitting on the evaluation split (saved to {folder})")
     fitted = fitter.fit(data, log=log)
     try:
         save_fit(fitted, folder, key, fitter)
     except RecgenError as exc:  # the fit is done: a cache that cannot be written must not lose it
         say(f"fusion: the fit could not be stored ({exc}); the next run fits again")
-    return fitted
+    return fitted, {"key": key, "reused": False}
 
 
 def save_fit(fitted: FusionFit, folder: Path, key: str, fitter: FusionFitter) -> Path:
