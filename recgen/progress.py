@@ -44,6 +44,8 @@ def task(description: str, total: float | None = None) -> Iterator[Callable[...,
     finally:
         if total is None:
             progress.update(task_id, total=1, completed=1)
+        if hasattr(progress, "finish"):  # a log display says where the task ended (a bar already shows it)
+            progress.finish(task_id)
 
 
 class LogProgress:
@@ -80,6 +82,12 @@ class LogProgress:
         task["done"] = completed if completed is not None else task["done"] + advance
         step = (task["total"] or 0) / 10
         if time.monotonic() - task["last"] >= self.every_s or (step and task["done"] - task["logged"] >= step):
+            self._log(task)
+
+    def finish(self, task_id: int) -> None:
+        """A task ended (maybe short of its total: an early-stopped trial): log where it ended, now."""
+        task = self.tasks[task_id]
+        if task["done"] != task["logged"]:
             self._log(task)
 
     def _log(self, task: dict) -> None:

@@ -70,3 +70,18 @@ def test_without_a_display_nothing_is_reported_and_nothing_breaks():
             with task("inner", total=3) as advance:
                 advance(3)
     assert recorder.tasks == []
+
+
+def test_log_lines_say_where_each_task_ended(capsys):
+    """Without a terminal a task that ends short of its total (an early-stopped LightGBM trial) is logged when
+    it ends, not only when the whole command stops."""
+    from rich.console import Console
+
+    from recgen.progress import LogProgress
+
+    display = LogProgress(Console(stderr=True, force_terminal=False, width=200))
+    with reporting(display):
+        with task("LightGBM trial", total=500) as advance:
+            for _ in range(12):
+                advance()
+        assert "LightGBM trial: 12/500" in capsys.readouterr().err
