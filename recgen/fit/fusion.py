@@ -180,7 +180,7 @@ class FusionFitter:
             if _best(trials).shifts != last:
                 break
             p0 = time.perf_counter()
-            prefix += self._prefix_groups(data, sources, held, _best(trials).depth, range(last + 1, shifts + 1), log)
+            prefix += self._prefix_groups(data, sources, held, _best(trials).depth, range(last + 1, shifts + 1))
             counts[shifts] = len(prefix)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
@@ -221,7 +221,7 @@ class FusionFitter:
         return FusionFit(sources, ranker, best.depth, FusionStage(sources, ranker, best.depth), held, held_out, path,
                          info, request)
 
-    def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts, log) -> list:
+    def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts) -> list:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts``, training users only,
         every sequence-fitted signal refitted on all sequences cut at -k (so none has seen those targets)."""
         out = []
