@@ -28,7 +28,7 @@ from .retrieval.cache import index_folder
 from .retrieval.collaborative import ItemTransitions
 from .retrieval.growth import items_from_rows
 from .retrieval.retriever import Candidates
-from .types import Recommendation, RecommendRequest
+from .types import RankedBy, Recommendation, RecommendRequest
 
 log = logging.getLogger(__name__)
 
@@ -192,28 +192,29 @@ class Recommender:
                 if not return_exceptions:
                     raise
                 jobs.append((None, exc))
-        ranked, jobs = self._second_stage(jobs)
+        ranked, by, jobs = self._second_stage(jobs)
         for mode in ("score", "generate"):
             todo = [n for n, (request, job) in enumerate(jobs)
                     if isinstance(job, RankRequest) and request.mode == mode and n not in ranked]
             for adapter in dict.fromkeys(jobs[n][0].adapter for n in todo):  # one LM call per named adapter
                 group = [n for n in todo if jobs[n][0].adapter == adapter]
                 for n, order in zip(group, self.ranker.rank([jobs[n][1] for n in group], mode=mode, adapter=adapter)):
-                    ranked[n] = order
+                    ranked[n], by[n] = order, "lm"
         results: list = []
         for n, (request, job) in enumerate(jobs):
             if isinstance(job, Exception):
                 results.append(job)
             elif isinstance(job, list):  # popularity fallback
-                results.append(self._finish(request, [], job, popular=True))
+                results.append(self._finish(request, [], job, popular=True, ranker="popularity"))
             else:
-                results.append(self._finish(request, job.history, ranked[n][: request.k], labels=labels.get(n)))
+                results.append(self._finish(request, job.history, ranked[n][: request.k], labels=labels.get(n),
+                                            ranker=by[n]))
         return results
 
-    def _second_stage(self, jobs: list) -> tuple[dict[int, list[tuple[str, float]]], list]:
-        """The orders that need no LM, by job number, and the jobs for the LM: a new list (``jobs`` is left as
-        it was) in which generate-mode jobs get the fused top of the pool as their candidates (the LM then
-        picks from it).
+    def _second_stage(self, jobs: list) -> tuple[dict[int, list[tuple[str, float]]], dict[int, RankedBy], list]:
+        """The orders that need no LM and what ordered each, by job number, and the jobs for the LM: a new list
+        (``jobs`` is left as it was) in which generate-mode jobs get the fused top of the pool as their
+        candidates (the LM then picks from it).
 
         With ``second_stage = "fusion"``: a history without a request is ordered by the fused ranker (one
         booster call for the batch); a request with a history by the request ranker (fitted on groups that
@@ -222,8 +223,9 @@ class Recommender:
         retriever's request-first order, and without a fitted ranker score mode serves the hybrid retrieval
         order. With ``second_stage = "lm"`` every job goes to the LM."""
         out: dict[int, list[tuple[str, float]]] = {}
+        by: dict[int, RankedBy] = {}
         if self.config.ranking.second_stage != "fusion":
-            return out, list(jobs)
+            return out, by, list(jobs)
         jobs = list(jobs)
         fusion = self.pipeline.fusion
         fused = [n for n, (request, job) in enumerate(jobs)
@@ -241,7 +243,7 @@ class Recommender:
                     jobs[n] = (request, RankRequest(history=job.history, query=None, candidates=[i for i, _ in pairs],
                                                     k=request.k))
                 else:
-                    out[n] = pairs
+                    out[n], by[n] = pairs, "fusion"
         asked = [n for n, (request, job) in enumerate(jobs) if isinstance(job, _Job) and job.found is not None]
         if asked:
             orders = self.pipeline.request_fusion.order(
@@ -255,11 +257,11 @@ class Recommender:
                     jobs[n] = (request, RankRequest(history=job.history, query=job.query,
                                                     candidates=[i for i, _ in pairs[:keep]], k=request.k))
                 else:
-                    out[n] = pairs
+                    out[n], by[n] = pairs, "request_stage"
         for n, (request, job) in enumerate(jobs):
             if isinstance(job, RankRequest) and request.mode == "score" and n not in out:
-                out[n] = list(job.retrieved)
-        return out, jobs
+                out[n], by[n] = list(job.retrieved), "retrieval"
+        return out, by, jobs
 
     def _prepare(self, request: RecommendRequest, labels: dict | None = None,
                  slot: int = 0) -> RankRequest | list[tuple[str, float]]:
@@ -311,7 +313,8 @@ class Recommender:
                     retrieved=candidates)
 
     def _finish(self, request: RecommendRequest, history: list[str], order: list[tuple[str, float]],
-                popular: bool = False, labels: Candidates | None = None) -> list[Recommendation]:
+                popular: bool = False, labels: Candidates | None = None,
+                ranker: RankedBy | None = None) -> list[Recommendation]:
         reasons: list[tuple[str, str]] | list[None] = [None] * len(order)
         if request.reasons and order:
             if popular:
@@ -320,7 +323,7 @@ class Recommender:
                 reasons = self.explain(history, request.query, [i for i, _ in order], adapter=request.adapter)
         return [
             Recommendation(item_id=item_id, title=self.catalog.get(item_id).title, rank=rank + 1, score=score,
-                           reason=reason[0] if reason else None, reason_source=reason[1] if reason else None,
+                           ranker=ranker, reason=reason[0] if reason else None, reason_source=reason[1] if reason else None,
                            warning=labels.warning if labels is not None and (
                                item_id in labels.unmatched or not labels.unmatched) else None)
             for rank, ((item_id, score), reason) in enumerate(zip(order, reasons))

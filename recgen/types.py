@@ -17,6 +17,14 @@ Name = Annotated[str, AfterValidator(lambda v: check_id(v, "name"))]
 EventId = Annotated[str, AfterValidator(lambda v: check_id(v, "event id"))]
 Query = Annotated[str, AfterValidator(lambda v: check_text(v, "query"))]
 
+#: What ordered a list: the fused LightGBM ranker, the request stage (a request in words with a history), the
+#: hybrid retrieval order (no fitted ranker, or a request alone), the LM, or the popularity fallback (no input).
+RankedBy = Literal["fusion", "request_stage", "retrieval", "lm", "popularity"]
+#: How the CLI names each ranker.
+RANKER_NAMES: dict[str, str] = {"fusion": "fused LightGBM ranker", "request_stage": "request stage (LightGBM)",
+                                "retrieval": "hybrid retrieval order (no fitted ranker applies)", "lm": "LM",
+                                "popularity": "popularity fallback (no history or request)"}
+
 
 class Recommendation(BaseModel):
     """One recommended catalog item. ``reason_source`` says whether the LM's text passed the fact check."""
@@ -29,6 +37,8 @@ class Recommendation(BaseModel):
     score: float
     reason: str | None = None
     reason_source: Literal["model", "fallback"] | None = None
+    ranker: RankedBy | None = Field(None, description="what ordered the list this item is in (the same for every item "
+                                  "of a list)")
     warning: str | None = Field(None, description="set when the item does not satisfy the request: nothing (or too "
                                 "little) in the catalog matched it, so this is one of the closest items instead")
 

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from recgen.lm import vllm_requests as vr
-from recgen.lm.constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
+from recgen.lm.constrained import AllowedTokens, WordVocabulary
 from recgen.lm.constraint import Choice, Vocabulary
+from recgen.lm.logits import AllowedTokensProcessor
 from recgen.lm.prompt import ChatPrompt
 from recgen.lm.vocabulary import vocabulary_of, vocabulary_regex, word_forms
 

@@ -136,10 +136,11 @@ def test_second_stage_lm_lets_the_lm_order_the_retrieved_candidates(fitted, tiny
     assert served.fusion is None
     seen = []
     rank = served.ranker.rank
-    monkeypatch.setattr(served.ranker, "rank",
-                        lambda jobs, mode="score", adapter=None: seen.append(mode) or rank(jobs, mode, adapter))
-    served.recommend(history=_history(dataset), k=3, reasons=False)
+    monkeypatch.setattr(served.ranker, "rank", lambda jobs, mode="score", adapter=None:
+                        seen.append(mode) or rank(jobs, mode, adapter=adapter))
+    recs = served.recommend(history=_history(dataset), k=3, reasons=False)
     assert seen == ["score"]
+    assert {r.ranker for r in recs} == {"lm"}  # the list says the LM ordered it
 
 
 def test_the_second_stage_leaves_the_callers_jobs_alone(fitted):
@@ -150,7 +151,7 @@ def test_the_second_stage_leaves_the_callers_jobs_alone(fitted):
                 for u, mode in ((1, "generate"), (2, "score"))]
     jobs = [(request, served._prepare(request)) for request in requests]
     before = list(jobs)
-    ranked, lm_jobs = served._second_stage(jobs)
+    ranked, _, lm_jobs = served._second_stage(jobs)
     assert all(a is b for a, b in zip(jobs, before)) and jobs[0][1].candidates == []
     assert set(ranked) == {1} and len(lm_jobs[0][1].candidates) == 6 and lm_jobs[1] is jobs[1]
 
@@ -304,9 +305,9 @@ def test_prefix_groups_stop_when_the_last_shifts_did_not_help(chain_dir, monkeyp
     built = []
     original = FusionFitter._prefix_groups
 
-    def spy(self, data, sources, held, depth, shifts, log):
+    def spy(self, data, sources, held, depth, shifts):
         built.append(list(shifts))
-        return original(self, data, sources, held, depth, shifts, log)
+        return original(self, data, sources, held, depth, shifts)
 
     monkeypatch.setattr(FusionFitter, "_prefix_groups", spy)
     system = FusionSystem(depths=[10], leaves=[7], prefixes=(3, 10), **FAST)

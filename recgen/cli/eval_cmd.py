@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import ConfigError, RecgenError
+from ..evaluation.systems import NOT_FOR_GRIDS, SYSTEMS, systems_help
 from ..paths import results_root
-from ..progress import progress_display
+from ..progress import progress_display, reporting
 
 eval_app = typer.Typer(help="Offline evaluation: leave-one-out, full ranking, bootstrap CIs, paired tests.",
                        no_args_is_help=True, pretty_exceptions_enable=False)
@@ -23,8 +25,8 @@ console = Console(stderr=True)
 #: ``--results-dir`` of every eval command: one root, resolved by ``recgen.paths.results_root``.
 RESULTS_HELP = ("results root (default: $RECGEN_RESULTS_DIR, else eval/results under the current directory)")
 ResultsOpt = typer.Option(None, "--results-dir", help=RESULTS_HELP)
-SYSTEM_HELP = ("popular | itemknn | retrieval (the served hybrid; -p collaborative_weight=0 = text only) | sasrec | "
-               "lm (-p adapter=<folder> for a LoRA ranker)")
+SYSTEM_HELP = systems_help()
+THREADS_HELP = "LightGBM threads of the fusion system (default 2)"
 
 
 def _fail(exc: Exception) -> None:
@@ -51,8 +53,22 @@ def _progress(enabled: bool):
     return (lambda: progress_display(console)) if enabled else None
 
 
-def _command(dataset, system, stage, users, seed, run_name, params, config, results_dir, overwrite) -> str:
+def _threads_param(params: dict, threads: int | None, system: str) -> dict:
+    """``--threads`` as the fusion system's ``threads`` parameter (one way to say it, not two)."""
+    if threads is None:
+        return params
+    if system != "fusion":
+        raise ConfigError("--threads sets the fusion system's LightGBM threads; use it with fusion")
+    if "threads" in params:
+        raise ConfigError("give the threads once: --threads, not also -p threads=...")
+    return {**params, "threads": threads}
+
+
+def _command(dataset, system, stage, users, seed, run_name, params, config, results_dir, overwrite,
+             threads=None) -> str:
     parts = ["recgen", "eval", "run", "--dataset", dataset, "--system", system, "--stage", stage]
+    if threads is not None:
+        parts += ["--threads", str(threads)]
     if users:
         parts += ["--users", str(users)]
     parts += ["--seed", str(seed)]
@@ -78,6 +94,7 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         run_name: Optional[str] = typer.Option(None, help="result file name (default <system>-<stage>[-u<N>-s<seed>])"),
         param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="system parameter key=value (repeatable)"),
         config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML) for the lm and retrieval systems"),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
         results_dir: Optional[Path] = ResultsOpt,
         batch_size: int = typer.Option(512, min=1, help="users scored per batch (vectorized systems)"),
         bootstrap: int = typer.Option(1000, min=100, help="bootstrap resamples for the 95% CIs"),
@@ -89,14 +106,15 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     from ..evaluation.runner import RunSpec, run_evaluation
 
     try:
-        params = _parse_params(param)
+        params = _threads_param(_parse_params(param), threads, system)
         if config is not None:
             if system not in ("lm", "retrieval"):
                 raise ConfigError("--config applies to --system lm and retrieval")
             from ..config import RecgenConfig
 
             params = {"config": RecgenConfig.from_file(config).model_dump(exclude_defaults=True), **params}
-        command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite)
+        command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite,
+                           threads)
         spec = RunSpec(dataset=dataset, system=system, stage=stage, users=users, seed=seed, run_name=run_name,
                        params=params, results_dir=results_root(results_dir), batch_size=batch_size, n_boot=bootstrap,
                        overwrite=overwrite, command=command)
@@ -204,7 +222,8 @@ def compare(run_a: str = typer.Argument(..., help="run name (or path to its .jso
 
 @eval_app.command("tune")
 def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
-         system: str = typer.Option("itemknn", "--system", "-s", help="popular | itemknn | retrieval"),
+         system: str = typer.Option("itemknn", "--system", "-s",
+                                    help=systems_help([n for n in SYSTEMS if n not in NOT_FOR_GRIDS])),
          grid: List[str] = typer.Option(..., "--grid", "-g", help="key=v1,v2,... (repeatable)"),
          param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="fixed key=value"),
          users: int = typer.Option(0, help="seeded sample of validation users (0 = all)"),
@@ -238,6 +257,7 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
              config: Optional[Path] = typer.Option(None, help="RecgenConfig file (JSON/YAML)"),
              param: Optional[List[str]] = typer.Option(None, "--param", "-p",
                                                        help="fusion system parameter key=value (repeatable)"),
+             threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
              results_dir: Optional[Path] = ResultsOpt,
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Request following: requests built from held-out targets' attributes, run with and without the
@@ -253,32 +273,33 @@ def requests(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dat
     from ..recommender import Recommender
     from ..retrieval.cache import index_folder
 
+    display = progress_display(console) if not as_json else nullcontext()
     try:
-        if ranker not in ("lm", "retrieval", "fusion"):
-            raise ConfigError("--ranker must be lm, retrieval or fusion")
-        if param and ranker != "fusion":
-            raise ConfigError("--param sets fusion system parameters; use it with --ranker fusion")
-        cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
-        cfg = cfg.updated(ranking={"second_stage": "lm"}) if ranker == "lm" else cfg  # the LM's order is measured
-        started = time.perf_counter()
-        data = EvalData.from_dataset(load_dataset(dataset))
-        catalog = data.dataset.catalog
-        folder = index_folder(data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder)
-        if ranker == "fusion":
-            recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"),
-                                                **_parse_params(param))
-        else:
-            rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=folder)
-            fitted = None
+        with display as progress, reporting(progress):  # the fit's stages and the users
+            if ranker not in ("lm", "retrieval", "fusion"):
+                raise ConfigError("--ranker must be lm, retrieval or fusion")
+            if param and ranker != "fusion":
+                raise ConfigError("--param sets fusion system parameters; use it with --ranker fusion")
+            cfg = RecgenConfig.from_file(config) if config else RecgenConfig()
+            cfg = cfg.updated(ranking={"second_stage": "lm"}) if ranker == "lm" else cfg  # the LM's order is measured
+            started = time.perf_counter()
+            data = EvalData.from_dataset(load_dataset(dataset))
+            catalog = data.dataset.catalog
+            folder = index_folder(data.dataset.name, catalog.fingerprint(), cfg.retrieval.embedder)
+            if ranker == "fusion":
+                recommend, fitted = fusion_requests(data, cfg, folder, log=lambda m: console.print(f"[dim]{m}[/]"),
+                                                    **_threads_param(_parse_params(param), threads, ranker))
+            else:
+                rec = Recommender.from_dataset(data.train_dataset(), cfg, index_dir=folder)
+                fitted = None
 
-            def recommend(history: list[str], query: str | None, k: int) -> list[str]:
-                if ranker == "retrieval":
-                    return [i for i, _ in rec.retriever.retrieve(history, query, n=k)]
-                return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
+                def recommend(history: list[str], query: str | None, k: int) -> list[str]:
+                    if ranker == "retrieval":
+                        return [i for i, _ in rec.retriever.retrieve(history, query, n=k)]
+                    return [r.item_id for r in rec.recommend(history=history, query=query, k=k, reasons=False)]
 
-        positions = sample_users(data.n_users, users, seed)
-        result = evaluate_requests(recommend, data, positions, seed=seed, stage=check_stage(stage),
-                                   log=lambda message: console.print(f"[dim]{message}[/]"))
+            positions = sample_users(data.n_users, users, seed)
+            result = evaluate_requests(recommend, data, positions, seed=seed, stage=check_stage(stage))
     except (RecgenError, ValueError) as exc:
         _fail(exc)
     pool = cfg.retrieval.request_pool

@@ -22,6 +22,7 @@ from ..feedback import served_dataset
 from ..fit.serving import fit_for_serving
 from ..paths import resolve_dataset_path
 from ..pipeline import fitted_folder
+from ..progress import progress_display, reporting
 from .common import console, friendly_errors, make_config, print_json
 
 
@@ -66,7 +67,8 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     check_outside(resolve_dataset_path(dataset), folder, "dataset")
     check_outside(events or default_events_path(data.name), folder, "event log")
     log = lambda message: console.print(f"[dim]{message}[/]")  # noqa: E731 (stderr, also with --json)
-    rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage)
+    with progress_display(console) as progress, reporting(progress):  # bars on a terminal, log lines elsewhere
+        rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage)
     info = rec.pipeline.state.fit_info
     info["stages"] = stages  # saved with the state (fusion/fusion.json), the save itself not included
     with stage("save"):

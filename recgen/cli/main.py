@@ -18,6 +18,7 @@ from ..recommender import Recommender, open_dataset
 from ..retrieval import Retriever
 from ..retrieval.cache import index_folder
 from ..text import check_id, check_text
+from ..types import RANKER_NAMES
 from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd
 from .common import console, friendly_errors, history_for_user, make_config, parse_history, print_json
 
@@ -89,7 +90,8 @@ def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: b
 
 
 def _show(recs, title: str) -> None:
-    table = Table(title=title, show_lines=False)
+    ranker = recs[0].ranker if recs else None
+    table = Table(title=title, show_lines=False, caption=f"ordered by: {RANKER_NAMES[ranker]}" if ranker else None)
     for column in ("#", "item", "title", "score", "reason"):
         table.add_column(column, overflow="fold")
     for r in recs:
@@ -128,7 +130,7 @@ def recommend(dataset: str = DatasetOpt,
     seconds = time.perf_counter() - start
     if as_json:
         print_json({"user": user, "history": items, "query": query, "seconds": round(seconds, 3),
-                    "recommendations": [r.model_dump() for r in recs]})
+                    "ranker": recs[0].ranker if recs else None, "recommendations": [r.model_dump() for r in recs]})
         return
     if items:
         console.print("[bold]history[/] (last 5): " + "; ".join(data.catalog.get(i).title for i in items[-5:]))

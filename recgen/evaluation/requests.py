@@ -24,6 +24,7 @@ import random
 from typing import Callable
 
 from ..data.requests import RequestBuilder
+from ..progress import task
 from .metrics import mean_metrics, metrics_from_ranks, rank_of
 from .protocol import EvalData, pseudonym
 
@@ -31,33 +32,40 @@ WAYS = ("request+history", "request", "history")
 
 
 def evaluate_requests(recommend: Callable[[list[str], str | None, int], list[str]], data: EvalData,
-                      positions, seed: int = 0, k: int = 10, stage: str = "test",
-                      log: Callable[[str], None] = lambda m: None) -> dict:
+                      positions, seed: int = 0, k: int = 10, stage: str = "test") -> dict:
     """Run every request three ways through ``recommend(history, query, k) -> item ids``; summary + rows.
-    ``stage="valid"`` builds requests from validation targets (history = training items): for tuning."""
-    catalog = data.dataset.catalog
-    builder = RequestBuilder(catalog)
+    ``stage="valid"`` builds requests from validation targets (history = training items): for tuning.
+    Progress (users done) goes to the active display (:func:`recgen.progress.reporting`)."""
+    builder = RequestBuilder(data.dataset.catalog)
     rng = random.Random(seed)
-    ids = catalog.ids
     rows: list[dict] = []
-    for n, p in enumerate(positions):
-        history = [ids[i] for i in data.history(stage, int(p))]
-        target = ids[data.target(stage, int(p))]
-        item = catalog.get(target)
-        requests = [builder.positive(item, rng), builder.negative(item, [catalog.get(h) for h in history], rng)]
-        for request in filter(None, requests):
-            row = {"user": pseudonym(data.user_ids[int(p)]), "target": pseudonym(target), "kind": request.kind,
-                   "text": request.text}  # not "request": that key is one of the WAYS
-            for way in WAYS:
-                returned = recommend(history if way != "request" else [], request.text if way != "history" else None,
-                                     k)
-                row[way] = {"rank": rank_of(returned, target),
-                            "satisfied": sum(request.satisfied(catalog.get(i)) for i in returned),
-                            "returned": len(returned)}
-            rows.append(row)
-        if (n + 1) % 25 == 0:
-            log(f"requests: {n + 1}/{len(positions)} users")
+    positions = list(positions)
+    with task(f"requests ({stage} users)", total=len(positions)) as advance:
+        for p in positions:
+            rows += _user_rows(recommend, data, builder, rng, int(p), stage, k)
+            advance()
     return {"summary": summarise(rows, k), "rows": rows}
+
+
+def _user_rows(recommend, data: EvalData, builder: RequestBuilder, rng: random.Random, p: int, stage: str,
+               k: int) -> list[dict]:
+    """One user's requests, each run the three ways."""
+    catalog, ids, rows = data.dataset.catalog, data.dataset.catalog.ids, []
+    history = [ids[i] for i in data.history(stage, int(p))]
+    target = ids[data.target(stage, int(p))]
+    item = catalog.get(target)
+    requests = [builder.positive(item, rng), builder.negative(item, [catalog.get(h) for h in history], rng)]
+    for request in filter(None, requests):
+        row = {"user": pseudonym(data.user_ids[int(p)]), "target": pseudonym(target), "kind": request.kind,
+               "text": request.text}  # not "request": that key is one of the WAYS
+        for way in WAYS:
+            returned = recommend(history if way != "request" else [], request.text if way != "history" else None,
+                                 k)
+            row[way] = {"rank": rank_of(returned, target),
+                        "satisfied": sum(request.satisfied(catalog.get(i)) for i in returned),
+                        "returned": len(returned)}
+        rows.append(row)
+    return rows
 
 
 def summarise(rows: list[dict], k: int = 10) -> dict:

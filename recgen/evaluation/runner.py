@@ -28,6 +28,7 @@ import numpy as np
 from ..data import load_dataset
 from ..errors import ConfigError, RecgenError
 from ..paths import results_root
+from ..progress import reporting
 from .environment import environment
 from .metrics import DEFAULT_KS, mean_metrics, metrics_from_ranks
 from .protocol import EvalData, check_stage, evaluate_users, pseudonym, sample_users
@@ -192,11 +193,8 @@ def _fit_and_score(spec: RunSpec, system, data: EvalData, todo: list[int], paths
     try:
         if progress is not None:
             progress.start()
-        with monitor.stage("fit"):
-            if spec.system == "sasrec":
-                system.fit(data, log=log, progress=progress)
-            else:
-                system.fit(data, log=log)
+        with monitor.stage("fit"), reporting(progress):  # every stage of the fit reports to this display
+            system.fit(data, log=log)
             fit_info = dict(getattr(system, "fit_info", {}) or {})
         with monitor.stage("score"):
             task = progress.add_task(f"ranking ({spec.system}, {spec.stage})", total=len(todo)) if progress else None

@@ -30,6 +30,7 @@ from ..data.split_arrays import EvalData
 from ..metrics import ndcg_gains, target_rank
 from ..paths import cache_dir
 from ..pipeline import FittedState, build_retriever
+from ..progress import active, task
 from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage, RequestStage, Sources, feature_names
 from ..retrieval.cache import index_folder
 from .request_stage import RequestFit, fit_request_stage
@@ -119,15 +120,19 @@ class FusionFitter:
         return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
 
     # -- fitting ------------------------------------------------------------------------------------
-    def sources(self, data: EvalData, log) -> Sources:
+    def retriever_for(self, data: EvalData):
+        """The first stage over the training parts: the text index and the transitions fitted on them."""
         catalog, settings = data.dataset.catalog, self.config.retrieval
         state = FittedState.fit(data.train_dataset(), settings)
         folder = None if self.retriever is not None else index_folder(data.dataset.name, catalog.fingerprint(),
                                                                         settings.embedder)
-        retriever = build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
-                                    retriever=self.retriever)
+        return build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
+                               retriever=self.retriever, show_progress=active() is not None)
+
+    def sources(self, data: EvalData, log) -> Sources:
+        retriever = self.retriever_for(data)
         model = SASRecFitter().fit(data, log=log).model if self.use_sasrec else None
-        return Sources(catalog, retriever, data.train_sequences(), sasrec=model)
+        return Sources(data.dataset.catalog, retriever, data.train_sequences(), sasrec=model)
 
     def fit(self, data: EvalData, log=None) -> FusionFit:
         started = time.perf_counter()
@@ -142,7 +147,7 @@ class FusionFitter:
         target_ranks = {s: [] for s in (*sources.pool_sources, "pool")}
         t0 = time.perf_counter()
         histories = lambda ps: [data.history("valid", p) for p in ps]
-        for positions, groups in self._groups(builder, range(data.n_users), histories, log):
+        for positions, groups in self._groups(builder, range(data.n_users), histories, "validation targets"):
             for p, group in zip(positions, groups):
                 y = group.label(data.target("valid", p))
                 hit = np.flatnonzero(y)
@@ -175,7 +180,7 @@ class FusionFitter:
             if _best(trials).shifts != last:
                 break
             p0 = time.perf_counter()
-            prefix += self._prefix_groups(data, sources, held, _best(trials).depth, range(last + 1, shifts + 1), log)
+            prefix += self._prefix_groups(data, sources, held, _best(trials).depth, range(last + 1, shifts + 1))
             counts[shifts] = len(prefix)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
@@ -216,7 +221,7 @@ class FusionFitter:
         return FusionFit(sources, ranker, best.depth, FusionStage(sources, ranker, best.depth), held, held_out, path,
                          info, request)
 
-    def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts, log) -> list:
+    def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts) -> list:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts``, training users only,
         every sequence-fitted signal refitted on all sequences cut at -k (so none has seen those targets)."""
         out = []
@@ -224,27 +229,30 @@ class FusionFitter:
             cut = [seq[:-k] for seq in data.train_sequences()]
             builder = FeatureBuilder(sources.refit(cut), depth)
             users = [p for p in range(data.n_users) if not held[p] and len(cut[p]) > 0]
-            for positions, groups in self._groups(builder, users, lambda ps: [cut[p] for p in ps], log):
+            for positions, groups in self._groups(builder, users, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
                 for p, group in zip(positions, groups):
                     y = group.label(int(data.train[p][-k]))
                     if y.any():
                         out.append((group.X, y, group.pool_rank))
         return out
 
-    def _groups(self, builder: FeatureBuilder, positions, histories, log):
-        """(positions, groups) per batch of users."""
+    def _groups(self, builder: FeatureBuilder, positions, histories, what: str):
+        """(positions, groups) per batch of users (progress: users done)."""
         positions = list(positions)
-        for start in range(0, len(positions), self.batch):
-            batch = positions[start:start + self.batch]
-            yield batch, builder.build(histories(batch))
-            if log and start // self.batch % 20 == 0:
-                log(f"fusion: features for {start + len(batch):,}/{len(positions):,} users")
+        with task(f"fusion features ({what})", total=len(positions)) as advance:
+            for start in range(0, len(positions), self.batch):
+                batch = positions[start:start + self.batch]
+                yield batch, builder.build(histories(batch))
+                advance(len(batch))
 
     def _trial(self, train, valid, names, depth: int, leaves: int, shifts: int, log) -> Trial:
         """A ranker on pools cut to ``depth``, and its NDCG@10 over all held-out users."""
         cut = lambda groups: [(X[pr <= depth], y[pr <= depth]) for X, y, pr in groups]
-        ranker = FusionRanker.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
-                                    threads=self.threads, seed=self.seed, log=log)
+        with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
+                  total=self.max_rounds) as advance:
+            ranker = FusionRanker.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
+                                        threads=self.threads, seed=self.seed, log=log,
+                                        callbacks=[lambda env: advance()])
         ranks = [target_rank(ranker.predict(X), y) if y.any() else 0 for X, y in cut(valid)]
         return Trial(depth, leaves, shifts, float(np.mean(ndcg_gains(ranks))), ranker)
 

@@ -21,6 +21,7 @@ from ..data.requests import RequestBuilder
 from ..data.split_arrays import EvalData
 from ..errors import DataError
 from ..metrics import ndcg_gains
+from ..progress import task
 from ..ranking.fusion import (
     REQUEST_DEPTH,
     FeatureBuilder,
@@ -66,27 +67,30 @@ def fit_request_stage(sources: Sources, data: EvalData, held: np.ndarray, model_
         cases += [(int(p), history, text, target) for text in texts if len(history)]
     train, valid, first = [], [], []
     retriever = sources.retriever
-    for start in range(0, len(cases), batch):
-        part = cases[start:start + batch]
-        retriever.warm_queries([text for _, _, text, _ in part])  # one encoder call per 64 texts
-        found = [request_candidates(retriever, [ids[i] for i in h], text, REQUEST_DEPTH) for _, h, text, _ in part]
-        groups = request_groups(sources, builder, [h for _, h, _, _ in part], found)
-        for (p, _, _, target), group, cand in zip(part, groups, found):
-            y = group.label(target)
-            if held[p]:
-                valid.append((group.X, y))
-                at = np.flatnonzero(cand.rows == target)
-                first.append(int(at[0]) + 1 if len(at) else 0)
-            elif y.any():
-                train.append((group.X, y))
+    with task("request stage features (requests)", total=len(cases)) as advance:
+        for start in range(0, len(cases), batch):
+            part = cases[start:start + batch]
+            retriever.warm_queries([text for _, _, text, _ in part])  # one encoder call per 64 texts
+            found = [request_candidates(retriever, [ids[i] for i in h], text, REQUEST_DEPTH) for _, h, text, _ in part]
+            groups = request_groups(sources, builder, [h for _, h, _, _ in part], found)
+            for (p, _, _, target), group, cand in zip(part, groups, found):
+                y = group.label(target)
+                if held[p]:
+                    valid.append((group.X, y))
+                    at = np.flatnonzero(cand.rows == target)
+                    first.append(int(at[0]) + 1 if len(at) else 0)
+                elif y.any():
+                    train.append((group.X, y))
+            advance(len(part))
     names = request_feature_names(sources.sasrec is not None)
     info = {"requests": len(cases), "users": int(len(chosen)), "train_groups_with_target": len(train),
             "held_out_groups": len(valid)}
     trials = []
     for n_leaves in dict.fromkeys(leaves):  # the fewest groups of any model here: choose again
         try:
-            ranker = FusionRanker.train(train, valid, names, num_leaves=n_leaves, max_rounds=max_rounds,
-                                        threads=threads, seed=seed, log=log)
+            with task(f"LightGBM request-stage trial: {n_leaves} leaves (rounds)", total=max_rounds) as advance:
+                ranker = FusionRanker.train(train, valid, names, num_leaves=n_leaves, max_rounds=max_rounds,
+                                            threads=threads, seed=seed, log=log, callbacks=[lambda env: advance()])
         except DataError as exc:
             return RequestFit({**info, "served": False, "why": str(exc),
                                "seconds": round(time.perf_counter() - started, 1)})

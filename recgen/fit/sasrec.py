@@ -24,6 +24,7 @@ import numpy as np
 from ..data.split_arrays import EvalData, mask_history, sample_users
 from ..metrics import ndcg_gains, target_ranks
 from ..paths import cache_dir
+from ..progress import active
 from .sasrec_select import FIRST_RUNG_EPOCHS, GRID, derived_settings, grid_configs, successive_halving
 
 #: Settings every dataset starts from (nothing here is per dataset), each chosen on Beauty's validation stage
@@ -122,8 +123,10 @@ class SASRecFitter:
         return path.with_name(path.stem + ".state.safetensors")
 
     def fit(self, data: EvalData, log=None, progress=None) -> SASRecFit:
+        """``progress``: a display for the epochs (default: the active one, :func:`recgen.progress.reporting`)."""
         from ..models.sasrec import load_checkpoint
 
+        progress = progress if progress is not None else active()
         base = self.base_config(data)
         grid = {k: v for k, v in self.grid.items() if k not in self.overrides}
         configs = grid_configs(base, grid)

@@ -5,7 +5,8 @@ The settings (pool depth, leaves, prefix groups), the ranker and the request ran
 constant); the served sources (transitions, co-occurrence neighbours, popularity) are then refitted on ALL
 interactions. The ranker and SASRec are the ones fitted on the training part (SASRec reuses its cached
 checkpoint when one matches): a serving-time history is the whole sequence, as a validation-time history was
-the training part.
+the training part. That evaluation-split fit is stored (:mod:`recgen.fit.store`), so ``recgen eval run -s fusion``
+and ``eval requests --ranker fusion`` on the same data, settings and code reuse it instead of fitting again.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from ..data.dataset import Dataset
 from ..data.split_arrays import EvalData
 from ..errors import DataError
 from ..pipeline import FittedState, build_retriever
+from ..progress import active
 from ..ranking.fusion import SourceStats
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
 from .fusion import FusionFitter
 from .request_stage import MIN_HELD_OUT_USERS
+from .store import fit_once
 
 
 def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
@@ -39,12 +42,12 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
     catalog = dataset.catalog
     with stage("index"):
         folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
-        retriever = build_retriever(catalog, config.retrieval, index_dir=folder)
+        retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None)
     fitted, fallback = None, None
     with stage("second stage (selection on validation)"):
         try:
-            fitted = FusionFitter(config, retriever=retriever, sasrec=sasrec, threads=threads,
-                                  requests=True).fit(EvalData.from_dataset(dataset), log=log)
+            fitter = FusionFitter(config, retriever=retriever, sasrec=sasrec, threads=threads, requests=True)
+            fitted, _ = fit_once(fitter, EvalData.from_dataset(dataset), log=log)  # stored for evaluations too
         except DataError as exc:
             fallback = f"no second stage could be fitted on {dataset.name} ({exc}); the hybrid retrieval order is served"
             if log:

@@ -4,7 +4,7 @@ Score mode reads the next-token logits of the label tokens at the last position 
 (``logits_to_keep=1``), so a ranking costs one forward pass. Generation of label lists uses
 ``prefix_allowed_tokens_fn`` so the model can emit only unused, valid labels. Reasons for one user
 share a prompt prefix, which is run once and its KV cache reused for every item. A reason prompt that
-carries a vocabulary (a ``Vocabulary`` constraint) is decoded under :class:`.constrained.AllowedTokensProcessor`
+carries a vocabulary (a ``Vocabulary`` constraint) is decoded under :class:`.logits.AllowedTokensProcessor`
 (only those words' tokens, punctuation and end of turn) with no repeated 3-gram; one that carries sentences
 (a ``Choice`` constraint) writes exactly one of them (:class:`.choices.ChoiceTrie`).
 """
@@ -23,7 +23,8 @@ from .adapters import AdapterSet, group_by_adapter, load_adapter_set
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
 from .choices import ChoiceTrie, choices_of
-from .constrained import AllowedTokens, AllowedTokensProcessor, WordVocabulary
+from .constrained import AllowedTokens, WordVocabulary
+from .logits import AllowedTokensProcessor
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
 from .vocabulary import vocabulary_of

@@ -8,16 +8,27 @@ Every system has one contract: ``fit(data, log=None)`` on the training part of e
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
-#: name → "module:Class" under this package (imported on use: ``popular`` never loads torch).
-SYSTEMS: dict[str, str] = {
-    "popular": "popular:MostPopular",
-    "itemknn": "itemknn:ItemKNN",
-    "retrieval": "retrieval:RetrievalSystem",
-    "sasrec": "sasrec:SASRecBaseline",
-    "lm": "lm:LMSystem",
-    "fusion": "fusion:FusionSystem",
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a system lives ("module:Class" under this package, imported on use) and its one-line help."""
+
+    target: str
+    help: str = ""
+
+
+#: name → entry; ``popular`` never loads torch. The CLI's help lists this registry (``systems_help``).
+SYSTEMS: dict[str, Entry] = {
+    "popular": Entry("popular:MostPopular", "most popular items"),
+    "itemknn": Entry("itemknn:ItemKNN", "item-to-item co-occurrence"),
+    "retrieval": Entry("retrieval:RetrievalSystem", "the served hybrid retrieval; -p collaborative_weight=0 = text only"),
+    "sasrec": Entry("sasrec:SASRecBaseline", "self-attentive sequential model"),
+    "lm": Entry("lm:LMSystem", "LM ranking of retrieved candidates; -p adapter=<folder> for a LoRA ranker"),
+    "fusion": Entry("fusion:FusionSystem", "the served default: LightGBM over the sources; reuses `recgen fit`'s "
+                    "evaluation-split fit when it matches"),
 }
 
 #: Systems whose cost makes a validation grid search impractical here (tune them with `eval run --stage valid`).
@@ -26,10 +37,15 @@ NOT_FOR_GRIDS = ("sasrec", "lm", "fusion")
 
 def system_class(name: str):
     try:
-        module, cls = SYSTEMS[name].split(":")
+        module, cls = SYSTEMS[name].target.split(":")
     except KeyError:
         raise ValueError(f"unknown system {name!r}; choose one of {', '.join(SYSTEMS)}") from None
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def systems_help(names=None) -> str:
+    """``name (help) | ...`` for ``names`` (default: every registered system)."""
+    return " | ".join(f"{n} ({SYSTEMS[n].help})" if SYSTEMS[n].help else n for n in (names or SYSTEMS))
 
 
 def make_system(name: str, params: dict[str, Any] | None = None):

@@ -13,6 +13,7 @@ import numpy as np
 from ...config import RecgenConfig
 from ...fit.fusion import FusionFit, FusionFitter
 from ...fit.fusion_lm import LMStage
+from ...fit.store import fit_once
 from ...pipeline import build_retriever
 from ...ranking.fusion import REQUEST_DEPTH, request_candidates
 from ...ranking.fusion.lm_features import TOP_M
@@ -36,8 +37,8 @@ class FusionSystem:
         return {**self.fitter.params(), **(self.lm.params() if self.lm else {"lm": "none"}), **self.fit_info}
 
     def fit(self, data: EvalData, log=None) -> None:
-        self.fitted = self.fitter.fit(data, log=log)
-        self.fit_info = dict(self.fitted.info)
+        self.fitted, stored = fit_once(self.fitter, data, log=log)  # a stored fit of the same key is reused
+        self.fit_info = {**self.fitted.info, "stored_fit": stored}
         if self.lm:
             self.fit_info["lm_stage"] = self.lm.fit(self.fitter, self.fitted, data, log)
 
@@ -120,7 +121,7 @@ def fusion_requests(data: EvalData, config: RecgenConfig, index_dir, log=None, *
             return [i for i, _ in system.sources.retriever.retrieve([], query, n=k)]
         return [ids[r] for r, _ in system.stage.order([rows], k)[0]]
 
-    return recommend, {k: v for k, v in system.fit_info.items() if k in ("chosen", "request_stage")}
+    return recommend, {k: v for k, v in system.fit_info.items() if k in ("chosen", "request_stage", "stored_fit")}
 
 
 __all__ = ["FusionSystem", "fusion_requests"]

@@ -11,13 +11,15 @@ is refused when served without an LM, with the file and the missing features nam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import lightgbm as lgb
 import numpy as np
 
 from ...errors import DataError, ModelLoadError
 from .lgb_text import checked_model_text
+
+if TYPE_CHECKING:  # lightgbm (and the scikit-learn it imports, ~2 s) loads when a ranker is trained or read
+    import lightgbm as lgb
 
 #: LightGBM settings that are not tuned (the caller tunes ``num_leaves``; rounds stop early).
 BASE_PARAMS = {
@@ -46,19 +48,23 @@ class FusionRanker:
     @classmethod
     def train(cls, train: Sequence[tuple[np.ndarray, np.ndarray]], valid: Sequence[tuple[np.ndarray, np.ndarray]],
               feature_names: Sequence[str], *, num_leaves: int = 31, max_rounds: int = 500, patience: int = 30,
-              threads: int = 2, seed: int = 0, log: Callable[[str], None] | None = None) -> "FusionRanker":
-        """Fit on ``train`` groups, early-stopped on ``valid`` groups' NDCG@10."""
+              threads: int = 2, seed: int = 0, log: Callable[[str], None] | None = None,
+              callbacks: Sequence[Callable] = ()) -> "FusionRanker":
+        """Fit on ``train`` groups, early-stopped on ``valid`` groups' NDCG@10; ``callbacks``: LightGBM's, called
+        after each iteration (progress)."""
         X, y, sizes = stack_groups(train)
         Xv, yv, sizes_v = stack_groups(valid)
         if not sizes or not sizes_v:
             raise DataError("too few users whose target is among the candidates to fit a second-stage ranker "
                             f"({len(sizes)} training, {len(sizes_v)} held-out groups); serve the hybrid order")
+        import lightgbm as lgb
+
         names = list(feature_names)
         dtrain = lgb.Dataset(X, y, group=sizes, feature_name=names, free_raw_data=True)
         dvalid = lgb.Dataset(Xv, yv, group=sizes_v, feature_name=names, reference=dtrain)
         params = {**BASE_PARAMS, "num_leaves": int(num_leaves), "num_threads": int(threads), "seed": int(seed)}
         booster = lgb.train(params, dtrain, num_boost_round=max_rounds, valid_sets=[dvalid], valid_names=["held_out"],
-                            callbacks=[lgb.early_stopping(patience, verbose=False)])
+                            callbacks=[lgb.early_stopping(patience, verbose=False), *callbacks])
         info = {"num_leaves": int(num_leaves), "best_iteration": int(booster.best_iteration),
                 "held_out_ndcg@10_in_pool": float(booster.best_score["held_out"]["ndcg@10"]),
                 "train_groups": len(sizes), "train_rows": int(len(y)), "held_out_groups": len(sizes_v)}
@@ -93,6 +99,8 @@ class FusionRanker:
         if not path.is_file():
             raise ModelLoadError(f"ranker file {path} does not exist")
         text = checked_model_text(path, model_text(path))
+        import lightgbm as lgb
+
         try:
             booster = lgb.Booster(model_str=text)
             names = booster.feature_name()
