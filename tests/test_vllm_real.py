@@ -35,6 +35,13 @@ from recgen.reasons.prompts import build_reason_prompt  # noqa: E402
 USERS = 20
 ENGINE = {"kv_cache_gib": 1.0, "enforce_eager": True, "max_model_len": 2048}
 FIGURES: dict = {}
+#: What vLLM guarantees for a batch that mixes adapters is per-request adapter selection, not bit-identical
+#: numbers: in bf16 on CPU a row's label log-probs may move in the last bits with the batch's composition (the
+#: other rows' adapters and lengths, prefix-cache hits). Measured: 0.0 in every mixed batch of the isolation runs
+#: (eval/results/vllm/adapter-isolation.json), 0.0903 once in a CI run on a loaded machine; adapters a and b
+#: differ by up to 0.35 on the same prompts. So a mixed batch must match a single-adapter engine within this many nats,
+#: with the same top label, and stay far closer to its own adapter than to the other one (a leak would not).
+ADAPTER_TOLERANCE = 0.15
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -248,18 +255,40 @@ def test_lora_scores_agree_with_transformers_peft(engine, transformers_backend, 
     assert figures["spearman_mean"] >= 0.98 and figures["top1"] >= 0.9, figures
 
 
-def test_two_adapters_in_one_engine_score_exactly_as_a_single_adapter_engine(engine, single_adapter_scores,
-                                                                            rank_prompts):
+def isolation(mixed: list[list[float]], own: list[list[float]], other: list[list[float]], rows) -> dict:
+    """How close the ``rows`` of a mixed-adapter batch are to their own adapter's single-adapter scores, and how
+    far that adapter is from the other one on the same prompts (a leak moves rows toward the other)."""
+    diffs = [max(abs(x - y) for x, y in zip(mixed[n], own[n])) for n in rows]
+    gaps = [max(abs(x - y) for x, y in zip(own[n], other[n])) for n in rows]
+    top = lambda row: max(range(len(row)), key=row.__getitem__)
+    return {"prompts": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs),
+            "mean_gap_to_other_adapter": sum(gaps) / len(gaps),
+            "same_top_label": sum(top(mixed[n]) == top(own[n]) for n in rows) / len(diffs),
+            "spearman_min": min(spearman(mixed[n], own[n]) for n in rows)}
+
+
+def assert_isolated(figures: dict) -> None:
+    assert figures["max_abs_diff"] <= ADAPTER_TOLERANCE, figures
+    assert figures["mean_abs_diff"] < figures["mean_gap_to_other_adapter"] / 2, figures  # nearer a than b: no leak
+    assert figures["same_top_label"] == 1.0 and figures["spearman_min"] >= 0.95, figures
+
+
+def test_two_adapters_in_one_engine_score_as_a_single_adapter_engine(engine, single_adapter_scores, rank_prompts):
+    """Adapter isolation in one batch: rows under ``a`` in a batch alternating ``a`` and ``b`` score as an
+    engine serving ``a`` alone (within :data:`ADAPTER_TOLERANCE`), and as far from ``b`` as ``a`` is."""
     backend = live(engine)
     labels = labels_of(rank_prompts)
     mixed = backend.score_labels(tagged(rank_prompts, ["a", "b"]), labels)  # one batch, adapters alternating
-    a_rows = range(0, len(rank_prompts), 2)
-    diff = max(abs(x - y) for n in a_rows for x, y in zip(mixed[n], single_adapter_scores[n]))
-    record("two_adapters_vs_single_adapter_engine", {"prompts": len(a_rows), "max_abs_diff": diff})
-    assert diff == 0.0
-    assert any(mixed[n] != single_adapter_scores[n] for n in range(1, len(rank_prompts), 2))  # b is not a
+    only_b = backend.score_labels(tagged(rank_prompts, ["b"]), labels)
+    figures = isolation(mixed, single_adapter_scores, only_b, range(0, len(rank_prompts), 2))
+    record("two_adapters_vs_single_adapter_engine", figures)
+    assert_isolated(figures)
+    b_rows = range(1, len(rank_prompts), 2)
+    assert max(abs(x - y) for n in b_rows for x, y in zip(mixed[n], only_b[n])) <= ADAPTER_TOLERANCE  # b is b
+    assert any(mixed[n] != single_adapter_scores[n] for n in b_rows)  # ... and not a
     with pytest.raises(UnknownAdapterError, match="use one of: base, a, b"):
         backend.score_labels(tagged(rank_prompts[:1], ["c"]), labels[:1])
+    engine["only_b"] = only_b  # the server test's reference for b
 
 
 # -- the OpenAI server ----------------------------------------------------------------------------------------
@@ -277,8 +306,8 @@ def server(engine, loras, tmp_path_factory):
     assert handle.process.poll() is not None
 
 
-def test_server_lists_adapters_and_selects_them_per_request(server, single_adapter_scores, rank_prompts, dataset,
-                                                            grounded_cases):
+def test_server_lists_adapters_and_selects_them_per_request(server, engine, single_adapter_scores, rank_prompts,
+                                                            dataset, grounded_cases):
     import httpx
 
     models = httpx.get(server.url + "/v1/models", timeout=30).json()
@@ -287,11 +316,13 @@ def test_server_lists_adapters_and_selects_them_per_request(server, single_adapt
     client = VLLMServerBackend(server.url, ids[0], timeout_s=300)
     labels = labels_of(rank_prompts)
     mixed = client.score_labels(tagged(rank_prompts, ["a", "b"]), labels)  # concurrent requests, both adapters
-    a_rows = list(range(0, len(rank_prompts), 2))
-    diff = max(abs(x - y) for n in a_rows for x, y in zip(mixed[n], single_adapter_scores[n]))
-    record("server_two_adapters_vs_in_process_single_adapter", {"prompts": len(a_rows), "max_abs_diff": diff})
-    # Same engine code, same request per adapter: exact (measured 0.0; JSON floats round-trip exactly).
-    assert diff == 0.0
+    # Concurrent requests batch as they arrive, so the batch's composition varies from run to run: the same
+    # isolation guarantee as in process (ADAPTER_TOLERANCE), against the in-process single-adapter engine.
+    if "only_b" not in engine:
+        pytest.fail("adapter b's in-process scores are missing (the in-process two-adapter test did not run first)")
+    figures = isolation(mixed, single_adapter_scores, engine["only_b"], range(0, len(rank_prompts), 2))
+    record("server_two_adapters_vs_in_process_single_adapter", figures)
+    assert_isolated(figures)
     assert any(mixed[n] != single_adapter_scores[n] for n in range(1, len(rank_prompts), 2))  # b is not a
     picked = client.generate_labels(tagged(rank_prompts[:4], ["b"]), labels[:4], [5] * 4)
     assert all(len(set(p)) == 5 and set(p) <= set(lab) for p, lab in zip(picked, labels[:4]))
