@@ -32,7 +32,8 @@ from recgen.lm.vllm_server import start_server  # noqa: E402
 from recgen.ranking.ranker import RankRequest, build_rank_prompt  # noqa: E402
 from recgen.reasons.prompts import build_reason_prompt  # noqa: E402
 
-USERS = 20
+#: Ranker prompts (~700 tokens each): 12 keep the CI run's prefill (one core, bf16) to a few minutes under load.
+USERS = 12
 ENGINE = {"kv_cache_gib": 1.0, "enforce_eager": True, "max_model_len": 2048}
 FIGURES: dict = {}
 #: What vLLM guarantees for a batch that mixes adapters is per-request adapter selection, not bit-identical
@@ -243,7 +244,7 @@ def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_
     figures = agreement(ours, theirs)
     record("score_base_vs_transformers", {**figures, "vllm_dtype": "bfloat16 (auto on CPU)",
                                           "transformers_dtype": "float32"})
-    assert figures["top1"] >= 0.95 and figures["spearman_mean"] >= 0.99, figures
+    assert figures["top1"] >= 0.9 and figures["spearman_mean"] >= 0.99, figures  # bf16 vs fp32: 1 near-tie of 12 may flip
 
 
 def test_lora_scores_agree_with_transformers_peft(engine, transformers_backend, rank_prompts):
@@ -252,7 +253,7 @@ def test_lora_scores_agree_with_transformers_peft(engine, transformers_backend, 
     theirs = transformers_backend.score_labels(tagged_a, labels)
     figures = agreement(ours, theirs)
     record("score_lora_a_vs_transformers_peft", figures)
-    assert figures["spearman_mean"] >= 0.98 and figures["top1"] >= 0.9, figures
+    assert figures["spearman_mean"] >= 0.98 and figures["top1"] >= 0.83, figures  # 2 near-ties of 12 may flip
 
 
 def isolation(mixed: list[list[float]], own: list[list[float]], other: list[list[float]], rows) -> dict:
