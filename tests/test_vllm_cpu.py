@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,13 @@ VENV = Path(os.environ.get("RECGEN_VLLM_VENV", REPO / ".venv-vllm"))
 TIMEOUT_S = 2400
 
 
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 @pytest.mark.slow
 def test_real_vllm_engine(tmp_path):
     python = VENV / "bin" / "python"
@@ -32,12 +40,20 @@ def test_real_vllm_engine(tmp_path):
                     f"{'; its log: ' + str(log) if log.is_file() else ''}): real-engine vLLM tests skipped")
     figures = tmp_path / "figures.json"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RECGEN_VLLM_FIGURES": str(figures)}
+    # Its own session: on a timeout the whole group goes (vLLM's EngineCore and Worker processes too, which
+    # otherwise outlive pytest and load the machine for the rest of the suite), and stragglers after a pass.
+    proc = subprocess.Popen([str(python), "-m", "pytest", "-q", "-x", "-rs", "-p", "no:cacheprovider",
+                             "tests/test_vllm_real.py"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        run = subprocess.run([str(python), "-m", "pytest", "-q", "-x", "-rs", "-p", "no:cacheprovider",
-                              "tests/test_vllm_real.py"], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the real vLLM tests took more than {TIMEOUT_S} s: {(exc.stdout or '')[-2000:]}")
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        stdout, _ = proc.communicate()
+        pytest.fail(f"the real vLLM tests took more than {TIMEOUT_S} s: {(stdout or '')[-2000:]}")
+    finally:
+        _kill_group(proc.pid)
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     tail = "\n".join(run.stdout.splitlines()[-40:])
     if figures.is_file():
         print("vLLM figures:", json.dumps(json.loads(figures.read_text()), indent=1))
