@@ -1,15 +1,19 @@
-"""Pure text helpers shared by ranking (reason checks) and chat (reading turns and replies), and the one
-validator of text that crosses a boundary (ids, titles, queries, chat messages: server, batch, CLI, chat).
+"""Pure text helpers shared by every layer, each with one home: the words and stems of a reason (reason checks
+and their measure), names listed in a sentence, short titles, and the one validator of text that crosses a
+boundary (ids, titles, queries, chat messages: server, batch, CLI, chat).
 
-Imports only :mod:`recgen.errors`. Everything here runs in time linear in its input, because chat and the
-server call it on text that clients control.
+Imports only :mod:`recgen.errors` (and the Snowball stemmer). Everything here runs in time linear in its input,
+because chat and the server call it on text that clients control.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any
+
+import snowballstemmer
 
 from .errors import InvalidRequestError
 
@@ -41,6 +45,14 @@ def short_title(title: str) -> str:
     return title.lower()
 
 
+def join_names(names: list[str] | tuple[str, ...]) -> str:
+    """``"Comedy, Drama and Romance"``: names as a sentence lists them ("" for none)."""
+    names = list(names)
+    if not names:
+        return ""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def words_of(text: str) -> set[str]:
     """Lower-case alphanumeric words of ``text``."""
     return set(_WORDS.findall(text.lower()))
@@ -63,6 +75,62 @@ def has_negation(text: str) -> bool:
     lower = text[:_NEGATION_SCAN_CHARS].lower()
     words = set(re.findall(r"[a-z']+", lower))
     return bool(words & NEG_WORDS) or NEGATION_PHRASES.search(lower) is not None
+
+
+# -- words of a reason -------------------------------------------------------------------------------------
+
+#: A word as requests and reasons are tokenized: letters and digits, with one "'s"/"'t"-like tail.
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+#: Text is cut to this many characters before tokenizing (a reason is one sentence of ~32 tokens).
+MAX_TEXT_CHARS = 4000
+#: Words are cut to this many characters before stemming (no real word is longer; keeps stemming bounded).
+MAX_WORD_CHARS = 40
+
+#: Function words and light verbs ("made for kids", "became a hit"): they carry no claim by themselves, so they
+#: are never checked. A short hand-written list (scikit-learn's list holds content words such as "fire",
+#: "system" and "bill", which a reason can use as claims).
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be been before being below between both
+but by can could did do does doing down during each either else ever every few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just may me might more most
+much must my myself neither no nor not now of off on once only or other ought our ours ourselves out over own
+per quite rather really same she should so some such than that the their theirs them themselves then there
+these they this those though through thus to too under until up upon us very was we were what when where
+whether which while who whom whose why will with within without would yet you your yours yourself yourselves
+s t d ll re ve m don doesn didn isn aren wasn weren won wouldn shouldn couldn
+make makes made making get gets got getting take takes took taken give gives gave given go goes went gone
+come comes came become becomes became seem seems seemed
+""".split())
+
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def snowball_stem(word: str) -> str:
+    """The Snowball (Porter2) stem of one lower-case word, cut to :data:`MAX_WORD_CHARS` first: how a reason's
+    word matches a fact ("comedies" = "Comedy", "animated" = "animation")."""
+    word = word[:MAX_WORD_CHARS]
+    if word.endswith("'s"):
+        word = word[:-2]
+    word = word.replace("'", "")
+    return _STEMMER.stemWord(word)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case words of ``text`` (possessive "'s" dropped), in order; the text is cut first."""
+    out = []
+    for word in WORD.findall(clip(text, MAX_TEXT_CHARS).lower()):
+        word = word[:MAX_WORD_CHARS]
+        if word.endswith("'s"):
+            word = word[:-2]
+        out.append(word.replace("'", ""))
+    return out
+
+
+def claim_words(text: str) -> list[str]:
+    """The words of ``text`` that can carry a claim: not :data:`STOPWORDS`, not a lone letter (order kept)."""
+    return [w for w in tokens(text) if w not in STOPWORDS and not (len(w) == 1 and w.isalpha())]
 
 
 # -- validating text that crosses a boundary ------------------------------------------------------------------
