@@ -14,10 +14,10 @@ from typing import Any, Iterable
 
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
-from ..text import check_text, clip, collapse_spaces, message_text, words_of
+from ..text import check_text, clip, collapse_spaces, message_text, norm, wanted_words, words_of
 from .constraints import Constraints, merge_turn, starts_new_request
-from .parser import content_words, parse_turn
-from .vocabulary import ChatVocabulary, norm
+from .parser import parse_turn
+from .vocabulary import ChatVocabulary
 
 #: Characters of one earlier reply that are read (a reply of 26 items with reasons is ~15,000).
 MAX_REPLY_CHARS = 200_000
@@ -71,8 +71,8 @@ class ChatState:
             text = collapse_spaces("".join(chars)).strip(" ,;:-")
         genres = sorted(genres)
         if genres:
-            text = f"{text}. {', '.join(genres)}" if content_words(text) else ", ".join(genres)
-        if not content_words(text) and not genres:
+            text = f"{text}. {', '.join(genres)}" if wanted_words(text) else ", ".join(genres)
+        if not wanted_words(text) and not genres:
             return None
         if max_chars and len(text) > max_chars:
             text = text[-max_chars:]  # the most recent part of a long conversation matters most
