@@ -132,7 +132,8 @@ def title_terms(title: str, min_letters: int = MIN_TITLE_TERM_LETTERS) -> set[st
     return {plural_stem(w) for w in re.findall(rf"[a-z]{{{int(min_letters)},}}", title.lower())}
 
 
-def _blanked(text: str, spans: list[tuple[int, int]]) -> str:
+def blank_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with ``spans`` blanked and the spaces collapsed: the phrases a reader took out of a request."""
     chars = list(text)
     for start, end in spans:
         chars[start:end] = " " * len(chars[start:end])
@@ -142,7 +143,7 @@ def _blanked(text: str, spans: list[tuple[int, int]]) -> str:
 def request_remainder(text: str, spans: list[tuple[int, int]]) -> str | None:
     """``text`` without ``spans`` (its year and negated phrases), edge separators stripped: what the
     retriever's embedder reads. None when no wanted word is left."""
-    rest = _blanked(text, spans).strip(" ,;:-")
+    rest = blank_spans(text, spans).strip(" ,;:-")
     return rest if wanted_words(rest) else None
 
 
@@ -156,7 +157,7 @@ def turn_remainder(text: str, spans: list[tuple[int, int]]) -> str | None:
     """``text`` without ``spans`` (a chat turn's constraint phrases), read as a sentence again: no space before
     punctuation, no doubled punctuation, no joining words left at either end ("..., and the"). None when no
     wanted word is left."""
-    rest = re.sub(r"\s+([,.;:!?])", r"\1", _blanked(text, spans))
+    rest = re.sub(r"\s+([,.;:!?])", r"\1", blank_spans(text, spans))
     rest = re.sub(r"([,.;:!?])(?:\s*[,.;:!?])+", r"\1", rest)
     for _ in range(3):
         rest = _LEAD.sub("", rest)

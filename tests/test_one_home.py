@@ -27,7 +27,7 @@ RECGEN = Path(__file__).resolve().parents[1] / "recgen"
 HOMES = {
     "plural_stem": "text.py", "snowball_stem": "text.py", "wanted_words": "text.py", "claim_words": "text.py",
     "tokens": "text.py", "norm": "text.py", "title_terms": "text.py", "request_remainder": "text.py",
-    "turn_remainder": "text.py", "join_names": "text.py",
+    "turn_remainder": "text.py", "blank_spans": "text.py", "join_names": "text.py",
     "prepare": "retrieval/request_parser.py", "read_units": "retrieval/request_parser.py",
     "scope": "retrieval/request_parser.py", "year_units": "retrieval/request_parser.py",
     "negation_units": "retrieval/request_parser.py",
