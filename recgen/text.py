@@ -1,15 +1,24 @@
-"""Pure text helpers shared by ranking (reason checks) and chat (reading turns and replies), and the one
-validator of text that crosses a boundary (ids, titles, queries, chat messages: server, batch, CLI, chat).
+"""Pure text helpers shared by every layer, each with one home: the word lists and words of a request (chat,
+retrieval's request filters), the words and stems of a reason (reason checks and their measure), title terms,
+and the one validator of text that crosses a boundary (ids, titles, queries, chat messages: server, batch, CLI,
+chat).
 
-Imports only :mod:`recgen.errors`. Everything here runs in time linear in its input, because chat and the
-server call it on text that clients control.
+Two stems live here because two rules are wanted: :func:`plural_stem` (an ``s`` off: how a request's word
+matches a title's) and :func:`snowball_stem` (Porter2: how a reason's word matches a fact). Two content-word
+readers likewise: :func:`wanted_words` (what a request asks for) and :func:`claim_words` (what a reason claims).
+
+Imports only :mod:`recgen.errors` (and the Snowball stemmer). Everything here runs in time linear in its input,
+because chat and the server call it on text that clients control.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any
+
+import snowballstemmer
 
 from .errors import InvalidRequestError
 
@@ -25,6 +34,26 @@ NEGATION_PHRASES = re.compile(
     r"\b(?:(?:anything|everything|all)\s+but|other\s+than|rather\s+than|instead\s+of|except\s+for|"
     r"(?:tired|sick)\s+of|do\s+not|does\s+not|did\s+not|no\s+more|get\s+rid\s+of|leave\s+out|not\s+into)\b"
 )
+#: Words that reject a referenced item ("I've seen the first one") but say nothing about a genre.
+REF_NEG_WORDS = {"seen", "watched", "saw", "already", "drop", "remove", "removed", "boring", "own", "read", "meh"}
+#: Words that neither end a negation's scope nor count as request content.
+FILLER = set(
+    "a an the any some more movies movie films film flicks flick shows show stuff things ones items titles "
+    "books products of at all too really very so much kind sort type types genre genres particularly "
+    "especially in or and nor either i i'm im am is are be it it's its that that's this these those want "
+    "wanted like likes need care for about give me us watch see get recommend suggest please into fan big "
+    "huge many anything something with".split()
+)
+#: Words of a request that say nothing about what is wanted (:func:`wanted_words` drops them).
+STOP = FILLER | set(
+    "else other another different new now then also just only but what how maybe perhaps could would can "
+    "you your my we our they them there here lol ok okay thanks thank hi hello hey yes yeah sure great good "
+    "nice cool well hmm instead rather one list similar to as than from on by do does did have has had i've "
+    "i'd i'll let's let which who where when why will shall should must may might was were been being if "
+    "such up out over again even still yet back pick picks recommendation recommendations suggestion "
+    "suggestions options option tell find looking look search choose select with same looks sounds seems fine "
+    "interesting awesome love loved liked enjoyed enjoy nothing none".split()
+) | NEG_WORDS | REF_NEG_WORDS
 _NEGATION_SCAN_CHARS = 2000
 _ARTICLES_MOVED = ("The", "A", "An", "Les", "La", "Il", "Das")
 
@@ -39,6 +68,14 @@ def short_title(title: str) -> str:
         if title.endswith(suffix):
             title = f"{article} {title[: -len(suffix)]}"
     return title.lower()
+
+
+def join_names(names: list[str] | tuple[str, ...]) -> str:
+    """``"Comedy, Drama and Romance"``: names as a sentence lists them ("" for none)."""
+    names = list(names)
+    if not names:
+        return ""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def words_of(text: str) -> set[str]:
@@ -63,6 +100,141 @@ def has_negation(text: str) -> bool:
     lower = text[:_NEGATION_SCAN_CHARS].lower()
     words = set(re.findall(r"[a-z']+", lower))
     return bool(words & NEG_WORDS) or NEGATION_PHRASES.search(lower) is not None
+
+
+# -- words of a request ------------------------------------------------------------------------------------
+
+#: A word as requests and reasons are tokenized: letters and digits, with one "'s"/"'t"-like tail.
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+#: Title terms shorter than this are not matched (a request's "a", "of"; "bag" is a product word).
+MIN_TITLE_TERM_LETTERS = 3
+
+
+def norm(text: str) -> str:
+    """Lower case with curly quotes made straight; the same length as ``text``, so spans line up."""
+    return text.lower().replace("\u2019", "'").replace("\u2018", "'").replace("\u2013", "-")
+
+
+def wanted_words(text: str | None) -> list[str]:
+    """Words that say what a request wants (not filler, negations or numbers: not in :data:`STOP`)."""
+    return [w for w in WORD.findall(norm(text or "")) if w not in STOP and not w.isdigit()]
+
+
+def plural_stem(word: str) -> str:
+    """Plural ``s`` off ("conditioners" → "conditioner", not "glass" → "glas", not "bus"): the light rule a
+    request's word and a title's word are matched by (a Snowball stem would read "conditioners" as "condition")."""
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 3 else word
+
+
+def title_terms(title: str, min_letters: int = MIN_TITLE_TERM_LETTERS) -> set[str]:
+    """The plural-stemmed words of ``min_letters``+ letters of a title: what a request's title word must match.
+    Request filters read 3+ letters; the evaluation's title-word requests are built from 4+."""
+    return {plural_stem(w) for w in re.findall(rf"[a-z]{{{int(min_letters)},}}", title.lower())}
+
+
+def blank_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with ``spans`` blanked and the spaces collapsed: the phrases a reader took out of a request."""
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * len(chars[start:end])
+    return collapse_spaces("".join(chars))
+
+
+def request_remainder(text: str, spans: list[tuple[int, int]]) -> str | None:
+    """``text`` without ``spans`` (its year and negated phrases), edge separators stripped: what the
+    retriever's embedder reads. None when no wanted word is left."""
+    rest = blank_spans(text, spans).strip(" ,;:-")
+    return rest if wanted_words(rest) else None
+
+
+_LEAD = re.compile(r"^(?:[\s,.;:!?-]|(?:and|or|but|like|similar\s+to|similar|to|with|as|than|also|please|more)\b)+",
+                   re.IGNORECASE)
+_TAIL_WORDS = {"and", "or", "but", "like", "similar", "to", "with", "as", "than", "only", "just", "also", "please",
+               "more", "the", "a", "an"}
+
+
+def turn_remainder(text: str, spans: list[tuple[int, int]]) -> str | None:
+    """``text`` without ``spans`` (a chat turn's constraint phrases), read as a sentence again: no space before
+    punctuation, no doubled punctuation, no joining words left at either end ("..., and the"). None when no
+    wanted word is left."""
+    rest = re.sub(r"\s+([,.;:!?])", r"\1", blank_spans(text, spans))
+    rest = re.sub(r"([,.;:!?])(?:\s*[,.;:!?])+", r"\1", rest)
+    for _ in range(3):
+        rest = _LEAD.sub("", rest)
+        rest = _strip_tail(rest)
+    if not wanted_words(rest):
+        return None
+    return rest.strip()
+
+
+def _strip_tail(text: str) -> str:
+    """``text`` without trailing separators and joining words ("..., and the"): a backwards scan, since a
+    ``(...)+$`` pattern would be retried from every position (quadratic on "and and and ... x")."""
+    end = len(text)
+    while end:
+        if text[end - 1].isspace() or text[end - 1] in ",;:-":
+            end -= 1
+            continue
+        start = end
+        while start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            start -= 1
+        if start == end or text[start:end].lower() not in _TAIL_WORDS:
+            break
+        end = start
+    return text[:end]
+
+
+# -- words of a reason -------------------------------------------------------------------------------------
+
+#: Text is cut to this many characters before tokenizing (a reason is one sentence of ~32 tokens).
+MAX_TEXT_CHARS = 4000
+#: Words are cut to this many characters before stemming (no real word is longer; keeps stemming bounded).
+MAX_WORD_CHARS = 40
+
+#: Function words and light verbs ("made for kids", "became a hit"): they carry no claim by themselves, so they
+#: are never checked. A short hand-written list (scikit-learn's list holds content words such as "fire",
+#: "system" and "bill", which a reason can use as claims).
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be been before being below between both
+but by can could did do does doing down during each either else ever every few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just may me might more most
+much must my myself neither no nor not now of off on once only or other ought our ours ourselves out over own
+per quite rather really same she should so some such than that the their theirs them themselves then there
+these they this those though through thus to too under until up upon us very was we were what when where
+whether which while who whom whose why will with within without would yet you your yours yourself yourselves
+s t d ll re ve m don doesn didn isn aren wasn weren won wouldn shouldn couldn
+make makes made making get gets got getting take takes took taken give gives gave given go goes went gone
+come comes came become becomes became seem seems seemed
+""".split())
+
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def snowball_stem(word: str) -> str:
+    """The Snowball (Porter2) stem of one lower-case word, cut to :data:`MAX_WORD_CHARS` first: how a reason's
+    word matches a fact ("comedies" = "Comedy", "animated" = "animation")."""
+    word = word[:MAX_WORD_CHARS]
+    if word.endswith("'s"):
+        word = word[:-2]
+    word = word.replace("'", "")
+    return _STEMMER.stemWord(word)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case words of ``text`` (possessive "'s" dropped), in order; the text is cut first."""
+    out = []
+    for word in WORD.findall(clip(text, MAX_TEXT_CHARS).lower()):
+        word = word[:MAX_WORD_CHARS]
+        if word.endswith("'s"):
+            word = word[:-2]
+        out.append(word.replace("'", ""))
+    return out
+
+
+def claim_words(text: str) -> list[str]:
+    """The words of ``text`` that can carry a claim: not :data:`STOPWORDS`, not a lone letter (order kept)."""
+    return [w for w in tokens(text) if w not in STOPWORDS and not (len(w) == 1 and w.isalpha())]
 
 
 # -- validating text that crosses a boundary ------------------------------------------------------------------

@@ -8,14 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recgen.data import Catalog, Item
-from recgen.reasons.facts import (
-    GENERIC_WORDS,
-    ReasonFacts,
-    content_words,
-    names_title,
-    similarity_threshold,
-    stem,
-)
+from recgen.reasons.facts import GENERIC_WORDS, ReasonFacts, names_title, similarity_threshold
+from recgen.text import claim_words, snowball_stem
 
 CATALOG = Catalog([
     Item("1", "Mrs. Doubtfire (1993)", ("Comedy",), 1993),
@@ -30,14 +24,14 @@ FACTS = ReasonFacts.for_item(CATALOG, DOUBTFIRE, [TOY, SUSPECTS])
 
 
 def test_stemming_merges_inflections():
-    assert stem("comedies") == stem("comedy")
-    assert stem("animated") == stem("animation")
+    assert snowball_stem("comedies") == snowball_stem("comedy")
+    assert snowball_stem("animated") == snowball_stem("animation")
     assert FACTS.supports("comedies") and FACTS.supports("Comedy")
 
 
-def test_content_words_drop_stopwords_and_possessives():
-    assert content_words("A comedy for the children's sake, which you liked.") == ["comedy", "children", "sake",
-                                                                                   "liked"]
+def test_claim_words_drop_stopwords_and_possessives():
+    assert claim_words("A comedy for the children's sake, which you liked.") == ["comedy", "children", "sake",
+                                                                                 "liked"]
 
 
 @pytest.mark.parametrize("reason, unsupported", [
@@ -132,6 +126,6 @@ def test_tokenizer_and_check_are_bounded_on_any_text(text):
 def test_hostile_inputs_finish_fast(text):
     started = time.perf_counter()
     FACTS.unsupported(text)
-    content_words(text)
+    claim_words(text)
     names_title(text, text)
     assert time.perf_counter() - started < 1.0

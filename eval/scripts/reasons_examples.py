@@ -18,9 +18,9 @@ from pathlib import Path
 
 from recgen.data import load_dataset
 from recgen.evaluation.reasons import default_audit_dir
-from recgen.reasons.facts import GENERIC_WORDS, STOPWORDS
+from recgen.reasons.facts import GENERIC_WORDS
 from recgen.reasons.grounding import display_title
-from recgen.text import short_title
+from recgen.text import STOPWORDS, short_title
 
 
 def _forms(title: str) -> list[str]:

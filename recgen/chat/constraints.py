@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Iterable
 
 from ..data.catalog import Catalog, Item
-from .parser import TurnConstraints, content_words
+from ..text import wanted_words
+from .parser import TurnConstraints
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ NEW_REQUEST_WORDS = 3
 def starts_new_request(turn: TurnConstraints) -> bool:
     """True when the turn states a new request ("a tense thriller set at sea") rather than a refinement
     ("with robots", "not horror", "more like the first one")."""
-    return len(content_words(turn.request)) >= NEW_REQUEST_WORDS
+    return len(wanted_words(turn.request)) >= NEW_REQUEST_WORDS
 
 
 def merge_turn(state: Constraints, turn: TurnConstraints) -> Constraints:

@@ -5,10 +5,10 @@ A turn such as ``"funny space adventures, not horror, only after 1990, more like
 :class:`TurnConstraints`. The rules are deliberately small and predictable; what they do not catch stays in the
 request text, which still steers retrieval and ranking.
 
-The text comes from clients, so reading it is bounded: it is cut to :data:`MAX_TURN_CHARS` and its whitespace
-collapsed before any pattern runs (so ``\s*``/``\s+`` match one character at most and cannot backtrack over a
-run: "horror" + 2,000 spaces took 30 s before), trailing filler is stripped by a backwards scan rather than a
-``(...)+$`` search, and span overlaps are checked with a byte map instead of pairwise comparisons.
+The reading itself (cutting the text to :data:`MAX_TURN_CHARS`, years, negations and their scope, the words
+between phrases) is :mod:`recgen.retrieval.request_parser`, shared with the retriever's request filters; this
+module adds what only a conversation has (catalog titles, "the second one", "start over", "show them again")
+and what the units mean for a turn.
 """
 
 from __future__ import annotations
@@ -16,8 +16,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..retrieval.request_words import FILLER, REF_NEG_WORDS, STOP, SpanMap, norm, year_spans
-from ..text import NEG_WORDS, NEGATION_PHRASES, clip, collapse_spaces
+from ..retrieval.request_parser import (
+    Unit,
+    negation_units,
+    prepare,
+    read_units,
+    remainder_source,
+    scope,
+    year_units,
+)
+from ..text import REF_NEG_WORDS, turn_remainder
 from .vocabulary import ChatVocabulary
 
 ORDINALS = {
@@ -49,10 +57,8 @@ _INJECTION = re.compile(
     re.DOTALL,
 )
 
-_CWORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _LIFT = re.compile(r"\s*(?:movies|films|stuff|ones)?\s*(?:is|are|'s|would\s+be|will\s+be)?\s*(?:also\s+|too\s+)?"
                    r"(?:fine|ok|okay|allowed|acceptable|welcome|alright|all\s+right)\b")
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[,.;:!?()]")
 
 
 # -- one turn ------------------------------------------------------------------------------------------
@@ -96,8 +102,7 @@ def parse_turn(text: str, vocab: ChatVocabulary, previous: list[str | None] | No
     """Read one user message. ``previous`` is the last reply's item ids by position (``previous[0]`` is item
     1; ``None`` where that line could not be read), for "the second one"."""
     cut = len(text) > MAX_TURN_CHARS
-    text = collapse_spaces(clip(text, MAX_TURN_CHARS))  # bounds every pattern below: no whitespace runs
-    lower = norm(text)
+    text, lower = prepare(text, MAX_TURN_CHARS)  # bounds every pattern below: no whitespace runs
     turn = TurnConstraints(reset=bool(_RESET.search(lower)))
     if cut:
         turn.notes.append(f"Only the first {MAX_TURN_CHARS:,} characters of your message were read.")
@@ -105,37 +110,20 @@ def parse_turn(text: str, vocab: ChatVocabulary, previous: list[str | None] | No
     if _INJECTION.search(lower):
         turn.notes.append("I can only recommend items from the catalog; instructions to do otherwise are ignored.")
 
-    # Spans, highest priority first; a later span overlapping an earlier one is dropped.
-    spans: list[tuple[int, int, str, object]] = []
-    taken = SpanMap(len(lower))
-
-    def add(start: int, end: int, kind: str, value) -> None:
-        if taken.free(start, end):
-            spans.append((start, end, kind, value))
-            taken.take(start, end)
-
-    for start, end, lo, hi in year_spans(lower):
-        add(start, end, "year", (lo, hi))
-    for start, end, ids in vocab.title_spans(lower):
-        add(start, end, "title", ids)
-    for m in _REF.finditer(lower):
-        add(m.start(), m.end(), "ref", _ordinal(m.group("a") or m.group("b") or m.group("n")))
-    for m in NEGATION_PHRASES.finditer(lower):
-        add(m.start(), m.end(), "neg", None)
-    for start, end, genre in vocab.genre_spans(lower):
-        add(start, end, "genre", genre)
-
-    units: list[tuple[int, int, str, object]] = list(spans)
-    for m in _TOKEN.finditer(lower):
-        if taken.free(m.start(), m.end()):
-            units.append((m.start(), m.end(), "word", m.group(0)))
-    units.sort(key=lambda u: u[0])
-
+    # Phrases, highest priority first; a later phrase overlapping an earlier one is dropped.
+    units = read_units(
+        lower,
+        year_units(lower),
+        (Unit(start, end, "title", ids) for start, end, ids in vocab.title_spans(lower)),
+        (Unit(m.start(), m.end(), "ref", _ordinal(m.group("a") or m.group("b") or m.group("n")))
+         for m in _REF.finditer(lower)),
+        negation_units(lower),
+        (Unit(start, end, "genre", genre) for start, end, genre in vocab.genre_spans(lower)),
+    )
     remove: list[tuple[int, int]] = []
-    neg = ref_neg = False
-    cue_start = 0
     refs: list[tuple[int, bool]] = []
-    for start, end, kind, value in units:
+    for scoped in scope(units, rejecting=REF_NEG_WORDS):
+        start, end, kind, value = scoped.unit.start, scoped.unit.end, scoped.unit.kind, scoped.unit.value
         if kind == "year":
             lo, hi = value
             if lo is not None:
@@ -143,41 +131,24 @@ def parse_turn(text: str, vocab: ChatVocabulary, previous: list[str | None] | No
             if hi is not None:
                 turn.max_year = hi
             remove.append((start, end))
-            neg = ref_neg = False
-        elif kind == "neg":
-            if not (neg or ref_neg):
-                cue_start = start
-            neg = ref_neg = True
         elif kind == "genre":
-            if neg:
+            if scoped.negated:
                 turn.exclude_genres.add(value)
-                remove.append((cue_start, end))
+                remove.append((scoped.cue, end))
             elif lift := _LIFT.match(lower, end):
                 turn.allow_genres.add(value)
                 remove.append((start, lift.end()))
             else:
                 turn.include_genres.add(value)
         elif kind == "title":
-            if neg or ref_neg:
+            if scoped.rejected:
                 turn.rejected.extend(value)
-                remove.append((cue_start, end))
+                remove.append((scoped.cue, end))
             else:
                 turn.liked.extend(value)
         elif kind == "ref":
-            refs.append((value, neg or ref_neg))
-            remove.append((cue_start if (neg or ref_neg) else start, end))
-        elif value in NEG_WORDS:
-            if not (neg or ref_neg):
-                cue_start = start
-            neg = ref_neg = True
-        elif value in REF_NEG_WORDS:
-            if not (neg or ref_neg):
-                cue_start = start
-            ref_neg = True
-        elif value in FILLER:
-            continue
-        else:  # punctuation or a content word ends a negation's scope
-            neg = ref_neg = False
+            refs.append((value, scoped.rejected))
+            remove.append((scoped.cue if scoped.rejected else start, end))
     turn.include_genres -= turn.exclude_genres
     turn.allow_genres -= turn.exclude_genres
     remove.extend(m.span() for m in _RESET.finditer(lower))
@@ -188,8 +159,7 @@ def parse_turn(text: str, vocab: ChatVocabulary, previous: list[str | None] | No
             (turn.rejected if negative else turn.liked).append(item_id)
     turn.liked = [i for i in dict.fromkeys(turn.liked) if i not in set(turn.rejected)]
     turn.rejected = list(dict.fromkeys(turn.rejected))
-    # lower() can change the length of rare characters; then cut from the lower-cased text so spans line up
-    turn.request = _residual(text if len(text) == len(lower) else lower, remove)
+    turn.request = turn_remainder(remainder_source(text, lower), remove)
     return turn
 
 
@@ -204,46 +174,3 @@ def _resolve(position: int, previous: list[str | None], notes: list[str]) -> str
     if previous[index] is None:  # that line of the reply was changed or is not a catalog item
         notes.append(f"I cannot tell which item the {_nth(position)} one of my last reply was; name it instead.")
     return previous[index]
-
-
-def _residual(text: str, remove: list[tuple[int, int]]) -> str | None:
-    """The request text without the constraint phrases; None when nothing substantive is left."""
-    chars = list(text)
-    for start, end in remove:
-        chars[start:end] = " " * len(chars[start:end])
-    rest = re.sub(r"\s+([,.;:!?])", r"\1", collapse_spaces("".join(chars)))
-    rest = re.sub(r"([,.;:!?])(?:\s*[,.;:!?])+", r"\1", rest)
-    for _ in range(3):
-        rest = _LEAD.sub("", rest)
-        rest = _strip_tail(rest)
-    if not content_words(rest):
-        return None
-    return rest.strip()
-
-
-_LEAD = re.compile(r"^(?:[\s,.;:!?-]|(?:and|or|but|like|similar\s+to|similar|to|with|as|than|also|please|more)\b)+",
-                   re.IGNORECASE)
-_TAIL_WORDS = {"and", "or", "but", "like", "similar", "to", "with", "as", "than", "only", "just", "also", "please",
-               "more", "the", "a", "an"}
-
-
-def _strip_tail(text: str) -> str:
-    """``text`` without trailing separators and joining words ("..., and the"): a backwards scan, since a
-    ``(...)+$`` pattern would be retried from every position (quadratic on "and and and ... x")."""
-    end = len(text)
-    while end:
-        if text[end - 1].isspace() or text[end - 1] in ",;:-":
-            end -= 1
-            continue
-        start = end
-        while start and (text[start - 1].isalnum() or text[start - 1] == "_"):
-            start -= 1
-        if start == end or text[start:end].lower() not in _TAIL_WORDS:
-            break
-        end = start
-    return text[:end]
-
-
-def content_words(text: str | None) -> list[str]:
-    """Words that say what is wanted (not filler, negations or numbers)."""
-    return [w for w in _CWORD.findall(norm(text or "")) if w not in STOP and not w.isdigit()]

@@ -14,10 +14,11 @@ from typing import Any, Iterable
 
 from ..data.catalog import Catalog
 from ..errors import InvalidRequestError
-from ..text import check_text, clip, collapse_spaces, message_text, words_of
+from ..retrieval.request_parser import remainder_source
+from ..text import blank_spans, check_text, clip, collapse_spaces, message_text, norm, wanted_words, words_of
 from .constraints import Constraints, merge_turn, starts_new_request
-from .parser import content_words, parse_turn
-from .vocabulary import ChatVocabulary, norm
+from .parser import parse_turn
+from .vocabulary import ChatVocabulary
 
 #: Characters of one earlier reply that are read (a reply of 26 items with reasons is ~15,000).
 MAX_REPLY_CHARS = 200_000
@@ -65,14 +66,13 @@ class ChatState:
         to find more like are not named here: they seed the history (see :func:`recgen.chat.turn.chat_turn`)."""
         text = self.request or ""
         if text:
-            chars = list(text if len(norm(text)) == len(text) else norm(text))
-            for start, end, _genre in vocab.genre_spans(norm("".join(chars))):
-                chars[start:end] = " " * (end - start)
-            text = collapse_spaces("".join(chars)).strip(" ,;:-")
+            source = remainder_source(text, norm(text))
+            spans = [(start, end) for start, end, _genre in vocab.genre_spans(norm(source))]
+            text = blank_spans(source, spans).strip(" ,;:-")
         genres = sorted(genres)
         if genres:
-            text = f"{text}. {', '.join(genres)}" if content_words(text) else ", ".join(genres)
-        if not content_words(text) and not genres:
+            text = f"{text}. {', '.join(genres)}" if wanted_words(text) else ", ".join(genres)
+        if not wanted_words(text) and not genres:
             return None
         if max_chars and len(text) > max_chars:
             text = text[-max_chars:]  # the most recent part of a long conversation matters most

@@ -11,15 +11,12 @@ from typing import Any, Iterable
 
 from ..data.catalog import Catalog, Item
 from ..reasons.checker import unsupported_names
+from ..text import join_names
 from ..types import Recommendation
 from .constraints import Constraints, blocked_items, distinctive_genres
 from .state import ChatContext, ChatState, state_from_messages
 
 # -- reasons the chat may show ---------------------------------------------------------------------------
-
-def _join(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
 
 def chat_fallback_reason(item: Item, liked: list[Item], history: list[Item], has_request: bool) -> str:
     """A reason built only from catalog facts, never quoting the user."""
@@ -27,8 +24,8 @@ def chat_fallback_reason(item: Item, liked: list[Item], history: list[Item], has
                      [(p, "which you liked") for p in reversed(history)]:
         shared = [g for g in item.genres if g in set(past.genres)]
         if shared:
-            return f"Shares {_join(shared[:3])} with {past.title}, {why}."
-    what = _join(list(item.genres[:3])) if item.genres else "An item"
+            return f"Shares {join_names(shared[:3])} with {past.title}, {why}."
+    what = join_names(list(item.genres[:3])) if item.genres else "An item"
     when = f" from {item.year}" if item.year and str(item.year) not in item.title else ""
     target = "your request" if has_request else ("items you liked" if history else "what is popular")
     return f"{what}{when}, close to {target}."

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..data.catalog import Catalog
-from ..retrieval.request_words import STOP, genre_phrases, norm, phrase_pattern
-from ..text import short_title
+from ..retrieval.request_words import genre_phrases, phrase_pattern
+from ..text import STOP, norm, short_title
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ARTICLES = {"the", "a", "an", "les", "la", "le", "il", "das", "der", "die", "el"}

@@ -15,14 +15,15 @@ evaluation (from test targets).
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+from ..text import title_terms
 from .catalog import Catalog, Item
 
-_WORD = re.compile(r"[a-z]{4,}")
+#: A title word makes a request only with 4+ letters (counted before its plural ``s`` is dropped).
+MIN_WORD_LETTERS = 4
 _DECADE_WORDS = {1920: "20s", 1930: "30s", 1940: "40s", 1950: "50s", 1960: "60s", 1970: "70s", 1980: "80s",
                  1990: "90s", 2000: "2000s", 2010: "2010s", 2020: "2020s"}
 
@@ -36,21 +37,13 @@ class Request:
     satisfied: Callable[[Item], bool]
 
 
-def _stem(word: str) -> str:
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-
-
-def _title_words(item: Item) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(item.title.lower())}
-
-
 class RequestBuilder:
     """Builds the requests of one catalog (its word frequencies are computed once)."""
 
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self.has_genres = any(item.genres for item in catalog)
-        self.df = Counter(w for item in catalog for w in _title_words(item))
+        self.df = Counter(w for item in catalog for w in title_terms(item.title, MIN_WORD_LETTERS))
         self.max_df = max(5, int(0.02 * len(catalog)))
 
     def positive(self, item: Item, rng: random.Random) -> Request | None:
@@ -64,11 +57,12 @@ class RequestBuilder:
                                lambda other, g=genre, d=decade: g in other.genres and other.year is not None
                                and d <= other.year < d + 10)
             return Request(f"a {genre.lower()} film", "genre", lambda other, g=genre: g in other.genres)
-        words = sorted(w for w in _title_words(item) if 5 <= self.df[w] <= self.max_df)
+        words = sorted(w for w in title_terms(item.title, MIN_WORD_LETTERS) if 5 <= self.df[w] <= self.max_df)
         if not words:
             return None
         word = rng.choice(words)
-        return Request(f"a {word}", "title word", lambda other, w=word: w in _title_words(other))
+        return Request(f"a {word}", "title word",
+                       lambda other, w=word: w in title_terms(other.title, MIN_WORD_LETTERS))
 
     def negative(self, item: Item, history: list[Item], rng: random.Random) -> Request | None:
         """``not <genre>`` for a genre of the recent history that the target lacks (so the request bites)."""

@@ -14,26 +14,16 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..data.catalog import Item
-from ..reasons.facts import (
-    DANGLING,
-    GENERIC_WORDS,
-    STOPWORDS,
-    ReasonFacts,
-    content_words,
-    item_fact_words,
-    names_title,
-    stem,
-    tokens,
-    words_outside_titles,
-)
+from ..reasons.facts import DANGLING, GENERIC_WORDS, ReasonFacts, item_fact_words, names_title, words_outside_titles
 from ..reasons.grounded import claim_problems, history_claims, is_grounded
+from ..text import STOPWORDS, claim_words, snowball_stem, tokens
 
 #: A reason that shares a run of this many words with a few-shot example of its prompt copies it.
 EXAMPLE_NGRAM = 4
 #: A run of this many words said twice in one sentence is repetition ("a children's animated film ... a
 #: children's animated film").
 REPEAT_NGRAM = 3
-_GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
+_GENERIC_STEMS = frozenset(snowball_stem(w) for w in GENERIC_WORDS)
 
 
 def example_reasons(prompt_texts: Iterable[str]) -> list[str]:
@@ -56,10 +46,10 @@ def repeated_ngrams(text: str, n: int = REPEAT_NGRAM, titles: Sequence[str] = ()
     them) and content words other than generic ones ("a dystopian drama set in a dystopian future", "a
     comedy-comedy", "a children's animated film ... a children's animated film")."""
     words = words_outside_titles(text, titles)
-    grams = [g for g in _ngrams(words, n) if None not in g and content_words(" ".join(g))]
+    grams = [g for g in _ngrams(words, n) if None not in g and claim_words(" ".join(g))]
     out = [" ".join(g) for g, c in Counter(grams).items() if c > 1]
-    in_grams = {stem(w) for g in out for w in g.split()}
-    counts = Counter(stem(w) for w in words if w is not None and w not in STOPWORDS and not w.isdigit()
+    in_grams = {snowball_stem(w) for g in out for w in g.split()}
+    counts = Counter(snowball_stem(w) for w in words if w is not None and w not in STOPWORDS and not w.isdigit()
                      and len(w) > 1)
     out += [w for w, c in counts.items() if c > 1 and w not in _GENERIC_STEMS and w not in in_grams]
     return out
@@ -83,8 +73,8 @@ def says_nothing(text: str, item: Item) -> bool:
     that names a history item or the request says something (the link), so :func:`grade_reason` asks only of
     the others."""
     own = item_fact_words(Item(item.item_id, item.title, (), item.year))
-    for word in content_words(text):
-        s = stem(word)
+    for word in claim_words(text):
+        s = snowball_stem(word)
         if s not in own and word not in own and s not in _GENERIC_STEMS:
             return False
     return True
@@ -162,7 +152,7 @@ def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (),
     reason may name any of it; default: the facts' history); related = shares a genre/category with the item,
     or embedding cosine >= ``threshold``."""
     history = list(history) or list(facts.history)
-    words = content_words(text)
+    words = claim_words(text)
     unsupported = facts.unsupported(text)
     bad = set(unsupported)
     named = [h for h in history if names_title(text, h.title) and h.item_id != facts.item.item_id]

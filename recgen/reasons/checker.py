@@ -10,7 +10,7 @@ from typing import Iterable
 
 from ..data.catalog import Catalog, Item
 from ..lm.templates import shorten
-from ..text import clip, short_title, words_of
+from ..text import clip, join_names, short_title, words_of
 from .facts import names_title
 from .grounded import TOO_SHORT
 from .grounding import display_title
@@ -154,19 +154,15 @@ def fallback_reason(item: Item, history: list[Item], query: str | None, similar:
     for past in reversed(history):
         shared = [g for g in item.genres if g in set(past.genres)]
         if shared:
-            return f"Shares {_join(shared[:3])} with {past.title}, which you liked."
+            return f"Shares {join_names(shared[:3])} with {past.title}, which you liked."
     if query:
-        what = _join(list(item.genres[:3])) if item.genres else "One of the closest catalog matches"
+        what = join_names(list(item.genres[:3])) if item.genres else "One of the closest catalog matches"
         return f"{what}, close to your request."
     if similar is not None:
         return f"Its description is close to {similar.title}, which you liked."
     if not history:  # nothing liked to point to: claim nothing about the user
-        what = _join(list(item.genres[:3])) if item.genres else "An item"
+        what = join_names(list(item.genres[:3])) if item.genres else "An item"
         return f"{what}, one of the closest catalog matches."
     if item.genres:
-        return f"{_join(list(item.genres[:3]))}, close in content to your recent items."
+        return f"{join_names(list(item.genres[:3]))}, close in content to your recent items."
     return "Its description is close to items you liked recently."
-
-
-def _join(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

@@ -18,31 +18,9 @@ from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
-import snowballstemmer
 
 from ..data.catalog import Catalog, Item
-from ..text import clip, short_title
-
-#: Text is cut to this many characters before tokenizing (a reason is one sentence of ~32 tokens).
-MAX_TEXT_CHARS = 4000
-#: Words are cut to this many characters before stemming (no real word is longer; keeps stemming bounded).
-MAX_WORD_CHARS = 40
-
-#: Function words and light verbs ("made for kids", "became a hit"): they carry no claim by themselves, so they
-#: are never checked. A short hand-written list (scikit-learn's list holds content words such as "fire",
-#: "system" and "bill", which a reason can use as claims).
-STOPWORDS = frozenset("""
-a about above after again against all also am an and any are as at be been before being below between both
-but by can could did do does doing down during each either else ever every few for from further had has have
-having he her here hers herself him himself his how i if in into is it its itself just may me might more most
-much must my myself neither no nor not now of off on once only or other ought our ours ourselves out over own
-per quite rather really same she should so some such than that the their theirs them themselves then there
-these they this those though through thus to too under until up upon us very was we were what when where
-whether which while who whom whose why will with within without would yet you your yours yourself yourselves
-s t d ll re ve m don doesn didn isn aren wasn weren won wouldn shouldn couldn
-make makes made making get gets got getting take takes took taken give gives gave given go goes went gone
-come comes came become becomes became seem seems seemed
-""".split())
+from ..text import MAX_TEXT_CHARS, STOPWORDS, claim_words, clip, short_title, snowball_stem, tokens
 
 #: Generic recommendation words: the act of recommending, the link to the user ("you liked", "fans of", "the
 #: user"; what is claimed about the user is checked through the other words and the fact check), the
@@ -85,46 +63,18 @@ GENRE_VARIANTS = {
     "fantasi": ("fantastical",),
 }
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DECADE = re.compile(r"^(?:1[89]|20)?\d0s$")
-_STEMMER = snowballstemmer.stemmer("english")
 
 
-@lru_cache(maxsize=65536)
-def stem(word: str) -> str:
-    """The Snowball (Porter2) stem of one lower-case word, cut to :data:`MAX_WORD_CHARS` first."""
-    word = word[:MAX_WORD_CHARS]
-    if word.endswith("'s"):
-        word = word[:-2]
-    word = word.replace("'", "")
-    return _STEMMER.stemWord(word)
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-case words of ``text`` (possessive "'s" dropped), in order; the text is cut first."""
-    out = []
-    for word in _WORD.findall(clip(text, MAX_TEXT_CHARS).lower()):
-        word = word[:MAX_WORD_CHARS]
-        if word.endswith("'s"):
-            word = word[:-2]
-        out.append(word.replace("'", ""))
-    return out
-
-
-def content_words(text: str) -> list[str]:
-    """The words of ``text`` that can carry a claim: not stopwords, not a lone letter (order kept)."""
-    return [w for w in tokens(text) if w not in STOPWORDS and not (len(w) == 1 and w.isalpha())]
-
-
-_GENERIC_STEMS = frozenset(stem(w) for w in GENERIC_WORDS)
+_GENERIC_STEMS = frozenset(snowball_stem(w) for w in GENERIC_WORDS)
 
 
 def _fact_stems(text: str) -> set[str]:
     stems = set()
-    for word in content_words(text):
-        s = stem(word)
+    for word in claim_words(text):
+        s = snowball_stem(word)
         stems.add(s)
-        stems.update(stem(v) for v in GENRE_VARIANTS.get(s, ()))
+        stems.update(snowball_stem(v) for v in GENRE_VARIANTS.get(s, ()))
     return stems
 
 
@@ -142,7 +92,7 @@ def item_fact_words(item: Item) -> set[str]:
     for year in years:
         stems |= _year_words(year)
     if item.description:
-        stems.add(stem("description"))
+        stems.add(snowball_stem("description"))
     return stems
 
 
@@ -315,7 +265,7 @@ class ReasonFacts:
         for past, words in zip(self.history, self.history_words):
             if names_title(text, past.title):
                 allowed |= words
-        return list(dict.fromkeys(w for w in content_words(text) if not _in(w, allowed)))
+        return list(dict.fromkeys(w for w in claim_words(text) if not _in(w, allowed)))
 
     def named_history(self, text: str) -> list[Item]:
         """History items ``text`` names by title."""
@@ -325,8 +275,8 @@ class ReasonFacts:
         """Whether ``text`` ties the item to the request: it shares a non-generic content word with it."""
         if not self.query:
             return False
-        asked = {stem(w) for w in content_words(self.query)} - _GENERIC_STEMS
-        return any(stem(w) in asked for w in content_words(text))
+        asked = {snowball_stem(w) for w in claim_words(self.query)} - _GENERIC_STEMS
+        return any(snowball_stem(w) in asked for w in claim_words(text))
 
     def related_history(self, embeddings: np.ndarray | None = None, threshold: float | None = None,
                         among: Iterable[Item] | None = None) -> list[RelatedItem]:
@@ -360,7 +310,7 @@ def _in(word: str, stems) -> bool:
         return True
     if _DECADE.match(word) or word.isdigit():
         return word in stems
-    return stem(word) in stems
+    return snowball_stem(word) in stems
 
 
 def fact_line(label: str, item: Item) -> str:

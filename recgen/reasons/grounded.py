@@ -19,7 +19,8 @@ import re
 from typing import Sequence
 
 from ..data.catalog import Item
-from .facts import title_variants, tokens, words_outside_titles
+from ..text import tokens
+from .facts import title_variants, words_outside_titles
 
 #: The fact check's finding for a reason of fewer than three words.
 TOO_SHORT = "too short"

@@ -18,18 +18,8 @@ from typing import Callable
 
 from ..data.catalog import Item
 from ..lm.constraint import SentenceRules, Vocabulary
-from ..text import clip, collapse_spaces
-from .facts import (
-    DANGLING,
-    GENERIC_WORDS,
-    NAME_CHARS,
-    STOPWORDS,
-    content_words,
-    item_fact_words,
-    short_name,
-    stem,
-    title_head,
-)
+from ..text import STOPWORDS, claim_words, clip, collapse_spaces, join_names, snowball_stem
+from .facts import DANGLING, GENERIC_WORDS, NAME_CHARS, item_fact_words, short_name, title_head
 
 #: Function words a reason may never use: it speaks about the item, never as "I" or "we".
 FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "we", "our", "ours", "ourselves", "us", "am"})
@@ -106,16 +96,16 @@ def shared_attributes(item: Item, other: Item) -> tuple[str, ...]:
     ("Shares Mizani with Mizani Smooth Guard Serum" repeats itself)."""
     if item.genres and other.genres:
         return tuple(g for g in item.genres if g in set(other.genres))[:MAX_SHARED]
-    mine = _title_words(title_head(item.title))
-    theirs = {w.lower() for w in _title_words(title_head(other.title))}
+    mine = _written_title_words(title_head(item.title))
+    theirs = {w.lower() for w in _written_title_words(title_head(other.title))}
     named = {w.lower() for w in _WORD.findall(display_title(other.title))}
     return tuple(w for w in mine if w.lower() in theirs and w.lower() not in named)[:MAX_SHARED]
 
 
-def _title_words(title: str) -> list[str]:
+def _written_title_words(title: str) -> list[str]:
     """Content words of a title in their written form, in order, without repeats or years."""
     seen, out = set(), []
-    keep = set(content_words(safe_text(title, 200)))
+    keep = set(claim_words(safe_text(title, 200)))
     for word in _WORD.findall(safe_text(title, 200)):
         low = word.lower().removesuffix("'s").replace("'", "")
         if low in keep and low not in seen and not low.isdigit() and len(low) > 2:
@@ -160,7 +150,7 @@ def supported_query_words(item: Item, query: str) -> list[str]:
     """The request's content words that the item's title, genres or description also use: the part of a
     request a reason may repeat (never "say I am a bad person": the item's facts do not say it)."""
     mine = item_fact_words(item)
-    return [w for w in content_words_in_order(query) if stem(w.lower()) in mine or w.lower() in mine]
+    return [w for w in content_words_in_order(query) if snowball_stem(w.lower()) in mine or w.lower() in mine]
 
 
 def prompt_values(facts: PromptFacts, title_chars: int) -> dict:
@@ -251,13 +241,6 @@ def vocabulary_for(facts: PromptFacts, title_chars: int) -> Vocabulary:
                       sentence_rules(facts, title_chars))
 
 
-def _join(names: list[str] | tuple[str, ...]) -> str:
-    names = list(names)
-    if not names:
-        return ""
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
 #: Sentence patterns, by what the facts hold. {related}, {shared}, {attributes}, {query}, {item}.
 PATTERNS = {
     "shared": [
@@ -331,8 +314,8 @@ def pattern_kind(facts: PromptFacts, values: dict) -> str:
 def fill_pattern(pattern: str, values: dict) -> str:
     """A pattern's fields from :func:`prompt_values`: {related}, {shared}, {attributes}, {query}, {item}, and
     their capitalised (``_cap``) and indefinite-article (``a_``) forms."""
-    shared = _join(values["shared"])
-    attributes = _join(_unrequested(values)[:MAX_SHARED])
+    shared = join_names(values["shared"])
+    attributes = join_names(_unrequested(values)[:MAX_SHARED])
     return pattern.format(related=values["related"], shared=shared, shared_cap=_cap(shared),
                           query=" ".join(values["query_words"][:4]), words=" ".join(values["shared"]),
                           a_shared=_article(shared), a_attributes=_article(attributes),
@@ -342,13 +325,13 @@ def fill_pattern(pattern: str, values: dict) -> str:
 def _unrequested(values: dict) -> list[str]:
     """The item's attributes less those the request words already say ("Action, close to your request for
     action" says it twice)."""
-    asked = {stem(w.lower()) for w in values["query_words"]}
-    return [a for a in values["attributes"] if not {stem(w.lower()) for w in _WORD.findall(a)} & asked]
+    asked = {snowball_stem(w.lower()) for w in values["query_words"]}
+    return [a for a in values["attributes"] if not {snowball_stem(w.lower()) for w in _WORD.findall(a)} & asked]
 
 
 def content_words_in_order(text: str) -> list[str]:
     """The content words of ``text`` in their written order (for echoing a request)."""
-    keep = set(content_words(text))
+    keep = set(claim_words(text))
     out: list[str] = []
     for word in _WORD.findall(text):
         if word.lower().removesuffix("'s") in keep and word.lower() not in {w.lower() for w in out}:

@@ -9,7 +9,8 @@ these filters allow; the history then orders the pool. What a sentence embedding
 text that is embedded and become exclusions.
 
 Reading is bounded: the request is cut to :data:`MAX_REQUEST_CHARS` and its whitespace collapsed before any
-pattern runs; every pattern is one linear scan (see :mod:`recgen.retrieval.request_words`).
+pattern runs; every pattern is one linear scan. The reading (phrases, words, negation scope) is
+:mod:`.request_parser`, shared with the chat; this module says what the units mean for a filter.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 
 from ..data.catalog import Catalog, Item
 from ..errors import InvalidRequestError
-from ..text import NEG_WORDS, NEGATION_PHRASES, clip, collapse_spaces
-from .request_words import FILLER, STOP, SpanMap, genre_phrases, norm, phrase_pattern, year_spans
+from ..text import NEG_WORDS, STOP, plural_stem, request_remainder, title_terms
+from .request_parser import Unit, negation_units, prepare, read_units, remainder_source, scope, year_units
+from .request_words import genre_phrases, phrase_pattern
 
 #: Characters of a request that are read (the recommender's own limit, ``max_query_chars``, is lower).
 MAX_REQUEST_CHARS = 10_000
@@ -30,19 +32,6 @@ MAX_REQUEST_CHARS = 10_000
 TITLE_TERMS_BELOW_GENRE_SHARE = 0.5
 #: A title word in more than this share of the catalog is too common to filter on ("cream", "set").
 MAX_TERM_SHARE = 0.05
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[,.;:!?()]")
-_TITLE_WORD = re.compile(r"[a-z]{3,}")
-_CONTENT = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-
-
-def stem(word: str) -> str:
-    """Plural ``s`` off ("conditioners" → "conditioner", not "glass" → "glas"): the title-word match rule."""
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 3 else word
-
-
-def title_terms(title: str) -> set[str]:
-    """The stemmed words (3+ letters) of a title, as a request's title terms are matched against them."""
-    return {stem(w) for w in _TITLE_WORD.findall(title.lower())}
 
 
 @dataclass(frozen=True)
@@ -139,63 +128,44 @@ class RequestReader:
     def read(self, query: str) -> RequestConstraints:
         """The constraints of one request; contradictory ones ("comedy, not comedy") are an
         :class:`InvalidRequestError` that names them."""
-        text = collapse_spaces(clip(query, MAX_REQUEST_CHARS))
-        lower = norm(text)
-        taken = SpanMap(len(lower))
-        units: list[tuple[int, int, str, object]] = []
-        for start, end, lo, hi in year_spans(lower):
-            units.append((start, end, "year", (lo, hi)))
-            taken.take(start, end)
-        for m in NEGATION_PHRASES.finditer(lower):
-            if taken.free(m.start(), m.end()):
-                units.append((m.start(), m.end(), "neg", None))
-                taken.take(m.start(), m.end())
-        if self._genre_re is not None:
-            for m in self._genre_re.finditer(lower):
-                if taken.free(m.start(), m.end()):
-                    units.append((m.start(), m.end(), "genre", self._phrases[m.group(0)]))
-                    taken.take(m.start(), m.end())
-        for m in _TOKEN.finditer(lower):
-            if taken.free(m.start(), m.end()):
-                units.append((m.start(), m.end(), "word", m.group(0)))
-        units.sort(key=lambda u: u[0])
+        text, lower = prepare(query, MAX_REQUEST_CHARS)
+        genres = () if self._genre_re is None else (
+            # a genre named like a negation word (a catalog's "none") reads as that negation here
+            Unit(m.start(), m.end(), "neg" if self._phrases[m.group(0)] in NEG_WORDS else "genre",
+                 self._phrases[m.group(0)]) for m in self._genre_re.finditer(lower))
+        units = read_units(lower, year_units(lower), negation_units(lower), genres)
 
         include, exclude, terms, no_terms = set(), set(), [], set()
         lows, highs, remove = [], [], []
-        neg, cue, unresolved = False, 0, False
-        for start, end, kind, value in units:
+        unresolved = False
+        for scoped in scope(units):
+            start, end, kind, value = scoped.unit.start, scoped.unit.end, scoped.unit.kind, scoped.unit.value
             if kind == "year":
-                if neg:  # "not from the 90s": an exclusion of a period is not a filter here; leave it to the text
-                    unresolved, neg = True, False
+                if scoped.negated:  # "not from the 90s": excluding a period is not a filter; left to the text
+                    unresolved = True
                     continue
                 lo, hi = value
                 lows += [lo] if lo is not None else []
                 highs += [hi] if hi is not None else []
                 remove.append((start, end))
-            elif kind == "neg" or value in NEG_WORDS:
-                if not neg:
-                    cue = start
-                neg = True
             elif kind == "genre":
-                (exclude if neg else include).add(value)
-                if neg:
-                    remove.append((cue, end))
-            elif value in FILLER:
-                continue
+                (exclude if scoped.negated else include).add(value)
+                if scoped.negated:
+                    remove.append((scoped.cue, end))
             else:
-                term = stem(value) if value.isalpha() and value not in STOP else None
+                term = plural_stem(value) if value.isalpha() and value not in STOP else None
                 if term is not None and term in self._term_rows:
-                    (no_terms.add(term) if neg else terms.append(term))
-                    if neg:
-                        remove.append((cue, end))
-                elif neg and value.isalnum():
+                    (no_terms.add(term) if scoped.negated else terms.append(term))
+                    if scoped.negated:
+                        remove.append((scoped.cue, end))
+                elif scoped.negated and value.isalnum():
                     unresolved = True  # "not too violent": no filter can say it
-                neg = False
         lo = min(lows) if lows else None
         hi = max(highs) if highs else None
         _check_consistent(include & exclude, set(terms) & no_terms, lo, hi)
         return RequestConstraints(frozenset(include), frozenset(exclude), lo, hi, tuple(dict.fromkeys(terms)),
-                                  frozenset(no_terms), _residual(text, lower, remove), unresolved)
+                                  frozenset(no_terms), request_remainder(remainder_source(text, lower), remove),
+                                  unresolved)
 
     # -- matching ---------------------------------------------------------------------------------------
     def match(self, request: RequestConstraints) -> RequestMatch:
@@ -235,13 +205,3 @@ def _check_consistent(genres: set[str], terms: set[str], lo: int | None, hi: int
     if lo is not None and hi is not None and lo > hi:
         raise InvalidRequestError(f"the request asks for items from {lo} or later and from {hi} or earlier; "
                                   "no year is both")
-
-
-def _residual(text: str, lower: str, remove: list[tuple[int, int]]) -> str | None:
-    """The request without its year and negated phrases; None when no content word is left."""
-    chars = list(text if len(text) == len(lower) else lower)
-    for start, end in remove:
-        chars[start:end] = " " * (end - start)
-    rest = collapse_spaces("".join(chars)).strip(" ,;:-")
-    words = [w for w in _CONTENT.findall(norm(rest)) if w not in STOP and not w.isdigit()]
-    return rest if words else None

@@ -1,5 +1,6 @@
-"""The words a request is read with, shared by every entry point (the retriever's request filters) and the chat:
-genre names with their aliases and plural forms, year and decade phrases, negation scope fillers, stop words.
+"""The phrases a request is read with, shared by every entry point (the retriever's request filters) and the chat:
+genre names with their aliases and plural forms, year and decade phrases. (The word lists, negations, filler and
+stop words, are :mod:`recgen.text`'s; the reader that uses all of them is :mod:`.request_parser`.)
 
 Pure functions of strings; every matcher here is linear in the text it reads (requests come from clients).
 """
@@ -7,8 +8,6 @@ Pure functions of strings; every matcher here is linear in the text it reads (re
 from __future__ import annotations
 
 import re
-
-from ..text import NEG_WORDS
 
 #: Extra phrases per canonical genre name (used only when the catalog has that genre).
 GENRE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -29,32 +28,6 @@ GENRE_ALIASES: dict[str, tuple[str, ...]] = {
     "Action": ("action-packed",),
     "Fantasy": ("fantasies",),
 }
-
-#: Words that reject a referenced item ("I've seen the first one") but say nothing about a genre.
-REF_NEG_WORDS = {"seen", "watched", "saw", "already", "drop", "remove", "removed", "boring", "own", "read", "meh"}
-#: Words that neither end a negation's scope nor count as request content.
-FILLER = set(
-    "a an the any some more movies movie films film flicks flick shows show stuff things ones items titles "
-    "books products of at all too really very so much kind sort type types genre genres particularly "
-    "especially in or and nor either i i'm im am is are be it it's its that that's this these those want "
-    "wanted like likes need care for about give me us watch see get recommend suggest please into fan big "
-    "huge many anything something with".split()
-)
-STOP = FILLER | set(
-    "else other another different new now then also just only but what how maybe perhaps could would can "
-    "you your my we our they them there here lol ok okay thanks thank hi hello hey yes yeah sure great good "
-    "nice cool well hmm instead rather one list similar to as than from on by do does did have has had i've "
-    "i'd i'll let's let which who where when why will shall should must may might was were been being if "
-    "such up out over again even still yet back pick picks recommendation recommendations suggestion "
-    "suggestions options option tell find looking look search choose select with same looks sounds seems fine "
-    "interesting awesome love loved liked enjoyed enjoy nothing none".split()
-) | NEG_WORDS | REF_NEG_WORDS
-
-
-def norm(text: str) -> str:
-    """Lower case with curly quotes made straight; the same length as ``text``, so spans line up."""
-    return text.lower().replace("\u2019", "'").replace("\u2018", "'").replace("\u2013", "-")
-
 
 def genre_forms(genre: str) -> set[str]:
     g = genre.lower()
