@@ -292,33 +292,30 @@ def check_text(value: Any, what: str, *, max_chars: int | None = None) -> str:
     return value
 
 
-def check_id(value: Any, what: str) -> str:
-    """A user, item or event id, on every surface: a non-blank string of at most :data:`MAX_ID_CHARS`
-    characters with no control or format characters and no invalid code points."""
+def _check_string(value: Any, what: str, limit: int, *, formats: bool) -> str:
+    """A non-blank string of at most ``limit`` characters with no invalid code points (and, with ``formats``,
+    no format characters either): the one check behind ids and titles."""
     if not isinstance(value, str):
         raise InvalidTextError(f"{what} must be a string, not {type(value).__name__}")
     if not value.strip():
         raise InvalidTextError(f"{what} is empty")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidTextError(f"{what} is {len(value)} characters; the limit is {MAX_ID_CHARS}")
-    problem = _code_point_problem(value, _BAD, formats=True)
+    if len(value) > limit:
+        raise InvalidTextError(f"{what} is {len(value)} characters; the limit is {limit}")
+    problem = _code_point_problem(value, _BAD, formats=formats)
     if problem:
         raise InvalidTextError(f"{what} {value[:40]!r} {problem}")
     return value
+
+
+def check_id(value: Any, what: str) -> str:
+    """A user, item or event id, on every surface: a non-blank string of at most :data:`MAX_ID_CHARS`
+    characters with no control or format characters and no invalid code points."""
+    return _check_string(value, what, MAX_ID_CHARS, formats=True)
 
 
 def check_title(value: Any, what: str = "title") -> str:
     """An item title (or genre): a non-blank, one-line string of valid Unicode, at most :data:`MAX_TITLE_CHARS`."""
-    if not isinstance(value, str):
-        raise InvalidTextError(f"{what} must be a string, not {type(value).__name__}")
-    if not value.strip():
-        raise InvalidTextError(f"{what} is empty")
-    if len(value) > MAX_TITLE_CHARS:
-        raise InvalidTextError(f"{what} is {len(value)} characters; the limit is {MAX_TITLE_CHARS}")
-    problem = _code_point_problem(value, _BAD, formats=False)
-    if problem:
-        raise InvalidTextError(f"{what} {value[:40]!r} {problem}")
-    return value
+    return _check_string(value, what, MAX_TITLE_CHARS, formats=False)
 
 
 def message_text(content: Any) -> str:
