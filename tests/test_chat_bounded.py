@@ -38,21 +38,26 @@ def context() -> ChatContext:
     return ChatContext.from_catalog(make_catalog())
 
 
+#: Bounds are in this process's CPU seconds, not wall time: a loaded machine (two suites at once) stretched a
+#: 0.3 s parse to 1.3 s of wall time, while the super-linear parsers these tests guard against took 30-78 s.
+BOUND_S = 2.0
+
+
 def _seconds(fn, *args) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     fn(*args)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 @pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
 def test_parsers_are_fast_on_a_1mb_adversarial_text(context, shape):
     text = ADVERSARIAL[shape]
     assert len(text) >= MB * 0.9
-    assert _seconds(items_in_reply, text, context) < 1.0
-    assert _seconds(parse_turn, text, context.vocab, ["1", "2"]) < 1.0
+    assert _seconds(items_in_reply, text, context) < BOUND_S
+    assert _seconds(parse_turn, text, context.vocab, ["1", "2"]) < BOUND_S
     messages = [{"role": "user", "content": "comedy"}, {"role": "assistant", "content": text},
                 {"role": "user", "content": text}]
-    assert _seconds(state_from_messages, messages, context) < 1.0
+    assert _seconds(state_from_messages, messages, context) < BOUND_S
 
 
 def test_a_long_turn_is_cut_with_a_note(context):
@@ -89,27 +94,27 @@ def test_app_answers_a_1mb_adversarial_assistant_message_within_1s(client, shape
     body = {"model": "recgen", "recgen": {"reasons": False, "k": 2},
             "messages": [{"role": "user", "content": "comedy"}, {"role": "assistant", "content": ADVERSARIAL[shape]},
                          {"role": "user", "content": "the first one"}]}
-    start = time.perf_counter()
+    start = time.process_time()
     response = client.post("/v1/chat/completions", json=body)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     assert response.status_code == 200, response.text
-    assert seconds < 1.0, f"{shape}: {seconds:.2f} s"
+    assert seconds < BOUND_S, f"{shape}: {seconds:.2f} s"
 
 
 @pytest.mark.parametrize("shape", ["spaces", "genre_then_spaces", "joining_words"])
 def test_app_rejects_a_1mb_user_message_within_1s(client, shape):
     body = {"model": "recgen", "messages": [{"role": "user", "content": ADVERSARIAL[shape]}]}
-    start = time.perf_counter()
+    start = time.process_time()
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 400 and "message_too_long" in response.text
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < BOUND_S
 
 
 def test_app_answers_a_user_message_at_the_length_limit_within_1s(client):
     """4,000 characters (the default per-message limit) of "horror" + spaces took minutes before (cubic)."""
     body = {"model": "recgen", "recgen": {"reasons": False, "k": 2},
             "messages": [{"role": "user", "content": "horror" + " " * 3990 + "x"}]}
-    start = time.perf_counter()
+    start = time.process_time()
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < BOUND_S

@@ -168,7 +168,7 @@ def test_command_end_to_end_resumes_and_commits_no_dataset_text(tmp_path, synthe
             "--audit-size", "5"]
     first = CliRunner().invoke(eval_app, args + ["--json"])
     assert first.exit_code == 0, first.output
-    summary = json.loads((tmp_path / "res" / "synthetic" / "tiny-u3-s0-k4.json").read_text())
+    summary = json.loads((tmp_path / "res" / "reasons" / "synthetic" / "tiny-u3-s0-k4.json").read_text())
     assert summary["users"] == 3 and summary["served"]["reasons"] == 12
     assert sum(summary["served"]["source_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     assert summary["model_text"]["reasons"] == 12                   # the LM's own text was recorded for each
@@ -176,7 +176,7 @@ def test_command_end_to_end_resumes_and_commits_no_dataset_text(tmp_path, synthe
     assert "Synthetic Film" not in committed                         # titles stay in the private audit dir
     audit = (tmp_path / "audit" / "synthetic" / "tiny-u3-s0-k4.audit.jsonl").read_text().splitlines()
     assert len(audit) == 5 and all(json.loads(line)["facts"][0].startswith("Recommended: ") for line in audit)
-    assert "TABLE.md" in {p.name for p in (tmp_path / "res" / "synthetic").iterdir()}
+    assert "TABLE.md" in {p.name for p in (tmp_path / "res" / "reasons" / "synthetic").iterdir()}
     again = CliRunner().invoke(eval_app, args)
     assert again.exit_code == 0 and "0 to go" in again.output
     rows = (tmp_path / "audit" / "synthetic" / "tiny-u3-s0-k4.rows.jsonl").read_text().splitlines()
