@@ -126,8 +126,9 @@ class LMSettings(_Settings):
     max_lora_rank: int | None = Field(None, ge=1, description="largest adapter rank accepted (vLLM rounds it up to "
                                       "8/16/32/…); default: the largest rank among the adapters; a higher-rank "
                                       "adapter is refused at load")
-    kv_cache_gib: float | None = Field(None, gt=0, description="vLLM on CPU: KV cache size in GiB "
-                                       "(VLLM_CPU_KVCACHE_SPACE); default vLLM's (4 GiB)")
+    kv_cache_gib: float | None = Field(None, gt=0, description="vLLM: KV cache size in GiB "
+                                       "(kv_cache_memory_bytes); default on CPU: 4 GiB or a quarter of the free "
+                                       "memory at start, whichever is less")
     enforce_eager: bool = Field(False, description="vLLM: skip graph compilation (faster start, slower steps)")
 
     @model_validator(mode="after")

