@@ -1,4 +1,5 @@
-"""Runs the real-engine vLLM tests (tests/test_vllm_real.py) in the vLLM venv from the main suite.
+"""Runs the real-engine vLLM tests (tests/test_vllm_real.py, then tests/test_vllm_lifecycle.py: the served
+engine stopped by PID) in the vLLM venv from the main suite.
 
 vLLM pins its own torch and transformers, so it lives in ``.venv-vllm`` (``make setup-vllm``, part of
 ``make test``); this test runs pytest there as a subprocess with a bounded time. It skips, saying why, only
@@ -18,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("RECGEN_VLLM_VENV", REPO / ".venv-vllm"))
-#: The whole vLLM part (three engine starts, eager) takes ~5 minutes on 2 quiet cores, but its prefill runs on one
+#: The whole vLLM part (four engine starts, eager) takes ~7 minutes on 2 quiet cores, but its prefill runs on one
 #: core and a loaded machine stretched 20 prompts a batch past 20 minutes (a CI failure): this bounds a hang, not
 #: the machine's load, and leaves the suite well inside CI's 90 minutes.
 TIMEOUT_S = 2400
@@ -43,7 +44,7 @@ def test_real_vllm_engine(tmp_path):
     # Its own session: on a timeout the whole group goes (vLLM's EngineCore and Worker processes too, which
     # otherwise outlive pytest and load the machine for the rest of the suite), and stragglers after a pass.
     proc = subprocess.Popen([str(python), "-m", "pytest", "-q", "-x", "-rs", "-p", "no:cacheprovider",
-                             "tests/test_vllm_real.py"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             "tests/test_vllm_real.py", "tests/test_vllm_lifecycle.py"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=TIMEOUT_S)

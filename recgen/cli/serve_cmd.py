@@ -103,7 +103,7 @@ def serve(dataset: str = DatasetOpt,
             console.print("[bold yellow]warning:[/] listening beyond loopback without --api-key: anyone who can "
                           "reach this port can use it")
         url = f"http://{host}:{port}"
-        console.print(startup_summary(rec, cfg))
+        console.print(startup_summary(rec, cfg), soft_wrap=True)
         console.print(f"serving {len(rec.catalog)} items of {data.name} as model {served_model_name!r}: web chat "
                       f"{url}/ , OpenAI base URL {url}/v1 {'(API key required)' if api_key else ''}")
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
