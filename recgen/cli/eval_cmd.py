@@ -290,6 +290,34 @@ def _show_paired_segments(segments: dict, bootstrap: int) -> None:
     console.print(table)
 
 
+@eval_app.command("segments")
+def segments(runs: List[str] = typer.Argument(..., help="finished run names (the first is paired with each other)"),
+             dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
+             results_dir: Optional[Path] = ResultsOpt,
+             out: Optional[Path] = typer.Option(None, help="folder for <dataset>.json and <dataset>.md "
+                                                           "(default: <results root>/segments)"),
+             bootstrap: int = typer.Option(10000, min=100, help="paired bootstrap resamples"),
+             seed: int = typer.Option(0)) -> None:
+    """Finished runs per segment (target popularity, history length, cold items), the first paired with the rest."""
+    from ..evaluation.runfiles import dataset_key, write_run_file
+    from ..evaluation.segment_report import segments_markdown, segments_report
+
+    command = shlex.join(["recgen", "eval", "segments", *runs, "--dataset", dataset, "--bootstrap", str(bootstrap),
+                          "--seed", str(seed)])
+    try:
+        report = segments_report(results_root(results_dir), dataset, list(runs), n_boot=bootstrap, seed=seed,
+                                 command=command)
+    except (RecgenError, ValueError) as exc:
+        _fail(exc)
+    folder = out or results_root(results_dir) / "segments"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = dataset_key(dataset)
+    write_run_file(folder, name, report)
+    markdown = segments_markdown(report)
+    (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+
+
 @eval_app.command("tune")
 def tune(dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
          system: str = typer.Option("itemknn", "--system", "-s",
