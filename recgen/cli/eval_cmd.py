@@ -150,9 +150,43 @@ def _show_run(result: dict) -> None:
         elif key == "validity" and value is not None:
             table.add_row("validity", f"{100 * value:.2f}%", "")
     console.print(table)
+    if result.get("segments"):
+        _show_segments(result["segments"])
     timing = result["timing"]
     console.print(f"wall {timing['total_wall_s']:.1f} s; stages: " + ", ".join(
         f"{name} {s['wall_s']:.1f} s (peak {s['peak_rss_mb']:.0f} MB)" for name, s in timing["stages"].items()))
+
+
+def _show_segments(segments: dict) -> None:
+    from ..evaluation.segments import GROUPS, SEGMENT_METRICS
+
+    table = Table(title="by segment (target popularity in training; items seen)")
+    first = SEGMENT_METRICS[0]
+    for col in ("grouping", "segment", "users", first, "95% CI", *SEGMENT_METRICS[1:]):
+        table.add_column(col, justify="right")
+    for group in GROUPS:
+        for name, entry in segments[group].items():
+            m = entry.get("metrics")
+            cells = ([f"{m[first]['mean']:.4f}", f"[{m[first]['ci95'][0]:.4f}, {m[first]['ci95'][1]:.4f}]",
+                      *(f"{m[k]['mean']:.4f}" for k in SEGMENT_METRICS[1:])] if m
+                     else ["-"] * (len(SEGMENT_METRICS) + 1))
+            table.add_row(group, name, f"{entry['users']:,}", *cells)
+    console.print(table)
+
+
+def _compare_segments(dataset: str, stage: str, users: list[str], rows: dict[str, dict], ranks_a: list,
+                      ranks_b: list, bootstrap: int, seed: int) -> dict:
+    """Paired comparison per segment; labels from the run rows, or from the dataset for older run files."""
+    from ..evaluation.protocol import EvalData
+    from ..evaluation.segments import GROUPS, label_rows, paired_segments
+
+    if all("segment" in rows[u] for u in users):
+        labels = {group: [rows[u]["segment"][group] for u in users] for group in GROUPS}
+    else:
+        from ..data import load_dataset
+
+        labels = label_rows([rows[u] for u in users], EvalData.from_dataset(load_dataset(dataset)), stage)
+    return paired_segments(ranks_a, ranks_b, labels, n_boot=bootstrap, seed=seed)
 
 
 @eval_app.command("compare")
@@ -164,8 +198,12 @@ def compare(run_a: str = typer.Argument(..., help="run name (or path to its .jso
             bootstrap: int = typer.Option(10000, min=100, help="paired bootstrap resamples"),
             seed: int = typer.Option(0),
             intersect: bool = typer.Option(False, help="compare on the users both runs share (else they must match)"),
+            by_segment: bool = typer.Option(True, "--segments/--no-segments",
+                                            help="also compare per segment (target popularity, history length); "
+                                                 "run files made before segments need the dataset to label users"),
             as_json: bool = typer.Option(False, "--json")) -> None:
-    """Paired comparison of two runs on the same users: paired bootstrap CI/p and Wilcoxon on NDCG@10."""
+    """Paired comparison of two runs on the same users: paired bootstrap CI/p and Wilcoxon on NDCG@10, overall
+    and per segment."""
     from ..evaluation.metrics import metrics_from_ranks
     from ..evaluation.runfiles import load_run
     from ..evaluation.stats import compare_paired
@@ -197,10 +235,14 @@ def compare(run_a: str = typer.Argument(..., help="run name (or path to its .jso
         results = compare_paired(per_a, per_b, names, n_boot=bootstrap, seed=seed)
         if "ndcg@10" not in names:
             results += [r for r in compare_paired(per_a, per_b, ["ndcg@10"], n_boot=bootstrap, seed=seed)]
+        segments = (_compare_segments(dataset, sa["stage"], users, a, [a[u]["rank"] for u in users],
+                                      [b[u]["rank"] for u in users], bootstrap, seed) if by_segment else None)
     except (RecgenError, ValueError) as exc:
         _fail(exc)
     out = {"dataset": sa["dataset"], "stage": sa["stage"], "run_a": sa["run_name"], "run_b": sb["run_name"],
            "users": len(users), "comparisons": [r.to_dict() for r in results]}
+    if segments is not None:
+        out["segments"] = segments
     wil = next(r for r in results if r.metric == "ndcg@10")
     out["wilcoxon_ndcg@10"] = {"p_value": wil.p_wilcoxon, "nonzero_pairs": wil.n_nonzero}
     if as_json:
@@ -218,6 +260,62 @@ def compare(run_a: str = typer.Argument(..., help="run name (or path to its .jso
     console.print(table)
     console.print(f"Wilcoxon signed-rank on per-user NDCG@10: p = {wil.p_wilcoxon:.4g} "
                   f"({wil.n_nonzero:,} users with a non-zero difference; ties dropped)")
+    if segments is not None:
+        _show_paired_segments(segments, bootstrap)
+
+
+def _p_text(p: float, bootstrap: int) -> str:
+    return f"< {1 / (bootstrap + 1):.0e}" if p <= 1 / (bootstrap + 1) + 1e-12 else f"{p:.4g}"
+
+
+def _show_paired_segments(segments: dict, bootstrap: int) -> None:
+    """One row per segment: NDCG@10 A, B, A - B [CI], p; Recall@10 A - B, p (all metrics are in --json)."""
+    from ..evaluation.segments import GROUPS
+
+    table = Table(title="A vs B by segment (paired; all metrics in --json)")
+    for col in ("segment", "users", "NDCG@10 A", "B", "A - B [95% CI]", "p", "Recall@10 A - B", "p "):
+        table.add_column(col, justify="right")
+    for group in GROUPS:
+        for name, entry in segments[group].items():
+            by = {r["metric"]: r for r in entry.get("comparisons", [])}
+            if "ndcg@10" not in by:
+                table.add_row(f"{group}: {name}", f"{entry['users']:,}", *["-"] * 6)
+                continue
+            n, r = by["ndcg@10"], by.get("recall@10")
+            table.add_row(f"{group}: {name}", f"{entry['users']:,}", f"{n['mean_a']:.4f}", f"{n['mean_b']:.4f}",
+                          f"{n['delta']:+.4f} [{n['ci95'][0]:+.4f}, {n['ci95'][1]:+.4f}]",
+                          _p_text(n["p_bootstrap"], bootstrap),
+                          "-" if r is None else f"{r['delta']:+.4f}",
+                          "-" if r is None else _p_text(r["p_bootstrap"], bootstrap))
+    console.print(table)
+
+
+@eval_app.command("segments")
+def segments(runs: List[str] = typer.Argument(..., help="finished run names (the first is paired with each other)"),
+             dataset: str = typer.Option("ml-100k", "--dataset", "-d"),
+             results_dir: Optional[Path] = ResultsOpt,
+             out: Optional[Path] = typer.Option(None, help="folder for <dataset>.json and <dataset>.md "
+                                                           "(default: <results root>/segments)"),
+             bootstrap: int = typer.Option(10000, min=100, help="paired bootstrap resamples"),
+             seed: int = typer.Option(0)) -> None:
+    """Finished runs per segment (target popularity, history length, cold items), the first paired with the rest."""
+    from ..evaluation.runfiles import dataset_key, write_run_file
+    from ..evaluation.segment_report import segments_markdown, segments_report
+
+    command = shlex.join(["recgen", "eval", "segments", *runs, "--dataset", dataset, "--bootstrap", str(bootstrap),
+                          "--seed", str(seed)])
+    try:
+        report = segments_report(results_root(results_dir), dataset, list(runs), n_boot=bootstrap, seed=seed,
+                                 command=command)
+    except (RecgenError, ValueError) as exc:
+        _fail(exc)
+    folder = out or results_root(results_dir) / "segments"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = dataset_key(dataset)
+    write_run_file(folder, name, report)
+    markdown = segments_markdown(report)
+    (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
 
 
 @eval_app.command("tune")

@@ -3,7 +3,9 @@
 ``<results>/<dataset>/<run>.json``: config, environment, user counts, metrics with 95% bootstrap CIs,
 per-stage wall time / CPU / peak RSS, CPU-seconds per 1,000 users, the command.
 ``<results>/<dataset>/<run>.users.jsonl``: a header line with the config hash, then one row per user
-(user, target, rank or null, ndcg@10, recall@10, mrr@10), written incrementally. After a complete run the
+(user, target, rank or null, ndcg@10, recall@10, mrr@10), written incrementally; once every user is ranked each
+row also gets its segment labels (target popularity, history length: ``segments.py``) and the summary gets
+the metrics per segment. After a complete run the
 file is gzipped (``.users.jsonl.gz``). User and item ids appear only as
 :func:`~recgen.evaluation.protocol.pseudonym` keys (the files are committed; the data may not be).
 
@@ -34,6 +36,7 @@ from .metrics import DEFAULT_KS, mean_metrics, metrics_from_ranks
 from .protocol import EvalData, check_stage, evaluate_users, pseudonym, sample_users
 from .resources import StageMonitor
 from .runfiles import gzip_rows, read_user_file, run_paths, user_file_for, write_rows, write_run_file
+from .segments import segment_summary, user_segments
 from .stats import bootstrap_cis
 from .systems import SYSTEMS, is_list_system, make_system
 
@@ -138,6 +141,11 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
             raise RecgenError(f"{len(missing)} sampled users have no result (e.g. {missing[0]}); re-run to resume")
         rows = [done[u] for u in order]
         summary = summarize(rows, spec.n_boot, spec.seed, is_list_system(system))
+        labels = user_segments(data, spec.stage, positions)
+        summary["segments"] = segment_summary([row["rank"] for row in rows], labels, spec.n_boot, spec.seed)
+        for n, row in enumerate(rows):  # stored per user, so `eval compare` pairs segments without the data
+            row["segment"] = {group: labels[group][n] for group in labels}
+        write_rows(paths["users"], header, rows)
     result = _result(spec, data, system, config, chash, rows, len(todo), summary, fit_info, monitor, started,
                      gzip_rows(paths))
     write_run_file(paths["folder"], spec.name(), result)
