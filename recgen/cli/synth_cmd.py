@@ -15,7 +15,6 @@ from ..errors import ConfigError
 from ..progress import progress_display, reporting, task
 from .common import console, friendly_errors, print_json
 
-
 SIZE_HELP = "named size: " + ", ".join(f"{k} ({v[0]:,} items, {v[1]:,} interactions, {v[2]:,} users)"
                                        for k, v in SIZES.items())
 
