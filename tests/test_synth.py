@@ -100,3 +100,10 @@ def test_cli_writes_refuses_foreign_folders_and_bad_sizes(tmp_path):
         SynthSpec.sized(items=100, interactions=100, users=50)
     with pytest.raises(UnsafeOverwriteError):
         generate(SynthSpec(**TINY), foreign)
+
+
+def test_parquet_output_loads_to_the_same_dataset(tiny, tmp_path):
+    folder, _ = tiny
+    generate(SynthSpec(**TINY, seed=3), tmp_path / "pq", fmt="parquet")
+    assert not (tmp_path / "pq" / "interactions.csv").exists()
+    assert load_dataset(tmp_path / "pq").sequences == load_dataset(folder).sequences
