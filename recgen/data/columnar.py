@@ -211,7 +211,10 @@ def _csv_batches(path: Path, bad_rows: BadRows) -> Iterator[_Batch | list[int]]:
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}:1: byte 0x{first_line[exc.start]:02x} is not valid UTF-8; save the file as "
                             "UTF-8") from None
-        header = [h.strip() for h in next(csv.reader([text]), [])]
+        try:
+            header = [h.strip() for h in next(csv.reader([text.rstrip("\r\n")]), [])]
+        except csv.Error as exc:  # a lone-CR file (one "line"), a huge field: nothing to read columns from
+            raise DataError(f"{path}:1: not a valid CSV header ({exc}); lines must end in LF or CRLF") from None
         _check_header(path, header)
         wanted = [c for c in ("user", "item", "timestamp") if c in header]
         line = 2
