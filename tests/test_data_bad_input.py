@@ -7,7 +7,7 @@ import json
 import pytest
 
 from recgen.data import Catalog, load_catalog_file, load_dataset
-from recgen.data.loaders import load_interactions_csv
+from recgen.data.columnar import load_interactions
 from recgen.errors import DataError
 
 
@@ -127,10 +127,10 @@ def test_interactions_short_row_and_missing_column(tmp_path):
     path = tmp_path / "interactions.csv"
     path.write_bytes(b"user,item\n,a\n")
     with pytest.raises(DataError, match=r"interactions\.csv:2: empty 'user'"):
-        load_interactions_csv(path, catalog)
+        load_interactions(path, catalog)
     path.write_bytes(b"person,item\nu1,a\n")
     with pytest.raises(DataError, match=r"interactions\.csv: .*'user' and 'item'"):
-        load_interactions_csv(path, catalog)
+        load_interactions(path, catalog)
 
 
 def test_duplicate_users_or_asins_in_amazon_files(tmp_path):

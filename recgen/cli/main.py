@@ -19,7 +19,7 @@ from ..retrieval import Retriever
 from ..retrieval.cache import index_folder
 from ..text import check_id, check_text
 from ..types import RANKER_NAMES
-from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd
+from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd, synth_cmd
 from .common import console, friendly_errors, history_for_user, make_config, parse_history, print_json
 
 app = typer.Typer(help="LLM-based generative recommender: ranked catalog items, each with a reason.",
@@ -181,6 +181,7 @@ app.command(name="serve")(serve_cmd.serve)
 app.command(name="chat")(serve_cmd.chat)
 app.command(name="batch")(batch_cmd.batch)
 app.command(name="fit")(fit_cmd.fit)
+app.command(name="synth")(synth_cmd.synth)
 app.command(name="forget")(feedback_cmd.forget)
 app.command(name="refit", help="Same as `recgen fit`: re-fit every stage on the dataset + its event log.")(fit_cmd.fit)
 

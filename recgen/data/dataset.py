@@ -17,6 +17,7 @@ class Dataset:
     catalog: Catalog
     sequences: dict[str, list[str]]
     dropped_unknown: int = 0
+    skipped_rows: int = 0  # malformed interaction rows skipped (a loader's bad_rows="skip")
     _popularity: list[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

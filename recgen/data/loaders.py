@@ -15,8 +15,9 @@ from pathlib import Path
 from ..errors import DataError
 from ..paths import resolve_dataset_path
 from .catalog import Catalog, Item
+from .columnar import BadRows, load_interactions
 from .dataset import Dataset
-from .files import csv_records, csv_rows, finite_number, need_file, read_text
+from .files import csv_records, csv_rows, need_file, read_text
 
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 
@@ -127,29 +128,9 @@ def load_catalog_file(path: str | Path) -> Catalog:
     return Catalog.from_rows(records, str(path))
 
 
-def load_interactions_csv(path: str | Path, catalog: Catalog) -> tuple[dict[str, list[str]], int]:
-    """``user,item[,timestamp]`` with a header; returns ordered sequences and the count of rows whose item
-    is not in the catalog (dropped, and reported, rather than failing the whole load). A timestamp that is
-    not a finite number is an error naming its line; without timestamps the file order is kept."""
-    path = need_file(Path(path))
-    events: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    dropped = 0
-    _, records = csv_records(path, read_text(path), ("user", "item"), "an interactions CSV")
-    for number, row in records:
-        user, item = row["user"].strip(), row["item"].strip()
-        if not user:
-            raise DataError(f"{path}:{number}: empty 'user'")
-        if item not in catalog:
-            dropped += 1
-            continue
-        raw = (row.get("timestamp") or "").strip()
-        stamp = finite_number(raw, path, number) if raw else float(number)
-        events[user].append((stamp, number, item))
-    return {u: [i for _, _, i in sorted(rows)] for u, rows in events.items()}, dropped
-
-
-def load_generic(folder: str | Path) -> Dataset:
-    """A folder with ``items.jsonl`` (or ``items.csv``) and ``interactions.csv``."""
+def load_generic(folder: str | Path, bad_rows: BadRows = "error") -> Dataset:
+    """A folder with ``items.jsonl`` (or ``items.csv``) and ``interactions.csv`` (or ``interactions.parquet``),
+    the interactions read as columns (:mod:`recgen.data.columnar`); ``bad_rows="skip"`` skips malformed rows."""
     folder = resolve_dataset_path(folder)
     for name in ("items.jsonl", "items.csv"):
         if (folder / name).is_file():
@@ -157,8 +138,16 @@ def load_generic(folder: str | Path) -> Dataset:
             break
     else:
         raise DataError(f"{folder}: expected items.jsonl or items.csv (see README, 'Your own data')")
-    sequences, dropped = load_interactions_csv(folder / "interactions.csv", catalog)
-    return Dataset(folder.name, catalog, sequences, dropped_unknown=dropped)
+    read = load_interactions(_interactions_file(folder), catalog, bad_rows)
+    return Dataset(folder.name, catalog, read.sequences, dropped_unknown=read.dropped_unknown,
+                   skipped_rows=len(read.skipped_rows))
+
+
+def _interactions_file(folder: Path) -> Path:
+    for name in ("interactions.parquet", "interactions.csv"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder / "interactions.csv"
 
 
 def load_dataset(name_or_path: str | Path) -> Dataset:
@@ -168,9 +157,9 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
         return load_movielens_100k(folder)
     if (folder / "user_sequence.txt").is_file():
         return load_amazon_sequences(folder)
-    if (folder / "interactions.csv").is_file():
+    if (folder / "interactions.csv").is_file() or (folder / "interactions.parquet").is_file():
         return load_generic(folder)
     raise DataError(
         f"{folder}: not a dataset recgen recognises (expected u.data + u.item, user_sequence.txt + "
-        "item_titles.tsv, or items.jsonl/items.csv + interactions.csv)"
+        "item_titles.tsv, or items.jsonl/items.csv + interactions.csv/interactions.parquet)"
     )
