@@ -55,6 +55,18 @@ class RetrievalSettings(_Settings):
         "nearest warm items by text; 0 = none. 10 is fixed, not tuned per dataset: with it the hybrid found cold "
         "targets (ml-100k Recall@20 0 -> 0.032, Beauty 0.025 -> 0.058) and warm validation users were unchanged "
         "(eval/results/cold/NOTES.md, k = 0 vs 10 in eval/results/cold/before-borrowing)")
+    index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="the FAISS index over item embeddings: flat = exact search; hnsw = HNSW32 graph; ivf = "
+        "inverted file (~4 sqrt(n) lists); auto = flat below ann_min_items, hnsw from there. An approximate index's "
+        "efSearch / nprobe is chosen at build time by measured recall@100 vs exact search (ann_recall), checked on "
+        "held-out queries and stored in the index's index.json (recgen/retrieval/index.py)")
+    ann_min_items: int = Field(
+        200_000, ge=1, description="catalog size from which index=auto builds an approximate (HNSW) index. Chosen "
+        "from benchmarks/embed_index.py (eval/results/scale/embed_index.md): one exact query over 100k items took "
+        "a few ms, over 1M tens of ms, HNSW ~1 ms at recall@100 >= 0.98")
+    ann_recall: float = Field(
+        0.98, gt=0, le=1, description="recall@100 against exact search an approximate index must reach on its "
+        "tuning queries (the issue's target); when no efSearch / nprobe reaches it, the exact index is kept")
     request_prior: float = Field(
         3.0, ge=0, description="weight of a popularity prior (how many distinct items lead to each item in the "
         "fitted transitions) for a request with filters and no history; 0 = the request's text alone orders. 3 "
