@@ -61,9 +61,10 @@ class RetrievalSettings(_Settings):
         "efSearch / nprobe is chosen at build time by measured recall@100 vs exact search (ann_recall), checked on "
         "held-out queries and stored in the index's index.json (recgen/retrieval/index.py)")
     ann_min_items: int = Field(
-        200_000, ge=1, description="catalog size from which index=auto builds an approximate (HNSW) index. Chosen "
-        "from benchmarks/embed_index.py (eval/results/scale/embed_index.md): one exact query over 100k items took "
-        "a few ms, over 1M tens of ms, HNSW ~1 ms at recall@100 >= 0.98")
+        100_000, ge=1, description="catalog size from which index=auto builds an approximate (HNSW) index. Chosen "
+        "from benchmarks/embed_index.py (eval/results/scale/embed_index.md, load 8-15): one exact top-100 query over "
+        "100k items took 148 / 195 ms p50 / p95 (over 1M 764 / 870 ms), HNSW32 1.1 / 9.1 ms (1M: 9.3 / 11.6 ms) at "
+        "held-out recall@100 0.985 (1M: 0.983); below 100k the exact index costs no build time and no recall")
     ann_recall: float = Field(
         0.98, gt=0, le=1, description="recall@100 against exact search an approximate index must reach on its "
         "tuning queries (the issue's target); when no efSearch / nprobe reaches it, the exact index is kept")

@@ -83,7 +83,7 @@ class IndexChoice:
     """How to build the index: ``kind`` is ``auto`` or one of :data:`INDEX_KINDS`."""
 
     kind: str = "auto"
-    ann_min_items: int = 200_000
+    ann_min_items: int = 100_000
     target_recall: float = 0.98
     queries: int = 500
     seed: int = 0
