@@ -1,4 +1,13 @@
-"""Retrieval index at scale (issue 24): build time, one-query latency p50/p95 and memory of the exact (Flat) and the
+"""Catalog embedding speed and retrieval index at scale (issue 24).
+
+    python benchmarks/embed_index.py embed --dataset amazon-beauty --titles 3000 --rounds 3 --out eval/results/scale/embed_speed
+
+``embed``: titles/s of the embedding model on torch, onnx and onnx-int8 (``RetrievalSettings.embed_backend``),
+interleaved round by round in one run (so load hits all alike), each after a warm-up and the one-time export; and
+the cosine of each item's onnx / onnx-int8 embedding to its torch embedding (mean, min). Only counts and timings
+are written, never the data.
+
+``index``: build time, one-query latency p50/p95 and memory of the exact (Flat) and the
 approximate (HNSW32, efSearch chosen for recall@100 >= 0.98) index at 100k and 1M item vectors.
 
     python benchmarks/embed_index.py index --sizes 100000 1000000 --out eval/results/scale/embed_index
@@ -88,6 +97,41 @@ def one_case(size: int, kind: str, queries: int) -> dict:
     return out
 
 
+def embed_speed(dataset: str, titles: int, rounds: int, batch: int) -> dict:
+    """Interleaved titles/s per backend and cosine agreement with torch."""
+    from recgen.data import load_dataset
+    from recgen.retrieval.embedder import embed, load_embedder
+
+    catalog = load_dataset(dataset).catalog
+    rows = np.random.default_rng(0).choice(len(catalog), size=min(titles, len(catalog)), replace=False)
+    texts = [catalog.items[r].text() for r in rows]
+    backends = ("torch", "onnx", "onnx-int8")
+    load_s = {}
+    for backend in backends:  # load + export (cached after the first run) + warm-up, outside the timing
+        start = time.perf_counter()
+        embed(load_embedder(None, backend), texts[:64], batch_size=batch)
+        load_s[backend] = round(time.perf_counter() - start, 1)
+    speed: dict[str, list[float]] = {b: [] for b in backends}
+    vectors = {}
+    loads = [os.getloadavg()[0]]
+    for _ in range(rounds):
+        for backend in backends:
+            start = time.perf_counter()
+            vectors[backend] = embed(load_embedder(None, backend), texts, batch_size=batch)
+            speed[backend].append(len(texts) / (time.perf_counter() - start))
+            loads.append(os.getloadavg()[0])
+    out = {"dataset": dataset, "titles": len(texts), "rounds": rounds, "batch": batch, "cores": len(os.sched_getaffinity(0)),
+           "load_1min": [round(x, 2) for x in loads], "first_load_and_export_s": load_s,
+           "titles_per_s": {b: [round(v, 1) for v in speed[b]] for b in backends},
+           "titles_per_s_median": {b: round(float(np.median(speed[b])), 1) for b in backends}}
+    out["speedup_vs_torch"] = {b: round(out["titles_per_s_median"][b] / out["titles_per_s_median"]["torch"], 2)
+                               for b in backends}
+    for backend in backends[1:]:
+        cosine = (vectors[backend] * vectors["torch"]).sum(axis=1)
+        out[f"cosine_to_torch_{backend}"] = {"mean": round(float(cosine.mean()), 5), "min": round(float(cosine.min()), 5)}
+    return out
+
+
 def write_table(results: list[dict], path: Path, command: str) -> None:
     lines = [f"# Retrieval index at scale\n\n`{command}`\n",
              "| items | index | params | build s (cpu s) | query p50 / p95 ms | recall@100 held-out / probe | "
@@ -110,6 +154,12 @@ def main() -> None:
     idx.add_argument("--kinds", nargs="+", default=["flat", "hnsw"])
     idx.add_argument("--queries", type=int, default=300)
     idx.add_argument("--out", default="eval/results/scale/embed_index")
+    emb = sub.add_parser("embed", help="embedding speed per backend, interleaved, and agreement with torch")
+    emb.add_argument("--dataset", default="amazon-beauty")
+    emb.add_argument("--titles", type=int, default=3000)
+    emb.add_argument("--rounds", type=int, default=3)
+    emb.add_argument("--batch", type=int, default=64)
+    emb.add_argument("--out", default="eval/results/scale/embed_speed")
     one = sub.add_parser("one", help=argparse.SUPPRESS)
     one.add_argument("size", type=int)
     one.add_argument("kind")
@@ -117,6 +167,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "one":
         print(json.dumps(one_case(args.size, args.kind, args.queries)))
+        return
+    if args.what == "embed":
+        result = {"command": "python benchmarks/embed_index.py " + shlex.join(sys.argv[1:]),
+                  **embed_speed(args.dataset, args.titles, args.rounds, args.batch)}
+        Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,11 @@ class RetrievalSettings(_Settings):
         "nearest warm items by text; 0 = none. 10 is fixed, not tuned per dataset: with it the hybrid found cold "
         "targets (ml-100k Recall@20 0 -> 0.032, Beauty 0.025 -> 0.058) and warm validation users were unchanged "
         "(eval/results/cold/NOTES.md, k = 0 vs 10 in eval/results/cold/before-borrowing)")
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto", description="what runs the embedding model: torch (sentence-transformers), onnx (the model exported "
+        "once to ONNX, run by onnxruntime on all cores) or onnx-int8 (that export with int8 dynamic quantisation); "
+        "auto = onnx-int8 when the `fast` extra is installed. Measured by benchmarks/embed_index.py embed "
+        "(eval/results/scale/embed_speed.md): speed and cosine agreement with torch")
     index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="the FAISS index over item embeddings: flat = exact search; hnsw = HNSW32 graph; ivf = "
         "inverted file (~4 sqrt(n) lists); auto = flat below ann_min_items, hnsw from there. An approximate index's "

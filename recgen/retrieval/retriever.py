@@ -73,7 +73,7 @@ class Retriever:
     def build(cls, catalog: Catalog, settings: RetrievalSettings | None = None, *, show_progress: bool = False,
               batch_size: int = 64, transitions: ItemTransitions | None = None) -> "Retriever":
         settings = settings or RetrievalSettings()
-        model = load_embedder(settings.embedder)
+        model = load_embedder(settings.embedder, settings.embed_backend)
         vectors = embed(model, [item.text() for item in catalog], batch_size=batch_size, show_progress=show_progress)
         return cls.from_vectors(catalog, vectors, settings, transitions=transitions)
 
@@ -122,7 +122,7 @@ class Retriever:
         ``update``; an updated item keeps its row and gets its new vector. The copy keeps this retriever
         whole for requests in flight; transitions grow zero rows for the new items (no interactions yet)."""
         catalog, new_rows, updated_rows = merged_catalog(self.catalog, items, update=update)
-        vectors = embed(load_embedder(self.embedder_name), [catalog.items[r].text() for r in new_rows + updated_rows],
+        vectors = embed(load_embedder(self.embedder_name, self.settings.embed_backend), [catalog.items[r].text() for r in new_rows + updated_rows],
                         batch_size=batch_size) if new_rows or updated_rows else np.zeros((0, self.index.d), np.float32)
         vectors = np.asarray(vectors, dtype=np.float32)
         embeddings = np.concatenate([self.item_embeddings, vectors[: len(new_rows)]])
@@ -161,7 +161,7 @@ class Retriever:
             if vector is not None:
                 self._query_cache.move_to_end(text)
                 return vector
-        return self._remember([text], embed(load_embedder(self.embedder_name), [text]))[0]
+        return self._remember([text], embed(load_embedder(self.embedder_name, self.settings.embed_backend), [text]))[0]
 
     def warm_queries(self, texts: list[str], batch: int = 64) -> None:
         """Embed the texts not cached yet in batches (one encoder call per ``batch``, not per text): for callers
@@ -170,7 +170,7 @@ class Retriever:
             todo = [t for t in dict.fromkeys(texts) if t and t not in self._query_cache][:QUERY_CACHE]
         if not todo:
             return
-        self._remember(todo, embed(load_embedder(self.embedder_name), todo, batch_size=batch))
+        self._remember(todo, embed(load_embedder(self.embedder_name, self.settings.embed_backend), todo, batch_size=batch))
 
     def _remember(self, texts: list[str], vectors: np.ndarray) -> list[np.ndarray]:
         """Cache each text's vector (a read-only copy), dropping the least recently used beyond QUERY_CACHE."""
