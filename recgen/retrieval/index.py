@@ -64,6 +64,8 @@ class IndexMeta:
     held_out_queries: int = 0
     #: Why this kind (size vs threshold, or the fallback to exact search).
     reason: str = ""
+    #: What embedded the items (``RetrievalSettings.embed_backend``, resolved): queries must come from the same.
+    embed_backend: str = "torch"
     #: Size and SHA-256 of the index file, checked before FAISS parses an approximate index.
     file_bytes: int = 0
     sha256: str = ""
@@ -251,7 +253,7 @@ def _file_digest(path: Path) -> tuple[int, str]:
 
 
 def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str | None = None,
-               expect_kind: str | None = None):
+               expect_kind: str | None = None, expect_backend: str | None = None):
     """Load and check an index folder; raise :class:`IndexStaleError` or :class:`IndexCorruptError`.
     ``expect_kind`` (the kind the current settings resolve to) makes an index of another kind stale."""
     import faiss
@@ -279,6 +281,9 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
             f"index in {folder} was built with embedding model {meta.embedder!r}, not {expect_embedder!r}; "
             "rebuild it or pass the matching model"
         )
+    if expect_backend is not None and meta.embed_backend != expect_backend:
+        raise IndexStaleError(f"index in {folder} was embedded with the {meta.embed_backend} backend, the settings "
+                              f"ask for {expect_backend}")
     if expect_kind is not None and meta.requested_kind != expect_kind:
         raise IndexStaleError(f"index in {folder} was built as a {meta.requested_kind} index, the settings ask for "
                               f"{expect_kind}")

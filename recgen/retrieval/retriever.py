@@ -16,7 +16,7 @@ from ..errors import InvalidRequestError
 from ..text import has_negation
 from .cold_items import cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
-from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
+from .embedder import DEFAULT_EMBEDDER, embed, load_embedder, resolve_backend
 from .growth import grown_transitions, merged_catalog
 from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index
 from .request_constraints import RequestConstraints, RequestReader
@@ -84,7 +84,8 @@ class Retriever:
         kind ``settings`` choose for the catalog's size (:func:`~recgen.retrieval.index.build_index`)."""
         settings = settings or RetrievalSettings()
         name = embedder_name or settings.embedder or DEFAULT_EMBEDDER
-        index, meta = build_index(vectors, index_choice(settings), IndexMeta(name, catalog.fingerprint(), 0, 0))
+        base = IndexMeta(name, catalog.fingerprint(), 0, 0, embed_backend=resolve_backend(settings.embed_backend))
+        index, meta = build_index(vectors, index_choice(settings), base)
         retriever = cls(catalog, index, settings, embedder_name=name, transitions=transitions, index_meta=meta)
         retriever._item_embeddings = vectors
         log.info("retrieval index: %s", meta.describe())
@@ -102,7 +103,7 @@ class Retriever:
         """The saved index; stale (another catalog, or another embedder than ``settings.embedder``) is an error."""
         settings = settings or RetrievalSettings()
         index, meta = load_index(folder, catalog.fingerprint(), settings.embedder or DEFAULT_EMBEDDER,
-                                 index_choice(settings).resolve(len(catalog))[0])
+                                 index_choice(settings).resolve(len(catalog))[0], resolve_backend(settings.embed_backend))
         return cls(catalog, index, settings, embedder_name=meta.embedder, transitions=transitions, index_meta=meta)
 
     def rebound(self, settings: RetrievalSettings, transitions: ItemTransitions | None = None) -> "Retriever":
