@@ -56,10 +56,12 @@ class RetrievalSettings(_Settings):
         "targets (ml-100k Recall@20 0 -> 0.032, Beauty 0.025 -> 0.058) and warm validation users were unchanged "
         "(eval/results/cold/NOTES.md, k = 0 vs 10 in eval/results/cold/before-borrowing)")
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
-        "auto", description="what runs the embedding model: torch (sentence-transformers), onnx (the model exported "
+        "torch", description="what runs the embedding model: torch (sentence-transformers), onnx (the model exported "
         "once to ONNX, run by onnxruntime on all cores) or onnx-int8 (that export with int8 dynamic quantisation); "
-        "auto = onnx-int8 when the `fast` extra is installed. Measured by benchmarks/embed_index.py embed "
-        "(eval/results/scale/embed_speed.md): speed and cosine agreement with torch")
+        "auto = onnx-int8 when the `fast` extra is installed, else torch. Default torch: onnx-int8 embeds 3.05x "
+        "faster (661 vs 216 titles/s, 2 cores) but moves embeddings (cosine to torch mean 0.957) and its text-only "
+        "NDCG@10 was lower on ml-100k (eval/results/scale/embed_quality.md); onnx is exact (cosine 1.0) and 1.41x "
+        "(eval/results/scale/embed_speed.json)")
     index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="the FAISS index over item embeddings: flat = exact search; hnsw = HNSW32 graph; ivf = "
         "inverted file (~4 sqrt(n) lists); auto = flat below ann_min_items, hnsw from there. An approximate index's "
