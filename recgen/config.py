@@ -55,6 +55,27 @@ class RetrievalSettings(_Settings):
         "nearest warm items by text; 0 = none. 10 is fixed, not tuned per dataset: with it the hybrid found cold "
         "targets (ml-100k Recall@20 0 -> 0.032, Beauty 0.025 -> 0.058) and warm validation users were unchanged "
         "(eval/results/cold/NOTES.md, k = 0 vs 10 in eval/results/cold/before-borrowing)")
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="what runs the embedding model: torch (sentence-transformers), onnx (the model exported "
+        "once to ONNX, run by onnxruntime on all cores) or onnx-int8 (that export with int8 dynamic quantisation); "
+        "auto = onnx-int8 when the `fast` extra is installed, else torch. Default torch: onnx-int8 embeds 3.05x "
+        "faster (661 vs 216 titles/s, 2 cores) but moves embeddings (cosine to torch mean 0.957); its text-only "
+        "NDCG@10 stayed inside torch's 95% CI on both datasets, lower on ml-100k (test 0.0132 vs 0.0152), higher "
+        "on Beauty (0.0250 vs 0.0242) (eval/results/scale/embed_quality.md); onnx is exact (cosine 1.0) and 1.41x "
+        "(eval/results/scale/embed_speed.json). Not yet auto by default: each fresh cache exports once")
+    index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="the FAISS index over item embeddings: flat = exact search; hnsw = HNSW32 graph; ivf = "
+        "inverted file (~4 sqrt(n) lists); auto = flat below ann_min_items, hnsw from there. An approximate index's "
+        "efSearch / nprobe is chosen at build time by measured recall@100 vs exact search (ann_recall), checked on "
+        "held-out queries and stored in the index's index.json (recgen/retrieval/index.py)")
+    ann_min_items: int = Field(
+        100_000, ge=1, description="catalog size from which index=auto builds an approximate (HNSW) index. Chosen "
+        "from benchmarks/embed_index.py (eval/results/scale/embed_index.md, load 8-15): one exact top-100 query over "
+        "100k items took 148 / 195 ms p50 / p95 (over 1M 764 / 870 ms), HNSW32 1.1 / 9.1 ms (1M: 9.3 / 11.6 ms) at "
+        "held-out recall@100 0.985 (1M: 0.983); below 100k the exact index costs no build time and no recall")
+    ann_recall: float = Field(
+        0.98, gt=0, le=1, description="recall@100 against exact search an approximate index must reach on its "
+        "tuning queries (the issue's target); when no efSearch / nprobe reaches it, the exact index is kept")
     request_prior: float = Field(
         3.0, ge=0, description="weight of a popularity prior (how many distinct items lead to each item in the "
         "fitted transitions) for a request with filters and no history; 0 = the request's text alone orders. 3 "

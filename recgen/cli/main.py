@@ -60,11 +60,15 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
     retriever = Retriever.build(data.catalog, RetrievalSettings(embedder=embedder), show_progress=not as_json)
     retriever.save(folder)
     seconds = time.perf_counter() - start
-    info = {"dataset": data.name, "items": len(data.catalog), "index": str(folder), "seconds": round(seconds, 2)}
+    meta = retriever.index_meta
+    info = {"dataset": data.name, "items": len(data.catalog), "index": str(folder), "seconds": round(seconds, 2),
+            "kind": meta.kind, "factory": meta.factory, "search_params": meta.search_params,
+            f"recall@{meta.recall_at}": meta.held_out_recall, "held_out_queries": meta.held_out_queries,
+            "reason": meta.reason}
     if as_json:
         print_json(info)
     else:
-        console.print(f"indexed {info['items']} items of {data.name} in {seconds:.1f} s → {folder}")
+        console.print(f"indexed {info['items']} items of {data.name} in {seconds:.1f} s → {folder}\n{meta.describe()}")
 
 
 def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: bool, as_json: bool) -> None:

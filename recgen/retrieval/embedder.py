@@ -26,19 +26,38 @@ def resolve_embedder(name: str | None) -> str:
     return name
 
 
-def load_embedder(name: str | None = None):
-    """Load (once per process) a sentence-transformers model by name or path, on CPU unless CUDA exists."""
-    return _load(resolve_embedder(name))
+def load_embedder(name: str | None = None, backend: str = "torch"):
+    """Load (once per process) a sentence-transformers model by name or path, on CPU unless CUDA exists; with
+    ``backend`` onnx / onnx-int8 (or auto, when onnxruntime is installed) its exported ONNX encoder."""
+    return _load(resolve_embedder(name), resolve_backend(backend))
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` = onnx-int8 when onnxruntime, onnx and onnxscript are installed (the ``fast`` extra), else torch."""
+    if backend != "auto":
+        return backend
+    from .onnx_embedder import onnx_available
+
+    return "onnx-int8" if onnx_available() else "torch"
 
 
 @lru_cache(maxsize=4)
-def _load(path: str):
+def _load(path: str, backend: str = "torch"):
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(path, device=None, trust_remote_code=False)
+        model = SentenceTransformer(path, device=None, trust_remote_code=False)
     except Exception as exc:  # the library raises many types; the user needs one clear message
         raise ModelLoadError(f"cannot load embedding model {path!r}: {exc}") from exc
+    if backend == "torch":
+        return model
+    from .onnx_embedder import OnnxEncoder
+
+    try:
+        return OnnxEncoder(model, path, quantized=backend == "onnx-int8")
+    except ImportError as exc:
+        raise ModelLoadError(f"embed_backend={backend} needs onnxruntime, onnx and onnxscript (pip install "
+                             f"'recgen[fast]'): {exc}") from exc
 
 
 def embed(model, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:

@@ -1,10 +1,21 @@
-"""Item-embedding FAISS index saved with what it was built from, so a stale index is never used silently."""
+"""Item-embedding FAISS index saved with what it was built from, so a stale index is never used silently.
+
+The kind of index follows the catalog's size (faiss wiki, "Guidelines to choose an index"): exact inner-product
+search (``Flat``) below ``RetrievalSettings.ann_min_items``, a graph (``HNSW32,Flat``) or an inverted file
+(``IVF<n>,Flat``) above it. An approximate index's search parameter (``efSearch`` / ``nprobe``) is chosen by
+measuring recall@100 against exact search on one set of queries, and checked on a second, held-out set; both
+recalls and the parameter are stored in the index's description (``index.json``) and shown by ``recgen index``.
+When no parameter reaches the target, the exact index is kept: recall is never traded silently.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +24,22 @@ from ..atomic import atomic_dir
 from ..errors import IndexCorruptError, IndexStaleError
 from ..version import __version__
 
+log = logging.getLogger(__name__)
+
 INDEX_FILE = "items.faiss"
 META_FILE = "index.json"
+
+#: The index kinds a setting may name; ``auto`` picks one by catalog size.
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+#: How many neighbours the recall of an approximate index is measured at (the fused ranker's deepest pool).
+RECALL_AT = 100
+#: Search-parameter ladders, cheapest first; the first that reaches the target recall is kept.
+EF_SEARCH = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+NPROBE = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+#: HNSW graph degree; 32 is the faiss wiki's usual choice for 384-dimension embeddings at this scale.
+HNSW_M = 32
+#: The FAISS file tag each kind is written with (``faiss/impl/index_write.cpp``).
+FOURCC = {"flat": b"IxFI", "hnsw": b"IHNf", "ivf": b"IwFl"}
 
 
 @dataclass
@@ -24,6 +49,54 @@ class IndexMeta:
     n_items: int
     dim: int
     recgen_version: str = __version__
+    #: ``flat`` (exact), ``hnsw`` or ``ivf``; the FAISS factory string it was built from.
+    kind: str = "flat"
+    factory: str = "Flat"
+    #: The kind the settings asked for (``flat`` when exact search was kept because no parameter reached the
+    #: target recall): a saved index is stale when the settings now resolve to another kind.
+    requested_kind: str = "flat"
+    #: The search parameters set after loading (``{"efSearch": 128}``, ``{"nprobe": 16}``; none for flat).
+    search_params: dict = field(default_factory=dict)
+    #: recall@``recall_at`` against exact search: on the queries the parameter was chosen on, and held out.
+    recall_at: int = RECALL_AT
+    tune_recall: float = 1.0
+    held_out_recall: float = 1.0
+    held_out_queries: int = 0
+    #: Why this kind (size vs threshold, or the fallback to exact search).
+    reason: str = ""
+    #: What embedded the items (``RetrievalSettings.embed_backend``, resolved): queries must come from the same.
+    embed_backend: str = "torch"
+    #: Size and SHA-256 of the index file, checked before FAISS parses an approximate index.
+    file_bytes: int = 0
+    sha256: str = ""
+
+    def describe(self) -> str:
+        """One line for logs and ``recgen index``."""
+        if self.kind == "flat":
+            return f"exact inner-product index ({self.factory}) over {self.n_items} items: {self.reason}"
+        params = ", ".join(f"{k}={v}" for k, v in self.search_params.items())
+        return (f"{self.factory} over {self.n_items} items, {params}: recall@{self.recall_at} vs exact "
+                f"{self.held_out_recall:.4f} on {self.held_out_queries} held-out queries "
+                f"({self.tune_recall:.4f} on the tuning queries); {self.reason}")
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """How to build the index: ``kind`` is ``auto`` or one of :data:`INDEX_KINDS`."""
+
+    kind: str = "auto"
+    ann_min_items: int = 100_000
+    target_recall: float = 0.98
+    queries: int = 500
+    seed: int = 0
+
+    def resolve(self, n_items: int) -> tuple[str, str]:
+        """The kind for a catalog of ``n_items``, and why."""
+        if self.kind != "auto":
+            return self.kind, "chosen by the setting retrieval.index"
+        if n_items < self.ann_min_items:
+            return "flat", f"{n_items} items < retrieval.ann_min_items = {self.ann_min_items}"
+        return "hnsw", f"{n_items} items >= retrieval.ann_min_items = {self.ann_min_items}"
 
 
 def make_index(vectors: np.ndarray):
@@ -31,8 +104,121 @@ def make_index(vectors: np.ndarray):
     import faiss
 
     index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def factory_string(kind: str, n_items: int) -> str:
+    if kind == "flat":
+        return "Flat"
+    if kind == "hnsw":
+        return f"HNSW{HNSW_M},Flat"
+    if kind == "ivf":  # ~4 sqrt(n) lists (faiss wiki), at least 1, at most one per 39 training points
+        return f"IVF{max(1, min(int(4 * math.sqrt(n_items)), n_items // 39 or 1))},Flat"
+    raise ValueError(f"unknown index kind {kind!r}; expected one of {INDEX_KINDS}")
+
+
+def build_index(vectors: np.ndarray, choice: IndexChoice | None = None, base: IndexMeta | None = None):
+    """The index ``choice`` asks for over ``vectors``, its search parameter chosen on measured recall; returns
+    ``(index, meta)`` where ``meta`` is ``base`` (embedder, fingerprint) completed with the choice and recalls."""
+    choice = choice or IndexChoice()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    meta = IndexMeta(**{**(base.__dict__ if base else {"embedder": "", "catalog_fingerprint": ""}),
+                        "n_items": n, "dim": dim})
+    kind, reason = choice.resolve(n)
+    meta = _with(meta, requested_kind=kind)
+    if kind == "flat" or n <= RECALL_AT:
+        return make_index(vectors), _with(meta, kind="flat", factory="Flat", search_params={}, reason=reason,
+                                          tune_recall=1.0, held_out_recall=1.0, held_out_queries=0)
+    index = _approximate(vectors, kind)
+    tune, held = query_sets(vectors, choice.queries, choice.seed)
+    exact = make_index(vectors)
+    truth_tune, truth_held = exact.search(tune, RECALL_AT)[1], exact.search(held, RECALL_AT)[1]
+    del exact
+    name, ladder = ("efSearch", EF_SEARCH) if kind == "hnsw" else ("nprobe", NPROBE)
+    if kind == "ivf":
+        ladder = tuple(v for v in ladder if v <= index.nlist)
+    tried = {}
+    for value in ladder:
+        set_search_params(index, {name: value})
+        tried[value] = recall(index.search(tune, RECALL_AT)[1], truth_tune)
+        if tried[value] >= choice.target_recall:
+            break
+    value = next((v for v, r in tried.items() if r >= choice.target_recall), None)
+    if value is None:
+        best = max(tried.values())
+        why = (f"{kind} reached only recall@{RECALL_AT} {best:.4f} < {choice.target_recall} at the largest {name} "
+               f"({max(tried)}); kept exact search")
+        log.warning(why)
+        return make_index(vectors), _with(meta, kind="flat", factory="Flat", search_params={}, reason=why,
+                                          tune_recall=1.0, held_out_recall=1.0, held_out_queries=0)
+    set_search_params(index, {name: value})
+    held_recall = recall(index.search(held, RECALL_AT)[1], truth_held)
+    ladder_text = ", ".join(f"{v}: {r:.4f}" for v, r in tried.items())
+    meta = _with(meta, kind=kind, factory=factory_string(kind, n), search_params={name: value},
+                 tune_recall=round(tried[value], 5), held_out_recall=round(held_recall, 5),
+                 held_out_queries=len(held),
+                 reason=f"{reason}; {name} = the smallest with tuning recall >= {choice.target_recall} ({ladder_text})")
+    if held_recall < choice.target_recall:
+        log.warning("index recall on held-out queries %.4f < %.2f: %s", held_recall, choice.target_recall,
+                    meta.describe())
+    return index, meta
+
+
+def _with(meta: IndexMeta, **changes) -> IndexMeta:
+    return IndexMeta(**{**meta.__dict__, **changes})
+
+
+def _approximate(vectors: np.ndarray, kind: str):
+    import faiss
+
+    n, dim = vectors.shape
+    index = faiss.index_factory(dim, factory_string(kind, n), faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:  # IVF: k-means on a sample (faiss needs 39-256 points per list)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 256 * index.nlist), replace=False)
+        index.train(vectors[np.sort(sample)])
     index.add(vectors)
     return index
+
+
+def query_sets(vectors: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint sets of ``count`` queries shaped like the retriever's (``Retriever.query_vector``): half are
+    recency-weighted means of 1-20 catalog items (a history), half one item moved by noise (a request's text,
+    or an item not in the catalog). The two sets use disjoint items, so the held-out set checks the choice."""
+    rng = np.random.default_rng(seed)
+    n, dim = vectors.shape
+    order = rng.permutation(n)
+    halves = (order[: n // 2], order[n // 2:])
+    out = []
+    for pool in halves:
+        queries = np.empty((count, dim), dtype=np.float32)
+        for q in range(count):
+            if q % 2 == 0:
+                rows = rng.choice(pool, size=int(rng.integers(1, 21)))
+                weights = np.power(np.float32(0.85), np.arange(len(rows) - 1, -1, -1, dtype=np.float32))
+                vector = weights @ vectors[rows]
+            else:
+                vector = vectors[rng.choice(pool)] + rng.normal(scale=0.5 / math.sqrt(dim), size=dim)
+            queries[q] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        out.append(queries)
+    return out[0], out[1]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each query's exact top-k found by the approximate search (ids, -1 = none)."""
+    hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(int((t >= 0).sum()), 1)
+            for f, t in zip(found, truth)]
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def set_search_params(index, params: dict) -> None:
+    """Apply stored search parameters (``efSearch`` / ``nprobe``) through FAISS's ParameterSpace."""
+    import faiss
+
+    space = faiss.ParameterSpace()
+    for name, value in params.items():
+        space.set_index_parameter(index, name, int(value))
 
 
 def extended_index(index, vectors: np.ndarray):
@@ -46,16 +232,30 @@ def extended_index(index, vectors: np.ndarray):
 
 
 def save_index(folder: str | Path, index, meta: IndexMeta) -> None:
-    """Write to a temporary folder and rename it into place: a crash never leaves a half index."""
+    """Write to a temporary folder and rename it into place: a crash never leaves a half index. The file's size
+    and SHA-256 go into the description, so a changed file is refused before FAISS parses it."""
     import faiss
 
     with atomic_dir(folder) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
+        size, digest = _file_digest(tmp / INDEX_FILE)
+        meta = _with(meta, file_bytes=size, sha256=digest)
         (tmp / META_FILE).write_text(json.dumps(meta.__dict__, indent=2))
 
 
-def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str | None = None):
-    """Load and check an index folder; raise :class:`IndexStaleError` or :class:`IndexCorruptError`."""
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str | None = None,
+               expect_kind: str | None = None, expect_backend: str | None = None):
+    """Load and check an index folder; raise :class:`IndexStaleError` or :class:`IndexCorruptError`.
+    ``expect_kind`` (the kind the current settings resolve to) makes an index of another kind stale."""
     import faiss
 
     folder = Path(folder)
@@ -67,6 +267,8 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
         meta = IndexMeta(**json.loads(meta_path.read_text()))
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (meta.n_items, meta.dim)):
             raise TypeError("n_items and dim must be whole numbers >= 0")
+        if {meta.kind, meta.requested_kind} - set(INDEX_KINDS) or not isinstance(meta.search_params, dict):
+            raise TypeError(f"kind must be one of {INDEX_KINDS} and search_params an object")
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"{meta_path} is not a valid index description ({exc}); rebuild the index") from None
     if meta.catalog_fingerprint != expect_fingerprint:
@@ -79,9 +281,19 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
             f"index in {folder} was built with embedding model {meta.embedder!r}, not {expect_embedder!r}; "
             "rebuild it or pass the matching model"
         )
-    check_flat_file(index_path, meta)
+    if expect_backend is not None and meta.embed_backend != expect_backend:
+        raise IndexStaleError(f"index in {folder} was embedded with the {meta.embed_backend} backend, the settings "
+                              f"ask for {expect_backend}")
+    if expect_kind is not None and meta.requested_kind != expect_kind:
+        raise IndexStaleError(f"index in {folder} was built as a {meta.requested_kind} index, the settings ask for "
+                              f"{expect_kind}")
+    if meta.kind == "flat":
+        check_flat_file(index_path, meta)
+    else:
+        check_approximate_file(index_path, meta)
     try:
         index = faiss.read_index(str(index_path))
+        set_search_params(index, meta.search_params)
     except RuntimeError as exc:
         raise IndexCorruptError(f"{index_path} cannot be read ({exc}); rebuild the index") from None
     if index.ntotal != meta.n_items or index.d != meta.dim:
@@ -89,6 +301,32 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
     if index.ntotal and not np.isfinite(index.reconstruct_n(0, index.ntotal)).all():
         raise IndexCorruptError(f"{index_path} holds vectors that are not finite (nan or inf); rebuild the index")
     return index, meta
+
+
+#: The header every FAISS index file starts with: fourcc, d (int32), ntotal (int64), two unused int64,
+#: is_trained (uint8), metric (int32, 0 = inner product).
+_HEADER = struct.Struct("<4siqqqBi")
+
+
+def check_approximate_file(path: Path, meta: IndexMeta) -> None:
+    """An HNSW / IVF file must have its kind's tag, the described size and metric, and the size and SHA-256
+    recorded when it was saved: FAISS trusts the counts inside such a file, so it is never parsed unchecked."""
+    with path.open("rb") as handle:
+        head = handle.read(_HEADER.size)
+    problem = None
+    if len(head) < _HEADER.size:
+        problem = "shorter than an index header"
+    else:
+        fourcc, d, ntotal, _, _, _, metric = _HEADER.unpack(head)
+        if fourcc != FOURCC[meta.kind] or metric != 0:
+            problem = f"not an inner-product FAISS {meta.kind} index"
+        elif (d, ntotal) != (meta.dim, meta.n_items):
+            problem = f"its header says {ntotal}x{d} vectors, not {meta.n_items}x{meta.dim}"
+        elif not meta.sha256 or (meta.file_bytes, meta.sha256) != _file_digest(path):
+            problem = "its size or SHA-256 is not the one recorded when it was saved"
+    if problem:
+        raise IndexCorruptError(f"{path} cannot be read as the index {path.parent / META_FILE} describes ({problem}); "
+                                "rebuild it with `recgen index`")
 
 
 #: The inner-product flat index as ``faiss.write_index`` lays it out: fourcc, d (int32), ntotal (int64), two

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -15,10 +16,12 @@ from ..errors import InvalidRequestError
 from ..text import has_negation
 from .cold_items import cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
-from .embedder import DEFAULT_EMBEDDER, embed, load_embedder
+from .embedder import DEFAULT_EMBEDDER, embed, load_embedder, resolve_backend
 from .growth import grown_transitions, merged_catalog
-from .index import IndexMeta, extended_index, load_index, make_index, save_index
+from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index
 from .request_constraints import RequestConstraints, RequestReader
+
+log = logging.getLogger(__name__)
 
 
 def recency_weights(length: int, decay: float) -> np.ndarray:
@@ -46,12 +49,15 @@ class Retriever:
     """Holds the catalog's normalized item embeddings in a FAISS inner-product index."""
 
     def __init__(self, catalog: Catalog, index, settings: RetrievalSettings | None = None, *,
-                 embedder_name: str | None = None, transitions: ItemTransitions | None = None):
+                 embedder_name: str | None = None, transitions: ItemTransitions | None = None,
+                 index_meta: IndexMeta | None = None):
         self.catalog = catalog
         self.index = index
         self.settings = settings or RetrievalSettings()
         #: The embedder the index was built with (a resolved name; ``settings.embedder`` may be ``None``).
         self.embedder_name = embedder_name or self.settings.embedder or DEFAULT_EMBEDDER
+        #: What the index is (kind, search parameters, measured recall); saved beside it.
+        self.index_meta = index_meta or IndexMeta(self.embedder_name, "", index.ntotal, index.d)
         self._item_embeddings: np.ndarray | None = None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_lock = threading.Lock()
@@ -67,20 +73,28 @@ class Retriever:
     def build(cls, catalog: Catalog, settings: RetrievalSettings | None = None, *, show_progress: bool = False,
               batch_size: int = 64, transitions: ItemTransitions | None = None) -> "Retriever":
         settings = settings or RetrievalSettings()
-        model = load_embedder(settings.embedder)
+        model = load_embedder(settings.embedder, settings.embed_backend)
         vectors = embed(model, [item.text() for item in catalog], batch_size=batch_size, show_progress=show_progress)
         return cls.from_vectors(catalog, vectors, settings, transitions=transitions)
 
     @classmethod
     def from_vectors(cls, catalog: Catalog, vectors: np.ndarray, settings: RetrievalSettings | None = None, *,
                      embedder_name: str | None = None, transitions: ItemTransitions | None = None) -> "Retriever":
-        """A retriever over already computed, normalized item vectors (row i = ``catalog.items[i]``)."""
-        retriever = cls(catalog, make_index(vectors), settings, embedder_name=embedder_name, transitions=transitions)
+        """A retriever over already computed, normalized item vectors (row i = ``catalog.items[i]``), in the index
+        kind ``settings`` choose for the catalog's size (:func:`~recgen.retrieval.index.build_index`)."""
+        settings = settings or RetrievalSettings()
+        name = embedder_name or settings.embedder or DEFAULT_EMBEDDER
+        base = IndexMeta(name, catalog.fingerprint(), 0, 0, embed_backend=resolve_backend(settings.embed_backend))
+        index, meta = build_index(vectors, index_choice(settings), base)
+        retriever = cls(catalog, index, settings, embedder_name=name, transitions=transitions, index_meta=meta)
         retriever._item_embeddings = vectors
+        log.info("retrieval index: %s", meta.describe())
         return retriever
 
     def save(self, folder: str | Path) -> None:
-        meta = IndexMeta(self.embedder_name, self.catalog.fingerprint(), self.index.ntotal, self.index.d)
+        meta = IndexMeta(**{**self.index_meta.__dict__, "embedder": self.embedder_name,
+                            "catalog_fingerprint": self.catalog.fingerprint(), "n_items": self.index.ntotal,
+                            "dim": self.index.d})
         save_index(folder, self.index, meta)
 
     @classmethod
@@ -88,12 +102,14 @@ class Retriever:
              transitions: ItemTransitions | None = None) -> "Retriever":
         """The saved index; stale (another catalog, or another embedder than ``settings.embedder``) is an error."""
         settings = settings or RetrievalSettings()
-        index, meta = load_index(folder, catalog.fingerprint(), settings.embedder or DEFAULT_EMBEDDER)
-        return cls(catalog, index, settings, embedder_name=meta.embedder, transitions=transitions)
+        index, meta = load_index(folder, catalog.fingerprint(), settings.embedder or DEFAULT_EMBEDDER,
+                                 index_choice(settings).resolve(len(catalog))[0], resolve_backend(settings.embed_backend))
+        return cls(catalog, index, settings, embedder_name=meta.embedder, transitions=transitions, index_meta=meta)
 
     def rebound(self, settings: RetrievalSettings, transitions: ItemTransitions | None = None) -> "Retriever":
         """A retriever over the same index (shared, not copied) with other settings and transitions."""
-        other = Retriever(self.catalog, self.index, settings, embedder_name=self.embedder_name, transitions=transitions)
+        other = Retriever(self.catalog, self.index, settings, embedder_name=self.embedder_name, transitions=transitions,
+                          index_meta=self.index_meta)
         other._item_embeddings = self._item_embeddings
         other._reader = self._reader
         # the same embedder (``embedder_name`` is kept): a request's vector does not change, so the cache is shared
@@ -107,17 +123,19 @@ class Retriever:
         ``update``; an updated item keeps its row and gets its new vector. The copy keeps this retriever
         whole for requests in flight; transitions grow zero rows for the new items (no interactions yet)."""
         catalog, new_rows, updated_rows = merged_catalog(self.catalog, items, update=update)
-        vectors = embed(load_embedder(self.embedder_name), [catalog.items[r].text() for r in new_rows + updated_rows],
+        vectors = embed(load_embedder(self.embedder_name, self.settings.embed_backend), [catalog.items[r].text() for r in new_rows + updated_rows],
                         batch_size=batch_size) if new_rows or updated_rows else np.zeros((0, self.index.d), np.float32)
         vectors = np.asarray(vectors, dtype=np.float32)
         embeddings = np.concatenate([self.item_embeddings, vectors[: len(new_rows)]])
-        if updated_rows:
+        meta = self.index_meta
+        if updated_rows:  # a FAISS index cannot replace a vector: a new index over the rows (no embedding)
             embeddings[updated_rows] = vectors[len(new_rows):]
-            index = make_index(embeddings)  # a flat index cannot replace a vector: copy the rows (no embedding)
-        else:
+            index, meta = build_index(embeddings, index_choice(self.settings), meta)
+        else:  # an approximate index keeps its measured parameters; its recall was measured before the addition
             index = extended_index(self.index, vectors)
         transitions = grown_transitions(self.transitions, len(catalog))
-        other = Retriever(catalog, index, self.settings, embedder_name=self.embedder_name, transitions=transitions)
+        other = Retriever(catalog, index, self.settings, embedder_name=self.embedder_name, transitions=transitions,
+                          index_meta=meta)
         other._item_embeddings = embeddings
         return other
 
@@ -144,7 +162,7 @@ class Retriever:
             if vector is not None:
                 self._query_cache.move_to_end(text)
                 return vector
-        return self._remember([text], embed(load_embedder(self.embedder_name), [text]))[0]
+        return self._remember([text], embed(load_embedder(self.embedder_name, self.settings.embed_backend), [text]))[0]
 
     def warm_queries(self, texts: list[str], batch: int = 64) -> None:
         """Embed the texts not cached yet in batches (one encoder call per ``batch``, not per text): for callers
@@ -153,7 +171,7 @@ class Retriever:
             todo = [t for t in dict.fromkeys(texts) if t and t not in self._query_cache][:QUERY_CACHE]
         if not todo:
             return
-        self._remember(todo, embed(load_embedder(self.embedder_name), todo, batch_size=batch))
+        self._remember(todo, embed(load_embedder(self.embedder_name, self.settings.embed_backend), todo, batch_size=batch))
 
     def _remember(self, texts: list[str], vectors: np.ndarray) -> list[np.ndarray]:
         """Cache each text's vector (a read-only copy), dropping the least recently used beyond QUERY_CACHE."""
@@ -324,6 +342,11 @@ class Retriever:
         top = np.argpartition(-scores, n - 1)[:n] if n else np.array([], dtype=np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.catalog.items[row].item_id, float(scores[row])) for row in top]
+
+
+def index_choice(settings: RetrievalSettings) -> IndexChoice:
+    """The index-building part of the retrieval settings."""
+    return IndexChoice(settings.index, settings.ann_min_items, settings.ann_recall)
 
 
 def _top(scores: np.ndarray, size: int) -> np.ndarray:
