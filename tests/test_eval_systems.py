@@ -149,7 +149,7 @@ def test_sasrec_learns_the_chain_and_checkpoints_roundtrip(chain, tmp_path, monk
     torch = pytest.importorskip("torch")
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
     system = make_system("sasrec", {"max_len": 10, "hidden": 32, "max_epochs": 30, "batch_size": 32,
-                                    "dropout": 0.1, "lr": 0.005, "patience": 3, "eval_every": 2})
+                                    "dropout": 0.1, "item_init": "random", "lr": 0.005, "patience": 3, "eval_every": 2})
     system.fit(chain)
     rows = _rows(system, chain)
     popular = make_system("popular")
@@ -164,7 +164,7 @@ def test_sasrec_learns_the_chain_and_checkpoints_roundtrip(chain, tmp_path, monk
     assert not list(path.glob("*.pt")) and not list(path.glob("*.bin"))
     # a second fit with the same data and config reuses the checkpoint and scores identically
     again = make_system("sasrec", {"max_len": 10, "hidden": 32, "max_epochs": 30, "batch_size": 32,
-                                   "dropout": 0.1, "lr": 0.005, "patience": 3, "eval_every": 2})
+                                   "dropout": 0.1, "item_init": "random", "lr": 0.005, "patience": 3, "eval_every": 2})
     again.fit(chain)
     assert again.fit_info["reused_checkpoint"]
     hist = [chain.history("test", p) for p in range(5)]

@@ -100,7 +100,7 @@ def test_bf16_loss_matches_the_float32_loss_and_gradient():
 def test_eval_system_resumes_a_killed_training_and_cleans_up(tmp_path, monkeypatch):
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
     data = _data()
-    params = {"max_len": 8, "hidden": 16, "max_epochs": 4, "batch_size": 16, "dropout": 0.3, "lr": 0.01,
+    params = {"max_len": 8, "hidden": 16, "max_epochs": 4, "batch_size": 16, "dropout": 0.3, "item_init": "random", "lr": 0.01,
               "eval_every": 1, "patience": 10, "threads": 1}
     seen = []
 

@@ -124,10 +124,10 @@ def test_settings_do_not_depend_on_the_dataset_name(data):
 
 def test_derived_settings_follow_the_data():
     lengths = [np.arange(n) for n in [3] * 98 + [41, 41]]  # 99th percentile 41 -> 50 (multiple of 10)
-    assert derived_settings(lengths, 100) == {"max_len": 50, "bf16_logits": False, "bf16_loss": False}
+    assert derived_settings(lengths, 100) == {"max_len": 50, "bf16_logits": False, "bf16_loss": False, "loss": "ce"}
     assert derived_settings([np.arange(900)] * 5, BF16_MIN_ITEMS)["max_len"] == 200  # capped
     assert derived_settings([np.arange(2)] * 5, BF16_MIN_ITEMS) == {"max_len": 10, "bf16_logits": True,
-                                                                   "bf16_loss": True}
+                                                                   "bf16_loss": True, "loss": "ce"}
     base = SASRecConfig()
     assert len(grid_configs(base, {"hidden": (64, 128), "dropout": (0.3, 0.5)})) == 4
     assert grid_configs(base, {}) == [base]

@@ -9,6 +9,10 @@ instead of retraining (so an interrupted evaluation resumes without training aga
 to ignore both. While training, the full training state is written after every epoch beside it
 (``<key>.state.safetensors``): a killed training run started again with the same command continues from its
 last finished epoch.
+
+The item table can start from the catalog's text embeddings (``item_init``, one of the grid's settings): the
+vectors are the retriever's, read from its cached index (built once if absent, never re-embedded per fit) and
+projected to the model width by PCA (:func:`recgen.models.sasrec.project_item_vectors`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ from ..data.split_arrays import EvalData, mask_history, sample_users
 from ..metrics import ndcg_gains, target_ranks
 from ..paths import cache_dir
 from ..progress import active
-from .sasrec_select import FIRST_RUNG_EPOCHS, GRID, derived_settings, grid_configs, successive_halving
+from .sasrec_select import (
+    DEFAULT_BATCH,
+    FIRST_RUNG_EPOCHS,
+    GRID,
+    derived_settings,
+    grid_configs,
+    loss_choice,
+    successive_halving,
+)
 
 #: Settings every dataset starts from (nothing here is per dataset), each chosen on Beauty's validation stage
 #: (eval/results/sasrec/NOTES.md): lr 2e-3; positions counted from the oldest item (training and inference
@@ -64,7 +76,11 @@ class SASRecFitter:
     (``-s sasrec``, the fusion fit's SASRec source, ``recgen fit --sasrec``) gets a trained model."""
 
     def __init__(self, retrain: bool = False, valid_users: int = VALID_USERS, grid: dict | None = None,
-                 first_rung: int = FIRST_RUNG_EPOCHS, **overrides) -> None:
+                 first_rung: int = FIRST_RUNG_EPOCHS, embedder: str | None = None,
+                 text_vectors: np.ndarray | None = None, **overrides) -> None:
+        """``embedder``: the retriever's sentence-transformer whose cached item vectors a text-initialised
+        candidate starts from (default: the retrieval default); ``text_vectors``: those vectors given directly
+        ([n_items, dim], catalog order), for callers that already hold them."""
         from ..models.sasrec import SASRecConfig
 
         known = {f.name for f in fields(SASRecConfig)}
@@ -79,6 +95,11 @@ class SASRecFitter:
         self.valid_users = int(valid_users)
         self.grid = grid
         self.first_rung = int(first_rung)
+        self.embedder = embedder
+        self._text: tuple[np.ndarray, str] | None = None
+        if text_vectors is not None:
+            vectors = np.ascontiguousarray(text_vectors, dtype=np.float32)
+            self._text = (vectors, "given-" + hashlib.sha256(vectors.tobytes()).hexdigest()[:16])
 
     def params(self, config=None) -> dict:
         """The run file's parameters: the fitted ``config`` when there is one, else the explicit overrides."""
@@ -91,8 +112,14 @@ class SASRecFitter:
         """The shared base, the data-derived settings and the explicit overrides, in that order of priority."""
         from ..models.sasrec import SASRecConfig
 
-        return SASRecConfig(**{**BASE_SETTINGS, **derived_settings(data.train_sequences(), data.n_items),
-                               **self.overrides})
+        settings = {**BASE_SETTINGS, **derived_settings(data.train_sequences(), data.n_items), **self.overrides}
+        if "loss" not in self.overrides:  # the memory rule on the final sequence length and batch size
+            settings["loss"] = self.loss_choice(data, settings)["loss"]
+        return SASRecConfig(**settings)
+
+    def loss_choice(self, data: EvalData, settings: dict) -> dict:
+        """:func:`~.sasrec_select.loss_choice` for these settings (what the fit records beside the loss)."""
+        return loss_choice(data.n_items, settings["max_len"], settings.get("batch_size", DEFAULT_BATCH))
 
     def candidates(self, data: EvalData) -> list:
         """The configs the selection compares (one when every grid setting is pinned by an override)."""
@@ -102,17 +129,39 @@ class SASRecFitter:
         from ..models.sasrec import LATER_DEFAULTS  # torch: imported only by callers that train or load SASRec
 
         cfg = {k: v for k, v in asdict(config).items() if k != "threads" and LATER_DEFAULTS.get(k, object()) != v}
-        key = hashlib.sha256(json.dumps({"cfg": cfg, "data": _data_key(data), "valid_users": self._valid_key(data)},
-                                        sort_keys=True).encode()).hexdigest()[:16]
+        keyed = {"cfg": cfg, "data": _data_key(data), "valid_users": self._valid_key(data)}
+        if config.item_init != "random":  # the starting vectors are part of what was trained
+            keyed["text"] = self.text_vectors(data)[1]
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
         return cache_dir() / "sasrec" / f"{data.dataset.name}-{key}.safetensors"
 
     def selection_path(self, data: EvalData, base, grid: dict):
         """Where the selection's JSON lives: keyed by the data, the base config, the grid and the rung."""
         cfg = {k: v for k, v in asdict(base).items() if k != "threads" and k not in grid}
-        key = hashlib.sha256(json.dumps({"cfg": cfg, "grid": {k: list(v) for k, v in grid.items()},
-                                         "first_rung": self.first_rung, "data": _data_key(data),
-                                         "valid_users": self._valid_key(data)}, sort_keys=True).encode()).hexdigest()[:16]
+        keyed = {"cfg": cfg, "grid": {k: list(v) for k, v in grid.items()}, "first_rung": self.first_rung,
+                 "data": _data_key(data), "valid_users": self._valid_key(data)}
+        if any(c.item_init != "random" for c in grid_configs(base, grid)):
+            keyed["text"] = self.text_vectors(data)[1]
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
         return cache_dir() / "sasrec" / f"{data.dataset.name}-select-{key}.json"
+
+    def text_vectors(self, data: EvalData) -> tuple[np.ndarray, str]:
+        """The catalog's text vectors [n_items, dim] and a key naming them: the retriever's cached index for
+        ``embedder`` (built and cached once when absent), or the vectors given to the constructor."""
+        if self._text is None:
+            from ..config import RetrievalSettings
+            from ..retrieval.cache import index_folder, load_or_build_index
+            from ..retrieval.embedder import DEFAULT_EMBEDDER
+
+            catalog = data.dataset.catalog
+            folder = index_folder(data.dataset.name, catalog.fingerprint(), self.embedder)
+            retriever = load_or_build_index(catalog, RetrievalSettings(embedder=self.embedder), folder,
+                                            show_progress=active() is not None)
+            vectors = np.ascontiguousarray(retriever.item_embeddings, dtype=np.float32)
+            self._text = (vectors, f"{self.embedder or DEFAULT_EMBEDDER}-{catalog.fingerprint()[:12]}")
+        if len(self._text[0]) != data.n_items:
+            raise ValueError(f"text vectors hold {len(self._text[0])} rows for a catalog of {data.n_items} items")
+        return self._text
 
     def _valid_key(self, data: EvalData) -> int:
         return self.valid_users if 0 < self.valid_users < data.n_users else 0  # 0: all of them
@@ -130,9 +179,12 @@ class SASRecFitter:
         base = self.base_config(data)
         grid = {k: v for k, v in self.grid.items() if k not in self.overrides}
         configs = grid_configs(base, grid)
+        chosen_loss = {**self.loss_choice(data, asdict(base)), "loss": base.loss,
+                       "rule": "loss given explicitly" if "loss" in self.overrides else
+                       "full softmax while one step's logits fit the budget, else sampled softmax (logQ)"}
         if len(configs) == 1:
             model, info = self._train(data, configs[0], configs[0].max_epochs, log, progress, set())
-            return SASRecFit(configs[0], model, info)
+            return SASRecFit(configs[0], model, {**info, "loss_choice": chosen_loss})
         path = self.selection_path(data, base, grid)
         if path.is_file() and not self.retrain:
             selection = json.loads(path.read_text())
@@ -143,7 +195,7 @@ class SASRecFitter:
                 if log:
                     log(f"sasrec: reusing the selection {path} (winner {selection['winner']['settings']})")
                 return SASRecFit(config, model, {"checkpoint": str(checkpoint), "reused_checkpoint": True,
-                                                 **meta.get("train", {}),
+                                                 **meta.get("train", {}), "loss_choice": chosen_loss,
                                                  "selection": {**selection, "file": str(path), "reused": True}})
         fresh: set = set()  # with retrain, each candidate is trained from scratch once, then resumed
         infos: dict = {}
@@ -169,6 +221,7 @@ class SASRecFitter:
                      "grid": {k: list(v) for k, v in grid.items()}, "first_rung_epochs": self.first_rung,
                      "early_stopping_users": self._valid_key(data) or data.n_users,
                      "derived": derived_settings(data.train_sequences(), data.n_items),
+                     "loss_choice": chosen_loss,
                      "candidates": [r.as_json(grid) for r in results],
                      "winner": {"settings": {k: getattr(chosen.config, k) for k in grid},
                                 "valid_ndcg@10": chosen.valid_ndcg10,
@@ -180,12 +233,12 @@ class SASRecFitter:
         tmp.write_text(json.dumps(selection, indent=1))
         tmp.replace(path)
         return SASRecFit(chosen.config, chosen.model,
-                         {**infos[id(chosen.config)], "selection": {**selection, "file": str(path), "reused": False}})
+                         {**infos[id(chosen.config)], "loss_choice": chosen_loss, "selection": {**selection, "file": str(path), "reused": False}})
 
     def _train(self, data: EvalData, config, max_epochs: int, log, progress, fresh: set) -> tuple[object, dict]:
         """Train (or resume, or reuse the finished checkpoint of) one config up to ``max_epochs``; the
         checkpoint is written once training has run to the config's own stopping rule."""
-        from ..models.sasrec import load_checkpoint, save_checkpoint
+        from ..models.sasrec import load_checkpoint, project_item_vectors, save_checkpoint
         from .sasrec_train import train_sasrec
 
         path = self.checkpoint_path(data, config)
@@ -209,9 +262,12 @@ class SASRecFitter:
         if self.retrain and state.name not in fresh and state.is_file():
             state.unlink()  # retrain means from scratch; the state file is ours (same key as the checkpoint)
         fresh.add(state.name)
+        vectors = None
+        if config.item_init != "random":
+            vectors = project_item_vectors(self.text_vectors(data)[0], config.hidden, config.seed)
         model, report = train_sasrec(data.train_sequences(), data.n_items, replace(config, max_epochs=max_epochs),
                                      validate=lambda m: validation_ndcg10(m, data, positions), log=log,
-                                     on_epoch=on_epoch, state_path=state)
+                                     on_epoch=on_epoch, state_path=state, item_vectors=vectors)
         if progress is not None:
             progress.update(task, completed=max_epochs)
         train = asdict(report)

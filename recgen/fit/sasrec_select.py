@@ -5,7 +5,10 @@ Two kinds of setting:
 * **derived from the data** (no training needed): ``max_len`` holds the whole training history of 99% of the
   users (the 99th percentile of the lengths, rounded up to a multiple of 10, within [10, 200]: this gives the
   paper's 50 on Amazon Beauty and 200 on MovieLens), and the bfloat16 output layer and loss when the catalog
-  is large enough for the output layer to dominate an epoch (:data:`BF16_MIN_ITEMS`).
+  is large enough for the output layer to dominate an epoch (:data:`BF16_MIN_ITEMS`), and the loss: the full
+  softmax while one step's output layer (batch x max_len x n_items float32 logits) fits in
+  :data:`CE_MEMORY_BUDGET`, past it a sampled softmax with logQ correction whose memory does not grow with the
+  catalog (:func:`loss_choice`).
 * **chosen on validation** from a small declared :data:`GRID` by successive halving: every candidate trains
   :data:`FIRST_RUNG_EPOCHS` epochs, the better half (by validation NDCG@10 on the early-stopping sample)
   continues until early stopping, and the finalists are compared on *all* validation users. A candidate is an
@@ -31,24 +34,44 @@ if TYPE_CHECKING:  # the selection itself needs no torch: importing it (the eval
 
 #: The declared search space (successive halving keeps half of it after the first rung). Chosen from the Beauty
 #: validation runs of eval/results/sasrec/NOTES.md, where these four were within each other's confidence
-#: intervals: the data decides between them.
-GRID: dict[str, tuple] = {"hidden": (64, 128), "dropout": (0.3, 0.5)}
+#: intervals: the data decides between them. ``item_init``: random vectors, or the catalog's text embeddings
+#: (trained further or frozen) as the item table's start (Harte et al., RecSys 2023): which helps depends on how
+#: much the titles say, so validation decides.
+GRID: dict[str, tuple] = {"hidden": (64, 128), "dropout": (0.3, 0.5), "item_init": ("random", "text", "text_frozen")}
 #: Epochs every candidate gets before the worse half is dropped (Beauty's curves are ordered by then).
 FIRST_RUNG_EPOCHS = 5
 #: From this catalog size on the output layer (a [positions x items] matrix) dominates an epoch and is computed
 #: in bfloat16 (a quarter of its float32 cost, same losses: NOTES.md); smaller catalogs keep float32.
 BF16_MIN_ITEMS = 5000
 MAX_LEN_QUANTILE, MAX_LEN_STEP, MAX_LEN_RANGE = 0.99, 10, (10, 200)
+#: Bytes one training step's full-softmax logits may take (batch x max_len x n_items x 4; their gradient and the
+#: softmax double it): 1 GiB keeps a step under ~3 GB on a 24 GB machine shared with the other stages. Amazon
+#: Beauty (12k items, max_len 50) needs 0.31 GB and keeps the full softmax; past ~42k items at max_len 50
+#: (~10k at max_len 200) the sampled softmax takes over.
+CE_MEMORY_BUDGET = 1 << 30
+#: The default batch size (SASRecConfig's), used for the memory estimate when the caller gives none.
+DEFAULT_BATCH = 128
 
 
-def derived_settings(train_sequences: list[np.ndarray], n_items: int) -> dict:
+def loss_choice(n_items: int, max_len: int, batch_size: int = DEFAULT_BATCH, budget: int | None = None) -> dict:
+    """The loss for this catalog and why: ``ce`` when one step's logits fit ``budget`` (default
+    :data:`CE_MEMORY_BUDGET`), else ``sampled``."""
+    budget = CE_MEMORY_BUDGET if budget is None else budget
+    logits_bytes = int(batch_size) * int(max_len) * int(n_items) * 4
+    return {"loss": "ce" if logits_bytes <= budget else "sampled", "ce_logits_bytes": logits_bytes,
+            "ce_budget_bytes": int(budget)}
+
+
+def derived_settings(train_sequences: list[np.ndarray], n_items: int, batch_size: int = DEFAULT_BATCH,
+                     budget: int | None = None) -> dict:
     """Settings that follow from the data alone (see the module docstring)."""
     lengths = np.fromiter((len(s) for s in train_sequences), dtype=np.int64, count=len(train_sequences))
     quantile = float(np.quantile(lengths, MAX_LEN_QUANTILE)) if len(lengths) else MAX_LEN_RANGE[0]
     max_len = int(math.ceil(quantile / MAX_LEN_STEP) * MAX_LEN_STEP)
     max_len = min(MAX_LEN_RANGE[1], max(MAX_LEN_RANGE[0], max_len))
     big = n_items >= BF16_MIN_ITEMS
-    return {"max_len": max_len, "bf16_logits": big, "bf16_loss": big}
+    return {"max_len": max_len, "bf16_logits": big, "bf16_loss": big,
+            "loss": loss_choice(n_items, max_len, batch_size, budget)["loss"]}
 
 
 def grid_configs(base: SASRecConfig, grid: dict[str, tuple]) -> list[SASRecConfig]:

@@ -1,4 +1,5 @@
-"""SASRec's training loop (the model is :mod:`recgen.models.sasrec`): Adam, full-softmax or sampled BCE loss,
+"""SASRec's training loop (the model is :mod:`recgen.models.sasrec`): Adam, full-softmax, sampled-softmax or
+sampled BCE loss,
 early stopping on a caller-supplied validation callback (full-ranking NDCG@10), the best weights kept.
 
 Training uses the training part of each sequence only. With ``state_path`` the full training state (weights,
@@ -98,23 +99,58 @@ def _output_loss(model: SASRec, h: torch.Tensor, t: torch.Tensor, config: SASRec
     return rows.float().sum() / (t >= 0).sum().clamp(min=1)
 
 
+class NegativeSampler:
+    """Draws the shared negatives of ``loss="sampled"`` from the training targets' popularity (add-one smoothed,
+    so every item can be drawn) and gives each drawn item's log expected count, ``log(K * q)``: subtracting it
+    from the logits (the logQ correction, Bengio & Senecal 2008; Yi et al., RecSys 2019) makes the sampled
+    softmax an unbiased stand-in for the full one, so popular items are not pushed down for being drawn often."""
+
+    def __init__(self, targets: np.ndarray, n_items: int, negatives: int):
+        counts = np.bincount(targets[targets > 0] - 1, minlength=n_items).astype(np.float64) + 1.0
+        q = counts / counts.sum()
+        self.cdf = np.cumsum(q)
+        self.cdf[-1] = 1.0
+        self.log_expected = torch.from_numpy(np.log(negatives * q).astype(np.float32))
+        self.negatives = negatives
+
+    def draw(self, rng: np.random.Generator) -> torch.Tensor:
+        """``negatives`` item rows (catalog rows, with replacement)."""
+        return torch.from_numpy(np.searchsorted(self.cdf, rng.random(self.negatives), side="right").astype(np.int64))
+
+    def loss(self, model: SASRec, h: torch.Tensor, t: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Mean sampled-softmax cross-entropy of ``h`` [N, H] against targets ``t`` [N]: the target and the
+        drawn items, logQ-corrected; a drawn item equal to a row's target is masked (an accidental hit)."""
+        neg = self.draw(rng)
+        emb = model.item_emb.weight
+        pos = (h * emb[t + 1]).sum(-1, keepdim=True) - self.log_expected[t].unsqueeze(1)
+        other = h @ emb[neg + 1].T - self.log_expected[neg].unsqueeze(0)
+        other = other.masked_fill(neg.unsqueeze(0) == t.unsqueeze(1), float("-inf"))
+        logits = torch.cat([pos, other], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(t), dtype=torch.long))
+
+
 def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRecConfig,
                  validate: Callable[[SASRec], float] | None = None,
                  log: Callable[[str], None] | None = None,
                  on_epoch: Callable[[int, float, float | None], None] | None = None,
-                 state_path: str | Path | None = None) -> tuple[SASRec, TrainReport]:
+                 state_path: str | Path | None = None,
+                 item_vectors: np.ndarray | None = None) -> tuple[SASRec, TrainReport]:
     """Train with Adam; after every ``eval_every`` epochs call ``validate(model)`` (higher = better) and keep
     the best weights; stop after ``patience`` evaluations without improvement or the time budget.
 
     ``state_path``: write the training state there after every epoch and, if it already holds one (from a
-    killed run with the same data and settings), continue from it."""
+    killed run with the same data and settings), continue from it. ``item_vectors``: the item table's starting
+    rows [n_items, hidden], required by ``config.item_init`` "text" / "text_frozen"."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     torch.set_num_threads(config.threads)
     inputs, targets = training_windows(train_sequences, config.max_len, config.all_windows)
     n_positions = int((targets > 0).sum())
-    model = SASRec(n_items, config)
+    if config.item_init != "random" and item_vectors is None:
+        raise ConfigError(f"item_init={config.item_init!r} needs the catalog's item vectors")
+    model = SASRec(n_items, config, item_vectors if config.item_init != "random" else None)
     optimizer = make_optimizer(model, config)
+    sampler = NegativeSampler(targets, n_items, config.negatives) if config.loss == "sampled" else None
     lengths = (inputs > 0).sum(axis=1)
     run = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "evals_without_gain": 0, "history": [],
            "stopped": None, "seconds": 0.0, "cpu_seconds": 0.0, "lr_scale": 1.0, "evals_since_decay": 0}
@@ -156,6 +192,8 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
             h, t = hidden[where], y[where] - 1
             if config.loss == "ce":
                 loss = _output_loss(model, h, t, config)
+            elif sampler is not None:
+                loss = sampler.loss(model, h, t, rng)
             else:
                 neg = _sample_negatives(x, y, where, n_items, rng)
                 emb = model.item_emb.weight
@@ -232,9 +270,10 @@ def lr_factor(config: SASRecConfig, epochs_done: float, plateau_scale: float = 1
 def make_optimizer(model: SASRec, config: SASRecConfig) -> torch.optim.Optimizer:
     """Adam (L2 on every weight, the original recipe) or AdamW with decay on the block matrices only."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and not name.endswith("_emb.weight")]
-    keep = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and not name.endswith("_emb.weight"))]
+        return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]  # not a frozen item table
+    decay = [p for name, p in trained if p.ndim >= 2 and not name.endswith("_emb.weight")]
+    keep = [p for name, p in trained if not (p.ndim >= 2 and not name.endswith("_emb.weight"))]
     return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                               {"params": keep, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
 

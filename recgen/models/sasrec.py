@@ -3,7 +3,10 @@
 Causal self-attention over the last ``max_len`` items; the hidden state at each position is scored against
 the (shared) item embeddings to predict the next item. Loss: full softmax cross-entropy over all items
 (``loss="ce"``, usually stronger and cheap at these catalog sizes) or the original binary cross-entropy with
-one sampled negative per position (``loss="bce"``). Checkpoints are safetensors plus a JSON sidecar, never
+one sampled negative per position (``loss="bce"``), or, for catalogs whose full output layer does not fit in
+memory, a sampled softmax over ``negatives`` items drawn by popularity with the logQ correction
+(``loss="sampled"``). The item table starts from random vectors or from the catalog's text embeddings projected
+to the model width by PCA (``item_init``, :func:`project_item_vectors`). Checkpoints are safetensors plus a JSON sidecar, never
 pickles.
 
 This module is what serving needs (config, model, checkpoint I/O); the training loop is
@@ -29,7 +32,9 @@ SCHEDULES = ("constant", "cosine", "plateau")
 #: checkpoint keys leave them out at these values, so older checkpoints stay valid.
 LATER_DEFAULTS = {"schedule": "constant", "warmup_epochs": 0.0, "decay_epochs": 20, "min_lr_ratio": 0.1,
                   "decay_factor": 0.3, "decay_patience": 2, "optimizer": "adam",
-                  "positions": "from_newest"}
+                  "positions": "from_newest", "item_init": "random", "negatives": 256}
+ITEM_INITS = ("random", "text", "text_frozen")
+LOSSES = ("ce", "bce", "sampled")
 
 
 @dataclass
@@ -39,7 +44,9 @@ class SASRecConfig:
     heads: int = 1
     max_len: int = 50
     dropout: float = 0.5
-    loss: str = "ce"  # "ce" (softmax over all items) or "bce" (one sampled negative per position)
+    # "ce" (softmax over all items), "bce" (one sampled negative per position) or "sampled" (softmax over the
+    # target and ``negatives`` items drawn by training popularity, logQ-corrected: memory independent of n_items)
+    loss: str = "ce"
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -75,10 +82,18 @@ class SASRecConfig:
     # longer sequence, than at inference) or "from_oldest" (the oldest item of a window has position 0 in
     # training and at inference alike, as in RecBole's right-padded SASRec)
     positions: str = "from_newest"
+    # the item table's start: "random" (normal, std hidden^-0.5), "text" (the catalog's text embeddings projected
+    # to ``hidden`` by PCA, then trained) or "text_frozen" (the same vectors, never updated)
+    item_init: str = "random"
+    negatives: int = 256  # with loss="sampled": items drawn per step, shared by every position of the batch
 
     def __post_init__(self) -> None:
-        if self.loss not in ("ce", "bce"):
-            raise ValueError("loss must be 'ce' or 'bce'")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
+        if self.item_init not in ITEM_INITS:
+            raise ValueError(f"item_init must be one of {', '.join(ITEM_INITS)}")
+        if self.negatives < 1:
+            raise ValueError("negatives must be >= 1")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.positions not in ("from_newest", "from_oldest"):
@@ -113,7 +128,9 @@ class _Block(nn.Module):
 class SASRec(nn.Module):
     """Item ``i`` (catalog row) is token ``i + 1``; token 0 is left padding."""
 
-    def __init__(self, n_items: int, config: SASRecConfig):
+    def __init__(self, n_items: int, config: SASRecConfig, item_vectors: np.ndarray | None = None):
+        """``item_vectors``: [n_items, hidden] starting rows of the item table (``config.item_init`` "text" or
+        "text_frozen", see :func:`project_item_vectors`); "text_frozen" also stops their training."""
         super().__init__()
         self.n_items = n_items
         self.config = config
@@ -127,6 +144,12 @@ class SASRec(nn.Module):
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+            if item_vectors is not None:
+                if tuple(item_vectors.shape) != (n_items, h):
+                    raise ValueError(f"item_vectors must be [{n_items}, {h}], got {list(item_vectors.shape)}")
+                self.item_emb.weight[1:] = torch.as_tensor(np.asarray(item_vectors, dtype=np.float32))
+        if config.item_init == "text_frozen":
+            self.item_emb.weight.requires_grad_(False)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, L] left-padded tokens → [B, L, H] hidden states (position t sees tokens ≤ t)."""
@@ -163,6 +186,29 @@ class SASRec(nn.Module):
             hidden = self.encode(torch.from_numpy(tokens))[:, -1, :]
             out[start:start + len(tokens)] = self.item_logits(hidden).numpy()
         return out
+
+
+def project_item_vectors(vectors: np.ndarray, hidden: int, seed: int = 0) -> np.ndarray:
+    """Text embeddings [n_items, dim] → [n_items, hidden] starting rows for the item table, by PCA.
+
+    PCA rather than a learned projection: it needs no training, keeps the largest share of the vectors'
+    variance (so their cosine neighbourhoods) in ``hidden`` dimensions, and the result is an ordinary item
+    table (a checkpoint holds no text vectors and serving is unchanged). The components keep their relative
+    variances (not whitened) and are scaled so that the mean squared entry is 1 / hidden, as in the random
+    init; components the vectors cannot fill (``dim`` or ``n_items`` below ``hidden``) are random at that scale."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise ValueError("text vectors must be a finite [n_items, dim] matrix")
+    x = x - x.mean(axis=0, keepdims=True)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    k = min(hidden, len(s))
+    out = np.zeros((len(x), hidden), dtype=np.float64)
+    out[:, :k] = u[:, :k] * s[:k]
+    scale = math.sqrt(float(np.mean(out[:, :k] ** 2))) if k else 0.0
+    out[:, :k] = out[:, :k] / scale * hidden ** -0.5 if scale > 0 else 0.0
+    if k < hidden:
+        out[:, k:] = np.random.default_rng(seed).normal(0.0, hidden ** -0.5, size=(len(x), hidden - k))
+    return out.astype(np.float32)
 
 
 def left_pad(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
