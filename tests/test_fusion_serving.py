@@ -11,8 +11,7 @@ import pytest
 from recgen.config import RetrievalSettings
 from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData
-from recgen.ranking.fusion import FeatureBuilder, Sources
-from recgen.ranking.fusion import candidates
+from recgen.ranking.fusion import FeatureBuilder, Sources, candidates
 from recgen.ranking.fusion.candidates import RANK_CAP
 from recgen.retrieval import Retriever
 from recgen.retrieval.collaborative import ItemTransitions, history_weights

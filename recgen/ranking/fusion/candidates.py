@@ -1,13 +1,15 @@
 """Candidate sources for the second stage and the merged pool.
 
-Each source scores every catalog item for a history: the served hybrid retriever (text cosine +
+Each source gives each history its capped top (:meth:`Sources.scan`: item chunks for the text product,
+non-zeros for the sparse signals, a precomputed order for the shared ones), never a dense
+[users, n_items] array; features are read only at pooled rows. The sources: the served hybrid retriever (text cosine +
 transitions), text cosine alone, short-window co-occurrence neighbours of the last items (the ItemKNN
 formula, strongest on dense data), popularity, and SASRec when a fitted model is given. A pool is the union
 of every pool source's top ``depth``; an item's ``pool_rank`` is its best rank over those sources, so a
 smaller pool is a filter of a bigger one (depths can be compared without recomputing anything).
 
-Ranks are only computed down to :data:`RANK_CAP` (argpartition, not a full sort); deeper items get
-``RANK_CAP + 1``. All signals come from training sequences only; the caller decides which histories to pass.
+Ranks are only computed down to :data:`RANK_CAP` (partition, not a full sort; ties in catalog order); deeper
+items get ``RANK_CAP + 1``. All signals come from training sequences only; the caller decides which histories to pass.
 """
 
 from __future__ import annotations
