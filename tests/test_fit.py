@@ -164,7 +164,7 @@ def test_after_an_event_the_fused_order_is_a_fresh_pipelines_on_the_new_state(fi
     served.use_feedback(dataset, tmp_path / "events.sqlite")
     history = _history(dataset, "u5")
     rows = [history_rows(served.catalog, history)]
-    before = served.fusion.sources.signals(rows)["transition"]
+    before = _transition_values(served.fusion.sources, rows)
     genres = served.fusion.sources.genres  # computed once per Sources: the same array = not rebuilt
     for item in [i for i in dataset.catalog.ids if i not in dataset.sequences["u5"]][:3]:
         served.record("u5", item, "purchase")
@@ -172,8 +172,12 @@ def test_after_an_event_the_fused_order_is_a_fresh_pipelines_on_the_new_state(fi
     fresh = Recommender(served.catalog, served.config, retriever=served.retriever, state=served.pipeline.state)
     want = fresh.recommend(history=history, k=5, reasons=False)
     assert [(r.item_id, r.score) for r in after] == [(r.item_id, r.score) for r in want]
-    assert not np.array_equal(served.fusion.sources.signals(rows)["transition"], before)  # the new transitions
+    assert not np.array_equal(_transition_values(served.fusion.sources, rows), before)  # the new transitions
     assert served.fusion.sources.retriever is served.retriever and served.fusion.sources.genres is genres
+
+
+def _transition_values(sources, rows) -> np.ndarray:
+    return sources.scan(rows).values(0, np.arange(sources.n_items))["transition"]
 
 
 def _old_fitted_key(dataset, settings) -> str:

@@ -63,8 +63,7 @@ def test_features_are_finite_and_aligned_with_candidates(genre_data):
         assert ((col("genre_overlap") >= 0) & (col("genre_overlap") <= 1 + 1e-6)).all()
         assert col("genre_overlap").max() > 0  # the synthetic catalog has genres shared along the walk
     # each pool source's top 10 is inside the pool
-    signals = sources.signals(histories[:1])
-    hybrid = signals["hybrid"][0].copy()
+    hybrid = sources.scan(histories[:1]).values(0, np.arange(sources.n_items))["hybrid"]
     hybrid[histories[0]] = -np.inf
     assert set(np.argsort(-hybrid, kind="stable")[:10].tolist()) <= set(groups[0].rows.tolist())
 
@@ -74,9 +73,9 @@ def test_hybrid_signal_is_the_served_retrievers_score(chain):
     sources = Sources(chain.dataset.catalog, retriever, chain.train_sequences())
     ids = chain.dataset.catalog.ids
     histories = [chain.history("test", p) for p in range(5)]
-    signals = sources.signals(histories)
+    scan = sources.scan(histories)
     for r, hist in enumerate(histories):
-        np.testing.assert_allclose(signals["hybrid"][r], retriever.scores([ids[i] for i in hist]), rtol=1e-5,
+        np.testing.assert_allclose(scan.values(r, np.arange(sources.n_items))["hybrid"], retriever.scores([ids[i] for i in hist]), rtol=1e-5,
                                    atol=1e-6)
 
 

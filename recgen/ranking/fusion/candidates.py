@@ -1,13 +1,15 @@
 """Candidate sources for the second stage and the merged pool.
 
-Each source scores every catalog item for a history: the served hybrid retriever (text cosine +
+Each source gives each history its capped top (:meth:`Sources.scan`: item chunks for the text product,
+non-zeros for the sparse signals, a precomputed order for the shared ones), never a dense
+[users, n_items] array; features are read only at pooled rows. The sources: the served hybrid retriever (text cosine +
 transitions), text cosine alone, short-window co-occurrence neighbours of the last items (the ItemKNN
 formula, strongest on dense data), popularity, and SASRec when a fitted model is given. A pool is the union
 of every pool source's top ``depth``; an item's ``pool_rank`` is its best rank over those sources, so a
 smaller pool is a filter of a bigger one (depths can be compared without recomputing anything).
 
-Ranks are only computed down to :data:`RANK_CAP` (argpartition, not a full sort); deeper items get
-``RANK_CAP + 1``. All signals come from training sequences only; the caller decides which histories to pass.
+Ranks are only computed down to :data:`RANK_CAP` (partition, not a full sort; ties in catalog order); deeper
+items get ``RANK_CAP + 1``. All signals come from training sequences only; the caller decides which histories to pass.
 """
 
 from __future__ import annotations
@@ -166,101 +168,213 @@ class Sources:
     def pool_sources(self) -> tuple[str, ...]:
         return tuple(s for s in POOL_SOURCES if s != "sasrec" or self.sasrec is not None)
 
-    def signals(self, histories: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """name → dense [len(histories), n_items] float32 scores, higher = better (history not masked)."""
-        ids = self._ids
+    def scan(self, histories: list[np.ndarray]) -> "Scan":
+        """Every signal's capped top for each history, without a dense [histories, n_items] array: the text
+        product runs over :data:`ITEM_CHUNK` items at a time, the sparse signals (transitions, neighbours)
+        are ranked from their non-zero entries, the shared ones from their precomputed order."""
+        ids, n = self._ids, self.n_items
         transitions = self.retriever.transitions
-        b, n = len(histories), self.n_items
-        queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories])
-        with self._serial(b):
-            text = queries.astype(np.float32) @ self.emb.T  # one product for the batch
-        trans = np.zeros((b, n), dtype=np.float32)
+        b, cap = len(histories), min(RANK_CAP, self.n_items)
+        queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories]).astype(np.float32)
         if transitions is not None:
-            for r, hist in enumerate(histories):
-                if len(hist):
-                    trans[r] = transitions.scores(np.asarray(hist))
+            trans = sp.vstack([_transition_row(transitions, hist, n) for hist in histories], format="csr")
+        else:
+            trans = sp.csr_matrix((b, n), dtype=np.float32)
+        trans.sort_indices()
         # the served first stage's formula (Retriever.scores), batched; tests check they agree
-        weight = self.retriever.settings.collaborative_weight if transitions is not None else 0.0
-        hybrid = text + np.float32(weight) * trans
+        weight = np.float32(self.retriever.settings.collaborative_weight if transitions is not None else 0.0)
         p = self.neighbour_params
-        out = {"hybrid": hybrid, "text": text, "transition": trans,
-               "neighbours": (history_weights(histories, n, p.last, p.decay) @ self.neighbours).toarray(),
-               "last_item": (history_weights(histories, n, 1, 1.0) @ self.neighbours).toarray(),
-               "popularity": np.broadcast_to(self._log_popularity, (b, n)),
-               "recent_popularity": np.broadcast_to(self._log_recent, (b, n))}
+        sparse = {"transition": trans,
+                  "neighbours": _sorted_csr(history_weights(histories, n, p.last, p.decay) @ self.neighbours),
+                  "last_item": _sorted_csr(history_weights(histories, n, 1, 1.0) @ self.neighbours)}
+        seen = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
+        tops: dict[str, list[np.ndarray]] = {"text": [np.zeros(0, np.int64)] * b, "hybrid": [np.zeros(0, np.int64)] * b}
+        best = {name: [np.zeros(0, np.float32)] * b for name in ("text", "hybrid")}
+        with self._serial(b):
+            for c0 in range(0, n, ITEM_CHUNK):
+                c1 = min(n, c0 + ITEM_CHUNK)
+                text = queries @ self.emb[c0:c1].T
+                hybrid = text + weight * trans[:, c0:c1].toarray()
+                for name, scores in (("text", text), ("hybrid", hybrid)):
+                    for r in range(b):
+                        row = scores[r]
+                        local = seen[r][(seen[r] >= c0) & (seen[r] < c1)] - c0
+                        row[local] = -np.inf
+                        rows, vals = _top(row, cap)
+                        tops[name][r], best[name][r] = _merge(tops[name][r], best[name][r], rows + c0, vals, cap)
+        for name, matrix in sparse.items():
+            tops[name] = [_sparse_top(matrix, r, seen[r], cap, n) for r in range(b)]
+        for name, order in self._static_order.items():
+            tops[name] = [_static_top(order, hist, cap) for hist in seen]
+        dense = {}
         if self.sasrec is not None:
             with self._serial(b):
-                out["sasrec"] = np.asarray(self.sasrec.score_histories(histories), dtype=np.float32)
-        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+                dense["sasrec"] = np.asarray(self.sasrec.score_histories(histories), dtype=np.float32)
+            tops["sasrec"] = []
+            for r in range(b):
+                row = dense["sasrec"][r].copy()
+                row[seen[r]] = -np.inf
+                tops["sasrec"].append(_top(row, cap)[0])
+        return Scan(self, queries, weight, sparse, dense, tops, cap)
 
     def pools(self, histories: list[np.ndarray], depth: int) -> list[Pool]:
         """Each history's merged pool: the union of every pool source's top ``depth`` unseen items."""
         if not 1 <= depth <= RANK_CAP:
             raise ValueError(f"pool depth must be in 1..{RANK_CAP}, not {depth}")
-        return self._pools(histories, lambda r, best: _by_best(best, depth))
+        scan = self.scan(histories)
+        pools = []
+        for r in range(len(histories)):
+            rows = np.unique(np.concatenate([scan.tops[s][r][:depth] for s in self.pool_sources]))
+            pools.append(scan.pool(r, rows, depth))
+        return pools
 
     def pools_for(self, histories: list[np.ndarray], rows: list[np.ndarray]) -> list[Pool]:
         """Pools of given candidates (catalog rows, in the caller's order): e.g. the items a request allows.
         Every signal's value and rank as in :meth:`pools`; items already in the history are dropped."""
         if len(rows) != len(histories):
             raise ValueError(f"{len(rows)} candidate lists for {len(histories)} histories")
-
-        def given(r, best):
-            picked = np.asarray(rows[r], dtype=np.int64)
-            return picked[~np.isin(picked, np.asarray(histories[r], dtype=np.int64))]
-
-        return self._pools(histories, given)
-
-    def _pools(self, histories: list[np.ndarray], choose) -> list[Pool]:
-        """``choose(r, best_rank_per_item)`` → the catalog rows of history ``r``'s pool."""
-        signals = self.signals(histories)
-        ranks = {name: (static_ranks(self._static_order[name], histories, self.n_items) if name in self._static_order
-                        else capped_ranks(values, histories)) for name, values in signals.items()}
+        scan = self.scan(histories)
         pools = []
         for r, hist in enumerate(histories):
-            best = np.min(np.stack([ranks[s][r] for s in self.pool_sources]), axis=0)
-            best[np.asarray(hist, dtype=np.int64)] = RANK_CAP + 1  # never recommend an item already seen
-            rows = choose(r, best)
-            pools.append(Pool(rows, best[rows], {k: v[r, rows] for k, v in signals.items()},
-                              {k: v[r, rows] for k, v in ranks.items()}))
+            picked = np.asarray(rows[r], dtype=np.int64)
+            pools.append(scan.pool(r, picked[~np.isin(picked, np.asarray(hist, dtype=np.int64))], None))
         return pools
 
 
-def _by_best(best: np.ndarray, depth: int) -> np.ndarray:
-    """Rows whose best pool-source rank is within ``depth``, best first (ties in catalog order)."""
-    rows = np.flatnonzero(best <= depth)
-    return rows[np.argsort(best[rows], kind="stable")]
+#: Catalog items scored per BLAS product in :meth:`Sources.scan`: a batch's dense scratch is
+#: ``batch × ITEM_CHUNK`` float32 per signal (16 MB at 256 users) whatever the catalog size.
+ITEM_CHUNK = 16384
 
 
-def capped_ranks(scores: np.ndarray, histories: list[np.ndarray], cap: int = RANK_CAP) -> np.ndarray:
-    """[B, n] int32 rank of every item among each row's unseen items (1 = best), ``cap + 1`` below the top ``cap``.
+@dataclass
+class Scan:
+    """One batch's capped tops per signal (catalog rows, best first) and what gives any row's value."""
 
-    Ties are broken by catalog order (stable), the same for every user."""
-    b, n = scores.shape
-    masked = np.array(scores, dtype=np.float32, copy=True)
-    for r, hist in enumerate(histories):
-        masked[r, np.asarray(hist, dtype=np.int64)] = -np.inf
-    cap = min(cap, n)
-    out = np.full((b, n), cap + 1, dtype=np.int32)
-    top = np.argpartition(-masked, cap - 1, axis=1)[:, :cap] if cap < n else np.tile(np.arange(n), (b, 1))
-    for r in range(b):
-        order = top[r][np.lexsort((top[r], -masked[r, top[r]]))]
-        out[r, order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    sources: Sources
+    queries: np.ndarray
+    weight: np.float32
+    sparse: dict[str, sp.csr_matrix]
+    dense: dict[str, np.ndarray]
+    tops: dict[str, list[np.ndarray]]
+    cap: int
+
+    def values(self, r: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every signal's float32 value for history ``r`` at catalog ``rows``."""
+        src = self.sources
+        text = (src.emb[rows] @ self.queries[r]).astype(np.float32)
+        trans = _sparse_at(self.sparse["transition"], r, rows)
+        out = {"hybrid": text + self.weight * trans, "text": text, "transition": trans,
+               "neighbours": _sparse_at(self.sparse["neighbours"], r, rows),
+               "last_item": _sparse_at(self.sparse["last_item"], r, rows),
+               "popularity": src._log_popularity[rows], "recent_popularity": src._log_recent[rows]}
+        out.update({name: scores[r, rows] for name, scores in self.dense.items()})
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+    def ranks(self, r: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every signal's int32 capped rank for history ``r`` at ``rows`` (``cap + 1`` below its top)."""
+        return {name: _rank_at(tops[r], rows, self.cap) for name, tops in self.tops.items()}
+
+    def pool(self, r: int, rows: np.ndarray, depth: int | None) -> Pool:
+        """History ``r``'s pool of ``rows``: sorted by best pool-source rank (ties in catalog order) and cut to
+        ``depth`` when a depth is given, else in the given order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ranks = self.ranks(r, rows)
+        best = np.min(np.stack([ranks[s] for s in self.sources.pool_sources]), axis=0) if len(rows) else \
+            np.zeros(0, dtype=np.int32)
+        if depth is not None:
+            order = np.argsort(best, kind="stable")
+            order = order[best[order] <= depth]
+            rows, best, ranks = rows[order], best[order], {k: v[order] for k, v in ranks.items()}
+        return Pool(rows, best, self.values(r, rows), ranks)
+
+
+def _transition_row(transitions: ItemTransitions, hist: np.ndarray, n: int) -> sp.csr_matrix:
+    """``ItemTransitions.scores`` as a sparse [1, n] row (scaled to max 1), without the dense catalog vector."""
+    recent = np.asarray(hist, dtype=np.int64)[-transitions.params.last:][::-1]
+    if len(recent) == 0:
+        return sp.csr_matrix((1, n), dtype=np.float32)
+    weights = (transitions.params.decay ** np.arange(len(recent))).astype(np.float32)
+    row = sp.csr_matrix(weights[None, :]) @ transitions.matrix[recent]
+    row = sp.csr_matrix(row, dtype=np.float32)
+    top = row.data.max() if row.nnz else 0.0
+    return row / top if top > 0 else row
+
+
+def _sorted_csr(matrix) -> sp.csr_matrix:
+    out = sp.csr_matrix(matrix, dtype=np.float32)
+    out.sum_duplicates()
+    out.sort_indices()
     return out
 
 
-def static_ranks(order: np.ndarray, histories: list[np.ndarray], n: int, cap: int = RANK_CAP) -> np.ndarray:
-    """:func:`capped_ranks` of a score every user shares, from its precomputed ``order``: each history's
-    items are skipped (they get ``cap + 1``; pools never contain them). Equal to ``capped_ranks`` on every
-    unseen item, without a per-user partition of all items."""
-    cap = min(cap, n)
-    out = np.full((len(histories), n), cap + 1, dtype=np.int32)
-    for r, hist in enumerate(histories):
-        top = order[: cap + len(hist)]
-        if len(hist):
-            top = top[~np.isin(top, hist)]
-        top = top[:cap]
-        out[r, top] = np.arange(1, len(top) + 1, dtype=np.int32)
+def _order(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Positions of ``rows`` sorted by value (higher first), ties by catalog row."""
+    return np.lexsort((rows, -values))
+
+
+def _top(scores: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, values) of the ``cap`` best finite scores of one row, best first, ties by position: the
+    partition's choice among ties at the cut is replaced by the lowest positions."""
+    if len(scores) > cap:
+        kth = -np.partition(-scores, cap - 1)[cap - 1]
+        above = np.flatnonzero(scores > kth)
+        rows = np.concatenate([above, np.flatnonzero(scores == kth)[:cap - len(above)]])
+    else:
+        rows = np.arange(len(scores))
+    rows = rows[np.isfinite(scores[rows])]
+    rows = rows[_order(rows, scores[rows])]
+    return rows, scores[rows]
+
+
+def _merge(rows_a, vals_a, rows_b, vals_b, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, vals = np.concatenate([rows_a, rows_b]), np.concatenate([vals_a, vals_b])
+    keep = _order(rows, vals)[:cap]
+    return rows[keep], vals[keep]
+
+
+def _sparse_top(matrix: sp.csr_matrix, r: int, seen: np.ndarray, cap: int, n: int) -> np.ndarray:
+    """Row ``r``'s ``cap`` best unseen catalog rows of a non-negative sparse score: its non-zero entries best
+    first, then (the rest all score 0) the lowest unseen catalog rows, as a dense ranking would tie them."""
+    lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+    rows, vals = matrix.indices[lo:hi].astype(np.int64), matrix.data[lo:hi]
+    keep = (vals > 0) & ~np.isin(rows, seen)
+    rows, vals = rows[keep], vals[keep]
+    rows = rows[_order(rows, vals)][:cap]
+    need = min(cap, n - len(seen)) - len(rows)
+    if need > 0:
+        first = np.arange(min(n, need + len(seen) + len(rows)), dtype=np.int64)
+        first = first[~np.isin(first, seen) & ~np.isin(first, rows)][:need]
+        rows = np.concatenate([rows, first])
+    return rows
+
+
+def _static_top(order: np.ndarray, seen: np.ndarray, cap: int) -> np.ndarray:
+    """The first ``cap`` unseen rows of a score every user shares, from its precomputed ``order``."""
+    top = order[: cap + len(seen)]
+    return top[~np.isin(top, seen)][:cap] if len(seen) else top[:cap]
+
+
+def _sparse_at(matrix: sp.csr_matrix, r: int, rows: np.ndarray) -> np.ndarray:
+    """Row ``r`` of a CSR matrix with sorted indices at ``rows`` (0 where not stored)."""
+    lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+    cols, data = matrix.indices[lo:hi], matrix.data[lo:hi]
+    out = np.zeros(len(rows), dtype=np.float32)
+    if hi > lo and len(rows):
+        pos = np.minimum(np.searchsorted(cols, rows), len(cols) - 1)
+        hit = cols[pos] == rows
+        out[hit] = data[pos[hit]]
+    return out
+
+
+def _rank_at(top: np.ndarray, rows: np.ndarray, cap: int) -> np.ndarray:
+    """1-based position of each of ``rows`` in ``top`` (a source's capped top), ``cap + 1`` where absent."""
+    out = np.full(len(rows), cap + 1, dtype=np.int32)
+    if len(top) and len(rows):
+        order = np.argsort(top, kind="stable")
+        sorted_top = top[order]
+        pos = np.minimum(np.searchsorted(sorted_top, rows), len(top) - 1)
+        hit = sorted_top[pos] == rows
+        out[hit] = order[pos[hit]] + 1
     return out
 
 
