@@ -13,6 +13,7 @@ because chat and the server call it on text that clients control.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from functools import lru_cache
@@ -68,6 +69,22 @@ def short_title(title: str) -> str:
         if title.endswith(suffix):
             title = f"{article} {title[: -len(suffix)]}"
     return title.lower()
+
+
+#: Rounds of entity decoding a title gets: a feed escaped twice ("&amp;rsquo;") reads right after two.
+_UNESCAPE_ROUNDS = 3
+
+
+def plain_title(text: str) -> str:
+    """A title (or genre) as people read it, the one helper at the data boundary: HTML entities decoded
+    (``"Tom Clancy&rsquo;s"`` → ``"Tom Clancy’s"``; twice-escaped ``"&amp;amp;"`` too) and whitespace runs as one
+    space. Shop feeds carry entities; showing them raw is the hand-graded failure of issue 26."""
+    for _ in range(_UNESCAPE_ROUNDS):
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    return collapse_spaces(text)
 
 
 def join_names(names: list[str] | tuple[str, ...]) -> str:

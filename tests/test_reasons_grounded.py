@@ -187,7 +187,7 @@ def test_display_title_is_how_prose_writes_it():
     assert display_title("Usual Suspects, The (1995)") == "The Usual Suspects (1995)"
     assert display_title("Free Willy 3: The Rescue (1997)") == "Free Willy 3: The Rescue (1997)"
     assert display_title("Curl Junkie Daily Fix Cleansing Hair Conditioner - 12 oz, with a very long tail") == \
-        "Curl Junkie Daily Fix Cleansing Hair"  # the short name: main part, whole words within NAME_CHARS
+        "Curl Junkie Daily Fix Cleansing Hair Conditioner"  # the main part whole, never cut inside a name
 
 
 def test_joint_sft_data_has_grounded_reason_examples():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from ..errors import DataError, UnknownItemError
+from ..text import plain_title
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class Item:
                 raise DataError(f"item {item_id!r}: year {year!r:.40} is not a whole number") from None
         return cls(
             item_id=item_id,
-            title=_text(row.get("title"), "title", item_id),
-            genres=tuple(_text(g, "genres", item_id) for g in genres),
+            title=plain_title(_text(row.get("title"), "title", item_id)),
+            genres=tuple(plain_title(_text(g, "genres", item_id)) for g in genres),
             year=year,
             description=_text(row.get("description"), "description", item_id),
         )

@@ -7,13 +7,13 @@ Datasets are read where they are (never copied): a folder path, a known name loo
 from __future__ import annotations
 
 import csv
-import html
 import re
 from collections import defaultdict
 from pathlib import Path
 
 from ..errors import DataError
 from ..paths import resolve_dataset_path
+from ..text import plain_title
 from .catalog import Catalog, Item
 from .columnar import BadRows, load_interactions
 from .dataset import Dataset
@@ -49,7 +49,7 @@ def load_movielens_100k(folder: str | Path) -> Dataset:
             raise DataError(f"{item_path}:{number}: empty item id")
         flags = fields[5 : 5 + len(genre_names)]
         genres = tuple(g for g, f in zip(genre_names, flags) if f == "1" and g != "unknown")
-        title = fields[1].strip()
+        title = plain_title(fields[1])
         match = _YEAR_IN_TITLE.search(title)
         year = int(match.group(1)) if match else None
         if year is None and fields[2][-4:].isdigit():
@@ -97,8 +97,7 @@ def load_amazon_sequences(folder: str | Path, name: str | None = None) -> Datase
         asin = row[0].strip()
         if asin in items:
             raise DataError(f"{titles_path}:{number}: asin {asin[:40]!r} is listed twice")
-        title = html.unescape(row[1] if len(row) > 1 else "").strip()
-        items[asin] = Item(asin, re.sub(r"\s+", " ", title))
+        items[asin] = Item(asin, plain_title(row[1] if len(row) > 1 else ""))
     sequences: dict[str, list[str]] = {}
     for number, line in enumerate(read_text(sequences_path).splitlines(), 1):
         parts = line.split()

@@ -99,6 +99,9 @@ def item_fact_words(item: Item) -> set[str]:
 #: Longest name a reason writes for an item (a product title's brand and product words fit; a whole product
 #: title of 60-200 characters does not fit a 32-token sentence, and the 135M model loses the sentence around it).
 NAME_CHARS = 40
+#: Longest main part of a title a reason writes whole rather than cut (a film's or game's full name with its
+#: subtitle fits; a product title run on without separators does not and is cut to :data:`NAME_CHARS`).
+MAX_NAME_CHARS = 64
 #: A main part shorter than this is a brand, not a name ("L'Oreal Paris: Superior Preference Hair Color").
 MIN_HEAD_CHARS = 16
 #: A number followed by one of these is a size, not part of a name ("Go 360 Clean" keeps its 360).
@@ -130,15 +133,20 @@ def title_head(title: str) -> str:
 
 def short_name(title: str, limit: int = NAME_CHARS) -> str:
     """How a reason names an item: the title itself when it fits ``limit`` characters (a year aside), else
-    its :func:`title_head` cut to whole words within ``limit``, never ending on a function word ("Argan Oil
-    For Hair Treatment and" → "Argan Oil For Hair Treatment"). Recognised as the item's name by
-    :func:`names_title`, so the checker and the measure accept it."""
+    its :func:`title_head` (main part, without the size) whole when that fits :data:`MAX_NAME_CHARS`, so a name
+    is never cut inside ("Scooby-Doo and the Haunting of Castle" was a hand-graded failure). Only a main part
+    longer than that (a product title with no separator) is cut, to whole words within ``limit`` and never
+    ending on a function word ("Argan Oil For Hair Treatment and" → "Argan Oil For Hair Treatment").
+    Recognised as the item's name by :func:`names_title`, so the checker and the measure accept it."""
     text = " ".join(title.split())
     year = re.search(r"\s*\((1[89]\d\d|20\d\d)\)$", text)
     bare = text[: year.start()] if year else text
     if len(bare) <= limit:
         return bare
-    words = title_head(bare).split()
+    head = title_head(bare)
+    if len(head) <= max(limit, MAX_NAME_CHARS):
+        return head
+    words = head.split()
     kept: list[str] = []
     for word in words:
         if len(" ".join([*kept, word])) > limit:

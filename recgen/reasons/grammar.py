@@ -14,6 +14,8 @@ openings x links x endings, each true of the facts by construction.
 
 from __future__ import annotations
 
+import re
+
 from .grounding import PATTERNS, PromptFacts, fill_pattern, pattern_kind, prompt_values
 
 #: Ways to say "close to the liked item" (generic words only: none claims anything checkable).
@@ -34,17 +36,36 @@ ATTRIBUTES = ("{a_attributes} pick, close to {related}.", "{a_attributes} pick f
 #: under the catalog's related threshold, no co-purchase): a sentence that names it without calling the two
 #: close or similar ("A close match for <soap bar>" of an eye shadow was the hand-graded failure).
 WEAK = ("Because you liked {related}.", "Recommended because you liked {related}.",
-        "Picked for you because you liked {related}.", "Suggested because you liked {related}.")
+        "Picked for you because you liked {related}.", "Suggested because you liked {related}.",
+        "Since you liked {related}, try this one.", "You liked {related}, so try this one.")
 #: Only when at least two other users had both items (the facts then hold that fans of one had the other); the
 #: fact-built patterns (:data:`.grounding.PATTERNS`, what the worked example shows) are choices too.
 CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {related}, which you liked.")
 
 
+#: Words that call two items alike: written only on evidence a person accepts (:func:`alike`).
+LIKENESS = re.compile(r"\b(?:close|closer|closest|similar|match|much like|just like)\b", re.IGNORECASE)
+
+
+def alike(facts: PromptFacts, co_liked: bool) -> bool:
+    """Whether a reason may call the item and the related liked item close or similar: two or more other users
+    had both (``co_liked``), or they share genres that cover the item's (two or more, or all of its own).
+    Not an embedding cosine above a catalog-wide percentile: title-only catalogs clear it without being alike
+    ("A close match for Lord of the Rings" for Ghostbusters, hand-graded false). Title words both names use
+    are no likeness either (a headset and a gamepad share "Wireless")."""
+    if co_liked:
+        return True
+    if facts.related is None or not facts.shares_genres or not facts.shared:
+        return False
+    return len(facts.shared) >= 2 or set(facts.item.genres) <= set(facts.shared)
+
+
 def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False, weak: bool = False) -> list[str]:
     """Every sentence the model may choose for ``facts``, each with a leading space (the answer continues the
-    prompt's ``Reason:``). Without a related history item: the request and attribute patterns of
-    :data:`.grounding.PATTERNS`. ``co_liked``: two or more other users had both the item and the related one;
-    ``weak``: the two are not alike (only :data:`WEAK` sentences, which claim no likeness)."""
+    prompt's ``Reason:``), the one a fallback serves first. Without a related history item: the request and
+    attribute patterns of :data:`.grounding.PATTERNS`. ``co_liked``: two or more other users had both the item
+    and the related one; ``weak``: nothing links the two, so only :data:`WEAK` sentences. Sentences calling the
+    two close or similar (:data:`LIKENESS`) only when :func:`alike`."""
     values = prompt_values(facts, title_chars)
     if facts.related is None:
         patterns = list(PATTERNS[pattern_kind(facts, values)])
@@ -52,12 +73,16 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
         patterns = list(WEAK)
     else:
         kind = pattern_kind(facts, values)
-        patterns = list(PATTERNS[kind]) if kind != "transition" or co_liked else []
-        patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
+        patterns = []
         if values["shared"]:
-            patterns += SHARED + (SHARED_GENRES if facts.shares_genres else ())
-        if values["attributes"]:
-            patterns += ATTRIBUTES
+            patterns += (SHARED_GENRES if facts.shares_genres else ()) + SHARED
+        patterns += list(PATTERNS[kind]) if kind != "transition" or co_liked else []
         if co_liked:
             patterns += CO_LIKED
+        patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
+        if values["attributes"]:
+            patterns += ATTRIBUTES
+        patterns += WEAK
+        if not alike(facts, co_liked):
+            patterns = [p for p in patterns if not LIKENESS.search(p)]
     return list(dict.fromkeys(" " + fill_pattern(p, values) for p in patterns))

@@ -15,11 +15,15 @@ import numpy as np
 
 from ..config import PromptSettings
 from ..data.catalog import Catalog, Item
+from ..errors import RecgenError
 from ..retrieval.collaborative import count_scale
+from ..retrieval.request_constraints import RequestConstraints, RequestReader
+from .asked import asked_of, with_request
 from .checker import ReasonChecker, clean_reason
 from .facts import similarity_threshold
 from .grounding import display_title
 from .styles import ReasonRequest, style_for
+from .variety import distinct, spread
 
 log = logging.getLogger(__name__)
 
@@ -76,35 +80,60 @@ class Reasoner:
         self.closeness = closeness_of(catalog, item_embeddings, transitions)
         self.co_liked = co_liked_of(catalog, transitions)
         self._related_cosine: float | None = None
+        self._reader: RequestReader | None = None
 
     def explain(self, history: list[str], query: str | None, item_ids: list[str],
-                 adapter: str | None = None) -> list[tuple[str, str]]:
-        """``adapter``: the named LoRA adapter the reason prompts run under (None = the backend's default)."""
+                adapter: str | None = None) -> list[tuple[str, str]]:
+        """``adapter``: the named LoRA adapter the reason prompts run under (None = the backend's default).
+
+        One list at a time: each item's sentences are spread over the list first (:func:`.variety.spread`, so
+        no sentence repeats and openings vary), and with a request each reason says which of its facts the
+        item meets (:mod:`.asked`)."""
         style = style_for(self.settings.reasons)
         request = ReasonRequest(history, [self.catalog.get(i) for i in history[-self.settings.history:]], query,
                                 self.settings)
         past = request.past
         items = [self.catalog.get(i) for i in item_ids]
-        facts = [style.facts(self, item, request) for item in items]
-        prompts = [replace(style.prompt(self, item, fact, request), adapter=adapter) for item, fact in zip(items, facts)]
+        named: dict[str, int] = {}
+        facts = [style.facts(self, item, request, named) for item in items]
+        every = [style.choices(self, item, fact, request) for item, fact in zip(items, facts)]
+        asked = [asked_of(item, query, self.request_constraints(query)) for item in items]
+        options = spread(every)
+        prompts = [replace(style.prompt(self, item, fact, request, choices), adapter=adapter)
+                   for item, fact, choices in zip(items, facts, options)]
         texts = self.backend.generate_text(prompts, style.tokens(self.settings))
         out = []
         titles = [t for i in [*items, *past] for t in (i.title, display_title(i.title, self.settings.title_chars))]
-        for item, text, fact in zip(items, texts, facts):
+        for item, text, fact, choices in zip(items, texts, facts, options):
             reason = clean_reason(text, titles=titles)
             problems = [*self.checker.problems(reason, item, past), *style.problems(reason, fact, self.settings)]
             if problems:
                 log.debug("reason for %s replaced: %s (%s)", item.item_id, reason, "; ".join(problems))
-                out.append((style.fallback(self, item, fact, request), "fallback"))
+                out.append((style.fallback(self, item, fact, request, choices), "fallback"))
             else:
                 out.append((reason, "model"))
-        return out
+        out = distinct(out, every)
+        return [(with_request(text if fact is None or fact.related is not None or not said else None, said, n),
+                 source if fact is None or fact.related is not None or not said else "fallback")
+                for n, ((text, source), fact, said) in enumerate(zip(out, facts, asked))]
+
+    def request_constraints(self, query: str | None) -> RequestConstraints | None:
+        """The request read as the retriever reads it (None without one, or when it cannot be read)."""
+        if not query or not query.strip():
+            return None
+        if self._reader is None:
+            self._reader = RequestReader(self.catalog)
+        try:
+            return self._reader.read(query)
+        except RecgenError:
+            return None  # contradictory: the retriever refused it already; the reason names no request fact
 
     def similar(self, item: Item, past: Item) -> bool:
         """Embedding cosine at or above the catalog's 95th percentile of random pairs (:func:`.facts
-        .similarity_threshold`, computed once): only then may a reason call the two close or similar."""
+        .similarity_threshold`, computed once). No longer what lets a reason call two items alike (that is
+        :func:`.grammar.alike`: shared genres or co-interaction); kept for the free style's fallback pick."""
         if self.item_embeddings is None:
-            return True  # no embeddings: the related item was picked by attributes or recency alone
+            return True
         if self._related_cosine is None:
             self._related_cosine = similarity_threshold(self.item_embeddings, seed=0)
         return self.closeness(item, past)[1] >= self._related_cosine

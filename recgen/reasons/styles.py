@@ -52,10 +52,20 @@ class ReasonStyle:
 
     name = ""
 
-    def facts(self, stage, item: Item, request: ReasonRequest) -> PromptFacts | None:
-        return select_facts(item, request.past, request.query, stage.closeness)
+    def facts(self, stage, item: Item, request: ReasonRequest, named: dict[str, int] | None = None) -> PromptFacts | None:
+        """``named``: liked item id → reasons earlier in the list that name it (updated here)."""
+        facts = select_facts(item, request.past, request.query, stage.closeness, named)
+        if named is not None and facts.related is not None:
+            named[facts.related.item_id] = named.get(facts.related.item_id, 0) + 1
+        return facts
 
-    def prompt(self, stage, item: Item, facts: PromptFacts | None, request: ReasonRequest) -> ChatPrompt:
+    def choices(self, stage, item: Item, facts: PromptFacts | None, request: ReasonRequest) -> tuple[str, ...] | None:
+        """Every sentence the LM may write for ``item`` (each with a leading space), or None when the style has
+        no closed set; the reasoner spreads these over the list (:func:`.variety.spread`)."""
+        return None
+
+    def prompt(self, stage, item: Item, facts: PromptFacts | None, request: ReasonRequest,
+               choices: tuple[str, ...] | None = None) -> ChatPrompt:
         raise NotImplementedError
 
     def tokens(self, settings: PromptSettings) -> int:
@@ -71,7 +81,11 @@ class ReasonStyle:
             return ["ends part-way through a title"]
         return []
 
-    def fallback(self, stage, item: Item, facts: PromptFacts | None, request: ReasonRequest) -> str:
+    def fallback(self, stage, item: Item, facts: PromptFacts | None, request: ReasonRequest,
+                 choices: tuple[str, ...] | None = None) -> str:
+        """The first of the item's sentences when it has a closed set, else the first fact-built pattern."""
+        if choices:
+            return choices[0].strip()
         return phrase_reason(facts, title_chars=request.settings.title_chars)
 
 
@@ -98,16 +112,16 @@ def style_for(name: str) -> ReasonStyle:
 class FreeStyle(ReasonStyle):
     name = "free"
 
-    def facts(self, stage, item, request):
+    def facts(self, stage, item, request, named=None):
         return None
 
-    def prompt(self, stage, item, facts, request):
+    def prompt(self, stage, item, facts, request, choices=None):
         return build_reason_prompt(item, request.past[-PROMPT_HISTORY_ITEMS:], request.query, request.settings)
 
     def problems(self, reason, facts, settings):
         return []
 
-    def fallback(self, stage, item, facts, request):
+    def fallback(self, stage, item, facts, request, choices=None):
         return fallback_reason(item, request.past, request.query, stage.closest(item, request.past))
 
 
@@ -115,7 +129,7 @@ class FreeStyle(ReasonStyle):
 class FactsStyle(ReasonStyle):
     name = "facts"
 
-    def prompt(self, stage, item, facts, request):
+    def prompt(self, stage, item, facts, request, choices=None):
         return build_grounded_prompt(facts, request.settings)
 
 
@@ -123,7 +137,7 @@ class FactsStyle(ReasonStyle):
 class GroundedStyle(ReasonStyle):
     name = "grounded"
 
-    def prompt(self, stage, item, facts, request):
+    def prompt(self, stage, item, facts, request, choices=None):
         return replace(build_grounded_prompt(facts, request.settings),
                        constraint=vocabulary_for(facts, request.settings.title_chars))
 
@@ -132,13 +146,14 @@ class GroundedStyle(ReasonStyle):
 class GrammarStyle(ReasonStyle):
     name = "grammar"
 
-    def prompt(self, stage, item, facts, request):
+    def choices(self, stage, item, facts, request):
+        co_liked = facts.related is not None and stage.co_liked(facts.item, facts.related)
+        return tuple(reason_choices(facts, request.settings.title_chars, co_liked))
+
+    def prompt(self, stage, item, facts, request, choices=None):
         seed = zlib.crc32("\x1f".join(request.history).encode())  # one example phrasing per user
         prompt = build_grounded_prompt(facts, request.settings, example_seed=seed)
-        co_liked = facts.related is not None and stage.co_liked(facts.item, facts.related)
-        weak = facts.related is not None and not (facts.shared or co_liked or stage.similar(facts.item, facts.related))
-        return replace(prompt, constraint=Choice(tuple(reason_choices(facts, request.settings.title_chars,
-                                                                      co_liked, weak))))
+        return replace(prompt, constraint=Choice(tuple(choices or self.choices(stage, item, facts, request))))
 
     def tokens(self, settings):
         return max(settings.reason_tokens, GRAMMAR_TOKENS)

@@ -1,0 +1,109 @@
+"""What of the user's request an item meets, said in the reason ("Racing in its title, as you asked; …").
+
+The request is read by the retriever's own reader (:class:`recgen.retrieval.request_constraints.RequestReader`:
+genres, years, title words), and the request's other content words count where the item's own facts hold them
+(its genres, title or description). Only what the item meets is said, in words its facts back: a racing wheel
+is "Racing in its title", never "a racing game". Several ways of saying it, chosen by the item's place in the
+list, so a list of ten does not open ten times alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.catalog import Item
+from ..retrieval.request_constraints import RequestConstraints
+from ..text import join_names, plural_stem, snowball_stem, title_terms, wanted_words
+from .facts import item_fact_words
+from .grounding import _WORD, content_words_in_order
+
+#: How the request clause joins the rest of the reason, by position in the list (``{what}`` is capitalised
+#: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start).
+FORMS = ("{What}, as you asked; {rest}.", "{Rest}; {what}, as you asked.",
+         "{What}, which you asked for; {rest}.", "{Rest}, and {what}, which you asked for.")
+#: The clause alone (no other reason to give), by position in the list.
+ALONE = ("{What}, as you asked.", "{What}, which you asked for.", "As you asked: {what}.")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The request facts one item meets: genres asked for that it has, its year when the request bounds the
+    year, request words in its title, and other request words its genres or description hold."""
+
+    genres: tuple[str, ...] = ()
+    year: int | None = None
+    title_words: tuple[str, ...] = ()
+    other_words: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.genres or self.year or self.title_words or self.other_words)
+
+    def what(self) -> str:
+        """``"Comedy and Romance from 1997"``, ``"Racing in its title"``: the facts as a phrase."""
+        parts = []
+        if self.genres:
+            parts.append(join_names(list(self.genres)))
+        if self.title_words:
+            parts.append(f"{join_names(list(self.title_words))} in its title")
+        if self.other_words:
+            parts.append(join_names(list(self.other_words)))
+        text = ", ".join(parts)
+        if self.year:
+            text = f"{text} from {self.year}" if text else f"from {self.year}"
+        return text
+
+
+def asked_of(item: Item, query: str | None, constraints: RequestConstraints | None) -> Asked:
+    """What of ``query`` (read as ``constraints``) ``item`` meets."""
+    if not query or not query.strip():
+        return Asked()
+    genres: tuple[str, ...] = ()
+    year = None
+    terms: set[str] = set()
+    if constraints is not None:
+        genres = tuple(g for g in item.genres if g in constraints.include_genres)
+        bounded = constraints.min_year is not None or constraints.max_year is not None
+        if bounded and item.year is not None:
+            year = item.year
+        terms = set(constraints.include_terms)
+    item_terms = title_terms(item.title)
+    title_words = []
+    for word in _WORD.findall(item.title):  # the written form of each request word in the title
+        low = plural_stem(word.lower())
+        if (low in terms or low in {plural_stem(w) for w in wanted_words(query)}) and low in item_terms \
+                and word.lower() not in {w.lower() for w in title_words}:
+            title_words.append(word)
+    said = {snowball_stem(w.lower()) for text in (*genres, *title_words) for w in _WORD.findall(text)}
+    own = item_fact_words(Item(item.item_id, "", item.genres, None, item.description))  # genres, description
+    other = [w.lower() for w in content_words_in_order(query)
+             if snowball_stem(w.lower()) not in said and snowball_stem(w.lower()) in own
+             and w.lower() in set(wanted_words(query))]
+    other = [w for w in other if not any(snowball_stem(w) == snowball_stem(g.lower()) for g in item.genres)]
+    return Asked(genres, year, tuple(title_words[:3]), tuple(other[:3]))
+
+
+def with_request(reason: str | None, asked: Asked, position: int) -> str:
+    """``reason`` with the request clause joined in the form ``position`` picks; ``reason`` None or empty: the
+    clause alone. Without request facts, ``reason`` unchanged."""
+    if not asked:
+        return reason or ""
+    what = asked.what()
+    if not reason:
+        return ALONE[position % len(ALONE)].format(What=_cap(what), what=what)
+    rest = reason.rstrip().rstrip(".!?")
+    form = FORMS[position % len(FORMS)]
+    return form.format(What=_cap(what), what=what, Rest=_cap(rest), rest=_lower_start(rest))
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+#: Words a reason's sentence starts with that are no name: lower-cased when the sentence follows the clause.
+_OPENING_WORDS = frozenset("because recommended if like close similar much just a an another shares fans also "
+                           "picked suggested liked one its".split())
+
+
+def _lower_start(text: str) -> str:
+    first = text.split(" ", 1)[0].lower().strip(",")
+    return text[:1].lower() + text[1:] if first in _OPENING_WORDS else text

@@ -1,0 +1,121 @@
+"""Issue 26 item 5: titles as people read them, reasons tied to the request, lists that do not repeat
+themselves, likeness only on evidence, and request words nothing used reported back."""
+
+from __future__ import annotations
+
+import json
+
+from recgen.data.catalog import Catalog, Item
+from recgen.reasons.facts import short_name
+from recgen.reasons.grounding import display_title
+from recgen.text import plain_title
+
+
+def test_titles_are_decoded_once_at_the_data_boundary():
+    assert plain_title("Tom Clancy&rsquo;s Ghost Recon &amp; More") == "Tom Clancy\u2019s Ghost Recon & More"
+    assert plain_title("Rock &amp;amp; Roll  Racing ") == "Rock & Roll Racing"  # escaped twice
+    assert plain_title("AT&T 5 < 6") == "AT&T 5 < 6"  # no entity: unchanged
+    row = {"item_id": "g1", "title": "Ratchet &amp; Clank&trade;", "genres": "Action &amp; Adventure"}
+    item = Catalog.from_jsonl_text(json.dumps(row) + "\n", "items.jsonl").get("g1")
+    assert item.title == "Ratchet & Clank\u2122" and item.genres == ("Action & Adventure",)
+
+
+def test_names_are_never_cut_inside():
+    title = "Scooby-Doo and the Haunting of Castle Mallow - Nintendo DS"
+    assert short_name(title) == "Scooby-Doo and the Haunting of Castle Mallow"
+    assert display_title(title) == "Scooby-Doo and the Haunting of Castle Mallow"
+    run_on = "Alpha Beta Gamma Delta Epsilon Zeta Eta Theta Iota Kappa Lambda Mu Nu Xi Omicron Pi Rho Sigma Tau"
+    cut = short_name(run_on)  # no separator and too long to write whole: cut at a word, never inside one
+    assert len(cut) <= 40 and run_on.startswith(cut) and run_on[len(cut)] == " "
+
+
+# -- reasons of one list ---------------------------------------------------------------------------------
+
+from test_reasons_grounded import FILMS, _eval_ok  # noqa: E402
+
+from recgen.config import RecgenConfig  # noqa: E402
+from recgen.evaluation.reason_metrics import distinct_n  # noqa: E402
+from recgen.reasons.asked import asked_of, with_request  # noqa: E402
+from recgen.reasons.grammar import LIKENESS, alike, reason_choices  # noqa: E402
+from recgen.reasons.grounding import select_facts  # noqa: E402
+from recgen.reasons.reasoner import Reasoner  # noqa: E402
+from recgen.reasons.variety import distinct, opening, spread  # noqa: E402
+from recgen.retrieval.request_constraints import RequestReader  # noqa: E402
+
+GAMES = Catalog([
+    Item("g1", "Project Gotham Racing 2 - Xbox"),
+    Item("g2", "Mad Catz Racing Wheel for Xbox 360"),
+    Item("g3", "Batman: Arkham Origins - Xbox 360"),
+    Item("g4", "Ghostbusters: The Video Game - Playstation 3"),
+    Item("g5", "Lord of the Rings: War in the North - Playstation 3"),
+    Item("g6", "Forza Motorsport 4 - Xbox 360"),
+    *(Item(f"x{n}", f"Filler Title Number {n} Deluxe") for n in range(30)),
+])
+MANY = Catalog([*FILMS, *(Item(f"f{n}", f"Action Film {n} (199{n % 10})", ("Action", "Sci-Fi"), 1990 + n % 10)
+                          for n in range(12))])
+
+
+def test_a_list_never_repeats_a_sentence_and_varies_its_openings(tiny_backend):
+    settings = RecgenConfig().prompt.model_copy(update={"reasons": "grammar"})
+    reasoner = Reasoner(MANY, tiny_backend, settings)
+    listed = [f"f{n}" for n in range(10)]
+    out = reasoner.explain(["4", "7", "8"], None, listed)  # Action and Sci-Fi films all, like every item
+    texts = [t for t, _ in out]
+    assert len({" ".join(t.lower().split()) for t in texts}) == len(texts), texts
+    assert len({opening(t) for t in texts}) >= 5, texts
+    assert distinct_n(texts, 2) >= 0.45, texts  # 0.36 before spreading sentences and liked items (3 titles)
+    assert reasoner.explain(["4", "7", "8"], None, listed) == out  # deterministic
+    history = [MANY.get(i) for i in ("4", "7", "8")]
+    for item_id, text in zip(listed, texts):
+        assert _eval_ok(MANY, MANY.get(item_id), history, None, text) == ([], []), text
+
+
+def test_spread_gives_each_item_sentences_no_earlier_item_has():
+    same = (" Because you liked X.", " Since you liked X, try this one.", " Shares Action with X, which you liked.",
+            " Another Action pick, like X.", " You liked X, so try this one.", " Suggested because you liked X.")
+    out = spread([same] * 4 + [None])
+    assert len(out[0]) == len(out[1]) == 3 and not set(out[0]) & set(out[1]) and out[4] is None
+    assert {opening(s) for s in out[0]} & {opening(s) for s in out[1]} <= {"because you"}  # openings spread
+    assert len(out[2]) == 1  # nothing new left to say: its first sentence only
+    assert distinct([("A.", "model"), ("A.", "model")], [(" A.",), (" A.", " B.")]) == [("A.", "model"),
+                                                                                        ("B.", "fallback")]
+
+
+def test_likeness_only_on_evidence_a_person_accepts():
+    games = [GAMES.get("g4"), GAMES.get("g5")]
+    facts = select_facts(games[0], games[1:], None)  # nothing shared, no co-purchase: never "close"/"similar"
+    assert not alike(facts, co_liked=False)
+    assert not any(LIKENESS.search(s) for s in reason_choices(facts, 60))
+    assert any(LIKENESS.search(s) for s in reason_choices(facts, 60, co_liked=True))  # two users had both
+    aliens, alien = FILMS.get("1"), FILMS.get("2")  # share Sci-Fi only, Aliens is also Action and Thriller
+    assert not alike(select_facts(aliens, [alien], None), False)
+    lost_world, jurassic = FILMS.get("7"), FILMS.get("8")  # the same genres: alike
+    assert alike(select_facts(lost_world, [jurassic], None), False)
+
+
+def test_reasons_name_what_of_the_request_the_item_meets():
+    reader = RequestReader(GAMES)
+    query = "a racing game"
+    wheel, batman = GAMES.get("g2"), GAMES.get("g3")
+    said = asked_of(wheel, query, reader.read(query))
+    assert said.what() == "Racing in its title"  # not "a racing game": a wheel is no game
+    assert with_request("Because you liked Batman: Arkham Origins.", said, 0) == \
+        "Racing in its title, as you asked; because you liked Batman: Arkham Origins."
+    assert not asked_of(batman, query, reader.read(query))  # meets nothing asked: no request clause
+    films = RequestReader(FILMS)
+    comedy = asked_of(FILMS.get("5"), "a 90s comedy", films.read("a 90s comedy"))
+    assert comedy.what() == "Comedy from 1996"
+    forms = {with_request("Because you liked Alien (1979).", comedy, n) for n in range(4)}
+    assert len(forms) == 4 and len({opening(f) for f in forms}) == 2
+
+
+def test_served_reasons_with_a_request_say_the_request_and_stay_grounded(tiny_backend):
+    settings = RecgenConfig().prompt.model_copy(update={"reasons": "grammar"})
+    reasoner = Reasoner(MANY, tiny_backend, settings)
+    listed = [f"f{n}" for n in range(6, 10)] + ["6"]
+    out = reasoner.explain(["4", "2"], "a 90s action film", listed)
+    for item_id, (text, _) in zip(listed, out):
+        item = MANY.get(item_id)
+        assert "Action" in text and str(item.year) in text and "asked" in text, text
+        history = [MANY.get("4"), MANY.get("2")]
+        assert _eval_ok(MANY, item, history, "a 90s action film", text) == ([], []), text
