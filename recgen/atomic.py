@@ -251,12 +251,18 @@ def claim_files(folder: str | Path, names: Iterable[str], what: str = "output fo
 
 
 # -- writing -------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path) -> tuple[int, str]:
+    """A file's size and SHA-256, read in 4 MiB blocks (model and index files are checked against these)."""
+    digest, size = hashlib.sha256(), 0
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        while block := handle.read(1 << 22):
             digest.update(block)
-    return digest.hexdigest()
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return file_digest(path)[1]
 
 
 def _fsync_tree(folder: Path) -> None:

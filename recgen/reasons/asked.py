@@ -15,7 +15,7 @@ from ..data.catalog import Item
 from ..retrieval.request_constraints import RequestConstraints
 from ..text import join_names, plural_stem, snowball_stem, title_terms, wanted_words
 from .facts import item_fact_words
-from .grounding import _WORD, content_words_in_order
+from .grounding import TEXT_WORD, content_words_in_order
 
 #: How the request clause joins the rest of the reason, by position in the list (``{what}`` is capitalised
 #: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start).
@@ -68,12 +68,12 @@ def asked_of(item: Item, query: str | None, constraints: RequestConstraints | No
         terms = set(constraints.include_terms)
     item_terms = title_terms(item.title)
     title_words = []
-    for word in _WORD.findall(item.title):  # the written form of each request word in the title
+    for word in TEXT_WORD.findall(item.title):  # the written form of each request word in the title
         low = plural_stem(word.lower())
         if (low in terms or low in {plural_stem(w) for w in wanted_words(query)}) and low in item_terms \
                 and word.lower() not in {w.lower() for w in title_words}:
             title_words.append(word)
-    said = {snowball_stem(w.lower()) for text in (*genres, *title_words) for w in _WORD.findall(text)}
+    said = {snowball_stem(w.lower()) for text in (*genres, *title_words) for w in TEXT_WORD.findall(text)}
     own = item_fact_words(Item(item.item_id, "", item.genres, None, item.description))  # genres, description
     other = [w.lower() for w in content_words_in_order(query)
              if snowball_stem(w.lower()) not in said and snowball_stem(w.lower()) in own

@@ -32,7 +32,8 @@ MAX_QUERY_CHARS = 120
 _ARTICLES = ("The", "A", "An", "Les", "La", "Il", "Das")
 _MARKUP = re.compile(r"<[^>]{0,200}>")
 _UNSAFE = re.compile(r"[<>{}|`\\\x00-\x1f\x7f]")
-_WORD = re.compile(r"[A-Za-z0-9]+(?:'[a-z]+)?")
+#: A word of a title or reason, with its apostrophe suffix ("Schindler's").
+TEXT_WORD = re.compile(r"[A-Za-z0-9]+(?:'[a-z]+)?")
 
 
 def safe_text(text: str, limit: int) -> str:
@@ -98,7 +99,7 @@ def shared_attributes(item: Item, other: Item) -> tuple[str, ...]:
         return tuple(g for g in item.genres if g in set(other.genres))[:MAX_SHARED]
     mine = _written_title_words(title_head(item.title))
     theirs = {w.lower() for w in _written_title_words(title_head(other.title))}
-    named = {w.lower() for w in _WORD.findall(display_title(other.title))}
+    named = {w.lower() for w in TEXT_WORD.findall(display_title(other.title))}
     return tuple(w for w in mine if w.lower() in theirs and w.lower() not in named)[:MAX_SHARED]
 
 
@@ -106,7 +107,7 @@ def _written_title_words(title: str) -> list[str]:
     """Content words of a title in their written form, in order, without repeats or years."""
     seen, out = set(), []
     keep = set(claim_words(safe_text(title, 200)))
-    for word in _WORD.findall(safe_text(title, 200)):
+    for word in TEXT_WORD.findall(safe_text(title, 200)):
         low = word.lower().removesuffix("'s").replace("'", "")
         if low in keep and low not in seen and not low.isdigit() and len(low) > 2:
             seen.add(low)
@@ -184,7 +185,7 @@ def allowed_words(facts: PromptFacts, title_chars: int) -> list[str]:
     words: set[str] = (set(GENERIC_WORDS) | {w for w in STOPWORDS - FIRST_PERSON if len(w) > 1 or w == "a"}) - NEVER_FREE
     texts = [*values["attributes"], *values["shared"], *values["query_words"]]
     for text in texts:
-        words |= set(_WORD.findall(text))
+        words |= set(TEXT_WORD.findall(text))
     if not values["shared"]:
         words -= SHARE_WORDS  # "Shares <liked item>": nothing shared is named
     return sorted(words)
@@ -225,7 +226,7 @@ def sentence_rules(facts: PromptFacts, title_chars: int) -> SentenceRules:
     the liked item, and say each content word once."""
     values = prompt_values(facts, title_chars)
     needs = {w.lower() for text in [*values["attributes"], *values["shared"], *values["query_words"]]
-             for w in _WORD.findall(text)}
+             for w in TEXT_WORD.findall(text)}
     once = {w.lower() for w in allowed_words(facts, title_chars)} - REPEATABLE
     related = bool(values["related"])
     return SentenceRules(must_name=related, end_needs=frozenset() if related else frozenset(needs),
@@ -334,14 +335,14 @@ def _unrequested(values: dict) -> list[str]:
     """The item's attributes less those the request words already say ("Action, close to your request for
     action" says it twice)."""
     asked = {snowball_stem(w.lower()) for w in values["query_words"]}
-    return [a for a in values["attributes"] if not {snowball_stem(w.lower()) for w in _WORD.findall(a)} & asked]
+    return [a for a in values["attributes"] if not {snowball_stem(w.lower()) for w in TEXT_WORD.findall(a)} & asked]
 
 
 def content_words_in_order(text: str) -> list[str]:
     """The content words of ``text`` in their written order (for echoing a request)."""
     keep = set(claim_words(text))
     out: list[str] = []
-    for word in _WORD.findall(text):
+    for word in TEXT_WORD.findall(text):
         if word.lower().removesuffix("'s") in keep and word.lower() not in {w.lower() for w in out}:
             out.append(word)
     return out

@@ -10,7 +10,6 @@ When no parameter reaches the target, the exact index is kept: recall is never t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, file_digest
 from ..errors import IndexCorruptError, IndexStaleError
 from ..version import __version__
 
@@ -238,18 +237,9 @@ def save_index(folder: str | Path, index, meta: IndexMeta) -> None:
 
     with atomic_dir(folder) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
-        size, digest = _file_digest(tmp / INDEX_FILE)
+        size, digest = file_digest(tmp / INDEX_FILE)
         meta = _with(meta, file_bytes=size, sha256=digest)
         (tmp / META_FILE).write_text(json.dumps(meta.__dict__, indent=2))
-
-
-def _file_digest(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str | None = None,
@@ -322,7 +312,7 @@ def check_approximate_file(path: Path, meta: IndexMeta) -> None:
             problem = f"not an inner-product FAISS {meta.kind} index"
         elif (d, ntotal) != (meta.dim, meta.n_items):
             problem = f"its header says {ntotal}x{d} vectors, not {meta.n_items}x{meta.dim}"
-        elif not meta.sha256 or (meta.file_bytes, meta.sha256) != _file_digest(path):
+        elif not meta.sha256 or (meta.file_bytes, meta.sha256) != file_digest(path):
             problem = "its size or SHA-256 is not the one recorded when it was saved"
     if problem:
         raise IndexCorruptError(f"{path} cannot be read as the index {path.parent / META_FILE} describes ({problem}); "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, file_digest
 from ..errors import ModelLoadError
 from ..paths import cache_dir
 
@@ -34,15 +34,6 @@ def onnx_available() -> bool:
     return True
 
 
-def _digest(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def source_fingerprint(model_path: str) -> str:
     """SHA-256 over the model folder's files (names and contents), or over the name for a hub model."""
     folder = Path(model_path)
@@ -52,7 +43,7 @@ def source_fingerprint(model_path: str) -> str:
         return digest.hexdigest()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(folder)).encode())
-        digest.update(_digest(path)[1].encode())
+        digest.update(file_digest(path)[1].encode())
     return digest.hexdigest()
 
 
@@ -71,7 +62,7 @@ def _valid(folder: Path, fingerprint: str) -> dict | None:
         if manifest.get("source_fingerprint") != fingerprint:
             return None
         for name, (size, sha) in manifest["files"].items():
-            if _digest(folder / name) != (size, sha):
+            if file_digest(folder / name) != (size, sha):
                 return None
         return manifest
     except (OSError, ValueError, KeyError, TypeError):
@@ -112,7 +103,7 @@ def export(st_model, model_path: str, quantized: bool) -> Path:
             plain.unlink()
             files = ["model_int8.onnx"]
         manifest = {"source": Path(model_path).name, "source_fingerprint": fingerprint, "quantized": quantized,
-                    "torch": torch.__version__, "files": {f: list(_digest(tmp / f)) for f in files}}
+                    "torch": torch.__version__, "files": {f: list(file_digest(tmp / f)) for f in files}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return folder
 
