@@ -81,7 +81,7 @@ def test_rules_travel_in_the_prompts_vocabulary():
 def test_short_name_is_brand_and_product_words_and_names_the_item():
     title = "Eucerin Original Healing Soothing Repair Creme, 16-Ounce Jars (Pack of 2)"
     assert title_head(title) == "Eucerin Original Healing Soothing Repair Creme"
-    assert short_name(title) == "Eucerin Original Healing Soothing Repair"
+    assert short_name(title) == "Eucerin Original Healing Soothing Repair Creme"  # the main part whole, never cut
     assert title_head("Tigi Masterpiece Shine Hairspray 9.5 oz") == "Tigi Masterpiece Shine Hairspray"
     assert short_name("Argan Oil For Hair Treatment and Elixir Serum Best Hair Care Leave-In Conditioner") == \
         "Argan Oil For Hair Treatment and Elixir"
@@ -152,7 +152,7 @@ def test_shares_only_with_something_shared():
 
 def test_a_brand_alone_is_no_name():
     assert short_name("L'Oreal Paris: Superior Preference Hair Color, LB-01 Extra Light Ash Blonde") == \
-        "L'Oreal Paris: Superior Preference Hair"
+        "L'Oreal Paris: Superior Preference Hair Color"
 
 
 def test_relation_verbs_are_not_free_words():
