@@ -88,25 +88,29 @@ def label_rows(rows: list[dict], data: EvalData, stage: str) -> dict[str, list[s
     return user_segments(data, stage, positions)
 
 
+def _members(labels: dict[str, list[str]]):
+    """(grouping, segment, indices of its users) for every segment, in the definition's order."""
+    for group, names in GROUPS.items():
+        label = np.asarray(labels[group])
+        for name in names:
+            yield group, name, np.flatnonzero(label == name)
+
+
 def segment_summary(ranks: Sequence, labels: dict[str, list[str]], n_boot: int = 1000, seed: int = 0,
                     metrics: Sequence[str] = SEGMENT_METRICS) -> dict:
     """Per grouping and segment: users, share of users, metric means with 95% bootstrap CIs."""
     ks = sorted({int(m.split("@")[1]) for m in metrics})
     per_user = metrics_from_ranks(list(ranks), ks)
     n = len(per_user[f"ndcg@{ks[0]}"])
-    out: dict = {"definition": definition()}
-    for group, names in GROUPS.items():
-        label = np.asarray(labels[group])
-        out[group] = {}
-        for name in names:
-            idx = np.flatnonzero(label == name)
-            entry: dict = {"users": int(len(idx)), "share": round(len(idx) / n, 6) if n else 0.0}
-            if len(idx):
-                sub = {m: per_user[m][idx] for m in metrics}
-                means, cis = mean_metrics(sub), bootstrap_cis(sub, n_boot=n_boot, seed=seed)
-                entry["metrics"] = {m: {"mean": round(means[m], 6), "ci95": [round(cis[m][0], 6),
-                                                                             round(cis[m][1], 6)]} for m in metrics}
-            out[group][name] = entry
+    out: dict = {"definition": definition(), **{group: {} for group in GROUPS}}
+    for group, name, idx in _members(labels):
+        entry: dict = {"users": int(len(idx)), "share": round(len(idx) / n, 6) if n else 0.0}
+        if len(idx):
+            sub = {m: per_user[m][idx] for m in metrics}
+            means, cis = mean_metrics(sub), bootstrap_cis(sub, n_boot=n_boot, seed=seed)
+            entry["metrics"] = {m: {"mean": round(means[m], 6), "ci95": [round(cis[m][0], 6),
+                                                                         round(cis[m][1], 6)]} for m in metrics}
+        out[group][name] = entry
     return out
 
 
@@ -115,18 +119,14 @@ def paired_segments(ranks_a: Sequence, ranks_b: Sequence, labels: dict[str, list
     """Per grouping and segment: the paired comparison (A - B, bootstrap CI and p, Wilcoxon on NDCG@10)."""
     ks = sorted({int(m.split("@")[1]) for m in metrics} | {10})
     per_a, per_b = metrics_from_ranks(list(ranks_a), ks), metrics_from_ranks(list(ranks_b), ks)
-    out: dict = {"definition": definition()}
-    for group, names in GROUPS.items():
-        label = np.asarray(labels[group])
-        out[group] = {}
-        for name in names:
-            idx = np.flatnonzero(label == name)
-            if not len(idx):
-                out[group][name] = {"users": 0}
-                continue
-            results = compare_paired({m: per_a[m][idx] for m in metrics}, {m: per_b[m][idx] for m in metrics},
-                                     list(metrics), n_boot=n_boot, seed=seed)
-            out[group][name] = {"users": int(len(idx)), "comparisons": [r.to_dict() for r in results]}
+    out: dict = {"definition": definition(), **{group: {} for group in GROUPS}}
+    for group, name, idx in _members(labels):
+        if not len(idx):
+            out[group][name] = {"users": 0}
+            continue
+        results = compare_paired({m: per_a[m][idx] for m in metrics}, {m: per_b[m][idx] for m in metrics},
+                                 list(metrics), n_boot=n_boot, seed=seed)
+        out[group][name] = {"users": int(len(idx)), "comparisons": [r.to_dict() for r in results]}
     return out
 
 
