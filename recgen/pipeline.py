@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RecgenConfig, RetrievalSettings
+from .config import PromptSettings, RankingSettings, RecgenConfig, RetrievalSettings
 from .data.catalog import Catalog
 from .data.dataset import Dataset
 from .errors import DataError
 from .lm.factory import make_backend
+from .lm.identity import LMIdentity, check_available
 from .paths import cache_dir
 from .ranking.fusion import (
     FusionRanker,
@@ -32,6 +33,7 @@ from .ranking.fusion import (
     feature_names,
     request_feature_names,
 )
+from .ranking.fusion.lm_stage import LMFusionStage, LMRerank
 from .ranking.ranker import Ranker
 from .reasons.reasoner import Reasoner
 from .retrieval import Retriever
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _RANKER, _SASREC, _FUSION_JSON = "ranker.txt", "sasrec.safetensors", "fusion.json"
 _REQUEST_RANKER = "ranker-request.txt"
+_LM_STAGE, _LM_STAGE_JSON = "lm-stage.txt", "lm-stage.json"
 #: Retrieval settings that change the second stage's features (a fitted folder is keyed by them).
 FITTED_RETRIEVAL_KEYS = ("embedder", "history", "recency_decay", "collaborative_weight")
 #: Ones keyed later, all through the request stage's candidates (the request-first order of a request with a
@@ -49,6 +52,20 @@ FITTED_RETRIEVAL_KEYS = ("embedder", "history", "recency_decay", "collaborative_
 #: not at their default, so a folder fitted with the defaults before they were keyed keeps its key.
 #: ``request_prior`` is not one: it weighs requests WITHOUT a history, which no fitted stage sees.
 LATER_FITTED_RETRIEVAL_KEYS = ("query_weight", "request_pool", "cold_neighbours")
+
+
+@dataclass(frozen=True)
+class LMStageState:
+    """A served LM stage (``recgen fit --lm-stage``, kept only when validation gave the LM weight): the fitted
+    re-ordering (:class:`LMRerank`), the LM it was fitted with (checked at load) and the prompt settings its
+    scores were computed with (the stage's prompts are built with these, whatever the served config says)."""
+
+    rerank: LMRerank
+    lm: LMIdentity
+    prompt: PromptSettings
+
+    def describe(self) -> str:
+        return f"LM stage ({self.rerank.design}, {self.lm.describe()})"
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,7 @@ class FittedState:
     fit_info: dict = field(default_factory=dict)
     fallback: str | None = None
     request_ranker: FusionRanker | None = None
+    lm_stage: LMStageState | None = None
 
     @classmethod
     def fit(cls, dataset: Dataset, settings: RetrievalSettings) -> "FittedState":
@@ -81,13 +99,16 @@ class FittedState:
 
     def with_second_stage(self, sources: SourceStats, ranker: FusionRanker | None, depth: int, sasrec=None,
                           fit_info: dict | None = None, fallback: str | None = None,
-                          request_ranker: FusionRanker | None = None) -> "FittedState":
+                          request_ranker: FusionRanker | None = None,
+                          lm_stage: LMStageState | None = None) -> "FittedState":
         return dataclasses.replace(self, sources=sources, ranker=ranker, depth=int(depth), sasrec=sasrec,
                                    fit_info=dict(fit_info or {}), fallback=fallback,
-                                   request_ranker=request_ranker if ranker is not None else None)
+                                   request_ranker=request_ranker if ranker is not None else None,
+                                   lm_stage=lm_stage if ranker is not None else None)
 
     # -- the second stage on disk: <folder>/{neighbours.npz, popularity.npz, sources.json, ranker.txt,
-    #    ranker-request.txt, sasrec.safetensors + sasrec.json, fusion.json} (arrays, LightGBM text, safetensors, JSON)
+    #    ranker-request.txt, sasrec.safetensors + sasrec.json, lm-stage.txt + lm-stage.json, fusion.json} (arrays,
+    #    LightGBM text, safetensors, JSON)
     def save_second_stage(self, folder: str | Path) -> None:
         if self.sources is None:
             return
@@ -99,19 +120,25 @@ class FittedState:
             self.request_ranker.save(folder / _REQUEST_RANKER)
         if self.sasrec is not None:
             save_sasrec(self.sasrec, folder / _SASREC)
+        if self.lm_stage is not None:
+            self.lm_stage.rerank.model.save(folder / _LM_STAGE)
+            (folder / _LM_STAGE_JSON).write_text(json.dumps({
+                "design": self.lm_stage.rerank.design, "lm": self.lm_stage.lm.as_json(),
+                "prompt": self.lm_stage.prompt.model_dump()}, indent=2))
         meta = {"depth": self.depth, "sasrec": self.sasrec is not None, "ranker": self.ranker is not None,
                 "features": self.ranker.feature_names if self.ranker is not None else None,
-                "request_ranker": self.request_ranker is not None,
+                "request_ranker": self.request_ranker is not None, "lm_stage": self.lm_stage is not None,
                 "fallback": self.fallback, "fit": self.fit_info}
         (folder / _FUSION_JSON).write_text(json.dumps(meta, indent=2, default=str))
 
-    def load_second_stage(self, folder: str | Path, catalog: Catalog, *, lm_features: bool = False) -> "FittedState":
+    def load_second_stage(self, folder: str | Path, catalog: Catalog) -> "FittedState":
         """This state plus the second stage saved in ``folder`` (unchanged when there is none).
 
         A missing or unreadable SASRec file: the other sources are kept and the fused order falls back to the
         hybrid retrieval order (one warning, from the pipeline). A corrupt ranker, or one fitted with features
-        this setup does not provide (``lm_features``: whether LM features are served), is refused with a
-        :class:`ModelLoadError` naming the file and the missing features."""
+        this setup does not provide (LM features belong to the LM stage's own file), is refused with a
+        :class:`ModelLoadError` naming the file and the missing features. A saved LM stage whose LM is not on
+        this machine (or has other weights) is refused with a :class:`ModelLoadError` naming the LM."""
         folder = Path(folder)
         if not (folder / _FUSION_JSON).is_file():
             return self
@@ -128,12 +155,27 @@ class FittedState:
             if problem:
                 fallback = (f"the SASRec source is not available ({problem}); the ranker was fitted with it, so the "
                             "hybrid retrieval order over the other sources is served — refit with `recgen fit`")
-        ranker = request_ranker = None
+        ranker = request_ranker = lm_stage = None
         if has_ranker and not (wants_sasrec and sasrec is None):
-            ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None, lm_features))
+            ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None))
             if meta.get("request_ranker"):
                 request_ranker = FusionRanker.load(folder / _REQUEST_RANKER, request_feature_names(sasrec is not None))
-        return self.with_second_stage(sources, ranker, depth, sasrec, meta.get("fit") or {}, fallback, request_ranker)
+            if meta.get("lm_stage"):
+                lm_stage = _load_lm_stage(folder, sasrec is not None)
+        return self.with_second_stage(sources, ranker, depth, sasrec, meta.get("fit") or {}, fallback, request_ranker,
+                                      lm_stage)
+
+
+def _load_lm_stage(folder: Path, sasrec: bool) -> LMStageState:
+    """The saved LM stage, after checking that its LM is here (refused, naming it, when not)."""
+    path = folder / _LM_STAGE_JSON
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        design, lm, prompt = str(meta["design"]), LMIdentity.from_json(meta["lm"]), PromptSettings(**meta["prompt"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path} is not a readable LM stage description ({type(exc).__name__}: {exc})") from None
+    check_available(lm, f"the LM stage saved in {folder}")
+    return LMStageState(LMRerank.load(folder / _LM_STAGE, design, sasrec), lm, prompt)
 
 
 def save_sasrec(model, path: Path) -> None:
@@ -210,6 +252,7 @@ class Pipeline:
         self._sources: Sources | None = None
         self._fusion: FusionStage | None = None
         self._request_fusion: RequestStage | None = None
+        self._lm_stage_backend = None
         if config.ranking.second_stage == "fusion" and state.ranker is None:
             log.warning("no fused second stage: %s", state.fallback or (
                 "no ranker has been fitted for this data (run `recgen fit -d <dataset>`); the hybrid retrieval "
@@ -241,11 +284,27 @@ class Pipeline:
             self._backend = make_backend(self.config.lm)
         return self._backend
 
+    @property
+    def lm_stage_backend(self):
+        """The backend the LM stage scores with: the pipeline's own when it is the stage's LM (same model and
+        adapter), else one for the stage's LM with this config's engine settings (loaded on first use)."""
+        stage = self.state.lm_stage
+        if stage is None:
+            return None
+        lm = self.config.lm
+        if (lm.model, lm.adapter) == (stage.lm.model, stage.lm.adapter):
+            return self.backend
+        if self._lm_stage_backend is None:
+            self._lm_stage_backend = make_backend(lm.model_copy(update={"model": stage.lm.model,
+                                                                        "adapter": stage.lm.adapter, "adapters": {}}))
+        return self._lm_stage_backend
+
     def close(self) -> None:
-        """Stop the LM backend's engine if one was loaded (vLLM runs it in child processes)."""
-        close = getattr(self._backend, "close", None)
-        if close is not None:
-            close()
+        """Stop the LM backends' engines if any were loaded (vLLM runs them in child processes)."""
+        for backend in (self._backend, self._lm_stage_backend):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
 
     def describe_second_stage(self) -> str:
         """What orders a history's candidates in this pipeline, for logs (startup, batch jobs)."""
@@ -254,6 +313,7 @@ class Pipeline:
         if self.fusion is not None:
             parts = [f"pool depth {self.state.depth}"] + (["SASRec source"] if self.state.sasrec is not None else [])
             parts += ["request stage"] if self.state.request_ranker is not None else []
+            parts += [self.state.lm_stage.describe()] if self.state.lm_stage is not None else []
             return f"the fused LightGBM ranker ({', '.join(parts)})"
         why = self.state.fallback or "no fitted ranker: run `recgen fit`"
         return f"the hybrid retrieval order ({why})"
@@ -273,7 +333,12 @@ class Pipeline:
         if self._fusion is None:
             if self._sources is None:
                 self._sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
-            self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth)
+            stage = self.state.lm_stage
+            if stage is None:
+                self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth)
+            else:
+                scorer = Ranker(self.catalog, self.lm_stage_backend, stage.prompt, RankingSettings())
+                self._fusion = LMFusionStage(self._sources, self.state.ranker, self.state.depth, stage.rerank, scorer)
         return self._fusion
 
     @property

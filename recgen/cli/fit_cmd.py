@@ -39,6 +39,11 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
                                     "(its size is chosen on validation: ~11 CPU-min on Beauty unless the cached "
                                     "selection matches; +0.002 NDCG@10 there)"),
         threads: int = typer.Option(2, "--threads", min=1, help="LightGBM threads"),
+        lm_stage: Optional[str] = typer.Option(None, "--lm-stage", help="also try the LM stage: zeroshot or a LoRA "
+                                               "adapter folder of the config's LM; saved with the ranker only when "
+                                               "it beats the fused order with confidence on held-out users"),
+        lm_users: int = typer.Option(800, "--lm-users", min=8, help="held-out users the LM stage is fitted and "
+                                     "guarded on (each costs one LM prompt)"),
         embedder: Optional[str] = typer.Option(None, help="sentence-transformers name or path"),
         config: Optional[Path] = typer.Option(None, help="config file (JSON or YAML) with RecgenConfig keys"),
         events: Optional[Path] = typer.Option(None, "--events", help="the event log applied before fitting (default: "
@@ -68,7 +73,8 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     check_outside(events or default_events_path(data.name), folder, "event log")
     log = lambda message: console.print(f"[dim]{message}[/]")  # noqa: E731 (stderr, also with --json)
     with progress_display(console) as progress, reporting(progress):  # bars on a terminal, log lines elsewhere
-        rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage)
+        rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage, lm_stage=lm_stage,
+                              lm_users=lm_users)
     info = rec.pipeline.state.fit_info
     info["stages"] = stages  # saved with the state (fusion/fusion.json), the save itself not included
     with stage("save"):
@@ -77,6 +83,7 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
                "second_stage": "fusion" if rec.pipeline.state.ranker is not None else "hybrid order (not fitted)",
                "chosen": info.get("chosen"), "sasrec": rec.pipeline.state.sasrec is not None,
                "fallback": rec.pipeline.state.fallback, "stages": stages,
+               "lm_stage": _lm_summary(info.get("lm_stage")),
                "fusion_fit_seconds": info.get("fit_seconds"), "wall_seconds": round(time.perf_counter() - started, 1),
                "peak_rss_mb": peak_rss_mb(), **log_info}
     if as_json:
@@ -84,8 +91,19 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         return
     if summary["fallback"]:
         console.print(f"[yellow]{summary['fallback']}[/]")
+    if summary["lm_stage"]:
+        console.print(f"LM stage: {summary['lm_stage']}")
     console.print(f"fitted {data.name} ({summary['users']:,} users, {summary['items']:,} items) in "
                   f"{summary['wall_seconds']:.1f} s → {folder}; chosen {summary['chosen']}")
+
+
+def _lm_summary(info: dict | None) -> dict | None:
+    """The LM stage's verdict for the summary: served or not, the design and the guard's held-out figures."""
+    if not info:
+        return None
+    return {"served": info.get("served", False), "design": info.get("design"), "candidate": info.get("candidate"),
+            "guard": info.get("guard"), "cv_ndcg@10": info.get("cv_ndcg@10"), "users": info.get("users"),
+            **({"why": info["why"]} if "why" in info else {})}
 
 
 def _served(base, events: Optional[Path]):

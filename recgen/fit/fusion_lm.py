@@ -20,8 +20,10 @@ The rule was fixed before the Beauty ablation ran, after a CV mean gain of +0.00
 into a significant test loss: a mean over a few hundred groups is not enough evidence to give an LM weight. Scoring re-runs the LM on
 each test user's top m (memoized on disk under ``cache_dir()/lmfuse``).
 
-Fitted here, with the fusion fit it extends; not served yet (the served state has no LM stage): its features
-(:mod:`recgen.ranking.fusion.lm_features`) are where serving would compute them.
+Fitted here, with the fusion fit it extends. Evaluation and serving score with the same code
+(:class:`~recgen.ranking.fusion.lm_stage.LMFusionStage`): ``recgen fit --lm-stage`` saves the stage with the ranker
+when the guard passes (:meth:`LMStage.served`: the model, the LM's identity and the prompt settings) and
+``recommend``, ``batch`` and ``serve`` then use it.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ import time
 
 import numpy as np
 
-from ..config import RankingSettings, RecgenConfig
+from ..config import LMSettings, PromptSettings, RankingSettings, RecgenConfig
 from ..data.split_arrays import EvalData
 from ..errors import ConfigError, DataError
 from ..lm.factory import make_backend
+from ..lm.identity import identify
 from ..metrics import ndcg_gains, paired_bootstrap, target_rank
 from ..paths import cache_dir
-from ..ranking.fusion import FeatureBuilder, FusionRanker
+from ..pipeline import LMStageState
+from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage
 from ..ranking.fusion.lm_features import (
     TOP_M,
     DiskScoreMemo,
@@ -46,6 +50,7 @@ from ..ranking.fusion.lm_features import (
     stack_matrix,
     top_of_fused,
 )
+from ..ranking.fusion.lm_stage import LMFusionStage, LMRerank
 from ..ranking.ranker import Ranker
 from .fusion import FusionFit, FusionFitter
 
@@ -74,8 +79,8 @@ class LMStage:
         self.model = None  # LMStackedRanker or FusionRanker (refit)
         self.lm_builder: FeatureBuilder | None = None
         self.memo: DiskScoreMemo | None = None
-        self.scoring_seconds = 0.0
-        self.scored_users = 0
+        self.lm_settings: LMSettings | None = None  # the LM scored with, and the prompts it was shown
+        self.prompt: PromptSettings | None = None
 
     def params(self) -> dict:
         return {"lm": self.spec, "lm_users": self.users, "lm_threads": self.threads, "top_m": TOP_M,
@@ -90,6 +95,7 @@ class LMStage:
     def _load_lm(self, config: RecgenConfig, fitted: FusionFit) -> None:
         changes = {"threads": self.threads, "adapter": self.adapter}
         config = config.updated("lm stage", lm=changes)
+        self.lm_settings, self.prompt = config.lm, config.prompt
         self.memo = DiskScoreMemo(make_backend(config.lm),
                                   memo_path(cache_dir() / "lmfuse", config.lm.model, config.lm.adapter))
         self.ranker = Ranker(fitted.sources.catalog, self.memo, config.prompt, RankingSettings())
@@ -197,28 +203,24 @@ class LMStage:
                         refit)
         return out
 
-    # -- scoring ------------------------------------------------------------------------------------
-    def rerank(self, fitted: FusionFit, histories: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-        """Re-order each user's top m of the fused scores ``out`` (in place) with the fitted LM model."""
-        if self.design == "none":
-            return out
-        t0, calls = time.perf_counter(), self.memo.calls
-        tops = top_rows(out)
-        lm = self._features(fitted, histories, tops)
-        if self.design == "stacked":
-            for r, (top, x) in enumerate(zip(tops, lm)):
-                if not len(top):
-                    continue
-                order = self.model.rerank(stack_matrix(out[r, top], x))
-                out[r, top[order]] = out[r, top].max() + np.arange(len(top), 0, -1, dtype=np.float64)
-        else:
-            maps = [dict(zip(top.tolist(), x[:, 0].tolist())) for top, x in zip(tops, lm)]
-            for r, g in enumerate(self.lm_builder.build(histories, lm=maps)):
-                if len(g.rows):
-                    out[r, g.rows] = self.model.predict(g.X)
-        self.scoring_seconds += time.perf_counter() - t0
-        self.scored_users += self.memo.calls - calls
-        return out
+    # -- scoring (the same stage serving builds from the saved state) ----------------------------------
+    @property
+    def rerank(self) -> LMRerank | None:
+        """The fitted LM stage, or None before :meth:`fit` and when validation gave the LM no weight."""
+        return None if self.design in (None, "none") else LMRerank(self.design, self.model)
+
+    def stage(self, fitted: FusionFit) -> FusionStage:
+        """``fitted``'s fused stage with this LM stage on top (the fused stage itself when there is none)."""
+        if self.rerank is None:
+            return fitted.stage
+        return LMFusionStage(fitted.sources, fitted.ranker, fitted.depth, self.rerank, self.ranker, batch=self.batch)
+
+    def served(self) -> LMStageState | None:
+        """What ``recgen fit`` saves with the ranker: the model, the LM's identity (checked when a folder is
+        loaded) and the prompt settings the LM's scores were computed with; None without an LM stage."""
+        if self.rerank is None:
+            return None
+        return LMStageState(self.rerank, identify(self.lm_settings.model, self.lm_settings.adapter), self.prompt)
 
 
 def lm_guard(design: np.ndarray, fused: np.ndarray, seed: int = 0) -> dict:

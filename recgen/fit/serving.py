@@ -7,6 +7,11 @@ interactions. The ranker and SASRec are the ones fitted on the training part (SA
 checkpoint when one matches): a serving-time history is the whole sequence, as a validation-time history was
 the training part. That evaluation-split fit is stored (:mod:`recgen.fit.store`), so ``recgen eval run -s fusion``
 and ``eval requests --ranker fusion`` on the same data, settings and code reuse it instead of fitting again.
+
+With ``lm_stage`` (``recgen fit --lm-stage zeroshot|<adapter folder>``) the LM stage
+(:mod:`recgen.fit.fusion_lm`) is fitted on the ranker's held-out users after it, and saved with the ranker only
+when its guard passes (validation decides whether the LM gets weight); either way the fit info says what the
+held-out users showed (``fit_info["lm_stage"]``).
 """
 
 from __future__ import annotations
@@ -26,28 +31,32 @@ from ..ranking.fusion import SourceStats
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
 from .fusion import FusionFitter
+from .fusion_lm import LMStage
 from .request_stage import MIN_HELD_OUT_USERS
 from .store import fit_once
 
 
 def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
-                    index_dir: str | Path | None = None, log=None, stage=None) -> Recommender:
+                    index_dir: str | Path | None = None, log=None, stage=None, lm_stage: str | None = None,
+                    lm_users: int = 800) -> Recommender:
     """A recommender for serving ``dataset``, every stage fitted once (``recgen fit``).
 
     A dataset too small for a second stage is not an error: when the ranker cannot be fitted, or is below
     the hybrid order's NDCG@10 on the held-out users (at least :data:`MIN_HELD_OUT_USERS`), the state is saved
     without a ranker and the hybrid retrieval order is served (one warning). ``stage(name)`` is a context
-    manager timing each stage."""
+    manager timing each stage. ``lm_stage``: ``zeroshot`` or a LoRA adapter folder of ``config.lm.model``, tried
+    as an LM stage on ``lm_users`` held-out users (see the module doc)."""
     stage = stage or (lambda name: nullcontext())
     catalog = dataset.catalog
     with stage("index"):
         folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
         retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None)
-    fitted, fallback = None, None
+    fitted, fallback, served_lm = None, None, None
+    data = EvalData.from_dataset(dataset)
     with stage("second stage (selection on validation)"):
         try:
             fitter = FusionFitter(config, retriever=retriever, sasrec=sasrec, threads=threads, requests=True)
-            fitted, _ = fit_once(fitter, EvalData.from_dataset(dataset), log=log)  # stored for evaluations too
+            fitted, _ = fit_once(fitter, data, log=log)  # stored for evaluations too
         except DataError as exc:
             fallback = f"no second stage could be fitted on {dataset.name} ({exc}); the hybrid retrieval order is served"
             if log:
@@ -66,9 +75,26 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
         if log:
             log(fallback)
         fitted = None
+    info = dict(fitted.info) if fitted is not None else {}
+    if fitted is not None and lm_stage:
+        with stage("LM stage (guarded on validation)"):
+            info["lm_stage"], served_lm = _fit_lm_stage(lm_stage, lm_users, threads, fitter, fitted, data, log)
     if fitted is not None:
-        state = state.with_second_stage(stats, fitted.ranker, fitted.depth, fitted.sources.sasrec, fitted.info,
-                                        request_ranker=fitted.request_ranker)
+        state = state.with_second_stage(stats, fitted.ranker, fitted.depth, fitted.sources.sasrec, info,
+                                        request_ranker=fitted.request_ranker, lm_stage=served_lm)
     else:
         state = state.with_second_stage(stats, None, 0, fallback=fallback)
     return Recommender(catalog, config, retriever=retriever, state=state)
+
+
+def _fit_lm_stage(spec: str, users: int, threads: int, fitter: FusionFitter, fitted, data: EvalData, log):
+    """(what the held-out users showed, the stage to serve or None when the guard kept the LM out)."""
+    lm = LMStage(spec, users=users, seed=fitter.seed, threads=threads)
+    try:
+        info = lm.fit(fitter, fitted, data, log=log)
+    except DataError as exc:  # too few held-out users with the target in the fused top m: no evidence, no weight
+        info = {"design": "none", "why": str(exc)}
+    served = lm.served()
+    if log:
+        log(f"LM stage: {'served, ' + served.describe() if served else 'not served'} (guard: {info.get('guard')})")
+    return {**info, "served": served is not None}, served

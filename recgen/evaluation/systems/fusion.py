@@ -96,11 +96,11 @@ class FusionSystem:
         return self.stage.score_all(histories)
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        """The served fused order (:class:`FusionStage`, the same code as ``Recommender``) over all items."""
+        """The served fused order (:class:`FusionStage`, with the LM stage when one was fitted and kept: the same
+        code as ``Recommender``) over all items."""
         if self.stage is None:
             raise RuntimeError("call fit() first")
-        out = self.stage.score_all(histories)
-        return self.lm.rerank(self.fitted, histories, out) if self.lm else out
+        return (self.lm.stage(self.fitted) if self.lm else self.stage).score_all(histories)
 
 
 def fusion_requests(data: EvalData, config: RecgenConfig, index_dir, log=None, **params):
