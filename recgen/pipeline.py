@@ -22,7 +22,7 @@ from .data.catalog import Catalog
 from .data.dataset import Dataset
 from .errors import DataError
 from .lm.factory import make_backend
-from .lm.identity import LMIdentity, check_available
+from .lm.identity import LMIdentity, check_available, local_name
 from .paths import cache_dir
 from .ranking.fusion import (
     FusionRanker,
@@ -292,7 +292,7 @@ class Pipeline:
         if stage is None:
             return None
         lm = self.config.lm
-        if (lm.model, lm.adapter) == (stage.lm.model, stage.lm.adapter):
+        if (local_name(lm.model), local_name(lm.adapter)) == (stage.lm.model, stage.lm.adapter):
             return self.backend
         if self._lm_stage_backend is None:
             self._lm_stage_backend = make_backend(lm.model_copy(update={"model": stage.lm.model,

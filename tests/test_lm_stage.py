@@ -217,7 +217,7 @@ def test_a_folder_whose_lm_is_not_here_is_refused_naming_it(fitted, world, tmp_p
     copy = _copy_with_lm(folder, tmp_path / "cache2", gone)
     with pytest.raises(ModelLoadError) as err:
         Recommender.load(copy)
-    assert str(gone) in str(err.value) and "LM stage" in str(err.value)
+    assert str(gone) in str(err.value) and "not available" in str(err.value) and "LM stage" in str(err.value)
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache2"))
     runner = CliRunner()
     for command in (["recommend", "--history", "x", "--no-reasons"], ["serve", "--lm", lm, "--port", "1"]):

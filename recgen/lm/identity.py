@@ -54,8 +54,17 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def local_name(name: str | None) -> str | None:
+    """A model or adapter name as stored: a local folder as its absolute path (a relative one would name another
+    folder from another working directory), anything else (a hub id, a URL, None) as given."""
+    if name and Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    return name
+
+
 def identify(model: str | None, adapter: str | None) -> LMIdentity:
     """The identity of the LM ``model`` (+ ``adapter`` folder) as this machine has it."""
+    model, adapter = local_name(model), local_name(adapter)
     resolved = Path(resolve_lm(model))
     model_digest = folder_digest(resolved) if resolved.is_dir() else None
     adapter_digest = None
@@ -68,10 +77,14 @@ def identify(model: str | None, adapter: str | None) -> LMIdentity:
 
 def check_available(wanted: LMIdentity, what: str) -> None:
     """Refuse (ModelLoadError naming the LM) when this machine lacks ``wanted`` or has other weights under its name."""
+    missing = [path for path, digest in ((wanted.model, wanted.model_digest), (wanted.adapter, wanted.adapter_digest))
+               if path and digest is not None and not Path(path).is_dir()]  # was a local folder at fit time
     try:
+        if missing:
+            raise ModelLoadError(f"{missing[0]} does not exist")
         found = identify(wanted.model, wanted.adapter)
     except ModelLoadError as exc:
-        raise ModelLoadError(f"{what} needs the {wanted.describe()}, which is not available here ({exc}); install "
+        raise ModelLoadError(f"{what} needs the {wanted.describe()}, which is not available here ({exc}); restore "
                              "it, or refit without the LM stage (`recgen fit` without --lm-stage)") from None
     for name, have, want in (("model", found.model_digest, wanted.model_digest),
                              ("adapter", found.adapter_digest, wanted.adapter_digest)):
