@@ -19,6 +19,7 @@ from ..atomic import check_output_folder, check_outside
 from ..data import load_dataset
 from ..data.events import EventStore, check_events_path, default_events_path
 from ..feedback import served_dataset
+from ..fit.cluster import check_cluster
 from ..fit.serving import fit_for_serving
 from ..paths import resolve_dataset_path
 from ..pipeline import fitted_folder
@@ -43,13 +44,16 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         config: Optional[Path] = typer.Option(None, help="config file (JSON or YAML) with RecgenConfig keys"),
         events: Optional[Path] = typer.Option(None, "--events", help="the event log applied before fitting (default: "
                                               "RECGEN_STATE_DIR/feedback/<dataset>/events.sqlite, if it exists)"),
+        cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address (tcp://host:port, "
+                                              "from `dask scheduler`): the LightGBM ranker trials and the catalog "
+                                              "embedding run on its workers (config: fit.cluster.address)"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout")) -> None:
     """Fit every stage of a dataset on all its interactions (settings chosen on validation) and save it.
 
     The data fitted is the served data: the dataset + the event log's positive events − forgotten users, as
     ``open_dataset`` serves it (so the saved folder's key matches). ``recgen refit`` is this command: run it on a
     schedule (cron, a systemd timer) to fold the feedback log into every learned stage."""
-    cfg = make_config(config, retrieval={"embedder": embedder})
+    cfg = make_config(config, retrieval={"embedder": embedder}, **({"fit": {"cluster": {"address": cluster}}} if cluster else {}))
     stages: list[dict] = []
 
     @contextmanager
@@ -59,6 +63,8 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         stages.append({"stage": name, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": peak_rss_mb()})
         console.print(f"[bold]{name}[/]: {stages[-1]['seconds']:.1f} s (peak RSS so far {stages[-1]['peak_rss_mb']:,.0f} MB)")
 
+    if cfg.fit.cluster.address:  # before the slow stages: a wrong address fails in seconds
+        check_cluster(cfg.fit.cluster)
     started = time.perf_counter()
     with stage("load dataset"):
         data, log_info = _served(load_dataset(dataset), events)

@@ -174,7 +174,7 @@ def fit_if_missing(dataset: str, cfg) -> bool:
         return False
     console.print(f"[bold]first run:[/] fitting {dataset} once (retrieval index + fused second stage; cached for "
                   "the next runs)")
-    fit_cmd.fit(dataset=dataset, out=None, sasrec=False, threads=2, embedder=None, config=None, events=None,
+    fit_cmd.fit(dataset=dataset, out=None, sasrec=False, threads=2, embedder=None, config=None, events=None, cluster=None,
                 as_json=False)
     return True
 
