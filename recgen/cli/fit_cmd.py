@@ -20,6 +20,7 @@ from ..data import load_dataset
 from ..data.events import EventStore, check_events_path, default_events_path
 from ..feedback import served_dataset
 from ..fit.cluster import check_cluster
+from ..fit.cluster_embed import ClusterEncoder
 from ..fit.serving import fit_for_serving
 from ..paths import resolve_dataset_path
 from ..pipeline import fitted_folder
@@ -63,8 +64,10 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         stages.append({"stage": name, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": peak_rss_mb()})
         console.print(f"[bold]{name}[/]: {stages[-1]['seconds']:.1f} s (peak RSS so far {stages[-1]['peak_rss_mb']:,.0f} MB)")
 
+    encoder = None
     if cfg.fit.cluster.address:  # before the slow stages: a wrong address fails in seconds
         check_cluster(cfg.fit.cluster)
+        encoder = ClusterEncoder(cfg.fit.cluster)
     started = time.perf_counter()
     with stage("load dataset"):
         data, log_info = _served(load_dataset(dataset), events)
@@ -74,16 +77,17 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     check_outside(events or default_events_path(data.name), folder, "event log")
     log = lambda message: console.print(f"[dim]{message}[/]")  # noqa: E731 (stderr, also with --json)
     with progress_display(console) as progress, reporting(progress):  # bars on a terminal, log lines elsewhere
-        rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage)
+        rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage, encode=encoder)
     info = rec.pipeline.state.fit_info
     info["stages"] = stages  # saved with the state (fusion/fusion.json), the save itself not included
+    info["ran_on"] = ran_on(encoder, info)
     with stage("save"):
         rec.save(folder)
     summary = {"dataset": data.name, "folder": str(folder), "users": len(data.sequences), "items": len(data.catalog),
                "second_stage": "fusion" if rec.pipeline.state.ranker is not None else "hybrid order (not fitted)",
                "chosen": info.get("chosen"), "sasrec": rec.pipeline.state.sasrec is not None,
                "fallback": rec.pipeline.state.fallback, "stages": stages,
-               "fusion_fit_seconds": info.get("fit_seconds"), "wall_seconds": round(time.perf_counter() - started, 1),
+               "fusion_fit_seconds": info.get("fit_seconds"), "ran_on": info["ran_on"], "wall_seconds": round(time.perf_counter() - started, 1),
                "peak_rss_mb": peak_rss_mb(), **log_info}
     if as_json:
         print_json(summary)
@@ -92,6 +96,21 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         console.print(f"[yellow]{summary['fallback']}[/]")
     console.print(f"fitted {data.name} ({summary['users']:,} users, {summary['items']:,} items) in "
                   f"{summary['wall_seconds']:.1f} s → {folder}; chosen {summary['chosen']}")
+
+
+def ran_on(encoder: ClusterEncoder | None, info: dict) -> dict:
+    """Where each stage of this fit ran (the fitted folder means the same whichever it was)."""
+    here = "this process"
+    if encoder is None:
+        embedding = here + " (or its cached index)"
+    elif encoder.texts:
+        embedding = f"Dask cluster {encoder.settings.address}, {encoder.workers} workers ({encoder.texts:,} titles)"
+    else:
+        embedding = "its cached index (nothing embedded)"
+    ranker = (info.get("ranker") or {}).get("trained_on")
+    return {"catalog embedding": embedding,
+            "ranker trials": ranker or (here if encoder is None else "its stored evaluation-split fit (reused)"),
+            "features, request stage, serving sources": here}
 
 
 def _served(base, events: Optional[Path]):

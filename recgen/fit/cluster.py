@@ -9,9 +9,11 @@ stops the fit cleanly (nothing is written: the fit saves only at its end).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..config import ClusterSettings
 from ..errors import ClusterError, RecgenError
@@ -35,8 +37,10 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """A digest of recgen's source as imported here: a worker with another checkout runs other code."""
+    """A digest of recgen's source when this process first asked (about when it imported recgen): a worker with
+    another checkout, or started before the code changed, runs other code."""
     import hashlib
 
     package = Path(__file__).resolve().parents[1]
@@ -96,10 +100,26 @@ def workers(client) -> list[str]:
     return sorted(client.nthreads())
 
 
-def watch(client, call: Callable[[], Any], what: str, poll: float = 1.0) -> Any:
-    """``call()`` (which runs work on the cluster), stopped with a ClusterError as soon as a worker that was there
-    at the start leaves: a distributed LightGBM waits for its peers, so a lost worker would otherwise hang it."""
-    before = set(workers(client))
+def check_workers(client, expected: Sequence[str], what: str) -> None:
+    """A ClusterError when a worker of ``expected`` (those the fit started with) has left: the fit stops rather
+    than go on with another cluster than the one it was started on."""
+    try:
+        lost = set(expected) - set(workers(client))
+    except (OSError, TimeoutError):
+        raise ClusterError(f"lost the Dask scheduler during {what}") from None
+    if lost:
+        raise ClusterError(f"{len(lost)} Dask worker(s) left the cluster during {what} "
+                           f"({', '.join(sorted(lost))}); nothing was saved — restart the workers and run the "
+                           "fit again")
+
+
+def watch(client, call: Callable[[], Any], what: str, expected: Sequence[str] | None = None,
+          poll: float = 1.0) -> Any:
+    """``call()`` (which runs work on the cluster), stopped with a ClusterError as soon as a worker of
+    ``expected`` (default: those there now) leaves: a distributed LightGBM waits for its peers, so a lost worker
+    would otherwise hang it."""
+    before = list(expected) if expected is not None else workers(client)
+    check_workers(client, before, what)
     result: dict[str, Any] = {}
 
     def run() -> None:
@@ -109,20 +129,14 @@ def watch(client, call: Callable[[], Any], what: str, poll: float = 1.0) -> Any:
         except BaseException as exc:  # re-raised in the caller's thread
             result["error"] = exc
 
-    thread = threading.Thread(target=run, name=f"recgen-cluster-{what}", daemon=True)
+    context = contextvars.copy_context()  # the caller's progress display reaches the thread
+    thread = threading.Thread(target=lambda: context.run(run), name=f"recgen-cluster-{what}", daemon=True)
     thread.start()
     while thread.is_alive():
         thread.join(poll)
         if not thread.is_alive():
             break
-        try:
-            lost = before - set(workers(client))
-        except (OSError, TimeoutError):
-            raise ClusterError(f"lost the Dask scheduler during {what}") from None
-        if lost:
-            raise ClusterError(f"{len(lost)} Dask worker(s) left the cluster during {what} "
-                               f"({', '.join(sorted(lost))}); nothing was saved — restart the workers and run the "
-                               "fit again")
+        check_workers(client, before, what)
     if "error" in result:
         exc = result["error"]
         if isinstance(exc, RecgenError):  # bad data etc.: already a clear message

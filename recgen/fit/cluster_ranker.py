@@ -25,7 +25,7 @@ from ..config import ClusterSettings
 from ..errors import DataError
 from ..ranking.fusion import FusionRanker
 from ..ranking.fusion.model import BASE_PARAMS, stack_groups
-from .cluster import connect, watch, workers
+from .cluster import check_workers, connect, watch, workers
 
 PATIENCE = 30  # the local trainer's (FusionRanker.train) patience
 HELD_OUT = "held_out"
@@ -74,13 +74,15 @@ class DaskRankerTrainer:
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
         self.client = connect(settings)
+        #: the workers the fit started with: one that leaves (during a trial or between two) stops the fit
+        self.workers = workers(self.client)
 
     def close(self) -> None:
         self.client.close()
 
     def partitions(self, sizes: list[int]) -> list[slice]:
         """Contiguous runs of groups, one per worker, with about equal rows (never splitting a group)."""
-        n = max(1, min(len(workers(self.client)), len(sizes)))
+        n = max(1, min(len(self.workers), len(sizes)))
         ends = np.cumsum(sizes)
         cuts = np.searchsorted(ends, ends[-1] * np.arange(1, n) / n, side="left") + 1
         bounds = [0, *sorted(set(int(c) for c in cuts if 0 < c < len(sizes))), len(sizes)]
@@ -90,7 +92,7 @@ class DaskRankerTrainer:
         """Dask arrays X, y, group on group-aligned partitions, each partition scattered to its own worker."""
         import dask.array as da
 
-        where = workers(self.client)
+        where = self.workers
         row_ends = np.concatenate([[0], np.cumsum(sizes)])
         xs, ys, gs = [], [], []
         for i, part in enumerate(self.partitions(sizes)):
@@ -113,6 +115,7 @@ class DaskRankerTrainer:
                             f"({len(sizes)} training, {len(sizes_v)} held-out groups); serve the hybrid order")
         import lightgbm as lgb
 
+        check_workers(self.client, self.workers, "the LightGBM ranker trials")
         names = list(feature_names)
         params = {k: v for k, v in BASE_PARAMS.items() if k != "eval_at"}
         model = lgb.DaskLGBMRanker(client=self.client, n_estimators=int(max_rounds), num_leaves=int(num_leaves),
@@ -121,14 +124,15 @@ class DaskRankerTrainer:
         stopping = [HeldOutSet(Xv, yv, sizes_v), HeldOutStopping()]
         with contextlib.redirect_stdout(sys.stderr):  # lightgbm.dask prints progress to stdout (keeps --json clean)
             watch(self.client, lambda: model.fit(dX, dy, group=dg, eval_at=[10], feature_name=names,
-                                                 callbacks=stopping), "LightGBM ranker training")
+                                                 callbacks=stopping), "LightGBM ranker training",
+                  expected=self.workers)
         booster = model.booster_
         booster.best_iteration = int(model.best_iteration_ or booster.current_iteration())
         info = {"num_leaves": int(num_leaves), "best_iteration": int(booster.best_iteration),
                 "held_out_ndcg@10_in_pool": float(model.best_score_["held_out"]["ndcg@10"])
                 if "held_out" in (model.best_score_ or {}) else None,
                 "train_groups": len(sizes), "train_rows": int(len(y)), "held_out_groups": len(sizes_v),
-                "trained_on": f"Dask cluster, {len(self.partitions(sizes))} partitions"}
+                "trained_on": f"Dask cluster, {len(self.partitions(sizes))} partitions on {len(self.workers)} workers"}
         if log:
             log(f"fusion ranker (cluster): {info}")
         return FusionRanker(booster, names, info)

@@ -30,8 +30,10 @@ class LocalRankerTrainer:
     def train(self, train: Groups, valid: Groups, feature_names: Sequence[str], *, num_leaves: int, max_rounds: int,
               threads: int, seed: int, log: Callable[[str], None] | None = None,
               callbacks: Sequence[Callable] = ()) -> FusionRanker:
-        return FusionRanker.train(train, valid, feature_names, num_leaves=num_leaves, max_rounds=max_rounds,
-                                  threads=threads, seed=seed, log=log, callbacks=callbacks)
+        ranker = FusionRanker.train(train, valid, feature_names, num_leaves=num_leaves, max_rounds=max_rounds,
+                                    threads=threads, seed=seed, log=log, callbacks=callbacks)
+        ranker.info["trained_on"] = "this process"
+        return ranker
 
 
 def ranker_trainer(settings: FitSettings) -> RankerTrainer:

@@ -25,24 +25,28 @@ from ..progress import active
 from ..ranking.fusion import SourceStats
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
+from ..retrieval.embedder import Encoder
 from .fusion import FusionFitter
 from .request_stage import MIN_HELD_OUT_USERS
 from .store import fit_once
 
 
 def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
-                    index_dir: str | Path | None = None, log=None, stage=None) -> Recommender:
+                    index_dir: str | Path | None = None, log=None, stage=None,
+                    encode: Encoder | None = None) -> Recommender:
     """A recommender for serving ``dataset``, every stage fitted once (``recgen fit``).
 
     A dataset too small for a second stage is not an error: when the ranker cannot be fitted, or is below
     the hybrid order's NDCG@10 on the held-out users (at least :data:`MIN_HELD_OUT_USERS`), the state is saved
     without a ranker and the hybrid retrieval order is served (one warning). ``stage(name)`` is a context
-    manager timing each stage."""
+    manager timing each stage; ``encode`` embeds the catalog elsewhere when the index must be built (the
+    cluster's workers, :class:`~recgen.fit.cluster_embed.ClusterEncoder`)."""
     stage = stage or (lambda name: nullcontext())
     catalog = dataset.catalog
     with stage("index"):
         folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
-        retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None)
+        retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None,
+                                    encode=encode)
     fitted, fallback = None, None
     with stage("second stage (selection on validation)"):
         try:
