@@ -107,9 +107,8 @@ def ran_on(encoder: ClusterEncoder | None, info: dict) -> dict:
         embedding = f"Dask cluster {encoder.settings.address}, {encoder.workers} workers ({encoder.texts:,} titles)"
     else:
         embedding = "its cached index (nothing embedded)"
-    ranker = (info.get("ranker") or {}).get("trained_on")
-    return {"catalog embedding": embedding,
-            "ranker trials": ranker or (here if encoder is None else "its stored evaluation-split fit (reused)"),
+    ranker = (info.get("ranker") or {}).get("trained_on") or "no ranker served (see fallback)"
+    return {"catalog embedding": embedding, "ranker trials": ranker,
             "features, request stage, serving sources": here}
 
 
