@@ -141,6 +141,7 @@ def watch(client, call: Callable[[], Any], what: str, expected: Sequence[str] | 
         exc = result["error"]
         if isinstance(exc, RecgenError):  # bad data etc.: already a clear message
             raise exc
+        check_workers(client, before, what)  # a worker lost just before the call failed: say that, not its symptom
         raise ClusterError(f"{what} failed on the Dask cluster: {type(exc).__name__}: "
                            f"{' '.join(str(exc).split())[:300]}") from exc
     return result["value"]

@@ -120,12 +120,14 @@ class DaskRankerTrainer:
         params = {k: v for k, v in BASE_PARAMS.items() if k != "eval_at"}
         model = lgb.DaskLGBMRanker(client=self.client, n_estimators=int(max_rounds), num_leaves=int(num_leaves),
                                    seed=int(seed), **params)
-        dX, dy, dg = self._arrays(X, y, sizes)
         stopping = [HeldOutSet(Xv, yv, sizes_v), HeldOutStopping()]
+
+        def fit() -> None:  # the scatter too: a worker can leave between the check above and the training
+            dX, dy, dg = self._arrays(X, y, sizes)
+            model.fit(dX, dy, group=dg, eval_at=[10], feature_name=names, callbacks=stopping)
+
         with contextlib.redirect_stdout(sys.stderr):  # lightgbm.dask prints progress to stdout (keeps --json clean)
-            watch(self.client, lambda: model.fit(dX, dy, group=dg, eval_at=[10], feature_name=names,
-                                                 callbacks=stopping), "LightGBM ranker training",
-                  expected=self.workers)
+            watch(self.client, fit, "LightGBM ranker training", expected=self.workers)
         booster = model.booster_
         booster.best_iteration = int(model.best_iteration_ or booster.current_iteration())
         info = {"num_leaves": int(num_leaves), "best_iteration": int(booster.best_iteration),
