@@ -104,6 +104,24 @@ def fit(data: Path, folder: Path, threads: int, extra: list[str]) -> dict:
             "ran_on": summary["ran_on"]}
 
 
+def markdown(result: dict) -> str:
+    """The runs as a table (the JSON holds the stages and where each ran)."""
+    rows = ["| rep | fit | wall s | client CPU s | client peak RSS MB | workers CPU s | workers peak RSS MB | "
+            "held-out NDCG@10 (chosen depth) | load 1-min before→after |", "|---|---|---:|---:|---:|---|---|---|---|"]
+    for rep, run in enumerate(result["runs"]):
+        for name in ("single", "cluster"):
+            r = run[name]
+            workers = r.get("workers", [])
+            rows.append(f"| {rep} | {name} | {r['wall_seconds']} | {r['client_cpu_seconds']} | {r['client_peak_rss_mb']} | "
+                        f"{' + '.join(str(w['cpu_seconds']) for w in workers) or '—'} | "
+                        f"{' / '.join(str(w['peak_rss_mb']) for w in workers) or '—'} | "
+                        f"{r['chosen']['held_out_ndcg@10']} ({r['chosen']['depth']}) | {r['load_before']}→{r['load_after']} |")
+    diffs = [run["held_out_ndcg_diff"] for run in result["runs"]]
+    return (f"# `recgen fit` single process vs {result['workers']}-worker Dask cluster\n\n`{result['command']}`\n\n"
+            f"Data: {result['data']}. Cluster: {result['cluster']}.\n\n" + "\n".join(rows) +
+            f"\n\nHeld-out NDCG@10 cluster − single: {diffs}.\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="XS", help="recgen synth size (XS, S, M, L)")
@@ -115,6 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     from recgen.data.synth import SynthSpec, generate
 
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the runs: never lose them at the end
     runs = []
     with tempfile.TemporaryDirectory(prefix="cluster-fit-") as tmp:
         root = Path(tmp)
@@ -146,6 +165,7 @@ def main() -> None:
                          "(2 cores shared with other jobs): the figure is correctness and overhead, not speed-up",
               "machine": f"{os.cpu_count()} cores", "runs": runs}
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(result))
     print(json.dumps(result, indent=1))
 
 
