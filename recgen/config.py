@@ -9,6 +9,7 @@ constructor and an adapter records exactly the groups it was trained with (``ret
 * ``ranking``: which second stage orders the candidates (``second_stage``: fusion or lm) and how LM scores
   become an order (``retrieval_prior``);
 * ``lm``: which model runs where (model, adapter, backend, device, threads).
+* ``fit``: where ``recgen fit`` runs its expensive stages (``fit.cluster``: this process or a Dask cluster).
 
 Per-call variations are arguments, never attribute assignments: ``config.updated(retrieval={...})`` returns
 a new config.
@@ -113,6 +114,27 @@ class RankingSettings(_Settings):
         "label log-prob (0 = LM alone); set on validation users by `recgen finetune calibrate`")
 
 
+class ClusterSettings(_Settings):
+    """Where ``recgen fit`` runs its expensive stages: in this process (no address) or on a Dask cluster."""
+
+    address: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:port, as `dask scheduler` prints it); the LightGBM "
+        "ranker trials (lightgbm.DaskLGBMRanker) and the catalog embedding then run on the cluster's workers. "
+        "None = everything in this process. `recgen fit --cluster` sets it")
+    connect_timeout: float = Field(
+        30.0, gt=0, description="seconds to reach the scheduler and see at least one worker before the fit "
+        "stops with a clear error (a wrong address fails fast, not after the slow stages); not tuned")
+    embed_chunk: int = Field(
+        2048, ge=1, description="titles per embedding task on the cluster: large enough that each task's model "
+        "call is batched like the local one, small enough that 1M titles are ~500 tasks to spread; not tuned")
+
+
+class FitSettings(_Settings):
+    """How ``recgen fit`` runs (never what it chooses: that is decided on validation targets)."""
+
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+
+
 #: The adapter name that selects the base model without any adapter (so no named adapter may take it).
 BASE_ADAPTER_NAME = "base"
 
@@ -212,6 +234,7 @@ class RecgenConfig(_Settings):
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     lm: LMSettings = Field(default_factory=LMSettings)
+    fit: FitSettings = Field(default_factory=FitSettings)
     max_query_chars: int = Field(2000, ge=1)
 
     _legacy = model_validator(mode="before")(classmethod(lambda cls, data: nest_legacy_keys(data)))

@@ -49,3 +49,8 @@ class SaveError(RecgenError, OSError):
     """Writing an output folder failed (full disk, read-only, no permission); the previous folder is unchanged.
 
     Also an ``OSError`` (same errno) so callers that handle I/O errors keep working."""
+
+
+class ClusterError(RecgenError):
+    """The compute cluster named for a fit (``--cluster``) cannot be reached, does not match this install, or lost
+    a worker during the fit."""

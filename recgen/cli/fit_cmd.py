@@ -19,6 +19,8 @@ from ..atomic import check_output_folder, check_outside
 from ..data import load_dataset
 from ..data.events import EventStore, check_events_path, default_events_path
 from ..feedback import served_dataset
+from ..fit.cluster import check_cluster
+from ..fit.cluster_embed import ClusterEncoder
 from ..fit.serving import fit_for_serving
 from ..paths import resolve_dataset_path
 from ..pipeline import fitted_folder
@@ -48,13 +50,16 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         config: Optional[Path] = typer.Option(None, help="config file (JSON or YAML) with RecgenConfig keys"),
         events: Optional[Path] = typer.Option(None, "--events", help="the event log applied before fitting (default: "
                                               "RECGEN_STATE_DIR/feedback/<dataset>/events.sqlite, if it exists)"),
+        cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address (tcp://host:port, "
+                                              "from `dask scheduler`): the LightGBM ranker trials and the catalog "
+                                              "embedding run on its workers (config: fit.cluster.address)"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout")) -> None:
     """Fit every stage of a dataset on all its interactions (settings chosen on validation) and save it.
 
     The data fitted is the served data: the dataset + the event log's positive events − forgotten users, as
     ``open_dataset`` serves it (so the saved folder's key matches). ``recgen refit`` is this command: run it on a
     schedule (cron, a systemd timer) to fold the feedback log into every learned stage."""
-    cfg = make_config(config, retrieval={"embedder": embedder})
+    cfg = make_config(config, retrieval={"embedder": embedder}, **({"fit": {"cluster": {"address": cluster}}} if cluster else {}))
     stages: list[dict] = []
 
     @contextmanager
@@ -64,6 +69,10 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         stages.append({"stage": name, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": peak_rss_mb()})
         console.print(f"[bold]{name}[/]: {stages[-1]['seconds']:.1f} s (peak RSS so far {stages[-1]['peak_rss_mb']:,.0f} MB)")
 
+    encoder = None
+    if cfg.fit.cluster.address:  # before the slow stages: a wrong address fails in seconds
+        check_cluster(cfg.fit.cluster)
+        encoder = ClusterEncoder(cfg.fit.cluster)
     started = time.perf_counter()
     with stage("load dataset"):
         data, log_info = _served(load_dataset(dataset), events)
@@ -74,16 +83,17 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     log = lambda message: console.print(f"[dim]{message}[/]")  # noqa: E731 (stderr, also with --json)
     with progress_display(console) as progress, reporting(progress):  # bars on a terminal, log lines elsewhere
         rec = fit_for_serving(data, cfg, sasrec=sasrec, threads=threads, log=log, stage=stage, lm_stage=lm_stage,
-                              lm_users=lm_users)
+                              lm_users=lm_users, encode=encoder)
     info = rec.pipeline.state.fit_info
     info["stages"] = stages  # saved with the state (fusion/fusion.json), the save itself not included
+    info["ran_on"] = ran_on(encoder, info)
     with stage("save"):
         rec.save(folder)
     summary = {"dataset": data.name, "folder": str(folder), "users": len(data.sequences), "items": len(data.catalog),
                "second_stage": "fusion" if rec.pipeline.state.ranker is not None else "hybrid order (not fitted)",
                "chosen": info.get("chosen"), "sasrec": rec.pipeline.state.sasrec is not None,
                "fallback": rec.pipeline.state.fallback, "stages": stages,
-               "lm_stage": _lm_summary(info.get("lm_stage")),
+               "lm_stage": _lm_summary(info.get("lm_stage")), "ran_on": info["ran_on"],
                "fusion_fit_seconds": info.get("fit_seconds"), "wall_seconds": round(time.perf_counter() - started, 1),
                "peak_rss_mb": peak_rss_mb(), **log_info}
     if as_json:
@@ -104,6 +114,20 @@ def _lm_summary(info: dict | None) -> dict | None:
     return {"served": info.get("served", False), "design": info.get("design"), "candidate": info.get("candidate"),
             "guard": info.get("guard"), "cv_ndcg@10": info.get("cv_ndcg@10"), "users": info.get("users"),
             **({"why": info["why"]} if "why" in info else {})}
+
+
+def ran_on(encoder: ClusterEncoder | None, info: dict) -> dict:
+    """Where each stage of this fit ran (the fitted folder means the same whichever it was)."""
+    here = "this process"
+    if encoder is None:
+        embedding = here + " (or its cached index)"
+    elif encoder.texts:
+        embedding = f"Dask cluster {encoder.settings.address}, {encoder.workers} workers ({encoder.texts:,} titles)"
+    else:
+        embedding = "its cached index (nothing embedded)"
+    ranker = (info.get("ranker") or {}).get("trained_on") or "no ranker served (see fallback)"
+    return {"catalog embedding": embedding, "ranker trials": ranker,
+            "features, request stage, serving sources": here}
 
 
 def _served(base, events: Optional[Path]):

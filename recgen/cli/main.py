@@ -174,8 +174,8 @@ def fit_if_missing(dataset: str, cfg) -> bool:
         return False
     console.print(f"[bold]first run:[/] fitting {dataset} once (retrieval index + fused second stage; cached for "
                   "the next runs)")
-    fit_cmd.fit(dataset=dataset, out=None, sasrec=False, threads=2, embedder=None, config=None, events=None,
-                as_json=False)
+    fit_cmd.fit(dataset=dataset, out=None, sasrec=False, threads=2, lm_stage=None, lm_users=800, embedder=None,
+                config=None, events=None, cluster=None, as_json=False)
     return True
 
 

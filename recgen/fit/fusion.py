@@ -33,6 +33,7 @@ from ..pipeline import FittedState, build_retriever
 from ..progress import active, task
 from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage, RequestStage, Sources, feature_names
 from ..retrieval.cache import index_folder
+from .ranker_training import ranker_trainer
 from .request_stage import RequestFit, fit_request_stage
 from .sasrec import SASRecFitter
 
@@ -103,6 +104,7 @@ class FusionFitter:
         self.prefixes = sorted(int(k) for k in prefixes if int(k) > 0)
         #: the request stage (``requests=True``): a ranker for a request in words with a history
         self.fit_requests, self.request_users = bool(requests), int(request_users)
+        self.trainer = ranker_trainer(self.config.fit)  # this process, or the Dask cluster in fit.cluster
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
@@ -250,7 +252,7 @@ class FusionFitter:
         cut = lambda groups: [(X[pr <= depth], y[pr <= depth]) for X, y, pr in groups]
         with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
                   total=self.max_rounds) as advance:
-            ranker = FusionRanker.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
+            ranker = self.trainer.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
                                         threads=self.threads, seed=self.seed, log=log,
                                         callbacks=[lambda env: advance()])
         ranks = [target_rank(ranker.predict(X), y) if y.any() else 0 for X, y in cut(valid)]

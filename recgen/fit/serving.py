@@ -30,6 +30,7 @@ from ..progress import active
 from ..ranking.fusion import SourceStats
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
+from ..retrieval.embedder import Encoder
 from .fusion import FusionFitter
 from .fusion_lm import LMStage
 from .request_stage import MIN_HELD_OUT_USERS
@@ -38,19 +39,21 @@ from .store import fit_once
 
 def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = False, threads: int = 2,
                     index_dir: str | Path | None = None, log=None, stage=None, lm_stage: str | None = None,
-                    lm_users: int = 800) -> Recommender:
+                    lm_users: int = 800, encode: Encoder | None = None) -> Recommender:
     """A recommender for serving ``dataset``, every stage fitted once (``recgen fit``).
 
     A dataset too small for a second stage is not an error: when the ranker cannot be fitted, or is below
     the hybrid order's NDCG@10 on the held-out users (at least :data:`MIN_HELD_OUT_USERS`), the state is saved
     without a ranker and the hybrid retrieval order is served (one warning). ``stage(name)`` is a context
     manager timing each stage. ``lm_stage``: ``zeroshot`` or a LoRA adapter folder of ``config.lm.model``, tried
-    as an LM stage on ``lm_users`` held-out users (see the module doc)."""
+    as an LM stage on ``lm_users`` held-out users (see the module doc); ``encode`` embeds the catalog elsewhere
+    when the index must be built (the cluster's workers, :class:`~recgen.fit.cluster_embed.ClusterEncoder`)."""
     stage = stage or (lambda name: nullcontext())
     catalog = dataset.catalog
     with stage("index"):
         folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
-        retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None)
+        retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None,
+                                    encode=encode)
     fitted, fallback, served_lm = None, None, None
     data = EvalData.from_dataset(dataset)
     with stage("second stage (selection on validation)"):

@@ -14,7 +14,7 @@ from ..config import RetrievalSettings
 from ..data.catalog import Catalog
 from ..errors import IndexCorruptError, IndexStaleError
 from ..paths import cache_dir
-from .embedder import DEFAULT_EMBEDDER
+from .embedder import DEFAULT_EMBEDDER, Encoder
 from .retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,9 @@ def index_folder(dataset_name: str, fingerprint: str, embedder: str | None) -> P
 
 
 def load_or_build_index(catalog: Catalog, settings: RetrievalSettings, folder: str | Path,
-                        show_progress: bool = False, transitions=None) -> Retriever:
-    """Reuse a saved index when it matches; rebuild it, with a logged reason, when stale or corrupt."""
+                        show_progress: bool = False, transitions=None, encode: Encoder | None = None) -> Retriever:
+    """Reuse a saved index when it matches; rebuild it, with a logged reason, when stale or corrupt (embedding
+    with ``encode`` when given, see :meth:`Retriever.build`)."""
     folder = Path(folder)
     if folder.exists():
         try:
@@ -36,6 +37,6 @@ def load_or_build_index(catalog: Catalog, settings: RetrievalSettings, folder: s
         except (IndexStaleError, IndexCorruptError) as exc:
             log.warning("rebuilding the index: %s", exc)
         check_replaceable(folder)  # before the (slow) embedding: a folder of someone else's files is refused now
-    retriever = Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions)
+    retriever = Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions, encode=encode)
     retriever.save(folder)
     return retriever

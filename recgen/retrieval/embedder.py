@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from ..errors import ModelLoadError
 from ..paths import package_folder
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+#: ``encode(texts, embedder, backend, batch_size)`` -> normalised float32 rows: :func:`embed` run somewhere else
+#: (a cluster's workers, ``recgen fit --cluster``) with the same model
+Encoder = Callable[[list[str], "str | None", str, int], np.ndarray]
 
 
 def default_embedder_path() -> str:

@@ -16,7 +16,7 @@ from ..errors import InvalidRequestError
 from ..text import has_negation
 from .cold_items import cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
-from .embedder import DEFAULT_EMBEDDER, embed, load_embedder, resolve_backend
+from .embedder import DEFAULT_EMBEDDER, Encoder, embed, load_embedder, resolve_backend
 from .growth import grown_transitions, merged_catalog
 from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index
 from .request_constraints import RequestConstraints, RequestReader
@@ -71,10 +71,17 @@ class Retriever:
     # -- building and persistence -------------------------------------------------------------
     @classmethod
     def build(cls, catalog: Catalog, settings: RetrievalSettings | None = None, *, show_progress: bool = False,
-              batch_size: int = 64, transitions: ItemTransitions | None = None) -> "Retriever":
+              batch_size: int = 64, transitions: ItemTransitions | None = None,
+              encode: Encoder | None = None) -> "Retriever":
+        """Embed every item's text here, or with ``encode(texts, embedder, backend, batch_size)`` (the same model
+        elsewhere, e.g. on a cluster's workers), and index the vectors."""
         settings = settings or RetrievalSettings()
-        model = load_embedder(settings.embedder, settings.embed_backend)
-        vectors = embed(model, [item.text() for item in catalog], batch_size=batch_size, show_progress=show_progress)
+        texts = [item.text() for item in catalog]
+        if encode is not None:
+            vectors = encode(texts, settings.embedder, settings.embed_backend, batch_size)
+        else:
+            model = load_embedder(settings.embedder, settings.embed_backend)
+            vectors = embed(model, texts, batch_size=batch_size, show_progress=show_progress)
         return cls.from_vectors(catalog, vectors, settings, transitions=transitions)
 
     @classmethod
