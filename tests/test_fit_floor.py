@@ -64,3 +64,22 @@ def test_the_learning_curve_samples_training_users_and_stops_on_its_own(tmp_path
     assert curve[-1]["held_out_ndcg@10"] == fitted.info["selection"][1]["held_out_ndcg@10"]  # the deepest trial
     # held-out users: a small set keeps all of them (fewer than the minimum a cap may stop at)
     assert users["held_out_scored"] == users["held_out"] == fitted.held.sum() == fitted.held_out["users"]
+
+
+def test_evaluation_scores_users_in_chunks_with_identical_rows(tmp_path, monkeypatch):
+    """`recgen eval run` streams: the fused scores of at most ``batch_size`` users exist at once (a
+    [batch, n_items] block), rows are yielded per chunk, and the rows do not depend on the chunk size."""
+    from recgen.evaluation.protocol import evaluate_users
+    from recgen.evaluation.systems.fusion import FusionSystem
+
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    data = EvalData.from_dataset(_noisy_chain(n_items=60, n_users=120, length=10, seed=2))
+    system = FusionSystem(retriever=_retriever(data), depths=[10], leaves=[7], prefixes=(), threads=1)
+    system.fit(data)
+    seen, score = [], system.score
+    monkeypatch.setattr(system, "score", lambda histories: seen.append(len(histories)) or score(histories))
+    chunked = list(evaluate_users(system, data, "test", range(data.n_users), batch_size=16))
+    assert max(seen) == 16 and [len(rows) for rows in chunked] == seen
+    whole = [r for rows in evaluate_users(system, data, "test", range(data.n_users), batch_size=data.n_users)
+             for r in rows]
+    assert [r for rows in chunked for r in rows] == whole
