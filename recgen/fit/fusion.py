@@ -38,10 +38,13 @@ from .request_stage import RequestFit, fit_request_stage
 from .sasrec import SASRecFitter
 
 RECALL_AT = (20, 50, 100)
-#: the learning curve's first sample of training users; each step doubles it (up to all training users)
-FIRST_SAMPLE = 2048
+#: the learning curve's first sample of training users; each step doubles it (up to all training users); it stops
+#: when a doubling's held-out NDCG@10 gain is not above CURVE_SES standard errors (paired over held-out users:
+#: the conventional ~95 % one-sided bar for "beyond noise")
+FIRST_SAMPLE, CURVE_SES = 2048, 2.0
 LEARNING_CURVE_RULE = (f"training users in a seeded order, {FIRST_SAMPLE} then doubling; stop when the held-out "
-                       "NDCG@10 gain of a doubling (paired over the held-out users) is not above its standard error")
+                       f"NDCG@10 gain of a doubling (paired over the held-out users) is not above {CURVE_SES:g} "
+                       "standard errors; the last step's sample is kept")
 #: held-out users are scored (seeded order) until the hybrid order's NDCG@10 over them has a standard error of at
 #: most HELD_OUT_RSE of its mean (at least MIN_HELD_OUT users; at most the ``holdout`` share)
 HELD_OUT_RSE, MIN_HELD_OUT = 0.02, 1000
@@ -199,7 +202,9 @@ class FusionFitter:
                 diff = trial.gains - last.gains
                 step["gain"], step["gain_se"] = round(float(diff.mean()), 5), round(_se(diff), 5)
             curve.append(step)
-            if size == len(pool) or (last is not None and not diff.mean() > _se(diff)):
+            if log:
+                log(f"fusion learning curve: {step}")
+            if size == len(pool) or (last is not None and not diff.mean() > CURVE_SES * _se(diff)):
                 break
             last, size = trial, min(2 * size, len(pool))
         ks = sorted(k for k in {*RECALL_AT, *self.depths} if k <= deepest)
