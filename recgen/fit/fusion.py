@@ -10,6 +10,12 @@ tried): each training user's earlier items ``train[-k]`` (k = 1..s) as targets, 
 and every sequence-fitted signal refitted on all sequences cut at ``-k``, so no signal has seen those targets
 either (off with SASRec, which was trained on the full training sequences).
 
+Cost that stops growing with users: held-out users are scored in a seeded order only until the NDCG@10
+estimate is as precise as the choice needs (:data:`HELD_OUT_RULE`); training users join in a seeded, doubling
+sample while the held-out NDCG@10 still rises beyond its noise (:data:`LEARNING_CURVE_RULE`, the curve is in
+``info["learning_curve"]``), and prefix groups are built for that sample only. Groups are stored once
+(:class:`~recgen.ranking.fusion.groups.GroupSet`); a trial gets one stacked copy of its cut.
+
 The ranker is saved in LightGBM's text format under ``cache_dir()/fusion`` and read back through
 :meth:`FusionRanker.load` (the path a served model takes), so what is scored is what a file holds. The result
 is a frozen :class:`FusionFit`: the settings trials are a list and the choice is their ``max``.
