@@ -42,8 +42,9 @@ def test_the_fusion_fit_reports_features_and_each_lightgbm_trial(tmp_path, monke
     fitter = FusionFitter(threads=1, depths=[10, 20], leaves=[7], prefixes=(), requests=True, request_users=60)
     with reporting(recorder):
         fitted = fitter.fit(data)
-    features = recorder.named("fusion features (validation targets)")
-    assert len(features) == 1 and features[0]["done"] == features[0]["total"] == data.n_users
+    features = recorder.named("fusion features (validation targets, ")  # held-out users, then training users
+    assert len(features) == 2 and all(f["done"] == f["total"] for f in features)
+    assert sum(f["total"] for f in features) == data.n_users  # a small set: every user in the curve's one step
     trials = recorder.named("LightGBM trial")
     assert len(trials) == len(fitted.info["selection"]) == 2
     for trial, chosen in zip(trials, fitted.info["selection"]):

@@ -10,6 +10,12 @@ tried): each training user's earlier items ``train[-k]`` (k = 1..s) as targets, 
 and every sequence-fitted signal refitted on all sequences cut at ``-k``, so no signal has seen those targets
 either (off with SASRec, which was trained on the full training sequences).
 
+Cost that stops growing with users: held-out users are scored in a seeded order only until the NDCG@10
+estimate is as precise as the choice needs (:data:`HELD_OUT_RULE`); training users join in a seeded, doubling
+sample while the held-out NDCG@10 still rises beyond its noise (:data:`LEARNING_CURVE_RULE`, the curve is in
+``info["learning_curve"]``), and prefix groups are built for that sample only. Groups are stored once
+(:class:`~recgen.ranking.fusion.groups.GroupSet`); a trial gets one stacked copy of its cut.
+
 The ranker is saved in LightGBM's text format under ``cache_dir()/fusion`` and read back through
 :meth:`FusionRanker.load` (the path a served model takes), so what is scored is what a file holds. The result
 is a frozen :class:`FusionFit`: the settings trials are a list and the choice is their ``max``.
@@ -32,12 +38,25 @@ from ..paths import cache_dir
 from ..pipeline import FittedState, build_retriever
 from ..progress import active, task
 from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage, RequestStage, Sources, feature_names
+from ..ranking.fusion.groups import GroupSet
 from ..retrieval.cache import index_folder
 from .ranker_training import ranker_trainer
 from .request_stage import RequestFit, fit_request_stage
 from .sasrec import SASRecFitter
 
 RECALL_AT = (20, 50, 100)
+#: the learning curve's first sample of training users; each step doubles it (up to all training users); it stops
+#: when a doubling's held-out NDCG@10 gain is not above CURVE_SES standard errors (paired over held-out users:
+#: the conventional ~95 % one-sided bar for "beyond noise")
+FIRST_SAMPLE, CURVE_SES = 2048, 2.0
+LEARNING_CURVE_RULE = (f"training users in a seeded order, {FIRST_SAMPLE} then doubling; stop when the held-out "
+                       f"NDCG@10 gain of a doubling (paired over the held-out users) is not above {CURVE_SES:g} "
+                       "standard errors; the last step's sample is kept")
+#: held-out users are scored (seeded order) until the hybrid order's NDCG@10 over them has a standard error of at
+#: most HELD_OUT_RSE of its mean (at least MIN_HELD_OUT users; at most the ``holdout`` share)
+HELD_OUT_RSE, MIN_HELD_OUT = 0.02, 1000
+HELD_OUT_RULE = (f"held-out users in a seeded order until the hybrid order's NDCG@10 over them has a standard error "
+                 f"<= {HELD_OUT_RSE:.0%} of its mean (at least {MIN_HELD_OUT}; at most the holdout share)")
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,7 @@ class Trial:
     leaves: int
     shifts: int
     score: float
+    gains: np.ndarray  # per scored held-out user (paired comparisons between trials)
     ranker: FusionRanker
 
     def as_json(self) -> dict:
@@ -142,61 +162,91 @@ class FusionFitter:
         sources_s = time.perf_counter() - started
         deepest = self.depths[-1]
         builder = FeatureBuilder(sources, deepest)
+        names = builder.names
         rng = np.random.default_rng(self.seed)
         held = np.zeros(data.n_users, dtype=bool)
         held[rng.choice(data.n_users, size=max(1, int(round(self.holdout * data.n_users))), replace=False)] = True
-        train, valid = [], []  # train: (X, y, pool_rank) with a positive; valid: (X, y, pool_rank) for every user
-        target_ranks = {s: [] for s in (*sources.pool_sources, "pool")}
-        t0 = time.perf_counter()
+        order = rng.permutation(data.n_users)  # the seeded order users are taken in (held-out and training)
+        valid, train = GroupSet(len(names)), GroupSet(len(names))  # each group's rows stored once, float32
+        target_ranks = {s: [] for s in (*sources.pool_sources, "pool")}  # over the users whose groups were built
         histories = lambda ps: [data.history("valid", p) for p in ps]
-        for positions, groups in self._groups(builder, range(data.n_users), histories, "validation targets"):
-            for p, group in zip(positions, groups):
-                y = group.label(data.target("valid", p))
-                hit = np.flatnonzero(y)
-                for s in sources.pool_sources:
-                    col = builder.names.index(f"{s}_rank")
-                    target_ranks[s].append(int(group.X[hit[0], col]) if len(hit) else deepest + 1)
-                target_ranks["pool"].append(int(group.pool_rank[hit[0]]) if len(hit) else deepest + 1)
-                if held[p]:
-                    valid.append((group.X, y, group.pool_rank))
-                elif len(hit):
-                    train.append((group.X, y, group.pool_rank))
-        features_s = time.perf_counter() - t0
+        cols = {s: names.index(f"{s}_rank") for s in sources.pool_sources}
+
+        def add(into: GroupSet, positions, what: str, stop=lambda: False) -> int:
+            """Validation-target groups of ``positions`` (in order) until ``stop()``; how many users were built."""
+            done = 0
+            for batch, groups in self._groups(builder, positions, histories, what):
+                labels = [g.label(data.target("valid", p)) for p, g in zip(batch, groups)]
+                for g, y in zip(groups, labels):
+                    hit = np.flatnonzero(y)
+                    for s, col in cols.items():
+                        target_ranks[s].append(int(g.X[hit[0], col]) if len(hit) else deepest + 1)
+                    target_ranks["pool"].append(int(g.pool_rank[hit[0]]) if len(hit) else deepest + 1)
+                into.add(groups, labels, positives_only=into is train)
+                done += len(batch)
+                if stop():
+                    break
+            return done
+
+        # held-out users: added until the hybrid order's NDCG@10 over them is as precise as the choice needs
+        t0 = time.perf_counter()
+        held_users = add(valid, order[held[order]], "validation targets, held-out users", stop=lambda: _precise(
+            ndcg_gains(np.asarray(target_ranks["hybrid"]))))
+        hybrid_held = np.asarray(target_ranks["hybrid"])  # the hybrid retrieval's rank of each scored held-out target
+        features_s, select_s = time.perf_counter() - t0, 0.0
+        # training users: a growing seeded sample (doubling) while the held-out NDCG@10 still rises beyond its noise
+        pool, curve, last = order[~held[order]], [], None
+        size, built = min(FIRST_SAMPLE, len(pool)), 0
+        while True:
+            t0 = time.perf_counter()
+            add(train, np.sort(pool[built:size]), f"validation targets, training users {built + 1}-{size}")
+            built = size
+            t1 = time.perf_counter()
+            trial = self._trial(train, valid, names, deepest, self.leaves[0], 0, log)
+            features_s, select_s = features_s + t1 - t0, select_s + time.perf_counter() - t1
+            step = {"train_users": size, "train_groups": len(train), "train_rows": train.rows,
+                    "held_out_ndcg@10": round(trial.score, 5)}
+            if last is not None:
+                diff = trial.gains - last.gains
+                step["gain"], step["gain_se"] = round(float(diff.mean()), 5), round(_se(diff), 5)
+            curve.append(step)
+            if log:
+                log(f"fusion learning curve: {step}")
+            if size == len(pool) or (last is not None and not diff.mean() > CURVE_SES * _se(diff)):
+                break
+            last, size = trial, min(2 * size, len(pool))
         ks = sorted(k for k in {*RECALL_AT, *self.depths} if k <= deepest)
         recall = {s: {f"recall@{k}": round(float(np.mean(np.asarray(r) <= k)), 4) for k in ks}
                   for s, r in target_ranks.items()}
-        mean_pool = {d: round(float(np.mean([np.sum(g[2] <= d) for g in valid])), 1) for d in self.depths}
+        mean_pool = {d: round(valid.mean_size(d), 1) for d in self.depths}
 
         # settings on held-out users: depth (validation groups only), then prefix groups, then leaves
         t0 = time.perf_counter()
-        names = builder.names
-        trials = [self._trial(train, valid, names, depth, self.leaves[0], 0, log) for depth in self.depths]
-        select_s = time.perf_counter() - t0
-        # extra groups from earlier targets of the training users, at the chosen depth; more shifts are only
-        # computed while the last increase helped the held-out users (on Beauty 3 shifts did not: the 10-shift
-        # features, ~2/3 of the prefix cost, are then never built)
+        trials = [self._trial(train, valid, names, depth, self.leaves[0], 0, log) for depth in self.depths[:-1]]
+        trials.append(trial)  # the deepest, from the learning curve's last step
+        select_s += time.perf_counter() - t0
+        # extra groups from earlier targets of the sampled training users, at the chosen depth; more shifts are
+        # only computed while the last increase helped the held-out users (on Beauty 3 shifts did not: the
+        # 10-shift features, ~2/3 of the prefix cost, are then never built)
         t0 = time.perf_counter()
-        prefix, counts = [], {}  # groups of shifts 1..s come first: counts[s] of them
-        last, prefix_s = 0, 0.0
+        counts = {}  # groups of shifts 1..s
+        last_shifts, prefix_s, sampled = 0, 0.0, np.sort(pool[:built])
         for shifts in self.prefixes if sources.sasrec is None else ():
-            if _best(trials).shifts != last:
+            if _best(trials).shifts != last_shifts:
                 break
             p0 = time.perf_counter()
-            prefix += self._prefix_groups(data, sources, held, _best(trials).depth, range(last + 1, shifts + 1))
-            counts[shifts] = len(prefix)
+            self._prefix_groups(data, sources, sampled, _best(trials).depth, range(last_shifts + 1, shifts + 1), train)
+            counts[shifts] = len(train) - train.count(0)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
-                trials.append(self._trial(train + prefix, valid, names, _best(trials).depth, self.leaves[0], shifts,
-                                          log))
-            last = shifts
+                trials.append(self._trial(train, valid, names, _best(trials).depth, self.leaves[0], shifts, log))
+            last_shifts = shifts
         for leaves in self.leaves[1:]:
             best = _best(trials)
-            extra = prefix[:counts[best.shifts]] if best.shifts else []
-            trials.append(self._trial(train + extra, valid, names, best.depth, leaves, best.shifts, log))
+            trials.append(self._trial(train, valid, names, best.depth, leaves, best.shifts, log))
         select_s += time.perf_counter() - t0 - prefix_s
         best = _best(trials)
-        hybrid = np.asarray(target_ranks["hybrid"])[held]  # the hybrid retrieval's rank of each held-out target
-        held_out = {"fusion": best.score, "hybrid": float(np.mean(ndcg_gains(hybrid))), "users": int(held.sum())}
+        held_out = {"fusion": best.score, "hybrid": float(np.mean(ndcg_gains(hybrid_held))), "users": held_users}
         path = self.model_path(data)
         best.ranker.save(path)
         ranker = FusionRanker.load(path, feature_names(sources.sasrec is not None))  # what the file holds
@@ -205,15 +255,19 @@ class FusionFitter:
                        "held_out_ndcg@10": round(best.score, 5),
                        "hybrid_order_held_out_ndcg@10": round(held_out["hybrid"], 5)},
             "selection": [t.as_json() for t in trials], "valid_recall": recall, "mean_pool_size": mean_pool,
+            "learning_curve": {"steps": curve, "rule": LEARNING_CURVE_RULE},
             "ranker": {**best.ranker.info, "file": str(path)}, "importance": best.ranker.importance(),
-            "users": {"train": int((~held).sum()), "held_out": int(held.sum()), "train_groups_with_target": len(train),
-                      "prefix_groups_with_target_by_shifts": counts},
+            "users": {"train": int((~held).sum()), "train_sampled": built, "held_out": int(held.sum()),
+                      "held_out_scored": held_users, "held_out_rule": HELD_OUT_RULE,
+                      "train_groups_with_target": train.count(0), "prefix_groups_with_target_by_shifts": counts},
+            "feature_mb": {"held_out": round(valid.nbytes / 2**20, 1), "train": round(train.nbytes / 2**20, 1)},
             "fit_seconds": {"sources": round(sources_s, 1), "features": round(features_s, 1),
                             "prefix_features": round(prefix_s, 1), "selection": round(select_s, 1)},
         }
         if log:
             log(f"fusion: chose depth {best.depth}, {best.leaves} leaves, prefix shifts {best.shifts} "
-                f"(held-out NDCG@10 {best.score:.4f}); recall {recall}")
+                f"(held-out NDCG@10 {best.score:.4f}, {built} of {int((~held).sum())} training users); "
+                f"recall {recall}")
         request = None
         if self.fit_requests:
             request = fit_request_stage(sources, data, held, path, leaves=[*self.leaves, best.leaves], seed=self.seed,
@@ -223,40 +277,59 @@ class FusionFitter:
         return FusionFit(sources, ranker, best.depth, FusionStage(sources, ranker, best.depth), held, held_out, path,
                          info, request)
 
-    def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts) -> list:
-        """Groups with target = train[-k], history = train[:-k] for each k in ``shifts``, training users only,
-        every sequence-fitted signal refitted on all sequences cut at -k (so none has seen those targets)."""
-        out = []
+    def _prefix_groups(self, data: EvalData, sources: Sources, users, depth: int, shifts, into: GroupSet) -> None:
+        """Groups with target = train[-k], history = train[:-k] for each k in ``shifts`` (tagged k), for ``users``
+        (training users), every sequence-fitted signal refitted on all sequences cut at -k (so none has seen
+        those targets)."""
         for k in shifts:
             cut = [seq[:-k] for seq in data.train_sequences()]
             builder = FeatureBuilder(sources.refit(cut), depth)
-            users = [p for p in range(data.n_users) if not held[p] and len(cut[p]) > 0]
-            for positions, groups in self._groups(builder, users, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
-                for p, group in zip(positions, groups):
-                    y = group.label(int(data.train[p][-k]))
-                    if y.any():
-                        out.append((group.X, y, group.pool_rank))
-        return out
+            kept = [int(p) for p in users if len(cut[p]) > 0]
+            for positions, groups in self._groups(builder, kept, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
+                into.add(groups, [g.label(int(data.train[p][-k])) for p, g in zip(positions, groups)], tag=k,
+                         positives_only=True)
 
     def _groups(self, builder: FeatureBuilder, positions, histories, what: str):
         """(positions, groups) per batch of users (progress: users done)."""
-        positions = list(positions)
+        positions = [int(p) for p in positions]
         with task(f"fusion features ({what})", total=len(positions)) as advance:
             for start in range(0, len(positions), self.batch):
                 batch = positions[start:start + self.batch]
                 yield batch, builder.build(histories(batch))
                 advance(len(batch))
 
-    def _trial(self, train, valid, names, depth: int, leaves: int, shifts: int, log) -> Trial:
-        """A ranker on pools cut to ``depth``, and its NDCG@10 over all held-out users."""
-        cut = lambda groups: [(X[pr <= depth], y[pr <= depth]) for X, y, pr in groups]
+    def _trial(self, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int, shifts: int, log) -> Trial:
+        """A ranker on pools cut to ``depth`` (groups of prefix shifts <= ``shifts``), and its NDCG@10 over all
+        scored held-out users (a target outside the cut counts 0). Each cut is one stacked copy, freed once
+        LightGBM has binned it."""
         with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
                   total=self.max_rounds) as advance:
-            ranker = self.trainer.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,
-                                        threads=self.threads, seed=self.seed, log=log,
+            ranker = self.trainer.train(train.cut(depth, shifts), valid.cut(depth), names, num_leaves=leaves,
+                                        max_rounds=self.max_rounds, threads=self.threads, seed=self.seed, log=log,
                                         callbacks=[lambda env: advance()])
-        ranks = [target_rank(ranker.predict(X), y) if y.any() else 0 for X, y in cut(valid)]
-        return Trial(depth, leaves, shifts, float(np.mean(ndcg_gains(ranks))), ranker)
+        return Trial(depth, leaves, shifts, *_held_out_score(ranker, valid, depth), ranker=ranker)
+
+
+def _held_out_score(ranker: FusionRanker, valid: GroupSet, depth: int) -> tuple[float, np.ndarray]:
+    """(mean NDCG@10, per-user gains in ``valid``'s order) of ``ranker`` on the held-out groups cut to ``depth``."""
+    ranks = np.zeros(len(valid), dtype=np.int64)  # 0: target outside the cut (gain 0)
+    for part in valid.chunks(depth):
+        scores, offsets = ranker.predict(part.X), part.offsets
+        for n, g in enumerate(part.kept):
+            lo, hi = offsets[n], offsets[n + 1]
+            ranks[g] = target_rank(scores[lo:hi], part.y[lo:hi])
+    gains = ndcg_gains(ranks)
+    return float(np.mean(gains)), gains
+
+
+def _se(diff: np.ndarray) -> float:
+    """The standard error of a mean."""
+    return float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+
+
+def _precise(gains: np.ndarray) -> bool:
+    """Enough held-out users: at least MIN_HELD_OUT and the mean's standard error <= HELD_OUT_RSE of the mean."""
+    return len(gains) >= MIN_HELD_OUT and _se(gains) <= HELD_OUT_RSE * float(np.mean(gains))
 
 
 def _best(trials: list[Trial]) -> Trial:

@@ -12,8 +12,10 @@ import numpy as np
 
 from ..config import FitSettings
 from ..ranking.fusion import FusionRanker
+from ..ranking.fusion.groups import Stacked
 
-Groups = Sequence[tuple[np.ndarray, np.ndarray]]
+#: (features, labels) pairs, or a stacked cut of a GroupSet (recgen.ranking.fusion.groups)
+Groups = Sequence[tuple[np.ndarray, np.ndarray]] | Stacked
 
 
 class RankerTrainer(Protocol):
@@ -30,8 +32,10 @@ class LocalRankerTrainer:
     def train(self, train: Groups, valid: Groups, feature_names: Sequence[str], *, num_leaves: int, max_rounds: int,
               threads: int, seed: int, log: Callable[[str], None] | None = None,
               callbacks: Sequence[Callable] = ()) -> FusionRanker:
-        ranker = FusionRanker.train(train, valid, feature_names, num_leaves=num_leaves, max_rounds=max_rounds,
-                                    threads=threads, seed=seed, log=log, callbacks=callbacks)
+        rows = [train, valid]  # handed over without a reference left here, so FusionRanker.train can free them
+        del train, valid
+        ranker = FusionRanker.train(rows.pop(0), rows.pop(0), feature_names, num_leaves=num_leaves,
+                                    max_rounds=max_rounds, threads=threads, seed=seed, log=log, callbacks=callbacks)
         ranker.info["trained_on"] = "this process"
         return ranker
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ...errors import DataError, ModelLoadError
+from .groups import Stacked
 from .lgb_text import checked_model_text
 
 if TYPE_CHECKING:  # lightgbm (and the scikit-learn it imports, ~2 s) loads when a ranker is trained or read
@@ -29,8 +30,11 @@ BASE_PARAMS = {
 }
 
 
-def stack_groups(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(X, y, group sizes) from (features, labels) pairs, keeping only groups that contain a positive."""
+def stack_groups(groups: Sequence[tuple[np.ndarray, np.ndarray]] | Stacked) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(X, y, group sizes) from (features, labels) pairs, keeping only groups that contain a positive; a
+    :class:`~.groups.Stacked` cut (already positives only) is passed through without a copy."""
+    if isinstance(groups, Stacked):
+        return groups.X, groups.y, [int(n) for n in groups.sizes]
     kept = [(X, y) for X, y in groups if len(y) and y.max() > 0]
     if not kept:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.float32), []
@@ -46,28 +50,34 @@ class FusionRanker:
         self.info = dict(info or {})
 
     @classmethod
-    def train(cls, train: Sequence[tuple[np.ndarray, np.ndarray]], valid: Sequence[tuple[np.ndarray, np.ndarray]],
+    def train(cls, train: Sequence[tuple[np.ndarray, np.ndarray]] | Stacked,
+              valid: Sequence[tuple[np.ndarray, np.ndarray]] | Stacked,
               feature_names: Sequence[str], *, num_leaves: int = 31, max_rounds: int = 500, patience: int = 30,
               threads: int = 2, seed: int = 0, log: Callable[[str], None] | None = None,
               callbacks: Sequence[Callable] = ()) -> "FusionRanker":
         """Fit on ``train`` groups, early-stopped on ``valid`` groups' NDCG@10; ``callbacks``: LightGBM's, called
-        after each iteration (progress)."""
+        after each iteration (progress). The stacked rows are dropped once LightGBM has binned them (pass a
+        cut without keeping a reference to it, and its block is freed before boosting starts)."""
         X, y, sizes = stack_groups(train)
         Xv, yv, sizes_v = stack_groups(valid)
+        del train, valid
         if not sizes or not sizes_v:
             raise DataError("too few users whose target is among the candidates to fit a second-stage ranker "
                             f"({len(sizes)} training, {len(sizes_v)} held-out groups); serve the hybrid order")
         import lightgbm as lgb
 
         names = list(feature_names)
-        dtrain = lgb.Dataset(X, y, group=sizes, feature_name=names, free_raw_data=True)
-        dvalid = lgb.Dataset(Xv, yv, group=sizes_v, feature_name=names, reference=dtrain)
         params = {**BASE_PARAMS, "num_leaves": int(num_leaves), "num_threads": int(threads), "seed": int(seed)}
+        dtrain = lgb.Dataset(X, y, group=sizes, feature_name=names, free_raw_data=True, params=dict(params))
+        dvalid = lgb.Dataset(Xv, yv, group=sizes_v, feature_name=names, reference=dtrain, params=dict(params))
+        dtrain.construct(), dvalid.construct()  # binned: the float rows are not needed while boosting
+        n_rows = int(len(y))
+        del X, y, Xv, yv
         booster = lgb.train(params, dtrain, num_boost_round=max_rounds, valid_sets=[dvalid], valid_names=["held_out"],
                             callbacks=[lgb.early_stopping(patience, verbose=False), *callbacks])
         info = {"num_leaves": int(num_leaves), "best_iteration": int(booster.best_iteration),
                 "held_out_ndcg@10_in_pool": float(booster.best_score["held_out"]["ndcg@10"]),
-                "train_groups": len(sizes), "train_rows": int(len(y)), "held_out_groups": len(sizes_v)}
+                "train_groups": len(sizes), "train_rows": n_rows, "held_out_groups": len(sizes_v)}
         if log:
             log(f"fusion ranker: {info}")
         return cls(booster, names, info)
