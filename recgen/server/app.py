@@ -223,8 +223,8 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
 
     @app.post("/v1/recommendations", response_model=RecommendationsResponse,
               responses=_errors(400, 404, 429, 503, 504, *_ANY))
-    async def recommendations(request: RecommendationsRequest) -> RecommendationsResponse:
-        return await serving.recommendations(request)
+    async def recommendations(request: RecommendationsRequest, http_request: Request) -> RecommendationsResponse:
+        return await serving.recommendations(request, http_request)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
               responses={200: {"content": {"text/event-stream": {}}}, **_errors(400, 404, 429, 503, 504, *_ANY)})

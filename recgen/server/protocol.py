@@ -120,3 +120,6 @@ class RecommendationsResponse(BaseModel):
     mode: str
     seconds: float
     recommendations: list[Recommendation]
+    #: Reasons were asked for but the request's deadline (--timeout) passed before the LM wrote them: the
+    #: items are served as ranked, every ``reason`` left empty.
+    reasons_missing: bool = False

@@ -1,12 +1,22 @@
-"""What the endpoints do, apart from HTTP: admission (429), one LM worker thread, timeouts (504), and the
-chat / structured recommendation logic.
+"""What the endpoints do, apart from HTTP: two lanes of work with their own admission (429), timeouts (504),
+and the chat / structured recommendation logic.
 
-The language model is not thread-safe and saturates the CPU on its own, so every recommender call runs on
-one worker thread (a single-worker executor, plus a lock in case the recommender is shared) while the event
-loop stays free for health checks, streaming and rejecting excess load. ``max_concurrency`` requests may be
-admitted at once (one running, the rest queued); the next one gets 429 straight away. A request is also
-refused with 429 when the queue ahead of it, at the recent time per call, would outlast ``timeout``: a
-prompt "retry later" instead of a 504 after the client has waited the whole timeout.
+Work that needs no language model (retrieval, the fused ranker, request filters, the popularity fallback,
+adding items) runs in the **fast lane**, a small thread pool of its own, so it never waits behind LM work:
+under mixed load a recommendation without reasons still takes milliseconds. Work that needs the LM (reasons,
+LM ranking, chat) runs in the **LM lane**, a pool with one thread per admitted request; those threads do
+their own non-LM parts in parallel and block only inside LM calls, which the backend's
+:class:`~recgen.lm.scheduler.LMScheduler` merges across requests into shared batches (one thread owns the
+model, so it is never used concurrently). A recommendation with reasons is two steps: its items from the
+fast lane, then its reasons from the LM lane under a :class:`~recgen.lm.scheduler.Ticket` carrying the
+request's deadline; if the deadline passes first, the items are answered without reasons
+(``reasons_missing``), never dropped, and the request's queued prompts leave the batch. The same happens
+when the client goes away.
+
+Each lane admits ``max_concurrency`` requests (running + queued); the next gets 429 straight away. A request
+is also refused with 429 (with ``Retry-After``) when the lane's queue ahead of it, at the recent time per
+call, would outlast ``timeout``: a prompt "retry later" instead of a 504 after the client waited the whole
+timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from ..chat.turn import ChatReply, chat_turn
 from ..errors import InvalidRequestError
 from ..lm.adapters import UnknownAdapterError
 from ..lm.resolve import DEFAULT_LM
+from ..lm.scheduler import LMCancelled, LMDeadline, LMScheduler, Ticket, bound
 from ..text import message_text
 from ..types import RecommendRequest
 from .protocol import (
@@ -50,6 +61,9 @@ from .protocol import (
 log = logging.getLogger(__name__)
 #: Admit a request only if the queue ahead of it is expected to take at most this share of ``timeout``.
 QUEUE_TIME_SHARE = 0.8
+#: Threads of the fast lane: retrieval and the fused ranker take milliseconds; two keep one slow call (a
+#: first query embedding) from holding up the others without oversubscribing a small CPU.
+FAST_WORKERS = 2
 
 
 @dataclass
@@ -78,20 +92,98 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+class Lane:
+    """A thread pool with its own admission: at most ``max_concurrency`` requests in flight (running +
+    queued); one whose queue would outlast the timeout is refused. ``parallel()``: how many calls the lane
+    finishes per call time (its threads, or the requests one LM batch serves)."""
+
+    def __init__(self, name: str, workers: int, settings: ServerSettings, counters: dict,
+                 parallel: Callable[[], float], on_done: Callable[[Future], None] | None = None):
+        self.name, self.workers, self.settings, self.counters, self.parallel = name, workers, settings, counters, parallel
+        self.on_done = on_done
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"recgen-{name}")
+        self._admit_lock = threading.Lock()
+        self.in_flight = 0
+        self.call_seconds: float | None = None  # time per call, for admission (see _record_call)
+
+    def submit(self, fn: Callable, *args, ticket: Ticket | None = None, **kwargs) -> asyncio.Future:
+        """Admit a call (or raise 429) and queue it; the call runs under ``ticket`` (its LM calls carry the
+        request's deadline). The returned future is the call's result; it never times out by itself."""
+        with self._admit_lock:
+            if self.in_flight >= self.settings.max_concurrency:
+                self.counters["rejected_busy"] += 1
+                raise APIError(429, f"the server is busy: {self.in_flight} requests are running or queued in the "
+                                    f"{self.name} lane (--max-concurrency {self.settings.max_concurrency}); retry "
+                                    "shortly", type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+            expected = (self.in_flight + 1) * (self.call_seconds or 0.0) / max(1.0, self.parallel())
+            if self.in_flight and expected > QUEUE_TIME_SHARE * self.settings.timeout:
+                self.counters["rejected_queue_too_long"] += 1
+                raise APIError(429, f"the server is busy: {self.in_flight} requests are queued in the {self.name} "
+                                    f"lane, about {expected:.0f} s of work, more than the {self.settings.timeout:g} s "
+                                    "timeout; retry shortly", type="rate_limit_error", code="server_busy",
+                               headers={"Retry-After": str(max(1, math.ceil(self.call_seconds or 1)))})
+            self.in_flight += 1
+
+        def job():
+            start = time.perf_counter()
+            try:
+                if ticket is None:
+                    return fn(*args, **kwargs)
+                with bound(ticket):
+                    return fn(*args, **kwargs)
+            finally:
+                self._record_call(time.perf_counter() - start)
+
+        try:
+            future = self._executor.submit(job)
+        except RuntimeError:  # executor shut down
+            self._release(None)
+            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down")
+        future.add_done_callback(self._release)
+        if self.on_done is not None:
+            future.add_done_callback(self.on_done)
+        wrapped = asyncio.wrap_future(future)
+        wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception never retrieved"
+        return wrapped
+
+    def _record_call(self, took: float) -> None:
+        """Time per call for admission: up at once to a slower call, down slowly (calls differ: chat with
+        reasons is slower than a bare ranking, so an average alone let a mixed queue outlast the timeout)."""
+        if self.call_seconds is None or took > self.call_seconds:
+            self.call_seconds = took
+        else:
+            self.call_seconds = 0.9 * self.call_seconds + 0.1 * took
+
+    def _release(self, _future: Future | None) -> None:
+        with self._admit_lock:
+            self.in_flight -= 1
+
+    def start(self) -> None:
+        if self._executor._shutdown:
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"recgen-{self.name}")
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def health(self) -> dict:
+        return {"in_flight": self.in_flight, "call_seconds": None if self.call_seconds is None
+                else round(self.call_seconds, 3)}
+
+
 class RecgenServing:
-    """Holds the recommender, the dataset (for ``user`` ids), the settings and the LM worker."""
+    """Holds the recommender, the dataset (for ``user`` ids), the settings and the two lanes."""
 
     def __init__(self, recommender, dataset=None, settings: ServerSettings | None = None):
         self.recommender = recommender
         self.dataset = dataset
         self.settings = settings or ServerSettings()
         self.context = ChatContext.from_catalog(recommender.catalog)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recgen-lm")
-        self._lm_lock = threading.Lock()
-        self._admit_lock = threading.Lock()
-        self._in_flight = 0
-        self.counters = {"served": 0, "rejected_busy": 0, "rejected_queue_too_long": 0, "timed_out": 0, "failed": 0}
-        self.call_seconds: float | None = None  # moving average of one worker call, for admission
+        self.counters = {"served": 0, "rejected_busy": 0, "rejected_queue_too_long": 0, "timed_out": 0, "failed": 0,
+                         "reasons_missing": 0, "cancelled": 0}
+        self.fast = Lane("fast", FAST_WORKERS, self.settings, self.counters, lambda: FAST_WORKERS)
+        self.lm = Lane("lm", self.settings.max_concurrency, self.settings, self.counters, self._requests_per_batch,
+                       on_done=self._lm_done)
+        self._lm_ready = False
         self.started = time.time()
 
     # -- identity ------------------------------------------------------------------------------------
@@ -120,78 +212,86 @@ class RecgenServing:
             raise APIError(404, f"model {model!r} is not served here; use one of: {', '.join(known[:-1])} "
                                 "(GET /v1/models)", type="not_found_error", code="model_not_found", param="model")
 
+    def _scheduler(self) -> LMScheduler | None:
+        """The LM scheduler once an LM-lane call has finished (so asking for the backend never loads it, nor
+        races the lane's first load); None before, or when the backend is not scheduled (a test's bare one)."""
+        if not self._lm_ready:
+            return None
+        backend = self.recommender.backend
+        return backend if isinstance(backend, LMScheduler) else None
+
+    def _lm_done(self, _future) -> None:
+        self._lm_ready = True
+
+    def _requests_per_batch(self) -> float:
+        scheduler = self._scheduler()
+        return scheduler.merged / scheduler.batches if scheduler is not None and scheduler.batches else 1.0
+
     def health(self) -> dict:
+        scheduler = self._scheduler()
+        batching = None if scheduler is None else {"batches": scheduler.batches, "calls": scheduler.merged,
+                                                   "queued_prompts": scheduler.queued_prompts()}
         return {"status": "ok", "model": self.settings.served_model_name, "lm": self.lm_name,
                 "adapter": self.recommender.config.lm.adapter, "items": len(self.recommender.catalog),
-                "dataset": getattr(self.dataset, "name", None), "in_flight": self._in_flight,
+                "dataset": getattr(self.dataset, "name", None), "in_flight": self.fast.in_flight + self.lm.in_flight,
                 "max_concurrency": self.settings.max_concurrency, "uptime_s": round(time.time() - self.started, 1),
+                "lanes": {"fast": self.fast.health(), "lm": self.lm.health()}, "lm_batching": batching,
                 **self.counters}
 
-    # -- the LM worker ---------------------------------------------------------------------------------
+    # -- lanes -----------------------------------------------------------------------------------------
     def submit(self, fn: Callable, *args, **kwargs) -> asyncio.Task:
-        """Admit a call (or raise 429) and queue it for the worker; the returned task raises 504 on timeout."""
-        with self._admit_lock:
-            if self._in_flight >= self.settings.max_concurrency:
-                self.counters["rejected_busy"] += 1
-                raise APIError(429, f"the server is busy: {self._in_flight} requests are running or queued "
-                                    f"(--max-concurrency {self.settings.max_concurrency}); retry shortly",
-                               type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
-            expected = (self._in_flight + 1) * (self.call_seconds or 0.0)
-            if self._in_flight and expected > QUEUE_TIME_SHARE * self.settings.timeout:
-                self.counters["rejected_queue_too_long"] += 1
-                raise APIError(429, f"the server is busy: {self._in_flight} requests are queued, about "
-                                    f"{expected:.0f} s of work, more than the {self.settings.timeout:g} s timeout; "
-                                    "retry shortly", type="rate_limit_error", code="server_busy",
-                               headers={"Retry-After": str(max(1, math.ceil(self.call_seconds or 1)))})
-            self._in_flight += 1
+        """Work that needs no LM, in the fast lane; the task raises 504 after ``timeout``."""
+        return self._timed(self.fast.submit(fn, *args, **kwargs), None)
 
-        def job():
-            with self._lm_lock:
-                start = time.perf_counter()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self._record_call(time.perf_counter() - start)
+    def submit_lm(self, fn: Callable, *args, **kwargs) -> asyncio.Task:
+        """Work that needs the LM, in the LM lane under a ticket with the request's deadline; 504 after
+        ``timeout`` (the ticket is cancelled then, so its queued prompts leave the batch)."""
+        ticket = Ticket(deadline=time.monotonic() + self.settings.timeout)
+        return self._timed(self.lm.submit(fn, *args, ticket=ticket, **kwargs), ticket)
 
-        try:
-            future = self._executor.submit(job)
-        except RuntimeError:  # executor shut down
-            self._release(None)
-            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down")
-        future.add_done_callback(self._release)
-        task = asyncio.get_running_loop().create_task(self._await(future))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception never retrieved"
+    def _timed(self, future: asyncio.Future, ticket: Ticket | None) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self._await(future, ticket))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return task
 
-    def _record_call(self, took: float) -> None:
-        """Time per call for admission: up at once to a slower call, down slowly (calls differ: chat with
-        reasons is slower than a bare ranking, so an average alone let a mixed queue outlast the timeout)."""
-        if self.call_seconds is None or took > self.call_seconds:
-            self.call_seconds = took
+    def cancel(self, ticket: Ticket) -> None:
+        """The request's LM work is no longer wanted: its queued prompts leave the scheduler's queue."""
+        scheduler = self._scheduler()
+        if scheduler is not None:
+            scheduler.cancel(ticket)
         else:
-            self.call_seconds = 0.9 * self.call_seconds + 0.1 * took
+            ticket.cancelled.set()
 
-    def _release(self, _future: Future | None) -> None:
-        with self._admit_lock:
-            self._in_flight -= 1
-
-    async def _await(self, future: Future):
+    async def _await(self, future: asyncio.Future, ticket: Ticket | None):
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout)
+            return await asyncio.wait_for(asyncio.shield(future), self.settings.timeout)
         except (asyncio.TimeoutError, TimeoutError):
-            future.cancel()  # frees the slot at once if it had not started; a running call finishes alone
+            future.cancel()  # frees the slot at once if it had not started
+            if ticket is not None:
+                self.cancel(ticket)
             self.counters["timed_out"] += 1
             raise APIError(504, f"the request took longer than {self.settings.timeout:g} s (--timeout); the server "
                                 "may be overloaded", type="timeout_error", code="timeout") from None
+        except asyncio.CancelledError:  # the client went away
+            future.cancel()
+            if ticket is not None:
+                self.cancel(ticket)
+            self.counters["cancelled"] += 1
+            raise
+        except (LMCancelled, LMDeadline) as exc:
+            self.counters["timed_out"] += 1
+            raise APIError(504, f"the request's LM work did not run before its deadline ({exc})",
+                           type="timeout_error", code="timeout") from None
 
     def start(self) -> None:
-        """A fresh LM worker if an earlier lifespan shut it down (the same app may be started again, as
-        test clients and schema fuzzers do), so no request gets 503 from a previous shutdown."""
-        if self._executor._shutdown:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recgen-lm")
+        """Fresh lanes if an earlier lifespan shut them down (the same app may be started again, as test
+        clients and schema fuzzers do), so no request gets 503 from a previous shutdown."""
+        self.fast.start()
+        self.lm.start()
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.fast.shutdown()
+        self.lm.shutdown()
 
     # -- structured recommendations --------------------------------------------------------------------
     def history_for(self, user: str) -> list[str]:
@@ -200,7 +300,8 @@ class RecgenServing:
                                       "resolved; send `history` (item ids) instead")
         return list(self.dataset.history(user))
 
-    async def recommendations(self, request: RecommendationsRequest) -> RecommendationsResponse:
+    async def recommendations(self, request: RecommendationsRequest, http_request=None) -> RecommendationsResponse:
+        """``http_request`` (Starlette's): watched for a client that goes away while reasons are written."""
         history, exclude = list(request.history or []), list(request.exclude or [])
         adapter = request.adapter
         if request.model is not None:
@@ -213,16 +314,57 @@ class RecgenServing:
         inner = RecommendRequest(**{**request.model_dump(exclude={"user", "model"}), "history": history,
                                     "exclude": exclude or None, "adapter": adapter})
 
-        def work():
-            start = time.perf_counter()
-            recs = self.recommender.recommend_batch([inner])[0]
-            return recs, time.perf_counter() - start
-
-        recs, seconds = await self.submit(work)
+        start = time.perf_counter()
+        missing = False
+        if self._ranks_without_lm(inner):
+            # the items from the fast lane; reasons (if asked for, and the LM writes them) from the LM lane
+            popular = not inner.history and not (inner.query or "").strip()  # fixed reasons, no LM
+            asked = inner.reasons and not popular
+            recs = await self.submit(lambda: self.recommender.recommend_batch(
+                [inner.model_copy(update={"reasons": inner.reasons and not asked})])[0])
+            if asked and recs:
+                recs, missing = await self._with_reasons(inner, recs, start, http_request)
+        else:  # the LM ranks: the whole request is LM work
+            recs = await self.submit_lm(lambda: self.recommender.recommend_batch([inner])[0])
         self.counters["served"] += 1
         return RecommendationsResponse(model=self.settings.served_model_name, user=request.user,
-                                       query=request.query, mode=request.mode, seconds=round(seconds, 3),
-                                       recommendations=recs)
+                                       query=request.query, mode=request.mode,
+                                       seconds=round(time.perf_counter() - start, 3), recommendations=recs,
+                                       reasons_missing=missing)
+
+    def _ranks_without_lm(self, request: RecommendRequest) -> bool:
+        """Score mode with the fused second stage orders without the LM (fused ranker, request stage,
+        retrieval order or popularity); generate mode and ``second_stage = "lm"`` need it."""
+        return request.mode == "score" and self.recommender.config.ranking.second_stage == "fusion"
+
+    async def _with_reasons(self, request: RecommendRequest, recs: list, start: float,
+                            http_request=None) -> tuple[list, bool]:
+        """``recs`` with the LM's checked reasons, or unchanged and ``missing = True`` when the request's
+        deadline (``timeout`` from ``start``) passes or the client goes away first (its prompts leave the
+        batch)."""
+        ticket = Ticket(deadline=time.monotonic() + self.settings.timeout - (time.perf_counter() - start))
+        future = self.lm.submit(self.recommender.explain, list(request.history or []), request.query,
+                                [r.item_id for r in recs], adapter=request.adapter, ticket=ticket)
+        watcher = (asyncio.get_running_loop().create_task(_client_gone(http_request, future))
+                   if http_request is not None else None)
+        try:
+            remaining = max(0.0, self.settings.timeout - (time.perf_counter() - start))
+            reasons = await asyncio.wait_for(asyncio.shield(future), remaining)
+        except (asyncio.TimeoutError, TimeoutError, LMDeadline, LMCancelled):
+            future.cancel()
+            self.cancel(ticket)
+            self.counters["reasons_missing"] += 1
+            return recs, True
+        except asyncio.CancelledError:
+            future.cancel()
+            self.cancel(ticket)
+            self.counters["cancelled"] += 1
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        return [r.model_copy(update={"reason": text, "reason_source": source})
+                for r, (text, source) in zip(recs, reasons)], False
 
     # -- chat ------------------------------------------------------------------------------------------
     def _validate_chat(self, request: ChatCompletionRequest) -> tuple[list[dict], list[str], list[str], str | None]:
@@ -268,7 +410,7 @@ class RecgenServing:
         messages, history, notes, who = self._validate_chat(request)
         options = request.recgen or RecgenChatOptions()
         adapter = request.model if request.model in self.recommender.config.lm.adapters else None  # OpenAI `model`
-        return self.submit(chat_turn, self.recommender, self.context, messages,
+        return self.submit_lm(chat_turn, self.recommender, self.context, messages,
                            history=history, k=options.k, mode=options.mode, reasons=options.reasons, who=who,
                            extra_notes=notes, adapter=adapter)
 
@@ -295,6 +437,9 @@ class RecgenServing:
         yield event([ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
         try:
             reply: ChatReply = await task
+        except asyncio.CancelledError:  # the client went away: its queued LM work leaves the batch
+            task.cancel()
+            raise
         except APIError as exc:
             yield f"data: {json.dumps(exc.body())}\n\n"
             return
@@ -316,6 +461,15 @@ class RecgenServing:
         if (request.stream_options or {}).get("include_usage"):
             yield event([], usage=Usage())
         yield "data: [DONE]\n\n"
+
+
+async def _client_gone(http_request, future: asyncio.Future, every: float = 0.25) -> None:
+    """Cancel ``future`` once the HTTP client disconnects (polled: Starlette tells only when asked)."""
+    while not future.done():
+        if await http_request.is_disconnected():
+            future.cancel()
+            return
+        await asyncio.sleep(every)
 
 
 def error_status(exc: Exception) -> int:

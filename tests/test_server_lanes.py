@@ -1,0 +1,112 @@
+"""LM scheduler (issue 25): concurrent callers' prompts merged into one backend call give the same greedy
+text as each call alone; a cancelled or expired request's queued prompts leave the queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from recgen.lm.prompt import ChatPrompt
+from recgen.lm.scheduler import LMCancelled, LMDeadline, LMScheduler, Ticket, bound
+
+
+def _prompts(user: int) -> list[ChatPrompt]:
+    return [ChatPrompt(messages=[{"role": "user", "content": f"User {user} liked film {user * 7 + n}. Why film {n}?"}])
+            for n in range(3)]
+
+
+def test_merged_calls_write_what_each_call_writes_alone(tiny_backend):
+    alone = [tiny_backend.generate_text(_prompts(u), 6) for u in range(4)]
+    scheduler = LMScheduler(tiny_backend, max_prompts=64, max_wait=0.2)  # waits, so the four calls merge
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda u: scheduler.generate_text(_prompts(u), 6), range(4)))
+    assert together == alone
+    assert scheduler.batches < 4 and scheduler.merged == 4  # at least two calls shared a backend call
+    scheduler.close()
+
+
+class _Gate:
+    """A backend whose first call blocks until released: lets a test hold the scheduler busy."""
+
+    name = "gate"
+
+    def __init__(self):
+        self.release, self.seen = threading.Event(), []
+
+    def generate_text(self, prompts, max_new_tokens):
+        self.release.wait(10)
+        self.seen.append(len(prompts))
+        return ["x"] * len(prompts)
+
+
+def test_cancelled_and_expired_requests_leave_the_queue():
+    gate = _Gate()
+    scheduler = LMScheduler(gate)
+    busy = threading.Thread(target=scheduler.generate_text, args=(_prompts(0), 4))
+    busy.start()
+    time.sleep(0.2)  # the first call now runs and blocks
+    cancelled, expired = Ticket(), Ticket(deadline=time.monotonic() + 0.3)
+    errors: dict = {}
+
+    def call(name, ticket):
+        try:
+            with bound(ticket):
+                scheduler.generate_text(_prompts(1), 4)
+        except (LMCancelled, LMDeadline) as exc:
+            errors[name] = exc
+
+    threads = [threading.Thread(target=call, args=(n, t)) for n, t in (("cancelled", cancelled), ("expired", expired))]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    assert scheduler.queued_prompts() == 6
+    assert scheduler.cancel(cancelled) == 3
+    time.sleep(0.5)  # past the second ticket's deadline: its caller gave up while queued
+    gate.release.set()
+    for t in [busy, *threads]:
+        t.join(5)
+    assert isinstance(errors["cancelled"], LMCancelled) and isinstance(errors["expired"], LMDeadline)
+    assert gate.seen == [3]  # only the first call ever reached the backend
+    scheduler.close()
+
+
+@pytest.mark.parametrize("size", [0])
+def test_an_empty_call_never_reaches_the_backend(size):
+    assert LMScheduler(_Gate()).generate_text([], 4) == []
+
+
+class _HeldReasons:
+    """A real recommender whose reasons wait until released: holds the LM lane busy."""
+
+    def __init__(self, inner):
+        self.inner, self.release = inner, threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def explain(self, *args, **kwargs):
+        self.release.wait(10)
+        return self.inner.explain(*args, **kwargs)
+
+
+def test_no_reasons_never_waits_for_reasons_and_a_late_request_keeps_its_items(tiny_recommender, dataset):
+    from fastapi.testclient import TestClient
+
+    from recgen.server.app import create_app
+    from recgen.server.serving import ServerSettings
+
+    held = _HeldReasons(tiny_recommender)
+    with TestClient(create_app(held, dataset, ServerSettings(timeout=3.0))) as c:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(c.post, "/v1/recommendations", json={"query": "drama", "k": 3, "reasons": True})
+            time.sleep(0.3)
+            fast = c.post("/v1/recommendations", json={"query": "drama", "k": 3, "reasons": False})
+            assert fast.status_code == 200 and not slow.done()  # answered while the reasons request waits
+            late = slow.result(10)
+        held.release.set()
+    assert late.status_code == 200 and late.json()["reasons_missing"] is True  # past the deadline: items, no reasons
+    assert [r["item_id"] for r in late.json()["recommendations"]] == [r["item_id"] for r in fast.json()["recommendations"]]
+    assert all(r["reason"] is None for r in late.json()["recommendations"])
