@@ -3,6 +3,7 @@ text as each call alone; a cancelled or expired request's queued prompts leave t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +15,23 @@ from recgen.lm.scheduler import LMCancelled, LMDeadline, LMScheduler, Ticket, bo
 
 
 def _prompts(user: int) -> list[ChatPrompt]:
-    return [ChatPrompt(messages=[{"role": "user", "content": f"User {user} liked film {user * 7 + n}. Why film {n}?"}])
+    """One user's reason prompts: a long part of their own (the history), then the item."""
+    history = ", ".join(f"film {user * 7 + n}" for n in range(12))
+    return [ChatPrompt(messages=[{"role": "system", "content": "Say why in one sentence."},
+                                 {"role": "user", "content": f"User {user} liked {history}. Why film {n}?"}])
             for n in range(3)]
+
+
+def test_merged_users_keep_their_own_shared_prefix(tiny_backend):
+    """Four users' merged reasons are prefilled as four prefixes (one per user), not one short common one."""
+    from recgen.lm.transformers_backend import _prefix_groups
+
+    rows = [tiny_backend.encode(p) for u in range(4) for p in _prompts(u)]
+    groups = _prefix_groups(rows)
+    assert [(start, end) for start, end, _ in groups] == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    common = min(len(os.path.commonprefix([rows[0], r])) for r in rows)
+    assert all(shared > common + 20 for _, _, shared in groups)  # each user's history is shared, once
+    assert _prefix_groups([[1, 2, 3]]) == [(0, 1, 2)] and _prefix_groups([[5], [5]]) == [(0, 1, 0), (1, 2, 0)]
 
 
 def test_merged_calls_write_what_each_call_writes_alone(tiny_backend):

@@ -29,12 +29,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from ..batch.requests import served_model_names
 from ..chat.state import ChatContext
-from ..chat.turn import ChatReply, chat_turn
+from ..chat.turn import ChatReply, chat_reasons, chat_turn
 from ..errors import InvalidRequestError
 from ..lm.adapters import UnknownAdapterError
 from ..lm.resolve import DEFAULT_LM
@@ -52,6 +53,8 @@ from .protocol import (
     ModelCard,
     ModelList,
     RecgenChatOptions,
+    RecommendationReason,
+    RecommendationsDone,
     RecommendationsRequest,
     RecommendationsResponse,
     Usage,
@@ -300,8 +303,9 @@ class RecgenServing:
                                       "resolved; send `history` (item ids) instead")
         return list(self.dataset.history(user))
 
-    async def recommendations(self, request: RecommendationsRequest, http_request=None) -> RecommendationsResponse:
-        """``http_request`` (Starlette's): watched for a client that goes away while reasons are written."""
+    def recommend_request(self, request: RecommendationsRequest) -> RecommendRequest:
+        """The recommender's request: ``user`` resolved to a history (and their rejected items excluded), a named
+        adapter's model name selecting it."""
         history, exclude = list(request.history or []), list(request.exclude or [])
         adapter = request.adapter
         if request.model is not None:
@@ -311,50 +315,104 @@ class RecgenServing:
         if request.user is not None:
             history = self.history_for(request.user) + history
             exclude += self.recommender.rejected(request.user)  # the feedback loop's rejected items
-        inner = RecommendRequest(**{**request.model_dump(exclude={"user", "model"}), "history": history,
-                                    "exclude": exclude or None, "adapter": adapter})
+        return RecommendRequest(**{**request.model_dump(exclude={"user", "model", "stream"}), "history": history,
+                                   "exclude": exclude or None, "adapter": adapter})
 
-        start = time.perf_counter()
-        missing = False
+    def start_recommendations(self, inner: RecommendRequest) -> tuple[asyncio.Task, bool]:
+        """Admit and queue the ranking (429 raised here, before any response starts): a task for the items, and
+        whether their reasons are still to be written in the LM lane (:meth:`with_reasons`)."""
         if self._ranks_without_lm(inner):
-            # the items from the fast lane; reasons (if asked for, and the LM writes them) from the LM lane
             popular = not inner.history and not (inner.query or "").strip()  # fixed reasons, no LM
-            asked = inner.reasons and not popular
-            recs = await self.submit(lambda: self.recommender.recommend_batch(
-                [inner.model_copy(update={"reasons": inner.reasons and not asked})])[0])
-            if asked and recs:
-                recs, missing = await self._with_reasons(inner, recs, start, http_request)
-        else:  # the LM ranks: the whole request is LM work
-            recs = await self.submit_lm(lambda: self.recommender.recommend_batch([inner])[0])
+            asked = bool(inner.reasons) and not popular
+            ranked = inner.model_copy(update={"reasons": inner.reasons and not asked})
+            return self.submit(lambda: self.recommender.recommend_batch([ranked])[0]), asked
+        return self.submit_lm(lambda: self.recommender.recommend_batch([inner])[0]), False  # the LM ranks
+
+    async def recommendations(self, request: RecommendationsRequest, http_request=None) -> RecommendationsResponse:
+        """``http_request`` (Starlette's): watched for a client that goes away while reasons are written."""
+        start = time.perf_counter()
+        inner = self.recommend_request(request)
+        task, pending = self.start_recommendations(inner)
+        recs, missing = await task, False
+        if pending and recs:
+            recs, missing = await self.with_reasons(inner, recs, start, http_request)
         self.counters["served"] += 1
-        return RecommendationsResponse(model=self.settings.served_model_name, user=request.user,
-                                       query=request.query, mode=request.mode,
-                                       seconds=round(time.perf_counter() - start, 3), recommendations=recs,
-                                       reasons_missing=missing)
+        return self._response(request, recs, start, missing)
+
+    def _response(self, request: RecommendationsRequest, recs: list, start: float,
+                  missing: bool = False) -> RecommendationsResponse:
+        return RecommendationsResponse(model=self.settings.served_model_name, user=request.user, query=request.query,
+                                       mode=request.mode, seconds=round(time.perf_counter() - start, 3),
+                                       recommendations=recs, reasons_missing=missing)
+
+    async def recommendations_stream(self, request: RecommendationsRequest, inner: RecommendRequest,
+                                     task: asyncio.Task, pending: bool, start: float,
+                                     http_request=None) -> AsyncIterator[str]:
+        """Server-sent events: the ranked items as soon as the order exists (a ``recommendations`` object,
+        reasons empty), then one ``recommendation.reason`` per item once the LM has written them, then
+        ``recommendations.done`` (with ``reasons_missing``) and ``data: [DONE]``. Errors become an ``error``
+        event; a client that goes away cancels the request's queued LM work."""
+        try:
+            recs = await task
+            yield _sse(self._response(request, recs, start))
+            missing = False
+            if pending and recs:
+                recs, missing = await self.with_reasons(inner, recs, start, http_request)
+                if not missing:
+                    for rec in recs:
+                        yield _sse(RecommendationReason(rank=rec.rank, item_id=rec.item_id, reason=rec.reason,
+                                                        reason_source=rec.reason_source))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - the stream has started; report instead of dropping it
+            yield self._error_event(exc)
+            return
+        self.counters["served"] += 1
+        yield _sse(RecommendationsDone(reasons_missing=missing, seconds=round(time.perf_counter() - start, 3)))
+        yield "data: [DONE]\n\n"
+
+    def _error_event(self, exc: Exception) -> str:
+        from ..errors import RecgenError
+
+        if not isinstance(exc, (APIError, RecgenError)):
+            log.error("stream failed", exc_info=exc)
+            self.counters["failed"] += 1
+        return f"data: {json.dumps(error_body(exc))}\n\n"
 
     def _ranks_without_lm(self, request: RecommendRequest) -> bool:
         """Score mode with the fused second stage orders without the LM (fused ranker, request stage,
         retrieval order or popularity); generate mode and ``second_stage = "lm"`` need it."""
         return request.mode == "score" and self.recommender.config.ranking.second_stage == "fusion"
 
-    async def _with_reasons(self, request: RecommendRequest, recs: list, start: float,
-                            http_request=None) -> tuple[list, bool]:
+    async def with_reasons(self, request: RecommendRequest, recs: list, start: float,
+                           http_request=None) -> tuple[list, bool]:
         """``recs`` with the LM's checked reasons, or unchanged and ``missing = True`` when the request's
-        deadline (``timeout`` from ``start``) passes or the client goes away first (its prompts leave the
-        batch)."""
+        deadline passes first."""
+        reasons = await self.lm_or_none(start, http_request, self.recommender.explain, list(request.history or []),
+                                        request.query, [r.item_id for r in recs], adapter=request.adapter)
+        if reasons is None:
+            return recs, True
+        return [r.model_copy(update={"reason": text, "reason_source": source})
+                for r, (text, source) in zip(recs, reasons)], False
+
+    async def lm_or_none(self, start: float, http_request, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)`` in the LM lane under a ticket whose deadline is ``timeout`` after ``start``;
+        None (counted as ``reasons_missing``) when the deadline passes first. A client that goes away
+        (``http_request`` disconnects, or this task is cancelled) cancels the ticket: its queued prompts leave
+        the batch."""
         ticket = Ticket(deadline=time.monotonic() + self.settings.timeout - (time.perf_counter() - start))
-        future = self.lm.submit(self.recommender.explain, list(request.history or []), request.query,
-                                [r.item_id for r in recs], adapter=request.adapter, ticket=ticket)
+        future = self.lm.submit(fn, *args, ticket=ticket, **kwargs)
         watcher = (asyncio.get_running_loop().create_task(_client_gone(http_request, future))
                    if http_request is not None else None)
         try:
             remaining = max(0.0, self.settings.timeout - (time.perf_counter() - start))
-            reasons = await asyncio.wait_for(asyncio.shield(future), remaining)
+            return await asyncio.wait_for(asyncio.shield(future), remaining)
         except (asyncio.TimeoutError, TimeoutError, LMDeadline, LMCancelled):
             future.cancel()
             self.cancel(ticket)
             self.counters["reasons_missing"] += 1
-            return recs, True
+            return None
         except asyncio.CancelledError:
             future.cancel()
             self.cancel(ticket)
@@ -363,8 +421,6 @@ class RecgenServing:
         finally:
             if watcher is not None:
                 watcher.cancel()
-        return [r.model_copy(update={"reason": text, "reason_source": source})
-                for r, (text, source) in zip(recs, reasons)], False
 
     # -- chat ------------------------------------------------------------------------------------------
     def _validate_chat(self, request: ChatCompletionRequest) -> tuple[list[dict], list[str], list[str], str | None]:
@@ -405,29 +461,59 @@ class RecgenServing:
                            param="recgen.history", code="unknown_item")
         return messages, history + extra, notes, who
 
-    def submit_chat(self, request: ChatCompletionRequest) -> asyncio.Task:
-        """Validate (raising 4xx before anything is queued or streamed) and queue one chat turn."""
+    def start_chat(self, request: ChatCompletionRequest) -> tuple[asyncio.Task, bool]:
+        """Validate and queue one chat turn's ranking (4xx and 429 raised here, before anything is streamed): a
+        task for the :class:`ChatReply`, and whether its reasons are still to be written in the LM lane
+        (:meth:`chat_with_reasons`). Score mode with the fused ranker ranks in the fast lane."""
         messages, history, notes, who = self._validate_chat(request)
         options = request.recgen or RecgenChatOptions()
         adapter = request.model if request.model in self.recommender.config.lm.adapters else None  # OpenAI `model`
-        return self.submit_lm(chat_turn, self.recommender, self.context, messages,
-                           history=history, k=options.k, mode=options.mode, reasons=options.reasons, who=who,
-                           extra_notes=notes, adapter=adapter)
+        turn = partial(chat_turn, self.recommender, self.context, messages, history=history, k=options.k,
+                       mode=options.mode, who=who, extra_notes=notes, adapter=adapter)
+        if not self._ranks_without_lm(RecommendRequest(mode=options.mode)):
+            return self.submit_lm(turn, reasons=options.reasons), False
 
-    def _extras(self, reply: ChatReply) -> dict[str, Any]:
-        return {**reply.state.as_dict(), "notes": reply.notes, "query": reply.query}
+        def ranked() -> ChatReply:
+            reply = turn(reasons=False)
+            if options.reasons and reply.popular and reply.recommendations:
+                reply = turn(reasons=True)  # the popularity list's reasons are fixed: no LM
+            return reply
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        reply: ChatReply = await self.submit_chat(request)
+        return self.submit(ranked), options.reasons
+
+    async def chat_with_reasons(self, request: ChatCompletionRequest, reply: ChatReply, start: float,
+                                http_request=None) -> tuple[ChatReply, bool]:
+        """``reply`` with its reasons from the LM lane, or unchanged and ``missing = True`` past the deadline."""
+        if reply.popular or not reply.recommendations:
+            return reply, False
+        adapter = request.model if request.model in self.recommender.config.lm.adapters else None
+        written = await self.lm_or_none(start, http_request, chat_reasons, self.recommender, self.context, reply,
+                                        adapter=adapter)
+        return (reply, True) if written is None else (written, False)
+
+    def _extras(self, reply: ChatReply, missing: bool = False) -> dict[str, Any]:
+        return {**reply.state.as_dict(), "notes": reply.notes, "query": reply.query, "reasons_missing": missing}
+
+    async def chat(self, request: ChatCompletionRequest, http_request=None) -> ChatCompletionResponse:
+        start = time.perf_counter()
+        task, pending = self.start_chat(request)
+        reply: ChatReply = await task
+        missing = False
+        if pending:
+            reply, missing = await self.chat_with_reasons(request, reply, start, http_request)
         self.counters["served"] += 1
         return ChatCompletionResponse(
             model=request.model, choices=[ChatChoice(message=ChatResponseMessage(content=reply.text))],
-            usage=Usage(), recommendations=reply.recommendations, recgen=self._extras(reply),
+            usage=Usage(), recommendations=reply.recommendations, recgen=self._extras(reply, missing),
         )
 
-    async def chat_stream(self, request: ChatCompletionRequest, task: asyncio.Task) -> AsyncIterator[str]:
-        """Server-sent events in OpenAI's ``chat.completion.chunk`` shape, one line of the reply per chunk,
-        the structured items on the last chunk, then ``data: [DONE]``. Errors become an ``error`` event."""
+    async def chat_stream(self, request: ChatCompletionRequest, task: asyncio.Task, pending: bool, start: float,
+                          http_request=None) -> AsyncIterator[str]:
+        """Server-sent events in OpenAI's ``chat.completion.chunk`` shape. The ranked items come first, as soon
+        as the order exists, on a chunk of their own (``recommendations``, reasons empty; no content yet); when
+        the reasons are written, the reply text follows one line per chunk (the same text as without
+        streaming), the items with their reasons on the last chunk, then ``data: [DONE]``. Errors become an
+        ``error`` event; a client that goes away cancels the turn's queued LM work."""
         chunk_id, created = _id("chatcmpl"), int(time.time())
 
         def event(choices: list[ChunkChoice], **extra) -> str:
@@ -437,19 +523,16 @@ class RecgenServing:
         yield event([ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
         try:
             reply: ChatReply = await task
+            missing = False
+            if pending and not reply.popular and reply.recommendations:
+                yield event([ChunkChoice(delta=DeltaMessage())], recommendations=reply.recommendations,
+                            recgen=self._extras(reply))
+                reply, missing = await self.chat_with_reasons(request, reply, start, http_request)
         except asyncio.CancelledError:  # the client went away: its queued LM work leaves the batch
             task.cancel()
             raise
-        except APIError as exc:
-            yield f"data: {json.dumps(exc.body())}\n\n"
-            return
         except Exception as exc:  # noqa: BLE001 - the stream has started; report instead of dropping it
-            from ..errors import RecgenError
-
-            if not isinstance(exc, RecgenError):
-                log.exception("chat stream failed")
-                self.counters["failed"] += 1
-            yield f"data: {json.dumps(error_body(exc))}\n\n"
+            yield self._error_event(exc)
             return
         self.counters["served"] += 1
         lines = reply.text.split("\n")
@@ -457,10 +540,15 @@ class RecgenServing:
             text = line + ("\n" if number < len(lines) - 1 else "")
             yield event([ChunkChoice(delta=DeltaMessage(content=text))])
         yield event([ChunkChoice(delta=DeltaMessage(), finish_reason="stop")],
-                    recommendations=reply.recommendations, recgen=self._extras(reply))
+                    recommendations=reply.recommendations, recgen=self._extras(reply, missing))
         if (request.stream_options or {}).get("include_usage"):
             yield event([], usage=Usage())
         yield "data: [DONE]\n\n"
+
+
+def _sse(message) -> str:
+    """One server-sent event carrying a pydantic message as JSON."""
+    return f"data: {message.model_dump_json()}\n\n"
 
 
 async def _client_gone(http_request, future: asyncio.Future, every: float = 0.25) -> None:
