@@ -113,18 +113,7 @@ class Lane:
         """Admit a call (or raise 429) and queue it; the call runs under ``ticket`` (its LM calls carry the
         request's deadline). The returned future is the call's result; it never times out by itself."""
         with self._admit_lock:
-            if self.in_flight >= self.settings.max_concurrency:
-                self.counters["rejected_busy"] += 1
-                raise APIError(429, f"the server is busy: {self.in_flight} requests are running or queued in the "
-                                    f"{self.name} lane (--max-concurrency {self.settings.max_concurrency}); retry "
-                                    "shortly", type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
-            expected = (self.in_flight + 1) * (self.call_seconds or 0.0) / max(1.0, self.parallel())
-            if self.in_flight and expected > QUEUE_TIME_SHARE * self.settings.timeout:
-                self.counters["rejected_queue_too_long"] += 1
-                raise APIError(429, f"the server is busy: {self.in_flight} requests are queued in the {self.name} "
-                                    f"lane, about {expected:.0f} s of work, more than the {self.settings.timeout:g} s "
-                                    "timeout; retry shortly", type="rate_limit_error", code="server_busy",
-                               headers={"Retry-After": str(max(1, math.ceil(self.call_seconds or 1)))})
+            self._refuse_if_full()
             self.in_flight += 1
 
         def job():
@@ -148,6 +137,26 @@ class Lane:
         wrapped = asyncio.wrap_future(future)
         wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "exception never retrieved"
         return wrapped
+
+    def check(self) -> None:
+        """Raise the 429 :meth:`submit` would raise now: a request that will need this lane is refused before
+        any of its work starts (a stream that has begun cannot change its status)."""
+        with self._admit_lock:
+            self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:
+        if self.in_flight >= self.settings.max_concurrency:
+            self.counters["rejected_busy"] += 1
+            raise APIError(429, f"the server is busy: {self.in_flight} requests are running or queued in the "
+                                f"{self.name} lane (--max-concurrency {self.settings.max_concurrency}); retry "
+                                "shortly", type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
+        expected = (self.in_flight + 1) * (self.call_seconds or 0.0) / max(1.0, self.parallel())
+        if self.in_flight and expected > QUEUE_TIME_SHARE * self.settings.timeout:
+            self.counters["rejected_queue_too_long"] += 1
+            raise APIError(429, f"the server is busy: {self.in_flight} requests are queued in the {self.name} "
+                                f"lane, about {expected:.0f} s of work, more than the {self.settings.timeout:g} s "
+                                "timeout; retry shortly", type="rate_limit_error", code="server_busy",
+                           headers={"Retry-After": str(max(1, math.ceil(self.call_seconds or 1)))})
 
     def _record_call(self, took: float) -> None:
         """Time per call for admission: up at once to a slower call, down slowly (calls differ: chat with
@@ -325,6 +334,8 @@ class RecgenServing:
             popular = not inner.history and not (inner.query or "").strip()  # fixed reasons, no LM
             asked = bool(inner.reasons) and not popular
             ranked = inner.model_copy(update={"reasons": inner.reasons and not asked})
+            if asked:
+                self.lm.check()  # its reasons could not be written in time: 429 now, before any work
             return self.submit(lambda: self.recommender.recommend_batch([ranked])[0]), asked
         return self.submit_lm(lambda: self.recommender.recommend_batch([inner])[0]), False  # the LM ranks
 
@@ -398,11 +409,18 @@ class RecgenServing:
 
     async def lm_or_none(self, start: float, http_request, fn: Callable, *args, **kwargs):
         """``fn(*args, **kwargs)`` in the LM lane under a ticket whose deadline is ``timeout`` after ``start``;
-        None (counted as ``reasons_missing``) when the deadline passes first. A client that goes away
+        None (counted as ``reasons_missing``) when the deadline passes first, or when the lane filled up since the
+        request's :meth:`Lane.check` (its items are served, not refused after the work). A client that goes away
         (``http_request`` disconnects, or this task is cancelled) cancels the ticket: its queued prompts leave
         the batch."""
         ticket = Ticket(deadline=time.monotonic() + self.settings.timeout - (time.perf_counter() - start))
-        future = self.lm.submit(fn, *args, ticket=ticket, **kwargs)
+        try:
+            future = self.lm.submit(fn, *args, ticket=ticket, **kwargs)
+        except APIError as exc:
+            if exc.status != 429:
+                raise
+            self.counters["reasons_missing"] += 1  # the lane filled up since the request's check: items only
+            return None
         watcher = (asyncio.get_running_loop().create_task(_client_gone(http_request, future))
                    if http_request is not None else None)
         try:
@@ -472,6 +490,8 @@ class RecgenServing:
                        mode=options.mode, who=who, extra_notes=notes, adapter=adapter)
         if not self._ranks_without_lm(RecommendRequest(mode=options.mode)):
             return self.submit_lm(turn, reasons=options.reasons), False
+        if options.reasons:
+            self.lm.check()  # its reasons could not be written in time: 429 now, before any work
 
         def ranked() -> ChatReply:
             reply = turn(reasons=False)
