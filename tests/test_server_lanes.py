@@ -126,3 +126,30 @@ def test_no_reasons_never_waits_for_reasons_and_a_late_request_keeps_its_items(t
     assert late.status_code == 200 and late.json()["reasons_missing"] is True  # past the deadline: items, no reasons
     assert [r["item_id"] for r in late.json()["recommendations"]] == [r["item_id"] for r in fast.json()["recommendations"]]
     assert all(r["reason"] is None for r in late.json()["recommendations"])
+
+
+def test_a_full_lm_lane_refuses_reasons_before_the_stream_but_serves_items_without(tiny_recommender, dataset):
+    """429 with Retry-After comes before any work when the reasons could not be written in time (not as an
+    error event in a stream that began with 200); a request without reasons is still served."""
+    from fastapi.testclient import TestClient
+
+    from recgen.server.app import create_app
+    from recgen.server.serving import ServerSettings
+
+    held = _HeldReasons(tiny_recommender)
+    with TestClient(create_app(held, dataset, ServerSettings(timeout=30.0, max_concurrency=1))) as c:
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(c.post, "/v1/recommendations", json={"query": "drama", "k": 3, "reasons": True})
+            deadline = time.time() + 10
+            while c.get("/healthz").json()["lanes"]["lm"]["in_flight"] == 0 and time.time() < deadline:
+                time.sleep(0.05)
+            refused = c.post("/v1/recommendations", json={"query": "comedy", "k": 3, "reasons": True, "stream": True})
+            chat = c.post("/v1/chat/completions", json={"model": "recgen", "messages": [
+                {"role": "user", "content": "comedy"}], "stream": True})
+            plain = c.post("/v1/recommendations", json={"query": "comedy", "k": 3, "reasons": False})
+            held.release.set()
+            assert busy.result(30).status_code == 200
+    for response in (refused, chat):
+        assert response.status_code == 429 and response.headers["Retry-After"]
+        assert response.json()["error"]["code"] == "server_busy"
+    assert plain.status_code == 200 and len(plain.json()["recommendations"]) == 3
