@@ -10,8 +10,9 @@ flight then are finished and counted), stops the server and writes ``<out>.json`
 
 ``--mixed`` (issue 25): each client sends a random mix, 40 % recommendations with reasons (streamed: the
 time to the first event, the ranked items, is the time to first recommendation), 30 % without reasons and
-30 % chat turns (with reasons). Every ``--backend`` gets its own server, all started up front, and the cells
-(backend × clients) run interleaved, so a change of machine load hits every backend alike. The servers'
+30 % chat turns (with reasons); a client told 429 waits ``Retry-After`` seconds, as a well-behaved one
+does. Every ``--backend`` gets its own server, all started up front, and the cells (backend × clients) run
+interleaved, so a change of machine load hits every backend alike. The servers'
 RSS (with their child processes: vLLM's engine) is sampled over time; errors are counted by status (429
 apart). Only 127.0.0.1 is contacted. The load average is sampled during the run: the CPU is shared, so
 compare runs only at similar load.
@@ -309,6 +310,9 @@ def run_mixed_phase(url: str, users: list[str], clients: int, duration: float, k
                 record["sent"] = sent
                 with lock:
                     records.append(record)
+                if record["status"] == 429:  # a well-behaved client waits as told (bounded by the phase)
+                    wait = float(record.get("retry_after") or 1)
+                    time.sleep(max(0.0, min(wait, deadline - time.perf_counter())))
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for t in threads:
@@ -417,8 +421,9 @@ def markdown_mixed(result: dict) -> str:
                        f"{max(rss) if rss else None} MB (first {rss[0] if rss else None}, last {rss[-1] if rss else None}; "
                        f"{len(rss)} samples)")
     m = result["machine"]
+    note = f"\n**Note:** {result['note']}.\n" if result.get("note") else ""
     return f"""# `recgen serve` under mixed load ({result['dataset']}, default models, fitted fused ranker, CPU)
-
+{note}
 Command: `{result['command']}`
 Machine: {m['cpus']} cores, {m['memory_gb']} GB, Python {m['python']}; load average before {m['load_avg_before']},
 after {result['load_avg_after']}. Started {result['started_at']}. The CPU is shared with other jobs: the 1-minute

@@ -153,3 +153,17 @@ def test_a_full_lm_lane_refuses_reasons_before_the_stream_but_serves_items_witho
         assert response.status_code == 429 and response.headers["Retry-After"]
         assert response.json()["error"]["code"] == "server_busy"
     assert plain.status_code == 200 and len(plain.json()["recommendations"]) == 3
+
+
+def test_the_queue_estimate_counts_prompts_ahead_not_requests_one_after_another():
+    """Admission's estimate (issue 25): requests share batches, so the wait is the prompts ahead at the recent
+    time per prompt, not each request's time added up."""
+    gate = _Gate()
+    gate.release.set()
+    scheduler = LMScheduler(gate)
+    assert scheduler.expected_seconds() is None  # nothing timed yet
+    scheduler.generate_text(_prompts(0), 4)
+    per_prompt = scheduler.seconds_per_prompt
+    assert per_prompt is not None and scheduler.prompts_per_call == 3
+    assert scheduler.expected_seconds(2) == pytest.approx(6 * per_prompt)
+    scheduler.close()

@@ -94,6 +94,9 @@ class LMScheduler:
         self._closed = False
         self.batches = 0   # backend calls made, and the request calls they served (for /healthz and benchmarks)
         self.merged = 0
+        self.seconds_per_prompt: float | None = None  # recent backend time per prompt, and prompts per request
+        self.prompts_per_call: float | None = None     # call: what a server's admission estimates a queue with
+        self._running = 0
 
     @property
     def name(self) -> str:
@@ -144,6 +147,16 @@ class LMScheduler:
     def queued_prompts(self) -> int:
         with self._cond:
             return sum(c.size for c in self._queue)
+
+    def expected_seconds(self, calls: int = 1) -> float | None:
+        """Seconds until ``calls`` more calls of the recent size would be done: every prompt running or queued
+        ahead of them, and theirs, at the recent time per prompt (None before the first timed batch).
+        Conservative: a bigger batch costs less per prompt than the recent ones."""
+        if self.seconds_per_prompt is None or self.prompts_per_call is None:
+            return None
+        with self._cond:
+            ahead = self._running + sum(c.size for c in self._queue)
+        return (ahead + calls * self.prompts_per_call) * self.seconds_per_prompt
 
     # -- the scheduler thread ---------------------------------------------------------------------------
     def _call(self, method: str, key: tuple, lists: tuple[list, ...]):
@@ -219,19 +232,31 @@ class LMScheduler:
             if live:
                 self._execute(live)
 
+    def _timed(self, per_prompt: float, per_call: float) -> None:
+        """Moving averages for :meth:`expected_seconds` (the recent batches weigh most)."""
+        old = self.seconds_per_prompt
+        self.seconds_per_prompt = per_prompt if old is None else 0.7 * old + 0.3 * per_prompt
+        old = self.prompts_per_call
+        self.prompts_per_call = per_call if old is None else 0.7 * old + 0.3 * per_call
+
     def _execute(self, calls: list[_Call]) -> None:
         method = calls[0].method
         merged = tuple([x for call in calls for x in call.lists[part]] for part in range(len(calls[0].lists)))
         args = (*merged, calls[0].key[1]) if method == "generate_text" else merged
+        size = len(merged[0])
+        self._running, start = size, time.perf_counter()
         try:
             results = getattr(self.backend, method)(*args)
         except BaseException as exc:  # noqa: BLE001 - every caller of the merged call gets the error
+            self._running = 0
             if len(calls) == 1:
                 calls[0].future.set_exception(exc)
             else:  # one caller's bad prompt must not fail the others: rerun each alone
                 for call in calls:
                     self._execute([call])
             return
+        self._running = 0
+        self._timed((time.perf_counter() - start) / size, size / len(calls))
         self.batches += 1
         self.merged += len(calls)
         start = 0

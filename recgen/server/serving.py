@@ -14,9 +14,9 @@ request's deadline; if the deadline passes first, the items are answered without
 when the client goes away.
 
 Each lane admits ``max_concurrency`` requests (running + queued); the next gets 429 straight away. A request
-is also refused with 429 (with ``Retry-After``) when the lane's queue ahead of it, at the recent time per
-call, would outlast ``timeout``: a prompt "retry later" instead of a 504 after the client waited the whole
-timeout.
+is also refused with 429 (with ``Retry-After``) when the lane's queue ahead of it would outlast ``timeout``
+(the LM lane counts the prompts ahead at the scheduler's recent time per prompt, since its requests share
+batches): a prompt "retry later" instead of a 504 after the client waited the whole timeout.
 """
 
 from __future__ import annotations
@@ -97,12 +97,14 @@ class APIError(Exception):
 
 class Lane:
     """A thread pool with its own admission: at most ``max_concurrency`` requests in flight (running +
-    queued); one whose queue would outlast the timeout is refused. ``parallel()``: how many calls the lane
-    finishes per call time (its threads, or the requests one LM batch serves)."""
+    queued); one whose queue would outlast the timeout is refused. ``queue_seconds(in_flight)``: the expected
+    wait of one more call (None: not known yet, then the lane's recent time per call × calls ahead / workers)."""
 
     def __init__(self, name: str, workers: int, settings: ServerSettings, counters: dict,
-                 parallel: Callable[[], float], on_done: Callable[[Future], None] | None = None):
-        self.name, self.workers, self.settings, self.counters, self.parallel = name, workers, settings, counters, parallel
+                 queue_seconds: Callable[[int], float | None] = lambda _in_flight: None,
+                 on_done: Callable[[Future], None] | None = None):
+        self.name, self.workers, self.settings, self.counters = name, workers, settings, counters
+        self.queue_seconds = queue_seconds
         self.on_done = on_done
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"recgen-{name}")
         self._admit_lock = threading.Lock()
@@ -150,13 +152,15 @@ class Lane:
             raise APIError(429, f"the server is busy: {self.in_flight} requests are running or queued in the "
                                 f"{self.name} lane (--max-concurrency {self.settings.max_concurrency}); retry "
                                 "shortly", type="rate_limit_error", code="server_busy", headers={"Retry-After": "1"})
-        expected = (self.in_flight + 1) * (self.call_seconds or 0.0) / max(1.0, self.parallel())
+        expected = self.queue_seconds(self.in_flight)
+        if expected is None:
+            expected = (self.in_flight + 1) * (self.call_seconds or 0.0) / self.workers
         if self.in_flight and expected > QUEUE_TIME_SHARE * self.settings.timeout:
             self.counters["rejected_queue_too_long"] += 1
             raise APIError(429, f"the server is busy: {self.in_flight} requests are queued in the {self.name} "
                                 f"lane, about {expected:.0f} s of work, more than the {self.settings.timeout:g} s "
                                 "timeout; retry shortly", type="rate_limit_error", code="server_busy",
-                           headers={"Retry-After": str(max(1, math.ceil(self.call_seconds or 1)))})
+                           headers={"Retry-After": str(max(1, math.ceil(expected - QUEUE_TIME_SHARE * self.settings.timeout)))})
 
     def _record_call(self, took: float) -> None:
         """Time per call for admission: up at once to a slower call, down slowly (calls differ: chat with
@@ -192,8 +196,8 @@ class RecgenServing:
         self.context = ChatContext.from_catalog(recommender.catalog)
         self.counters = {"served": 0, "rejected_busy": 0, "rejected_queue_too_long": 0, "timed_out": 0, "failed": 0,
                          "reasons_missing": 0, "cancelled": 0}
-        self.fast = Lane("fast", FAST_WORKERS, self.settings, self.counters, lambda: FAST_WORKERS)
-        self.lm = Lane("lm", self.settings.max_concurrency, self.settings, self.counters, self._requests_per_batch,
+        self.fast = Lane("fast", FAST_WORKERS, self.settings, self.counters)
+        self.lm = Lane("lm", self.settings.max_concurrency, self.settings, self.counters, self._lm_queue_seconds,
                        on_done=self._lm_done)
         self._lm_ready = False
         self.started = time.time()
@@ -235,14 +239,18 @@ class RecgenServing:
     def _lm_done(self, _future) -> None:
         self._lm_ready = True
 
-    def _requests_per_batch(self) -> float:
+    def _lm_queue_seconds(self, in_flight: int) -> float | None:
+        """The LM lane's wait for one more request: the scheduler's prompts ahead (running, queued, and this
+        request's) at its recent time per prompt; the lane's requests share batches, so their times are not
+        added one after another. None until the scheduler has timed a batch."""
         scheduler = self._scheduler()
-        return scheduler.merged / scheduler.batches if scheduler is not None and scheduler.batches else 1.0
+        return None if scheduler is None else scheduler.expected_seconds(1)
 
     def health(self) -> dict:
         scheduler = self._scheduler()
         batching = None if scheduler is None else {"batches": scheduler.batches, "calls": scheduler.merged,
-                                                   "queued_prompts": scheduler.queued_prompts()}
+                                                   "queued_prompts": scheduler.queued_prompts(),
+                                                   "seconds_per_prompt": scheduler.seconds_per_prompt}
         return {"status": "ok", "model": self.settings.served_model_name, "lm": self.lm_name,
                 "adapter": self.recommender.config.lm.adapter, "items": len(self.recommender.catalog),
                 "dataset": getattr(self.dataset, "name", None), "in_flight": self.fast.in_flight + self.lm.in_flight,
