@@ -173,6 +173,12 @@ class LMSettings(_Settings):
                                        "(kv_cache_memory_bytes); default on CPU: 4 GiB or a quarter of the free "
                                        "memory at start, whichever is less")
     enforce_eager: bool = Field(False, description="vLLM: skip graph compilation (faster start, slower steps)")
+    batch_prompts: int = Field(64, ge=1, description="most prompts the LM scheduler merges into one backend call "
+                               "across concurrent requests (recgen.lm.scheduler); 64 = six 10-item reason lists "
+                               "(a larger call still runs whole, alone)")
+    batch_wait_ms: float = Field(0.0, ge=0, description="ms the LM scheduler waits for other requests' prompts "
+                                 "before starting a smaller batch; 0 = none (batches still form from calls queued "
+                                 "while the LM works, so single-user paths pay nothing)")
 
     @model_validator(mode="after")
     def _adapter_names(self):

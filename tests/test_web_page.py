@@ -79,6 +79,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Held:
+    """A recommender whose reasons start only while ``release`` is set (it is, unless a test clears it)."""
+
+    def __init__(self, inner):
+        self.inner, self.release = inner, threading.Event()
+        self.release.set()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def explain(self, *args, **kwargs):
+        self.release.wait(60)
+        return self.inner.explain(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def live_server(request):
     """uvicorn in a thread serving the tiny recommender (or the real one with RECGEN_WEB_TEST_REAL=1)."""
@@ -95,6 +110,7 @@ def live_server(request):
     else:
         dataset, recommender = request.getfixturevalue("dataset"), request.getfixturevalue("tiny_recommender")
         real = False
+    recommender = _Held(recommender)  # reasons pass straight through unless a test holds them back
     port = _free_port()
     settings = ServerSettings(timeout=900 if real else 120)  # the real LM on a shared CPU can be slow
     server = uvicorn.Server(uvicorn.Config(create_app(recommender, dataset, settings), host="127.0.0.1",
@@ -105,7 +121,7 @@ def live_server(request):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", dataset, real
+    yield f"http://127.0.0.1:{port}", dataset, real, recommender
     server.should_exit = True
     thread.join(10)
 
@@ -115,7 +131,7 @@ def test_chat_page_shows_ranked_items_with_reasons(browser, live_server):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, dataset, real = live_server
+    url, dataset, real, _ = live_server
     wait = WebDriverWait(browser, 900 if real else 60)
     browser.get(url + "/")
     wait.until(lambda d: "items" in d.find_element(By.ID, "status").text)
@@ -125,7 +141,8 @@ def test_chat_page_shows_ranked_items_with_reasons(browser, live_server):
         box = browser.find_element(By.ID, "message")
         box.send_keys(text)
         box.send_keys(Keys.ENTER)
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant")) >= replies
+        wait.until(lambda d: (len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant")) >= replies
+                              and not d.find_elements(By.CSS_SELECTOR, ".reason.writing"))
                    or d.find_elements(By.CSS_SELECTOR, ".msg.error"))
         assert not browser.find_elements(By.CSS_SELECTOR, ".msg.error"), \
             browser.find_element(By.CSS_SELECTOR, ".msg.error").text
@@ -156,6 +173,36 @@ def test_chat_page_shows_ranked_items_with_reasons(browser, live_server):
     assert screenshot.stat().st_size > 10_000
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not severe, severe
+
+
+def test_chat_page_shows_items_first_and_fills_in_the_reasons(browser, live_server):
+    """Issue 25: the items appear as soon as they are ranked (the reasons are held back here), each with a
+    placeholder, and the reasons replace the placeholders in the same list when written."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, dataset, real, recommender = live_server
+    wait = WebDriverWait(browser, 900 if real else 60)
+    browser.get(url + "/")
+    wait.until(lambda d: "items" in d.find_element(By.ID, "status").text)
+    recommender.release.clear()
+    try:
+        box = browser.find_element(By.ID, "message")
+        box.send_keys("a quiet film for a rainy day")
+        box.send_keys(Keys.ENTER)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant li.rec"))
+        items = browser.find_elements(By.CSS_SELECTOR, ".msg.assistant li.rec")
+        ids = [li.get_attribute("data-item-id") for li in items]
+        assert len(items) == 5
+        assert [w.text for w in browser.find_elements(By.CSS_SELECTOR, ".reason.writing")] == ["writing the reason…"] * 5
+    finally:
+        recommender.release.set()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".reason.writing"))
+    items = browser.find_elements(By.CSS_SELECTOR, ".msg.assistant li.rec")
+    assert [li.get_attribute("data-item-id") for li in items] == ids  # the same list, now with its reasons
+    assert all(li.find_element(By.CSS_SELECTOR, ".reason").text.strip() for li in items)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".msg.assistant")) == 1
 
 
 def test_page_keeps_the_api_key_for_the_session_only():

@@ -6,7 +6,7 @@ The reply is assembled here from catalog titles and checked reasons; free LM tex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from ..data.catalog import Catalog, Item
@@ -55,11 +55,24 @@ def checked_for_chat(recs: list[Recommendation], catalog: Catalog, liked: list[s
 
 @dataclass
 class ChatReply:
+    """One turn's reply; ``seeded``, ``liked``, ``history``, ``shown`` and ``who`` are what :func:`chat_reasons`
+    needs to write the reasons of a reply ranked without them."""
+
     text: str
     recommendations: list[Recommendation]
     state: ChatState
     notes: list[str]
     query: str | None
+    seeded: list[str] = field(default_factory=list)
+    liked: list[str] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)
+    shown: ChatState | None = None
+    who: str | None = None
+
+    @property
+    def popular(self) -> bool:
+        """Served from the popularity list (no history, no request): its reasons are fixed, not the LM's."""
+        return not self.seeded and self.query is None
 
 
 def render_reply(recs: list[Recommendation], state: ChatState, notes: list[str], who: str | None = None) -> str:
@@ -124,4 +137,20 @@ def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, his
             recs = checked_for_chat(recs, catalog, liked, history, query is not None,
                                     context.genre_words, recommender.config.prompt.history)
     shown = replace(state, constraints=constraints)  # the header lists what was really filtered
-    return ChatReply(render_reply(recs, shown, notes, who), recs, state, notes, query)
+    return ChatReply(render_reply(recs, shown, notes, who), recs, state, notes, query, seeded, liked, history, shown,
+                     who)
+
+
+def chat_reasons(recommender, context: ChatContext, reply: ChatReply, adapter: str | None = None) -> ChatReply:
+    """``reply`` (ranked with ``reasons=False``) with the reasons ``chat_turn`` would have written: the server
+    sends a turn's items as soon as they are ranked and its reasons when the LM has written them. Not for a
+    popularity reply (:attr:`ChatReply.popular`), whose reasons are fixed."""
+    recs = reply.recommendations
+    if not recs:
+        return reply
+    reasons = recommender.explain(reply.seeded, reply.query, [r.item_id for r in recs], adapter=adapter)
+    recs = [r.model_copy(update={"reason": text, "reason_source": source}) for r, (text, source) in zip(recs, reasons)]
+    recs = checked_for_chat(recs, recommender.catalog, reply.liked, reply.history, reply.query is not None,
+                            context.genre_words, recommender.config.prompt.history)
+    return replace(reply, text=render_reply(recs, reply.shown or reply.state, reply.notes, reply.who),
+                   recommendations=recs)

@@ -189,25 +189,33 @@ class TransformersBackend(ChatTokenizing):
 
     @torch.inference_mode()
     def _generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        """Greedy decoding for a batch whose prompts share a prefix (one user's reasons).
+        """Greedy decoding for a batch whose rows share prefixes (one user's reasons, or several users' reasons
+        merged by :class:`.scheduler.LMScheduler`).
 
-        The longest common token prefix is run once; its KV cache is repeated for the batch and only
-        each prompt's own suffix is prefilled. Suffixes are left-padded after the prefix, with explicit
-        position ids, so padding never shifts positions.
+        The rows fall into runs that share a prefix (:func:`_prefix_groups`: one run per user when that saves
+        the most prefill); each run's prefix is run once, in one left-padded batch of prefixes, and its KV cache
+        copied to the run's rows, so only each row's own suffix is prefilled. Suffixes are left-padded after
+        their prefix, with explicit position ids, so padding never shifts positions.
         """
         from transformers import DynamicCache
 
         rows = [self.encode(p) for p in prompts]
-        shared = _common_prefix_length(rows)
-        shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps at least one own token
+        groups = _prefix_groups(rows)
         batch = len(rows)
         cache = DynamicCache(config=self.model.config)
-        prefix_mask = torch.ones((batch, shared), dtype=torch.long, device=self.device)
-        if shared > 0:
-            prefix = torch.tensor([rows[0][:shared]], device=self.device)
-            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache.batch_repeat_interleave(batch)
-        suffix_ids, suffix_mask = self._left_pad([r[shared:] for r in rows])
+        heads = [rows[start][:shared] for start, _end, shared in groups]
+        prefix_ids, prefix_mask = self._left_pad(heads) if all(heads) else (None, None)
+        if prefix_ids is None:  # a row with nothing to share (a one-token prompt): no prefix pass at all
+            groups, prefix_mask = [(0, batch, 0)], torch.ones((batch, 0), dtype=torch.long, device=self.device)
+        else:
+            self.model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=self._positions(prefix_mask),
+                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+            owner = torch.tensor([g for g, (start, end, _) in enumerate(groups) for _ in range(start, end)],
+                                 device=self.device)
+            cache.batch_select_indices(owner)
+            prefix_mask = prefix_mask[owner]
+        shared = torch.tensor([[s] for start, end, s in groups for _ in range(start, end)], device=self.device)
+        suffix_ids, suffix_mask = self._left_pad([r[s:] for r, s in zip(rows, shared[:, 0].tolist())])
         mask = torch.cat([prefix_mask, suffix_mask], dim=1)
         positions = self._positions(suffix_mask, shared)
         logits = self.model(input_ids=suffix_ids, attention_mask=mask, position_ids=positions,
@@ -315,13 +323,43 @@ class _Constraint:
         return bool(self.rows[row, 0]) and self.allowed.sentence_done(row, written)
 
 
-def _common_prefix_length(rows: list[list[int]]) -> int:
-    first = rows[0]
-    length = min(len(r) for r in rows)
+def _common_prefix_length(a: list[int], b: list[int]) -> int:
+    length = min(len(a), len(b))
     for i in range(length):
-        if any(r[i] != first[i] for r in rows[1:]):
+        if a[i] != b[i]:
             return i
     return length
+
+
+def _prefix_groups(rows: list[list[int]]) -> list[tuple[int, int, int]]:
+    """Runs of consecutive rows ``(start, end, shared prefix length)`` that prefill the fewest tokens.
+
+    A run of ``n`` rows whose common prefix is ``p`` tokens saves ``(n - 1) * p`` tokens of prefill; the split
+    that saves the most is found exactly (O(rows²), rows ≤ a batch). One user's reasons share the long history
+    part, and several users' merged reasons share only the system prompt, so the best split is one run per
+    user, found from the tokens alone (the scheduler passes nothing but prompts). Every row keeps at least one
+    token of its own, so each row has logits to start from."""
+    n = len(rows)
+    adjacent = [_common_prefix_length(rows[i], rows[i + 1]) for i in range(n - 1)]
+    best = [0] * (n + 1)       # best[j]: most tokens saved over rows[:j]
+    cut = [0] * (n + 1)        # where the last run of that best split starts
+    for end in range(1, n + 1):
+        best[end], cut[end] = best[end - 1], end - 1  # the last row alone
+        shared = len(rows[end - 1]) - 1
+        for start in range(end - 2, -1, -1):   # extend the last run backwards
+            shared = min(shared, adjacent[start], len(rows[start]) - 1)
+            saved = best[start] + (end - start - 1) * shared
+            if saved > best[end]:
+                best[end], cut[end] = saved, start
+    runs, end = [], n
+    while end > 0:
+        start = cut[end]
+        shared = min(len(r) for r in rows[start:end]) - 1
+        for i in range(start, end - 1):
+            shared = min(shared, adjacent[i])
+        runs.append((start, end, shared))
+        end = start
+    return runs[::-1]
 
 
 def load_adapter(model, adapter: str, name: str = "default"):

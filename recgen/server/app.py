@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -33,8 +34,8 @@ from .protocol import (
     ChatCompletionResponse,
     ErrorResponse,
     ModelList,
-    RecommendationsRequest,
     RecommendationsResponse,
+    RecommendationsStreamRequest,
 )
 from .serving import APIError, RecgenServing, ServerSettings, error_body, error_status
 
@@ -221,19 +222,28 @@ def create_app(recommender, dataset=None, settings: ServerSettings | None = None
     async def models() -> ModelList:
         return serving.models()
 
+    sse = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
     @app.post("/v1/recommendations", response_model=RecommendationsResponse,
-              responses=_errors(400, 404, 429, 503, 504, *_ANY))
-    async def recommendations(request: RecommendationsRequest) -> RecommendationsResponse:
-        return await serving.recommendations(request)
+              responses={200: {"content": {"text/event-stream": {}}}, **_errors(400, 404, 429, 503, 504, *_ANY)})
+    async def recommendations(request: RecommendationsStreamRequest, http_request: Request):
+        if not request.stream:
+            return await serving.recommendations(request, http_request)
+        start = time.perf_counter()
+        inner = serving.recommend_request(request)
+        task, pending = serving.start_recommendations(inner)  # 4xx/429 happen here, before the stream starts
+        return StreamingResponse(serving.recommendations_stream(request, inner, task, pending, start, http_request),
+                                 media_type="text/event-stream", headers=sse)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
               responses={200: {"content": {"text/event-stream": {}}}, **_errors(400, 404, 429, 503, 504, *_ANY)})
-    async def chat_completions(request: ChatCompletionRequest):
-        if request.stream:
-            task = serving.submit_chat(request)  # 4xx/429 happen here, before the stream starts
-            return StreamingResponse(serving.chat_stream(request, task), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await serving.chat(request)
+    async def chat_completions(request: ChatCompletionRequest, http_request: Request):
+        if not request.stream:
+            return await serving.chat(request, http_request)
+        start = time.perf_counter()
+        task, pending = serving.start_chat(request)  # 4xx/429 happen here, before the stream starts
+        return StreamingResponse(serving.chat_stream(request, task, pending, start, http_request),
+                                 media_type="text/event-stream", headers=sse)
 
     app.include_router(items.router, responses=_errors(400, 429, 503, 504, *_ANY))
 

@@ -120,3 +120,31 @@ class RecommendationsResponse(BaseModel):
     mode: str
     seconds: float
     recommendations: list[Recommendation]
+    #: Reasons were asked for but the request's deadline (--timeout) passed before the LM wrote them: the
+    #: items are served as ranked, every ``reason`` left empty.
+    reasons_missing: bool = False
+
+
+class RecommendationsStreamRequest(RecommendationsRequest):
+    """``POST /v1/recommendations`` over HTTP: a batch line's request, and ``stream`` (server-sent events)."""
+
+    stream: bool = Field(False, description="server-sent events: the items as soon as they are ranked, then "
+                                            "their reasons as written (recommendations.done ends the stream)")
+
+
+class RecommendationReason(BaseModel):
+    """A streamed reason, for the item at ``rank`` of the items sent first."""
+
+    object: Literal["recommendation.reason"] = "recommendation.reason"
+    rank: int
+    item_id: str
+    reason: str | None
+    reason_source: str | None
+
+
+class RecommendationsDone(BaseModel):
+    """The last event of a streamed recommendation (before ``[DONE]``)."""
+
+    object: Literal["recommendations.done"] = "recommendations.done"
+    reasons_missing: bool
+    seconds: float

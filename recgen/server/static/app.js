@@ -51,10 +51,17 @@ function addUser(text) {
   scrollDown();
 }
 
-function renderAssistant(data) {
-  const box = el("div", "msg assistant");
+// Draws a reply into `box` (a new one when none is given): first with the ranked items alone while their
+// reasons are still being written (`pending`), then again, in the same place, with the reasons.
+function renderAssistant(data, box, pending) {
+  if (!box) {
+    box = el("div", "msg assistant");
+    log.appendChild(box);
+  }
+  box.replaceChildren();
   const extra = data.recgen || {};
   for (const note of extra.notes || []) box.appendChild(el("p", "note", note));
+  if (extra.reasons_missing) box.appendChild(el("p", "note", "The reasons were not ready in time; the items are shown without them."));
   const recs = data.recommendations || [];
   const filters = extra.filters || [];
   if (filters.length) {
@@ -74,6 +81,7 @@ function renderAssistant(data) {
       title.appendChild(el("span", "rec-id", "item " + r.item_id));
       body.appendChild(title);
       if (r.reason) body.appendChild(el("div", "reason", r.reason));
+      else if (pending) body.appendChild(el("div", "reason writing", "writing the reason…"));
       const meta = el("div", "meta", `score ${Number(r.score).toFixed(3)}`);
       if (r.reason_source) {
         meta.appendChild(document.createTextNode(" · reason: "));
@@ -88,8 +96,42 @@ function renderAssistant(data) {
     const text = (data.choices && data.choices[0] && data.choices[0].message.content) || "No items.";
     box.appendChild(el("div", "reason", text));
   }
-  log.appendChild(box);
   scrollDown();
+  return box;
+}
+
+// Reads the chat completion stream (server-sent events): the items arrive on a chunk of their own as soon as
+// they are ranked, the reply text and the items with their reasons on the last chunk.
+async function readStream(response, pending) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "", content = "", box = null, final = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const line = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+      const chunk = JSON.parse(line.slice(6));
+      if (chunk.error) throw new Error(chunk.error.message);
+      const choice = (chunk.choices || [])[0];
+      if (choice && choice.delta && choice.delta.content) content += choice.delta.content;
+      if (chunk.recommendations && !(choice && choice.finish_reason)) {
+        pending.remove();
+        box = renderAssistant({ recommendations: chunk.recommendations, recgen: chunk.recgen }, box, true);
+      } else if (choice && choice.finish_reason) {
+        final = { recommendations: chunk.recommendations, recgen: chunk.recgen,
+                  choices: [{ message: { content: content } }] };
+      }
+    }
+  }
+  if (!final) throw new Error("the reply ended early");
+  pending.remove();
+  renderAssistant(final, box, false);
+  return content;
 }
 
 function addError(message) {
@@ -110,21 +152,22 @@ async function send(text) {
     model: state.model,
     messages: state.messages,
     recgen: { k: Number($("k").value), mode: $("mode").value, reasons: true },
+    stream: true,
   };
   const user = $("user-id").value.trim();
   if (user) body.recgen.user_id = user;
   try {
     const response = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body) });
-    const data = await response.json().catch(() => ({}));
-    pending.remove();
     if (!response.ok) {
+      const data = await response.json().catch(() => ({}));
+      pending.remove();
       state.messages.pop();  // keep the conversation valid so the user can try again
       const message = (data.error && data.error.message) || `HTTP ${response.status}`;
       addError(`${response.status}: ${message}`);
       return;
     }
-    state.messages.push({ role: "assistant", content: data.choices[0].message.content });
-    renderAssistant(data);
+    const content = await readStream(response, pending);
+    state.messages.push({ role: "assistant", content: content });
   } catch (err) {
     pending.remove();
     state.messages.pop();
