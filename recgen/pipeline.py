@@ -32,6 +32,7 @@ from .ranking.fusion import (
     feature_names,
     request_feature_names,
 )
+from .ranking.fusion.item_features import groups_in, item_features
 from .ranking.ranker import Ranker
 from .reasons.reasoner import Reasoner
 from .retrieval import Retriever
@@ -130,7 +131,8 @@ class FittedState:
                             "hybrid retrieval order over the other sources is served — refit with `recgen fit`")
         ranker = request_ranker = None
         if has_ranker and not (wants_sasrec and sasrec is None):
-            ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None, lm_features))
+            groups = groups_in(meta.get("features") or [])  # item-representation groups the fit chose
+            ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None, lm_features, groups))
             if meta.get("request_ranker"):
                 request_ranker = FusionRanker.load(folder / _REQUEST_RANKER, request_feature_names(sasrec is not None))
         return self.with_second_stage(sources, ranker, depth, sasrec, meta.get("fit") or {}, fallback, request_ranker)
@@ -273,7 +275,9 @@ class Pipeline:
         if self._fusion is None:
             if self._sources is None:
                 self._sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
-            self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth)
+            items = item_features(self.catalog, self._sources.emb, groups_in(self.state.ranker.feature_names),
+                                  self.config.lm)  # the LM's item vectors: per-item cache, new items computed
+            self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth, items)
         return self._fusion
 
     @property

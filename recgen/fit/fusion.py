@@ -32,11 +32,16 @@ from ..paths import cache_dir
 from ..pipeline import FittedState, build_retriever
 from ..progress import active, task
 from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage, RequestStage, Sources, feature_names
+from ..ranking.fusion.item_features import ITEM_GROUPS, ItemFeatures, item_features
 from ..retrieval.cache import index_folder
 from .request_stage import RequestFit, fit_request_stage
 from .sasrec import SASRecFitter
 
 RECALL_AT = (20, 50, 100)
+#: Item-representation groups tried by default: the text vectors (free: the retriever's). The LM's own vectors
+#: (``lmrep``) are tried when asked for: one pass of the LM per item title, ~1 s per item on 2 loaded cores
+#: for SmolLM2-135M (hours for a 12k-item catalog here; minutes on a GPU), cached per item after that.
+DEFAULT_ITEM_GROUPS = ("textrep",)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class FusionFit:
     model_path: Path
     info: dict
     request: RequestFit | None = None
+    items: ItemFeatures = ItemFeatures()  # the item-representation groups the ranker was chosen with
 
     @property
     def leaves(self) -> int:
@@ -88,7 +94,7 @@ class FusionFitter:
     def __init__(self, config: RecgenConfig | dict | None = None, retriever=None, depths=(20, 50, 100),
                  leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
                  sasrec: bool = False, prefixes=(3, 10), batch: int = 256, requests: bool = False,
-                 request_users: int = 5000, **retrieval) -> None:
+                 request_users: int = 5000, item_features=DEFAULT_ITEM_GROUPS, **retrieval) -> None:
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
         self.config = base.updated("retrieval parameters", retrieval=retrieval)
         self.retriever = retriever
@@ -103,11 +109,18 @@ class FusionFitter:
         self.prefixes = sorted(int(k) for k in prefixes if int(k) > 0)
         #: the request stage (``requests=True``): a ranker for a request in words with a history
         self.fit_requests, self.request_users = bool(requests), int(request_users)
+        #: item-representation groups tried (each kept only if it raises the held-out NDCG@10): see item_groups
+        groups = [item_features] if isinstance(item_features, str) else list(item_features or ())
+        unknown = [g for g in groups if g not in ITEM_GROUPS]
+        if unknown:
+            raise ValueError(f"unknown item_features {unknown}; choose among {list(ITEM_GROUPS)}")
+        self.item_groups = tuple(g for g in ITEM_GROUPS if g in groups)
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
                 "holdout": self.holdout, "seed": self.seed, "max_rounds": self.max_rounds, "sasrec": self.use_sasrec,
-                "prefixes": self.prefixes,
+                "prefixes": self.prefixes, "item_features": list(self.item_groups),
+                **({"item_lm": self.config.lm.model or "default"} if "lmrep" in self.item_groups else {}),
                 "fitted_on": "signals: training sequences; ranker: validation targets (history = training items) and, "
                               "when chosen, earlier training targets with signals refitted on the cut sequences"}
 
@@ -115,7 +128,8 @@ class FusionFitter:
         """Where the chosen ranker is saved: keyed by the catalog, the users and the settings that shape it."""
         key = hashlib.sha256(json.dumps({"catalog": data.dataset.catalog.fingerprint(), "users": data.n_users,
                                          "params": {k: v for k, v in self.params().items() if k in
-                                                    ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "prefixes")}},
+                                                    ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "prefixes",
+                                                     "item_features", "item_lm")}},
                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
         return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
 
@@ -129,6 +143,11 @@ class FusionFitter:
         return build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
                                retriever=self.retriever, show_progress=active() is not None)
 
+    def item_features(self, sources: Sources, groups, log=None) -> ItemFeatures:
+        """The representation tables of ``groups``: the retriever's text vectors (``textrep``) and the LM's
+        pooled hidden states (``lmrep``, cached per item by :func:`lm_item_vectors`)."""
+        return item_features(sources.catalog, sources.emb, groups, self.config.lm, log)
+
     def sources(self, data: EvalData, log) -> Sources:
         retriever = self.retriever_for(data)
         model = SASRecFitter().fit(data, log=log).model if self.use_sasrec else None
@@ -139,7 +158,8 @@ class FusionFitter:
         sources = self.sources(data, log)
         sources_s = time.perf_counter() - started
         deepest = self.depths[-1]
-        builder = FeatureBuilder(sources, deepest)
+        items = self.item_features(sources, self.item_groups, log)
+        builder = FeatureBuilder(sources, deepest, items=items)
         rng = np.random.default_rng(self.seed)
         held = np.zeros(data.n_users, dtype=bool)
         held[rng.choice(data.n_users, size=max(1, int(round(self.holdout * data.n_users))), replace=False)] = True
@@ -167,7 +187,7 @@ class FusionFitter:
 
         # settings on held-out users: depth (validation groups only), then prefix groups, then leaves
         t0 = time.perf_counter()
-        names = builder.names
+        names = feature_names(sources.sasrec is not None)  # the base layout: its columns come first
         trials = [self._trial(train, valid, names, depth, self.leaves[0], 0, log) for depth in self.depths]
         select_s = time.perf_counter() - t0
         # extra groups from earlier targets of the training users, at the chosen depth; more shifts are only
@@ -180,7 +200,7 @@ class FusionFitter:
             if _best(trials).shifts != last:
                 break
             p0 = time.perf_counter()
-            prefix += self._prefix_groups(data, sources, held, _best(trials).depth, range(last + 1, shifts + 1))
+            prefix += self._prefix_groups(data, sources, held, _best(trials).depth, range(last + 1, shifts + 1), items)
             counts[shifts] = len(prefix)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
@@ -191,18 +211,36 @@ class FusionFitter:
             best = _best(trials)
             extra = prefix[:counts[best.shifts]] if best.shifts else []
             trials.append(self._trial(train + extra, valid, names, best.depth, leaves, best.shifts, log))
+        # item-representation groups, added one at a time at the chosen settings, each kept only if the
+        # held-out NDCG@10 rises (never decided by test)
+        base, chosen = _best(trials), []
+        extra = prefix[:counts[base.shifts]] if base.shifts else []
+        group_trials = [{"groups": [], "held_out_ndcg@10": round(base.score, 5)}]
+        for group in items.groups:
+            current = _best(trials)
+            groups = [*chosen, group]
+            trial = self._trial(train + extra, valid, feature_names(sources.sasrec is not None, False, groups),
+                                base.depth, base.leaves, base.shifts, log, all_names=builder.names)
+            group_trials.append({"groups": groups, "held_out_ndcg@10": round(trial.score, 5),
+                                 "kept": trial.score > current.score})
+            trials.append(trial)
+            if trial.score > current.score:
+                chosen = groups
         select_s += time.perf_counter() - t0 - prefix_s
         best = _best(trials)
+        items = items.subset(chosen)
         hybrid = np.asarray(target_ranks["hybrid"])[held]  # the hybrid retrieval's rank of each held-out target
         held_out = {"fusion": best.score, "hybrid": float(np.mean(ndcg_gains(hybrid))), "users": int(held.sum())}
         path = self.model_path(data)
         best.ranker.save(path)
-        ranker = FusionRanker.load(path, feature_names(sources.sasrec is not None))  # what the file holds
+        ranker = FusionRanker.load(path, feature_names(sources.sasrec is not None, False, items.groups))  # what the file holds
         info = {
             "chosen": {"depth": best.depth, "num_leaves": best.leaves, "prefix_shifts": best.shifts,
                        "held_out_ndcg@10": round(best.score, 5),
                        "hybrid_order_held_out_ndcg@10": round(held_out["hybrid"], 5)},
-            "selection": [t.as_json() for t in trials], "valid_recall": recall, "mean_pool_size": mean_pool,
+            "selection": [t.as_json() for t in trials], "valid_recall": recall,
+            "item_features": {"tried": list(self.item_groups), "chosen": list(items.groups), "trials": group_trials},
+            "mean_pool_size": mean_pool,
             "ranker": {**best.ranker.info, "file": str(path)}, "importance": best.ranker.importance(),
             "users": {"train": int((~held).sum()), "held_out": int(held.sum()), "train_groups_with_target": len(train),
                       "prefix_groups_with_target_by_shifts": counts},
@@ -218,16 +256,17 @@ class FusionFitter:
                                         users=self.request_users, batch=self.batch, max_rounds=self.max_rounds,
                                         threads=self.threads, log=log)
             info["request_stage"] = request.info
-        return FusionFit(sources, ranker, best.depth, FusionStage(sources, ranker, best.depth), held, held_out, path,
-                         info, request)
+        return FusionFit(sources, ranker, best.depth, FusionStage(sources, ranker, best.depth, items), held, held_out,
+                         path, info, request, items)
 
-    def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts) -> list:
+    def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts,
+                       items: ItemFeatures | None = None) -> list:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts``, training users only,
         every sequence-fitted signal refitted on all sequences cut at -k (so none has seen those targets)."""
         out = []
         for k in shifts:
             cut = [seq[:-k] for seq in data.train_sequences()]
-            builder = FeatureBuilder(sources.refit(cut), depth)
+            builder = FeatureBuilder(sources.refit(cut), depth, items=items)
             users = [p for p in range(data.n_users) if not held[p] and len(cut[p]) > 0]
             for positions, groups in self._groups(builder, users, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
                 for p, group in zip(positions, groups):
@@ -245,9 +284,11 @@ class FusionFitter:
                 yield batch, builder.build(histories(batch))
                 advance(len(batch))
 
-    def _trial(self, train, valid, names, depth: int, leaves: int, shifts: int, log) -> Trial:
-        """A ranker on pools cut to ``depth``, and its NDCG@10 over all held-out users."""
-        cut = lambda groups: [(X[pr <= depth], y[pr <= depth]) for X, y, pr in groups]
+    def _trial(self, train, valid, names, depth: int, leaves: int, shifts: int, log, all_names=None) -> Trial:
+        """A ranker on pools cut to ``depth`` and on the columns ``names`` (of the built layout ``all_names``;
+        default: its first ``len(names)``), and its NDCG@10 over all held-out users."""
+        cols = [list(all_names).index(n) for n in names] if all_names is not None else list(range(len(names)))
+        cut = lambda groups: [(X[pr <= depth][:, cols], y[pr <= depth]) for X, y, pr in groups]
         with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
                   total=self.max_rounds) as advance:
             ranker = FusionRanker.train(cut(train), cut(valid), names, num_leaves=leaves, max_rounds=self.max_rounds,

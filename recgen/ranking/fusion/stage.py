@@ -17,16 +17,22 @@ import numpy as np
 
 from .candidates import Sources
 from .features import LM_FEATURES, FeatureBuilder, Group
+from .item_features import ItemFeatures, groups_in
 from .model import FusionRanker
 
 
 class FusionStage:
     """Pool → features → LightGBM, batched."""
 
-    def __init__(self, sources: Sources, ranker: FusionRanker, depth: int):
+    def __init__(self, sources: Sources, ranker: FusionRanker, depth: int, items: ItemFeatures | None = None):
+        """``items``: the item-representation groups the ranker was fitted with (extra ones are dropped)."""
         self.sources, self.ranker, self.depth = sources, ranker, int(depth)
         self.use_lm = any(name in ranker.feature_names for name in LM_FEATURES)
-        self.builder = FeatureBuilder(sources, self.depth, use_lm=self.use_lm)
+        wanted = groups_in(ranker.feature_names)
+        items = (items or ItemFeatures()).subset(wanted)
+        if items.groups != wanted:
+            raise ValueError(f"the ranker needs the item representations {wanted}; given {items.groups}")
+        self.builder = FeatureBuilder(sources, self.depth, use_lm=self.use_lm, items=items)
         if self.builder.names != ranker.feature_names:  # FusionRanker.load checks files; this checks objects
             raise ValueError(f"the ranker's features {ranker.feature_names} are not this stage's {self.builder.names}")
 
