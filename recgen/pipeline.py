@@ -277,7 +277,8 @@ class Pipeline:
                 self._sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
             items = item_features(self.catalog, self._sources.emb, groups_in(self.state.ranker.feature_names),
                                   self.config.lm)  # the LM's item vectors: per-item cache, new items computed
-            self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth, items)
+            cold_pin = int((self.state.fit_info.get("cold_pin") or {}).get("chosen", 0))  # chosen by the fit
+            self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth, items, cold_pin)
         return self._fusion
 
     @property

@@ -73,6 +73,9 @@ def test_a_group_is_kept_only_when_the_held_out_users_say_so_and_a_stored_fit_se
     assert report["chosen"] == (["textrep"] if kept else [])
     assert fitted.ranker.feature_names == feature_names(False, False, report["chosen"])
     assert fitted.info["chosen"]["held_out_ndcg@10"] == max(t["held_out_ndcg@10"] for t in report["trials"])
+    pins = fitted.info["cold_pin"]
+    assert pins["chosen"] in (0, 10, 20) and pins["held_out_ndcg@10"][str(pins["chosen"])] >= pins["held_out_ndcg@10"]["0"]
+    assert fitted.stage.cold_pin == pins["chosen"]
     again, stored = fit_once(FusionFitter(retriever=_retriever(chain), depths=[10], leaves=[7], threads=1,
                                           item_features=["textrep"]), chain)
     assert stored["reused"] and again.items.groups == fitted.items.groups
@@ -112,3 +115,20 @@ def test_lm_item_vectors_are_the_real_lms_and_a_catalog_update_runs_only_new_ite
     # the batched, length-sorted pass gives each item the vector it gets alone
     alone = real(lm_vectors.LMSettings(), ["Nail polish remover"])
     np.testing.assert_allclose(second[4], alone[0], atol=2e-4)
+
+
+def test_cold_items_keep_their_text_rank_in_the_fused_order():
+    from recgen.ranking.fusion.cold_pin import pin_cold
+
+    score = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    text_rank = np.array([9, 8, 7, 2, 1, 30], dtype=np.float32)
+    cold = np.array([False, False, False, True, True, True])
+    order = lambda s: np.argsort(-s, kind="stable").tolist()
+    # rows 4 and 3 are cold and text puts them 1st and 2nd: they take those places, the rest keep the ranker's order
+    assert order(pin_cold(score, text_rank, cold, 10)) == [4, 3, 0, 1, 2, 5]
+    # beyond the pin depth (row 5: text rank 30) or with the pin off, the ranker's order stands
+    assert order(pin_cold(score, text_rank, cold, 1)) == [4, 0, 1, 2, 3, 5]
+    assert pin_cold(score, text_rank, cold, 0) is score
+    assert pin_cold(score, text_rank, np.zeros(6, dtype=bool), 10) is score
+    # a pinned rank past the end of a short list comes last, never lost
+    assert order(pin_cold(np.array([1.0, 2.0]), np.array([5, 1]), np.array([True, False]), 10)) == [1, 0]

@@ -32,6 +32,7 @@ from ..paths import cache_dir
 from ..pipeline import FittedState, build_retriever
 from ..progress import active, task
 from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage, RequestStage, Sources, feature_names
+from ..ranking.fusion.cold_pin import PIN_DEPTHS, pin_cold
 from ..ranking.fusion.item_features import ITEM_GROUPS, ItemFeatures, item_features
 from ..retrieval.cache import index_folder
 from .request_stage import RequestFit, fit_request_stage
@@ -226,9 +227,13 @@ class FusionFitter:
             trials.append(trial)
             if trial.score > current.score:
                 chosen = groups
-        select_s += time.perf_counter() - t0 - prefix_s
         best = _best(trials)
         items = items.subset(chosen)
+        pin_scores = self._cold_pins(best, valid, builder.names)
+        # the deepest pin that costs the held-out users nothing (cold targets are rare among them: this guards
+        # the warm users; what the pin buys on cold targets is measured by `recgen eval cold`)
+        cold_pin = max(d for d, score in pin_scores.items() if score >= pin_scores[0])
+        select_s += time.perf_counter() - t0 - prefix_s
         hybrid = np.asarray(target_ranks["hybrid"])[held]  # the hybrid retrieval's rank of each held-out target
         held_out = {"fusion": best.score, "hybrid": float(np.mean(ndcg_gains(hybrid))), "users": int(held.sum())}
         path = self.model_path(data)
@@ -240,6 +245,7 @@ class FusionFitter:
                        "hybrid_order_held_out_ndcg@10": round(held_out["hybrid"], 5)},
             "selection": [t.as_json() for t in trials], "valid_recall": recall,
             "item_features": {"tried": list(self.item_groups), "chosen": list(items.groups), "trials": group_trials},
+            "cold_pin": {"chosen": cold_pin, "held_out_ndcg@10": {str(d): round(v, 5) for d, v in pin_scores.items()}},
             "mean_pool_size": mean_pool,
             "ranker": {**best.ranker.info, "file": str(path)}, "importance": best.ranker.importance(),
             "users": {"train": int((~held).sum()), "held_out": int(held.sum()), "train_groups_with_target": len(train),
@@ -256,8 +262,21 @@ class FusionFitter:
                                         users=self.request_users, batch=self.batch, max_rounds=self.max_rounds,
                                         threads=self.threads, log=log)
             info["request_stage"] = request.info
-        return FusionFit(sources, ranker, best.depth, FusionStage(sources, ranker, best.depth, items), held, held_out,
-                         path, info, request, items)
+        stage = FusionStage(sources, ranker, best.depth, items, cold_pin)
+        return FusionFit(sources, ranker, best.depth, stage, held, held_out, path, info, request, items)
+
+    def _cold_pins(self, best: Trial, valid, all_names: list[str]) -> dict[int, float]:
+        """Held-out NDCG@10 of ``best``'s order with cold candidates pinned at their text rank, per pin depth."""
+        cols = [all_names.index(n) for n in best.ranker.feature_names]
+        text, pop = all_names.index("text_rank"), all_names.index("popularity_value")
+        groups = [(X[pr <= best.depth], y[pr <= best.depth]) for X, y, pr in valid]
+        scores = [best.ranker.predict(X[:, cols]) for X, _ in groups]
+        out = {}
+        for depth in PIN_DEPTHS:
+            ranks = [target_rank(pin_cold(s, X[:, text], X[:, pop] == 0, depth), y) if y.any() else 0
+                     for s, (X, y) in zip(scores, groups)]
+            out[depth] = float(np.mean(ndcg_gains(ranks)))
+        return out
 
     def _prefix_groups(self, data: EvalData, sources: Sources, held: np.ndarray, depth: int, shifts,
                        items: ItemFeatures | None = None) -> list:

@@ -149,5 +149,6 @@ def load_fit(fitter: FusionFitter, data: EvalData, folder: Path, key: str) -> Fu
     else:
         info.pop("request_stage", None)  # what a fit without the request stage reports
     depth = int(meta["depth"])
-    return FusionFit(sources, ranker, depth, FusionStage(sources, ranker, depth, items), held, meta["held_out"],
-                     fitter.model_path(data), info, request, items)
+    stage = FusionStage(sources, ranker, depth, items, int((info.get("cold_pin") or {}).get("chosen", 0)))
+    return FusionFit(sources, ranker, depth, stage, held, meta["held_out"], fitter.model_path(data), info, request,
+                     items)
