@@ -433,6 +433,8 @@ def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset
          fusion: Optional[List[str]] = typer.Option(None, "--fusion", help="items: add the fused ranker, fitted on "
                                                     "the cold view, with these item-representation groups "
                                                     "(comma-separated, 'none' = the base layout); repeatable"),
+         fusion_param: Optional[List[str]] = typer.Option(None, "--fusion-param", help="items: key=value for every "
+                                                          "--fusion system (repeatable), as `eval run -p`"),
          results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP + "; the file goes "
                                                     "to <root>/cold/<dataset>-cold-<protocol>.json"),
          as_json: bool = typer.Option(False, "--json")) -> None:
@@ -456,7 +458,8 @@ def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset
                    "hybrid": make_system("retrieval")}
         for groups in fusion or []:
             chosen = [] if groups == "none" else [g.strip() for g in groups.split(",") if g.strip()]
-            systems["fusion" + "".join(f"+{g}" for g in chosen)] = make_system("fusion", {"item_features": chosen})
+            systems["fusion" + "".join(f"+{g}" for g in chosen)] = make_system(
+                "fusion", {**_parse_params(fusion_param), "item_features": chosen})
         log = lambda message: console.print(f"[dim]{message}[/]")
         if protocol == "items":
             lm = make_system("lm", {"config": {"retrieval": {"collaborative_weight": 0}}}) if lm_users else None

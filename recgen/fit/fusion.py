@@ -95,7 +95,8 @@ class FusionFitter:
     def __init__(self, config: RecgenConfig | dict | None = None, retriever=None, depths=(20, 50, 100),
                  leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
                  sasrec: bool = False, prefixes=(3, 10), batch: int = 256, requests: bool = False,
-                 request_users: int = 5000, item_features=DEFAULT_ITEM_GROUPS, **retrieval) -> None:
+                 request_users: int = 5000, item_features=DEFAULT_ITEM_GROUPS, cold_pins=PIN_DEPTHS,
+                 **retrieval) -> None:
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
         self.config = base.updated("retrieval parameters", retrieval=retrieval)
         self.retriever = retriever
@@ -116,11 +117,15 @@ class FusionFitter:
         if unknown:
             raise ValueError(f"unknown item_features {unknown}; choose among {list(ITEM_GROUPS)}")
         self.item_groups = tuple(g for g in ITEM_GROUPS if g in groups)
+        #: cold-item pin depths tried (0 is always one: the ranker's own order); ``[0]`` turns the pin off
+        self.cold_pins = sorted({0, *(int(d) for d in cold_pins)})
+        if self.cold_pins[0] < 0:
+            raise ValueError("cold_pins must be depths >= 0")
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
                 "holdout": self.holdout, "seed": self.seed, "max_rounds": self.max_rounds, "sasrec": self.use_sasrec,
-                "prefixes": self.prefixes, "item_features": list(self.item_groups),
+                "prefixes": self.prefixes, "item_features": list(self.item_groups), "cold_pins": self.cold_pins,
                 **({"item_lm": self.config.lm.model or "default"} if "lmrep" in self.item_groups else {}),
                 "fitted_on": "signals: training sequences; ranker: validation targets (history = training items) and, "
                               "when chosen, earlier training targets with signals refitted on the cut sequences"}
@@ -130,7 +135,7 @@ class FusionFitter:
         key = hashlib.sha256(json.dumps({"catalog": data.dataset.catalog.fingerprint(), "users": data.n_users,
                                          "params": {k: v for k, v in self.params().items() if k in
                                                     ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "prefixes",
-                                                     "item_features", "item_lm")}},
+                                                     "item_features", "item_lm", "cold_pins")}},
                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
         return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
 
@@ -272,7 +277,7 @@ class FusionFitter:
         groups = [(X[pr <= best.depth], y[pr <= best.depth]) for X, y, pr in valid]
         scores = [best.ranker.predict(X[:, cols]) for X, _ in groups]
         out = {}
-        for depth in PIN_DEPTHS:
+        for depth in self.cold_pins:
             ranks = [target_rank(pin_cold(s, X[:, text], X[:, pop] == 0, depth), y) if y.any() else 0
                      for s, (X, y) in zip(scores, groups)]
             out[depth] = float(np.mean(ndcg_gains(ranks)))
