@@ -117,10 +117,10 @@ class FusionFitter:
         if unknown:
             raise ValueError(f"unknown item_features {unknown}; choose among {list(ITEM_GROUPS)}")
         self.item_groups = tuple(g for g in ITEM_GROUPS if g in groups)
-        #: cold-item pin depths tried (0 is always one: the ranker's own order); ``[0]`` turns the pin off
-        self.cold_pins = sorted({0, *(int(d) for d in cold_pins)})
-        if self.cold_pins[0] < 0:
-            raise ValueError("cold_pins must be depths >= 0")
+        #: cold-item pin depths tried (0 = the ranker's own order); ``[0]`` turns the pin off, ``[20]`` forces it
+        self.cold_pins = sorted({int(d) for d in cold_pins})
+        if not self.cold_pins or self.cold_pins[0] < 0:
+            raise ValueError("cold_pins must be one or more depths >= 0")
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
@@ -237,7 +237,7 @@ class FusionFitter:
         pin_scores = self._cold_pins(best, valid, builder.names)
         # the deepest pin that costs the held-out users nothing (cold targets are rare among them: this guards
         # the warm users; what the pin buys on cold targets is measured by `recgen eval cold`)
-        cold_pin = max(d for d, score in pin_scores.items() if score >= pin_scores[0])
+        cold_pin = max(d for d, score in pin_scores.items() if score >= pin_scores[min(pin_scores)])
         select_s += time.perf_counter() - t0 - prefix_s
         hybrid = np.asarray(target_ranks["hybrid"])[held]  # the hybrid retrieval's rank of each held-out target
         held_out = {"fusion": best.score, "hybrid": float(np.mean(ndcg_gains(hybrid))), "users": int(held.sum())}
