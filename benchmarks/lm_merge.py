@@ -4,7 +4,7 @@
 
 The real reason prompts of ``--users`` ml-100k users (10 items each, the fitted fused order) are written three
 ways, interleaved per repetition: each user alone (what a server did before), all users in one merged call
-with one shared prefix per user (:func:`recgen.lm.transformers_backend._prefix_groups`, what the scheduler now
+with one shared prefix per user (:func:`recgen.lm.transformers_backend.shared_prefix_runs`, what the scheduler now
 sends), and the same merged call with only the prefix common to all rows shared (what the merged call would
 cost without per-user groups). Reports seconds per list, prefilled tokens, and whether the texts are equal.
 """
@@ -60,11 +60,11 @@ def main() -> None:
 
     def one_group(rows):
         shared = min(min(len(r) for r in rows) - 1,
-                     min(tb._common_prefix_length(rows[0], r) for r in rows))
+                     min(tb.common_prefix_length(rows[0], r) for r in rows))
         return [(0, len(rows), shared)]
 
     rows = [inner.encode(p) for p in merged]
-    prefill = {"grouped": sum(s + sum(len(r) - s for r in rows[a:b]) for a, b, s in tb._prefix_groups(rows)),
+    prefill = {"grouped": sum(s + sum(len(r) - s for r in rows[a:b]) for a, b, s in tb.shared_prefix_runs(rows)),
                "one_prefix": sum(s + sum(len(r) - s for r in rows[a:b]) for a, b, s in one_group(rows)),
                "alone": sum(g[0][2] + sum(len(r) - g[0][2] for r in rs)
                             for rs in ([inner.encode(p) for p in prompts] for prompts in lists)
@@ -78,7 +78,7 @@ def main() -> None:
         start = time.perf_counter()
         texts["merged_grouped"] = inner.generate_text(merged, tokens)
         timings["merged_grouped"].append(time.perf_counter() - start)
-        with mock.patch.object(tb, "_prefix_groups", one_group):
+        with mock.patch.object(tb, "shared_prefix_runs", one_group):
             start = time.perf_counter()
             texts["merged_one_prefix"] = inner.generate_text(merged, tokens)
             timings["merged_one_prefix"].append(time.perf_counter() - start)

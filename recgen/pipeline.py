@@ -33,6 +33,7 @@ from .ranking.fusion import (
     feature_names,
     request_feature_names,
 )
+from .ranking.fusion.item_features import groups_in, item_features
 from .ranking.fusion.lm_stage import LMFusionStage, LMRerank
 from .ranking.ranker import Ranker
 from .reasons.reasoner import Reasoner
@@ -158,7 +159,8 @@ class FittedState:
                             "hybrid retrieval order over the other sources is served — refit with `recgen fit`")
         ranker = request_ranker = lm_stage = None
         if has_ranker and not (wants_sasrec and sasrec is None):
-            ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None))
+            groups = groups_in(meta.get("features") or [])  # item-representation groups the fit chose
+            ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None, False, groups))
             if meta.get("request_ranker"):
                 request_ranker = FusionRanker.load(folder / _REQUEST_RANKER, request_feature_names(sasrec is not None))
             if meta.get("lm_stage"):
@@ -335,12 +337,16 @@ class Pipeline:
         if self._fusion is None:
             if self._sources is None:
                 self._sources = Sources(self.catalog, self.retriever, stats=self.state.sources, sasrec=self.state.sasrec)
+            items = item_features(self.catalog, self._sources.emb, groups_in(self.state.ranker.feature_names),
+                                  self.config.lm)  # the LM's item vectors: per-item cache, new items computed
+            cold_pin = int((self.state.fit_info.get("cold_pin") or {}).get("chosen", 0))  # chosen by the fit
             stage = self.state.lm_stage
             if stage is None:
-                self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth)
+                self._fusion = FusionStage(self._sources, self.state.ranker, self.state.depth, items, cold_pin)
             else:
                 scorer = Ranker(self.catalog, self.lm_stage_backend, stage.prompt, RankingSettings())
-                self._fusion = LMFusionStage(self._sources, self.state.ranker, self.state.depth, stage.rerank, scorer)
+                self._fusion = LMFusionStage(self._sources, self.state.ranker, self.state.depth, stage.rerank, scorer,
+                                             items=items, cold_pin=cold_pin)
         return self._fusion
 
     @property

@@ -24,14 +24,14 @@ def _prompts(user: int) -> list[ChatPrompt]:
 
 def test_merged_users_keep_their_own_shared_prefix(tiny_backend):
     """Four users' merged reasons are prefilled as four prefixes (one per user), not one short common one."""
-    from recgen.lm.transformers_backend import _prefix_groups
+    from recgen.lm.transformers_backend import shared_prefix_runs
 
     rows = [tiny_backend.encode(p) for u in range(4) for p in _prompts(u)]
-    groups = _prefix_groups(rows)
+    groups = shared_prefix_runs(rows)
     assert [(start, end) for start, end, _ in groups] == [(0, 3), (3, 6), (6, 9), (9, 12)]
     common = min(len(os.path.commonprefix([rows[0], r])) for r in rows)
     assert all(shared > common + 20 for _, _, shared in groups)  # each user's history is shared, once
-    assert _prefix_groups([[1, 2, 3]]) == [(0, 1, 2)] and _prefix_groups([[5], [5]]) == [(0, 1, 0), (1, 2, 0)]
+    assert shared_prefix_runs([[1, 2, 3]]) == [(0, 1, 2)] and shared_prefix_runs([[5], [5]]) == [(0, 1, 0), (1, 2, 0)]
 
 
 def test_merged_calls_write_what_each_call_writes_alone(tiny_backend):

@@ -430,6 +430,11 @@ def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset
          users: int = typer.Option(300, help="users: new users held out of training"),
          lm_users: int = typer.Option(300, help="items: seeded sample of cold-target users the LM ranks (0 = no LM)"),
          seed: int = typer.Option(0, help="seed of the cold items / new users and of the samples"),
+         fusion: Optional[List[str]] = typer.Option(None, "--fusion", help="items: add the fused ranker, fitted on "
+                                                    "the cold view, with these item-representation groups "
+                                                    "(comma-separated, 'none' = the base layout); repeatable"),
+         fusion_param: Optional[List[str]] = typer.Option(None, "--fusion-param", help="items: key=value for every "
+                                                          "--fusion system (repeatable), as `eval run -p`"),
          results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=RESULTS_HELP + "; the file goes "
                                                     "to <root>/cold/<dataset>-cold-<protocol>.json"),
          as_json: bool = typer.Option(False, "--json")) -> None:
@@ -451,6 +456,10 @@ def cold(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset
         systems = {"popular": make_system("popular"), "itemknn": make_system("itemknn"),
                    "text": make_system("retrieval", {"collaborative_weight": 0}),
                    "hybrid": make_system("retrieval")}
+        for groups in fusion or []:
+            chosen = [] if groups == "none" else [g.strip() for g in groups.split(",") if g.strip()]
+            systems["fusion" + "".join(f"+{g}" for g in chosen)] = make_system(
+                "fusion", {**_parse_params(fusion_param), "item_features": chosen})
         log = lambda message: console.print(f"[dim]{message}[/]")
         if protocol == "items":
             lm = make_system("lm", {"config": {"retrieval": {"collaborative_weight": 0}}}) if lm_users else None

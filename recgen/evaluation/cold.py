@@ -164,6 +164,9 @@ def run_cold_items(data: EvalData, systems: dict[str, object], *, share: float =
         system.fit(cold.data, log=log)
         ranks[name] = ranks_of(system, cold.data, cold.positions, log)
         out["systems"][name] = summary_of(ranks[name], seed=seed)
+    if "text" in ranks:  # what the served and fused orders lose (or win) against text alone, on the same users
+        out["vs_text"] = {name: paired(r, ranks["text"], seed) for name, r in ranks.items()
+                          if name not in ("text", "popular", "itemknn")}
     if lm is not None:
         sample = sample_users(len(cold.positions), lm_users, seed)
         positions = cold.positions[sample]

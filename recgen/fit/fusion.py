@@ -38,7 +38,9 @@ from ..paths import cache_dir
 from ..pipeline import FittedState, build_retriever
 from ..progress import active, task
 from ..ranking.fusion import FeatureBuilder, FusionRanker, FusionStage, RequestStage, Sources, feature_names
+from ..ranking.fusion.cold_pin import PIN_DEPTHS, pin_cold
 from ..ranking.fusion.groups import GroupSet
+from ..ranking.fusion.item_features import ITEM_GROUPS, ItemFeatures, item_features
 from ..retrieval.cache import index_folder
 from .ranker_training import ranker_trainer
 from .request_stage import RequestFit, fit_request_stage
@@ -57,6 +59,10 @@ LEARNING_CURVE_RULE = (f"training users in a seeded order, {FIRST_SAMPLE} then d
 HELD_OUT_RSE, MIN_HELD_OUT = 0.02, 1000
 HELD_OUT_RULE = (f"held-out users in a seeded order until the hybrid order's NDCG@10 over them has a standard error "
                  f"<= {HELD_OUT_RSE:.0%} of its mean (at least {MIN_HELD_OUT}; at most the holdout share)")
+#: Item-representation groups tried by default: the text vectors (free: the retriever's). The LM's own vectors
+#: (``lmrep``) are tried when asked for: one pass of the LM per item title, ~1 s per item on 2 loaded cores
+#: for SmolLM2-135M (hours for a 12k-item catalog here; minutes on a GPU), cached per item after that.
+DEFAULT_ITEM_GROUPS = ("textrep",)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class FusionFit:
     model_path: Path
     info: dict
     request: RequestFit | None = None
+    items: ItemFeatures = ItemFeatures()  # the item-representation groups the ranker was chosen with
 
     @property
     def leaves(self) -> int:
@@ -109,7 +116,8 @@ class FusionFitter:
     def __init__(self, config: RecgenConfig | dict | None = None, retriever=None, depths=(20, 50, 100),
                  leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
                  sasrec: bool = False, prefixes=(3, 10), batch: int = 256, requests: bool = False,
-                 request_users: int = 5000, **retrieval) -> None:
+                 request_users: int = 5000, item_features=DEFAULT_ITEM_GROUPS, cold_pins=PIN_DEPTHS,
+                 **retrieval) -> None:
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
         self.config = base.updated("retrieval parameters", retrieval=retrieval)
         self.retriever = retriever
@@ -125,11 +133,22 @@ class FusionFitter:
         #: the request stage (``requests=True``): a ranker for a request in words with a history
         self.fit_requests, self.request_users = bool(requests), int(request_users)
         self.trainer = ranker_trainer(self.config.fit)  # this process, or the Dask cluster in fit.cluster
+        #: item-representation groups tried (each kept only if it raises the held-out NDCG@10): see item_groups
+        groups = [item_features] if isinstance(item_features, str) else list(item_features or ())
+        unknown = [g for g in groups if g not in ITEM_GROUPS]
+        if unknown:
+            raise ValueError(f"unknown item_features {unknown}; choose among {list(ITEM_GROUPS)}")
+        self.item_groups = tuple(g for g in ITEM_GROUPS if g in groups)
+        #: cold-item pin depths tried (0 = the ranker's own order); ``[0]`` turns the pin off, ``[20]`` forces it
+        self.cold_pins = sorted({int(d) for d in cold_pins})
+        if not self.cold_pins or self.cold_pins[0] < 0:
+            raise ValueError("cold_pins must be one or more depths >= 0")
 
     def params(self) -> dict:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
                 "holdout": self.holdout, "seed": self.seed, "max_rounds": self.max_rounds, "sasrec": self.use_sasrec,
-                "prefixes": self.prefixes,
+                "prefixes": self.prefixes, "item_features": list(self.item_groups), "cold_pins": self.cold_pins,
+                **({"item_lm": self.config.lm.model or "default"} if "lmrep" in self.item_groups else {}),
                 "fitted_on": "signals: training sequences; ranker: validation targets (history = training items) and, "
                               "when chosen, earlier training targets with signals refitted on the cut sequences"}
 
@@ -137,7 +156,8 @@ class FusionFitter:
         """Where the chosen ranker is saved: keyed by the catalog, the users and the settings that shape it."""
         key = hashlib.sha256(json.dumps({"catalog": data.dataset.catalog.fingerprint(), "users": data.n_users,
                                          "params": {k: v for k, v in self.params().items() if k in
-                                                    ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "prefixes")}},
+                                                    ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "prefixes",
+                                                     "item_features", "item_lm", "cold_pins")}},
                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
         return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
 
@@ -151,6 +171,11 @@ class FusionFitter:
         return build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
                                retriever=self.retriever, show_progress=active() is not None)
 
+    def item_features(self, sources: Sources, groups, log=None) -> ItemFeatures:
+        """The representation tables of ``groups``: the retriever's text vectors (``textrep``) and the LM's
+        pooled hidden states (``lmrep``, cached per item by :func:`lm_item_vectors`)."""
+        return item_features(sources.catalog, sources.emb, groups, self.config.lm, log)
+
     def sources(self, data: EvalData, log) -> Sources:
         retriever = self.retriever_for(data)
         model = SASRecFitter().fit(data, log=log).model if self.use_sasrec else None
@@ -161,16 +186,18 @@ class FusionFitter:
         sources = self.sources(data, log)
         sources_s = time.perf_counter() - started
         deepest = self.depths[-1]
-        builder = FeatureBuilder(sources, deepest)
-        names = builder.names
+        items = self.item_features(sources, self.item_groups, log)
+        builder = FeatureBuilder(sources, deepest, items=items)
+        all_names = builder.names  # the base layout's columns first, then the item groups'
+        names = feature_names(sources.sasrec is not None)  # the base layout: trials before the item groups
         rng = np.random.default_rng(self.seed)
         held = np.zeros(data.n_users, dtype=bool)
         held[rng.choice(data.n_users, size=max(1, int(round(self.holdout * data.n_users))), replace=False)] = True
         order = rng.permutation(data.n_users)  # the seeded order users are taken in (held-out and training)
-        valid, train = GroupSet(len(names)), GroupSet(len(names))  # each group's rows stored once, float32
+        valid, train = GroupSet(len(all_names)), GroupSet(len(all_names))  # each group's rows stored once, float32
         target_ranks = {s: [] for s in (*sources.pool_sources, "pool")}  # over the users whose groups were built
         histories = lambda ps: [data.history("valid", p) for p in ps]
-        cols = {s: names.index(f"{s}_rank") for s in sources.pool_sources}
+        cols = {s: all_names.index(f"{s}_rank") for s in sources.pool_sources}
 
         def add(into: GroupSet, positions, what: str, stop=lambda: False) -> int:
             """Validation-target groups of ``positions`` (in order) until ``stop()``; how many users were built."""
@@ -235,7 +262,8 @@ class FusionFitter:
             if _best(trials).shifts != last_shifts:
                 break
             p0 = time.perf_counter()
-            self._prefix_groups(data, sources, sampled, _best(trials).depth, range(last_shifts + 1, shifts + 1), train)
+            self._prefix_groups(data, sources, sampled, _best(trials).depth, range(last_shifts + 1, shifts + 1), train,
+                                items)
             counts[shifts] = len(train) - train.count(0)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
@@ -244,18 +272,39 @@ class FusionFitter:
         for leaves in self.leaves[1:]:
             best = _best(trials)
             trials.append(self._trial(train, valid, names, best.depth, leaves, best.shifts, log))
-        select_s += time.perf_counter() - t0 - prefix_s
+        # item-representation groups, added one at a time at the chosen settings, each kept only if the
+        # held-out NDCG@10 rises (never decided by test)
+        base, chosen = _best(trials), []
+        group_trials = [{"groups": [], "held_out_ndcg@10": round(base.score, 5)}]
+        for group in items.groups:
+            current = _best(trials)
+            groups = [*chosen, group]
+            trial = self._trial(train, valid, feature_names(sources.sasrec is not None, False, groups), base.depth,
+                                base.leaves, base.shifts, log, all_names=all_names)
+            group_trials.append({"groups": groups, "held_out_ndcg@10": round(trial.score, 5),
+                                 "kept": trial.score > current.score})
+            trials.append(trial)
+            if trial.score > current.score:
+                chosen = groups
         best = _best(trials)
+        items = items.subset(chosen)
+        pin_scores = self._cold_pins(best, valid, all_names)
+        # the deepest pin that costs the held-out users nothing (cold targets are rare among them: this guards
+        # the warm users; what the pin buys on cold targets is measured by `recgen eval cold`)
+        cold_pin = max(d for d, score in pin_scores.items() if score >= pin_scores[min(pin_scores)])
+        select_s += time.perf_counter() - t0 - prefix_s
         held_out = {"fusion": best.score, "hybrid": float(np.mean(ndcg_gains(hybrid_held))), "users": held_users}
         path = self.model_path(data)
         best.ranker.save(path)
-        ranker = FusionRanker.load(path, feature_names(sources.sasrec is not None))  # what the file holds
+        ranker = FusionRanker.load(path, feature_names(sources.sasrec is not None, False, items.groups))  # what the file holds
         info = {
             "chosen": {"depth": best.depth, "num_leaves": best.leaves, "prefix_shifts": best.shifts,
                        "held_out_ndcg@10": round(best.score, 5),
                        "hybrid_order_held_out_ndcg@10": round(held_out["hybrid"], 5)},
             "selection": [t.as_json() for t in trials], "valid_recall": recall, "mean_pool_size": mean_pool,
             "learning_curve": {"steps": curve, "rule": LEARNING_CURVE_RULE},
+            "item_features": {"tried": list(self.item_groups), "chosen": list(items.groups), "trials": group_trials},
+            "cold_pin": {"chosen": cold_pin, "held_out_ndcg@10": {str(d): round(v, 5) for d, v in pin_scores.items()}},
             "ranker": {**best.ranker.info, "file": str(path)}, "importance": best.ranker.importance(),
             "users": {"train": int((~held).sum()), "train_sampled": built, "held_out": int(held.sum()),
                       "held_out_scored": held_users, "held_out_rule": HELD_OUT_RULE,
@@ -274,16 +323,32 @@ class FusionFitter:
                                         users=self.request_users, batch=self.batch, max_rounds=self.max_rounds,
                                         threads=self.threads, log=log)
             info["request_stage"] = request.info
-        return FusionFit(sources, ranker, best.depth, FusionStage(sources, ranker, best.depth), held, held_out, path,
-                         info, request)
+        stage = FusionStage(sources, ranker, best.depth, items, cold_pin)
+        return FusionFit(sources, ranker, best.depth, stage, held, held_out, path, info, request, items)
 
-    def _prefix_groups(self, data: EvalData, sources: Sources, users, depth: int, shifts, into: GroupSet) -> None:
+    def _cold_pins(self, best: Trial, valid: GroupSet, all_names: list[str]) -> dict[int, float]:
+        """Held-out NDCG@10 of ``best``'s order with cold candidates pinned at their text rank, per pin depth (a
+        target outside the cut counts 0)."""
+        cols = [all_names.index(n) for n in best.ranker.feature_names]
+        text, pop = all_names.index("text_rank"), all_names.index("popularity_value")
+        ranks = {d: np.zeros(len(valid), dtype=np.int64) for d in self.cold_pins}
+        for part in valid.chunks(best.depth):
+            scores, offsets = best.ranker.predict(part.X[:, cols]), part.offsets
+            for n, g in enumerate(part.kept):
+                lo, hi = offsets[n], offsets[n + 1]
+                X, y = part.X[lo:hi], part.y[lo:hi]
+                for depth in self.cold_pins:
+                    ranks[depth][g] = target_rank(pin_cold(scores[lo:hi], X[:, text], X[:, pop] == 0, depth), y)
+        return {d: float(np.mean(ndcg_gains(r))) for d, r in ranks.items()}
+
+    def _prefix_groups(self, data: EvalData, sources: Sources, users, depth: int, shifts, into: GroupSet,
+                       items: ItemFeatures | None = None) -> None:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts`` (tagged k), for ``users``
         (training users), every sequence-fitted signal refitted on all sequences cut at -k (so none has seen
         those targets)."""
         for k in shifts:
             cut = [seq[:-k] for seq in data.train_sequences()]
-            builder = FeatureBuilder(sources.refit(cut), depth)
+            builder = FeatureBuilder(sources.refit(cut), depth, items=items)
             kept = [int(p) for p in users if len(cut[p]) > 0]
             for positions, groups in self._groups(builder, kept, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
                 into.add(groups, [g.label(int(data.train[p][-k])) for p, g in zip(positions, groups)], tag=k,
@@ -298,22 +363,26 @@ class FusionFitter:
                 yield batch, builder.build(histories(batch))
                 advance(len(batch))
 
-    def _trial(self, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int, shifts: int, log) -> Trial:
-        """A ranker on pools cut to ``depth`` (groups of prefix shifts <= ``shifts``), and its NDCG@10 over all
-        scored held-out users (a target outside the cut counts 0). Each cut is one stacked copy, freed once
-        LightGBM has binned it."""
+    def _trial(self, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int, shifts: int, log,
+               all_names=None) -> Trial:
+        """A ranker on pools cut to ``depth`` (groups of prefix shifts <= ``shifts``) and on the columns ``names``
+        (of the built layout ``all_names``; default: its first ``len(names)``), and its NDCG@10 over all scored
+        held-out users (a target outside the cut counts 0). Each cut is one stacked copy, freed once LightGBM has
+        binned it."""
+        cols = [list(all_names).index(n) for n in names] if all_names is not None else list(range(len(names)))
         with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
                   total=self.max_rounds) as advance:
-            ranker = self.trainer.train(train.cut(depth, shifts), valid.cut(depth), names, num_leaves=leaves,
-                                        max_rounds=self.max_rounds, threads=self.threads, seed=self.seed, log=log,
-                                        callbacks=[lambda env: advance()])
-        return Trial(depth, leaves, shifts, *_held_out_score(ranker, valid, depth), ranker=ranker)
+            ranker = self.trainer.train(train.cut(depth, shifts, cols=cols), valid.cut(depth, cols=cols), names,
+                                        num_leaves=leaves, max_rounds=self.max_rounds, threads=self.threads,
+                                        seed=self.seed, log=log, callbacks=[lambda env: advance()])
+        return Trial(depth, leaves, shifts, *_held_out_score(ranker, valid, depth, cols), ranker=ranker)
 
 
-def _held_out_score(ranker: FusionRanker, valid: GroupSet, depth: int) -> tuple[float, np.ndarray]:
-    """(mean NDCG@10, per-user gains in ``valid``'s order) of ``ranker`` on the held-out groups cut to ``depth``."""
+def _held_out_score(ranker: FusionRanker, valid: GroupSet, depth: int, cols=None) -> tuple[float, np.ndarray]:
+    """(mean NDCG@10, per-user gains in ``valid``'s order) of ``ranker`` on the held-out groups cut to ``depth``
+    (columns ``cols`` of the stored layout; default all)."""
     ranks = np.zeros(len(valid), dtype=np.int64)  # 0: target outside the cut (gain 0)
-    for part in valid.chunks(depth):
+    for part in valid.chunks(depth, cols=cols):
         scores, offsets = ranker.predict(part.X), part.offsets
         for n, g in enumerate(part.kept):
             lo, hi = offsets[n], offsets[n + 1]

@@ -213,7 +213,8 @@ class LMStage:
         """``fitted``'s fused stage with this LM stage on top (the fused stage itself when there is none)."""
         if self.rerank is None:
             return fitted.stage
-        return LMFusionStage(fitted.sources, fitted.ranker, fitted.depth, self.rerank, self.ranker, batch=self.batch)
+        return LMFusionStage(fitted.sources, fitted.ranker, fitted.depth, self.rerank, self.ranker, batch=self.batch,
+                             items=fitted.stage.items, cold_pin=fitted.stage.cold_pin)
 
     def served(self) -> LMStageState | None:
         """What ``recgen fit`` saves with the ranker: the model, the LM's identity (checked when a folder is

@@ -59,10 +59,19 @@ def code_digest() -> str:
 def fit_key(fitter: FusionFitter, data: EvalData) -> str:
     """Data + settings + code: equal keys mean the same fit."""
     params = {k: v for k, v in fitter.params().items() if k not in _NOT_KEYED}
-    wanted = {"data": data_fingerprint(data.dataset), "users": data.n_users, "params": params,
+    wanted = {"data": data_fingerprint(data.dataset), "users": data.n_users, "train": train_digest(data), "params": params,
               "threads": fitter.threads, "code": code_digest(),
               "split": "leave-one-out; signals on training parts, ranker on validation targets"}
     return hashlib.sha256(json.dumps(wanted, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def train_digest(data: EvalData) -> str:
+    """A digest of the training parts the fit sees: a view of the same dataset with other training sequences (the
+    cold-item protocol removes the released items from them) must never reuse a fit that saw those items."""
+    digest = hashlib.sha256()
+    for seq in data.train_sequences():
+        digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
+    return digest.hexdigest()[:16]
 
 
 def fit_folder(data: EvalData, key: str) -> Path:
@@ -126,7 +135,9 @@ def load_fit(fitter: FusionFitter, data: EvalData, folder: Path, key: str) -> Fu
         if problem:
             raise RecgenError(problem)
     sources = Sources(catalog, fitter.retriever_for(data), stats=SourceStats.load(folder, n_items), sasrec=sasrec)
-    ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None))
+    groups = (meta["info"].get("item_features") or {}).get("chosen", [])
+    items = fitter.item_features(sources, groups)  # the LM vectors come from their own per-item cache
+    ranker = FusionRanker.load(folder / _RANKER, feature_names(sasrec is not None, False, items.groups))
     with np.load(folder / _HELD, allow_pickle=False) as arrays:
         held = arrays["held"].astype(bool)
     info, request = dict(meta["info"]), None
@@ -138,5 +149,6 @@ def load_fit(fitter: FusionFitter, data: EvalData, folder: Path, key: str) -> Fu
     else:
         info.pop("request_stage", None)  # what a fit without the request stage reports
     depth = int(meta["depth"])
-    return FusionFit(sources, ranker, depth, FusionStage(sources, ranker, depth), held, meta["held_out"],
-                     fitter.model_path(data), info, request)
+    stage = FusionStage(sources, ranker, depth, items, int((info.get("cold_pin") or {}).get("chosen", 0)))
+    return FusionFit(sources, ranker, depth, stage, held, meta["held_out"], fitter.model_path(data), info, request,
+                     items)

@@ -192,7 +192,7 @@ class TransformersBackend(ChatTokenizing):
         """Greedy decoding for a batch whose rows share prefixes (one user's reasons, or several users' reasons
         merged by :class:`.scheduler.LMScheduler`).
 
-        The rows fall into runs that share a prefix (:func:`_prefix_groups`: one run per user when that saves
+        The rows fall into runs that share a prefix (:func:`shared_prefix_runs`: one run per user when that saves
         the most prefill); each run's prefix is run once, in one left-padded batch of prefixes, and its KV cache
         copied to the run's rows, so only each row's own suffix is prefilled. Suffixes are left-padded after
         their prefix, with explicit position ids, so padding never shifts positions.
@@ -200,7 +200,7 @@ class TransformersBackend(ChatTokenizing):
         from transformers import DynamicCache
 
         rows = [self.encode(p) for p in prompts]
-        groups = _prefix_groups(rows)
+        groups = shared_prefix_runs(rows)
         batch = len(rows)
         cache = DynamicCache(config=self.model.config)
         heads = [rows[start][:shared] for start, _end, shared in groups]
@@ -323,7 +323,7 @@ class _Constraint:
         return bool(self.rows[row, 0]) and self.allowed.sentence_done(row, written)
 
 
-def _common_prefix_length(a: list[int], b: list[int]) -> int:
+def common_prefix_length(a: list[int], b: list[int]) -> int:
     length = min(len(a), len(b))
     for i in range(length):
         if a[i] != b[i]:
@@ -331,7 +331,7 @@ def _common_prefix_length(a: list[int], b: list[int]) -> int:
     return length
 
 
-def _prefix_groups(rows: list[list[int]]) -> list[tuple[int, int, int]]:
+def shared_prefix_runs(rows: list[list[int]]) -> list[tuple[int, int, int]]:
     """Runs of consecutive rows ``(start, end, shared prefix length)`` that prefill the fewest tokens.
 
     A run of ``n`` rows whose common prefix is ``p`` tokens saves ``(n - 1) * p`` tokens of prefill; the split
@@ -340,7 +340,7 @@ def _prefix_groups(rows: list[list[int]]) -> list[tuple[int, int, int]]:
     user, found from the tokens alone (the scheduler passes nothing but prompts). Every row keeps at least one
     token of its own, so each row has logits to start from."""
     n = len(rows)
-    adjacent = [_common_prefix_length(rows[i], rows[i + 1]) for i in range(n - 1)]
+    adjacent = [common_prefix_length(rows[i], rows[i + 1]) for i in range(n - 1)]
     best = [0] * (n + 1)       # best[j]: most tokens saved over rows[:j]
     cut = [0] * (n + 1)        # where the last run of that best split starts
     for end in range(1, n + 1):

@@ -5,7 +5,9 @@ items; plus the pool rank, the share of the history's genres/categories the item
 length. The LM hook: pass ``lm`` (one ``{catalog row: label log-prob}`` dict per user, computed elsewhere)
 and the rows gain ``lm_logprob`` and ``lm_rank`` (its rank among the scored candidates); candidates the LM
 did not score are NaN, which LightGBM treats as missing. A ranker fitted with LM features therefore needs
-them at serving time: :class:`~.model.FusionRanker` checks the names.
+them at serving time: :class:`~.model.FusionRanker` checks the names. Item-representation groups
+(:mod:`.item_features`: the item's text / LM embedding against the last items, its catalog PCA coordinates)
+come after the base columns and before the LM hook's, when ``items`` is given.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from ...retrieval.collaborative import history_weights
 from .candidates import Pool, Sources
+from .item_features import ItemFeatures, group_names
 
 #: Signals whose value and rank become features (``sasrec`` only when the sources have a model).
 SIGNALS = ("hybrid", "text", "transition", "neighbours", "last_item", "popularity", "recent_popularity", "sasrec")
@@ -36,24 +39,26 @@ class Group:
         return (self.rows == target).astype(np.float32)
 
 
-def feature_names(sasrec: bool, use_lm: bool = False) -> list[str]:
+def feature_names(sasrec: bool, use_lm: bool = False, item_groups=()) -> list[str]:
     """The column names of a layout: what a saved ranker is checked against before any source is built."""
     signals = [s for s in SIGNALS if s != "sasrec" or sasrec]
     names = [f"{s}_{kind}" for s in signals for kind in ("value", "rank")]
     names += ["pool_rank", "genre_overlap", "history_length"]
+    names += [n for g in item_groups for n in group_names(g)]
     return names + (list(LM_FEATURES) if use_lm else [])
 
 
 class FeatureBuilder:
     """Turns histories into candidate groups with a fixed, named feature layout."""
 
-    def __init__(self, sources: Sources, depth: int, use_lm: bool = False):
+    def __init__(self, sources: Sources, depth: int, use_lm: bool = False, items: ItemFeatures | None = None):
         self.sources, self.depth, self.use_lm = sources, int(depth), bool(use_lm)
+        self.items = items or ItemFeatures()
         self.signals = tuple(s for s in SIGNALS if s != "sasrec" or sources.sasrec is not None)
 
     @property
     def names(self) -> list[str]:
-        return feature_names(self.sources.sasrec is not None, self.use_lm)
+        return feature_names(self.sources.sasrec is not None, self.use_lm, self.items.groups)
 
     def build(self, histories: list[np.ndarray], lm: list[dict[int, float] | None] | None = None) -> list[Group]:
         """One :class:`Group` per history; ``lm`` (aligned with ``histories``) is required iff ``use_lm``."""
@@ -75,6 +80,7 @@ class FeatureBuilder:
             overlap = self.sources.genres[pool.rows] @ profiles[r] if profiles.shape[1] else np.zeros(len(pool.rows))
             cols += [pool.pool_rank.astype(np.float32), np.asarray(overlap, dtype=np.float32).ravel(),
                      np.full(len(pool.rows), len(hist), dtype=np.float32)]
+            cols += self.items.columns(hist, pool.rows)
             if self.use_lm:
                 cols += list(lm_columns(pool, lm[r] or {}))
             X = np.stack(cols, axis=1).astype(np.float32) if len(pool.rows) else np.zeros((0, len(self.names)),

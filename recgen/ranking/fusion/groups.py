@@ -101,22 +101,25 @@ class GroupSet:
             rows = keep[row_group] & (c.pool_rank <= depth)
             yield rows, keep, np.bincount(row_group[rows], minlength=len(c.sizes))[keep]
 
-    def chunks(self, depth: int, shifts: int = 0) -> Iterator[Stacked]:
+    def chunks(self, depth: int, shifts: int = 0, cols: Sequence[int] | None = None) -> Iterator[Stacked]:
         """The cut of :meth:`cut` (positives only) one chunk at a time: scoring without a whole copy."""
         base = 0
         for c, (rows, keep, sizes) in zip(self._chunks, self._masks(depth, shifts, True)):
-            yield Stacked(c.X[rows], c.y[rows], sizes, base + np.flatnonzero(keep))
+            yield Stacked(_rows(c.X, rows, cols), c.y[rows], sizes, base + np.flatnonzero(keep))
             base += len(c.sizes)
 
-    def cut(self, depth: int, shifts: int = 0, positives_only: bool = True) -> Stacked:
+    def cut(self, depth: int, shifts: int = 0, positives_only: bool = True,
+            cols: Sequence[int] | None = None) -> Stacked:
         """The rows with pool rank <= ``depth`` of groups tagged <= ``shifts`` (and, with ``positives_only``,
-        whose target is within ``depth``), stacked once; ``kept`` numbers the groups in the order added."""
+        whose target is within ``depth``), on the columns ``cols`` (default all), stacked once; ``kept`` numbers
+        the groups in the order added."""
         masks = list(self._masks(depth, shifts, positives_only))
-        X = np.empty((sum(int(rows.sum()) for rows, _, _ in masks), self.n_features), dtype=np.float32)  # the copy
+        width = self.n_features if cols is None else len(cols)
+        X = np.empty((sum(int(rows.sum()) for rows, _, _ in masks), width), dtype=np.float32)  # the copy
         start, base, kept = 0, 0, []
         for c, (rows, keep, _) in zip(self._chunks, masks):
             n = int(rows.sum())
-            X[start:start + n] = c.X[rows] if n < len(rows) else c.X
+            X[start:start + n] = _rows(c.X, rows, cols)
             start += n
             kept.append(base + np.flatnonzero(keep))
             base += len(c.sizes)
@@ -124,3 +127,10 @@ class GroupSet:
             return Stacked(X, np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
         return Stacked(X, np.concatenate([c.y[rows] for c, (rows, _, _) in zip(self._chunks, masks)]),
                        np.concatenate([sizes for _, _, sizes in masks]), np.concatenate(kept))
+
+
+def _rows(X: np.ndarray, rows: np.ndarray, cols: Sequence[int] | None) -> np.ndarray:
+    """``X``'s rows where ``rows`` holds, on ``cols`` (all when None), in one indexing step (no view of all)."""
+    if cols is None:
+        return X[rows] if not rows.all() else X
+    return X[np.ix_(np.flatnonzero(rows), np.asarray(cols, dtype=np.intp))]

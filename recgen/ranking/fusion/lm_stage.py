@@ -79,8 +79,9 @@ class LMFusionStage(FusionStage):
     :meth:`order` and :meth:`score_all` serve and evaluate them. ``scorer``: a :class:`Ranker` over the LM the
     stage was fitted with and the prompt settings it was fitted with."""
 
-    def __init__(self, sources, ranker: FusionRanker, depth: int, lm: LMRerank, scorer: Ranker, batch: int = 8):
-        super().__init__(sources, ranker, depth)
+    def __init__(self, sources, ranker: FusionRanker, depth: int, lm: LMRerank, scorer: Ranker, batch: int = 8,
+                 items=None, cold_pin: int = 0):
+        super().__init__(sources, ranker, depth, items, cold_pin)
         self.lm, self.scorer, self.batch = lm, scorer, int(batch)
 
     def base_groups(self, histories: list[np.ndarray]) -> tuple[list[Group], list[np.ndarray]]:
@@ -93,4 +94,4 @@ class LMFusionStage(FusionStage):
 
     def base_score_all(self, histories: list[np.ndarray]) -> np.ndarray:
         """:meth:`score_all` of the fused order without the LM stage (what the stacked design re-orders the top of)."""
-        return FusionStage(self.sources, self.ranker, self.depth).score_all(histories)
+        return FusionStage(self.sources, self.ranker, self.depth, self.items, self.cold_pin).score_all(histories)

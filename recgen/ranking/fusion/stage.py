@@ -16,17 +16,26 @@ from __future__ import annotations
 import numpy as np
 
 from .candidates import Sources
+from .cold_pin import pin_cold
 from .features import LM_FEATURES, FeatureBuilder, Group
+from .item_features import ItemFeatures, groups_in
 from .model import FusionRanker
 
 
 class FusionStage:
     """Pool → features → LightGBM, batched."""
 
-    def __init__(self, sources: Sources, ranker: FusionRanker, depth: int):
-        self.sources, self.ranker, self.depth = sources, ranker, int(depth)
+    def __init__(self, sources: Sources, ranker: FusionRanker, depth: int, items: ItemFeatures | None = None,
+                 cold_pin: int = 0):
+        """``items``: the item-representation groups the ranker was fitted with (extra ones are dropped);
+        ``cold_pin``: cold candidates text ranks within this depth keep their text rank (:mod:`.cold_pin`)."""
+        self.sources, self.ranker, self.depth, self.cold_pin = sources, ranker, int(depth), int(cold_pin)
         self.use_lm = any(name in ranker.feature_names for name in LM_FEATURES)
-        self.builder = FeatureBuilder(sources, self.depth, use_lm=self.use_lm)
+        wanted = groups_in(ranker.feature_names)
+        items = self.items = (items or ItemFeatures()).subset(wanted)
+        if items.groups != wanted:
+            raise ValueError(f"the ranker needs the item representations {wanted}; given {items.groups}")
+        self.builder = FeatureBuilder(sources, self.depth, use_lm=self.use_lm, items=items)
         if self.builder.names != ranker.feature_names:  # FusionRanker.load checks files; this checks objects
             raise ValueError(f"the ranker's features {ranker.feature_names} are not this stage's {self.builder.names}")
 
@@ -38,7 +47,12 @@ class FusionStage:
         if not sum(sizes):
             return groups, [np.zeros(0) for _ in groups]
         scores = self.ranker.predict(np.concatenate([g.X for g in groups if len(g.rows)]))
-        return groups, np.split(scores, np.cumsum(sizes)[:-1])
+        scores = np.split(scores, np.cumsum(sizes)[:-1])
+        if self.cold_pin:
+            names = self.builder.names
+            text, pop = names.index("text_rank"), names.index("popularity_value")
+            scores = [pin_cold(s, g.X[:, text], g.X[:, pop] == 0, self.cold_pin) for g, s in zip(groups, scores)]
+        return groups, scores
 
     def order(self, histories: list[np.ndarray], n: int, exclude: list[set[int]] | None = None,
               lm: list[dict[int, float] | None] | None = None) -> list[list[tuple[int, float]]]:
