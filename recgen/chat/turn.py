@@ -60,6 +60,8 @@ class ChatReply:
     state: ChatState
     notes: list[str]
     query: str | None
+    #: the request's words no filter read and no item shown holds (also said in ``notes`` and the text)
+    unused_words: tuple[str, ...] = ()
 
 
 def render_reply(recs: list[Recommendation], state: ChatState, notes: list[str], who: str | None = None) -> str:
@@ -115,13 +117,17 @@ def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, his
                 break
     query = state.query(context.vocab, required, recommender.config.max_query_chars)
     recs: list[Recommendation] = []
+    unused: tuple[str, ...] = ()
     if available > 0:
         if not seeded and query is None and not recommender.popularity:
             notes.append("Tell me what you are looking for (a genre, a mood, a title you liked).")
         else:
-            recs = recommender.recommend(history=seeded, query=query, k=min(k, available), mode=mode,
-                                         reasons=reasons, exclude=sorted(blocked - set(seeded)), adapter=adapter)
-            recs = checked_for_chat(recs, catalog, liked, history, query is not None,
+            found = recommender.recommend(history=seeded, query=query, k=min(k, available), mode=mode,
+                                          reasons=reasons, exclude=sorted(blocked - set(seeded)), adapter=adapter)
+            unused = found.unused_words
+            if found.unused_note():
+                notes.append(found.unused_note())
+            recs = checked_for_chat(found, catalog, liked, history, query is not None,
                                     context.genre_words, recommender.config.prompt.history)
     shown = replace(state, constraints=constraints)  # the header lists what was really filtered
-    return ChatReply(render_reply(recs, shown, notes, who), recs, state, notes, query)
+    return ChatReply(render_reply(recs, shown, notes, who), recs, state, notes, query, unused)

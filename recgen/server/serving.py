@@ -222,7 +222,7 @@ class RecgenServing:
         self.counters["served"] += 1
         return RecommendationsResponse(model=self.settings.served_model_name, user=request.user,
                                        query=request.query, mode=request.mode, seconds=round(seconds, 3),
-                                       recommendations=recs)
+                                       recommendations=recs, unused_words=list(recs.unused_words))
 
     # -- chat ------------------------------------------------------------------------------------------
     def _validate_chat(self, request: ChatCompletionRequest) -> tuple[list[dict], list[str], list[str], str | None]:
@@ -281,6 +281,7 @@ class RecgenServing:
         return ChatCompletionResponse(
             model=request.model, choices=[ChatChoice(message=ChatResponseMessage(content=reply.text))],
             usage=Usage(), recommendations=reply.recommendations, recgen=self._extras(reply),
+            unused_words=list(reply.unused_words),
         )
 
     async def chat_stream(self, request: ChatCompletionRequest, task: asyncio.Task) -> AsyncIterator[str]:
@@ -312,7 +313,8 @@ class RecgenServing:
             text = line + ("\n" if number < len(lines) - 1 else "")
             yield event([ChunkChoice(delta=DeltaMessage(content=text))])
         yield event([ChunkChoice(delta=DeltaMessage(), finish_reason="stop")],
-                    recommendations=reply.recommendations, recgen=self._extras(reply))
+                    recommendations=reply.recommendations, recgen=self._extras(reply),
+                    unused_words=list(reply.unused_words))
         if (request.stream_options or {}).get("include_usage"):
             yield event([], usage=Usage())
         yield "data: [DONE]\n\n"
