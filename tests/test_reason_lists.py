@@ -84,13 +84,20 @@ def test_spread_gives_each_item_sentences_no_earlier_item_has():
 def test_likeness_only_on_evidence_a_person_accepts():
     games = [GAMES.get("g4"), GAMES.get("g5")]
     facts = select_facts(games[0], games[1:], None)  # nothing shared, no co-purchase: never "close"/"similar"
-    assert not alike(facts, co_liked=False)
+    assert not alike(facts)
     assert not any(LIKENESS.search(s) for s in reason_choices(facts, 60))
-    assert any(LIKENESS.search(s) for s in reason_choices(facts, 60, co_liked=True))  # two users had both
+    fans = reason_choices(facts, 60, co_liked=True)  # two users had both: said as such, never "close"
+    assert any(s.startswith(" Fans of") for s in fans) and not any(LIKENESS.search(s) for s in fans)
     aliens, alien = FILMS.get("1"), FILMS.get("2")  # share Sci-Fi only, Aliens is also Action and Thriller
-    assert not alike(select_facts(aliens, [alien], None), False)
+    assert not alike(select_facts(aliens, [alien], None))
     lost_world, jurassic = FILMS.get("7"), FILMS.get("8")  # the same genres: alike
-    assert alike(select_facts(lost_world, [jurassic], None), False)
+    assert alike(select_facts(lost_world, [jurassic], None))
+    drama = Catalog([Item("d", "A Drama (1957)", ("Drama",), 1957), Item("g", "Get Shorty (1995)",
+                                                                        ("Action", "Comedy", "Drama"), 1995)])
+    one = select_facts(drama.get("d"), [drama.get("g")], None)  # one shared genre covers the item: not enough
+    assert not alike(one) and not any(LIKENESS.search(s) for s in reason_choices(one, 60, co_liked=True))
+    asked = select_facts(drama.get("d"), [drama.get("g")], "a 50s drama")  # its only genre requested
+    assert not any(s.startswith((" A pick", " An pick")) for s in reason_choices(asked, 60))
 
 
 def test_reasons_name_what_of_the_request_the_item_meets():
