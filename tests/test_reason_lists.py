@@ -35,7 +35,7 @@ from test_reasons_grounded import FILMS, _eval_ok  # noqa: E402
 
 from recgen.config import RecgenConfig  # noqa: E402
 from recgen.evaluation.reason_metrics import distinct_n  # noqa: E402
-from recgen.reasons.asked import asked_of, with_request  # noqa: E402
+from recgen.reasons.asked import asked_of, with_request, without_asked  # noqa: E402
 from recgen.reasons.grammar import LIKENESS, alike, reason_choices  # noqa: E402
 from recgen.reasons.grounding import select_facts  # noqa: E402
 from recgen.reasons.reasoner import Reasoner  # noqa: E402
@@ -114,6 +114,11 @@ def test_reasons_name_what_of_the_request_the_item_meets():
     assert comedy.what() == "Comedy from 1996"
     forms = {with_request("Because you liked Alien (1979).", comedy, n) for n in range(4)}
     assert len(forms) == 4 and len({opening(f) for f in forms}) == 2
+    tail = with_request("Since you liked Alien (1979), try this one.", comedy, 0)
+    assert tail == "Comedy from 1996, as you asked; since you liked Alien (1979), try this one."
+    sentences = (" If you liked Heat, this is also Comedy.", " Because you liked Heat.")
+    assert without_asked(sentences, comedy) == (" Because you liked Heat.",)
+    assert without_asked(sentences[:1], comedy) == sentences[:1]  # nothing else to say: kept
 
 
 def test_served_reasons_with_a_request_say_the_request_and_stay_grounded(tiny_backend):
@@ -124,5 +129,6 @@ def test_served_reasons_with_a_request_say_the_request_and_stay_grounded(tiny_ba
     for item_id, (text, _) in zip(listed, out):
         item = MANY.get(item_id)
         assert "Action" in text and str(item.year) in text and "asked" in text, text
+        assert text.count("Action") == 1, text  # the request clause says it; the rest of the reason does not
         history = [MANY.get("4"), MANY.get("2")]
         assert _eval_ok(MANY, item, history, "a 90s action film", text) == ([], []), text

@@ -70,11 +70,13 @@ def asked_of(item: Item, query: str | None, constraints: RequestConstraints | No
             year = item.year
         terms = set(constraints.include_terms)
     item_terms = title_terms(item.title)
+    in_genres = {snowball_stem(w.lower()) for g in genres for w in TEXT_WORD.findall(g)}
     title_words = []
     for word in TEXT_WORD.findall(item.title):  # the written form of each request word in the title
         low = plural_stem(word.lower())
         if (low in terms or low in {plural_stem(w) for w in wanted_words(query)}) and low in item_terms \
-                and word.lower() not in {w.lower() for w in title_words}:
+                and word.lower() not in {w.lower() for w in title_words} \
+                and snowball_stem(word.lower()) not in in_genres:  # "Action, Action in its title" says it twice
             title_words.append(word)
     said = {snowball_stem(w.lower()) for text in (*genres, *title_words) for w in TEXT_WORD.findall(text)}
     own = item_fact_words(Item(item.item_id, "", item.genres, None, item.description))  # genres, description
@@ -116,6 +118,17 @@ def unused_words(query: str | None, constraints: RequestConstraints | None, item
     return tuple(out)
 
 
+def without_asked(sentences: Sequence[str] | None, asked: Asked) -> Sequence[str] | None:
+    """The sentences that do not repeat a fact the request clause will state ("If you liked Get Shorty, this is
+    also Drama; Drama from 1956, as you asked" says Drama twice), or all of them when each one would."""
+    if not sentences or not asked:
+        return sentences
+    facts = {snowball_stem(w.lower()) for text in (*asked.genres, *asked.title_words, *asked.other_words)
+             for w in TEXT_WORD.findall(text)}
+    kept = [s for s in sentences if not facts & {snowball_stem(w.lower()) for w in TEXT_WORD.findall(s)}]
+    return type(sentences)(kept) if kept else sentences
+
+
 def with_request(reason: str | None, asked: Asked, position: int) -> str:
     """``reason`` with the request clause joined in the form ``position`` picks; ``reason`` None or empty: the
     clause alone. Without request facts, ``reason`` unchanged."""
@@ -135,7 +148,7 @@ def _cap(text: str) -> str:
 
 #: Words a reason's sentence starts with that are no name: lower-cased when the sentence follows the clause.
 _OPENING_WORDS = frozenset("because recommended if like close similar much just a an another shares fans also "
-                           "picked suggested liked one its".split())
+                           "picked suggested liked one its since you".split())
 
 
 def _lower_start(text: str) -> str:
