@@ -19,6 +19,7 @@ import re
 from .grounding import PATTERNS, PromptFacts, fill_pattern, pattern_kind, prompt_values, unrequested
 
 #: Ways to say "close to the liked item" (generic words only: none claims anything checkable).
+#: Written only when :func:`alike` (the same genres, two or more).
 SIMILAR_LEADS = ("Close to {related}", "Similar to {related}", "Much like {related}", "Just like {related}",
                  "A close match for {related}")
 #: Endings of a sentence that names the liked item last.
@@ -48,9 +49,10 @@ LIKENESS = re.compile(r"\b(?:close|closer|closest|similar|match|much like|just l
 
 
 def alike(facts: PromptFacts) -> bool:
-    """Whether a reason may call the item and the related liked item close or similar: they share two or more
-    genres and those cover every genre of the item ("Close to Jurassic Park" of The Lost World: both Action,
-    Adventure, Sci-Fi and Thriller). Not one shared genre (a 1957 drama is not "close to" Get Shorty because both
+    """Whether a reason may call the item and the related liked item close or similar: they have the same
+    genres, two or more ("Close to Jurassic Park" of The Lost World: both Action, Adventure, Sci-Fi and
+    Thriller). Not when one has a genre the other lacks (French Kiss is not "just like" Grease, a musical), not
+    one shared genre (a 1957 drama is not "close to" Get Shorty because both
     are dramas; hand-graded partly true), not co-interaction alone (on ml-100k two users had both for nearly any
     two popular films: "Fans of <liked> also liked this one" says exactly that), not an embedding cosine above a
     catalog-wide percentile (title-only catalogs clear it without being alike: "A close match for Lord of the
@@ -58,7 +60,7 @@ def alike(facts: PromptFacts) -> bool:
     "Wireless"). A catalog without genres never calls two items alike."""
     if facts.related is None or not facts.shares_genres or len(facts.shared) < 2:
         return False
-    return set(facts.item.genres) <= set(facts.shared)
+    return set(facts.item.genres) == set(facts.related.genres) == set(facts.shared)
 
 
 def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False, weak: bool = False) -> list[str]:
