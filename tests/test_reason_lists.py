@@ -132,3 +132,14 @@ def test_served_reasons_with_a_request_say_the_request_and_stay_grounded(tiny_ba
         assert text.count("Action") == 1, text  # the request clause says it; the rest of the reason does not
         history = [MANY.get("4"), MANY.get("2")]
         assert _eval_ok(MANY, item, history, "a 90s action film", text) == ([], []), text
+
+
+def test_a_list_all_about_one_liked_item_still_never_repeats(tiny_backend):
+    """Title-only items that all come back to one liked item (no shared attribute, no co-interaction): each gets a
+    sentence no other item of the list got (with six such sentences, 2 of 16 Beauty lists repeated one)."""
+    shop = Catalog([Item("liked", "Dual Sided Back Scrubber"),
+                    *(Item(f"p{n}", f"Unrelated Product Number {n} Deluxe") for n in range(10))])
+    settings = RecgenConfig().prompt.model_copy(update={"reasons": "grammar"})
+    out = Reasoner(shop, tiny_backend, settings).explain(["liked"], None, [f"p{n}" for n in range(10)])
+    texts = [" ".join(t.lower().split()) for t, _ in out]
+    assert len(set(texts)) == 10 and all("back scrubber" in t for t in texts), texts

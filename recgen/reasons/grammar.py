@@ -36,9 +36,13 @@ ATTRIBUTES = ("{a_attributes} pick, close to {related}.", "{a_attributes} pick f
 #: When the liked item is the closest in the history but not close (no shared attribute, embedding cosine
 #: under the catalog's related threshold, no co-purchase): a sentence that names it without calling the two
 #: close or similar ("A close match for <soap bar>" of an eye shadow was the hand-graded failure).
+#: Ten of them, so a list of ten whose items all come back to one liked item never says one twice (with six,
+#: 2 of 16 Beauty lists did: eval/results/reasons/NOTES.md, session 30).
 WEAK = ("Because you liked {related}.", "Recommended because you liked {related}.",
         "Picked for you because you liked {related}.", "Suggested because you liked {related}.",
-        "Since you liked {related}, try this one.", "You liked {related}, so try this one.")
+        "Since you liked {related}, try this one.", "You liked {related}, so try this one.",
+        "A pick for you, since you liked {related}.", "Recommended for you since you liked {related}.",
+        "Suggested for you because you liked {related}.", "One more pick because you liked {related}.")
 #: Only when at least two other users had both items (the facts then hold that fans of one had the other); the
 #: fact-built patterns (:data:`.grounding.PATTERNS`, what the worked example shows) are choices too.
 CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {related}, which you liked.")
