@@ -97,7 +97,11 @@ def test_likeness_only_on_evidence_a_person_accepts():
     one = select_facts(drama.get("d"), [drama.get("g")], None)  # one shared genre covers the item: not enough
     assert not alike(one) and not any(LIKENESS.search(s) for s in reason_choices(one, 60, co_liked=True))
     asked = select_facts(drama.get("d"), [drama.get("g")], "a 50s drama")  # its only genre requested
-    assert not any(s.startswith((" A pick", " An pick")) for s in reason_choices(asked, 60))
+    assert not any(s.startswith((" A pick,", " A pick for fans")) for s in reason_choices(asked, 60))
+    crime = Catalog([Item("c", "Crime Story (1996)", ("Crime",), 1996), Item("a", "Action Story (1996)", ("Action",), 1996)])
+    apart = select_facts(crime.get("c"), [crime.get("a")], None)  # no shared genre: no "for fans of" without co-likes
+    assert not any("for fans of" in s for s in reason_choices(apart, 60))
+    assert any("for fans of" in s for s in reason_choices(apart, 60, co_liked=True))
 
 
 def test_reasons_name_what_of_the_request_the_item_meets():

@@ -88,7 +88,9 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
         if co_liked:
             patterns += CO_LIKED
         patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
-        if unrequested(values):  # all of them requested: "A pick, close to <liked>" names none
+        if unrequested(values) and ((facts.shares_genres and facts.shared) or co_liked):
+            # "A Crime pick for fans of <an action film>" rests on nothing when they share no genre and no two
+            # users had both (hand-graded partly true); all attributes requested: "A pick, close to X" names none
             patterns += ATTRIBUTES
         patterns += WEAK
         if not alike(facts):
