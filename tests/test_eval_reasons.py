@@ -328,3 +328,10 @@ def test_hand_grades_true_partly_false_are_counted_and_checked(tmp_path):
                                 "personal": True}) + "\n")
     with pytest.raises(Exception, match="not supported"):
         read_grades(path)
+
+
+def test_the_request_clause_is_a_finished_sentence():
+    from recgen.evaluation.reason_metrics import is_truncated
+
+    assert not is_truncated("Because you liked Heat, and Comedy from 1996, which you asked for.")
+    assert is_truncated("Because you liked Heat, and a pick for.")

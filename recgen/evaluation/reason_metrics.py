@@ -57,6 +57,10 @@ def repeated_ngrams(text: str, n: int = REPEAT_NGRAM, titles: Sequence[str] = ()
     return out
 
 
+#: Endings on a :data:`DANGLING` word that finish a sentence: the request clause's "which you asked for."
+COMPLETE_ENDINGS = (["asked", "for"],)
+
+
 def is_truncated(text: str) -> bool:
     """Empty, or not a finished sentence: no closing . ! ?, an ellipsis, or a last word that needs a
     continuation ("... with a")."""
@@ -67,6 +71,8 @@ def is_truncated(text: str) -> bool:
     if not words:
         return True
     last = stripped.rstrip(".!?\"')\u201d").rsplit(None, 1)[-1]
+    if words[-2:] in COMPLETE_ENDINGS:
+        return False
     return words[-1] in DANGLING and not re.search(r"\w-\w+$", last)  # "Leave-In." ends a title, not on "in"
 
 
