@@ -23,12 +23,13 @@ from .pipeline import FittedState, build_pipeline, fitted_folder, history_rows
 from .ranking.fusion import REQUEST_DEPTH
 from .ranking.fusion.request_stage import from_candidates
 from .ranking.ranker import Mode, Ranker, RankRequest
+from .reasons.asked import unused_words
 from .retrieval import Retriever
 from .retrieval.cache import index_folder
 from .retrieval.collaborative import ItemTransitions
 from .retrieval.growth import items_from_rows
 from .retrieval.retriever import Candidates
-from .types import RankedBy, Recommendation, RecommendRequest
+from .types import RankedBy, Recommendation, Recommendations, RecommendRequest
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,10 @@ class Recommender:
     # -- recommending -------------------------------------------------------------------------
     def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
                   mode: Mode = "score", reasons: bool = True, exclude: list[str] | None = None,
-                  user: str | None = None, adapter: str | None = None) -> list[Recommendation]:
-        """Up to ``k`` items, best first: never in ``history``/``exclude``, each once, each a catalog item.
+                  user: str | None = None, adapter: str | None = None) -> Recommendations:
+        """Up to ``k`` items, best first: never in ``history``/``exclude``, each once, each a catalog item; the
+        list's ``unused_words`` are the request's words nothing used (no filter read them, no item shown holds
+        them: :func:`recgen.reasons.asked.unused_words`).
         ``user`` (with a feedback loop, :meth:`use_feedback`) prepends the user's served history and excludes
         the items they rejected. ``adapter``: a named LoRA adapter of the LM (``lm.adapters``) for the ranking
         and the reasons (None = the default).
@@ -180,7 +183,7 @@ class Recommender:
                                       "exclude": exclude, "user": user, "adapter": adapter}])[0]
 
     def recommend_batch(self, requests: list[RecommendRequest | dict], *,
-                        return_exceptions: bool = False) -> list[list[Recommendation] | Exception]:
+                        return_exceptions: bool = False) -> list[Recommendations | Exception]:
         """Recommendations for many requests; LM ranking is batched across requests of the same mode.
 
         With ``return_exceptions=True`` a bad request yields its :class:`RecgenError` in its place and the
@@ -318,20 +321,31 @@ class Recommender:
 
     def _finish(self, request: RecommendRequest, history: list[str], order: list[tuple[str, float]],
                 popular: bool = False, labels: Candidates | None = None,
-                ranker: RankedBy | None = None) -> list[Recommendation]:
+                ranker: RankedBy | None = None) -> Recommendations:
         reasons: list[tuple[str, str]] | list[None] = [None] * len(order)
         if request.reasons and order:
             if popular:
                 reasons = [("One of the most popular items in the catalog.", "fallback")] * len(order)
             else:
                 reasons = self.explain(history, request.query, [i for i, _ in order], adapter=request.adapter)
-        return [
+        return Recommendations([
             Recommendation(item_id=item_id, title=self.catalog.get(item_id).title, rank=rank + 1, score=score,
                            ranker=ranker, reason=reason[0] if reason else None, reason_source=reason[1] if reason else None,
                            warning=labels.warning if labels is not None and (
                                item_id in labels.unmatched or not labels.unmatched) else None)
             for rank, ((item_id, score), reason) in enumerate(zip(order, reasons))
-        ]
+        ], unused_words=self.unused_words(request.query, [item_id for item_id, _ in order]))
+
+    def unused_words(self, query: str | None, item_ids: list[str]) -> tuple[str, ...]:
+        """The words of ``query`` that no filter read and none of ``item_ids`` (the items shown) holds."""
+        query = (query or "").strip() or None
+        if query is None:
+            return ()
+        try:
+            constraints = self.retriever.request_reader.read(query)
+        except RecgenError:
+            return ()  # contradictory: refused before anything was retrieved
+        return unused_words(query, constraints, [self.catalog.get(i) for i in item_ids])
 
     # -- feedback (recgen.feedback) ----------------------------------------------------------------
     def use_feedback(self, dataset: Dataset | Feedback, path: str | Path | None = None, *,

@@ -43,6 +43,24 @@ class Recommendation(BaseModel):
                                 "little) in the catalog matched it, so this is one of the closest items instead")
 
 
+class Recommendations(list):
+    """The items of one request, best first (a list of :class:`Recommendation`), and ``unused_words``: the
+    request's words that no filter read and no item shown holds (:func:`recgen.reasons.asked.unused_words`),
+    told to the user (API field, chat note, batch line, CLI note) instead of dropped silently."""
+
+    def __init__(self, items=(), unused_words: tuple[str, ...] | list[str] = ()):
+        super().__init__(items)
+        self.unused_words: tuple[str, ...] = tuple(unused_words)
+
+    def unused_note(self) -> str | None:
+        """``Not used: "heist", "twist" (...)``: the words for a person, or None when every word was used."""
+        if not self.unused_words:
+            return None
+        words = ", ".join(f"\u201c{w}\u201d" for w in self.unused_words)
+        return (f"Not used from your request: {words} (no filter reads {'it' if len(self.unused_words) == 1 else 'them'}"
+                " and no item shown mentions " + ("it" if len(self.unused_words) == 1 else "them") + ").")
+
+
 class RecommendRequest(BaseModel):
     """A request as the Python API takes it: a known user, a history, a query, or a mix."""
 

@@ -287,3 +287,51 @@ def test_claims_about_the_history_made_of_generic_words_are_unsupported():
     assert not verdict.unsupported and not verdict.grounded and not verdict.passes
     assert grade_reason("Shares Action with Star Trek: The Wrath of Khan (1982), which you liked.", facts,
                         history=history).grounded
+
+
+def test_request_facts_and_repeated_sentences_are_measured():
+    """With a request, a reason 'names the request's facts' when it states every fact the item meets; a list that
+    says one sentence twice is counted (the issue's "4 of 5 reasons read the same")."""
+    from recgen.evaluation.reason_metrics import states_asked
+    from recgen.reasons.asked import Asked
+
+    comedy = Asked(genres=("Comedy",), year=1996)
+    assert states_asked("Comedy from 1996, as you asked; because you liked Heat.", comedy)
+    assert not states_asked("Comedy, as you asked.", comedy)                   # the year it meets is not said
+    assert not states_asked("Because you liked Heat.", Asked())                # meets nothing: nothing to state
+    assert states_asked("Racing in its title, which you asked for.", Asked(title_words=("Racing",)))
+    verdict = {**_verdict(), "meets_request": True, "names_request_facts": True}
+    missed = {**_verdict(), "meets_request": True, "names_request_facts": False}
+    outside = {**_verdict(), "meets_request": False, "names_request_facts": False}
+    rows = [{"reasons_s": 1.0, "reasons": [_reason("model", verdict, "Same."), _reason("model", missed, "same")]},
+            {"reasons_s": 1.0, "reasons": [_reason("model", outside, "One."), _reason("model", verdict, "Two.")]}]
+    s = summarize(rows)
+    assert s["degenerate"]["lists_with_a_sentence_twice"] == 1 and s["degenerate"]["lists"] == 2
+    assert s["request"] == {"reasons": 4, "items_meeting_the_request": 0.75, "names_the_request_facts": 0.5,
+                            "names_the_request_facts_among_items_meeting_it": pytest.approx(0.6667, abs=1e-4)}
+    assert "request" not in summarize([{"reasons_s": 1.0, "reasons": [_reason("model", _verdict())]}])
+
+
+def test_hand_grades_true_partly_false_are_counted_and_checked(tmp_path):
+    from recgen.evaluation.reason_agreement import agreement, read_grades
+
+    rows = [{"user": "u1", "reasons": [{"rank": r, "source": "model", "served": {"text": "x", "verdict": _verdict()}}
+                                       for r in (1, 2)]}]
+    path = tmp_path / "grades.jsonl"
+    path.write_text(json.dumps({"id": "u1-1", "text": "served", "grade": "true", "supported": True, "personal": True})
+                    + "\n" + json.dumps({"id": "u1-2", "text": "served", "grade": "partly", "supported": False,
+                                         "personal": True}) + "\n")
+    result = agreement(read_grades(path), rows)
+    assert result["grades"] == {"true": 1, "partly": 1, "false": 0}
+    assert result["all"]["supported"]["confusion"]["hand no, auto yes"] == 1
+    path.write_text(json.dumps({"id": "u1-1", "text": "served", "grade": "false", "supported": True,
+                                "personal": True}) + "\n")
+    with pytest.raises(Exception, match="not supported"):
+        read_grades(path)
+
+
+def test_the_request_clause_is_a_finished_sentence():
+    from recgen.evaluation.reason_metrics import is_truncated
+
+    assert not is_truncated("Because you liked Heat, and Comedy from 1996, which you asked for.")
+    assert is_truncated("Because you liked Heat, and a pick for.")

@@ -35,7 +35,7 @@ from test_reasons_grounded import FILMS, _eval_ok  # noqa: E402
 
 from recgen.config import RecgenConfig  # noqa: E402
 from recgen.evaluation.reason_metrics import distinct_n  # noqa: E402
-from recgen.reasons.asked import asked_of, with_request  # noqa: E402
+from recgen.reasons.asked import asked_of, with_request, without_asked  # noqa: E402
 from recgen.reasons.grammar import LIKENESS, alike, reason_choices  # noqa: E402
 from recgen.reasons.grounding import select_facts  # noqa: E402
 from recgen.reasons.reasoner import Reasoner  # noqa: E402
@@ -84,13 +84,24 @@ def test_spread_gives_each_item_sentences_no_earlier_item_has():
 def test_likeness_only_on_evidence_a_person_accepts():
     games = [GAMES.get("g4"), GAMES.get("g5")]
     facts = select_facts(games[0], games[1:], None)  # nothing shared, no co-purchase: never "close"/"similar"
-    assert not alike(facts, co_liked=False)
+    assert not alike(facts)
     assert not any(LIKENESS.search(s) for s in reason_choices(facts, 60))
-    assert any(LIKENESS.search(s) for s in reason_choices(facts, 60, co_liked=True))  # two users had both
+    fans = reason_choices(facts, 60, co_liked=True)  # two users had both: said as such, never "close"
+    assert any(s.startswith(" Fans of") for s in fans) and not any(LIKENESS.search(s) for s in fans)
     aliens, alien = FILMS.get("1"), FILMS.get("2")  # share Sci-Fi only, Aliens is also Action and Thriller
-    assert not alike(select_facts(aliens, [alien], None), False)
+    assert not alike(select_facts(aliens, [alien], None))
     lost_world, jurassic = FILMS.get("7"), FILMS.get("8")  # the same genres: alike
-    assert alike(select_facts(lost_world, [jurassic], None), False)
+    assert alike(select_facts(lost_world, [jurassic], None))
+    drama = Catalog([Item("d", "A Drama (1957)", ("Drama",), 1957), Item("g", "Get Shorty (1995)",
+                                                                        ("Action", "Comedy", "Drama"), 1995)])
+    one = select_facts(drama.get("d"), [drama.get("g")], None)  # one shared genre covers the item: not enough
+    assert not alike(one) and not any(LIKENESS.search(s) for s in reason_choices(one, 60, co_liked=True))
+    asked = select_facts(drama.get("d"), [drama.get("g")], "a 50s drama")  # its only genre requested
+    assert not any(s.startswith((" A pick,", " A pick for fans")) for s in reason_choices(asked, 60))
+    crime = Catalog([Item("c", "Crime Story (1996)", ("Crime",), 1996), Item("a", "Action Story (1996)", ("Action",), 1996)])
+    apart = select_facts(crime.get("c"), [crime.get("a")], None)  # no shared genre: no "for fans of" without co-likes
+    assert not any("for fans of" in s for s in reason_choices(apart, 60))
+    assert any("for fans of" in s for s in reason_choices(apart, 60, co_liked=True))
 
 
 def test_reasons_name_what_of_the_request_the_item_meets():
@@ -107,6 +118,11 @@ def test_reasons_name_what_of_the_request_the_item_meets():
     assert comedy.what() == "Comedy from 1996"
     forms = {with_request("Because you liked Alien (1979).", comedy, n) for n in range(4)}
     assert len(forms) == 4 and len({opening(f) for f in forms}) == 2
+    tail = with_request("Since you liked Alien (1979), try this one.", comedy, 0)
+    assert tail == "Comedy from 1996, as you asked; since you liked Alien (1979), try this one."
+    sentences = (" If you liked Heat, this is also Comedy.", " Because you liked Heat.")
+    assert without_asked(sentences, comedy) == (" Because you liked Heat.",)
+    assert without_asked(sentences[:1], comedy) == sentences[:1]  # nothing else to say: kept
 
 
 def test_served_reasons_with_a_request_say_the_request_and_stay_grounded(tiny_backend):
@@ -117,5 +133,17 @@ def test_served_reasons_with_a_request_say_the_request_and_stay_grounded(tiny_ba
     for item_id, (text, _) in zip(listed, out):
         item = MANY.get(item_id)
         assert "Action" in text and str(item.year) in text and "asked" in text, text
+        assert text.count("Action") == 1, text  # the request clause says it; the rest of the reason does not
         history = [MANY.get("4"), MANY.get("2")]
         assert _eval_ok(MANY, item, history, "a 90s action film", text) == ([], []), text
+
+
+def test_a_list_all_about_one_liked_item_still_never_repeats(tiny_backend):
+    """Title-only items that all come back to one liked item (no shared attribute, no co-interaction): each gets a
+    sentence no other item of the list got (with six such sentences, 2 of 16 Beauty lists repeated one)."""
+    shop = Catalog([Item("liked", "Dual Sided Back Scrubber"),
+                    *(Item(f"p{n}", f"Unrelated Product Number {n} Deluxe") for n in range(10))])
+    settings = RecgenConfig().prompt.model_copy(update={"reasons": "grammar"})
+    out = Reasoner(shop, tiny_backend, settings).explain(["liked"], None, [f"p{n}" for n in range(10)])
+    texts = [" ".join(t.lower().split()) for t, _ in out]
+    assert len(set(texts)) == 10 and all("back scrubber" in t for t in texts), texts

@@ -3,9 +3,12 @@ facts beside each: the item, the history item the reason names, their genres, em
 two other users had both.
 
     python eval/scripts/reasons_hand_sample.py amazon-beauty grammar-u200-s0 --n 50
+    python eval/scripts/reasons_hand_sample.py ml-100k v2-u200-s0 v2-requests-u200-s0 --n 50
 
-Sample: ``random.Random(seed).sample`` of ``n`` (user, rank) pairs from the run's per-user rows. Writes
-``<cache>/reasons/<dataset>/<run>.hand-sample.md`` (it quotes titles: never committed).
+Sample: ``random.Random(seed).sample`` of ``n`` (user, rank) pairs from the runs' per-user rows (with several
+runs, ``n`` split evenly between them, so reasons for requests are in it). Writes
+``<cache>/reasons/<dataset>/<runs>.hand-sample.md`` (it quotes titles: never committed); each entry shows the
+request, the item's facts, the history item the reason names and whether the reason claims likeness.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from recgen.data import load_dataset
 from recgen.evaluation.protocol import EvalData
 from recgen.evaluation.reasons import default_audit_dir
 from recgen.reasons.facts import names_title, similarity_threshold
+from recgen.reasons.grammar import LIKENESS
 from recgen.reasons.reasoner import co_liked_of
 from recgen.recommender import Recommender
 from recgen.retrieval.cache import index_folder
@@ -27,13 +31,16 @@ from recgen.retrieval.cache import index_folder
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("dataset")
-    parser.add_argument("run")
+    parser.add_argument("runs", nargs="+")
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     folder = default_audit_dir() / args.dataset
-    rows = [json.loads(line) for line in (folder / f"{args.run}.rows.jsonl").read_text().splitlines()]
-    rows = sorted((r for r in rows if not r.get("header")), key=lambda r: r["position"])
+    runs = {}
+    for run in args.runs:
+        lines = (folder / f"{run}.rows.jsonl").read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        runs[run] = sorted((r for r in rows if not r.get("header")), key=lambda r: r["position"])
     cfg = RecgenConfig()
     data = EvalData.from_dataset(load_dataset(args.dataset))
     catalog = data.dataset.catalog
@@ -42,21 +49,30 @@ def main() -> None:
     emb = rec.retriever.item_embeddings
     threshold = similarity_threshold(emb, seed=0)
     co_liked = co_liked_of(catalog, rec.retriever.transitions)
-    pairs = [(r, x) for r in rows for x in r["reasons"]]
-    out = [f"# Hand-grading sample of {args.run} ({args.dataset}): {args.n} served reasons, seed {args.seed}\n",
+    name = "+".join(args.runs)
+    out = [f"# Hand-grading sample of {name} ({args.dataset}): {args.n} served reasons, seed {args.seed}\n",
            f"related threshold (cosine) {threshold:.3f}\n"]
-    for row, reason in random.Random(args.seed).sample(pairs, min(args.n, len(pairs))):
+    picked = []
+    for n, (run, rows) in enumerate(runs.items()):
+        pairs = [(run, r, x) for r in rows for x in r["reasons"]]
+        share = args.n // len(runs) + (1 if n < args.n % len(runs) else 0)
+        picked += random.Random(args.seed).sample(pairs, min(share, len(pairs)))
+    for run, row, reason in picked:
         item = catalog.get(reason["item_id"])
         history = [catalog.get(i) for i in row["history"]]
-        out.append(f"## {row['user']}-{reason['rank']} [{reason['source']}]\n\n> {reason['served_text']}\n")
-        out.append(f"- item: {item.title} {list(item.genres)}")
+        likeness = bool(LIKENESS.search(reason["served_text"]))
+        out.append(f"## {row['user']}-{reason['rank']} [{run}, {reason['source']}{', LIKENESS' if likeness else ''}]"
+                   f"\n\n> {reason['served_text']}\n")
+        if row.get("query"):
+            out.append(f"- request: {row['query']}")
+        out.append(f"- item: {item.title} {list(item.genres)} {item.year or ''} {item.description[:150]}")
         for past in history:
             if names_title(reason["served_text"], past.title):
                 cos = float(emb[catalog.index_of(item.item_id)] @ emb[catalog.index_of(past.item_id)])
                 out.append(f"- names: {past.title} {list(past.genres)}; cosine {cos:.3f}; "
                            f"two others had both: {co_liked(item, past)}")
         out.append("")
-    path = folder / f"{args.run}.hand-sample.md"
+    path = folder / f"{name}.hand-sample.md"
     path.write_text("\n".join(out), encoding="utf-8")
     print(path)
 

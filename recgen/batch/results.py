@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..errors import DataError
-from ..types import Recommendation
+from ..types import Recommendation, Recommendations
 from .requests import CHAT_URL, BatchRequest
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ def _error_code(exc: BaseException) -> str:
 
 
 def _chat_body(recs: list[Recommendation], body: dict) -> dict:
-    lines = [f"{r.rank}. {r.title}" + (f" - {r.reason}" if r.reason else "") for r in recs]
+    note = recs.unused_note() if isinstance(recs, Recommendations) else None
+    lines = [note] if note else []
+    lines += [f"{r.rank}. {r.title}" + (f" - {r.reason}" if r.reason else "") for r in recs]
     return {**body, "object": "chat.completion", "model": "recgen",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "\n".join(lines)},
                          "finish_reason": "stop"}]}
@@ -44,14 +46,16 @@ def output_line(request: BatchRequest, recommendations: list[Recommendation] | N
                 error: BaseException | None = None, status_code: int | None = None) -> str:
     """One result line (no newline) in the OpenAI batch output shape.
 
-    Success: ``response.status_code`` 200, ``response.body.recommendations``, ``error`` null.
+    Success: ``response.status_code`` 200, ``response.body.recommendations`` and ``.unused_words`` (the
+    request's words nothing used: :class:`~recgen.types.Recommendations`), ``error`` null.
     Failure: ``response.status_code`` 400 (a request recgen cannot serve) or 500 (a bug), the same
     ``{"code", "message"}`` in ``response.body.error`` and in ``error``."""
     line_id, request_id = _ids(request.custom_id)
     req = request.request
     if error is None:
         body = {"object": "recgen.recommendations", "user": req.user, "query": req.query, "k": req.k,
-                "mode": req.mode, "recommendations": [r.model_dump() for r in recommendations or []]}
+                "mode": req.mode, "recommendations": [r.model_dump() for r in recommendations or []],
+                "unused_words": list(recommendations.unused_words) if isinstance(recommendations, Recommendations) else []}
         if request.url == CHAT_URL:
             body = _chat_body(recommendations or [], body)
         record = {"id": line_id, "custom_id": request.custom_id,

@@ -68,6 +68,8 @@ class ChatReply:
     history: list[str] = field(default_factory=list)
     shown: ChatState | None = None
     who: str | None = None
+    #: the request's words no filter read and no item shown holds (also said in ``notes`` and the text)
+    unused_words: tuple[str, ...] = ()
 
     @property
     def popular(self) -> bool:
@@ -128,17 +130,21 @@ def chat_turn(recommender, context: ChatContext, messages: Iterable[Any], *, his
                 break
     query = state.query(context.vocab, required, recommender.config.max_query_chars)
     recs: list[Recommendation] = []
+    unused: tuple[str, ...] = ()
     if available > 0:
         if not seeded and query is None and not recommender.popularity:
             notes.append("Tell me what you are looking for (a genre, a mood, a title you liked).")
         else:
-            recs = recommender.recommend(history=seeded, query=query, k=min(k, available), mode=mode,
-                                         reasons=reasons, exclude=sorted(blocked - set(seeded)), adapter=adapter)
-            recs = checked_for_chat(recs, catalog, liked, history, query is not None,
+            found = recommender.recommend(history=seeded, query=query, k=min(k, available), mode=mode,
+                                          reasons=reasons, exclude=sorted(blocked - set(seeded)), adapter=adapter)
+            unused = found.unused_words
+            if found.unused_note():
+                notes.append(found.unused_note())
+            recs = checked_for_chat(found, catalog, liked, history, query is not None,
                                     context.genre_words, recommender.config.prompt.history)
     shown = replace(state, constraints=constraints)  # the header lists what was really filtered
     return ChatReply(render_reply(recs, shown, notes, who), recs, state, notes, query, seeded, liked, history, shown,
-                     who)
+                     who, unused)
 
 
 def chat_reasons(recommender, context: ChatContext, reply: ChatReply, adapter: str | None = None) -> ChatReply:

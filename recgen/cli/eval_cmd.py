@@ -494,6 +494,8 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
                                             "so far (a partial run, or new measures)"),
             hand_graded: Optional[Path] = typer.Option(None, help="hand grades (JSONL) to compare with the automatic "
                                                        "measure: agreement and Cohen's kappa"),
+            requests: bool = typer.Option(False, "--requests", help="each user also asks for something (a request "
+                                          "built from their validation item: 'a 90s comedy film', 'a conditioner')"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Reason quality: model-written share, grounding in the facts, personalisation, degenerate text and
     latency, on a seeded sample of users (resumable); writes <root>/reasons/<dataset>/<variant>-u<N>-s<seed>.json/.md."""
@@ -511,7 +513,7 @@ def reasons(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="data
             cfg = cfg.updated(lm=changes)
         spec = ReasonEvalSpec(dataset=dataset, users=users, seed=seed, k=k, variant=variant, config=cfg,
                               results_dir=results_root(results_dir) / "reasons", audit_dir=audit_dir, audit_size=audit_size,
-                              overwrite=overwrite, grade_only=grade_only, hand_graded=hand_graded,
+                              overwrite=overwrite, grade_only=grade_only, hand_graded=hand_graded, requests=requests,
                               command=shlex.join(["recgen", "eval", "reasons",
                                                   *(a for a in sys.argv[3:] if a != "--grade-only")]))
         summary = run_reason_eval(spec, log=lambda message: console.print(f"[dim]{message}[/]"))

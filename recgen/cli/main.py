@@ -134,13 +134,16 @@ def recommend(dataset: str = DatasetOpt,
     seconds = time.perf_counter() - start
     if as_json:
         print_json({"user": user, "history": items, "query": query, "seconds": round(seconds, 3),
-                    "ranker": recs[0].ranker if recs else None, "recommendations": [r.model_dump() for r in recs]})
+                    "ranker": recs[0].ranker if recs else None, "recommendations": [r.model_dump() for r in recs],
+                    "unused_words": list(recs.unused_words)})
         return
     if items:
         console.print("[bold]history[/] (last 5): " + "; ".join(data.catalog.get(i).title for i in items[-5:]))
     _show(recs, f"recgen — {len(recs)} for {'user ' + user if user else 'you'} ({seconds:.1f} s)")
     for warning in dict.fromkeys(r.warning for r in recs if r.warning):
         console.print(f"[yellow]note:[/] {warning} (marked items do not match the request)")
+    if recs.unused_note():
+        console.print(f"[yellow]note:[/] {recs.unused_note()}")
 
 
 @app.command()

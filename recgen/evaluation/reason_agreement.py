@@ -5,7 +5,9 @@ the request).
 A hand-grade file is JSONL, one reason a line: ``{"id": "<user>-<rank>", "run": "<run name>", "text": "served" |
 "model", "supported": bool, "personal": bool, "why": "..."}`` (ids as in the audit file; ``text`` says whether
 the served reason or the LM's replaced text was graded; ``run`` picks the variant run, since ids repeat across
-variants run on the same users). It quotes no dataset text, so it is committed.
+variants run on the same users). It quotes no dataset text, so it is committed. An optional ``"grade"``
+(``"true"`` / ``"partly"`` / ``"false"``: the whole sentence true of the facts, part of it not, or its claim
+false) is counted; a reason graded partly or false is not supported.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Sequence
 
 from ..errors import RecgenError
 
+#: Hand grades of a whole reason, best first.
+GRADES = ("true", "partly", "false")
 #: Graded property → the automatic verdict field it is compared with.
 PROPERTIES = {"supported": "grounded", "personal": "personal"}
 
@@ -46,6 +50,9 @@ def read_grades(path: Path) -> list[dict]:
         missing = [k for k in ("id", "text", "supported", "personal") if k not in row]
         if missing or row["text"] not in ("served", "model"):
             raise RecgenError(f"{path}, line {number}: needs id, text (served|model), supported, personal")
+        if row.get("grade", "true") not in GRADES or (row.get("grade", "true") != "true" and row["supported"]):
+            raise RecgenError(f"{path}, line {number}: grade must be one of {', '.join(GRADES)}, and a reason "
+                              "graded partly or false is not supported")
         grades.append(row)
     return grades
 
@@ -62,6 +69,8 @@ def agreement(grades: Sequence[dict], graded_rows: Sequence[dict]) -> dict:
     unmatched = [g["id"] for g, v in pairs if v is None]
     pairs = [(g, v) for g, v in pairs if v is not None]
     out = {"graded": len(grades), "matched": len(pairs), "unmatched_ids": unmatched[:20]}
+    if any("grade" in g for g, _ in pairs):
+        out["grades"] = {grade: sum(g.get("grade") == grade for g, _ in pairs) for grade in GRADES}
     for subset in ("all", "served", "model"):
         chosen = [(g, v) for g, v in pairs if subset == "all" or g["text"] == subset]
         entry = {"n": len(chosen)}
@@ -85,6 +94,8 @@ def agreement(grades: Sequence[dict], graded_rows: Sequence[dict]) -> dict:
 def agreement_markdown(result: dict, title: str) -> str:
     lines = [f"# {title}", "",
              f"{result['matched']} of {result['graded']} hand-graded reasons matched to the automatic verdicts.", ""]
+    if "grades" in result:
+        lines += ["Hand grades: " + ", ".join(f"{n} {grade}" for grade, n in result["grades"].items()) + ".", ""]
     for subset in ("all", "served", "model"):
         entry = result[subset]
         if not entry["n"]:

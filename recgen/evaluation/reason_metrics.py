@@ -14,8 +14,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..data.catalog import Item
+from ..reasons.asked import Asked
 from ..reasons.facts import DANGLING, GENERIC_WORDS, ReasonFacts, item_fact_words, names_title, words_outside_titles
 from ..reasons.grounded import claim_problems, history_claims, is_grounded
+from ..reasons.variety import key as sentence_key
 from ..text import STOPWORDS, claim_words, snowball_stem, tokens
 
 #: A reason that shares a run of this many words with a few-shot example of its prompt copies it.
@@ -55,6 +57,10 @@ def repeated_ngrams(text: str, n: int = REPEAT_NGRAM, titles: Sequence[str] = ()
     return out
 
 
+#: Endings on a :data:`DANGLING` word that finish a sentence: the request clause's "which you asked for."
+COMPLETE_ENDINGS = (["asked", "for"],)
+
+
 def is_truncated(text: str) -> bool:
     """Empty, or not a finished sentence: no closing . ! ?, an ellipsis, or a last word that needs a
     continuation ("... with a")."""
@@ -65,6 +71,8 @@ def is_truncated(text: str) -> bool:
     if not words:
         return True
     last = stripped.rstrip(".!?\"')\u201d").rsplit(None, 1)[-1]
+    if words[-2:] in COMPLETE_ENDINGS:
+        return False
     return words[-1] in DANGLING and not re.search(r"\w-\w+$", last)  # "Leave-In." ends a title, not on "in"
 
 
@@ -114,6 +122,10 @@ class ReasonVerdict:
     copies_example: bool
     checker_problems: list[str] = field(default_factory=list)
     history_claims: list[str] = field(default_factory=list)
+    #: with a request: whether the item meets any of its facts (:func:`recgen.reasons.asked.asked_of`), and
+    #: whether the reason states every fact it meets (None without a request)
+    meets_request: bool | None = None
+    names_request_facts: bool | None = None
 
     @property
     def claim_problems(self) -> list[str]:
@@ -145,9 +157,19 @@ class ReasonVerdict:
         return out
 
 
+def states_asked(text: str, asked: Asked) -> bool:
+    """Whether ``text`` states every request fact in ``asked`` (each content word of :meth:`Asked.what`, as a
+    stem; the year as written). False when the item meets none: there is nothing of the request to state."""
+    if not asked:
+        return False
+    said = {snowball_stem(w) for w in tokens(text)}
+    wanted = {snowball_stem(w) for w in claim_words(asked.what())} - _GENERIC_STEMS
+    return bool(wanted) and wanted <= said
+
+
 def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (), examples: Sequence[str] = (),
                  embeddings: np.ndarray | None = None, threshold: float | None = None,
-                 checker_problems: Sequence[str] = ()) -> ReasonVerdict:
+                 checker_problems: Sequence[str] = (), asked: Asked | None = None) -> ReasonVerdict:
     """The verdict on ``text`` as a reason for ``facts.item``. ``history`` is the user's whole history (a
     reason may name any of it; default: the facts' history); related = shares a genre/category with the item,
     or embedding cosine >= ``threshold``."""
@@ -163,7 +185,9 @@ def grade_reason(text: str, facts: ReasonFacts, *, history: Sequence[Item] = (),
         named_history=[h.item_id for h in named], related_named=[r.item.item_id for r in related],
         names_request=names_request, repeated=repeated_ngrams(text, titles=[facts.item.title, *(h.title for h in named)]), truncated=is_truncated(text),
         says_nothing=not named and not names_request and says_nothing(text, facts.item), copies_example=copies_example(text, examples, facts),
-        checker_problems=list(checker_problems), history_claims=history_claims(text, named, history))
+        checker_problems=list(checker_problems), history_claims=history_claims(text, named, history),
+        meets_request=None if asked is None else bool(asked),
+        names_request_facts=None if asked is None else states_asked(text, asked))
 
 
 def _share(flags: Sequence[bool]) -> float | None:
@@ -216,6 +240,19 @@ def summarize(rows: Sequence[dict], key: str = "served") -> dict:
         },
         "checker_rejected": _share([bool(v["checker_problems"]) for v in verdicts]),
     }
+    lists = [[r[key]["text"] for r in row["reasons"] if r.get(key)] for row in rows]
+    repeated = [len({sentence_key(t) for t in texts}) < len(texts) for texts in lists]
+    out["degenerate"]["lists_with_a_sentence_twice"] = sum(repeated)
+    out["degenerate"]["lists"] = len(lists)
+    asked = [v for v in verdicts if v.get("names_request_facts") is not None]
+    if asked:
+        meeting = [v for v in asked if v["meets_request"]]
+        out["request"] = {
+            "reasons": len(asked),
+            "items_meeting_the_request": _share([v["meets_request"] for v in asked]),
+            "names_the_request_facts": _share([v["names_request_facts"] for v in asked]),
+            "names_the_request_facts_among_items_meeting_it": _share([v["names_request_facts"] for v in meeting]),
+        }
     return out
 
 

@@ -5,6 +5,11 @@ For each sampled user the history is the user's training items and the list is t
 served (greedy decoding). Each reason, and the LM's own text before the fact check replaced it, is graded by
 :mod:`recgen.evaluation.reason_metrics` against :class:`~recgen.reasons.facts.ReasonFacts`.
 
+With ``requests`` (``--requests``) each user also asks for something: a request in words built from the user's
+validation item's own attributes (:class:`recgen.data.requests.RequestBuilder`, seeded: "a 90s comedy film" on
+MovieLens, a product word of the title on Amazon), so the list is the served list for that history and
+request and each reason is graded with the request among its facts ("names the request's facts").
+
 Files: the aggregate (``<results>/<dataset>/<variant>-u<N>-s<seed>.json`` + ``.md``, and ``TABLE.md`` with
 every variant side by side) holds no dataset text and is committed. The per-user rows (resumable: a rerun
 skips finished users) and the audit file (a seeded sample of reasons with their facts, for a person to grade)
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +32,17 @@ import numpy as np
 
 from ..config import RecgenConfig
 from ..data import load_dataset
+from ..data.requests import RequestBuilder
 from ..errors import ConfigError, RecgenError
 from ..lm.factory import make_backend
 from ..paths import cache_dir, results_root
+from ..reasons.asked import asked_of
 from ..reasons.checker import ReasonChecker, clean_reason
 from ..reasons.facts import RELATED_QUANTILE, ReasonFacts, names_title, similarity_threshold
 from ..reasons.grounding import display_title
 from ..recommender import Recommender
 from ..retrieval.cache import index_folder
+from ..retrieval.request_constraints import RequestReader
 from .protocol import EvalData, pseudonym, sample_users
 from .reason_agreement import agreement, agreement_markdown, read_grades
 from .reason_metrics import example_reasons, grade_reason, latency, summarize
@@ -64,9 +73,11 @@ class ReasonEvalSpec:
     grade_only: bool = False
     hand_graded: Path | None = None
     command: str = ""
+    requests: bool = False
 
     def run_name(self, n_users: int) -> str:
-        return f"{self.variant}-u{n_users}-s{self.seed}" + (f"-k{self.k}" if self.k != 10 else "")
+        return (f"{self.variant}{'-requests' if self.requests else ''}-u{n_users}-s{self.seed}"
+                + (f"-k{self.k}" if self.k != 10 else ""))
 
 
 class RecordingBackend:
@@ -99,7 +110,8 @@ class RecordingBackend:
 
 
 def _config_key(spec: ReasonEvalSpec) -> str:
-    text = json.dumps([spec.dataset, spec.k, spec.config.model_dump(mode="json")], sort_keys=True)
+    text = json.dumps([spec.dataset, spec.k, spec.config.model_dump(mode="json")] + (["requests"] if spec.requests else []),
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -153,23 +165,33 @@ def run_reason_eval(spec: ReasonEvalSpec, log: Callable[[str], None] = lambda m:
     threshold = similarity_threshold(embeddings, RELATED_QUANTILE, seed=spec.seed)
     checker = ReasonChecker(catalog)
     window = cfg.prompt.history
+    builder = RequestBuilder(catalog) if spec.requests else None
     with rows_path.open("a", encoding="utf-8") as out:
         if not rows:
             out.write(json.dumps({"header": True, "config_key": key, "spec": _spec_dict(spec)}) + "\n")
         for n, p in enumerate(todo):
             history = [catalog.items[i].item_id for i in data.train[p]]
+            query = None
+            if builder is not None:  # seeded per user: a resumed run asks the same
+                request = builder.positive(catalog.items[data.target("valid", p)], random.Random(f"{spec.seed}-{p}"))
+                if request is None:
+                    continue  # the item has nothing to ask for (no genre, no product word)
+                query = request.text
             t0 = time.perf_counter()
-            listed = [r.item_id for r in rec.recommend(history=history, k=spec.k, reasons=False)]
+            found = rec.recommend(history=history, query=query, k=spec.k, reasons=False)
+            listed = [r.item_id for r in found]
             t1 = time.perf_counter()
             recorder.calls.clear()
             recorder.recording = True
             try:
-                served = rec.explain(history, None, listed)
+                served = rec.explain(history, query, listed)
             finally:
                 recorder.recording = False
             t2 = time.perf_counter()
             row = _record_user(data, p, history, listed, served, recorder.calls)
             row.update(rank_s=round(t1 - t0, 3), reasons_s=round(t2 - t1, 3))
+            if query is not None:
+                row.update(query=query, unused_words=list(found.unused_words))
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             rows.append(row)
@@ -217,6 +239,7 @@ def grade_rows(rows: list[dict], catalog, window: int, embeddings: np.ndarray | 
     The facts are the reasoner's history window plus any earlier history item a text names: the user liked
     it too, so naming it is true (and the fact check is given the same history)."""
     graded = []
+    reader = RequestReader(catalog) if any(row.get("query") for row in rows) else None
     for row in rows:
         full = [catalog.get(i) for i in row["history"]]
         past = full[-window:]
@@ -230,12 +253,14 @@ def grade_rows(rows: list[dict], catalog, window: int, embeddings: np.ndarray | 
                 texts["model"] = clean_reason(r["raw"], titles=names)
             earlier = [h for h in dict.fromkeys(older) if any(names_title(t, h.title) for t in texts.values())]
             history = earlier + past
-            facts = ReasonFacts.for_item(catalog, item, history, None)
+            facts = ReasonFacts.for_item(catalog, item, history, row.get("query"))
             examples = r.get("examples") or []
             entry = {"rank": r["rank"], "item_id": r["item_id"], "source": r["source"], "facts": facts.lines()}
+            asked = asked_of(item, row.get("query"), reader.read(row["query"])) if row.get("query") else None
             for kind, text in texts.items():
                 verdict = grade_reason(text, facts, history=full, examples=examples, embeddings=embeddings,
-                                       threshold=threshold, checker_problems=checker.problems(text, item, history))
+                                       threshold=threshold, checker_problems=checker.problems(text, item, history),
+                                       asked=asked)
                 entry[kind] = {"text": text, "verdict": verdict.to_dict()}
             if "raw" in r:
                 entry["model"]["raw"] = r["raw"]
@@ -244,14 +269,21 @@ def grade_rows(rows: list[dict], catalog, window: int, embeddings: np.ndarray | 
     return graded
 
 
+def _share_of(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
 def _spec_dict(spec: ReasonEvalSpec) -> dict:
     return {"dataset": spec.dataset, "users": spec.users, "seed": spec.seed, "k": spec.k, "variant": spec.variant,
-            "config": spec.config.model_dump(mode="json", exclude_defaults=True)}
+            "requests": spec.requests, "config": spec.config.model_dump(mode="json", exclude_defaults=True)}
 
 
 def _summary(spec: ReasonEvalSpec, dataset: str, name: str, rows: list[dict], threshold: float, wall: float) -> dict:
     return {
         "run_name": name, "dataset": dataset, "variant": spec.variant, "users": len(rows), "seed": spec.seed,
+        "requests": "a request per user from its validation item's attributes (RequestBuilder.positive)"
+        if spec.requests else None,
+        "with_unused_words": _share_of([bool(r.get("unused_words")) for r in rows if "query" in r]),
         "k": spec.k, "command": spec.command, "config": spec.config.model_dump(mode="json", exclude_defaults=True),
         "related_similarity_threshold": round(threshold, 4), "related_quantile": RELATED_QUANTILE,
         "served": summarize(rows, "served"), "model_text": summarize(rows, "model"), "latency": latency(rows),
@@ -278,6 +310,11 @@ _TABLE_ROWS = [
     ("  copies the few-shot example", ("served", "degenerate", "copies_few_shot_example")),
     ("distinct-1 per list", ("served", "degenerate", "distinct_1_per_list")),
     ("distinct-2 per list", ("served", "degenerate", "distinct_2_per_list")),
+    ("lists with a sentence twice", ("served", "degenerate", "lists_with_a_sentence_twice")),
+    ("with a request: names the request's facts", ("served", "request", "names_the_request_facts")),
+    ("  items meeting the request", ("served", "request", "items_meeting_the_request")),
+    ("  names them, among items meeting it", ("served", "request", "names_the_request_facts_among_items_meeting_it")),
+    ("lists with unused request words", ("with_unused_words",)),
     ("LM text: passes the served fact check", ("model_text", "checker_rejected")),
     ("LM text: with an unsupported claim", ("model_text", "grounding", "with_unsupported_claim")),
     ("LM text: names a related history item or the request",

@@ -1,4 +1,5 @@
-"""What of the user's request an item meets, said in the reason ("Racing in its title, as you asked; …").
+"""What of the user's request an item meets, said in the reason ("Racing in its title, as you asked; …"), and
+what of the request nothing used (:func:`unused_words`, reported back to the user, never silently dropped).
 
 The request is read by the retriever's own reader (:class:`recgen.retrieval.request_constraints.RequestReader`:
 genres, years, title words), and the request's other content words count where the item's own facts hold them
@@ -10,10 +11,12 @@ list, so a list of ten does not open ten times alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..data.catalog import Item
 from ..retrieval.request_constraints import RequestConstraints
-from ..text import join_names, plural_stem, snowball_stem, title_terms, wanted_words
+from ..retrieval.request_words import genre_phrases
+from ..text import WORD, join_names, plural_stem, snowball_stem, title_terms, wanted_words
 from .facts import item_fact_words
 from .grounding import TEXT_WORD, content_words_in_order
 
@@ -67,11 +70,13 @@ def asked_of(item: Item, query: str | None, constraints: RequestConstraints | No
             year = item.year
         terms = set(constraints.include_terms)
     item_terms = title_terms(item.title)
+    in_genres = {snowball_stem(w.lower()) for g in genres for w in TEXT_WORD.findall(g)}
     title_words = []
     for word in TEXT_WORD.findall(item.title):  # the written form of each request word in the title
         low = plural_stem(word.lower())
         if (low in terms or low in {plural_stem(w) for w in wanted_words(query)}) and low in item_terms \
-                and word.lower() not in {w.lower() for w in title_words}:
+                and word.lower() not in {w.lower() for w in title_words} \
+                and snowball_stem(word.lower()) not in in_genres:  # "Action, Action in its title" says it twice
             title_words.append(word)
     said = {snowball_stem(w.lower()) for text in (*genres, *title_words) for w in TEXT_WORD.findall(text)}
     own = item_fact_words(Item(item.item_id, "", item.genres, None, item.description))  # genres, description
@@ -80,6 +85,48 @@ def asked_of(item: Item, query: str | None, constraints: RequestConstraints | No
              and w.lower() in set(wanted_words(query))]
     other = [w for w in other if not any(snowball_stem(w) == snowball_stem(g.lower()) for g in item.genres)]
     return Asked(genres, year, tuple(title_words[:3]), tuple(other[:3]))
+
+
+def unused_words(query: str | None, constraints: RequestConstraints | None, items: Sequence[Item]) -> tuple[str, ...]:
+    """The request's content words that nothing used, in their order (each once): reported to the user.
+
+    A word counts as *used* when a filter read it or a shown item's facts hold it:
+
+    * filters (the retriever's :class:`~recgen.retrieval.request_constraints.RequestReader`): a year or decade
+      phrase, a negated phrase a filter rules out ("not horror": both words), a genre phrase or alias of a
+      genre asked for or ruled out ("funny" → Comedy), a title word the filter requires ("racing");
+    * text match: the word (plural ``s`` aside) is in the title of an item shown, or its Snowball stem is among
+      that item's genres, title or description words (what :func:`asked_of` says an item meets).
+
+    Everything else was read only by the sentence embedding, which cannot say whether it found what the word
+    means ("a heist movie with a clever twist" on a catalog of titles and genres: heist, clever, twist). Filler,
+    stop words and numbers are no content; without a request (or one that could not be read) nothing is
+    reported."""
+    if not query or not query.strip() or constraints is None or not constraints.text:
+        return ()
+    filtered = constraints.include_genres | constraints.exclude_genres
+    read = {w for phrase in genre_phrases(filtered) for w in WORD.findall(phrase)} if filtered else set()
+    read |= set(constraints.include_terms)
+    facts = [(title_terms(item.title), item_fact_words(item)) for item in items]
+    out: list[str] = []
+    for word in wanted_words(constraints.text):
+        if word in read or plural_stem(word) in read or word in out:
+            continue
+        if any(plural_stem(word) in terms or snowball_stem(word) in stems for terms, stems in facts):
+            continue
+        out.append(word)
+    return tuple(out)
+
+
+def without_asked(sentences: Sequence[str] | None, asked: Asked) -> Sequence[str] | None:
+    """The sentences that do not repeat a fact the request clause will state ("If you liked Get Shorty, this is
+    also Drama; Drama from 1956, as you asked" says Drama twice), or all of them when each one would."""
+    if not sentences or not asked:
+        return sentences
+    facts = {snowball_stem(w.lower()) for text in (*asked.genres, *asked.title_words, *asked.other_words)
+             for w in TEXT_WORD.findall(text)}
+    kept = [s for s in sentences if not facts & {snowball_stem(w.lower()) for w in TEXT_WORD.findall(s)}]
+    return type(sentences)(kept) if kept else sentences
 
 
 def with_request(reason: str | None, asked: Asked, position: int) -> str:
@@ -101,7 +148,7 @@ def _cap(text: str) -> str:
 
 #: Words a reason's sentence starts with that are no name: lower-cased when the sentence follows the clause.
 _OPENING_WORDS = frozenset("because recommended if like close similar much just a an another shares fans also "
-                           "picked suggested liked one its".split())
+                           "picked suggested liked one its since you".split())
 
 
 def _lower_start(text: str) -> str:

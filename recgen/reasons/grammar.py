@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 
-from .grounding import PATTERNS, PromptFacts, fill_pattern, pattern_kind, prompt_values
+from .grounding import PATTERNS, PromptFacts, fill_pattern, pattern_kind, prompt_values, unrequested
 
 #: Ways to say "close to the liked item" (generic words only: none claims anything checkable).
+#: Written only when :func:`alike` (the same genres, two or more).
 SIMILAR_LEADS = ("Close to {related}", "Similar to {related}", "Much like {related}", "Just like {related}",
                  "A close match for {related}")
 #: Endings of a sentence that names the liked item last.
@@ -35,9 +36,13 @@ ATTRIBUTES = ("{a_attributes} pick, close to {related}.", "{a_attributes} pick f
 #: When the liked item is the closest in the history but not close (no shared attribute, embedding cosine
 #: under the catalog's related threshold, no co-purchase): a sentence that names it without calling the two
 #: close or similar ("A close match for <soap bar>" of an eye shadow was the hand-graded failure).
+#: Ten of them, so a list of ten whose items all come back to one liked item never says one twice (with six,
+#: 2 of 16 Beauty lists did: eval/results/reasons/NOTES.md, session 30).
 WEAK = ("Because you liked {related}.", "Recommended because you liked {related}.",
         "Picked for you because you liked {related}.", "Suggested because you liked {related}.",
-        "Since you liked {related}, try this one.", "You liked {related}, so try this one.")
+        "Since you liked {related}, try this one.", "You liked {related}, so try this one.",
+        "A pick for you, since you liked {related}.", "Recommended for you since you liked {related}.",
+        "Suggested for you because you liked {related}.", "One more pick because you liked {related}.")
 #: Only when at least two other users had both items (the facts then hold that fans of one had the other); the
 #: fact-built patterns (:data:`.grounding.PATTERNS`, what the worked example shows) are choices too.
 CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {related}, which you liked.")
@@ -47,25 +52,28 @@ CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {re
 LIKENESS = re.compile(r"\b(?:close|closer|closest|similar|match|much like|just like)\b", re.IGNORECASE)
 
 
-def alike(facts: PromptFacts, co_liked: bool) -> bool:
-    """Whether a reason may call the item and the related liked item close or similar: two or more other users
-    had both (``co_liked``), or they share genres that cover the item's (two or more, or all of its own).
-    Not an embedding cosine above a catalog-wide percentile: title-only catalogs clear it without being alike
-    ("A close match for Lord of the Rings" for Ghostbusters, hand-graded false). Title words both names use
-    are no likeness either (a headset and a gamepad share "Wireless")."""
-    if co_liked:
-        return True
-    if facts.related is None or not facts.shares_genres or not facts.shared:
+def alike(facts: PromptFacts) -> bool:
+    """Whether a reason may call the item and the related liked item close or similar: they have the same
+    genres, two or more ("Close to Jurassic Park" of The Lost World: both Action, Adventure, Sci-Fi and
+    Thriller). Not when one has a genre the other lacks (French Kiss is not "just like" Grease, a musical), not
+    one shared genre (a 1957 drama is not "close to" Get Shorty because both
+    are dramas; hand-graded partly true), not co-interaction alone (on ml-100k two users had both for nearly any
+    two popular films: "Fans of <liked> also liked this one" says exactly that), not an embedding cosine above a
+    catalog-wide percentile (title-only catalogs clear it without being alike: "A close match for Lord of the
+    Rings" for Ghostbusters, hand-graded false), not title words both names use (a headset and a gamepad share
+    "Wireless"). A catalog without genres never calls two items alike."""
+    if facts.related is None or not facts.shares_genres or len(facts.shared) < 2:
         return False
-    return len(facts.shared) >= 2 or set(facts.item.genres) <= set(facts.shared)
+    return set(facts.item.genres) == set(facts.related.genres) == set(facts.shared)
 
 
 def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False, weak: bool = False) -> list[str]:
     """Every sentence the model may choose for ``facts``, each with a leading space (the answer continues the
     prompt's ``Reason:``), the one a fallback serves first. Without a related history item: the request and
     attribute patterns of :data:`.grounding.PATTERNS`. ``co_liked``: two or more other users had both the item
-    and the related one; ``weak``: nothing links the two, so only :data:`WEAK` sentences. Sentences calling the
-    two close or similar (:data:`LIKENESS`) only when :func:`alike`."""
+    and the related one (the fans sentences); ``weak``: nothing links the two, so only :data:`WEAK` sentences.
+    Sentences calling the two close or similar (:data:`LIKENESS`) only when :func:`alike`; sentences naming the
+    item's attributes only when some are left after those the request already says."""
     values = prompt_values(facts, title_chars)
     if facts.related is None:
         patterns = list(PATTERNS[pattern_kind(facts, values)])
@@ -80,9 +88,11 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
         if co_liked:
             patterns += CO_LIKED
         patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
-        if values["attributes"]:
+        if unrequested(values) and ((facts.shares_genres and facts.shared) or co_liked):
+            # "A Crime pick for fans of <an action film>" rests on nothing when they share no genre and no two
+            # users had both (hand-graded partly true); all attributes requested: "A pick, close to X" names none
             patterns += ATTRIBUTES
         patterns += WEAK
-        if not alike(facts, co_liked):
+        if not alike(facts):
             patterns = [p for p in patterns if not LIKENESS.search(p)]
     return list(dict.fromkeys(" " + fill_pattern(p, values) for p in patterns))

@@ -308,7 +308,7 @@ def phrase_reason(facts: PromptFacts, rng: random.Random | None = None, title_ch
 
 def pattern_kind(facts: PromptFacts, values: dict) -> str:
     """Which :data:`PATTERNS` group fits what the facts hold."""
-    attributes, query = _unrequested(values), values["query_words"]
+    attributes, query = unrequested(values), values["query_words"]
     if facts.related is not None and values["shared"]:
         return "shared" if facts.shares_genres else "words"
     if facts.related is not None:
@@ -324,14 +324,14 @@ def fill_pattern(pattern: str, values: dict) -> str:
     """A pattern's fields from :func:`prompt_values`: {related}, {shared}, {attributes}, {query}, {item}, and
     their capitalised (``_cap``) and indefinite-article (``a_``) forms."""
     shared = join_names(values["shared"])
-    attributes = join_names(_unrequested(values)[:MAX_SHARED])
+    attributes = join_names(unrequested(values)[:MAX_SHARED])
     return pattern.format(related=values["related"], shared=shared, shared_cap=_cap(shared),
                           query=" ".join(values["query_words"][:4]), words=" ".join(values["shared"]),
                           a_shared=_article(shared), a_attributes=_article(attributes),
                           attributes=attributes, attributes_cap=_cap(attributes), item=values["item"])
 
 
-def _unrequested(values: dict) -> list[str]:
+def unrequested(values: dict) -> list[str]:
     """The item's attributes less those the request words already say ("Action, close to your request for
     action" says it twice)."""
     asked = {snowball_stem(w.lower()) for w in values["query_words"]}

@@ -18,7 +18,7 @@ from ..data.catalog import Catalog, Item
 from ..errors import RecgenError
 from ..retrieval.collaborative import count_scale
 from ..retrieval.request_constraints import RequestConstraints, RequestReader
-from .asked import asked_of, with_request
+from .asked import asked_of, with_request, without_asked
 from .checker import ReasonChecker, clean_reason
 from .facts import similarity_threshold
 from .grounding import display_title
@@ -96,8 +96,9 @@ class Reasoner:
         items = [self.catalog.get(i) for i in item_ids]
         named: dict[str, int] = {}
         facts = [style.facts(self, item, request, named) for item in items]
-        every = [style.choices(self, item, fact, request) for item, fact in zip(items, facts)]
         asked = [asked_of(item, query, self.request_constraints(query)) for item in items]
+        every = [without_asked(style.choices(self, item, fact, request), said)
+                 for item, fact, said in zip(items, facts, asked)]
         options = spread(every)
         prompts = [replace(style.prompt(self, item, fact, request, choices), adapter=adapter)
                    for item, fact, choices in zip(items, facts, options)]

@@ -83,6 +83,9 @@ class ChatCompletionResponse(BaseModel):
     recommendations: list[Recommendation]
     #: recgen extension: the conversation state the server derived (filters, shown items, notes).
     recgen: dict[str, Any] | None = None
+    unused_words: list[str] = Field(default_factory=list, description="recgen extension: words of the request that "
+                                    "no filter read and no item shown holds (only the text search read them); "
+                                    "empty when every word was used")
 
 
 class DeltaMessage(BaseModel):
@@ -106,6 +109,7 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
     recommendations: list[Recommendation] | None = None
     recgen: dict[str, Any] | None = None
+    unused_words: list[str] | None = Field(None, description="on the last chunk: as ChatCompletionResponse.unused_words")
 
 
 # -- structured recommendations --------------------------------------------------------------------------
@@ -123,6 +127,9 @@ class RecommendationsResponse(BaseModel):
     #: Reasons were asked for but the request's deadline (--timeout) passed before the LM wrote them: the
     #: items are served as ranked, every ``reason`` left empty.
     reasons_missing: bool = False
+    unused_words: list[str] = Field(default_factory=list, description="recgen extension: words of the request that "
+                                    "no filter read and no item shown holds (only the text search read them); "
+                                    "empty when every word was used")
 
 
 class RecommendationsStreamRequest(RecommendationsRequest):

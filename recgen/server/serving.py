@@ -353,16 +353,19 @@ class RecgenServing:
         inner = self.recommend_request(request)
         task, pending = self.start_recommendations(inner)
         recs, missing = await task, False
+        unused = list(getattr(recs, "unused_words", ()))  # the ranked list carries them; the reasoned copy does not
         if pending and recs:
             recs, missing = await self.with_reasons(inner, recs, start, http_request)
         self.counters["served"] += 1
-        return self._response(request, recs, start, missing)
+        return self._response(request, recs, start, missing, unused)
 
-    def _response(self, request: RecommendationsRequest, recs: list, start: float,
-                  missing: bool = False) -> RecommendationsResponse:
+    def _response(self, request: RecommendationsRequest, recs: list, start: float, missing: bool = False,
+                  unused: list[str] | None = None) -> RecommendationsResponse:
+        """``unused``: the request's unused words (default: those ``recs``, a ``Recommendations``, carries)."""
+        unused = list(getattr(recs, "unused_words", ())) if unused is None else unused
         return RecommendationsResponse(model=self.settings.served_model_name, user=request.user, query=request.query,
                                        mode=request.mode, seconds=round(time.perf_counter() - start, 3),
-                                       recommendations=recs, reasons_missing=missing)
+                                       recommendations=recs, reasons_missing=missing, unused_words=unused)
 
     async def recommendations_stream(self, request: RecommendationsRequest, inner: RecommendRequest,
                                      task: asyncio.Task, pending: bool, start: float,
@@ -533,6 +536,7 @@ class RecgenServing:
         return ChatCompletionResponse(
             model=request.model, choices=[ChatChoice(message=ChatResponseMessage(content=reply.text))],
             usage=Usage(), recommendations=reply.recommendations, recgen=self._extras(reply, missing),
+            unused_words=list(reply.unused_words),
         )
 
     async def chat_stream(self, request: ChatCompletionRequest, task: asyncio.Task, pending: bool, start: float,
@@ -568,7 +572,8 @@ class RecgenServing:
             text = line + ("\n" if number < len(lines) - 1 else "")
             yield event([ChunkChoice(delta=DeltaMessage(content=text))])
         yield event([ChunkChoice(delta=DeltaMessage(), finish_reason="stop")],
-                    recommendations=reply.recommendations, recgen=self._extras(reply, missing))
+                    recommendations=reply.recommendations, recgen=self._extras(reply, missing),
+                    unused_words=list(reply.unused_words))
         if (request.stream_options or {}).get("include_usage"):
             yield event([], usage=Usage())
         yield "data: [DONE]\n\n"
