@@ -109,8 +109,11 @@ def test_the_fit_is_a_frozen_result_with_the_numbers_of_the_fit_before_the_move(
     with pytest.raises(dataclasses.FrozenInstanceError):
         fitted.depth = 20
     trials = fitted.info["selection"]
+    # the settings trials are unchanged; the item-representation group (textrep, tried after them at the chosen
+    # settings) is one more trial, and it is not kept: it does not raise the held-out NDCG@10 here
     assert [(t["depth"], t["num_leaves"], t["prefix_shifts"], t["held_out_ndcg@10"]) for t in trials] == [
-        (10, 7, 0, 0.72245), (20, 7, 0, 0.70833), (10, 7, 1, 0.70645), (10, 15, 0, 0.71771)]
+        (10, 7, 0, 0.72245), (20, 7, 0, 0.70833), (10, 7, 1, 0.70645), (10, 15, 0, 0.71771), (10, 7, 0, 0.71764)]
+    assert fitted.info["item_features"]["chosen"] == [] and not fitted.info["item_features"]["trials"][1]["kept"]
     assert fitted.held_out["fusion"] == pytest.approx(0.7224462950535561, abs=1e-12)
     assert fitted.held_out["hybrid"] == pytest.approx(0.6720078379002136, abs=1e-12)
     assert (fitted.depth, fitted.leaves) == (10, 7) and fitted.ranker.feature_names == fitted.stage.builder.names
