@@ -46,7 +46,8 @@ def test_the_fusion_fit_reports_features_and_each_lightgbm_trial(tmp_path, monke
     assert len(features) == 2 and all(f["done"] == f["total"] for f in features)
     assert sum(f["total"] for f in features) == data.n_users  # a small set: every user in the curve's one step
     trials = recorder.named("LightGBM trial")
-    assert len(trials) == len(fitted.info["selection"]) == 2
+    # two depths, then the default item-representation group (textrep) at the chosen settings
+    assert len(trials) == len(fitted.info["selection"]) == 2 + len(fitted.info["item_features"]["tried"]) == 3
     for trial, chosen in zip(trials, fitted.info["selection"]):
         assert trial["total"] == fitter.max_rounds and trial["done"] >= chosen["best_iteration"] >= 1
     requests = recorder.named("request stage features")
