@@ -36,6 +36,7 @@ from typing import Any, AsyncIterator, Callable
 from ..batch.requests import served_model_names
 from ..chat.state import ChatContext
 from ..chat.turn import ChatReply, chat_reasons, chat_turn
+from ..config import BASE_ADAPTER_NAME
 from ..errors import InvalidRequestError
 from ..lm.adapters import UnknownAdapterError
 from ..lm.resolve import DEFAULT_LM
@@ -228,6 +229,16 @@ class RecgenServing:
             raise APIError(404, f"model {model!r} is not served here; use one of: {', '.join(known[:-1])} "
                                 "(GET /v1/models)", type="not_found_error", code="model_not_found", param="model")
 
+    def check_adapter(self, adapter: str | None) -> None:
+        """A named adapter this server does not serve is a 404 (``model_not_found``), checked before anything
+        else of the request, so the server and a batch line (``Served.check_adapter``) refuse the same bodies."""
+        adapters = self.recommender.config.lm.adapters
+        if adapter is None or adapter == BASE_ADAPTER_NAME or adapter in adapters:
+            return
+        raise APIError(404, f"adapter {adapter!r} is not served here; use one of: "
+                            f"{', '.join([BASE_ADAPTER_NAME, *adapters])}", type="not_found_error",
+                       code="model_not_found", param="adapter")
+
     def _scheduler(self) -> LMScheduler | None:
         """The LM scheduler once an LM-lane call has finished (so asking for the backend never loads it, nor
         races the lane's first load); None before, or when the backend is not scheduled (a test's bare one)."""
@@ -329,6 +340,7 @@ class RecgenServing:
             self.check_model(request.model)
             if adapter is None and request.model in self.recommender.config.lm.adapters:
                 adapter = request.model  # as on the chat route: a named adapter's model name selects it
+        self.check_adapter(adapter)  # before the user: an unknown adapter is refused whoever asks, as in batch
         if request.user is not None:
             history = self.history_for(request.user) + history
             exclude += self.recommender.rejected(request.user)  # the feedback loop's rejected items
