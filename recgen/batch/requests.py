@@ -26,8 +26,9 @@ from typing import Iterator
 
 from pydantic import ValidationError
 
-from ..config import BASE_ADAPTER_NAME, format_validation_error
+from ..config import format_validation_error
 from ..errors import RecgenError
+from ..lm.adapters import unserved_adapter
 from ..lm.resolve import DEFAULT_LM
 from ..text import InvalidTextError, check_id, message_text
 from ..types import ChatCompletionRequest, RecommendationsRequest, RecommendRequest
@@ -103,10 +104,9 @@ class Served:
 
     def check_adapter(self, adapter: str | None, where: str) -> None:
         """An ``adapter`` the job does not serve is a line error, as it is a 404 on the server."""
-        if adapter is None or self.models is None or adapter == BASE_ADAPTER_NAME or adapter in self.adapters:
-            return
-        served = ", ".join([BASE_ADAPTER_NAME, *self.adapters])
-        raise LineError(f"{where}.adapter: adapter {adapter!r} is not served here; use one of: {served}")
+        refusal = None if self.models is None else unserved_adapter(adapter, self.adapters)
+        if refusal:
+            raise LineError(f"{where}.adapter: {refusal}")
 
 
 def _strict(model, fields: dict, where: str):

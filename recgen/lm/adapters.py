@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from safetensors import safe_open
 
@@ -64,12 +65,20 @@ class AdapterSet:
         """The adapter name to use for a request naming ``name`` (None → the default; ``base`` → no adapter)."""
         if name is None:
             return self.default
-        if name == BASE:
-            return None
-        if name not in self.adapters:
-            served = ", ".join([BASE, *self.adapters]) if self.adapters else BASE
-            raise UnknownAdapterError(f"adapter {name!r} is not served here; use one of: {served}")
-        return name
+        refusal = unserved_adapter(name, self.adapters)
+        if refusal:
+            raise UnknownAdapterError(refusal)
+        return None if name == BASE else name
+
+
+def unserved_adapter(name: str | None, served: Iterable[str]) -> str | None:
+    """Why a request naming adapter ``name`` is refused, or None when it is served (none named, the base model, or
+    one of ``served``). The one predicate behind the backend's error, the server's 404 and a batch line's error,
+    so all three refuse the same bodies with the same words."""
+    served = list(served)
+    if name is None or name == BASE or name in served:
+        return None
+    return f"adapter {name!r} is not served here; use one of: {', '.join([BASE, *served])}"
 
 
 def named_adapters(settings: LMSettings) -> dict[str, str]:

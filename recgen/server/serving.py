@@ -36,9 +36,8 @@ from typing import Any, AsyncIterator, Callable
 from ..batch.requests import served_model_names
 from ..chat.state import ChatContext
 from ..chat.turn import ChatReply, chat_reasons, chat_turn
-from ..config import BASE_ADAPTER_NAME
 from ..errors import InvalidRequestError
-from ..lm.adapters import UnknownAdapterError
+from ..lm.adapters import UnknownAdapterError, unserved_adapter
 from ..lm.resolve import DEFAULT_LM
 from ..lm.scheduler import LMCancelled, LMDeadline, LMScheduler, Ticket, bound
 from ..text import message_text
@@ -232,12 +231,9 @@ class RecgenServing:
     def check_adapter(self, adapter: str | None) -> None:
         """A named adapter this server does not serve is a 404 (``model_not_found``), checked before anything
         else of the request, so the server and a batch line (``Served.check_adapter``) refuse the same bodies."""
-        adapters = self.recommender.config.lm.adapters
-        if adapter is None or adapter == BASE_ADAPTER_NAME or adapter in adapters:
-            return
-        raise APIError(404, f"adapter {adapter!r} is not served here; use one of: "
-                            f"{', '.join([BASE_ADAPTER_NAME, *adapters])}", type="not_found_error",
-                       code="model_not_found", param="adapter")
+        refusal = unserved_adapter(adapter, self.recommender.config.lm.adapters)
+        if refusal:
+            raise APIError(404, refusal, type="not_found_error", code="model_not_found", param="adapter")
 
     def _scheduler(self) -> LMScheduler | None:
         """The LM scheduler once an LM-lane call has finished (so asking for the backend never loads it, nor
