@@ -74,6 +74,7 @@ class Trial:
     shifts: int
     score: float
     gains: np.ndarray  # per scored held-out user (paired comparisons between trials)
+    scores: np.ndarray  # per held-out row of the cut to ``depth``, in chunk order (the cold pin re-orders these)
     ranker: FusionRanker
 
     def as_json(self) -> dict:
@@ -328,12 +329,13 @@ class FusionFitter:
 
     def _cold_pins(self, best: Trial, valid: GroupSet, all_names: list[str]) -> dict[int, float]:
         """Held-out NDCG@10 of ``best``'s order with cold candidates pinned at their text rank, per pin depth (a
-        target outside the cut counts 0)."""
-        cols = [all_names.index(n) for n in best.ranker.feature_names]
+        target outside the cut counts 0); from the scores the trial already made (no second prediction)."""
         text, pop = all_names.index("text_rank"), all_names.index("popularity_value")
         ranks = {d: np.zeros(len(valid), dtype=np.int64) for d in self.cold_pins}
+        start = 0
         for part in valid.chunks(best.depth):
-            scores, offsets = best.ranker.predict(part.X[:, cols]), part.offsets
+            scores, offsets = best.scores[start:start + len(part.y)], part.offsets
+            start += len(part.y)
             for n, g in enumerate(part.kept):
                 lo, hi = offsets[n], offsets[n + 1]
                 X, y = part.X[lo:hi], part.y[lo:hi]
@@ -378,17 +380,20 @@ class FusionFitter:
         return Trial(depth, leaves, shifts, *_held_out_score(ranker, valid, depth, cols), ranker=ranker)
 
 
-def _held_out_score(ranker: FusionRanker, valid: GroupSet, depth: int, cols=None) -> tuple[float, np.ndarray]:
-    """(mean NDCG@10, per-user gains in ``valid``'s order) of ``ranker`` on the held-out groups cut to ``depth``
-    (columns ``cols`` of the stored layout; default all)."""
+def _held_out_score(ranker: FusionRanker, valid: GroupSet, depth: int,
+                    cols=None) -> tuple[float, np.ndarray, np.ndarray]:
+    """(mean NDCG@10, per-user gains in ``valid``'s order, per-row scores in chunk order) of ``ranker`` on the
+    held-out groups cut to ``depth`` (columns ``cols`` of the stored layout; default all)."""
     ranks = np.zeros(len(valid), dtype=np.int64)  # 0: target outside the cut (gain 0)
+    every = []
     for part in valid.chunks(depth, cols=cols):
         scores, offsets = ranker.predict(part.X), part.offsets
+        every.append(np.asarray(scores))
         for n, g in enumerate(part.kept):
             lo, hi = offsets[n], offsets[n + 1]
             ranks[g] = target_rank(scores[lo:hi], part.y[lo:hi])
     gains = ndcg_gains(ranks)
-    return float(np.mean(gains)), gains
+    return float(np.mean(gains)), gains, np.concatenate(every) if every else np.zeros(0)
 
 
 def _se(diff: np.ndarray) -> float:
