@@ -109,3 +109,11 @@ def test_run_and_compare_carry_segments(tmp_path):
                                             "--results-dir", str(results), "--bootstrap", "200"])
     assert seg_out.exit_code == 0, seg_out.output
     assert (results / "segments" / "chain.json").is_file() and "itemknn-test vs popular-test" in seg_out.output
+    again = CliRunner().invoke(eval_app, ["segments", "itemknn-test", "popular-test", "--dataset", "chain",
+                                          "--results-dir", str(results), "--bootstrap", "200"])
+    assert again.exit_code == 0, again.output  # the same comparison made again replaces its own report
+    before = (results / "segments" / "chain.json").read_bytes()
+    other = CliRunner().invoke(eval_app, ["segments", "popular-test", "itemknn-test", "--dataset", "chain",
+                                          "--results-dir", str(results), "--bootstrap", "200"])
+    assert other.exit_code == 2 and "pass --out" in other.output  # another comparison never overwrites it
+    assert (results / "segments" / "chain.json").read_bytes() == before

@@ -304,18 +304,34 @@ def segments(runs: List[str] = typer.Argument(..., help="finished run names (the
 
     command = shlex.join(["recgen", "eval", "segments", *runs, "--dataset", dataset, "--bootstrap", str(bootstrap),
                           "--seed", str(seed)])
+    folder = out or results_root(results_dir) / "segments"
+    name = dataset_key(dataset)
     try:
+        _check_segments_target(folder / f"{name}.json", list(runs))  # before the work: never over another report
         report = segments_report(results_root(results_dir), dataset, list(runs), n_boot=bootstrap, seed=seed,
                                  command=command)
     except (RecgenError, ValueError) as exc:
         _fail(exc)
-    folder = out or results_root(results_dir) / "segments"
     folder.mkdir(parents=True, exist_ok=True)
-    name = dataset_key(dataset)
     write_run_file(folder, name, report)
     markdown = segments_markdown(report)
     (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
     print(markdown)
+
+
+def _check_segments_target(path: Path, runs: list[str]) -> None:
+    """A segments report may replace only a report of the same runs (the same command made again): one of other
+    runs (e.g. a committed comparison) is refused, naming them, before any work."""
+    if not path.exists():
+        return
+    try:
+        had = list(json.loads(path.read_text(encoding="utf-8")).get("runs", {}))
+    except (OSError, ValueError, AttributeError):
+        had = None
+    if had != runs:
+        held = ", ".join(had) if had else "something recgen did not write as a segments report"
+        raise RecgenError(f"{path} holds the segments of {held}, not of {', '.join(runs)}: pass --out <folder> "
+                          "for this comparison (nothing was overwritten)")
 
 
 @eval_app.command("tune")
