@@ -261,6 +261,32 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+#: Where :func:`remembered_digest` keeps what it read (inside the cache: recgen's own files).
+DIGESTS_DIR = "digests"
+
+
+def remembered_digest(path: Path) -> str:
+    """A file's SHA-256, read once per version of the file: remembered in the cache under its resolved path with
+    its size, mtime (ns) and inode, and read again when any of them changes (make's and rsync's test). Why: a
+    fitted LM stage checks the ~540 MB LM folder's digest on every load; reading it took seconds per start."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    note = cache_dir() / DIGESTS_DIR / (hashlib.sha256(str(path).encode()).hexdigest()[:24] + ".json")
+    try:
+        saved = json.loads(note.read_text())
+        if saved.get("path") == str(path) and saved.get("stamp") == stamp:
+            return str(saved["sha256"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass  # not read before, or a note from an interrupted write: read the file
+    sha = file_digest(path)[1]
+    note.parent.mkdir(parents=True, exist_ok=True)
+    tmp = note.with_name(f".{note.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"path": str(path), "stamp": stamp, "sha256": sha}))
+    os.replace(tmp, note)
+    return sha
+
+
 def _sha256(path: Path) -> str:
     return file_digest(path)[1]
 

@@ -4,11 +4,14 @@ replaced (issue 12 High #2: ``--out`` / ``index_dir`` / ``save`` on a folder hol
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
 
+from recgen import atomic
 from recgen.atomic import MANIFEST, MARKER, atomic_dir, atomic_folder, replaceable, verify_folder
 from recgen.errors import DataError, FolderCorruptError, RecgenError, SaveError, UnsafeOverwriteError
 
@@ -403,3 +406,21 @@ def test_a_marker_from_before_the_list_inside_recgens_cache_is_rebuilt(tmp_path,
         (old / "index.faiss").write_bytes(b"x")
         (old / MARKER).write_text(json.dumps({"written_by": "recgen 0.9"}))
         assert replaceable(old) is expected
+
+
+def test_a_remembered_digest_is_read_again_when_the_file_changes(tmp_path, monkeypatch):
+    """The digest is the file's real SHA-256; an unchanged file is not read again (the note answers); a rewrite
+    of the same size is found by its mtime and read again; a corrupt note is ignored, never trusted."""
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 1000)
+    assert atomic.remembered_digest(weights) == hashlib.sha256(b"a" * 1000).hexdigest()
+    reads = []
+    monkeypatch.setattr(atomic, "file_digest", lambda path: reads.append(path) or (0, "read"))
+    assert atomic.remembered_digest(weights) == hashlib.sha256(b"a" * 1000).hexdigest() and reads == []
+    weights.write_bytes(b"b" * 1000)  # same size, other bytes
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert atomic.remembered_digest(weights) == "read" and len(reads) == 1
+    for note in (tmp_path / "cache" / atomic.DIGESTS_DIR).iterdir():
+        note.write_text("{not json")
+    assert atomic.remembered_digest(weights) == "read" and len(reads) == 2

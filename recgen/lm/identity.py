@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..atomic import file_digest
+from ..atomic import remembered_digest
 from ..errors import ModelLoadError
 from .resolve import resolve_lm
 
@@ -44,13 +44,14 @@ class LMIdentity:
 
 
 def folder_digest(folder: Path) -> str:
-    """SHA-256 over a model or adapter folder's identity files and every ``*.safetensors`` file (name + bytes)."""
+    """SHA-256 over a model or adapter folder's identity files and every ``*.safetensors`` file (name + bytes);
+    each file's own digest is read once per version of the file (:func:`..atomic.remembered_digest`)."""
     digest = hashlib.sha256()
     files = sorted({*(folder / n for n in _IDENTITY_FILES if (folder / n).is_file()), *folder.glob("*.safetensors")})
     if not files:
         raise ModelLoadError(f"{folder} holds no model files (config.json, *.safetensors)")
     for path in files:
-        digest.update(path.name.encode() + b"\0" + file_digest(path)[1].encode())
+        digest.update(path.name.encode() + b"\0" + remembered_digest(path).encode())
     return digest.hexdigest()[:16]
 
 
