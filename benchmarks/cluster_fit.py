@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def _load() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(cache: Path) -> dict:
@@ -49,40 +40,6 @@ def _worker_usage() -> dict:
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-
-
-class LocalCluster:
-    """`dask scheduler` + ``workers`` × `dask worker --nthreads 1` subprocesses (each in its own session)."""
-
-    def __init__(self, folder: Path, workers: int) -> None:
-        from distributed import Client
-
-        self.address = f"tcp://127.0.0.1:{_free_port()}"
-        env, self.procs = _env(folder / "worker-cache"), []
-        commands = [["scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1], "--no-dashboard"]]
-        commands += [["worker", self.address, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]] * workers
-        for n, args in enumerate(commands):
-            log = open(folder / f"dask-{n}.log", "wb")
-            self.procs.append(subprocess.Popen([str(BIN / "dask"), *args], env=env, stdout=log,
-                                               stderr=subprocess.STDOUT, start_new_session=True))
-            if n == 0:
-                time.sleep(2)
-        self.client = Client(self.address, timeout=120)
-        self.client.wait_for_workers(workers, timeout=300)
-
-    def usage(self) -> dict:
-        return self.client.run(_worker_usage)
-
-    def stop(self) -> None:
-        self.client.close()
-        for proc in self.procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def fit(data: Path, folder: Path, threads: int, extra: list[str]) -> dict:
@@ -132,6 +89,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output path without extension (.json is written)")
     args = parser.parse_args()
     from recgen.data.synth import SynthSpec, generate
+    from recgen.fit.local_cluster import LocalDaskCluster
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the runs: never lose them at the end
     runs = []
@@ -145,14 +103,10 @@ def main() -> None:
             single = fit(data, root / f"single-{rep}", args.threads, [])
             print(f"rep {rep} single: {single['wall_seconds']} s, NDCG {single['chosen']['held_out_ndcg@10']}",
                   file=sys.stderr)
-            (root / f"cluster-{rep}").mkdir()
-            cluster = LocalCluster(root / f"cluster-{rep}", args.workers)
-            try:
-                remote = fit(data, root / f"cluster-{rep}" / "fit", args.threads,
-                             ["--cluster", cluster.address, "--config", str(config)])
-                remote["workers"] = list(cluster.usage().values())
-            finally:
-                cluster.stop()
+            folder = root / f"cluster-{rep}"
+            with LocalDaskCluster(folder, args.workers, env=_env(folder / "worker-cache")) as cluster:
+                remote = fit(data, folder / "fit", args.threads, ["--cluster", cluster.address, "--config", str(config)])
+                remote["workers"] = list(cluster.client.run(_worker_usage).values())
             print(f"rep {rep} cluster: {remote['wall_seconds']} s, NDCG {remote['chosen']['held_out_ndcg@10']}",
                   file=sys.stderr)
             runs.append({"single": single, "cluster": remote,

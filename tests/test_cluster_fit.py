@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recgen.fit.local_cluster import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 #: |cluster - single| chosen held-out NDCG@10 allowed (200 held-out users). Why 0.02: data-parallel LightGBM bins
 #: each feature on its own worker's rows and the workers' ranks vary run to run, so the trees (and sometimes the
 #: chosen depth) differ. Measured on this data (eval/results/cluster/): single 0.30134 every time; cluster 0.29971, 0.29985,
@@ -40,55 +39,8 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(cache: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "RECGEN_CACHE_DIR": str(cache)}
-
-
-class Cluster:
-    """`dask scheduler` and `dask worker` processes, each in its own session so a test can kill one whole worker."""
-
-    def __init__(self, folder: Path, env: dict, workers: int = 2) -> None:
-        self.address = f"tcp://127.0.0.1:{_free_port()}"
-        self.folder, self.env, self.procs = folder, env, {}
-        self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
-                                  "--no-dashboard"])
-        for n in range(workers):
-            self._start(f"worker{n}", ["worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
-                                       "--no-dashboard"])
-        from distributed import Client
-
-        with Client(self.address, timeout=120) as client:
-            client.wait_for_workers(workers, timeout=180)
-
-    def _start(self, name: str, args: list[str]) -> None:
-        log = open(self.folder / f"{name}.log", "wb")
-        self.procs[name] = subprocess.Popen([str(BIN / "dask"), *args], env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")
-
-    def kill(self, name: str) -> None:
-        """The whole worker (nanny and its child) at once, as when its machine dies."""
-        os.killpg(self.procs[name].pid, signal.SIGKILL)
-        self.procs[name].wait()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +56,11 @@ def xs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    from recgen.fit.local_cluster import LocalDaskCluster
+
     folder = tmp_path_factory.mktemp("cluster")
-    c = Cluster(folder, _env(folder / "worker-cache"))
-    yield c
-    c.stop()
+    with LocalDaskCluster(folder, workers=2, env=_env(folder / "worker-cache")) as c:
+        yield c
 
 
 def _fit_cmd(data: Path, out: Path, *extra: str) -> list[str]:
@@ -178,7 +131,7 @@ def test_cluster_fit_matches_single_process(fits, cluster):
 def test_bad_cluster_address_is_a_clear_error(tmp_path, xs):
     (tmp_path / "c.yaml").write_text("fit:\n  cluster:\n    connect_timeout: 3\n")
     started = time.perf_counter()
-    done = subprocess.run(_fit_cmd(xs, tmp_path / "fitted", "--cluster", f"tcp://127.0.0.1:{_free_port()}",
+    done = subprocess.run(_fit_cmd(xs, tmp_path / "fitted", "--cluster", f"tcp://127.0.0.1:{free_port()}",
                                    "--config", str(tmp_path / "c.yaml")),
                           env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
