@@ -236,6 +236,55 @@ def test_grammar_reasons_on_the_real_engine(engine, transformers_backend, datase
     assert figures["model_share"] == 1.0 and figures["transformers_model_share"] == 1.0, figures
 
 
+def test_jump_forward_writes_the_grammar_reasons_of_the_choice_grammar(engine, dataset):
+    """Jump-forward rounds (max_tokens=1 + allowed_token_ids at the choices' branching tokens, forced runs
+    appended by recgen) against vLLM's ``structured_outputs`` choice on the served grammar prompts of 4 users (10
+    items each, one batch per user as the reasoner sends them). Greedy over the same trie picks the same sentence;
+    bf16 on CPU with a batch's composition may move a near-tied pick, so ≥ 95 % must be identical, and each
+    that differs must be a near tie: the engine's own log-probs of both sentences within 0.5 nats."""
+    from jump_cases import grammar_prompts, trie_steps
+
+    backend = live(engine)
+    batches, budget = grammar_prompts(dataset, 4, 10)
+    out, steps = {}, {}
+    try:
+        for jump in (False, True):
+            backend.jump_forward = jump
+            out[jump], steps[jump] = [], 0
+            for batch in batches:
+                out[jump] += backend.generate_text(batch, budget)
+                steps[jump] += backend.last_steps
+    finally:
+        backend.jump_forward = True
+    prompts = [p for batch in batches for p in batch]
+    before, after = trie_steps(backend.tokenizer, prompts, out[True])
+    differ = [n for n, (a, b) in enumerate(zip(out[True], out[False])) if a != b]
+    gaps = [sentence_gap(backend, prompts[n], out[True][n], out[False][n]) for n in differ]
+    record("jump_forward_vs_choice_grammar", {
+        "reasons": len(prompts), "identical": 1 - len(differ) / len(prompts), "differing_logprob_gaps": gaps,
+        "engine_rounds_per_batch": [steps[False] / len(batches), steps[True] / len(batches)],
+        "model_steps_per_reason": [before / len(prompts), after / len(prompts)]})
+    assert len(prompts) == 40 and all(out[True])
+    assert len(differ) <= 0.05 * len(prompts) and all(gap < 0.5 for gap in gaps), (differ, gaps)
+    assert steps[True] < steps[False] / 2 and after < before / 2
+
+
+def sentence_gap(backend, prompt, first: str, second: str) -> float:
+    """|log p(first) - log p(second)| under the engine (prompt log-probs of each sentence after the prompt)."""
+    from recgen.lm.choices import choices_of
+
+    heads = backend.encode(prompt)
+    totals = []
+    for sentence in (first, second):
+        choice = next(c for c in choices_of(prompt) if c.strip() == sentence)
+        ids = backend.tokenizer(choice, add_special_tokens=False)["input_ids"]
+        params = backend.make_params({"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0})
+        output = backend.llm.generate([{"prompt_token_ids": heads + ids}], params, use_tqdm=False)[0]
+        steps = output.prompt_logprobs[len(heads):]
+        totals.append(sum(step[token].logprob for step, token in zip(steps, ids)))
+    return abs(totals[0] - totals[1])
+
+
 def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_prompts):
     """bf16 (vLLM's auto dtype on CPU) against float32 transformers on the ranker's real prompts."""
     labels, base = labels_of(rank_prompts), tagged(rank_prompts, ["base"])
