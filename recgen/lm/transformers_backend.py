@@ -6,7 +6,8 @@ Score mode reads the next-token logits of the label tokens at the last position 
 share a prompt prefix, which is run once and its KV cache reused for every item. A reason prompt that
 carries a vocabulary (a ``Vocabulary`` constraint) is decoded under :class:`.logits.AllowedTokensProcessor`
 (only those words' tokens, punctuation and end of turn) with no repeated 3-gram; one that carries sentences
-(a ``Choice`` constraint) writes exactly one of them (:class:`.choices.ChoiceTrie`).
+(a ``Choice`` constraint) writes exactly one of them (:class:`.choices.ChoiceTrie`), the model asked only where
+they branch (jump-forward: the tokens between are run in one forward pass).
 """
 
 from __future__ import annotations

