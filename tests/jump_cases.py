@@ -40,7 +40,9 @@ def trie_steps(tokenizer, prompts, sentences: list[str]) -> tuple[int, int]:
 
     before = after = 0
     for prompt, sentence in zip(prompts, sentences):
-        trie = ChoiceTrie.for_choices(tokenizer, choices_of(prompt))
-        steps = trie.steps(tokenizer(sentence, add_special_tokens=False)["input_ids"])
+        choices = choices_of(prompt)
+        trie = ChoiceTrie.for_choices(tokenizer, choices)
+        written = next(c for c in choices if c.strip() == sentence)  # (the answer is stripped of its space)
+        steps = trie.steps(tokenizer(written, add_special_tokens=False)["input_ids"])
         before, after = before + steps[0], after + steps[1]
     return before, after
