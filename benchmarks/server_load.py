@@ -368,16 +368,18 @@ def run_mixed(args, users: list[str], result: dict) -> None:
         if backend != "transformers":
             options += ["--backend", backend]
         if args.config:
-            options += ["--config", str(Path(args.config).resolve())]
+            options += ["--config", args.config]
         cmd = serve_command(args.dataset, port, *options)
         if python:
             cmd[0] = str(Path(python).absolute())  # the servers of a checkout run in its folder
+        result.setdefault("servers", {})[name] = {"command": " ".join(["recgen", *cmd[3:]])}
         code = str(Path(checkout).resolve()) if checkout else None  # `python -m` imports from its folder first
         env = {**os.environ, "PYTHONPATH": code} if code else None
+        if code and args.config:  # the server runs in the checkout's folder: the config as seen from here
+            cmd[cmd.index("--config") + 1] = str(Path(args.config).resolve())
         server, startup = start_server(cmd, url, f"server-load-{backend}", env=env, cwd=code)
         servers[name] = (server, url)
-        result.setdefault("servers", {})[name] = {"command": " ".join(["recgen", *cmd[3:]]),
-                                                  "startup_s": round(startup, 1)}
+        result["servers"][name]["startup_s"] = round(startup, 1)
     samplers = {name: RssSampler(server.pid) for name, (server, _) in servers.items()}
     try:
         for name, (_, url) in servers.items():  # warm-up: every path once (loads the LM, compiles)
