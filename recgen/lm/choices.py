@@ -59,7 +59,8 @@ class ChoiceTrie:
 
     def finished(self, written: list[int]) -> bool:
         """``written`` is a whole choice that no longer choice continues (a choice that is the start of another
-        is not an end: the row goes on, as vLLM's choice grammar and the token-by-token trie always did)."""
+        is not an end: the row goes on, as the transformers trie always did; vLLM's choice grammar could stop
+        there, but the reasons' sentences all end in "." so none starts another)."""
         node = self._node(written)
         return bool(node and node.get(None)) and len(node) == 1
 
