@@ -72,6 +72,48 @@ def test_a_token_budget_cuts_a_jump_as_it_cut_token_by_token(tiny_backend):
         assert tiny_backend.generate_text(prompts, budget) == stepwise
 
 
+class _PickLargest:
+    """A stand-in ``vllm.LLM`` whose model prefers the largest allowed token id; it keeps every request."""
+
+    def __init__(self):
+        self.requests: list = []
+
+    def generate(self, inputs, params, lora_request=None, use_tqdm=True):
+        from types import SimpleNamespace
+
+        self.requests.append([(i["prompt_token_ids"], p) for i, p in zip(inputs, params)])
+        return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=[max(p["allowed_token_ids"])], text="")])
+                for p in params]
+
+
+def test_vllm_rounds_continue_prompt_and_written_tokens_and_ask_only_at_branches(smollm_tokenizer_dir):
+    """The vLLM rounds send prompt + written tokens, ``max_tokens=1`` and the trie's allowed ids, once per branching
+    token, and write what greedy over the trie writes (here: the largest id at every branch)."""
+    from transformers import AutoTokenizer
+
+    from recgen.lm.vllm_engine import VLLMBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    choices = [" Close to Alien (1979), which you liked.", " Close to Alien (1979).", " Because you liked Alien."]
+    prompt = replace(_prompt(), constraint=Choice(choices))
+    llm = _PickLargest()
+    backend = VLLMBackend(llm, tokenizer=tokenizer, make_params=lambda spec: spec)
+    trie = ChoiceTrie.for_choices(tokenizer, choices)
+    written: list[int] = []
+    while not trie.finished(written):
+        written.append(max(trie.allowed(written)))
+    [text] = backend.generate_text([prompt], 64)
+    assert text == tokenizer.decode(written).strip()
+    head = backend.encode(prompt)
+    asked = [n for n in range(len(written)) if len(trie.allowed(written[:n])) > 1]
+    assert len(llm.requests) == backend.last_steps == len(asked) >= 1
+    for (request,), n in zip(llm.requests, asked):
+        ids, params = request
+        assert ids == head + written[:n]
+        assert params == {"max_tokens": 1, "temperature": 0.0, "allowed_token_ids": trie.allowed(written[:n])}
+    assert backend.generate_text([prompt], 2) == [tokenizer.decode(written[:2]).strip()]  # the budget cuts a run
+
+
 @pytest.fixture(scope="module")
 def ml100k():
     from conftest import shared_data_dir
