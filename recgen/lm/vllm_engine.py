@@ -231,8 +231,9 @@ class VLLMBackend(ChatTokenizing):
         return fill_short(self, prompts, labels, k, picked)
 
     def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        """A prompt with choices writes one of them (jump-forward rounds, :meth:`_choose`, or ``structured_outputs``
-        choice: the language the transformers backend's trie allows); one with a vocabulary is constrained by
+        """A prompt with choices writes one of them (jump-forward rounds over the transformers backend's trie,
+        :meth:`_choose`; with ``jump_forward`` off, vLLM's ``structured_outputs`` choice, the same sentences as text
+        in any tokens); one with a vocabulary is constrained by
         ``allowed_token_ids``, the ids the transformers backend allows (the engine has no word-level check; the
         reason checker is the second gate)."""
         choices = [choices_of(p) for p in prompts]
