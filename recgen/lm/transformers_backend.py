@@ -270,20 +270,19 @@ class TransformersBackend(ChatTokenizing):
         return feed
 
     def _step(self, feed: list[list[int]], mask: torch.Tensor, next_pos: torch.Tensor, cache):
-        """One forward pass over each row's new tokens (right-padded to the longest, the padding masked out):
+        """One forward pass over each row's new tokens, left-padded to the longest (the padding masked out, explicit
+        positions), so every row's last token is the batch's last position and only its logits are computed:
         each row's logits after its last token, the extended mask and the rows' next positions."""
         width = max(len(tokens) for tokens in feed)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([tokens + [pad] * (width - len(tokens)) for tokens in feed], device=self.device)
-        new_mask = torch.tensor([[1] * len(tokens) + [0] * (width - len(tokens)) for tokens in feed],
+        ids = torch.tensor([[pad] * (width - len(tokens)) + tokens for tokens in feed], device=self.device)
+        new_mask = torch.tensor([[0] * (width - len(tokens)) + [1] * len(tokens) for tokens in feed],
                                 dtype=mask.dtype, device=self.device)
         mask = torch.cat([mask, new_mask], dim=1)
-        positions = next_pos + torch.arange(width, device=self.device)[None, :]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=width).logits
-        last = torch.tensor([max(len(tokens), 1) - 1 for tokens in feed], device=self.device)
-        logits = out[torch.arange(len(feed), device=self.device), last]
         lengths = torch.tensor([[len(tokens)] for tokens in feed], device=self.device)
+        positions = next_pos - (width - lengths) + torch.arange(width, device=self.device)[None, :]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions.clamp(min=0),
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
         return logits, mask, next_pos + lengths
 
     def _constraints(self, prompts: list[ChatPrompt]):
