@@ -33,13 +33,15 @@ def serve_command(dataset: str, port: int, *options: str) -> list[str]:
             "--port", str(port), *options]
 
 
-def start_server(cmd: list[str], url: str, name: str, limit_s: float = 900) -> tuple[subprocess.Popen, float]:
-    """Start ``cmd`` (its output to a temporary log) and wait for ``/healthz``; (process, seconds to healthy).
-    Exits with the log's path when the server dies or is not healthy within ``limit_s``."""
+def start_server(cmd: list[str], url: str, name: str, limit_s: float = 900,
+                 env: dict | None = None, cwd: str | None = None) -> tuple[subprocess.Popen, float]:
+    """Start ``cmd`` (its output to a temporary log; ``env``, ``cwd``: default this process's) and wait for
+    ``/healthz``; (process, seconds to healthy). Exits with the log's path when the server dies or is not
+    healthy within ``limit_s``."""
     log_path = Path(tempfile.gettempdir()) / f"recgen-{name}-{url.rsplit(':', 1)[-1]}.log"
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     while True:
         if server.poll() is not None:
             sys.exit(f"recgen serve exited with {server.returncode}; see {log_path}")

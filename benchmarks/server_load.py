@@ -64,6 +64,24 @@ class Sampler(threading.Thread):
         self.join()
 
 
+def run_clients(client, clients: int) -> None:
+    """``client(number)`` in one thread per client, all started before any is waited for."""
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def non_200(records: list[dict]) -> dict[str, int]:
+    """Answers other than 200 by status (``"None"``: no answer)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r["status"] != 200:
+            counts[str(r["status"])] = counts.get(str(r["status"]), 0) + 1
+    return counts
+
+
 def run_phase(url: str, users: list[str], clients: int, duration: float, reasons: bool, k: int, seed: int,
               timeout: float) -> dict:
     records: list[dict] = []
@@ -90,20 +108,13 @@ def run_phase(url: str, users: list[str], clients: int, duration: float, reasons
                     records.append({"client": number, "user": user, "sent": sent - start, "latency": done - sent,
                                     "status": status, "service_s": served, "error": error})
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_clients(client, clients)
     wall = time.perf_counter() - start
     ok = [r for r in records if r["status"] == 200]
     in_window = [r for r in ok if r["sent"] + r["latency"] <= duration]
     latencies = [r["latency"] for r in ok]
     service = [r["service_s"] for r in ok if r["service_s"] is not None]
-    errors: dict[str, int] = {}
-    for r in records:
-        if r["status"] != 200:
-            errors[str(r["status"])] = errors.get(str(r["status"]), 0) + 1
+    errors = non_200(records)
     rnd = lambda x: None if x is None else round(x, 3)  # noqa: E731
     return {
         "reasons": reasons, "k": k, "clients": clients, "duration_s": duration, "wall_s": round(wall, 1),
@@ -136,7 +147,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[8], help="several with --mixed")
     parser.add_argument("--mixed", action="store_true", help="issue 25's mixed traffic, cells interleaved")
     parser.add_argument("--backend", action="append", default=None,
-                        help="--mixed: a backend to serve, NAME or NAME=PYTHON (its interpreter); repeatable")
+                        help="--mixed: a backend to serve, NAME, NAME=PYTHON (its interpreter) or either with @CHECKOUT "
+                             "(serve that recgen checkout's code, labelled NAME@<its folder name>: before/after "
+                             "in one run); repeatable")
     parser.add_argument("--config", help="--mixed: config file passed to every server (e.g. lm.kv_cache_gib)")
     parser.add_argument("--repeats", type=int, default=1, help="--mixed: rounds over the cells")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds per phase")
@@ -314,11 +327,7 @@ def run_mixed_phase(url: str, users: list[str], clients: int, duration: float, k
                     wait = float(record.get("retry_after") or 1)
                     time.sleep(max(0.0, min(wait, deadline - time.perf_counter())))
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_clients(client, clients)
     wall = time.perf_counter() - start
     rnd = lambda x: None if x is None else round(x, 3)  # noqa: E731
     out = {"clients": clients, "duration_s": duration, "wall_s": round(wall, 1), "requests": len(records),
@@ -329,10 +338,7 @@ def run_mixed_phase(url: str, users: list[str], clients: int, duration: float, k
         in_window = [r for r in ok if r["sent"] + r["latency"] <= duration]
         lat = [r["latency"] for r in ok]
         ttfr = [r["ttfr"] for r in ok if r["ttfr"] is not None]
-        statuses: dict[str, int] = {}
-        for r in mine:
-            if r["status"] != 200:
-                statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+        statuses = non_200(mine)
         out["by_kind"][kind] = {
             "requests": len(mine), "ok": len(ok), "lists_per_s": round(len(in_window) / duration, 3),
             "latency_s": {"p50": rnd(percentile(lat, 50)), "p95": rnd(percentile(lat, 95)),
@@ -352,22 +358,28 @@ def run_mixed(args, users: list[str], result: dict) -> None:
     """Every backend's server up at once; the cells (clients × backend) interleaved; RSS sampled throughout."""
     servers = {}
     for spec in args.backend or ["transformers"]:
-        name, _, python = spec.partition("=")
+        spec, _, checkout = spec.partition("@")
+        backend, _, python = spec.partition("=")
+        name = f"{backend}@{Path(checkout).resolve().name}" if checkout else backend
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         options = ["--max-concurrency", str(max(16, 2 * max(args.clients))), "--timeout", str(args.server_timeout),
                    "--log-level", "warning"]
-        if name != "transformers":
-            options += ["--backend", name]
+        if backend != "transformers":
+            options += ["--backend", backend]
         if args.config:
             options += ["--config", args.config]
         cmd = serve_command(args.dataset, port, *options)
         if python:
-            cmd[0] = python
-        server, startup = start_server(cmd, url, f"server-load-{name}")
+            cmd[0] = str(Path(python).absolute())  # the servers of a checkout run in its folder
+        result.setdefault("servers", {})[name] = {"command": " ".join(["recgen", *cmd[3:]])}
+        code = str(Path(checkout).resolve()) if checkout else None  # `python -m` imports from its folder first
+        env = {**os.environ, "PYTHONPATH": code} if code else None
+        if code and args.config:  # the server runs in the checkout's folder: the config as seen from here
+            cmd[cmd.index("--config") + 1] = str(Path(args.config).resolve())
+        server, startup = start_server(cmd, url, f"server-load-{backend}", env=env, cwd=code)
         servers[name] = (server, url)
-        result.setdefault("servers", {})[name] = {"command": " ".join(["recgen", *cmd[3:]]),
-                                                  "startup_s": round(startup, 1)}
+        result["servers"][name]["startup_s"] = round(startup, 1)
     samplers = {name: RssSampler(server.pid) for name, (server, _) in servers.items()}
     try:
         for name, (_, url) in servers.items():  # warm-up: every path once (loads the LM, compiles)

@@ -217,6 +217,7 @@ class _Logprob:
 class _Completion:
     text: str
     logprobs: list | None = None
+    token_ids: list = field(default_factory=list)
 
 
 @dataclass

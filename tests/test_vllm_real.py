@@ -236,6 +236,67 @@ def test_grammar_reasons_on_the_real_engine(engine, transformers_backend, datase
     assert figures["model_share"] == 1.0 and figures["transformers_model_share"] == 1.0, figures
 
 
+def test_jump_forward_writes_the_transformers_trie_sentences(engine, transformers_backend, dataset):
+    """Jump-forward rounds (max_tokens=1 + allowed_token_ids at the trie's branching tokens, forced runs appended
+    by recgen) on the served grammar prompts of 3 users (10 items each, one batch per user as the reasoner sends
+    them), against the transformers trie (float32; there jumping writes exactly what token by token writes,
+    tests/test_jump_decoding.py) and vLLM's ``structured_outputs`` choice grammar.
+
+    Both tries hold each sentence's own tokenization; the choice grammar matches the *text*, so it may also
+    write a sentence in other tokens (" Be"+"cause" for " Because"), where greedy may go elsewhere: its agreement
+    is recorded, not required. Against transformers, bf16 on CPU may move a near-tied pick: ≥ 90 % identical,
+    and where they differ the two tokens at the first difference are within 1 nat under the engine."""
+    from jump_cases import grammar_prompts, trie_steps
+
+    from recgen.lm.choices import choices_of
+    from recgen.lm.vllm_requests import build_sampling_params
+
+    backend = live(engine)
+    batches, budget = grammar_prompts(dataset, 3, 10)
+    prompts = [p for batch in batches for p in batch]
+    jumped, grammar, rounds, other_tokens = [], [], [0, 0], 0
+    for batch in batches:
+        jumped += backend.generate_text(batch, budget)
+        rounds[1] += backend.last_steps
+        specs = [build_sampling_params("text", max_tokens=budget, choices=choices_of(p)) for p in batch]
+        outputs = backend._generate(batch, specs)
+        rounds[0] += max(len(o.outputs[0].token_ids) for o in outputs)
+        for prompt, output in zip(batch, outputs):
+            grammar.append(output.outputs[0].text.strip())
+            own = [backend.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices_of(prompt)]
+            ids = list(output.outputs[0].token_ids)  # (the end-of-turn token the grammar ends on may follow)
+            other_tokens += not any(ids[:len(tokens)] == tokens for tokens in own)
+    reference = [text for batch in batches for text in transformers_backend.generate_text(batch, budget)]
+    before, after = trie_steps(backend.tokenizer, prompts, jumped)
+    differ = [n for n, (a, b) in enumerate(zip(jumped, reference)) if a != b]
+    gaps = [first_difference_gap(backend, prompts[n], jumped[n], reference[n]) for n in differ]
+    record("jump_forward_grammar_reasons", {
+        "reasons": len(prompts), "identical_to_transformers_trie": 1 - len(differ) / len(prompts),
+        "first_difference_gaps_nats": gaps,
+        "choice_grammar_identical_to_transformers_trie": sum(a == b for a, b in zip(grammar, reference)) / len(prompts),
+        "choice_grammar_identical_to_jump": sum(a == b for a, b in zip(grammar, jumped)) / len(prompts),
+        "choice_grammar_sentences_in_other_tokens": other_tokens,
+        "engine_rounds_per_batch_grammar_vs_jump": [rounds[0] / len(batches), rounds[1] / len(batches)],
+        "model_steps_per_reason_token_by_token_vs_jump": [before / len(prompts), after / len(prompts)]})
+    assert len(prompts) == 30 and all(jumped)
+    assert len(differ) <= 0.1 * len(prompts) and all(gap < 1.0 for gap in gaps), (differ, gaps)
+    assert rounds[1] < rounds[0] / 2 and after < before / 2
+
+
+def first_difference_gap(backend, prompt, first: str, second: str) -> float:
+    """Under the engine, |log p| between the two sentences' tokens where their tokenizations first differ."""
+    from recgen.lm.choices import choices_of
+
+    a, b = ([backend.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices_of(prompt)
+             if c.strip() == sentence][0] for sentence in (first, second))
+    at = next(n for n, (x, y) in enumerate(zip(a, b)) if x != y)
+    params = backend.make_params({"max_tokens": 1, "temperature": 0.0, "logprobs": 2,
+                                  "allowed_token_ids": [a[at], b[at]]})
+    output = backend.llm.generate([{"prompt_token_ids": backend.encode(prompt) + a[:at]}], params, use_tqdm=False)[0]
+    top = dict(output.outputs[0].logprobs[0])
+    return abs(top[a[at]].logprob - top[b[at]].logprob)
+
+
 def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_prompts):
     """bf16 (vLLM's auto dtype on CPU) against float32 transformers on the ranker's real prompts."""
     labels, base = labels_of(rank_prompts), tagged(rank_prompts, ["base"])

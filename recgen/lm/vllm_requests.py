@@ -16,6 +16,10 @@ How each :class:`~recgen.lm.backend.LMBackend` operation maps onto vLLM:
   prompt asks for ("one letter a line") and what the transformers backend enforces. A regex does not
   enforce uniqueness, so the list is de-duplicated and validated afterwards, and a short list is filled
   from the score-mode order.
+* **choice** (grammar reasons, jump-forward: :mod:`.choices`) — one token, greedy, ``allowed_token_ids`` = the
+  tokens that continue one of the prompt's sentences after what it has written; the engine is asked only at
+  the sentences' branching tokens, the tokens between are appended by recgen, and the next round continues
+  prompt + written tokens (prefix caching keeps the prompt's KV).
 * **text** (reasons) — greedy, ``max_tokens``, ``stop=["\\n"]``. A constrained reason (a prompt with
   ``ChatPrompt.constraint`` a ``Vocabulary``, :mod:`.vocabulary`) also carries ``allowed_token_ids`` in the engine (the very ids
   the transformers backend allows, :class:`.constrained.AllowedTokens`) and, on a ``vllm serve`` server, which
@@ -95,6 +99,10 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
         k = min(k, len(labels))
         return {"max_tokens": generate_max_tokens(k), "temperature": 0.0,
                 "structured_outputs": {"regex": label_lines_regex(labels, k)}}
+    if kind == "choice":  # one jump-forward round (:meth:`.vllm_engine.VLLMBackend._choose`): the next token
+        if not allowed_token_ids:
+            raise ValueError("choice mode needs allowed_token_ids")
+        return {"max_tokens": 1, "temperature": 0.0, "allowed_token_ids": list(allowed_token_ids)}
     if kind == "text":
         if not max_tokens:
             raise ValueError("text mode needs max_tokens")
@@ -104,7 +112,7 @@ def build_sampling_params(kind: str, *, label_ids: list[int] | None = None, labe
         elif allowed_token_ids:
             params["allowed_token_ids"] = list(allowed_token_ids)
         return params
-    raise ValueError(f"kind must be score, generate or text, not {kind!r}")
+    raise ValueError(f"kind must be score, generate, choice or text, not {kind!r}")
 
 
 def build_llm_kwargs(model: str, *, adapter: str | None = None, trust_remote_code: bool = False,
