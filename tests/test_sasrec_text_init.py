@@ -4,6 +4,7 @@ softmax that replaces the full one past a memory budget."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,3 +168,73 @@ def test_negatives_follow_popularity_and_accidental_hits_are_masked():
     h = torch.randn(6, 4)
     loss = small.loss(model, h, torch.tensor([0, 1, 2, 0, 1, 2]), np.random.default_rng(1))
     assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_a_slower_item_table_keeps_more_of_the_text_and_resumes_exactly(tmp_path):
+    """``item_lr`` < 1: the table is its own optimiser group at that multiple of the (scheduled) lr, so a text
+    start moves less while the blocks train at the full rate; the group survives a killed run's resume."""
+    from recgen.fit.sasrec_train import make_optimizer
+
+    data = EvalData.from_dataset(chain_dataset(n_items=20, n_users=60, length=8, seed=2))
+    vectors = project_item_vectors(_ring_vectors(20), 16)
+    cfg = dict(max_len=8, hidden=16, max_epochs=2, batch_size=16, dropout=0.1, threads=1, item_init="text",
+               schedule="cosine", warmup_epochs=1, decay_epochs=2)
+    moved = {}
+    for item_lr in (1.0, 0.1):
+        model, report = train_sasrec(data.train_sequences(), 20, SASRecConfig(item_lr=item_lr, **cfg),
+                                     item_vectors=vectors)
+        moved[item_lr] = float(np.abs(model.item_emb.weight[1:].detach().numpy() - vectors).mean())
+    assert 0 < moved[0.1] < 0.5 * moved[1.0], moved
+    slow = SASRecConfig(item_lr=0.1, **cfg)
+    groups = make_optimizer(SASRec(20, slow, vectors), slow).param_groups
+    assert len(groups) == 2 and groups[1]["lr_multiple"] == 0.1 and len(groups[1]["params"]) == 1
+    assert len(make_optimizer(SASRec(20, SASRecConfig(**cfg), vectors), SASRecConfig(**cfg)).param_groups) == 1
+    scores = iter([0.1, 0.2, 0.3] * 3)
+    _, full = train_sasrec(data.train_sequences(), 20, replace(slow, max_epochs=3), validate=lambda m: next(scores),
+                           item_vectors=vectors)
+    scores = iter([0.1, 0.2, 0.3] * 3)
+    state = tmp_path / "slow.state.safetensors"
+    train_sasrec(data.train_sequences(), 20, replace(slow, max_epochs=1), validate=lambda m: next(scores),
+                 item_vectors=vectors, state_path=state)
+    _, resumed = train_sasrec(data.train_sequences(), 20, replace(slow, max_epochs=3),
+                              validate=lambda m: next(scores), item_vectors=vectors, state_path=state)
+    assert resumed.resumed_at_epoch == 2
+    assert [(h["loss"], h["lr"]) for h in resumed.history] == [(h["loss"], h["lr"]) for h in full.history]
+    with pytest.raises(ValueError, match="item_lr"):
+        SASRecConfig(item_lr=0.0)
+
+
+def test_the_default_grid_tries_the_table_rate_only_for_a_text_start():
+    from recgen.fit.sasrec_select import GRID, grid_configs
+
+    configs = grid_configs(SASRecConfig(hidden=16), GRID)
+    assert len(configs) == len(set(map(str, configs))) == 6
+    assert {c.item_lr for c in configs if c.item_init == "random"} == {1.0}
+    assert {(c.dropout, c.item_lr) for c in configs if c.item_init == "text"} == \
+        {(d, r) for d in GRID["dropout"] for r in GRID["item_lr"]}
+
+
+def test_fusions_sasrec_source_is_the_fit_of_the_given_parameters(monkeypatch):
+    """``sasrec_params`` reach the SASRec fitter of the fusion's source (same selection and checkpoints as
+    ``-s sasrec`` with those parameters), key the fusion fit, and are checked before any stage runs."""
+    from recgen.fit import fusion as fusion_module
+    from recgen.fit.fusion import FusionFitter
+
+    seen = []
+
+    def fake_fit(self, data, log=None):
+        seen.append(dict(self.overrides))
+        raise RuntimeError("stop after the SASRec source")
+
+    monkeypatch.setattr(fusion_module.SASRecFitter, "fit", fake_fit)
+    monkeypatch.setattr(FusionFitter, "retriever_for", lambda self, data: None)
+    fitter = FusionFitter(sasrec=True, sasrec_params={"dropout": 0.3, "item_init": "text"})
+    with pytest.raises(RuntimeError, match="stop after"):
+        fitter.sources(None, None)
+    assert seen == [{"dropout": 0.3, "item_init": "text"}]
+    assert fitter.params()["sasrec_params"] == {"dropout": 0.3, "item_init": "text"}
+    assert "sasrec_params" not in FusionFitter(sasrec=True).params()  # older fit keys unchanged
+    with pytest.raises(ValueError, match="unknown SASRec"):
+        FusionFitter(sasrec=True, sasrec_params={"hiden": 64})
+    with pytest.raises(ValueError, match="sasrec=true"):
+        FusionFitter(sasrec_params={"dropout": 0.3})

@@ -118,7 +118,9 @@ class FusionFitter:
                  leaves=(15, 63), holdout: float = 0.2, seed: int = 0, max_rounds: int = 500, threads: int = 2,
                  sasrec: bool = False, prefixes=(3, 10), batch: int = 256, requests: bool = False,
                  request_users: int = 5000, item_features=DEFAULT_ITEM_GROUPS, cold_pins=PIN_DEPTHS,
-                 **retrieval) -> None:
+                 sasrec_params: dict | None = None, **retrieval) -> None:
+        """``sasrec_params``: :class:`SASRecFitter`'s parameters for the SASRec source (pinned settings, ``grid``,
+        ...; default: its own selection), so the source is the same fit as ``-s sasrec`` with those parameters."""
         base = config if isinstance(config, RecgenConfig) else RecgenConfig.validated(config or {}, "fusion config")
         self.config = base.updated("retrieval parameters", retrieval=retrieval)
         self.retriever = retriever
@@ -130,6 +132,11 @@ class FusionFitter:
             raise ValueError("holdout must be a share between 0 and 1")
         self.holdout, self.seed, self.max_rounds, self.threads = float(holdout), int(seed), int(max_rounds), int(threads)
         self.use_sasrec, self.batch = bool(sasrec), int(batch)
+        self.sasrec_params = dict(sasrec_params or {})
+        if self.sasrec_params:
+            if not self.use_sasrec:
+                raise ValueError("sasrec_params shape the SASRec source: give them with sasrec=true")
+            SASRecFitter(**self.sasrec_params)  # unknown settings are refused now, not after the first stages
         self.prefixes = sorted(int(k) for k in prefixes if int(k) > 0)
         #: the request stage (``requests=True``): a ranker for a request in words with a history
         self.fit_requests, self.request_users = bool(requests), int(request_users)
@@ -149,6 +156,7 @@ class FusionFitter:
         return {"retrieval": self.config.retrieval.model_dump(), "depths": self.depths, "leaves": self.leaves,
                 "holdout": self.holdout, "seed": self.seed, "max_rounds": self.max_rounds, "sasrec": self.use_sasrec,
                 "prefixes": self.prefixes, "item_features": list(self.item_groups), "cold_pins": self.cold_pins,
+                **({"sasrec_params": self.sasrec_params} if self.sasrec_params else {}),  # absent: older keys hold
                 **({"item_lm": self.config.lm.model or "default"} if "lmrep" in self.item_groups else {}),
                 "fitted_on": "signals: training sequences; ranker: validation targets (history = training items) and, "
                               "when chosen, earlier training targets with signals refitted on the cut sequences"}
@@ -157,7 +165,7 @@ class FusionFitter:
         """Where the chosen ranker is saved: keyed by the catalog, the users and the settings that shape it."""
         key = hashlib.sha256(json.dumps({"catalog": data.dataset.catalog.fingerprint(), "users": data.n_users,
                                          "params": {k: v for k, v in self.params().items() if k in
-                                                    ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "prefixes",
+                                                    ("retrieval", "depths", "leaves", "holdout", "seed", "sasrec", "sasrec_params", "prefixes",
                                                      "item_features", "item_lm", "cold_pins")}},
                                         sort_keys=True, default=str).encode()).hexdigest()[:12]
         return cache_dir() / "fusion" / f"{data.dataset.name}-{key}.txt"
@@ -179,7 +187,7 @@ class FusionFitter:
 
     def sources(self, data: EvalData, log) -> Sources:
         retriever = self.retriever_for(data)
-        model = SASRecFitter().fit(data, log=log).model if self.use_sasrec else None
+        model = SASRecFitter(**self.sasrec_params).fit(data, log=log).model if self.use_sasrec else None
         return Sources(data.dataset.catalog, retriever, data.train_sequences(), sasrec=model)
 
     def fit(self, data: EvalData, log=None) -> FusionFit:

@@ -183,7 +183,8 @@ def train_sasrec(train_sequences: list[np.ndarray], n_items: int, config: SASRec
         batches = length_batches(lengths, config.batch_size, rng)
         for idx in batches:
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(config, epoch - 1 + steps / len(batches), run.get("lr_scale", 1.0))
+                group["lr"] = config.lr * group.get("lr_multiple", 1.0) * \
+                    lr_factor(config, epoch - 1 + steps / len(batches), run.get("lr_scale", 1.0))
             width = max(1, int(lengths[idx].max()))
             x = torch.from_numpy(inputs[idx, -width:])
             y = torch.from_numpy(targets[idx, -width:])
@@ -268,14 +269,26 @@ def lr_factor(config: SASRecConfig, epochs_done: float, plateau_scale: float = 1
 
 
 def make_optimizer(model: SASRec, config: SASRecConfig) -> torch.optim.Optimizer:
-    """Adam (L2 on every weight, the original recipe) or AdamW with decay on the block matrices only."""
-    if config.optimizer == "adam":
-        return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
+    """Adam (L2 on every weight, the original recipe) or AdamW with decay on the block matrices only; with
+    ``config.item_lr`` != 1 the item table is a group of its own whose lr is that multiple of ``lr`` (its
+    ``lr_multiple``, which the training loop applies under the schedule)."""
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]  # not a frozen item table
-    decay = [p for name, p in trained if p.ndim >= 2 and not name.endswith("_emb.weight")]
-    keep = [p for name, p in trained if not (p.ndim >= 2 and not name.endswith("_emb.weight"))]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": keep, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
+    own_table = config.item_lr != 1.0
+
+    def groups(named, **extra) -> list[dict]:
+        table = [p for name, p in named if own_table and name == "item_emb.weight"]
+        rest = [p for name, p in named if not (own_table and name == "item_emb.weight")]
+        out = [{"params": rest, **extra}]
+        if table:
+            out.append({"params": table, "lr": config.lr * config.item_lr, "lr_multiple": config.item_lr, **extra})
+        return out
+
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups(trained), lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay)
+    matrix = lambda name, p: p.ndim >= 2 and not name.endswith("_emb.weight")  # noqa: E731
+    return torch.optim.AdamW(groups([(n, p) for n, p in trained if matrix(n, p)], weight_decay=config.weight_decay)
+                             + groups([(n, p) for n, p in trained if not matrix(n, p)], weight_decay=0.0),
+                             lr=config.lr, betas=(0.9, 0.98))
 
 
 def save_train_state(path: str | Path, model: SASRec, optimizer: torch.optim.Optimizer, rng: np.random.Generator,

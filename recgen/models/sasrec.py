@@ -32,7 +32,7 @@ SCHEDULES = ("constant", "cosine", "plateau")
 #: checkpoint keys leave them out at these values, so older checkpoints stay valid.
 LATER_DEFAULTS = {"schedule": "constant", "warmup_epochs": 0.0, "decay_epochs": 20, "min_lr_ratio": 0.1,
                   "decay_factor": 0.3, "decay_patience": 2, "optimizer": "adam",
-                  "positions": "from_newest", "item_init": "random", "negatives": 256}
+                  "positions": "from_newest", "item_init": "random", "negatives": 256, "item_lr": 1.0}
 ITEM_INITS = ("random", "text", "text_frozen")
 LOSSES = ("ce", "bce", "sampled")
 
@@ -86,12 +86,18 @@ class SASRecConfig:
     # to ``hidden`` by PCA, then trained) or "text_frozen" (the same vectors, never updated)
     item_init: str = "random"
     negatives: int = 256  # with loss="sampled": items drawn per step, shared by every position of the batch
+    # the item table's learning rate as a multiple of ``lr`` (the table is also the output layer): below 1 a
+    # text-started table keeps more of what the text says while the blocks learn at the full rate (a text start
+    # peaks after a few epochs and then overfits at 1; 0 would be "text_frozen")
+    item_lr: float = 1.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
         if self.item_init not in ITEM_INITS:
             raise ValueError(f"item_init must be one of {', '.join(ITEM_INITS)}")
+        if not self.item_lr > 0:
+            raise ValueError("item_lr must be > 0 (a frozen table is item_init='text_frozen')")
         if self.negatives < 1:
             raise ValueError("negatives must be >= 1")
         if self.schedule not in SCHEDULES:
