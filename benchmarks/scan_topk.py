@@ -6,7 +6,7 @@
 For each ``recgen synth`` folder: the catalog is embedded once (``--embed-backend``, default onnx-int8: the
 fastest real embedder here; the torch embedding of M takes over an hour on this loaded machine) and indexed as
 the settings choose for its size (flat below ``retrieval.ann_min_items``, HNSW from there, efSearch chosen on
-recall@100) into ``$RECGEN_CACHE_DIR/bench-scan-topk``. Then, alternating old and new ``--repeat`` times, a
+recall@100), or the index ``recgen fit`` cached for it with that backend is reused. Then, alternating old and new ``--repeat`` times, a
 child process (``PYTHONPATH`` = that side's code) loads the data and the index and builds the fused ranker's
 depth-100 feature groups for ``--users`` validation users in batches of 256 (the fit's batch): wall and CPU
 seconds of the building only, peak RSS of the child before and after it. The first child of each side also
@@ -80,24 +80,19 @@ def child(args) -> None:
                       "load_after": os.getloadavg()[0]}))
 
 
-def prepare(data: str, backend: str, cache: Path) -> Path:
-    """Embed and index the catalog once (this checkout's code); reused by every child of both sides."""
+def prepare(data: str, backend: str) -> Path:
+    """The catalog's cached index (the one ``recgen index`` / ``recgen fit`` with this backend saved), built
+    now with this checkout's code when absent; reused by every child of both sides."""
     from recgen.config import RetrievalSettings
     from recgen.data import load_dataset
-    from recgen.retrieval import Retriever
-    from recgen.retrieval.embedder import embed, load_embedder
+    from recgen.retrieval.cache import index_folder, load_or_build_index
 
     catalog = load_dataset(data).catalog
-    folder = cache / f"{Path(data).name}-{catalog.fingerprint()[:12]}-{backend}"
-    if (folder / "index.json").is_file():
-        return folder
+    folder = index_folder(Path(data).name, catalog.fingerprint(), None)
     t0 = time.perf_counter()
-    settings = RetrievalSettings(embed_backend=backend)
-    vectors = embed(load_embedder(None, backend), [item.text() for item in catalog], batch_size=64)
-    retriever = Retriever.from_vectors(catalog, vectors, settings)
-    retriever.save(folder)
-    print(f"{data}: embedded and indexed {len(catalog)} items in {time.perf_counter() - t0:.0f} s: "
-          f"{retriever.index_meta.describe()}", file=sys.stderr)
+    retriever = load_or_build_index(catalog, RetrievalSettings(embed_backend=backend), folder)
+    print(f"{data}: index ready in {time.perf_counter() - t0:.0f} s: {retriever.index_meta.describe()}",
+          file=sys.stderr)
     return folder
 
 
@@ -135,13 +130,14 @@ def main() -> None:
         child(argparse.Namespace(**{**vars(args), "data": args.data[0]}))
         return
     cache = Path(os.environ.get("RECGEN_CACHE_DIR", ".")) / "bench-scan-topk"
+    cache.mkdir(parents=True, exist_ok=True)
     new_src = str(Path(__file__).resolve().parents[1])
     sides = {"old": str(Path(args.old_src).resolve()), "new": new_src}
     results = {"command": "python benchmarks/scan_topk.py " + shlex.join(
         [a if not os.path.isabs(a) else Path(a).name for a in sys.argv[1:]]),
         "batch": BATCH, "depth": DEPTH, "embed_backend": args.embed_backend, "sizes": {}}
     for data in args.data:
-        index = prepare(data, args.embed_backend, cache)
+        index = prepare(data, args.embed_backend)
         runs = {"old": [], "new": []}
         dumps = {side: cache / f"{Path(data).name}-{side}.npz" for side in sides}
         for rep in range(args.repeat):
