@@ -283,7 +283,7 @@ class Retriever:
                self.settings.cold_neighbours)
         if self._cold_cache is None or self._cold_cache[0] != key:
             weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix),
-                                        self.settings.cold_neighbours)
+                                        self.settings.cold_neighbours, self.index, self.index_meta.kind)
             self._cold_cache = (key, weights)
         return self._cold_cache[1]
 

@@ -1,0 +1,43 @@
+"""Cold items' text neighbours through an approximate index: the warm items nearest to each cold item are
+searched in the HNSW index (restricted to warm rows by an IDSelector) instead of a cold × warm product, and
+give the weights the product gives where the search is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recgen.retrieval.cold_items import neighbour_weights
+from recgen.retrieval.index import IndexChoice, build_index, set_search_params
+
+
+@pytest.fixture(scope="module")
+def catalog_vectors():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(20, 32))
+    vectors = (centres[rng.integers(20, size=3000)] + 0.6 * rng.normal(size=(3000, 32))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cold = np.sort(rng.choice(3000, size=700, replace=False))
+    index, meta = build_index(vectors, IndexChoice(kind="hnsw"))
+    assert meta.kind == "hnsw"
+    return vectors, cold, index
+
+
+def test_searched_neighbours_equal_the_product_when_the_search_is_exact(catalog_vectors):
+    vectors, cold, index = catalog_vectors
+    set_search_params(index, {"efSearch": 3000})
+    dense = neighbour_weights(vectors, cold, 10)
+    searched = neighbour_weights(vectors, cold, 10, index, "hnsw")
+    assert searched.nnz == dense.nnz == 7000
+    np.testing.assert_allclose(searched.toarray(), dense.toarray(), atol=1e-6)
+
+
+def test_searched_neighbours_are_warm_and_near_at_the_tuned_search(catalog_vectors):
+    vectors, cold, index = catalog_vectors
+    set_search_params(index, {"efSearch": 16})
+    dense, searched = neighbour_weights(vectors, cold, 10), neighbour_weights(vectors, cold, 10, index, "hnsw")
+    assert not np.isin(searched.indices, cold).any()  # only warm items lend their scores
+    assert set(np.flatnonzero(np.diff(searched.indptr))) == set(cold.tolist())
+    np.testing.assert_allclose(np.asarray(searched.sum(axis=1)).ravel()[cold], 1.0, rtol=1e-5)
+    overlap = np.mean([len(np.intersect1d(searched[c].indices, dense[c].indices)) / 10 for c in cold])
+    assert overlap >= 0.9, overlap
