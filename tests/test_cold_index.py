@@ -41,3 +41,31 @@ def test_searched_neighbours_are_warm_and_near_at_the_tuned_search(catalog_vecto
     np.testing.assert_allclose(np.asarray(searched.sum(axis=1)).ravel()[cold], 1.0, rtol=1e-5)
     overlap = np.mean([len(np.intersect1d(searched[c].indices, dense[c].indices)) / 10 for c in cold])
     assert overlap >= 0.9, overlap
+
+
+def test_served_hybrid_order_through_the_index_equals_the_dense_scores(catalog_vectors):
+    """``Retriever.retrieve`` with transitions over an approximate index scores only the index's nearest items
+    and the items with a (borrowed) transition score; where the search is exact it returns the dense order."""
+    from recgen.config import RetrievalSettings
+    from recgen.data.catalog import Catalog, Item
+    from recgen.retrieval import Retriever
+    from recgen.retrieval.collaborative import ItemTransitions
+
+    vectors, cold, _ = catalog_vectors
+    catalog = Catalog([Item(f"i{k}", f"item {k}", ()) for k in range(len(vectors))])
+    rng = np.random.default_rng(1)
+    warm = np.setdiff1d(np.arange(len(vectors)), cold)
+    sequences = [[f"i{k}" for k in rng.choice(warm, size=8)] for _ in range(400)]
+    transitions = ItemTransitions.fit(catalog, sequences)
+    exact = Retriever.from_vectors(catalog, vectors, RetrievalSettings(index="flat"), embedder_name="fake",
+                                   transitions=transitions)
+    approx = Retriever.from_vectors(catalog, vectors, RetrievalSettings(index="hnsw"), embedder_name="fake",
+                                    transitions=transitions)
+    set_search_params(approx.index, {"efSearch": 3000})
+    for history in sequences[:20]:
+        searched, dense = (r.retrieve(history, n=50, exclude={history[0]}) for r in (approx, exact))
+        np.testing.assert_allclose([s for _, s in searched], [s for _, s in dense], rtol=1e-5, atol=1e-6)
+        # the same items in the same order, up to the order of exact ties (the dense argpartition's is arbitrary)
+        tied = lambda found: [i for i, _ in sorted(found, key=lambda x: (-round(x[1], 5), x[0]))]  # noqa: E731
+        assert tied(searched) == tied(dense)
+    assert any(int(i[1:]) in cold for history in sequences[:20] for i, _ in approx.retrieve(history, n=50))

@@ -181,7 +181,7 @@ class Sources:
         b, cap = len(histories), min(RANK_CAP, self.n_items)
         queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories]).astype(np.float32)
         if transitions is not None:
-            trans = sp.vstack([_transition_row(transitions, hist, n) for hist in histories], format="csr")
+            trans = sp.vstack([transitions.sparse_scores(hist) for hist in histories], format="csr")
         else:
             trans = sp.csr_matrix((b, n), dtype=np.float32)
         trans.sort_indices()
@@ -327,18 +327,6 @@ class Scan:
             order = order[best[order] <= depth]
             rows, best, ranks = rows[order], best[order], {k: v[order] for k, v in ranks.items()}
         return Pool(rows, best, self.values(r, rows), ranks)
-
-
-def _transition_row(transitions: ItemTransitions, hist: np.ndarray, n: int) -> sp.csr_matrix:
-    """``ItemTransitions.scores`` as a sparse [1, n] row (scaled to max 1), without the dense catalog vector."""
-    recent = np.asarray(hist, dtype=np.int64)[-transitions.params.last:][::-1]
-    if len(recent) == 0:
-        return sp.csr_matrix((1, n), dtype=np.float32)
-    weights = (transitions.params.decay ** np.arange(len(recent))).astype(np.float32)
-    row = sp.csr_matrix(weights[None, :]) @ transitions.matrix[recent]
-    row = sp.csr_matrix(row, dtype=np.float32)
-    top = row.data.max() if row.nnz else 0.0
-    return row / top if top > 0 else row
 
 
 def _unseen_nonzero(matrix: sp.csr_matrix, r: int, seen: np.ndarray) -> np.ndarray:
