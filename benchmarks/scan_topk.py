@@ -34,6 +34,11 @@ COMPARED = 128
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process's memory since it started (VmHWM): getrusage's ru_maxrss would carry the
+    parent's peak over the fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

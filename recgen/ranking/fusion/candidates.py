@@ -347,7 +347,8 @@ def _hybrid_top(text_top: tuple[np.ndarray, np.ndarray], followers: np.ndarray, 
     text = np.concatenate([text_vals, follower_text])
     rows, first = np.unique(rows, return_index=True)
     text = text[first]
-    hybrid = text + weight * _sparse_at(trans, r, rows)
+    # in the transition matrix's dtype (float64 from scipy's scaling), as the dense chunk product summed it
+    hybrid = text + weight * _sparse_at(trans, r, rows, trans.dtype)
     return rows[_order(rows, hybrid)][:cap]
 
 
@@ -405,11 +406,11 @@ def _static_top(order: np.ndarray, seen: np.ndarray, cap: int) -> np.ndarray:
     return top[~np.isin(top, seen)][:cap] if len(seen) else top[:cap]
 
 
-def _sparse_at(matrix: sp.csr_matrix, r: int, rows: np.ndarray) -> np.ndarray:
+def _sparse_at(matrix: sp.csr_matrix, r: int, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Row ``r`` of a CSR matrix with sorted indices at ``rows`` (0 where not stored)."""
     lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
     cols, data = matrix.indices[lo:hi], matrix.data[lo:hi]
-    out = np.zeros(len(rows), dtype=np.float32)
+    out = np.zeros(len(rows), dtype=dtype)
     if hi > lo and len(rows):
         pos = np.minimum(np.searchsorted(cols, rows), len(cols) - 1)
         hit = cols[pos] == rows
