@@ -98,6 +98,26 @@ class IndexChoice:
         return "hnsw", f"{n_items} items >= retrieval.ann_min_items = {self.ann_min_items}"
 
 
+#: A batch of users' text tops (or cold items' neighbours) is searched in an HNSW index instead of computed by
+#: the exact product only when the catalog holds at least this many items per unit of efSearch: a graph search
+#: visits ~efSearch nodes at random addresses, the product streams the catalog through BLAS. Measured here on
+#: synth M (100k items, efSearch 768 for recall@100 0.98, 1,024 users, one thread, load ~10): index search 7.7
+#: vs product 5.7 CPU ms per user in feature building (eval/results/scale/scan_topk-M.md), i.e. break-even near
+#: 150k items at that efSearch; 200 keeps the exact product up to ~150k items there and searches from ~400k
+#: items at efSearch 2048. An IVF index is searched whenever it is the index (it scans nprobe of its lists).
+SEARCH_ITEMS_PER_EF = 200
+
+
+def search_pays(meta: "IndexMeta") -> bool:
+    """Whether batched top-k work should search this index rather than compute the exact product (which also
+    gives exact results): never for a flat index, see :data:`SEARCH_ITEMS_PER_EF` for HNSW."""
+    if meta.kind == "flat":
+        return False
+    if meta.kind == "hnsw":
+        return meta.n_items >= SEARCH_ITEMS_PER_EF * int(meta.search_params.get("efSearch", 16))
+    return True
+
+
 def make_index(vectors: np.ndarray):
     """Exact inner-product search: right for normalized vectors and catalogs below ~1M items."""
     import faiss

@@ -18,7 +18,7 @@ from .cold_items import cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, Encoder, embed, load_embedder, resolve_backend
 from .growth import grown_transitions, merged_catalog
-from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index
+from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index, search_pays
 from .request_constraints import RequestConstraints, RequestReader
 
 log = logging.getLogger(__name__)
@@ -282,8 +282,10 @@ class Retriever:
         key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape,
                self.settings.cold_neighbours)
         if self._cold_cache is None or self._cold_cache[0] != key:
+            searched = search_pays(self.index_meta)  # else the exact cold × warm product costs less
             weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix),
-                                        self.settings.cold_neighbours, self.index, self.index_meta.kind)
+                                        self.settings.cold_neighbours, self.index if searched else None,
+                                        self.index_meta.kind)
             self._cold_cache = (key, weights)
         return self._cold_cache[1]
 
@@ -342,7 +344,7 @@ class Retriever:
 
     def _retrieve_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str],
                          transitions: ItemTransitions) -> list[tuple[str, float]]:
-        if self.index_meta.kind != "flat":
+        if self.index_meta.kind != "flat":  # one query: the exact scores would be a gemv over the whole catalog
             return self._searched_hybrid(history, vector, n, skip, transitions)
         scores = self.scores(history, vector, transitions)
         for item_id in skip:

@@ -1,8 +1,8 @@
 """Candidate sources for the second stage and the merged pool.
 
 Each source gives each history its capped top (:meth:`Sources.scan`: the text top through the FAISS index
-when it is approximate (HNSW / IVF, from ``retrieval.ann_min_items`` items), else the exact product in item
-chunks; the hybrid top from the text top and the items with a transition score; non-zeros for the sparse
+when it is approximate and large enough for the search to cost less than the product
+(:func:`~recgen.retrieval.index.search_pays`), else the exact product in item chunks; the hybrid top from the text top and the items with a transition score; non-zeros for the sparse
 signals, a precomputed order for the shared ones), never a dense [users, n_items] array; features are read
 only at pooled rows. The sources: the served hybrid retriever (text cosine +
 transitions), text cosine alone, short-window co-occurrence neighbours of the last items (the ItemKNN
@@ -31,6 +31,7 @@ from ...data.catalog import Catalog
 from ...errors import DataError
 from ...retrieval import Retriever
 from ...retrieval.collaborative import ItemTransitions, TransitionParams, history_weights, transition_matrix
+from ...retrieval.index import search_pays
 from ...retrieval.sparse_files import load_checked_csr
 
 #: Sources whose top items make up the pool (``sasrec`` only when a model is given).
@@ -196,10 +197,10 @@ class Sources:
         # text top ∪ the items with a transition score, so only those are scored (exact: see _hybrid_top)
         followers = [_unseen_nonzero(trans, r, seen[r]) for r in range(b)]
         with self._serial(b):
-            if self.retriever.index_meta.kind == "flat":
-                text_top, follower_text = self._exact_text_top(queries, seen, followers, cap)
-            else:
+            if search_pays(self.retriever.index_meta):
                 text_top, follower_text = self._searched_text_top(queries, seen, followers, cap)
+            else:
+                text_top, follower_text = self._exact_text_top(queries, seen, followers, cap)
         tops: dict[str, list[np.ndarray]] = {"text": [rows for rows, _ in text_top]}
         tops["hybrid"] = [_hybrid_top(text_top[r], followers[r], follower_text[r], trans, r, weight, cap)
                           for r in range(b)]
