@@ -1,10 +1,10 @@
 """Candidate sources for the second stage and the merged pool.
 
 Each source gives each history its capped top (:meth:`Sources.scan`: the text top through the FAISS index
-when it is approximate and large enough for the search to cost less than the product
-(:func:`~recgen.retrieval.index.search_pays`), else the exact product in item chunks; the hybrid top from the text top and the items with a transition score; non-zeros for the sparse
-signals, a precomputed order for the shared ones), never a dense [users, n_items] array; features are read
-only at pooled rows. The sources: the served hybrid retriever (text cosine +
+when it is approximate and large enough for its search to cost less than the product
+(:func:`~recgen.retrieval.index.search_pays`), else the exact product in item chunks; the hybrid top from
+the text top and the items with a transition score; non-zeros for the sparse signals, a precomputed order
+for the shared ones), never a dense [users, n_items] array; features are read only at pooled rows. The sources: the served hybrid retriever (text cosine +
 transitions), text cosine alone, short-window co-occurrence neighbours of the last items (the ItemKNN
 formula, strongest on dense data), popularity, and SASRec when a fitted model is given. A pool is the union
 of every pool source's top ``depth``; an item's ``pool_rank`` is its best rank over those sources, so a
@@ -173,8 +173,8 @@ class Sources:
 
     def scan(self, histories: list[np.ndarray]) -> "Scan":
         """Every signal's capped top for each history, without a dense [histories, n_items] array: the text top
-        comes from the approximate index's search (work per user independent of the catalog) or, for an exact
-        index, the product over :data:`ITEM_CHUNK` items at a time; the hybrid top is scored on the text top ∪
+        comes from the approximate index's search where it pays (work per user independent of the catalog) or
+        the exact product over :data:`ITEM_CHUNK` items at a time; the hybrid top is scored on the text top ∪
         the transition non-zeros only; the sparse signals (transitions, neighbours) are ranked from their
         non-zero entries, the shared ones from their precomputed order."""
         ids, n = self._ids, self.n_items
@@ -222,8 +222,9 @@ class Sources:
     def _exact_text_top(self, queries: np.ndarray, seen: list[np.ndarray], followers: list[np.ndarray],
                         cap: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
         """Each query's exact text top (rows, cosines) and the cosines of its ``followers`` rows, from the
-        product over :data:`ITEM_CHUNK` catalog items at a time: for an exact (flat) index, where the catalog is
-        below ``retrieval.ann_min_items``. One BLAS product per chunk, as the dense path computed it."""
+        product over :data:`ITEM_CHUNK` catalog items at a time: for a flat index, or an approximate one whose
+        search would cost more (:func:`~recgen.retrieval.index.search_pays`). One BLAS product per chunk, as the
+        dense path computed it."""
         b, n = len(queries), self.n_items
         tops = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * b
         follower_text = [np.zeros(len(f), np.float32) for f in followers]
