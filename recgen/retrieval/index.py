@@ -102,7 +102,7 @@ class IndexChoice:
 #: the exact product only when the catalog holds at least this many items per unit of efSearch: a graph search
 #: visits ~efSearch nodes at random addresses, the product streams the catalog through BLAS. Measured here on
 #: synth M (100k items, efSearch 768 for recall@100 0.98, 1,024 users, one thread, load ~10): index search 7.7
-#: vs product 5.7 CPU ms per user in feature building (eval/results/scale/scan_topk-M.md), i.e. break-even near
+#: vs product 5.7 CPU ms per user in feature building (eval/results/scale/scan_topk-M-indexsearch.md), i.e. break-even near
 #: 150k items at that efSearch; 200 keeps the exact product up to ~150k items there and searches from ~400k
 #: items at efSearch 2048. An IVF index is searched whenever it is the index (it scans nprobe of its lists).
 SEARCH_ITEMS_PER_EF = 200
