@@ -100,12 +100,13 @@ class IndexChoice:
 
 #: A batch of users' text tops (or cold items' neighbours) is searched in an HNSW index instead of computed by
 #: the exact product only when the catalog holds at least this many items per unit of efSearch: a graph search
-#: visits ~efSearch nodes at random addresses, the product streams the catalog through BLAS. Measured here on
-#: synth M (100k items, efSearch 768 for recall@100 0.98, 1,024 users, one thread, load ~10): index search 7.7
-#: vs product 5.7 CPU ms per user in feature building (eval/results/scale/scan_topk-M-indexsearch.md), i.e. break-even near
-#: 150k items at that efSearch; 200 keeps the exact product up to ~150k items there and searches from ~400k
-#: items at efSearch 2048. An IVF index is searched whenever it is the index (it scans nprobe of its lists).
-SEARCH_ITEMS_PER_EF = 200
+#: visits ~efSearch nodes at random addresses, the product streams the catalog through BLAS. Measured on synth
+#: M (100k items, efSearch 768 for recall@100 0.98, 1,024 users, one thread, load ~10-12): feature building took
+#: 7.7 CPU ms per user with the search (eval/results/scale/scan_topk-M-indexsearch.md) and 3.8 with the product
+#: (scan_topk-M.md); ~1.3 ms of either is the other signals (synth S), so the product's text part is ~2.5 ms per
+#: 100k items against ~6.4 ms for the search: break-even near 250k items at efSearch 768, ~330 items per unit.
+#: Not measured at 1M items.
+SEARCH_ITEMS_PER_EF = 300
 
 
 def search_pays(meta: "IndexMeta") -> bool:
