@@ -10,6 +10,7 @@ constructor and an adapter records exactly the groups it was trained with (``ret
   become an order (``retrieval_prior``);
 * ``lm``: which model runs where (model, adapter, backend, device, threads).
 * ``fit``: where ``recgen fit`` runs its expensive stages (``fit.cluster``: this process or a Dask cluster).
+* ``data``: how a dataset's files are read (``data.bad_rows``: stop at a malformed interaction row or skip it).
 
 Per-call variations are arguments, never attribute assignments: ``config.updated(retrieval={...})`` returns
 a new config.
@@ -135,6 +136,15 @@ class FitSettings(_Settings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
 
+class DataSettings(_Settings):
+    """How a dataset's files are read: every command that loads the dataset reads it the same way."""
+
+    bad_rows: Literal["error", "skip"] = Field(
+        "error", description="a malformed row of the generic format's interactions file (too few or many fields, "
+        "an empty user, a timestamp that is not a finite number): error = stop with its file and line (exit 2); "
+        "skip = leave it out, count it and name its lines. `--bad-rows` on recgen fit / index / eval run")
+
+
 #: The adapter name that selects the base model without any adapter (so no named adapter may take it).
 BASE_ADAPTER_NAME = "base"
 
@@ -241,6 +251,7 @@ class RecgenConfig(_Settings):
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     lm: LMSettings = Field(default_factory=LMSettings)
     fit: FitSettings = Field(default_factory=FitSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
     max_query_chars: int = Field(2000, ge=1)
 
     _legacy = model_validator(mode="before")(classmethod(lambda cls, data: nest_legacy_keys(data)))

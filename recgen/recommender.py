@@ -423,7 +423,7 @@ def open_dataset(dataset_name: str, config: RecgenConfig | None = None, index_di
 
     What every entry point that serves a dataset (CLI, server, batch jobs, benchmarks) calls."""
     config = config or RecgenConfig()
-    dataset = load_dataset(dataset_name)
+    dataset = load_dataset(dataset_name, config.data.bad_rows)
     feedback = Feedback.open(dataset)  # the dataset's event log, if any: events and forgotten users, before the fit
     folder = Path(fitted) if fitted is not None else fitted_folder(dataset, config.retrieval)
     if (folder / _CONFIG).is_file():

@@ -15,7 +15,7 @@ from recgen.ranking.fusion import FeatureBuilder, Sources, candidates
 from recgen.ranking.fusion.candidates import RANK_CAP
 from recgen.retrieval import Retriever
 from recgen.retrieval.collaborative import ItemTransitions, history_weights
-from recgen.retrieval.index import make_index
+from recgen.retrieval.index import make_index, set_search_params
 
 
 def dense_signals(sources: Sources, histories: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -123,3 +123,63 @@ def test_pools_for_gives_the_same_values_and_ranks(ml100k):
     for name in deep.ranks:
         np.testing.assert_array_equal(given.ranks[name], deep.ranks[name][::-1])
         np.testing.assert_array_equal(given.values[name], deep.values[name][::-1])
+
+
+def _hnsw_sources(data: EvalData, weight: float, dim: int = 32, seed: int = 1) -> Sources:
+    """:func:`_sources` over an HNSW index built the way a catalog past ``retrieval.ann_min_items`` gets one
+    (efSearch chosen on measured recall@100)."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(data.n_items, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = data.dataset.catalog.ids
+    transitions = ItemTransitions.fit(data.dataset.catalog, [[ids[i] for i in s] for s in data.train_sequences()])
+    retriever = Retriever.from_vectors(data.dataset.catalog, vectors,
+                                       RetrievalSettings(index="hnsw", collaborative_weight=weight),
+                                       embedder_name="fake", transitions=transitions)
+    assert retriever.index_meta.kind == "hnsw"
+    return Sources(data.dataset.catalog, retriever, data.train_sequences())
+
+
+def test_approximate_index_scan_searches_the_index_and_equals_the_dense_path_when_the_search_is_exact(ml100k,
+                                                                                                      monkeypatch):
+    """Past ``ann_min_items`` the text and hybrid tops come from the HNSW index's search (the catalog product
+    is never computed: the chunked path is made to fail); with an efSearch that makes the search exact on this
+    catalog, pools, ranks and features equal the dense path's."""
+    sources = _hnsw_sources(ml100k, weight=0.7)
+    set_search_params(sources.retriever.index, {"efSearch": 2048})
+    monkeypatch.setattr(candidates, "search_pays", lambda meta: True)  # as for a catalog past the break-even
+    monkeypatch.setattr(Sources, "_exact_text_top", lambda *a, **k: pytest.fail("catalog-wide product computed"))
+    users = np.random.default_rng(2).choice(ml100k.n_users, size=64, replace=False)
+    histories = [ml100k.history("valid", int(p)) for p in users]
+    histories += [ml100k.history("valid", p)[-k:] for p, k in ((0, 1), (5, 3), (9, 40))]
+    assert_same_pools(sources, histories, depth=100)
+
+
+def test_approximate_index_scan_keeps_its_measured_recall_and_exact_features(ml100k, monkeypatch):
+    """At the efSearch chosen on recall@100 >= 0.98: the text and hybrid tops hold >= 0.97 of the dense
+    path's top 100 (the index's recall, measured on other queries), and every pooled row's feature values are
+    the dense path's (a row a source did not return still gets its true cosine and transition score)."""
+    sources = _hnsw_sources(ml100k, weight=1.0)
+    monkeypatch.setattr(candidates, "search_pays", lambda meta: True)
+    users = np.random.default_rng(4).choice(ml100k.n_users, size=64, replace=False)
+    histories = [ml100k.history("valid", int(p)) for p in users]
+    scan, dense = sources.scan(histories), dense_signals(sources, histories)
+    for name in ("text", "hybrid"):
+        found = [len(np.intersect1d(scan.tops[name][r][:100], np.flatnonzero(dense_ranks(dense[name], histories)[r]
+                                                                           <= 100))) / 100 for r in range(64)]
+        assert np.mean(found) >= 0.97, (name, np.mean(found))
+    for r, pool in enumerate(sources.pools(histories, 100)):
+        for name, values in pool.values.items():
+            np.testing.assert_allclose(values, dense[name][r, pool.rows], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_index_is_searched_only_where_the_search_costs_less_than_the_product():
+    """Below ``SEARCH_ITEMS_PER_EF`` items per efSearch the exact product is cheaper (measured on synth M) and
+    exact: the scan keeps it; a flat index is never searched, an IVF index always."""
+    from recgen.retrieval.index import SEARCH_ITEMS_PER_EF, IndexMeta, search_pays
+
+    hnsw = lambda n, ef: IndexMeta("e", "f", n, 8, kind="hnsw", search_params={"efSearch": ef})  # noqa: E731
+    assert not search_pays(IndexMeta("e", "f", 10**7, 8))
+    assert not search_pays(hnsw(100_000, 768)) and search_pays(hnsw(1_000_000, 768))
+    assert search_pays(hnsw(SEARCH_ITEMS_PER_EF * 64, 64)) and not search_pays(hnsw(SEARCH_ITEMS_PER_EF * 64 - 1, 64))
+    assert search_pays(IndexMeta("e", "f", 200_000, 8, kind="ivf", search_params={"nprobe": 8}))

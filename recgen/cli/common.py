@@ -19,6 +19,20 @@ from ..lm.adapters import check_named
 
 console = Console(stderr=True)
 
+#: ``--bad-rows`` of the commands that load a dataset's files (config ``data.bad_rows``; default error).
+BadRowsOpt = typer.Option(None, "--bad-rows", help="a malformed row of the interactions file: error = stop "
+                          "with its file and line (exit 2, the default), skip = leave it out and name its lines "
+                          "(config: data.bad_rows)")
+
+
+def report_skipped(dataset: Dataset) -> dict:
+    """Print which rows ``--bad-rows skip`` left out (stderr, also with --json); their count and first lines
+    for a JSON summary."""
+    note = dataset.skipped_note()
+    if note:
+        console.print(f"[yellow]{escape(note)}[/]")
+    return {"skipped_rows": dataset.skipped_rows, "skipped_lines": dataset.skipped_lines[:100]}
+
 
 def friendly_errors(func: Callable) -> Callable:
     """Turn a :class:`RecgenError` into one red line and exit code 2, never a traceback."""

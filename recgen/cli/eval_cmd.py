@@ -17,6 +17,7 @@ from ..errors import ConfigError, RecgenError
 from ..evaluation.systems import NOT_FOR_GRIDS, SYSTEMS, systems_help
 from ..paths import results_root
 from ..progress import progress_display, reporting
+from .common import BadRowsOpt, make_config
 
 eval_app = typer.Typer(help="Offline evaluation: leave-one-out, full ranking, bootstrap CIs, paired tests.",
                        no_args_is_help=True, pretty_exceptions_enable=False)
@@ -65,7 +66,7 @@ def _threads_param(params: dict, threads: int | None, system: str) -> dict:
 
 
 def _command(dataset, system, stage, users, seed, run_name, params, config, results_dir, overwrite,
-             threads=None) -> str:
+             threads=None, bad_rows=None) -> str:
     parts = ["recgen", "eval", "run", "--dataset", dataset, "--system", system, "--stage", stage]
     if threads is not None:
         parts += ["--threads", str(threads)]
@@ -82,6 +83,8 @@ def _command(dataset, system, stage, users, seed, run_name, params, config, resu
         parts += ["--results-dir", str(results_dir)]
     if overwrite:
         parts.append("--overwrite")
+    if bad_rows:
+        parts += ["--bad-rows", bad_rows]
     return shlex.join(parts)
 
 
@@ -100,6 +103,7 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         bootstrap: int = typer.Option(1000, min=100, help="bootstrap resamples for the 95% CIs"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing run with this name"),
         report: bool = typer.Option(True, "--report/--no-report", help="regenerate README.md, SUMMARY.md and plots"),
+        bad_rows: Optional[str] = BadRowsOpt,
         as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout")) -> None:
     """Evaluate one system and write <results root>/<dataset>/<run>.json (+ per-user JSONL)."""
     from ..evaluation.report import write_reports
@@ -114,10 +118,11 @@ def run(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
 
             params = {"config": RecgenConfig.from_file(config).model_dump(exclude_defaults=True), **params}
         command = _command(dataset, system, stage, users, seed, run_name, param, config, results_dir, overwrite,
-                           threads)
+                           threads, bad_rows)
         spec = RunSpec(dataset=dataset, system=system, stage=stage, users=users, seed=seed, run_name=run_name,
                        params=params, results_dir=results_root(results_dir), batch_size=batch_size, n_boot=bootstrap,
-                       overwrite=overwrite, command=command)
+                       overwrite=overwrite, command=command,
+                       bad_rows=make_config(data={"bad_rows": bad_rows}).data.bad_rows)
         result = run_evaluation(spec, progress_factory=_progress(not as_json),
                                 log=lambda message: console.print(f"[dim]{message}[/]"))
     except (RecgenError, ValueError) as exc:

@@ -25,7 +25,7 @@ from ..fit.serving import fit_for_serving
 from ..paths import resolve_dataset_path
 from ..pipeline import fitted_folder
 from ..progress import progress_display, reporting
-from .common import console, friendly_errors, make_config, print_json
+from .common import BadRowsOpt, console, friendly_errors, make_config, print_json, report_skipped
 
 
 def peak_rss_mb() -> float:
@@ -53,20 +53,23 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         cluster: Optional[str] = typer.Option(None, "--cluster", help="Dask scheduler address (tcp://host:port, "
                                               "from `dask scheduler`): the LightGBM ranker trials and the catalog "
                                               "embedding run on its workers (config: fit.cluster.address)"),
+        bad_rows: Optional[str] = BadRowsOpt,
         as_json: bool = typer.Option(False, "--json", help="print a JSON summary on stdout")) -> None:
     """Fit every stage of a dataset on all its interactions (settings chosen on validation) and save it.
 
     The data fitted is the served data: the dataset + the event log's positive events − forgotten users, as
     ``open_dataset`` serves it (so the saved folder's key matches). ``recgen refit`` is this command: run it on a
     schedule (cron, a systemd timer) to fold the feedback log into every learned stage."""
-    cfg = make_config(config, retrieval={"embedder": embedder}, **({"fit": {"cluster": {"address": cluster}}} if cluster else {}))
+    cfg = make_config(config, retrieval={"embedder": embedder}, data={"bad_rows": bad_rows},
+                      **({"fit": {"cluster": {"address": cluster}}} if cluster else {}))
     stages: list[dict] = []
 
     @contextmanager
     def stage(name: str):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         yield
-        stages.append({"stage": name, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": peak_rss_mb()})
+        stages.append({"stage": name, "seconds": round(time.perf_counter() - started, 1),
+                       "cpu_seconds": round(time.process_time() - cpu, 1), "peak_rss_mb": peak_rss_mb()})
         console.print(f"[bold]{name}[/]: {stages[-1]['seconds']:.1f} s (peak RSS so far {stages[-1]['peak_rss_mb']:,.0f} MB)")
 
     encoder = None
@@ -75,7 +78,9 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
         encoder = ClusterEncoder(cfg.fit.cluster)
     started = time.perf_counter()
     with stage("load dataset"):
-        data, log_info = _served(load_dataset(dataset), events)
+        base = load_dataset(dataset, cfg.data.bad_rows)
+        data, log_info = _served(base, events)
+    log_info.update(report_skipped(base))
     folder = out or fitted_folder(data, cfg.retrieval)
     check_output_folder(folder)  # before the slow part: a writable place, and never a folder recgen did not write
     check_outside(resolve_dataset_path(dataset), folder, "dataset")

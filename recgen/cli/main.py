@@ -20,7 +20,16 @@ from ..retrieval.cache import index_folder
 from ..text import check_id, check_text
 from ..types import RANKER_NAMES
 from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd, synth_cmd
-from .common import console, friendly_errors, history_for_user, make_config, parse_history, print_json
+from .common import (
+    BadRowsOpt,
+    console,
+    friendly_errors,
+    history_for_user,
+    make_config,
+    parse_history,
+    print_json,
+    report_skipped,
+)
 
 app = typer.Typer(help="LLM-based generative recommender: ranked catalog items, each with a reason.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -48,12 +57,15 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
           add: Optional[Path] = typer.Option(None, "--add", help="items file (JSONL/CSV) to add to the saved "
                                               "recommender in --out (made from --dataset when absent), no rebuild"),
           update: bool = typer.Option(False, "--update", help="with --add: replace items whose id exists"),
+          bad_rows: Optional[str] = BadRowsOpt,
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Build the retrieval index for a dataset's catalog (cached; rebuilt when the catalog changes), or add
     items to a saved recommender's catalog and index (--add)."""
+    cfg = make_config(data={"bad_rows": bad_rows})
     if add is not None:
-        return add_items_cmd(dataset, add, out, update, as_json)
-    data = load_dataset(dataset)
+        return add_items_cmd(dataset, add, out, update, as_json, cfg)
+    data = load_dataset(dataset, cfg.data.bad_rows)
+    skipped = report_skipped(data)
     folder = out or index_folder(data.name, data.catalog.fingerprint(), embedder)
     check_output_folder(folder)  # before the (slow) embedding: writable, and never a folder recgen did not write
     start = time.perf_counter()
@@ -64,14 +76,15 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
     info = {"dataset": data.name, "items": len(data.catalog), "index": str(folder), "seconds": round(seconds, 2),
             "kind": meta.kind, "factory": meta.factory, "search_params": meta.search_params,
             f"recall@{meta.recall_at}": meta.held_out_recall, "held_out_queries": meta.held_out_queries,
-            "reason": meta.reason}
+            "reason": meta.reason, **skipped}
     if as_json:
         print_json(info)
     else:
         console.print(f"indexed {info['items']} items of {data.name} in {seconds:.1f} s → {folder}\n{meta.describe()}")
 
 
-def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: bool, as_json: bool) -> None:
+def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: bool, as_json: bool,
+                  cfg) -> None:
     """`recgen index --add`: the saved recommender in ``out`` (or a new one from ``dataset``) grows by the
     items of ``items_file`` (only they are embedded) and is saved back with its new catalog fingerprint."""
     if out is None:
@@ -79,7 +92,7 @@ def add_items_cmd(dataset: str, items_file: Path, out: Optional[Path], update: b
     check_outside(items_file, out, "items file")
     check_output_folder(out)  # before embedding anything: writable, and never a folder recgen did not write
     items = load_catalog_file(items_file).items
-    rec = Recommender.load(out) if (out / "config.json").is_file() else open_dataset(dataset, make_config())[1]
+    rec = Recommender.load(out) if (out / "config.json").is_file() else open_dataset(dataset, cfg)[1]
     start = time.perf_counter()
     before = len(rec.catalog)
     size = rec.add_items(items, update=update)

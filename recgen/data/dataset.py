@@ -18,6 +18,16 @@ class Dataset:
     sequences: dict[str, list[str]]
     dropped_unknown: int = 0
     skipped_rows: int = 0  # malformed interaction rows skipped (a loader's bad_rows="skip")
+    skipped_lines: list[int] = field(default_factory=list)  # their lines (CSV) or row numbers (Parquet)
+    interactions_file: str = ""  # the file they were skipped from
+
+    def skipped_note(self, show: int = 20) -> str | None:
+        """One line naming the skipped rows (None when none were): what a command prints, with --bad-rows skip."""
+        if not self.skipped_rows:
+            return None
+        lines = ", ".join(map(str, self.skipped_lines[:show])) + (", …" if self.skipped_rows > show else "")
+        return (f"{self.interactions_file}: skipped {self.skipped_rows:,} malformed row(s) (bad_rows = skip) at "
+                f"line(s) {lines}")
     _popularity: list[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -137,9 +137,10 @@ def load_generic(folder: str | Path, bad_rows: BadRows = "error") -> Dataset:
             break
     else:
         raise DataError(f"{folder}: expected items.jsonl or items.csv (see README, 'Your own data')")
-    read = load_interactions(_interactions_file(folder), catalog, bad_rows)
+    path = _interactions_file(folder)
+    read = load_interactions(path, catalog, bad_rows)
     return Dataset(folder.name, catalog, read.sequences, dropped_unknown=read.dropped_unknown,
-                   skipped_rows=len(read.skipped_rows))
+                   skipped_rows=len(read.skipped_rows), skipped_lines=read.skipped_rows, interactions_file=str(path))
 
 
 def _interactions_file(folder: Path) -> Path:
@@ -149,15 +150,17 @@ def _interactions_file(folder: Path) -> Path:
     return folder / "interactions.csv"
 
 
-def load_dataset(name_or_path: str | Path) -> Dataset:
-    """Pick the loader from the folder's files: MovieLens, Amazon sequences, or the generic format."""
+def load_dataset(name_or_path: str | Path, bad_rows: BadRows = "error") -> Dataset:
+    """Pick the loader from the folder's files: MovieLens, Amazon sequences, or the generic format.
+    ``bad_rows`` (config ``data.bad_rows``) says what a malformed row of the generic interactions file does:
+    stop the load (``error``) or be skipped and named (``skip``); the fixed public formats are read whole."""
     folder = resolve_dataset_path(name_or_path)
     if (folder / "u.data").is_file():
         return load_movielens_100k(folder)
     if (folder / "user_sequence.txt").is_file():
         return load_amazon_sequences(folder)
     if (folder / "interactions.csv").is_file() or (folder / "interactions.parquet").is_file():
-        return load_generic(folder)
+        return load_generic(folder, bad_rows)
     raise DataError(
         f"{folder}: not a dataset recgen recognises (expected u.data + u.item, user_sequence.txt + "
         "item_titles.tsv, or items.jsonl/items.csv + interactions.csv/interactions.parquet)"

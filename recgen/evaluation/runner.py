@@ -61,6 +61,7 @@ class RunSpec:
     n_boot: int = 1000
     overwrite: bool = False
     command: str | None = None
+    bad_rows: str = "error"  # config data.bad_rows: a malformed interaction row stops the load or is skipped
 
     def name(self) -> str:
         if self.run_name:
@@ -113,8 +114,10 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
     started = time.perf_counter()
     monitor = StageMonitor()
     with monitor.stage("load"):
-        dataset = load_dataset(spec.dataset)
+        dataset = load_dataset(spec.dataset, spec.bad_rows)
         data = EvalData.from_dataset(dataset)
+    if dataset.skipped_note():
+        log(dataset.skipped_note())
     _describe(data, log)
     try:
         system = make_system(spec.system, spec.params)
@@ -124,6 +127,7 @@ def run_evaluation(spec: RunSpec, progress_factory: Callable | None = None,
         "protocol_version": PROTOCOL_VERSION, "dataset": dataset.name, "catalog": dataset.catalog.fingerprint(),
         "n_interactions": dataset.num_interactions(), "system": spec.system, "params": spec.params,
         "stage": spec.stage, "users": spec.users, "seed": spec.seed,
+        **({"bad_rows": spec.bad_rows, "skipped_rows": dataset.skipped_rows} if spec.bad_rows != "error" else {}),
     }
     chash = config_hash(config)
     paths = run_paths(results_root(spec.results_dir), dataset.name, spec.name())

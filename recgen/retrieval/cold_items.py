@@ -22,9 +22,13 @@ def cold_rows(matrix: sp.spmatrix) -> np.ndarray:
     return np.flatnonzero((out_degree == 0) & (in_degree[: matrix.shape[0]] == 0))
 
 
-def neighbour_weights(embeddings: np.ndarray, cold: np.ndarray, k: int) -> sp.csr_matrix:
+def neighbour_weights(embeddings: np.ndarray, cold: np.ndarray, k: int, index=None, kind: str = "flat") -> sp.csr_matrix:
     """[n, n] weights: row ``c`` of a cold item holds its ``k`` nearest warm items' cosines (clipped at 0,
-    normalised to sum 1); every other row is empty. ``scores + W @ scores`` fills the cold items in."""
+    normalised to sum 1); every other row is empty. ``scores + W @ scores`` fills the cold items in.
+
+    With an approximate ``index`` (``kind`` hnsw / ivf: catalogs past ``retrieval.ann_min_items``) the neighbours
+    are searched in it, restricted to the warm items, instead of a cold × warm product: that product grows with
+    the catalog squared (23k cold × 77k warm items at synth M, ~10x that squared at L)."""
     n = len(embeddings)
     if len(cold) == 0 or k <= 0 or len(cold) == n:
         return sp.csr_matrix((n, n), dtype=np.float32)
@@ -33,13 +37,37 @@ def neighbour_weights(embeddings: np.ndarray, cold: np.ndarray, k: int) -> sp.cs
     rows, cols, vals = [], [], []
     for start in range(0, len(cold), 1024):
         block = cold[start:start + 1024]
-        sims = embeddings[block] @ embeddings[warm].T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        weights = np.clip(np.take_along_axis(sims, top, axis=1), 0, None)
+        if index is not None and kind != "flat":
+            sims, top = _searched(index, kind, embeddings[block], warm, n, k)
+        else:
+            sims = embeddings[block] @ embeddings[warm].T
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            sims, top = np.take_along_axis(sims, top, axis=1), warm[top]
+        found = top >= 0
+        weights = np.where(found, np.clip(sims, 0, None), 0.0)
         totals = weights.sum(axis=1, keepdims=True)
-        weights = np.where(totals > 0, weights / np.where(totals > 0, totals, 1), 1.0 / k)
-        rows.append(np.repeat(block, k))
-        cols.append(warm[top].ravel())
-        vals.append(weights.ravel())
+        share = np.where(found, 1.0, 0.0) / np.maximum(found.sum(axis=1, keepdims=True), 1)
+        weights = np.where(totals > 0, weights / np.where(totals > 0, totals, 1), share)
+        rows.append(np.repeat(block, k)[found.ravel()])
+        cols.append(top[found])
+        vals.append(weights[found])
     return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(n, n))
+
+
+def _searched(index, kind: str, queries: np.ndarray, warm: np.ndarray, n: int, k: int):
+    """(cosines, catalog rows; -1 where fewer were found) of each query's ``k`` nearest warm items, searched in
+    the approximate index with FAISS's per-query search parameters: an ``IDSelectorBitmap`` of the warm rows and
+    the index's own efSearch / nprobe (faiss wiki, "Setting search parameters for one query")."""
+    import faiss
+
+    mask = np.zeros(n, dtype=bool)
+    mask[warm] = True
+    bitmap = np.packbits(mask, bitorder="little")  # bit i of byte i // 8 = row i, as IDSelectorBitmap reads it
+    selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap))
+    if kind == "hnsw":
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(index.hnsw.efSearch), k))
+    else:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=int(index.nprobe))
+    sims, top = index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+    return sims, top.astype(np.int64)

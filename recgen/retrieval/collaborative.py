@@ -229,6 +229,19 @@ class ItemTransitions:
         top = scores.max()
         return scores / top if top > 0 else scores
 
+    def sparse_scores(self, history_rows: np.ndarray) -> sp.csr_matrix:
+        """:meth:`scores` as a sparse [1, n_items] row (its non-zeros only): what per-user top-k work reads,
+        without a dense catalog-wide vector."""
+        matrix = self.matrix
+        n = matrix.shape[1]
+        recent = np.asarray(history_rows, dtype=np.int64)[-self.params.last:][::-1]
+        if len(recent) == 0:
+            return sp.csr_matrix((1, n), dtype=np.float32)
+        weights = (self.params.decay ** np.arange(len(recent))).astype(np.float32)
+        row = sp.csr_matrix(sp.csr_matrix(weights[None, :]) @ matrix[recent], dtype=np.float32)
+        top = row.data.max() if row.nnz else 0.0
+        return row / top if top > 0 else row
+
     def save(self, path: str | Path) -> None:
         """The matrix (``path``), its params (``.json``) and, when fitted, the exact counts (``.counts.npz``)."""
         path = Path(path)

@@ -98,6 +98,27 @@ class IndexChoice:
         return "hnsw", f"{n_items} items >= retrieval.ann_min_items = {self.ann_min_items}"
 
 
+#: A batch of users' text tops (or cold items' neighbours) is searched in an HNSW index instead of computed by
+#: the exact product only when the catalog holds at least this many items per unit of efSearch: a graph search
+#: visits ~efSearch nodes at random addresses, the product streams the catalog through BLAS. Measured on synth
+#: M (100k items, efSearch 768 for recall@100 0.98, 1,024 users, one thread, load ~10-12): feature building took
+#: 7.7 CPU ms per user with the search (eval/results/scale/scan_topk-M-indexsearch.md) and 3.8 with the product
+#: (scan_topk-M.md); ~1.3 ms of either is the other signals (synth S), so the product's text part is ~2.5 ms per
+#: 100k items against ~6.4 ms for the search: break-even near 250k items at efSearch 768, ~330 items per unit.
+#: Not measured at 1M items.
+SEARCH_ITEMS_PER_EF = 300
+
+
+def search_pays(meta: "IndexMeta") -> bool:
+    """Whether batched top-k work should search this index rather than compute the exact product (which also
+    gives exact results): never for a flat index, see :data:`SEARCH_ITEMS_PER_EF` for HNSW."""
+    if meta.kind == "flat":
+        return False
+    if meta.kind == "hnsw":
+        return meta.n_items >= SEARCH_ITEMS_PER_EF * int(meta.search_params.get("efSearch", 16))
+    return True
+
+
 def make_index(vectors: np.ndarray):
     """Exact inner-product search: right for normalized vectors and catalogs below ~1M items."""
     import faiss

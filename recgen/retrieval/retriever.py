@@ -18,7 +18,7 @@ from .cold_items import cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
 from .embedder import DEFAULT_EMBEDDER, Encoder, embed, load_embedder, resolve_backend
 from .growth import grown_transitions, merged_catalog
-from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index
+from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index, search_pays
 from .request_constraints import RequestConstraints, RequestReader
 
 log = logging.getLogger(__name__)
@@ -282,8 +282,10 @@ class Retriever:
         key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape,
                self.settings.cold_neighbours)
         if self._cold_cache is None or self._cold_cache[0] != key:
+            searched = search_pays(self.index_meta)  # else the exact cold × warm product costs less
             weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix),
-                                        self.settings.cold_neighbours)
+                                        self.settings.cold_neighbours, self.index if searched else None,
+                                        self.index_meta.kind)
             self._cold_cache = (key, weights)
         return self._cold_cache[1]
 
@@ -342,6 +344,8 @@ class Retriever:
 
     def _retrieve_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str],
                          transitions: ItemTransitions) -> list[tuple[str, float]]:
+        if self.index_meta.kind != "flat":  # one query: the exact scores would be a gemv over the whole catalog
+            return self._searched_hybrid(history, vector, n, skip, transitions)
         scores = self.scores(history, vector, transitions)
         for item_id in skip:
             scores[self.catalog.index_of(item_id)] = -np.inf
@@ -350,6 +354,29 @@ class Retriever:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.catalog.items[row].item_id, float(scores[row])) for row in top]
 
+
+    def _searched_hybrid(self, history: list[str], vector: np.ndarray, n: int, skip: set[str],
+                         transitions: ItemTransitions) -> list[tuple[str, float]]:
+        """:meth:`_retrieve_hybrid` with an approximate index, without a catalog-wide score vector: cosine +
+        weight × transition (both parts >= 0 outside the cosine) can only reach the top from the index's nearest
+        ``n`` (+ skipped) items or from the items with a transition score (+ the cold items borrowing one), so
+        only those are scored. The same order as the dense scores wherever the index's search is exact."""
+        skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
+        part = transitions.sparse_scores(np.array([self.catalog.index_of(i) for i in history], dtype=np.int64))
+        borrowed = self._cold_weights(transitions)
+        if borrowed.nnz:  # items without interactions borrow their text neighbours' transition scores
+            part = (part + part @ borrowed.T).tocsr()
+        part.sum_duplicates()
+        want = min(len(self.catalog), n + len(skip_rows))
+        found = self.index.search(vector[None, :].astype(np.float32), want)[1][0]
+        rows = np.union1d(found[found >= 0], part.indices)
+        rows = rows[~np.isin(rows, skip_rows)]
+        transition = np.zeros(len(rows), dtype=np.float32)
+        transition[np.searchsorted(rows, part.indices[np.isin(part.indices, rows)])] = \
+            part.data[np.isin(part.indices, rows)]
+        scores = self.item_embeddings[rows] @ vector + np.float32(self.settings.collaborative_weight) * transition
+        top = np.argsort(-scores, kind="stable")[:n]
+        return [(self.catalog.items[row].item_id, float(scores[t])) for t, row in zip(top, rows[top])]
 
 def index_choice(settings: RetrievalSettings) -> IndexChoice:
     """The index-building part of the retrieval settings."""

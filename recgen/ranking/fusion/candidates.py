@@ -1,8 +1,10 @@
 """Candidate sources for the second stage and the merged pool.
 
-Each source gives each history its capped top (:meth:`Sources.scan`: item chunks for the text product,
-non-zeros for the sparse signals, a precomputed order for the shared ones), never a dense
-[users, n_items] array; features are read only at pooled rows. The sources: the served hybrid retriever (text cosine +
+Each source gives each history its capped top (:meth:`Sources.scan`: the text top through the FAISS index
+when it is approximate and large enough for its search to cost less than the product
+(:func:`~recgen.retrieval.index.search_pays`), else the exact product in item chunks; the hybrid top from
+the text top and the items with a transition score; non-zeros for the sparse signals, a precomputed order
+for the shared ones), never a dense [users, n_items] array; features are read only at pooled rows. The sources: the served hybrid retriever (text cosine +
 transitions), text cosine alone, short-window co-occurrence neighbours of the last items (the ItemKNN
 formula, strongest on dense data), popularity, and SASRec when a fitted model is given. A pool is the union
 of every pool source's top ``depth``; an item's ``pool_rank`` is its best rank over those sources, so a
@@ -29,6 +31,7 @@ from ...data.catalog import Catalog
 from ...errors import DataError
 from ...retrieval import Retriever
 from ...retrieval.collaborative import ItemTransitions, TransitionParams, history_weights, transition_matrix
+from ...retrieval.index import search_pays
 from ...retrieval.sparse_files import load_checked_csr
 
 #: Sources whose top items make up the pool (``sasrec`` only when a model is given).
@@ -169,15 +172,17 @@ class Sources:
         return tuple(s for s in POOL_SOURCES if s != "sasrec" or self.sasrec is not None)
 
     def scan(self, histories: list[np.ndarray]) -> "Scan":
-        """Every signal's capped top for each history, without a dense [histories, n_items] array: the text
-        product runs over :data:`ITEM_CHUNK` items at a time, the sparse signals (transitions, neighbours)
-        are ranked from their non-zero entries, the shared ones from their precomputed order."""
+        """Every signal's capped top for each history, without a dense [histories, n_items] array: the text top
+        comes from the approximate index's search where it pays (work per user independent of the catalog) or
+        the exact product over :data:`ITEM_CHUNK` items at a time; the hybrid top is scored on the text top ∪
+        the transition non-zeros only; the sparse signals (transitions, neighbours) are ranked from their
+        non-zero entries, the shared ones from their precomputed order."""
         ids, n = self._ids, self.n_items
         transitions = self.retriever.transitions
         b, cap = len(histories), min(RANK_CAP, self.n_items)
         queries = np.stack([self.retriever.query_vector([ids[i] for i in hist]) for hist in histories]).astype(np.float32)
         if transitions is not None:
-            trans = sp.vstack([_transition_row(transitions, hist, n) for hist in histories], format="csr")
+            trans = sp.vstack([transitions.sparse_scores(hist) for hist in histories], format="csr")
         else:
             trans = sp.csr_matrix((b, n), dtype=np.float32)
         trans.sort_indices()
@@ -188,20 +193,17 @@ class Sources:
                   "neighbours": _sorted_csr(history_weights(histories, n, p.last, p.decay) @ self.neighbours),
                   "last_item": _sorted_csr(history_weights(histories, n, 1, 1.0) @ self.neighbours)}
         seen = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
-        tops: dict[str, list[np.ndarray]] = {"text": [np.zeros(0, np.int64)] * b, "hybrid": [np.zeros(0, np.int64)] * b}
-        best = {name: [np.zeros(0, np.float32)] * b for name in ("text", "hybrid")}
+        # the hybrid score is text + weight × transition (weight >= 0, transitions >= 0): its top lies in the
+        # text top ∪ the items with a transition score, so only those are scored (exact: see _hybrid_top)
+        followers = [_unseen_nonzero(trans, r, seen[r]) for r in range(b)]
         with self._serial(b):
-            for c0 in range(0, n, ITEM_CHUNK):
-                c1 = min(n, c0 + ITEM_CHUNK)
-                text = queries @ self.emb[c0:c1].T
-                hybrid = text + weight * trans[:, c0:c1].toarray()
-                for name, scores in (("text", text), ("hybrid", hybrid)):
-                    for r in range(b):
-                        row = scores[r]
-                        local = seen[r][(seen[r] >= c0) & (seen[r] < c1)] - c0
-                        row[local] = -np.inf
-                        rows, vals = _top(row, cap)
-                        tops[name][r], best[name][r] = _merge(tops[name][r], best[name][r], rows + c0, vals, cap)
+            if search_pays(self.retriever.index_meta):
+                text_top, follower_text = self._searched_text_top(queries, seen, followers, cap)
+            else:
+                text_top, follower_text = self._exact_text_top(queries, seen, followers, cap)
+        tops: dict[str, list[np.ndarray]] = {"text": [rows for rows, _ in text_top]}
+        tops["hybrid"] = [_hybrid_top(text_top[r], followers[r], follower_text[r], trans, r, weight, cap)
+                          for r in range(b)]
         for name, matrix in sparse.items():
             tops[name] = [_sparse_top(matrix, r, seen[r], cap, n) for r in range(b)]
         for name, order in self._static_order.items():
@@ -216,6 +218,47 @@ class Sources:
                 row[seen[r]] = -np.inf
                 tops["sasrec"].append(_top(row, cap)[0])
         return Scan(self, queries, weight, sparse, dense, tops, cap)
+
+    def _exact_text_top(self, queries: np.ndarray, seen: list[np.ndarray], followers: list[np.ndarray],
+                        cap: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+        """Each query's exact text top (rows, cosines) and the cosines of its ``followers`` rows, from the
+        product over :data:`ITEM_CHUNK` catalog items at a time: for a flat index, or an approximate one whose
+        search would cost more (:func:`~recgen.retrieval.index.search_pays`). One BLAS product per chunk, as the
+        dense path computed it."""
+        b, n = len(queries), self.n_items
+        tops = [(np.zeros(0, np.int64), np.zeros(0, np.float32))] * b
+        follower_text = [np.zeros(len(f), np.float32) for f in followers]
+        for c0 in range(0, n, ITEM_CHUNK):
+            c1 = min(n, c0 + ITEM_CHUNK)
+            text = queries @ self.emb[c0:c1].T
+            for r in range(b):
+                row = text[r]
+                inside = (followers[r] >= c0) & (followers[r] < c1)
+                follower_text[r][inside] = row[followers[r][inside] - c0]
+                local = seen[r][(seen[r] >= c0) & (seen[r] < c1)] - c0
+                row[local] = -np.inf
+                rows, vals = _top(row, cap)
+                tops[r] = _merge(*tops[r], rows + c0, vals, cap)
+        return tops, follower_text
+
+    def _searched_text_top(self, queries: np.ndarray, seen: list[np.ndarray], followers: list[np.ndarray],
+                           cap: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+        """Each query's text top through the approximate FAISS index (HNSW / IVF, chosen by catalog size with
+        its recall@100 measured): ``cap`` + the history's length neighbours asked for, seen ones dropped; the
+        found rows and the ``followers`` are then scored by the same product the features use, so a row's rank
+        and value agree. Work per user does not grow with the catalog."""
+        index, emb = self.retriever.index, self.emb
+        tops, follower_text = [], []
+        for r, q in enumerate(queries):
+            want = min(self.n_items, cap + len(seen[r]))
+            found = index.search(q[None, :], want)[1][0]
+            found = found[found >= 0]
+            found = found[~np.isin(found, seen[r])].astype(np.int64)
+            vals = (emb[found] @ q).astype(np.float32)
+            keep = _order(found, vals)[:cap]
+            tops.append((found[keep], vals[keep]))
+            follower_text.append((emb[followers[r]] @ q).astype(np.float32))
+        return tops, follower_text
 
     def pools(self, histories: list[np.ndarray], depth: int) -> list[Pool]:
         """Each history's merged pool: the union of every pool source's top ``depth`` unseen items."""
@@ -288,16 +331,27 @@ class Scan:
         return Pool(rows, best, self.values(r, rows), ranks)
 
 
-def _transition_row(transitions: ItemTransitions, hist: np.ndarray, n: int) -> sp.csr_matrix:
-    """``ItemTransitions.scores`` as a sparse [1, n] row (scaled to max 1), without the dense catalog vector."""
-    recent = np.asarray(hist, dtype=np.int64)[-transitions.params.last:][::-1]
-    if len(recent) == 0:
-        return sp.csr_matrix((1, n), dtype=np.float32)
-    weights = (transitions.params.decay ** np.arange(len(recent))).astype(np.float32)
-    row = sp.csr_matrix(weights[None, :]) @ transitions.matrix[recent]
-    row = sp.csr_matrix(row, dtype=np.float32)
-    top = row.data.max() if row.nnz else 0.0
-    return row / top if top > 0 else row
+def _unseen_nonzero(matrix: sp.csr_matrix, r: int, seen: np.ndarray) -> np.ndarray:
+    """Row ``r``'s catalog rows with a positive stored value, not in ``seen`` (sorted indices)."""
+    lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+    rows = matrix.indices[lo:hi].astype(np.int64)[matrix.data[lo:hi] > 0]
+    return rows[~np.isin(rows, seen)]
+
+
+def _hybrid_top(text_top: tuple[np.ndarray, np.ndarray], followers: np.ndarray, follower_text: np.ndarray,
+                trans: sp.csr_matrix, r: int, weight: np.float32, cap: int) -> np.ndarray:
+    """The ``cap`` best unseen rows by text + ``weight`` × transition, from the text top and the rows with a
+    transition score only. Exact: a row outside both scores its text value, which no row of the text top
+    exceeds (each scores at least its text value there), and among equal text values the text top already
+    holds the lowest rows, as a full ranking's tie rule would."""
+    text_rows, text_vals = text_top
+    rows = np.concatenate([text_rows, followers])
+    text = np.concatenate([text_vals, follower_text])
+    rows, first = np.unique(rows, return_index=True)
+    text = text[first]
+    # in the transition matrix's dtype (float64 from scipy's scaling), as the dense chunk product summed it
+    hybrid = text + weight * _sparse_at(trans, r, rows, trans.dtype)
+    return rows[_order(rows, hybrid)][:cap]
 
 
 def _sorted_csr(matrix) -> sp.csr_matrix:
@@ -354,11 +408,11 @@ def _static_top(order: np.ndarray, seen: np.ndarray, cap: int) -> np.ndarray:
     return top[~np.isin(top, seen)][:cap] if len(seen) else top[:cap]
 
 
-def _sparse_at(matrix: sp.csr_matrix, r: int, rows: np.ndarray) -> np.ndarray:
+def _sparse_at(matrix: sp.csr_matrix, r: int, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Row ``r`` of a CSR matrix with sorted indices at ``rows`` (0 where not stored)."""
     lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
     cols, data = matrix.indices[lo:hi], matrix.data[lo:hi]
-    out = np.zeros(len(rows), dtype=np.float32)
+    out = np.zeros(len(rows), dtype=dtype)
     if hi > lo and len(rows):
         pos = np.minimum(np.searchsorted(cols, rows), len(cols) - 1)
         hit = cols[pos] == rows
