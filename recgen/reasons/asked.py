@@ -21,11 +21,16 @@ from .facts import item_fact_words
 from .grounding import TEXT_WORD, content_words_in_order
 
 #: How the request clause joins the rest of the reason, by position in the list (``{what}`` is capitalised
-#: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start).
+#: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start). Six,
+#: so a list of ten says each at most twice (with four, "X in its title, as you asked" opened every other
+#: reason of a Beauty list: distinct-2 per list 0.30 with requests).
 FORMS = ("{What}, as you asked; {rest}.", "{Rest}; {what}, as you asked.",
-         "{What}, which you asked for; {rest}.", "{Rest}, and {what}, which you asked for.")
+         "{What}, which you asked for; {rest}.", "{Rest}, and {what}, which you asked for.",
+         "As requested, {what}; {rest}.", "{Rest}; {what}, per your request.")
 #: The clause alone (no other reason to give), by position in the list.
-ALONE = ("{What}, as you asked.", "{What}, which you asked for.", "As you asked: {what}.")
+ALONE = ("{What}, as you asked.", "{What}, which you asked for.", "As you asked: {what}.", "As requested: {what}.")
+#: How request words found in the item's title are said, by position in the list (cycled apart from the forms).
+IN_TITLE = ("{words} in its title", "{words} in the title", "a title with {words}")
 
 
 @dataclass(frozen=True)
@@ -41,13 +46,15 @@ class Asked:
     def __bool__(self) -> bool:
         return bool(self.genres or self.year or self.title_words or self.other_words)
 
-    def what(self) -> str:
-        """``"Comedy and Romance from 1997"``, ``"Racing in its title"``: the facts as a phrase."""
+    def what(self, position: int = 0) -> str:
+        """``"Comedy and Romance from 1997"``, ``"Racing in its title"``: the facts as a phrase (the title
+        words in the :data:`IN_TITLE` form ``position`` picks)."""
         parts = []
         if self.genres:
             parts.append(join_names(list(self.genres)))
         if self.title_words:
-            parts.append(f"{join_names(list(self.title_words))} in its title")
+            form = IN_TITLE[(position + position // len(FORMS)) % len(IN_TITLE)]
+            parts.append(form.format(words=join_names(list(self.title_words))))
         if self.other_words:
             parts.append(join_names(list(self.other_words)))
         text = ", ".join(parts)
@@ -134,7 +141,7 @@ def with_request(reason: str | None, asked: Asked, position: int) -> str:
     clause alone. Without request facts, ``reason`` unchanged."""
     if not asked:
         return reason or ""
-    what = asked.what()
+    what = asked.what(position)
     if not reason:
         return ALONE[position % len(ALONE)].format(What=_cap(what), what=what)
     rest = reason.rstrip().rstrip(".!?")
@@ -148,7 +155,7 @@ def _cap(text: str) -> str:
 
 #: Words a reason's sentence starts with that are no name: lower-cased when the sentence follows the clause.
 _OPENING_WORDS = frozenset("because recommended if like close similar much just a an another shares fans also "
-                           "picked suggested liked one its since you".split())
+                           "picked suggested liked one its since you with your".split())
 
 
 def _lower_start(text: str) -> str:

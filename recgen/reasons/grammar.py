@@ -36,13 +36,18 @@ ATTRIBUTES = ("{a_attributes} pick, close to {related}.", "{a_attributes} pick f
 #: When the liked item is the closest in the history but not close (no shared attribute, embedding cosine
 #: under the catalog's related threshold, no co-purchase): a sentence that names it without calling the two
 #: close or similar ("A close match for <soap bar>" of an eye shadow was the hand-graded failure).
-#: Ten of them, so a list of ten whose items all come back to one liked item never says one twice (with six,
-#: 2 of 16 Beauty lists did: eval/results/reasons/NOTES.md, session 30).
-WEAK = ("Because you liked {related}.", "Recommended because you liked {related}.",
-        "Picked for you because you liked {related}.", "Suggested because you liked {related}.",
-        "Since you liked {related}, try this one.", "You liked {related}, so try this one.",
-        "A pick for you, since you liked {related}.", "Recommended for you since you liked {related}.",
-        "Suggested for you because you liked {related}.", "One more pick because you liked {related}.")
+#: Twelve of them, so a list of ten whose items all come back to one liked item never says one twice (with six,
+#: 2 of 16 Beauty lists did: eval/results/reasons/NOTES.md, session 30), in different frames: the liked item
+#: after "liked", "with", "in", "if" or "given", and only some with "you liked" (ten frames around "because/since
+#: you liked X" kept Beauty lists at distinct-2 0.30-0.40: the same word pairs in every reason). Each says only
+#: that the user liked it and the recommender went by that (the basis), in generic words (:data:`.facts
+#: .GENERIC_WORDS`): none calls the two alike.
+WEAK = ("Because you liked {related}.", "You liked {related}, so try this one.",
+        "With {related} in your history, try this one.", "Your interest in {related} suggested this pick.",
+        "Since you liked {related}, here is one to try.", "If {related} was to your taste, try this one.",
+        "One to try, given {related} in your history.", "Recommended for you since you liked {related}.",
+        "A pick for you, since you liked {related}.", "Suggested because you liked {related}.",
+        "An option for you, as you liked {related}.", "One more pick because you liked {related}.")
 #: Only when at least two other users had both items (the facts then hold that fans of one had the other); the
 #: fact-built patterns (:data:`.grounding.PATTERNS`, what the worked example shows) are choices too.
 CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {related}, which you liked.")
