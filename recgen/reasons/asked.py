@@ -21,12 +21,13 @@ from .facts import item_fact_words
 from .grounding import TEXT_WORD, content_words_in_order
 
 #: How the request clause joins the rest of the reason, by position in the list (``{what}`` is capitalised
-#: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start). Six,
-#: so a list of ten says each at most twice (with four, "X in its title, as you asked" opened every other
+#: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start). Eight,
+#: so a list of ten says none more than twice (with four, "X in its title, as you asked" opened every other
 #: reason of a Beauty list: distinct-2 per list 0.30 with requests).
 FORMS = ("{What}, as you asked; {rest}.", "{Rest}; {what}, as you asked.",
          "{What}, which you asked for; {rest}.", "{Rest}, and {what}, which you asked for.",
-         "As requested, {what}; {rest}.", "{Rest}; {what}, per your request.")
+         "As requested, {what}; {rest}.", "{Rest}; {what}, per your request.",
+         "{What}, as requested; {rest}.", "{Rest}; your request: {what}.")
 #: The clause alone (no other reason to give), by position in the list.
 ALONE = ("{What}, as you asked.", "{What}, which you asked for.", "As you asked: {what}.", "As requested: {what}.")
 #: How request words found in the item's title are said, by position in the list (cycled apart from the forms).
@@ -53,7 +54,7 @@ class Asked:
         if self.genres:
             parts.append(join_names(list(self.genres)))
         if self.title_words:
-            form = IN_TITLE[(position + position // len(FORMS)) % len(IN_TITLE)]
+            form = IN_TITLE[position % len(IN_TITLE)]  # 3 and 8 forms: no pair repeats within 24
             parts.append(form.format(words=join_names(list(self.title_words))))
         if self.other_words:
             parts.append(join_names(list(self.other_words)))
