@@ -194,3 +194,19 @@ def test_request_clauses_vary_over_a_list_and_still_state_the_request():
     texts = [with_request("Because you liked Batman: Arkham Origins.", said, n) for n in range(10)]
     assert len(set(texts)) == 10 and all(states_asked(t, said) for t in texts), texts
     assert len({t.replace("Because you liked Batman: Arkham Origins", "") for t in texts}) >= 6
+
+
+def test_fans_of_a_liked_item_only_for_what_the_two_share_beyond_the_request():
+    """v3 hand grades: "Comedy from 1994, as you asked; a Romance pick for fans of The Flintstones" (the two share
+    Comedy, which the request clause says; Romance is not The Flintstones'): partly true. And a possessive title
+    word meets the request ("Dr. Bronner's" for "a bronner" went unsaid)."""
+    romcom = Catalog([Item("iq", "I.Q. (1994)", ("Comedy", "Romance"), 1994),
+                      Item("fl", "Flintstones, The (1994)", ("Children's", "Comedy"), 1994)])
+    asked = select_facts(romcom.get("iq"), [romcom.get("fl")], "a 90s comedy film")
+    assert not any("for fans of" in s for s in reason_choices(asked, 60))
+    assert any("for fans of" in s for s in reason_choices(asked, 60, co_liked=True))  # two users had both
+    plain = select_facts(romcom.get("iq"), [romcom.get("fl")], None)  # Comedy named and shared
+    assert " A Comedy and Romance pick for fans of The Flintstones (1994)." in reason_choices(plain, 60)
+    shop = Catalog([Item("b", "Dr. Bronner's Citrus Hair Conditioning Rinse, 8 fl oz"), Item("c", "Other Rinse Deluxe")])
+    said = asked_of(shop.get("b"), "a bronner", RequestReader(shop).read("a bronner"))
+    assert said.title_words == ("Bronner's",)

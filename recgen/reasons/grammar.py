@@ -93,9 +93,12 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
         if co_liked:
             patterns += CO_LIKED
         patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
-        if unrequested(values) and ((facts.shares_genres and facts.shared) or co_liked):
+        named = set(unrequested(values))
+        if named and ((facts.shares_genres and named & set(values["shared"])) or co_liked):
             # "A Crime pick for fans of <an action film>" rests on nothing when they share no genre and no two
-            # users had both (hand-graded partly true); all attributes requested: "A pick, close to X" names none
+            # users had both (hand-graded partly true), and so does "A Romance pick for fans of <a comedy>" when
+            # the shared Comedy went to the request clause (hand-graded partly true, v3); all attributes
+            # requested: "A pick, close to X" names none
             patterns += ATTRIBUTES
         patterns += WEAK
         if not alike(facts):
