@@ -184,6 +184,7 @@ def test_names_end_where_a_shop_would_print_them():
     kept = "Citrus Shampoo Deluxe Formula for Men, 8 oz bottle, made with the finest citrus oils"
     assert short_name(kept) == "Citrus Shampoo Deluxe Formula for Men"  # a size after the comma: the phrase is whole
     assert display_title("Mrs. Doubtfire (1993)") == "Mrs. Doubtfire (1993)"
+    assert display_title("I.Q. (1994)") == "I.Q. (1994)" and display_title("Made in the U.S.A.") == "Made in the U.S.A."
 
 
 def test_request_clauses_vary_over_a_list_and_still_state_the_request():

@@ -66,7 +66,9 @@ def display_title(title: str, limit: int = NAME_CHARS) -> str:
             text = f"{article} {text[: -len(article) - 2]}"
     if len(text) > limit:  # a product title, or a film title with a long subtitle
         text = short_name(text, limit)
-    text = re.sub(r"(?<=\w)\.$", "", text)  # "... 8 oz." + the sentence's own full stop read "oz.."
+    if not year and re.search(r"(?:^|\s)[^\s.]+\.$", text):
+        # "... 8 oz." + the sentence's own full stop read "oz.."; not an initialism ("I.Q.") nor before a year
+        text = text[:-1]
     return text + year
 
 
