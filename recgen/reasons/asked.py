@@ -21,11 +21,17 @@ from .facts import item_fact_words
 from .grounding import TEXT_WORD, content_words_in_order
 
 #: How the request clause joins the rest of the reason, by position in the list (``{what}`` is capitalised
-#: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start).
+#: where it starts the sentence; ``{rest}`` is the reason without its full stop, lower-cased at its start). Eight,
+#: so a list of ten says none more than twice (with four, "X in its title, as you asked" opened every other
+#: reason of a Beauty list: distinct-2 per list 0.30 with requests).
 FORMS = ("{What}, as you asked; {rest}.", "{Rest}; {what}, as you asked.",
-         "{What}, which you asked for; {rest}.", "{Rest}, and {what}, which you asked for.")
+         "{What}, which you asked for; {rest}.", "{Rest}, and {what}, which you asked for.",
+         "As requested, {what}; {rest}.", "{Rest}; {what}, per your request.",
+         "{What}, as requested; {rest}.", "{Rest}; your request: {what}.")
 #: The clause alone (no other reason to give), by position in the list.
-ALONE = ("{What}, as you asked.", "{What}, which you asked for.", "As you asked: {what}.")
+ALONE = ("{What}, as you asked.", "{What}, which you asked for.", "As you asked: {what}.", "As requested: {what}.")
+#: How request words found in the item's title are said, by position in the list (cycled apart from the forms).
+IN_TITLE = ("{words} in its title", "{words} in the title", "a title with {words}")
 
 
 @dataclass(frozen=True)
@@ -41,13 +47,15 @@ class Asked:
     def __bool__(self) -> bool:
         return bool(self.genres or self.year or self.title_words or self.other_words)
 
-    def what(self) -> str:
-        """``"Comedy and Romance from 1997"``, ``"Racing in its title"``: the facts as a phrase."""
+    def what(self, position: int = 0) -> str:
+        """``"Comedy and Romance from 1997"``, ``"Racing in its title"``: the facts as a phrase (the title
+        words in the :data:`IN_TITLE` form ``position`` picks)."""
         parts = []
         if self.genres:
             parts.append(join_names(list(self.genres)))
         if self.title_words:
-            parts.append(f"{join_names(list(self.title_words))} in its title")
+            form = IN_TITLE[position % len(IN_TITLE)]  # 3 and 8 forms: no pair repeats within 24
+            parts.append(form.format(words=join_names(list(self.title_words))))
         if self.other_words:
             parts.append(join_names(list(self.other_words)))
         text = ", ".join(parts)
@@ -73,7 +81,7 @@ def asked_of(item: Item, query: str | None, constraints: RequestConstraints | No
     in_genres = {snowball_stem(w.lower()) for g in genres for w in TEXT_WORD.findall(g)}
     title_words = []
     for word in TEXT_WORD.findall(item.title):  # the written form of each request word in the title
-        low = plural_stem(word.lower())
+        low = plural_stem(word.lower().removesuffix("'s"))  # "Dr. Bronner's" meets "a bronner"
         if (low in terms or low in {plural_stem(w) for w in wanted_words(query)}) and low in item_terms \
                 and word.lower() not in {w.lower() for w in title_words} \
                 and snowball_stem(word.lower()) not in in_genres:  # "Action, Action in its title" says it twice
@@ -134,7 +142,7 @@ def with_request(reason: str | None, asked: Asked, position: int) -> str:
     clause alone. Without request facts, ``reason`` unchanged."""
     if not asked:
         return reason or ""
-    what = asked.what()
+    what = asked.what(position)
     if not reason:
         return ALONE[position % len(ALONE)].format(What=_cap(what), what=what)
     rest = reason.rstrip().rstrip(".!?")
@@ -148,7 +156,7 @@ def _cap(text: str) -> str:
 
 #: Words a reason's sentence starts with that are no name: lower-cased when the sentence follows the clause.
 _OPENING_WORDS = frozenset("because recommended if like close similar much just a an another shares fans also "
-                           "picked suggested liked one its since you".split())
+                           "picked suggested liked one its since you with your".split())
 
 
 def _lower_start(text: str) -> str:

@@ -143,7 +143,7 @@ def short_name(title: str, limit: int = NAME_CHARS) -> str:
     bare = text[: year.start()] if year else text
     if len(bare) <= limit:
         return bare
-    head = title_head(bare)
+    head = _whole_phrase(title_head(bare), bare)
     if len(head) <= max(limit, MAX_NAME_CHARS):
         return head
     words = head.split()
@@ -156,6 +156,24 @@ def short_name(title: str, limit: int = NAME_CHARS) -> str:
     while len(kept) > 1 and (kept[-1].lower().strip(",.;:") in STOPWORDS or not any(c.isalnum() for c in kept[-1])):
         kept.pop()
     return _NAME_TRAILING.sub("", " ".join(kept))
+
+
+#: Words that start a phrase a comma may split ("Cream for Dry, Sensitive Skin").
+_PHRASE_STARTS = frozenset("for with and of in to or on".split())
+
+
+def _whole_phrase(head: str, title: str) -> str:
+    """``head`` without a phrase the title's comma cut in two: "Cetaphil Moisturizing Cream for Dry, Sensitive
+    Skin" → "Cetaphil Moisturizing Cream", not "... Cream for Dry" (a shop would not print that). Only when the
+    title goes on with a word after the comma (not a size: "Shampoo for Men, 8 oz" keeps "for Men")."""
+    rest = title[len(head):] if title.startswith(head) else ""
+    words = head.split()
+    if not re.match(r",\s*[A-Za-z]", rest) or len(words) < 4:
+        return head
+    for n in (len(words) - 2, len(words) - 1):
+        if words[n].lower() in _PHRASE_STARTS and n >= 2 and len(" ".join(words[:n])) >= MIN_HEAD_CHARS:
+            return " ".join(words[:n])
+    return head
 
 
 @lru_cache(maxsize=65536)

@@ -131,8 +131,9 @@ class Reasoner:
 
     def similar(self, item: Item, past: Item) -> bool:
         """Embedding cosine at or above the catalog's 95th percentile of random pairs (:func:`.facts
-        .similarity_threshold`, computed once). No longer what lets a reason call two items alike (that is
-        :func:`.grammar.alike`: shared genres or co-interaction); kept for the free style's fallback pick."""
+        .similarity_threshold`, computed once): which liked items a list may spread its reasons over
+        (:func:`.grounding.select_facts`), and the free style's fallback pick. Not what lets a reason call two
+        items alike (that is :func:`.grammar.alike`: the same genres)."""
         if self.item_embeddings is None:
             return True
         if self._related_cosine is None:

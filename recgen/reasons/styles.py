@@ -54,7 +54,7 @@ class ReasonStyle:
 
     def facts(self, stage, item: Item, request: ReasonRequest, named: dict[str, int] | None = None) -> PromptFacts | None:
         """``named``: liked item id → reasons earlier in the list that name it (updated here)."""
-        facts = select_facts(item, request.past, request.query, stage.closeness, named)
+        facts = select_facts(item, request.past, request.query, stage.closeness, named, stage.similar)
         if named is not None and facts.related is not None:
             named[facts.related.item_id] = named.get(facts.related.item_id, 0) + 1
         return facts
