@@ -125,7 +125,9 @@ def test_vllm_engine_passes_the_transformers_allowed_ids(tokenizer, tiny_backend
 
         def generate(self, inputs, params, lora_request=None, use_tqdm=True):
             self.calls.append(params)
-            return [type("O", (), {"outputs": [type("C", (), {"text": " Shares Drama with Alien."})()]})()
+            text = " Shares Drama with Alien."  # a completion carries its text and token ids, as vLLM's do
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            return [type("O", (), {"outputs": [type("C", (), {"text": text, "token_ids": ids})()]})()
                     for _ in params]
 
     backend = ve.VLLMBackend(RecordingLLM(), tokenizer, make_params=lambda spec: spec)

@@ -190,9 +190,21 @@ def fit_if_missing(dataset: str, cfg) -> bool:
         return False
     console.print(f"[bold]first run:[/] fitting {dataset} once (retrieval index + fused second stage; cached for "
                   "the next runs)")
-    fit_cmd.fit(dataset=dataset, out=None, sasrec=False, threads=2, lm_stage=None, lm_users=800, embedder=None,
-                config=None, events=None, cluster=None, as_json=False)
+    command_defaults(fit_cmd.fit)(dataset=dataset, threads=2)
     return True
+
+
+def command_defaults(command):
+    """``command`` (a typer command function) callable from Python with its options' defaults: typer keeps each
+    default inside an ``OptionInfo``, which a direct call would pass on as the value (twice a new ``recgen fit``
+    option broke the first-run fit that way: --lm-stage, then --bad-rows)."""
+    import inspect
+
+    from typer.models import ParameterInfo
+
+    defaults = {name: p.default.default if isinstance(p.default, ParameterInfo) else p.default
+                for name, p in inspect.signature(command).parameters.items() if p.default is not inspect.Parameter.empty}
+    return lambda **given: command(**{**defaults, **given})
 
 
 app.add_typer(eval_cmd.eval_app, name="eval")
