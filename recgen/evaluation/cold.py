@@ -164,6 +164,9 @@ def run_cold_items(data: EvalData, systems: dict[str, object], *, share: float =
         system.fit(cold.data, log=log)
         ranks[name] = ranks_of(system, cold.data, cold.positions, log)
         out["systems"][name] = summary_of(ranks[name], seed=seed)
+        fitted = getattr(system, "fit_info", {})
+        if "cold_pin" in fitted:  # what the fit chose on its held-out users: the pin decides what cold items keep
+            out["systems"][name]["fit"] = {"chosen": fitted.get("chosen"), "cold_pin": fitted["cold_pin"]}
     if "text" in ranks:  # what the served and fused orders lose (or win) against text alone, on the same users
         out["vs_text"] = {name: paired(r, ranks["text"], seed) for name, r in ranks.items()
                           if name not in ("text", "popular", "itemknn")}
