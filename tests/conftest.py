@@ -82,6 +82,20 @@ def synthetic_dataset_dir(tmp_path_factory, dataset) -> Path:
     return write_generic_dataset(dataset, tmp_path_factory.mktemp("data") / "synthetic")
 
 
+@pytest.fixture(scope="module")
+def recgen_cache(tmp_path_factory) -> Path:
+    """One recgen cache per test module that asks for it: fitted state is shared by the module's tests, never
+    across modules."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def recgen_cache_env(recgen_cache, monkeypatch) -> Path:
+    """Point RECGEN_CACHE_DIR at the module's cache (use with ``pytest.mark.usefixtures``)."""
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(recgen_cache))
+    return recgen_cache
+
+
 def pytest_collection_modifyitems(config, items):
     """``release`` tests (the long robustness mode) run only when RECGEN_RELEASE_CHECKS=1: `make test` stays
     bounded and `make test-release` runs them."""

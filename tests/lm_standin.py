@@ -44,10 +44,12 @@ def single_token_words(tokenizer, n: int) -> list[str]:
 
 
 def gem_world(tokenizer, n_users: int = 480, topics: int = 40, regular: int = 8, gems: int = 4, length: int = 8,
-              p_gem: float = 0.7, seed: int = 0) -> tuple[Dataset, set[str]]:
-    """(the dataset, the gem items' title words: what the stand-in LM knows). See the module doc."""
+              p_gem: float = 0.7, seed: int = 0, duds: int | None = None) -> tuple[Dataset, set[str]]:
+    """(the dataset, the gem items' title words: what the stand-in LM knows). See the module doc; ``duds``
+    (default: as many as ``gems``) cold on-topic items nobody picks."""
     rng = np.random.default_rng(seed)
-    per_topic = regular + 2 * gems
+    duds = gems if duds is None else duds
+    per_topic = regular + gems + duds
     words = single_token_words(tokenizer, topics * (per_topic + 1))
     names, words = [w.capitalize() for w in words[:topics]], words[topics:]
     items, regulars, good, gem_words = [], {}, {}, set()
@@ -55,7 +57,7 @@ def gem_world(tokenizer, n_users: int = 480, topics: int = 40, regular: int = 8,
         ids = [f"{topic.lower()}-{k}" for k in range(per_topic)]
         for k, item_id in enumerate(ids):
             items.append(Item(item_id, f"{topic} {words[t * per_topic + k]}", (), None))
-        regulars[topic], good[topic] = ids[:regular], ids[regular:regular + gems]  # the last ``gems``: duds
+        regulars[topic], good[topic] = ids[:regular], ids[regular:regular + gems]  # the last ``duds``: duds
         gem_words |= {words[t * per_topic + k] for k in range(regular, regular + gems)}
     sequences = {}
     for u in range(n_users):

@@ -28,16 +28,7 @@ from recgen.ranking.fusion import FeatureBuilder, FusionRanker, Sources, SourceS
 from recgen.recommender import open_dataset
 
 FAST = {"threads": 1}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(cache, monkeypatch):
-    monkeypatch.setenv("RECGEN_CACHE_DIR", str(cache))
+pytestmark = pytest.mark.usefixtures("recgen_cache_env")
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +37,10 @@ def chain_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fitted(chain_dir, cache):
+def fitted(chain_dir, recgen_cache):
     """The chain dataset fitted once (as `recgen fit` does) and saved where open_dataset looks."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("RECGEN_CACHE_DIR", str(cache))
+    mp.setenv("RECGEN_CACHE_DIR", str(recgen_cache))
     dataset = load_dataset(chain_dir)
     rec = fit_for_serving(dataset, RecgenConfig(), threads=1)
     folder = fitted_folder(dataset, rec.config.retrieval)
@@ -85,7 +76,7 @@ def test_fit_saves_every_stage_and_serving_reuses_it_without_refitting(fitted, c
     assert got[0].item_id == ids[(ids.index(dataset.sequences["u3"][-2]) + 1) % len(ids)]
 
 
-def test_recommend_serves_the_fusion_systems_order(chain_dir, cache):
+def test_recommend_serves_the_fusion_systems_order(chain_dir, recgen_cache):
     """One implementation: a Recommender over the evaluation system's fitted parts returns the top of
     FusionSystem.score, score for score."""
     data = EvalData.from_dataset(load_dataset(chain_dir))

@@ -31,19 +31,9 @@ from recgen.fit.serving import fit_for_serving
 from recgen.pipeline import FittedState, fitted_folder
 from recgen.ranking.fusion.lm_stage import LMFusionStage
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("recgen_cache_env")]
 
 LM_USERS = 200  # more than the held-out users: the stage is fitted and guarded on all of them
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(cache, monkeypatch):
-    monkeypatch.setenv("RECGEN_CACHE_DIR", str(cache))
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +51,11 @@ def world(tmp_path_factory, smollm_tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def fitted(world, cache):
+def fitted(world, recgen_cache):
     """``recgen fit --lm-stage zeroshot`` as a user runs it: (its JSON summary, the folder it wrote)."""
     data_dir, _, config = world
     mp = pytest.MonkeyPatch()
-    mp.setenv("RECGEN_CACHE_DIR", str(cache))
+    mp.setenv("RECGEN_CACHE_DIR", str(recgen_cache))
     try:
         result = CliRunner().invoke(app, ["fit", "-d", str(data_dir), "--lm-stage", "zeroshot", "--lm-users",
                                           str(LM_USERS), "--threads", "1", "--config", str(config), "--json"])
@@ -130,7 +120,7 @@ def test_served_scores_are_the_evaluated_scores(fitted, world, tmp_path):
     assert moved, "the LM stage never changed a top 10: the test would not see it ignored"
 
 
-def test_recommend_batch_and_serve_use_the_stage(fitted, world, cache, tmp_path):
+def test_recommend_batch_and_serve_use_the_stage(fitted, world, recgen_cache, tmp_path):
     data_dir, lm, _ = world
     _, folder = fitted
     api = Recommender.load(folder)  # the stage's LM comes from the folder (the config names another)
@@ -156,7 +146,7 @@ def test_recommend_batch_and_serve_use_the_stage(fitted, world, cache, tmp_path)
     assert [(r["item_id"], round(r["score"], 6)) for r in body["recommendations"]] == _pairs(want)
 
     port = _free_port()
-    env = {**os.environ, "RECGEN_CACHE_DIR": str(cache), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "RECGEN_CACHE_DIR": str(recgen_cache), "TOKENIZERS_PARALLELISM": "false"}
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "recgen.cli.main", "serve", "--dataset", str(data_dir),
