@@ -42,9 +42,10 @@ from ..ranking.fusion.cold_pin import PIN_DEPTHS, pin_cold
 from ..ranking.fusion.groups import GroupSet
 from ..ranking.fusion.item_features import ITEM_GROUPS, ItemFeatures, item_features
 from ..retrieval.cache import index_folder
-from .ranker_training import ranker_trainer
+from .ranker_training import LocalRankerTrainer, RankerTrainer, ranker_trainer
 from .request_stage import RequestFit, fit_request_stage
 from .sasrec import SASRecFitter
+from .trials import CheckpointedTrainer
 
 RECALL_AT = (20, 50, 100)
 #: the learning curve's first sample of training users; each step doubles it (up to all training users); it stops
@@ -178,7 +179,8 @@ class FusionFitter:
         folder = None if self.retriever is not None else index_folder(data.dataset.name, catalog.fingerprint(),
                                                                         settings.embedder)
         return build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
-                               retriever=self.retriever, show_progress=active() is not None)
+                               retriever=self.retriever, show_progress=active() is not None,
+                               chunk=self.config.fit.embed_checkpoint)
 
     def item_features(self, sources: Sources, groups, log=None) -> ItemFeatures:
         """The representation tables of ``groups``: the retriever's text vectors (``textrep``) and the LM's
@@ -190,8 +192,11 @@ class FusionFitter:
         model = SASRecFitter(**self.sasrec_params).fit(data, log=log).model if self.use_sasrec else None
         return Sources(data.dataset.catalog, retriever, data.train_sequences(), sasrec=model)
 
-    def fit(self, data: EvalData, log=None) -> FusionFit:
+    def fit(self, data: EvalData, log=None, checkpoints: Path | None = None) -> FusionFit:
+        """Choose and fit; with ``checkpoints`` (a folder keyed by this fit) every finished LightGBM trial is kept
+        there and a restarted fit reuses it (:mod:`.trials`): same choice, same held-out NDCG."""
         started = time.perf_counter()
+        trainer = CheckpointedTrainer(self.trainer, checkpoints) if checkpoints is not None else self.trainer
         sources = self.sources(data, log)
         sources_s = time.perf_counter() - started
         deepest = self.depths[-1]
@@ -238,7 +243,7 @@ class FusionFitter:
             add(train, np.sort(pool[built:size]), f"validation targets, training users {built + 1}-{size}")
             built = size
             t1 = time.perf_counter()
-            trial = self._trial(train, valid, names, deepest, self.leaves[0], 0, log)
+            trial = self._trial(trainer, train, valid, names, deepest, self.leaves[0], 0, log)
             features_s, select_s = features_s + t1 - t0, select_s + time.perf_counter() - t1
             step = {"train_users": size, "train_groups": len(train), "train_rows": train.rows,
                     "held_out_ndcg@10": round(trial.score, 5)}
@@ -258,7 +263,7 @@ class FusionFitter:
 
         # settings on held-out users: depth (validation groups only), then prefix groups, then leaves
         t0 = time.perf_counter()
-        trials = [self._trial(train, valid, names, depth, self.leaves[0], 0, log) for depth in self.depths[:-1]]
+        trials = [self._trial(trainer, train, valid, names, depth, self.leaves[0], 0, log) for depth in self.depths[:-1]]
         trials.append(trial)  # the deepest, from the learning curve's last step
         select_s += time.perf_counter() - t0
         # extra groups from earlier targets of the sampled training users, at the chosen depth; more shifts are
@@ -276,11 +281,11 @@ class FusionFitter:
             counts[shifts] = len(train) - train.count(0)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
-                trials.append(self._trial(train, valid, names, _best(trials).depth, self.leaves[0], shifts, log))
+                trials.append(self._trial(trainer, train, valid, names, _best(trials).depth, self.leaves[0], shifts, log))
             last_shifts = shifts
         for leaves in self.leaves[1:]:
             best = _best(trials)
-            trials.append(self._trial(train, valid, names, best.depth, leaves, best.shifts, log))
+            trials.append(self._trial(trainer, train, valid, names, best.depth, leaves, best.shifts, log))
         # item-representation groups, added one at a time at the chosen settings, each kept only if the
         # held-out NDCG@10 rises (never decided by test)
         base, chosen = _best(trials), []
@@ -288,7 +293,7 @@ class FusionFitter:
         for group in items.groups:
             current = _best(trials)
             groups = [*chosen, group]
-            trial = self._trial(train, valid, feature_names(sources.sasrec is not None, False, groups), base.depth,
+            trial = self._trial(trainer, train, valid, feature_names(sources.sasrec is not None, False, groups), base.depth,
                                 base.leaves, base.shifts, log, all_names=all_names)
             group_trials.append({"groups": groups, "held_out_ndcg@10": round(trial.score, 5),
                                  "kept": trial.score > current.score})
@@ -322,16 +327,22 @@ class FusionFitter:
             "fit_seconds": {"sources": round(sources_s, 1), "features": round(features_s, 1),
                             "prefix_features": round(prefix_s, 1), "selection": round(select_s, 1)},
         }
+        if checkpoints is not None:  # what a restart reused (0 in an uninterrupted fit)
+            info["checkpoints"] = {"selection": trainer.report()}
         if log:
             log(f"fusion: chose depth {best.depth}, {best.leaves} leaves, prefix shifts {best.shifts} "
                 f"(held-out NDCG@10 {best.score:.4f}, {built} of {int((~held).sum())} training users); "
                 f"recall {recall}")
         request = None
         if self.fit_requests:
+            local = LocalRankerTrainer()  # the request stage's few groups are trained here
+            request_trainer = local if checkpoints is None else CheckpointedTrainer(local, checkpoints)
             request = fit_request_stage(sources, data, held, path, leaves=[*self.leaves, best.leaves], seed=self.seed,
                                         users=self.request_users, batch=self.batch, max_rounds=self.max_rounds,
-                                        threads=self.threads, log=log)
+                                        threads=self.threads, log=log, trainer=request_trainer)
             info["request_stage"] = request.info
+            if checkpoints is not None:
+                info["checkpoints"]["request_stage"] = request_trainer.report()
         stage = FusionStage(sources, ranker, best.depth, items, cold_pin)
         return FusionFit(sources, ranker, best.depth, stage, held, held_out, path, info, request, items)
 
@@ -373,8 +384,8 @@ class FusionFitter:
                 yield batch, builder.build(histories(batch))
                 advance(len(batch))
 
-    def _trial(self, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int, shifts: int, log,
-               all_names=None) -> Trial:
+    def _trial(self, trainer: RankerTrainer, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int,
+               shifts: int, log, all_names=None) -> Trial:
         """A ranker on pools cut to ``depth`` (groups of prefix shifts <= ``shifts``) and on the columns ``names``
         (of the built layout ``all_names``; default: its first ``len(names)``), and its NDCG@10 over all scored
         held-out users (a target outside the cut counts 0). Each cut is one stacked copy, freed once LightGBM has
@@ -382,9 +393,9 @@ class FusionFitter:
         cols = [list(all_names).index(n) for n in names] if all_names is not None else list(range(len(names)))
         with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
                   total=self.max_rounds) as advance:
-            ranker = self.trainer.train(train.cut(depth, shifts, cols=cols), valid.cut(depth, cols=cols), names,
-                                        num_leaves=leaves, max_rounds=self.max_rounds, threads=self.threads,
-                                        seed=self.seed, log=log, callbacks=[lambda env: advance()])
+            ranker = trainer.train(train.cut(depth, shifts, cols=cols), valid.cut(depth, cols=cols), names,
+                                   num_leaves=leaves, max_rounds=self.max_rounds, threads=self.threads,
+                                   seed=self.seed, log=log, callbacks=[lambda env: advance()])
         return Trial(depth, leaves, shifts, *_held_out_score(ranker, valid, depth, cols), ranker=ranker)
 
 
