@@ -1,15 +1,22 @@
-"""What a kill during the catalog embedding costs, before (no checkpoint) and after (chunk checkpoints), issue 24.
+"""What a kill costs, before (no checkpoints) and after (chunk and trial checkpoints), issue 24.
 
-    python benchmarks/resume_kill.py --data <synth-S folder> --old <a checkout of the code before> \
-        --chunk 1000 --out eval/results/scale/resume_embedding
+    python benchmarks/resume_kill.py embedding --data <synth-S folder> --old <a copy of the code before> \
+        --chunk 1000 --work <scratch> --out eval/results/scale/resume_embedding
+    python benchmarks/resume_kill.py selection --data <synth-XS folder> --old <a copy of the code before> \
+        --trials 3 --work <scratch> --out eval/results/scale/resume_selection
 
-For each code version (``--old``: a copy of the repository before the change, e.g. ``git archive``; the new one is
-this repository) a ``recgen index -d <data>`` process is started with a fresh cache, SIGKILLed once half of the
-catalog is embedded (new: half of the chunk files are on disk; old: sentence-transformers' progress bar passed
-half of its batches), and restarted with the same command; the restart's wall time (process start to exit) and the
-titles it embedded are recorded. The runs are interleaved (old kill, new kill, old restart, new restart) and the
-1-minute load average is read before each. The new version gets ``fit.embed_checkpoint = --chunk`` through
-``--config``; the old ``recgen index`` had no ``--config`` and embeds with the same default (torch) backend.
+For each code version (``--old``: a copy of the repository before the change, e.g. from ``git archive``; the new
+one is this repository) a process is started with a fresh cache, SIGKILLed midway and restarted with the same
+command; the restart's wall time (process start to exit) is recorded with what it reused. The runs are interleaved
+(old kill, new kill, old restart, new restart) and the 1-minute load average is read around each.
+
+- ``embedding``: ``recgen index -d <data>``, killed once half of the catalog is embedded (new: half of the chunk
+  files are on disk; old: sentence-transformers' progress bar passed 50 % of its batches). The new side gets
+  ``fit.embed_checkpoint = --chunk`` through ``--config``; the old ``recgen index`` had no ``--config`` and embeds
+  with the same default (torch) backend.
+- ``selection``: ``recgen fit -d <data> --threads 1`` with the index already in both caches (built once by the new
+  code and copied: the same files), killed once ``--trials`` LightGBM trials have finished (their "fusion ranker:"
+  log lines, on both sides); the restart's "second stage" time is read from its ``--json`` summary.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,78 +40,106 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def command(data: Path, config: Path | None) -> list[str]:
-    """The new side reports as JSON; the old one without ``--json`` (it shows its progress bar only then)."""
-    return [sys.executable, "-m", "recgen.cli.main", "index", "-d", str(data),
-            *(["--config", str(config), "--json"] if config else [])]
-
-
 def env_for(code: Path, cache: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(code), "RECGEN_CACHE_DIR": str(cache), "TOKENIZERS_PARALLELISM": "false"}
+    return {**os.environ, "PYTHONPATH": str(code), "RECGEN_CACHE_DIR": str(cache), "TOKENIZERS_PARALLELISM": "false",
+            "COLUMNS": "400"}
 
 
-def half_done_new(cache: Path, chunks: int, _log: Path) -> bool:
-    return len(list(cache.glob("indexes/*.embedding/chunk-*.json"))) >= chunks // 2
+def recgen(*args: str) -> list[str]:
+    return [sys.executable, "-m", "recgen.cli.main", *args]
 
 
-def half_done_old(_cache: Path, _chunks: int, log: Path) -> bool:
-    found = re.findall(rb"Batches:\s+(\d+)%", log.read_bytes()) if log.exists() else []
-    return bool(found) and int(found[-1]) >= 50
-
-
-def kill_half(code: Path, cache: Path, data: Path, config: Path | None, log: Path, done, chunks: int) -> dict:
+def kill_when(cmd: list[str], code: Path, cache: Path, log: Path, ready) -> dict:
+    """Start ``cmd``, SIGKILL it once ``ready(log)``; what it left in the cache."""
     started, before = time.monotonic(), load()
     with open(log, "wb") as err:
-        proc = subprocess.Popen(command(data, config), env=env_for(code, cache), cwd=code, stdout=subprocess.DEVNULL,
-                                stderr=err)
-    while not done(cache, chunks, log):
+        proc = subprocess.Popen(cmd, env=env_for(code, cache), cwd=code, stdout=subprocess.DEVNULL, stderr=err)
+    while not ready(log):
         if proc.poll() is not None:
-            raise SystemExit(f"{code}: the index finished before half of it was embedded; see {log}")
+            raise SystemExit(f"{code}: the run ended before the kill point; see {log}")
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    left = sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
     return {"killed_after_s": round(time.monotonic() - started, 1), "load_1min_before": round(before, 2),
-            "files_left_in_cache": len(left), "chunk_files_left": sum(p.endswith(".npy") for p in left)}
+            "files_in_cache": sum(1 for p in cache.rglob("*") if p.is_file())}
 
 
-def restart(code: Path, cache: Path, data: Path, config: Path | None, log: Path) -> dict:
+def run(cmd: list[str], code: Path, cache: Path, log: Path) -> tuple[str, dict]:
     started, before = time.monotonic(), load()
     with open(log, "wb") as err:
-        out = subprocess.run(command(data, config), env={**env_for(code, cache), "COLUMNS": "400"}, cwd=code,
-                             stdout=subprocess.PIPE, stderr=err, check=True, text=True).stdout
-    wall = round(time.monotonic() - started, 1)
-    if config:
-        info = json.loads(out)
-        seconds, embedding = info["seconds"], info.get("embedding")
-    else:  # "indexed N items of D in X s -> folder"
-        seconds, embedding = float(re.search(r"in ([\d.]+) s", out).group(1)), "all titles (no checkpoint)"
-    return {"restart_wall_s": wall, "index_build_s": seconds, "embedding": embedding,
-            "load_1min_before": round(before, 2), "load_1min_after": round(load(), 2)}
+        out = subprocess.run(cmd, env=env_for(code, cache), cwd=code, stdout=subprocess.PIPE, stderr=err, check=True,
+                             text=True).stdout
+    return out, {"restart_wall_s": round(time.monotonic() - started, 1), "load_1min_before": round(before, 2),
+                 "load_1min_after": round(load(), 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--old", type=Path, required=True, help="a copy of the repository before the change")
-    parser.add_argument("--chunk", type=int, default=1000)
-    parser.add_argument("--work", type=Path, required=True, help="scratch folder for the caches and logs")
-    parser.add_argument("--out", type=Path, required=True, help="results path without extension (.json)")
-    args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
+def embedding(args, sides) -> dict:
     config = args.work / "chunks.json"
     config.write_text(json.dumps({"fit": {"embed_checkpoint": args.chunk}}))
     items = sum(1 for _ in open(args.data / "items.jsonl", encoding="utf-8"))
     chunks = -(-items // args.chunk)
-    sides = {"old": (args.old.resolve(), None, half_done_old), "new": (REPO, config, half_done_new)}
-    result = {"command": "python benchmarks/resume_kill.py " + shlex.join(sys.argv[1:]), "items": items,
-              "chunk": args.chunk, "chunks": chunks, "cores": len(os.sched_getaffinity(0)), "runs": {}}
-    for side, (code, cfg, done) in sides.items():
-        result["runs"][side] = {"kill": kill_half(code, args.work / f"cache-{side}", args.data, cfg,
-                                                  args.work / f"{side}-kill.log", done, chunks)}
-    for side, (code, cfg, _) in sides.items():
-        result["runs"][side]["restart"] = restart(code, args.work / f"cache-{side}", args.data, cfg,
-                                                  args.work / f"{side}-restart.log")
+
+    def ready(side: str, cache: Path):
+        if side == "new":
+            return lambda log: len(list(cache.glob("indexes/*.embedding/chunk-*.json"))) >= chunks // 2
+        return lambda log: any(int(p) >= 50 for p in re.findall(rb"Batches:\s+(\d+)%", log.read_bytes()))
+
+    def cmd(side: str) -> list[str]:  # the old side shows its progress bar only without --json
+        return recgen("index", "-d", str(args.data), *(["--config", str(config), "--json"] if side == "new" else []))
+
+    result = {"items": items, "chunk": args.chunk, "chunks": chunks, "runs": {}}
+    for side, code in sides.items():
+        cache = args.work / f"cache-{side}"
+        result["runs"][side] = {"kill": kill_when(cmd(side), code, cache, args.work / f"{side}-kill.log",
+                                                  ready(side, cache))}
+    for side, code in sides.items():
+        out, timing = run(cmd(side), code, args.work / f"cache-{side}", args.work / f"{side}-restart.log")
+        if side == "new":
+            info = json.loads(out)
+            timing.update(index_build_s=info["seconds"], embedding=info["embedding"])
+        else:  # "indexed N items of D in X s -> folder"
+            timing.update(index_build_s=float(re.search(r"in ([\d.]+) s", out).group(1)),
+                          embedding="all titles (nothing was kept)")
+        result["runs"][side]["restart"] = timing
+    return result
+
+
+def selection(args, sides) -> dict:
+    index_cache = args.work / "cache-index"
+    run(recgen("index", "-d", str(args.data), "--json"), REPO, index_cache, args.work / "index.log")
+    ready = lambda log: log.read_bytes().count(b"fusion ranker:") >= args.trials
+    cmd = recgen("fit", "-d", str(args.data), "--threads", "1", "--json")
+    result = {"trials_before_kill": args.trials, "runs": {}}
+    for side, code in sides.items():
+        cache = args.work / f"cache-{side}"
+        shutil.copytree(index_cache / "indexes", cache / "indexes")
+        result["runs"][side] = {"kill": kill_when(cmd, code, cache, args.work / f"{side}-kill.log", ready)}
+    for side, code in sides.items():
+        out, timing = run(cmd, code, args.work / f"cache-{side}", args.work / f"{side}-restart.log")
+        info = json.loads(out)
+        stages = {s["stage"]: s for s in info["stages"]}
+        timing.update(second_stage_s=stages["second stage (selection on validation)"]["seconds"],
+                      second_stage_cpu_s=stages["second stage (selection on validation)"]["cpu_seconds"],
+                      chosen=info["chosen"], checkpoints=info.get("checkpoints"),
+                      fusion_fit_seconds=info.get("fusion_fit_seconds"))
+        result["runs"][side]["restart"] = timing
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=("embedding", "selection"))
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--old", type=Path, required=True, help="a copy of the repository before the change")
+    parser.add_argument("--chunk", type=int, default=1000, help="embedding: titles per checkpointed chunk")
+    parser.add_argument("--trials", type=int, default=3, help="selection: finished trials before the kill")
+    parser.add_argument("--work", type=Path, required=True, help="scratch folder for the caches and logs")
+    parser.add_argument("--out", type=Path, required=True, help="results path without extension (.json)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    sides = {"old": args.old.resolve(), "new": REPO}
+    result = {"command": "python benchmarks/resume_kill.py " + shlex.join(sys.argv[1:]),
+              "cores": len(os.sched_getaffinity(0)), **(embedding if args.stage == "embedding" else selection)(args, sides)}
     old, new = (result["runs"][s]["restart"]["restart_wall_s"] for s in ("old", "new"))
     result["restart_wall_new_over_old"] = round(new / old, 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)

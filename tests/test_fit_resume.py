@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from recgen.atomic import MARKER, claim_files
+from recgen.fit.checkpoints import CheckpointedTrainer, FeatureCheckpoints
 from recgen.fit.ranker_training import LocalRankerTrainer
-from recgen.fit.trials import CheckpointedTrainer
 from recgen.retrieval.embed_chunks import embed_in_chunks, remove_chunks, work_folder
 
 IDENTITY = {"embedder": "counting", "model_fingerprint": "x", "backend": "torch", "batch_size": 64}
@@ -108,6 +108,29 @@ def test_a_finished_lightgbm_trial_is_reused_with_the_same_predictions(tmp_path)
     assert again.report() == {"trials_reused": 1, "trials_trained": 2}
 
 
+def test_feature_batches_come_back_as_built_and_a_damaged_one_is_built_again(tmp_path):
+    from recgen.ranking.fusion.features import Group
+
+    rng = np.random.default_rng(1)
+    made = [Group(rng.permutation(50)[:n], rng.normal(size=(n, 4)).astype(np.float32), np.arange(1, n + 1))
+            for n in (7, 0, 12)]
+    calls = []
+    build = lambda: calls.append(1) or made
+    saved = FeatureCheckpoints(tmp_path / "ck")
+    key = FeatureCheckpoints.key("validation targets", 100, ["a", "b", "c", "d"], [3, 5, 9])
+    assert saved.groups(key, build) is made
+    again = FeatureCheckpoints(tmp_path / "ck")
+    back = again.groups(key, build)
+    assert calls == [1] and again.report() == {"feature_batches_reused": 1, "feature_batches_built": 0}
+    for a, b in zip(made, back):
+        assert all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in
+                   ((a.rows, b.rows), (a.X, b.X), (a.pool_rank, b.pool_rank)))
+    assert FeatureCheckpoints.key("validation targets", 50, ["a", "b", "c", "d"], [3, 5, 9]) != key
+    [npz] = (tmp_path / "ck").glob("features-*.npz")
+    npz.write_bytes(npz.read_bytes()[:-10])
+    assert FeatureCheckpoints(tmp_path / "ck").groups(key, build) is made and calls == [1, 1]
+
+
 # -- real `recgen fit` processes, killed -----------------------------------------------------------------------
 CHUNK = 40
 
@@ -172,12 +195,14 @@ def test_a_fit_killed_in_the_embedding_and_in_the_selection_resumes(tmp_path):
     # a LightGBM trial is checkpointed; the restart reuses it and chooses what the uninterrupted run 2 chose
     shutil.rmtree(cache / "fusion-eval")
     shutil.rmtree(cache / "fitted")
-    trials = lambda: list(cache.glob("fusion-trials/*/*.json"))
+    trials = lambda: list(cache.glob("fusion-checkpoints/*/trial-*.json"))
     _kill_when(_fit(data, config, env, tmp_path / "run3.log"), lambda: trials(), tmp_path / "run3.log",
                "trial checkpoint")
     assert trials()
     final = _finish(_fit(data, config, env, tmp_path / "run4.log"), tmp_path / "run4.log")
     assert final["index_embedding"] is None  # the saved index was loaded
+    assert resumed["checkpoints"]["selection"]["trials_reused"] == 0  # run 2 selected uninterrupted
     assert final["checkpoints"]["selection"]["trials_reused"] >= 1
+    assert final["checkpoints"]["selection"]["feature_batches_reused"] >= 1
     assert final["chosen"] == resumed["chosen"]
     assert not trials()  # spent once the fit is stored

@@ -42,10 +42,10 @@ from ..ranking.fusion.cold_pin import PIN_DEPTHS, pin_cold
 from ..ranking.fusion.groups import GroupSet
 from ..ranking.fusion.item_features import ITEM_GROUPS, ItemFeatures, item_features
 from ..retrieval.cache import index_folder
+from .checkpoints import CheckpointedTrainer, FeatureCheckpoints
 from .ranker_training import LocalRankerTrainer, RankerTrainer, ranker_trainer
 from .request_stage import RequestFit, fit_request_stage
 from .sasrec import SASRecFitter
-from .trials import CheckpointedTrainer
 
 RECALL_AT = (20, 50, 100)
 #: the learning curve's first sample of training users; each step doubles it (up to all training users); it stops
@@ -194,9 +194,10 @@ class FusionFitter:
 
     def fit(self, data: EvalData, log=None, checkpoints: Path | None = None) -> FusionFit:
         """Choose and fit; with ``checkpoints`` (a folder keyed by this fit) every finished LightGBM trial is kept
-        there and a restarted fit reuses it (:mod:`.trials`): same choice, same held-out NDCG."""
+        there and a restarted fit reuses it (:mod:`.checkpoints`): same choice, same held-out NDCG."""
         started = time.perf_counter()
         trainer = CheckpointedTrainer(self.trainer, checkpoints) if checkpoints is not None else self.trainer
+        saved = FeatureCheckpoints(checkpoints) if checkpoints is not None else None
         sources = self.sources(data, log)
         sources_s = time.perf_counter() - started
         deepest = self.depths[-1]
@@ -216,7 +217,7 @@ class FusionFitter:
         def add(into: GroupSet, positions, what: str, stop=lambda: False) -> int:
             """Validation-target groups of ``positions`` (in order) until ``stop()``; how many users were built."""
             done = 0
-            for batch, groups in self._groups(builder, positions, histories, what):
+            for batch, groups in self._groups(lambda: builder, positions, histories, what, saved, (deepest, all_names)):
                 labels = [g.label(data.target("valid", p)) for p, g in zip(batch, groups)]
                 for g, y in zip(groups, labels):
                     hit = np.flatnonzero(y)
@@ -277,7 +278,7 @@ class FusionFitter:
                 break
             p0 = time.perf_counter()
             self._prefix_groups(data, sources, sampled, _best(trials).depth, range(last_shifts + 1, shifts + 1), train,
-                                items)
+                                items, saved, all_names)
             counts[shifts] = len(train) - train.count(0)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
@@ -328,7 +329,7 @@ class FusionFitter:
                             "prefix_features": round(prefix_s, 1), "selection": round(select_s, 1)},
         }
         if checkpoints is not None:  # what a restart reused (0 in an uninterrupted fit)
-            info["checkpoints"] = {"selection": trainer.report()}
+            info["checkpoints"] = {"selection": {**trainer.report(), **saved.report()}}
         if log:
             log(f"fusion: chose depth {best.depth}, {best.leaves} leaves, prefix shifts {best.shifts} "
                 f"(held-out NDCG@10 {best.score:.4f}, {built} of {int((~held).sum())} training users); "
@@ -363,25 +364,41 @@ class FusionFitter:
         return {d: float(np.mean(ndcg_gains(r))) for d, r in ranks.items()}
 
     def _prefix_groups(self, data: EvalData, sources: Sources, users, depth: int, shifts, into: GroupSet,
-                       items: ItemFeatures | None = None) -> None:
+                       items: ItemFeatures | None = None, saved: FeatureCheckpoints | None = None,
+                       names=()) -> None:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts`` (tagged k), for ``users``
         (training users), every sequence-fitted signal refitted on all sequences cut at -k (so none has seen
-        those targets)."""
+        those targets); the refit is made only when a batch is not in ``saved`` (keyed with the layout ``names``)."""
         for k in shifts:
             cut = [seq[:-k] for seq in data.train_sequences()]
-            builder = FeatureBuilder(sources.refit(cut), depth, items=items)
+            made: list[FeatureBuilder] = []
+
+            def builder() -> FeatureBuilder:
+                if not made:
+                    made.append(FeatureBuilder(sources.refit(cut), depth, items=items))
+                return made[0]
+
             kept = [int(p) for p in users if len(cut[p]) > 0]
-            for positions, groups in self._groups(builder, kept, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
+            for positions, groups in self._groups(builder, kept, lambda ps: [cut[p] for p in ps],
+                                                  f"train[-{k}] targets", saved, (depth, names)):
                 into.add(groups, [g.label(int(data.train[p][-k])) for p, g in zip(positions, groups)], tag=k,
                          positives_only=True)
 
-    def _groups(self, builder: FeatureBuilder, positions, histories, what: str):
-        """(positions, groups) per batch of users (progress: users done)."""
+    def _groups(self, builder, positions, histories, what: str, saved: FeatureCheckpoints | None = None,
+                layout: tuple = ()):
+        """(positions, groups) per batch of users (progress: users done); ``builder()`` gives the FeatureBuilder
+        (made on first use); with ``saved`` each batch comes from its checkpoint when one matches (``layout``: the
+        builder's (depth, feature names), part of the key), else is built and kept."""
         positions = [int(p) for p in positions]
         with task(f"fusion features ({what})", total=len(positions)) as advance:
             for start in range(0, len(positions), self.batch):
                 batch = positions[start:start + self.batch]
-                yield batch, builder.build(histories(batch))
+                if saved is None:
+                    groups = builder().build(histories(batch))
+                else:
+                    key = FeatureCheckpoints.key(what, *layout, batch)
+                    groups = saved.groups(key, lambda: builder().build(histories(batch)))
+                yield batch, groups
                 advance(len(batch))
 
     def _trial(self, trainer: RankerTrainer, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int,

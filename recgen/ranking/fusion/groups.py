@@ -10,7 +10,6 @@ cut without looking at rows) and a ``tag`` (0 = validation target, k = the ``tra
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -78,15 +77,6 @@ class GroupSet:
     @property
     def nbytes(self) -> int:
         return sum(c.X.nbytes + c.y.nbytes + c.pool_rank.nbytes for c in self._chunks)
-
-    def digest(self) -> str:
-        """A SHA-256 of the groups' shape (sizes, labels, pool ranks, tags): what keys a checkpointed trial on them
-        (``recgen.fit.trials``), cheap beside the feature rows themselves."""
-        digest = hashlib.sha256(str(self.n_features).encode())
-        for c in self._chunks:
-            for part in (c.sizes, c.y, c.pool_rank, c.target_rank, c.tag):
-                digest.update(np.ascontiguousarray(part).tobytes())
-        return digest.hexdigest()[:16]
 
     def count(self, tag: int) -> int:
         """Groups with this tag."""
