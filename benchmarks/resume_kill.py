@@ -97,8 +97,9 @@ def embedding(args, sides) -> dict:
         if side == "new":
             info = json.loads(out)
             timing.update(index_build_s=info["seconds"], embedding=info["embedding"])
-        else:  # "indexed N items of D in X s -> folder"
-            timing.update(index_build_s=float(re.search(r"in ([\d.]+) s", out).group(1)),
+        else:  # "indexed N items of D in X s -> folder", on stderr
+            said = (args.work / f"{side}-restart.log").read_text(errors="replace")
+            timing.update(index_build_s=float(re.search(r"indexed \d+ items of .* in ([\d.]+) s", said).group(1)),
                           embedding="all titles (nothing was kept)")
         result["runs"][side]["restart"] = timing
     return result

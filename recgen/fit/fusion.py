@@ -193,8 +193,9 @@ class FusionFitter:
         return Sources(data.dataset.catalog, retriever, data.train_sequences(), sasrec=model)
 
     def fit(self, data: EvalData, log=None, checkpoints: Path | None = None) -> FusionFit:
-        """Choose and fit; with ``checkpoints`` (a folder keyed by this fit) every finished LightGBM trial is kept
-        there and a restarted fit reuses it (:mod:`.checkpoints`): same choice, same held-out NDCG."""
+        """Choose and fit; with ``checkpoints`` (a folder keyed by this fit) every finished LightGBM trial and batch
+        of feature groups is kept there and a restarted fit reuses it (:mod:`.checkpoints`): same choice, same
+        held-out NDCG."""
         started = time.perf_counter()
         trainer = CheckpointedTrainer(self.trainer, checkpoints) if checkpoints is not None else self.trainer
         saved = FeatureCheckpoints(checkpoints) if checkpoints is not None else None
