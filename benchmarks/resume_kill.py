@@ -15,8 +15,9 @@ command; the restart's wall time (process start to exit) is recorded with what i
   ``fit.embed_checkpoint = --chunk`` through ``--config``; the old ``recgen index`` had no ``--config`` and embeds
   with the same default (torch) backend.
 - ``selection``: ``recgen fit -d <data> --threads 1`` with the index already in both caches (built once by the new
-  code and copied: the same files), killed once ``--trials`` LightGBM trials have finished (their "fusion ranker:"
-  log lines, on both sides); the restart's "second stage" time is read from its ``--json`` summary.
+  code and copied: the same files), killed once ``--trials`` log lines hold ``--after`` (default: finished LightGBM
+  trials, "fusion ranker:", the same lines on both sides); the restart's "second stage" time is read from its
+  ``--json`` summary.
 """
 
 from __future__ import annotations
@@ -108,9 +109,9 @@ def embedding(args, sides) -> dict:
 def selection(args, sides) -> dict:
     index_cache = args.work / "cache-index"
     run(recgen("index", "-d", str(args.data), "--json"), REPO, index_cache, args.work / "index.log")
-    ready = lambda log: log.read_bytes().count(b"fusion ranker:") >= args.trials
+    ready = lambda log: log.read_bytes().count(args.after.encode()) >= args.trials
     cmd = recgen("fit", "-d", str(args.data), "--threads", "1", "--json")
-    result = {"trials_before_kill": args.trials, "runs": {}}
+    result = {"kill_after": f"{args.trials} log lines with {args.after!r}", "runs": {}}
     for side, code in sides.items():
         cache = args.work / f"cache-{side}"
         shutil.copytree(index_cache / "indexes", cache / "indexes")
@@ -133,13 +134,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--old", type=Path, required=True, help="a copy of the repository before the change")
     parser.add_argument("--chunk", type=int, default=1000, help="embedding: titles per checkpointed chunk")
-    parser.add_argument("--trials", type=int, default=3, help="selection: finished trials before the kill")
+    parser.add_argument("--trials", type=int, default=3, help="selection: kill once the log has this many ...")
+    parser.add_argument("--after", default="fusion ranker:", help="selection: ... lines holding this text (default:"
+                        " finished LightGBM trials; 'fusion: chose depth' = the main selection done, request stage next)")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder for the caches and logs")
     parser.add_argument("--out", type=Path, required=True, help="results path without extension (.json)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     sides = {"old": args.old.resolve(), "new": REPO}
-    result = {"command": "python benchmarks/resume_kill.py " + shlex.join(sys.argv[1:]),
+    shown = [f"<{Path(a).name}>" if os.path.isabs(a) else a for a in sys.argv[1:]]  # no folder of this machine
+    result = {"command": "python benchmarks/resume_kill.py " + shlex.join(shown),
               "cores": len(os.sched_getaffinity(0)), **(embedding if args.stage == "embedding" else selection)(args, sides)}
     old, new = (result["runs"][s]["restart"]["restart_wall_s"] for s in ("old", "new"))
     result["restart_wall_new_over_old"] = round(new / old, 3)
