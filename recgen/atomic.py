@@ -250,6 +250,39 @@ def claim_files(folder: str | Path, names: Iterable[str], what: str = "output fo
     return folder
 
 
+def write_claimed(folder: str | Path, name: str, write: Callable[[Path], object],
+                  what: str = "output folder") -> tuple[int, str]:
+    """Write the file ``name`` of a folder recgen fills piece by piece (checkpoints): claimed with its temporary
+    name (:func:`claim_files`), written by ``write(tmp_path)``, flushed and renamed into place, so a kill leaves
+    the previous file or the new one, never half of one. Returns the file's size and SHA-256."""
+    folder = Path(folder)
+    claim_files(folder, [name, name + ".tmp"], what)
+    tmp = folder / (name + ".tmp")
+    write(tmp)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, folder / name)
+    return file_digest(folder / name)
+
+
+def remove_claimed(folder: str | Path) -> bool:
+    """Delete every file recgen recorded writing in ``folder`` (:func:`claim_files`), then the folder when nothing
+    else is left in it; anything recgen did not write stays. True when the folder is gone."""
+    folder = Path(folder)
+    listed = recorded_entries(folder) if folder.is_dir() and not folder.is_symlink() else None
+    if listed is None:
+        return not folder.exists()
+    for name in listed:
+        path = folder / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    if {p.name for p in folder.iterdir()} == {MARKER}:
+        (folder / MARKER).unlink()
+        folder.rmdir()
+        return True
+    return False
+
+
 # -- writing -------------------------------------------------------------------------------------------
 def file_digest(path: Path) -> tuple[int, str]:
     """A file's size and SHA-256, read in 4 MiB blocks (model and index files are checked against these)."""

@@ -134,6 +134,10 @@ class FitSettings(_Settings):
     """How ``recgen fit`` runs (never what it chooses: that is decided on validation targets)."""
 
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    embed_checkpoint: int = Field(
+        20_000, ge=1, description="titles per checkpointed chunk of the catalog embedding: each finished chunk is kept "
+        "in the index's work folder, so a fit killed during the embedding resumes from its last chunk "
+        "(recgen/retrieval/embed_chunks.py); 20k titles are ~1-3 min on 2 cores; not tuned")
 
 
 class DataSettings(_Settings):

@@ -40,6 +40,7 @@ from .reasons.reasoner import Reasoner
 from .retrieval import Retriever
 from .retrieval.cache import load_or_build_index
 from .retrieval.collaborative import ItemTransitions
+from .retrieval.embed_chunks import EMBED_CHUNK
 from .retrieval.embedder import Encoder
 
 log = logging.getLogger(__name__)
@@ -228,14 +229,17 @@ def fitted_folder(dataset: Dataset, settings: RetrievalSettings) -> Path:
 
 def build_retriever(catalog: Catalog, settings: RetrievalSettings, *, transitions: ItemTransitions | None = None,
                     index_dir: str | Path | None = None, retriever: Retriever | None = None,
-                    show_progress: bool = False, encode: Encoder | None = None) -> Retriever:
+                    show_progress: bool = False, encode: Encoder | None = None,
+                    chunk: int = EMBED_CHUNK) -> Retriever:
     """The first stage: an existing index (``retriever``), a cached one (``index_dir``), or a fresh one (embedded
-    here, or by ``encode``: a cluster's workers)."""
+    here, or by ``encode``: a cluster's workers; ``chunk`` titles at a time, checkpointed beside ``index_dir``)."""
     if retriever is not None:
         return retriever.rebound(settings, transitions)
     if index_dir is not None:
-        return load_or_build_index(catalog, settings, index_dir, show_progress, transitions=transitions, encode=encode)
-    return Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions, encode=encode)
+        return load_or_build_index(catalog, settings, index_dir, show_progress, transitions=transitions, encode=encode,
+                                   chunk=chunk)
+    return Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions, encode=encode,
+                           chunk=chunk)
 
 
 class Pipeline:

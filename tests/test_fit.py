@@ -300,9 +300,9 @@ def test_prefix_groups_stop_when_the_last_shifts_did_not_help(chain_dir, monkeyp
     built = []
     original = FusionFitter._prefix_groups
 
-    def spy(self, data, sources, users, depth, shifts, into, items=None):
+    def spy(self, data, sources, users, depth, shifts, into, *rest):
         built.append(list(shifts))
-        return original(self, data, sources, users, depth, shifts, into, items)
+        return original(self, data, sources, users, depth, shifts, into, *rest)
 
     monkeypatch.setattr(FusionFitter, "_prefix_groups", spy)
     system = FusionSystem(depths=[10], leaves=[7], prefixes=(3, 10), **FAST)

@@ -31,9 +31,9 @@ def fits(monkeypatch, tmp_path):
     calls = []
     original = FusionFitter.fit
 
-    def counted(self, data, log=None):
+    def counted(self, data, log=None, **rest):
         calls.append(1)
-        return original(self, data, log=log)
+        return original(self, data, log=log, **rest)
 
     monkeypatch.setattr(FusionFitter, "fit", counted)
     return calls

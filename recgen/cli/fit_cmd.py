@@ -97,6 +97,7 @@ def fit(dataset: str = typer.Option("ml-100k", "--dataset", "-d", help="dataset 
     summary = {"dataset": data.name, "folder": str(folder), "users": len(data.sequences), "items": len(data.catalog),
                "second_stage": "fusion" if rec.pipeline.state.ranker is not None else "hybrid order (not fitted)",
                "chosen": info.get("chosen"), "sasrec": rec.pipeline.state.sasrec is not None,
+               "index_embedding": info.get("index_embedding"), "checkpoints": info.get("checkpoints"),
                "fallback": rec.pipeline.state.fallback, "stages": stages,
                "lm_stage": _lm_summary(info.get("lm_stage")), "ran_on": info["ran_on"],
                "fusion_fit_seconds": info.get("fit_seconds"), "wall_seconds": round(time.perf_counter() - started, 1),

@@ -11,12 +11,11 @@ import typer
 from rich.table import Table
 
 from ..atomic import check_output_folder, check_outside
-from ..config import MAX_CANDIDATES, RetrievalSettings
+from ..config import MAX_CANDIDATES
 from ..data import load_catalog_file, load_dataset
 from ..pipeline import fitted_folder
 from ..recommender import Recommender, open_dataset
-from ..retrieval import Retriever
-from ..retrieval.cache import index_folder
+from ..retrieval.cache import build_and_save, index_folder
 from ..text import check_id, check_text
 from ..types import RANKER_NAMES
 from . import batch_cmd, eval_cmd, feedback_cmd, finetune_cmd, fit_cmd, serve_cmd, synth_cmd
@@ -57,23 +56,27 @@ def index(dataset: str = DatasetOpt, embedder: Optional[str] = typer.Option(None
           add: Optional[Path] = typer.Option(None, "--add", help="items file (JSONL/CSV) to add to the saved "
                                               "recommender in --out (made from --dataset when absent), no rebuild"),
           update: bool = typer.Option(False, "--update", help="with --add: replace items whose id exists"),
+          config: Optional[Path] = typer.Option(None, help="config file (JSON or YAML): retrieval.embed_backend, "
+                                                "retrieval.index, fit.embed_checkpoint, ..."),
           bad_rows: Optional[str] = BadRowsOpt,
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """Build the retrieval index for a dataset's catalog (cached; rebuilt when the catalog changes), or add
-    items to a saved recommender's catalog and index (--add)."""
-    cfg = make_config(data={"bad_rows": bad_rows})
+    items to a saved recommender's catalog and index (--add). The embedding is checkpointed in chunks: a build
+    killed midway resumes from its last finished chunk."""
+    cfg = make_config(config, retrieval={"embedder": embedder}, data={"bad_rows": bad_rows})
     if add is not None:
         return add_items_cmd(dataset, add, out, update, as_json, cfg)
     data = load_dataset(dataset, cfg.data.bad_rows)
     skipped = report_skipped(data)
-    folder = out or index_folder(data.name, data.catalog.fingerprint(), embedder)
+    folder = out or index_folder(data.name, data.catalog.fingerprint(), cfg.retrieval.embedder)
     check_output_folder(folder)  # before the (slow) embedding: writable, and never a folder recgen did not write
     start = time.perf_counter()
-    retriever = Retriever.build(data.catalog, RetrievalSettings(embedder=embedder), show_progress=not as_json)
-    retriever.save(folder)
+    retriever = build_and_save(data.catalog, cfg.retrieval, folder, show_progress=not as_json,
+                               chunk=cfg.fit.embed_checkpoint)
     seconds = time.perf_counter() - start
     meta = retriever.index_meta
     info = {"dataset": data.name, "items": len(data.catalog), "index": str(folder), "seconds": round(seconds, 2),
+            "embedding": retriever.embedding_report,
             "kind": meta.kind, "factory": meta.factory, "search_params": meta.search_params,
             f"recall@{meta.recall_at}": meta.held_out_recall, "held_out_queries": meta.held_out_queries,
             "reason": meta.reason, **skipped}

@@ -26,7 +26,7 @@ def embed_chunk(texts: list[str], embedder: str | None, backend: str, batch_size
 class ClusterEncoder:
     """``encode(texts, embedder, backend, batch_size)`` for :meth:`~recgen.retrieval.retriever.Retriever.build`:
     the texts embedded on the cluster at ``settings.address`` in chunks of ``settings.embed_chunk``. ``texts``
-    counts what it embedded (0: the index was loaded from the cache, nothing ran on the cluster)."""
+    counts what it embedded (0: the index was loaded from the cache, or every checkpointed chunk was reused)."""
 
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings, self.texts, self.workers = settings, 0, 0
@@ -55,6 +55,7 @@ class ClusterEncoder:
             parts = watch(client, run, "the catalog embedding", expected=started_with)
         finally:
             client.close()
-        self.texts, self.workers = len(texts), len(started_with)
+        # called once per checkpointed chunk of the catalog (recgen.retrieval.embed_chunks): the counts add up
+        self.texts, self.workers = self.texts + len(texts), max(self.workers, len(started_with))
         dim = parts[0].shape[1] if parts else 0
         return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)

@@ -42,7 +42,8 @@ from ..ranking.fusion.cold_pin import PIN_DEPTHS, pin_cold
 from ..ranking.fusion.groups import GroupSet
 from ..ranking.fusion.item_features import ITEM_GROUPS, ItemFeatures, item_features
 from ..retrieval.cache import index_folder
-from .ranker_training import ranker_trainer
+from .checkpoints import CheckpointedTrainer, FeatureCheckpoints
+from .ranker_training import LocalRankerTrainer, RankerTrainer, ranker_trainer
 from .request_stage import RequestFit, fit_request_stage
 from .sasrec import SASRecFitter
 
@@ -200,7 +201,8 @@ class FusionFitter:
         folder = None if self.retriever is not None else index_folder(data.dataset.name, catalog.fingerprint(),
                                                                         settings.embedder)
         return build_retriever(catalog, settings, transitions=state.transitions, index_dir=folder,
-                               retriever=self.retriever, show_progress=active() is not None)
+                               retriever=self.retriever, show_progress=active() is not None,
+                               chunk=self.config.fit.embed_checkpoint)
 
     def item_features(self, sources: Sources, groups, log=None) -> ItemFeatures:
         """The representation tables of ``groups``: the retriever's text vectors (``textrep``) and the LM's
@@ -212,8 +214,13 @@ class FusionFitter:
         model = SASRecFitter(**self.sasrec_params).fit(data, log=log).model if self.use_sasrec else None
         return Sources(data.dataset.catalog, retriever, data.train_sequences(), sasrec=model)
 
-    def fit(self, data: EvalData, log=None) -> FusionFit:
+    def fit(self, data: EvalData, log=None, checkpoints: Path | None = None) -> FusionFit:
+        """Choose and fit; with ``checkpoints`` (a folder keyed by this fit) every finished LightGBM trial and batch
+        of feature groups is kept there and a restarted fit reuses it (:mod:`.checkpoints`): same choice, same
+        held-out NDCG."""
         started = time.perf_counter()
+        trainer = CheckpointedTrainer(self.trainer, checkpoints) if checkpoints is not None else self.trainer
+        saved = FeatureCheckpoints(checkpoints) if checkpoints is not None else None
         sources = self.sources(data, log)
         sources_s = time.perf_counter() - started
         deepest = self.depths[-1]
@@ -233,7 +240,7 @@ class FusionFitter:
         def add(into: GroupSet, positions, what: str, stop=lambda: False) -> int:
             """Validation-target groups of ``positions`` (in order) until ``stop()``; how many users were built."""
             done = 0
-            for batch, groups in self._groups(builder, positions, histories, what):
+            for batch, groups in self._groups(lambda: builder, positions, histories, what, saved, (deepest, all_names)):
                 labels = [g.label(data.target("valid", p)) for p, g in zip(batch, groups)]
                 for g, y in zip(groups, labels):
                     hit = np.flatnonzero(y)
@@ -260,7 +267,7 @@ class FusionFitter:
             add(train, np.sort(pool[built:size]), f"validation targets, training users {built + 1}-{size}")
             built = size
             t1 = time.perf_counter()
-            trial = self._trial(train, valid, names, deepest, self.leaves[0], 0, log)
+            trial = self._trial(trainer, train, valid, names, deepest, self.leaves[0], 0, log)
             features_s, select_s = features_s + t1 - t0, select_s + time.perf_counter() - t1
             step = {"train_users": size, "train_groups": len(train), "train_rows": train.rows,
                     "held_out_ndcg@10": round(trial.score, 5)}
@@ -280,7 +287,7 @@ class FusionFitter:
 
         # settings on held-out users: depth (validation groups only), then prefix groups, then leaves
         t0 = time.perf_counter()
-        trials = [self._trial(train, valid, names, depth, self.leaves[0], 0, log) for depth in self.depths[:-1]]
+        trials = [self._trial(trainer, train, valid, names, depth, self.leaves[0], 0, log) for depth in self.depths[:-1]]
         trials.append(trial)  # the deepest, from the learning curve's last step
         select_s += time.perf_counter() - t0
         # extra groups from earlier targets of the sampled training users, at the chosen depth; more shifts are
@@ -294,15 +301,15 @@ class FusionFitter:
                 break
             p0 = time.perf_counter()
             self._prefix_groups(data, sources, sampled, _best(trials).depth, range(last_shifts + 1, shifts + 1), train,
-                                items)
+                                items, saved, all_names)
             counts[shifts] = len(train) - train.count(0)
             prefix_s += time.perf_counter() - p0
             if counts[shifts]:
-                trials.append(self._trial(train, valid, names, _best(trials).depth, self.leaves[0], shifts, log))
+                trials.append(self._trial(trainer, train, valid, names, _best(trials).depth, self.leaves[0], shifts, log))
             last_shifts = shifts
         for leaves in self.leaves[1:]:
             best = _best(trials)
-            trials.append(self._trial(train, valid, names, best.depth, leaves, best.shifts, log))
+            trials.append(self._trial(trainer, train, valid, names, best.depth, leaves, best.shifts, log))
         # item-representation groups, added one at a time at the chosen settings, each kept only if the
         # held-out NDCG@10 rises (never decided by test)
         base, chosen = _best(trials), []
@@ -310,7 +317,7 @@ class FusionFitter:
         for group in items.groups:
             current = _best(trials)
             groups = [*chosen, group]
-            trial = self._trial(train, valid, feature_names(sources.sasrec is not None, False, groups), base.depth,
+            trial = self._trial(trainer, train, valid, feature_names(sources.sasrec is not None, False, groups), base.depth,
                                 base.leaves, base.shifts, log, all_names=all_names)
             group_trials.append({"groups": groups, "held_out_ndcg@10": round(trial.score, 5),
                                  "kept": trial.score > current.score})
@@ -342,16 +349,22 @@ class FusionFitter:
             "fit_seconds": {"sources": round(sources_s, 1), "features": round(features_s, 1),
                             "prefix_features": round(prefix_s, 1), "selection": round(select_s, 1)},
         }
+        if checkpoints is not None:  # what a restart reused (0 in an uninterrupted fit)
+            info["checkpoints"] = {"selection": {**trainer.report(), **saved.report()}}
         if log:
             log(f"fusion: chose depth {best.depth}, {best.leaves} leaves, prefix shifts {best.shifts} "
                 f"(held-out NDCG@10 {best.score:.4f}, {built} of {int((~held).sum())} training users); "
                 f"recall {recall}")
         request = None
         if self.fit_requests:
+            local = LocalRankerTrainer()  # the request stage's few groups are trained here
+            request_trainer = local if checkpoints is None else CheckpointedTrainer(local, checkpoints)
             request = fit_request_stage(sources, data, held, path, leaves=[*self.leaves, best.leaves], seed=self.seed,
                                         users=self.request_users, batch=self.batch, max_rounds=self.max_rounds,
-                                        threads=self.threads, log=log)
+                                        threads=self.threads, log=log, trainer=request_trainer)
             info["request_stage"] = request.info
+            if checkpoints is not None:
+                info["checkpoints"]["request_stage"] = request_trainer.report()
         stage = FusionStage(sources, ranker, best.depth, items, cold_pin)
         return FusionFit(sources, ranker, best.depth, stage, held, held_out, path, info, request, items)
 
@@ -372,29 +385,45 @@ class FusionFitter:
         return {d: ndcg_gains(r) for d, r in ranks.items()}
 
     def _prefix_groups(self, data: EvalData, sources: Sources, users, depth: int, shifts, into: GroupSet,
-                       items: ItemFeatures | None = None) -> None:
+                       items: ItemFeatures | None = None, saved: FeatureCheckpoints | None = None,
+                       names=()) -> None:
         """Groups with target = train[-k], history = train[:-k] for each k in ``shifts`` (tagged k), for ``users``
         (training users), every sequence-fitted signal refitted on all sequences cut at -k (so none has seen
-        those targets)."""
+        those targets); the refit is made only when a batch is not in ``saved`` (keyed with the layout ``names``)."""
         for k in shifts:
             cut = [seq[:-k] for seq in data.train_sequences()]
-            builder = FeatureBuilder(sources.refit(cut), depth, items=items)
+            made: list[FeatureBuilder] = []
+
+            def builder() -> FeatureBuilder:
+                if not made:
+                    made.append(FeatureBuilder(sources.refit(cut), depth, items=items))
+                return made[0]
+
             kept = [int(p) for p in users if len(cut[p]) > 0]
-            for positions, groups in self._groups(builder, kept, lambda ps: [cut[p] for p in ps], f"train[-{k}] targets"):
+            for positions, groups in self._groups(builder, kept, lambda ps: [cut[p] for p in ps],
+                                                  f"train[-{k}] targets", saved, (depth, names)):
                 into.add(groups, [g.label(int(data.train[p][-k])) for p, g in zip(positions, groups)], tag=k,
                          positives_only=True)
 
-    def _groups(self, builder: FeatureBuilder, positions, histories, what: str):
-        """(positions, groups) per batch of users (progress: users done)."""
+    def _groups(self, builder, positions, histories, what: str, saved: FeatureCheckpoints | None = None,
+                layout: tuple = ()):
+        """(positions, groups) per batch of users (progress: users done); ``builder()`` gives the FeatureBuilder
+        (made on first use); with ``saved`` each batch comes from its checkpoint when one matches (``layout``: the
+        builder's (depth, feature names), part of the key), else is built and kept."""
         positions = [int(p) for p in positions]
         with task(f"fusion features ({what})", total=len(positions)) as advance:
             for start in range(0, len(positions), self.batch):
                 batch = positions[start:start + self.batch]
-                yield batch, builder.build(histories(batch))
+                if saved is None:
+                    groups = builder().build(histories(batch))
+                else:
+                    key = FeatureCheckpoints.key(what, *layout, batch)
+                    groups = saved.groups(key, lambda: builder().build(histories(batch)))
+                yield batch, groups
                 advance(len(batch))
 
-    def _trial(self, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int, shifts: int, log,
-               all_names=None) -> Trial:
+    def _trial(self, trainer: RankerTrainer, train: GroupSet, valid: GroupSet, names, depth: int, leaves: int,
+               shifts: int, log, all_names=None) -> Trial:
         """A ranker on pools cut to ``depth`` (groups of prefix shifts <= ``shifts``) and on the columns ``names``
         (of the built layout ``all_names``; default: its first ``len(names)``), and its NDCG@10 over all scored
         held-out users (a target outside the cut counts 0). Each cut is one stacked copy, freed once LightGBM has
@@ -402,9 +431,9 @@ class FusionFitter:
         cols = [list(all_names).index(n) for n in names] if all_names is not None else list(range(len(names)))
         with task(f"LightGBM trial: depth {depth}, {leaves} leaves, {shifts} shifts (rounds)",
                   total=self.max_rounds) as advance:
-            ranker = self.trainer.train(train.cut(depth, shifts, cols=cols), valid.cut(depth, cols=cols), names,
-                                        num_leaves=leaves, max_rounds=self.max_rounds, threads=self.threads,
-                                        seed=self.seed, log=log, callbacks=[lambda env: advance()])
+            ranker = trainer.train(train.cut(depth, shifts, cols=cols), valid.cut(depth, cols=cols), names,
+                                   num_leaves=leaves, max_rounds=self.max_rounds, threads=self.threads,
+                                   seed=self.seed, log=log, callbacks=[lambda env: advance()])
         return Trial(depth, leaves, shifts, *_held_out_score(ranker, valid, depth, cols), ranker=ranker)
 
 

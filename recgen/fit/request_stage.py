@@ -32,6 +32,7 @@ from ..ranking.fusion import (
     request_feature_names,
 )
 from ..ranking.fusion.request_stage import matched_first, request_groups
+from .ranker_training import LocalRankerTrainer, RankerTrainer
 
 #: Fewer held-out users than this cannot tell a ranker from the hybrid order: the hybrid order is served.
 MIN_HELD_OUT_USERS = 20
@@ -47,8 +48,11 @@ class RequestFit:
 
 
 def fit_request_stage(sources: Sources, data: EvalData, held: np.ndarray, model_path: Path, *, leaves: list[int],
-                      seed: int, users: int, batch: int, max_rounds: int, threads: int, log=None) -> RequestFit:
-    """Fit, choose the number of leaves among ``leaves`` on the held-out groups, and save beside ``model_path``."""
+                      seed: int, users: int, batch: int, max_rounds: int, threads: int, log=None,
+                      trainer: RankerTrainer | None = None) -> RequestFit:
+    """Fit, choose the number of leaves among ``leaves`` on the held-out groups, and save beside ``model_path``;
+    ``trainer`` runs each LightGBM trial (default: this process; a checkpointing one in ``recgen fit``)."""
+    trainer = trainer or LocalRankerTrainer()
     started = time.perf_counter()
     catalog, ids = data.dataset.catalog, data.dataset.catalog.ids
     builder, requests = FeatureBuilder(sources, REQUEST_DEPTH), RequestBuilder(catalog)
@@ -89,8 +93,8 @@ def fit_request_stage(sources: Sources, data: EvalData, held: np.ndarray, model_
     for n_leaves in dict.fromkeys(leaves):  # the fewest groups of any model here: choose again
         try:
             with task(f"LightGBM request-stage trial: {n_leaves} leaves (rounds)", total=max_rounds) as advance:
-                ranker = FusionRanker.train(train, valid, names, num_leaves=n_leaves, max_rounds=max_rounds,
-                                            threads=threads, seed=seed, log=log, callbacks=[lambda env: advance()])
+                ranker = trainer.train(train, valid, names, num_leaves=n_leaves, max_rounds=max_rounds,
+                                       threads=threads, seed=seed, log=log, callbacks=[lambda env: advance()])
         except DataError as exc:
             return RequestFit({**info, "served": False, "why": str(exc),
                                "seconds": round(time.perf_counter() - started, 1)})

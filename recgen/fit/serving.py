@@ -53,7 +53,7 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
     with stage("index"):
         folder = index_dir or index_folder(dataset.name, catalog.fingerprint(), config.retrieval.embedder)
         retriever = build_retriever(catalog, config.retrieval, index_dir=folder, show_progress=active() is not None,
-                                    encode=encode)
+                                    encode=encode, chunk=config.fit.embed_checkpoint)
     fitted, fallback, served_lm = None, None, None
     data = EvalData.from_dataset(dataset)
     with stage("second stage (selection on validation)"):
@@ -79,6 +79,8 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
             log(fallback)
         fitted = None
     info = dict(fitted.info) if fitted is not None else {}
+    # chunks reused / embedded (None: the saved index was loaded, nothing embedded)
+    info["index_embedding"] = retriever.embedding_report
     if fitted is not None and lm_stage:
         with stage("LM stage (guarded on validation)"):
             info["lm_stage"], served_lm = _fit_lm_stage(lm_stage, lm_users, threads, fitter, fitted, data, log)
@@ -86,7 +88,7 @@ def fit_for_serving(dataset: Dataset, config: RecgenConfig, *, sasrec: bool = Fa
         state = state.with_second_stage(stats, fitted.ranker, fitted.depth, fitted.sources.sasrec, info,
                                         request_ranker=fitted.request_ranker, lm_stage=served_lm)
     else:
-        state = state.with_second_stage(stats, None, 0, fallback=fallback)
+        state = state.with_second_stage(stats, None, 0, fit_info=info, fallback=fallback)
     return Recommender(catalog, config, retriever=retriever, state=state)
 
 

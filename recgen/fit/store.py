@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_dir, verify_folder
+from ..atomic import atomic_dir, remove_claimed, verify_folder
 from ..data.split_arrays import EvalData
 from ..errors import RecgenError
 from ..paths import cache_dir
@@ -78,6 +78,12 @@ def fit_folder(data: EvalData, key: str) -> Path:
     return cache_dir() / "fusion-eval" / f"{data.dataset.name}-{key}"
 
 
+def checkpoint_folder(data: EvalData, key: str) -> Path:
+    """Where the fit of ``key`` keeps its finished LightGBM trials and feature batches until it is stored
+    (:mod:`.checkpoints`)."""
+    return cache_dir() / "fusion-checkpoints" / f"{data.dataset.name}-{key}"
+
+
 def fit_once(fitter: FusionFitter, data: EvalData, log=None) -> tuple[FusionFit, dict]:
     """The stored fit when one matches (says so), else a fresh fit, stored for the next caller; and what happened
     (``{"key", "reused"}``, for a run file: no folder of this machine)."""
@@ -94,11 +100,14 @@ def fit_once(fitter: FusionFitter, data: EvalData, log=None) -> tuple[FusionFit,
             say(f"fusion: reusing the fit from {folder} (key {key}: same data, settings and code); not refitting")
             return found, {"key": key, "reused": True}
     say(f"fusion: no stored fit for key {key}; fitting on the evaluation split (saved to {folder})")
-    fitted = fitter.fit(data, log=log)
+    checkpoints = checkpoint_folder(data, key)
+    fitted = fitter.fit(data, log=log, checkpoints=checkpoints)  # a killed fit's finished work is reused
     try:
         save_fit(fitted, folder, key, fitter)
     except RecgenError as exc:  # the fit is done: a cache that cannot be written must not lose it
         say(f"fusion: the fit could not be stored ({exc}); the next run fits again")
+    else:
+        remove_claimed(checkpoints)  # stored: its checkpoints are spent
     return fitted, {"key": key, "reused": False}
 
 

@@ -14,6 +14,7 @@ from ..config import RetrievalSettings
 from ..data.catalog import Catalog
 from ..errors import IndexCorruptError, IndexStaleError
 from ..paths import cache_dir
+from .embed_chunks import EMBED_CHUNK, remove_chunks, work_folder
 from .embedder import DEFAULT_EMBEDDER, Encoder
 from .retriever import Retriever
 
@@ -27,16 +28,34 @@ def index_folder(dataset_name: str, fingerprint: str, embedder: str | None) -> P
 
 
 def load_or_build_index(catalog: Catalog, settings: RetrievalSettings, folder: str | Path,
-                        show_progress: bool = False, transitions=None, encode: Encoder | None = None) -> Retriever:
+                        show_progress: bool = False, transitions=None, encode: Encoder | None = None,
+                        chunk: int = EMBED_CHUNK) -> Retriever:
     """Reuse a saved index when it matches; rebuild it, with a logged reason, when stale or corrupt (embedding
-    with ``encode`` when given, see :meth:`Retriever.build`)."""
+    with ``encode`` when given, see :meth:`Retriever.build`). The embedding is checkpointed ``chunk`` titles at a
+    time in the index's work folder (:mod:`.embed_chunks`): a build killed midway resumes from its last chunk,
+    and the chunks are removed once the index is saved."""
     folder = Path(folder)
+    work = work_folder(folder)
     if folder.exists():
         try:
-            return Retriever.load(folder, catalog, settings, transitions=transitions)
+            retriever = Retriever.load(folder, catalog, settings, transitions=transitions)
+            remove_chunks(work)  # left by a build killed after its save
+            return retriever
         except (IndexStaleError, IndexCorruptError) as exc:
             log.warning("rebuilding the index: %s", exc)
         check_replaceable(folder)  # before the (slow) embedding: a folder of someone else's files is refused now
-    retriever = Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions, encode=encode)
+    return build_and_save(catalog, settings, folder, show_progress=show_progress, transitions=transitions,
+                          encode=encode, chunk=chunk)
+
+
+def build_and_save(catalog: Catalog, settings: RetrievalSettings, folder: str | Path, *, show_progress: bool = False,
+                   transitions=None, encode: Encoder | None = None, chunk: int = EMBED_CHUNK) -> Retriever:
+    """Embed the catalog (checkpointed in the folder's work folder: a killed build resumes there), index it, save
+    it to ``folder`` and remove the spent chunks."""
+    folder = Path(folder)
+    work = work_folder(folder)
+    retriever = Retriever.build(catalog, settings, show_progress=show_progress, transitions=transitions, encode=encode,
+                                chunk=chunk, work=work)
     retriever.save(folder)
+    remove_chunks(work)
     return retriever

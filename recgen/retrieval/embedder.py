@@ -45,6 +45,21 @@ def resolve_backend(backend: str) -> str:
     return "onnx-int8" if onnx_available() else "torch"
 
 
+def embedder_identity(settings, batch_size: int) -> dict:
+    """What decides an embedding besides the text: the model (name and a fingerprint of its files), the backend
+    and the batch size (padding). A checkpointed chunk is reused only under the same identity."""
+    path = resolve_embedder(settings.embedder)
+    return {"embedder": settings.embedder or DEFAULT_EMBEDDER, "model_fingerprint": _fingerprint(path),
+            "backend": resolve_backend(settings.embed_backend), "batch_size": int(batch_size)}
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(path: str) -> str:
+    from .onnx_embedder import source_fingerprint
+
+    return source_fingerprint(path)
+
+
 @lru_cache(maxsize=4)
 def _load(path: str, backend: str = "torch"):
     from sentence_transformers import SentenceTransformer

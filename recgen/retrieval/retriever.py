@@ -16,7 +16,8 @@ from ..errors import InvalidRequestError
 from ..text import has_negation
 from .cold_items import cold_rows, neighbour_weights
 from .collaborative import ItemTransitions
-from .embedder import DEFAULT_EMBEDDER, Encoder, embed, load_embedder, resolve_backend
+from .embed_chunks import EMBED_CHUNK, embed_in_chunks
+from .embedder import DEFAULT_EMBEDDER, Encoder, embed, embedder_identity, load_embedder, resolve_backend
 from .growth import grown_transitions, merged_catalog
 from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index, search_pays
 from .request_constraints import RequestConstraints, RequestReader
@@ -67,22 +68,28 @@ class Retriever:
         self._reader: RequestReader | None = None
         self._cold_cache: tuple | None = None  # ``settings.cold_neighbours``' weights for one transition matrix
         self._prior_cache: tuple | None = None
+        #: how the catalog was embedded when this retriever was built (chunks reused / embedded); None when loaded
+        self.embedding_report: dict | None = None
 
     # -- building and persistence -------------------------------------------------------------
     @classmethod
     def build(cls, catalog: Catalog, settings: RetrievalSettings | None = None, *, show_progress: bool = False,
               batch_size: int = 64, transitions: ItemTransitions | None = None,
-              encode: Encoder | None = None) -> "Retriever":
+              encode: Encoder | None = None, chunk: int = EMBED_CHUNK, work: Path | None = None) -> "Retriever":
         """Embed every item's text here, or with ``encode(texts, embedder, backend, batch_size)`` (the same model
-        elsewhere, e.g. on a cluster's workers), and index the vectors."""
+        elsewhere, e.g. on a cluster's workers), ``chunk`` titles at a time, and index the vectors. With ``work``
+        (a folder) each finished chunk is kept there and a restart reuses it (:mod:`.embed_chunks`)."""
         settings = settings or RetrievalSettings()
         texts = [item.text() for item in catalog]
         if encode is not None:
-            vectors = encode(texts, settings.embedder, settings.embed_backend, batch_size)
+            run = lambda part: encode(part, settings.embedder, settings.embed_backend, batch_size)
         else:
-            model = load_embedder(settings.embedder, settings.embed_backend)
-            vectors = embed(model, texts, batch_size=batch_size, show_progress=show_progress)
-        return cls.from_vectors(catalog, vectors, settings, transitions=transitions)
+            run = lambda part: embed(load_embedder(settings.embedder, settings.embed_backend), part,
+                                     batch_size=batch_size, show_progress=show_progress)
+        vectors, report = embed_in_chunks(texts, run, embedder_identity(settings, batch_size), chunk, work)
+        retriever = cls.from_vectors(catalog, vectors, settings, transitions=transitions)
+        retriever.embedding_report = report.as_json()
+        return retriever
 
     @classmethod
     def from_vectors(cls, catalog: Catalog, vectors: np.ndarray, settings: RetrievalSettings | None = None, *,
