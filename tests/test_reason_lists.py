@@ -248,7 +248,8 @@ def test_a_request_list_words_its_clause_apart_from_the_reasons_before_it():
 def test_every_request_clause_form_is_grounded_and_checked():
     """The clause forms add only generic and stop words: every form, every way to say title words, alone or
     beside a basis sentence, passes the evaluation's support measure and the reason checker, and reads as a
-    finished sentence ("... as you were looking for." was measured as cut off)."""
+    finished sentence ("... as you were looking for." was measured as cut off), and none uses a likeness word
+    ("to match your search" would read as "a close match" to the hand sample's likeness filter)."""
     from recgen.evaluation.reason_metrics import is_truncated, repeated_ngrams
 
     assert len(FORMS) == 16 and len(ALONE) == 8 and len(IN_TITLE) == 5
@@ -260,6 +261,7 @@ def test_every_request_clause_form_is_grounded_and_checked():
     for text in texts:
         assert _eval_ok(GAMES, wheel, history, "a racing game", text) == ([], []), text
         assert not is_truncated(text) and not repeated_ngrams(text, titles=[wheel.title]), text
+        assert not LIKENESS.search(text.replace("Batman: Arkham Origins", "")), text
     comedy = asked_of(FILMS.get("5"), "a 90s comedy", RequestReader(FILMS).read("a 90s comedy"))
     films = request_forms("Because you liked Alien (1979).", comedy) + request_forms(None, comedy)
     assert len(films) == 16 + 8  # no title words: one way each

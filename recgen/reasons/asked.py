@@ -23,21 +23,21 @@ from .variety import bigrams, fewest_repeats
 
 #: How the request clause joins the rest of the reason (``{what}`` is capitalised where it starts the sentence;
 #: ``{rest}`` is the reason without its full stop, lower-cased at its start). Sixteen, in different connecting
-#: words ("as you asked", "to match your search", ...), so a list of ten says each at most once: the clause is
+#: words ("as you asked", "for your search", ...), so a list of ten says each at most once: the clause is
 #: in every reason of a request list and its word pairs recurred (Beauty distinct-2 per list 0.30 with four forms,
 #: 0.494 with eight). Each says only that the request asked for ``{what}``: generic words
 #: (:data:`.facts.GENERIC_WORDS`) and stop words.
 FORMS = ("{What}, as you asked; {rest}.", "{Rest}; {what}, as requested.",
          "{What}, which you asked for; {rest}.", "{Rest}, and {what}, which you asked for.",
          "As requested, {what}; {rest}.", "{Rest}; {what}, per your request.",
-         "{What} to match your search; {rest}.", "{Rest}; your request: {what}.",
+         "{What} for your search; {rest}.", "{Rest}; your request: {what}.",
          "{What}, from your search; {rest}.", "{Rest}; {what}, as you wanted.",
-         "Matching your search: {what}; {rest}.", "{Rest}; it fits what you asked for: {what}.",
+         "Per your search: {what}; {rest}.", "{Rest}; it fits what you asked for: {what}.",
          "For your request, {what}; {rest}.", "{Rest}; {what}, on request.",
          "{What}, since you asked; {rest}.", "{Rest}; {what}, fitting your search.")
 #: The clause alone (no other reason to give).
 ALONE = ("{What}, as you asked.", "{What}, which you asked for.", "As you asked: {what}.", "As requested: {what}.",
-         "{What}, to match your search.", "Matching your request: {what}.", "{What}, as you wanted.",
+         "{What}, for your search.", "Per your request: {what}.", "{What}, as you wanted.",
          "{What}: it fits what you wanted.")
 #: How request words found in the item's title are said (cycled apart from the forms).
 IN_TITLE = ("{words} in its title", "{words} in the title", "a title with {words}", "a title that has {words}",
