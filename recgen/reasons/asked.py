@@ -84,8 +84,9 @@ def asked_of(item: Item, query: str | None, constraints: RequestConstraints | No
     if constraints is not None:
         genres = tuple(g for g in item.genres if g in constraints.include_genres)
         bounded = constraints.min_year is not None or constraints.max_year is not None
-        if bounded and item.year is not None:
-            year = item.year
+        if bounded and item.year is not None and (constraints.min_year or item.year) <= item.year \
+                <= (constraints.max_year or item.year):
+            year = item.year  # a 1994 film filling a "70s" list is not "from 1994, as you asked" (v4 hand grades)
         terms = set(constraints.include_terms)
     item_terms = title_terms(item.title)
     in_genres = {snowball_stem(w.lower()) for g in genres for w in TEXT_WORD.findall(g)}
