@@ -306,3 +306,10 @@ def test_likeness_is_said_only_beside_what_the_two_share():
         assert not any(s.startswith((" A close match", " Just like")) or "a close match" in s for s in said), said
     for text in said:
         assert _eval_ok(films, films.get("a"), [films.get("l")], None, text.strip()) == ([], []), text
+
+
+def test_a_title_word_asked_for_is_said_once_in_any_number():
+    """v4 Beauty: "a title with Glitter and Glitters" (both forms in the title) was counted as a repetition."""
+    shop = Catalog([Item("g", "Glitter Nail Polish with Glitters, Silver"), Item("o", "Other Polish Deluxe")])
+    said = asked_of(shop.get("g"), "a glitter", RequestReader(shop).read("a glitter"))
+    assert said.title_words == ("Glitter",)

@@ -94,7 +94,7 @@ def asked_of(item: Item, query: str | None, constraints: RequestConstraints | No
     for word in TEXT_WORD.findall(item.title):  # the written form of each request word in the title
         low = plural_stem(word.lower().removesuffix("'s"))  # "Dr. Bronner's" meets "a bronner"
         if (low in terms or low in {plural_stem(w) for w in wanted_words(query)}) and low in item_terms \
-                and word.lower() not in {w.lower() for w in title_words} \
+                and low not in {plural_stem(w.lower().removesuffix("'s")) for w in title_words} \
                 and snowball_stem(word.lower()) not in in_genres:  # "Action, Action in its title" says it twice
             title_words.append(word)
     said = {snowball_stem(w.lower()) for text in (*genres, *title_words) for w in TEXT_WORD.findall(text)}
