@@ -306,6 +306,8 @@ def test_likeness_is_said_only_beside_what_the_two_share():
         assert not any(s.startswith((" A close match", " Just like")) or "a close match" in s for s in said), said
     for text in said:
         assert _eval_ok(films, films.get("a"), [films.get("l")], None, text.strip()) == ([], []), text
+    asked = select_facts(films.get("a"), [films.get("l")], "a 90s drama film")  # Drama goes to the request clause
+    assert not any(LIKENESS.search(s) for s in reason_choices(asked, 60, co_liked=True) if "Drama" not in s)
 
 
 def test_a_title_word_asked_for_is_said_once_in_any_number():

@@ -56,9 +56,9 @@ CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {re
 
 #: Words that call two items alike: written only on evidence a person accepts (:func:`alike`).
 LIKENESS = re.compile(r"\b(?:close|closer|closest|similar|match|much like|just like)\b", re.IGNORECASE)
-#: A pattern slot that names what the item and the liked item share (or the item's attributes, which are the
-#: shared genres when :func:`alike`).
-_NAMES_SHARED = re.compile(r"\{(?:shared|shared_cap|a_shared|attributes|attributes_cap|a_attributes)\}")
+#: A pattern slot that names what the item and the liked item share. Not the item's attributes: with a request
+#: they are what the request clause left ("a Thriller pick, close to <a crime thriller>" rests on one genre).
+_NAMES_SHARED = re.compile(r"\{(?:shared|shared_cap|a_shared)\}")
 
 
 def alike(facts: PromptFacts) -> bool:
