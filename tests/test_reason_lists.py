@@ -35,8 +35,18 @@ from test_reasons_grounded import FILMS, _eval_ok  # noqa: E402
 
 from recgen.config import RecgenConfig  # noqa: E402
 from recgen.evaluation.reason_metrics import distinct_n  # noqa: E402
-from recgen.reasons.asked import asked_of, with_request, without_asked  # noqa: E402
-from recgen.reasons.grammar import LIKENESS, alike, reason_choices  # noqa: E402
+from recgen.reasons.asked import (  # noqa: E402
+    ALONE,
+    FORMS,
+    IN_TITLE,
+    Asked,
+    asked_of,
+    request_forms,
+    with_request,
+    with_requests,
+    without_asked,
+)
+from recgen.reasons.grammar import LIKENESS, WEAK, alike, reason_choices  # noqa: E402
 from recgen.reasons.grounding import select_facts  # noqa: E402
 from recgen.reasons.reasoner import Reasoner  # noqa: E402
 from recgen.reasons.variety import distinct, opening, spread  # noqa: E402
@@ -132,7 +142,7 @@ def test_served_reasons_with_a_request_say_the_request_and_stay_grounded(tiny_ba
     out = reasoner.explain(["4", "2"], "a 90s action film", listed)
     for item_id, (text, _) in zip(listed, out):
         item = MANY.get(item_id)
-        assert "Action" in text and str(item.year) in text and ("asked" in text or "request" in text), text
+        assert "Action" in text and str(item.year) in text and any(w in text.lower() for w in ("ask", "request", "want", "search", "looking")), text
         assert text.count("Action") == 1, text  # the request clause says it; the rest of the reason does not
         history = [MANY.get("4"), MANY.get("2")]
         assert _eval_ok(MANY, item, history, "a 90s action film", text) == ([], []), text
@@ -211,3 +221,97 @@ def test_fans_of_a_liked_item_only_for_what_the_two_share_beyond_the_request():
     shop = Catalog([Item("b", "Dr. Bronner's Citrus Hair Conditioning Rinse, 8 fl oz"), Item("c", "Other Rinse Deluxe")])
     said = asked_of(shop.get("b"), "a bronner", RequestReader(shop).read("a bronner"))
     assert said.title_words == ("Bronner's",)
+
+
+def test_a_request_list_words_its_clause_apart_from_the_reasons_before_it():
+    """v3d: Beauty with a one-word request stayed at distinct-2 per list 0.4945 (target 0.5): the clause is in all
+    ten reasons, and by position "as you asked" and "in its title" came back every few items. Each clause is now
+    worded with the fewest word pairs the list has said (16 forms x 5 ways to say title words): deterministic,
+    every reason still states the request and keeps its own sentence, and no clause is said twice."""
+    from recgen.evaluation.reason_metrics import states_asked
+
+    said = asked_of(GAMES.get("g2"), "a racing game", RequestReader(GAMES).read("a racing game"))
+    bases = [s.format(related="Batman: Arkham Origins") for s in WEAK[:10]]
+    positional = [with_request(b, said, n) for n, b in enumerate(bases)]
+    joined = with_requests(bases, [said] * 10)
+    assert joined == with_requests(bases, [said] * 10)  # deterministic
+    assert all(states_asked(t, said) for t in joined), joined
+    assert all(b.rstrip(".").lower()[1:] in t.lower() for b, t in zip(bases, joined)), joined  # its own sentence
+    clauses = [t.lower().replace(b.rstrip(".").lower(), "") for b, t in zip(bases, joined)]
+    assert len(set(clauses)) == 10, clauses
+    assert distinct_n(joined, 2) >= distinct_n(positional, 2) + 0.03, (distinct_n(joined, 2), distinct_n(positional, 2))
+    alone = with_requests([None] * 4, [said] * 4)  # nothing but the request to say: the clause alone, varied
+    assert len(set(alone)) == 4 and all(states_asked(t, said) for t in alone), alone
+    assert with_requests(["Because you liked X.", None], [Asked(), Asked()]) == ["Because you liked X.", ""]
+
+
+def test_every_request_clause_form_is_grounded_and_checked():
+    """The clause forms add only generic and stop words: every form, every way to say title words, alone or
+    beside a basis sentence, passes the evaluation's support measure and the reason checker, and reads as a
+    finished sentence ("... as you were looking for." was measured as cut off), and none uses a likeness word
+    ("to match your search" would read as "a close match" to the hand sample's likeness filter)."""
+    from recgen.evaluation.reason_metrics import is_truncated, repeated_ngrams
+
+    assert len(FORMS) == 16 and len(ALONE) == 8 and len(IN_TITLE) == 5
+    history = [GAMES.get("g3")]
+    wheel = GAMES.get("g2")
+    said = asked_of(wheel, "a racing game", RequestReader(GAMES).read("a racing game"))
+    texts = request_forms("Because you liked Batman: Arkham Origins.", said) + request_forms(None, said)
+    assert len(texts) == 16 * 5 + 8 * 5
+    for text in texts:
+        assert _eval_ok(GAMES, wheel, history, "a racing game", text) == ([], []), text
+        assert not is_truncated(text) and not repeated_ngrams(text, titles=[wheel.title]), text
+        assert not LIKENESS.search(text.replace("Batman: Arkham Origins", "")), text
+    comedy = asked_of(FILMS.get("5"), "a 90s comedy", RequestReader(FILMS).read("a 90s comedy"))
+    films = request_forms("Because you liked Alien (1979).", comedy) + request_forms(None, comedy)
+    assert len(films) == 16 + 8  # no title words: one way each
+    for text in films:
+        assert _eval_ok(FILMS, FILMS.get("5"), [FILMS.get("2")], "a 90s comedy", text) == ([], []), text
+        assert not is_truncated(text) and not repeated_ngrams(text, titles=[]), text
+
+
+def test_the_year_is_said_as_asked_only_when_it_meets_the_request():
+    """v4 hand grades: a list for "a 70s romance film" filled with closest items (too few 70s romances) said "it fits
+    what you asked for: from 1992" of a 1992 crime film: false. The year is a request fact only inside the bounds."""
+    from recgen.evaluation.reason_metrics import states_asked
+
+    films = Catalog([Item("r", "Reservoir Dogs (1992)", ("Crime", "Thriller"), 1992),
+                     Item("s", "Shawshank Redemption, The (1994)", ("Drama",), 1994),
+                     Item("l", "Love Story (1970)", ("Romance",), 1970), Item("a", "Annie Hall (1977)", ("Comedy", "Romance"), 1977)])
+    reader = RequestReader(films)
+    assert not asked_of(films.get("r"), "a 70s romance film", reader.read("a 70s romance film"))  # meets nothing
+    assert with_requests(["Because you liked Heat."], [asked_of(films.get("r"), "a 70s romance film",
+                                                                 reader.read("a 70s romance film"))]) == ["Because you liked Heat."]
+    drama = asked_of(films.get("s"), "a 70s drama", reader.read("a 70s drama"))
+    assert drama.genres == ("Drama",) and drama.year is None and drama.what() == "Drama"
+    inside = asked_of(films.get("a"), "a 70s romance film", reader.read("a 70s romance film"))
+    assert inside.what() == "Romance from 1977" and states_asked(with_request("Because you liked Heat.", inside, 0), inside)
+    later = asked_of(films.get("s"), "a drama from after 1990", reader.read("a drama from after 1990"))
+    assert later.year == 1994  # one bound: the year meets it
+
+
+def test_likeness_is_said_only_beside_what_the_two_share():
+    """v4 hand grades (ml-100k): "A close match for Leaving Las Vegas (1995)" of Chasing Amy and "just like Vampire in
+    Brooklyn (1995)" of Tin Cup, both pairs the same genres (the evidence :func:`alike` asks for), read overstated:
+    the genres make them alike in genre, not a close match. A likeness word is now said only in a sentence that
+    names what the two share ("Similar to X: both are Drama and Romance")."""
+    films = Catalog([Item("a", "Chasing Amy (1997)", ("Drama", "Romance"), 1997),
+                     Item("l", "Leaving Las Vegas (1995)", ("Drama", "Romance"), 1995)])
+    facts = select_facts(films.get("a"), [films.get("l")], None)
+    assert alike(facts)
+    for co_liked in (False, True):
+        said = [s for s in reason_choices(facts, 60, co_liked=co_liked) if LIKENESS.search(s)]
+        assert said and all("Drama" in s or "Romance" in s for s in said), said
+        assert " Similar to Leaving Las Vegas (1995): both are Drama and Romance." in said
+        assert not any(s.startswith((" A close match", " Just like")) or "a close match" in s for s in said), said
+    for text in said:
+        assert _eval_ok(films, films.get("a"), [films.get("l")], None, text.strip()) == ([], []), text
+    asked = select_facts(films.get("a"), [films.get("l")], "a 90s drama film")  # Drama goes to the request clause
+    assert not any(LIKENESS.search(s) for s in reason_choices(asked, 60, co_liked=True) if "Drama" not in s)
+
+
+def test_a_title_word_asked_for_is_said_once_in_any_number():
+    """v4 Beauty: "a title with Glitter and Glitters" (both forms in the title) was counted as a repetition."""
+    shop = Catalog([Item("g", "Glitter Nail Polish with Glitters, Silver"), Item("o", "Other Polish Deluxe")])
+    said = asked_of(shop.get("g"), "a glitter", RequestReader(shop).read("a glitter"))
+    assert said.title_words == ("Glitter",)

@@ -4,9 +4,13 @@ two other users had both.
 
     python eval/scripts/reasons_hand_sample.py amazon-beauty grammar-u200-s0 --n 50
     python eval/scripts/reasons_hand_sample.py ml-100k v2-u200-s0 v2-requests-u200-s0 --n 50
+    python eval/scripts/reasons_hand_sample.py ml-100k v4-u200-s0 v4-requests-u200-s0 --n 26 --likeness 20
 
 Sample: ``random.Random(seed).sample`` of ``n`` (user, rank) pairs from the runs' per-user rows (with several
-runs, ``n`` split evenly between them, so reasons for requests are in it). Writes
+runs, ``n`` split evenly between them, so reasons for requests are in it). ``--likeness K``: K of the ``n`` are
+drawn first among reasons that call the item close or similar (:data:`recgen.reasons.grammar.LIKENESS`; split
+evenly between the runs that have any), since a plain sample holds few (2 of 50 in v3) and those are the claims
+a person doubts; the rest as above, from the reasons not drawn. Writes
 ``<cache>/reasons/<dataset>/<runs>.hand-sample.md`` (it quotes titles: never committed); each entry shows the
 request, the item's facts, the history item the reason names and whether the reason claims likeness.
 """
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--likeness", type=int, default=0, help="of the n, how many claim likeness")
     args = parser.parse_args()
     folder = default_audit_dir() / args.dataset
     runs = {}
@@ -52,16 +57,18 @@ def main() -> None:
     name = "+".join(args.runs)
     out = [f"# Hand-grading sample of {name} ({args.dataset}): {args.n} served reasons, seed {args.seed}\n",
            f"related threshold (cosine) {threshold:.3f}\n"]
-    picked = []
-    for n, (run, rows) in enumerate(runs.items()):
-        pairs = [(run, r, x) for r in rows for x in r["reasons"]]
-        share = args.n // len(runs) + (1 if n < args.n % len(runs) else 0)
-        picked += random.Random(args.seed).sample(pairs, min(share, len(pairs)))
+    pools = {run: [(run, r, x) for r in rows for x in r["reasons"]] for run, rows in runs.items()}
+    liked = {run: [p for p in pool if LIKENESS.search(p[2]["served_text"])] for run, pool in pools.items()}
+    picked = _split(liked, min(args.likeness, args.n), args.seed)
+    taken = {(run, row["user"], reason["rank"]) for run, row, reason in picked}
+    rest = {run: [p for p in pool if (run, p[1]["user"], p[2]["rank"]) not in taken] for run, pool in pools.items()}
+    picked += _split(rest, args.n - len(picked), args.seed)
     for run, row, reason in picked:
         item = catalog.get(reason["item_id"])
         history = [catalog.get(i) for i in row["history"]]
         likeness = bool(LIKENESS.search(reason["served_text"]))
-        out.append(f"## {row['user']}-{reason['rank']} [{run}, {reason['source']}{', LIKENESS' if likeness else ''}]"
+        out.append(f"## {row['user']}-{reason['rank']} [{run}, {reason['source']}{', LIKENESS' if likeness else ''}"
+                   f"{', REQUEST' if row.get('query') else ''}]"
                    f"\n\n> {reason['served_text']}\n")
         if row.get("query"):
             out.append(f"- request: {row['query']}")
@@ -75,6 +82,16 @@ def main() -> None:
     path = folder / f"{name}.hand-sample.md"
     path.write_text("\n".join(out), encoding="utf-8")
     print(path)
+
+
+def _split(pools: dict[str, list], n: int, seed: int) -> list:
+    """``n`` drawn from the runs' pools, split evenly between the runs whose pool is not empty."""
+    runs = [run for run, pool in pools.items() if pool]
+    out: list = []
+    for k, run in enumerate(runs):
+        share = n // len(runs) + (1 if k < n % len(runs) else 0)
+        out += random.Random(seed).sample(pools[run], min(share, len(pools[run])))
+    return out
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ import re
 
 from .grounding import PATTERNS, PromptFacts, fill_pattern, pattern_kind, prompt_values, unrequested
 
-#: Ways to say "close to the liked item" (generic words only: none claims anything checkable).
-#: Written only when :func:`alike` (the same genres, two or more).
-SIMILAR_LEADS = ("Close to {related}", "Similar to {related}", "Much like {related}", "Just like {related}",
-                 "A close match for {related}")
-#: Endings of a sentence that names the liked item last.
-ENDINGS = (", which you liked.", ".")
+#: Ways to say "close to the liked item", written only when :func:`alike` (the same genres, two or more) and
+#: always with what the two share (:data:`ENDINGS`): v4 hand grades found bare "A close match for Leaving Las
+#: Vegas" (of Chasing Amy) and "Just like Vampire in Brooklyn" (of Tin Cup) overstated though the genres are the
+#: same; "Similar to Leaving Las Vegas: both are Drama and Romance" says in what.
+SIMILAR_LEADS = ("Close to {related}", "Similar to {related}", "Much like {related}")
+#: Endings of a likeness sentence that names the liked item last: what the two share.
+ENDINGS = (": both are {shared}.", ", as both are {shared}.")
 #: Sentences that say why from the user's side.
 BECAUSE = ("Because you liked {related}.", "Recommended because you liked {related}.",
            "If you liked {related}, this is a close match.", "If you liked {related}, try this one.")
@@ -55,6 +56,9 @@ CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {re
 
 #: Words that call two items alike: written only on evidence a person accepts (:func:`alike`).
 LIKENESS = re.compile(r"\b(?:close|closer|closest|similar|match|much like|just like)\b", re.IGNORECASE)
+#: A pattern slot that names what the item and the liked item share. Not the item's attributes: with a request
+#: they are what the request clause left ("a Thriller pick, close to <a crime thriller>" rests on one genre).
+_NAMES_SHARED = re.compile(r"\{(?:shared|shared_cap|a_shared)\}")
 
 
 def alike(facts: PromptFacts) -> bool:
@@ -101,6 +105,7 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
             # requested: "A pick, close to X" names none
             patterns += ATTRIBUTES
         patterns += WEAK
-        if not alike(facts):
-            patterns = [p for p in patterns if not LIKENESS.search(p)]
+        # likeness words only between alike items, and only beside what they share ("If you liked X, this is a
+        # close match" alone is not said)
+        patterns = [p for p in patterns if not LIKENESS.search(p) or (alike(facts) and _NAMES_SHARED.search(p))]
     return list(dict.fromkeys(" " + fill_pattern(p, values) for p in patterns))

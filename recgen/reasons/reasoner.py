@@ -18,7 +18,7 @@ from ..data.catalog import Catalog, Item
 from ..errors import RecgenError
 from ..retrieval.collaborative import count_scale
 from ..retrieval.request_constraints import RequestConstraints, RequestReader
-from .asked import asked_of, with_request, without_asked
+from .asked import asked_of, with_requests, without_asked
 from .checker import ReasonChecker, clean_reason
 from .facts import similarity_threshold
 from .grounding import display_title
@@ -114,9 +114,11 @@ class Reasoner:
             else:
                 out.append((reason, "model"))
         out = distinct(out, every)
-        return [(with_request(text if fact is None or fact.related is not None or not said else None, said, n),
-                 source if fact is None or fact.related is not None or not said else "fallback")
-                for n, ((text, source), fact, said) in enumerate(zip(out, facts, asked))]
+        # an item whose facts name a liked item keeps its reason beside the request clause; one without says the
+        # clause alone (the request is all there is to say)
+        alone = [bool(said) and fact is not None and fact.related is None for fact, said in zip(facts, asked)]
+        texts = with_requests([None if a else text for a, (text, _) in zip(alone, out)], asked)
+        return [(text, "fallback" if a else source) for text, a, (_, source) in zip(texts, alone, out)]
 
     def request_constraints(self, query: str | None) -> RequestConstraints | None:
         """The request read as the retriever reads it (None without one, or when it cannot be read)."""

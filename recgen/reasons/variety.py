@@ -84,3 +84,9 @@ def distinct(reasons: Sequence[tuple[str, str]], options: Sequence[Sequence[str]
         served.add(key(reason))
         out.append((reason, source))
     return out
+
+
+def fewest_repeats(options: Sequence[str], pairs: set[tuple[str, str]]) -> str:
+    """The first of ``options`` with the fewest word pairs already in ``pairs`` (those the list has served):
+    how the request clause, said in every reason of a request list, is worded apart from the reasons before it."""
+    return min(options, key=lambda s: len(bigrams(s) & pairs))
