@@ -284,9 +284,10 @@ def test_jump_forward_writes_the_transformers_trie_sentences(engine, transformer
 
 
 def test_rows_of_a_list_and_jump_rounds_hit_the_prefix_cache(engine, dataset):
-    """With ``lm.block_size`` 32 (vLLM's CPU default is 128, longer than the ~140 tokens one list's reason prompts
-    share: no row hit the cache, measured), each row of a list after the first finds the shared part cached, and
-    every jump-forward round after the first finds its prompt cached but for the last, partly filled block."""
+    """Each row of a list after the first finds the part the list shares cached (~143 tokens since the
+    instruction comes before the facts: at least one whole block of 128, vLLM's CPU default; on main's prompts
+    the list shared 123 tokens and no row hit the cache, measured), and every jump-forward round after the first
+    finds its prompt cached but for the last, partly filled block."""
     from jump_cases import grammar_prompts
 
     backend = live(engine)
@@ -313,9 +314,9 @@ def test_rows_of_a_list_and_jump_rounds_hit_the_prefix_cache(engine, dataset):
     record("prefix_cache_hits", {"block_size": block, "first_round_tokens_cached": [
         sum(c for _, c in r) / sum(t for t, _ in r) for r in firsts],
         "later_rounds_tokens_cached": sum(c for _, c in later) / max(1, sum(t for t, _ in later))})
-    assert block == 32 and len(firsts) == 2
+    assert len(firsts) == 2 and block <= 128
     for first in firsts:
-        assert all(cached >= 96 for _, cached in first[1:]), first  # 3+ shared blocks of 32 tokens
+        assert all(cached >= 128 for _, cached in first[1:]), first
     assert all(tokens - cached <= block for tokens, cached in later), later
 
 
