@@ -187,6 +187,9 @@ class LMSettings(_Settings):
                                        "(kv_cache_memory_bytes); default on CPU: 4 GiB or a quarter of the free "
                                        "memory at start, whichever is less")
     enforce_eager: bool = Field(False, description="vLLM: skip graph compilation (faster start, slower steps)")
+    block_size: int | None = Field(None, ge=16, multiple_of=16, description="vLLM: tokens per KV-cache block, the "
+                                   "grain of prefix caching (only whole blocks are shared; vLLM's CPU default is "
+                                   "128); None = vLLM's default (eval/results/serving/prefill.md: 32 vs 128)")
     batch_prompts: int = Field(64, ge=1, description="most prompts the LM scheduler merges into one backend call "
                                "across concurrent requests (recgen.lm.scheduler); 64 = six 10-item reason lists "
                                "(a larger call still runs whole, alone)")

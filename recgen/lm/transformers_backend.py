@@ -25,6 +25,7 @@ from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_adapter_folder, check_model_folder
 from .choices import ChoiceTrie, choices_of
 from .constrained import AllowedTokens, WordVocabulary
+from .kv_memo import PrefixMemo, common_prefix_length
 from .logits import AllowedTokensProcessor
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
@@ -41,13 +42,15 @@ class TransformersBackend(ChatTokenizing):
     name = "transformers"
 
     def __init__(self, model, tokenizer, device: str = "cpu", adapters: AdapterSet | None = None,
-                 jump_forward: bool = True):
+                 jump_forward: bool = True, prefix_memo: PrefixMemo | None = None):
         """``adapters``: the named adapters loaded into ``model`` (a PeftModel); without them the model is
         used as given (e.g. a model being trained, with its adapter active). ``jump_forward``: choice rows
         append the tokens their trie forces in one step (:mod:`.choices`); off, one token a step (the
-        reference the tests and benchmarks compare with)."""
+        reference the tests and benchmarks compare with). ``prefix_memo``: keep recent prompt prefixes' KV
+        between calls (:mod:`.kv_memo`); only for weights that do not change (loaded to serve, not trained)."""
         self.model = model.eval()
         self.jump_forward = jump_forward
+        self.prefix_memo = prefix_memo
         #: forward passes of the last ``generate_text`` batch (the prefill included): what jump-forward saves
         self.last_steps = 0
         self.tokenizer = tokenizer
@@ -94,7 +97,7 @@ class TransformersBackend(ChatTokenizing):
             raise ModelLoadError(f"cannot load language model {settings.model or path!r}: {_gist(exc)}; {fix}") from None
         for name, info in adapters.adapters.items():
             model = load_adapter(model, info.path, name)
-        return cls(model.to(settings.device), tokenizer, settings.device, adapters)
+        return cls(model.to(settings.device), tokenizer, settings.device, adapters, prefix_memo=PrefixMemo())
 
     # -- named adapters -----------------------------------------------------------------------
     def _active(self, name: str | None):
@@ -192,31 +195,31 @@ class TransformersBackend(ChatTokenizing):
     def generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
         if not prompts:
             return []
-        return self._per_adapter(prompts, lambda at: self._generate_text([prompts[n] for n in at], max_new_tokens))
+        return self._per_adapter(prompts, lambda at: self._generate_text(
+            [prompts[n] for n in at], max_new_tokens, self.adapters.pick(prompts[at[0]].adapter)))
 
     @torch.inference_mode()
-    def _generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int) -> list[str]:
+    def _generate_text(self, prompts: list[ChatPrompt], max_new_tokens: int, adapter: str | None = None) -> list[str]:
         """Greedy decoding for a batch whose rows share prefixes (one user's reasons, or several users' reasons
         merged by :class:`.scheduler.LMScheduler`).
 
         The rows fall into runs that share a prefix (:func:`shared_prefix_runs`: one run per user when that saves
         the most prefill); each run's prefix is run once, in one left-padded batch of prefixes, and its KV cache
         copied to the run's rows, so only each row's own suffix is prefilled. Suffixes are left-padded after
-        their prefix, with explicit position ids, so padding never shifts positions.
+        their prefix, with explicit position ids, so padding never shifts positions. ``adapter``: the one these
+        prompts run under (the prefix memo's KV depends on it).
         """
         from transformers import DynamicCache
 
         rows = [self.encode(p) for p in prompts]
         groups = shared_prefix_runs(rows)
         batch = len(rows)
-        cache = DynamicCache(config=self.model.config)
         heads = [rows[start][:shared] for start, _end, shared in groups]
-        prefix_ids, prefix_mask = self._left_pad(heads) if all(heads) else (None, None)
-        if prefix_ids is None:  # a row with nothing to share (a one-token prompt): no prefix pass at all
+        if not all(heads):  # a row with nothing to share (a one-token prompt): no prefix pass at all
+            cache = DynamicCache(config=self.model.config)
             groups, prefix_mask = [(0, batch, 0)], torch.ones((batch, 0), dtype=torch.long, device=self.device)
         else:
-            self.model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=self._positions(prefix_mask),
-                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache, prefix_mask = self._prefill_heads(heads, adapter)
             owner = torch.tensor([g for g, (start, end, _) in enumerate(groups) for _ in range(start, end)],
                                  device=self.device)
             cache.batch_select_indices(owner)
@@ -244,6 +247,31 @@ class TransformersBackend(ChatTokenizing):
             logits, mask, next_pos = self._step(feed, mask, next_pos, cache)
             self.last_steps += 1
         return [self.tokenizer.decode(w, skip_special_tokens=True).strip() for w in written]
+
+    def _prefill_heads(self, heads: list[list[int]], adapter: str | None):
+        """The KV cache of each run's shared prefix (one cache row a run) and its attention mask. With a prefix
+        memo, the start every head shares with a stored prefix is copied from it and only the rest is run; the
+        first head is stored for the next call (the system prompt and worked example recur across users)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        reused, layers = self.prefix_memo.lookup(adapter, heads) if self.prefix_memo is not None else (0, [])
+        reused = min(reused, min(len(h) for h in heads) - 1)  # every head runs a token of its own at least
+        for layer, (keys, values) in enumerate(layers):
+            cache.update(keys[:, :, :reused].expand(len(heads), -1, -1, -1),
+                         values[:, :, :reused].expand(len(heads), -1, -1, -1), layer)
+        rest_ids, rest_mask = self._left_pad([h[reused:] for h in heads])
+        mask = torch.cat([torch.ones((len(heads), reused), dtype=rest_mask.dtype, device=self.device), rest_mask], 1)
+        self.model(input_ids=rest_ids, attention_mask=mask, position_ids=self._positions(rest_mask, reused),
+                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if self.prefix_memo is not None:
+            self.prefix_memo.reused_tokens += reused * len(heads)
+            self.prefix_memo.run_tokens += int(rest_mask.sum())
+            if len(heads[0]) > reused:
+                keep = mask[0].bool()
+                self.prefix_memo.store(adapter, heads[0], [(layer.keys[0:1, :, keep], layer.values[0:1, :, keep])
+                                                           for layer in cache.layers])
+        return cache, mask
 
     def _next_tokens(self, picked: list[int], written: list[list[int]], done: list[bool], constrain,
                      max_new_tokens: int) -> list[list[int]]:
@@ -385,14 +413,6 @@ class _Constraint:
 
     def forced(self, row: int, written: list[int]) -> list[int]:
         return []
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    length = min(len(a), len(b))
-    for i in range(length):
-        if a[i] != b[i]:
-            return i
-    return length
 
 
 def shared_prefix_runs(rows: list[list[int]]) -> list[tuple[int, int, int]]:

@@ -49,7 +49,7 @@ def engine_kwargs(settings: LMSettings, **llm_options) -> dict:
     check_model_folder(model)
     adapters = load_adapter_set(settings, model)
     options = {"max_model_len": settings.max_model_len, "enforce_eager": settings.enforce_eager,
-               "kv_cache_memory_bytes": kv_cache_bytes(settings)}
+               "kv_cache_memory_bytes": kv_cache_bytes(settings), "block_size": settings.block_size}
     options = {k: v for k, v in options.items() if v is not None}
     lora = {}
     if adapters.adapters:

@@ -39,6 +39,8 @@ def server_command(settings: LMSettings, *, host: str = "127.0.0.1", port: int =
         cmd += ["--max-model-len", str(kwargs["max_model_len"])]
     if kwargs.get("enforce_eager"):
         cmd.append("--enforce-eager")
+    if kwargs.get("block_size"):
+        cmd += ["--block-size", str(kwargs["block_size"])]
     if kwargs.get("kv_cache_memory_bytes"):
         cmd += ["--kv-cache-memory-bytes", str(kwargs["kv_cache_memory_bytes"])]
     if kwargs.get("trust_remote_code"):
