@@ -79,15 +79,35 @@ def _sources(data: EvalData, weight: float = 1.0, dim: int = 32, seed: int = 1) 
     return Sources(data.dataset.catalog, retriever, data.train_sequences())
 
 
+#: scores closer than this are a tie: the scan sums the same products in another order than the dense matrix
+#: product (FAISS's or BLAS's kernels differ between CPUs: AVX2 vs AVX-512), so near-equal items may swap places
+TIE = 1e-5
+
+
 def assert_same_pools(sources: Sources, histories: list[np.ndarray], depth: int) -> None:
-    for pool, (rows, best, values, ranks) in zip(sources.pools(histories, depth), dense_pools(sources, histories,
-                                                                                            depth)):
-        np.testing.assert_array_equal(pool.rows, rows)
-        np.testing.assert_array_equal(pool.pool_rank, best)
+    """Pools, ranks and values equal the dense path's, except that items whose scores tie within :data:`TIE`
+    may swap ranks (and pool membership at the cut)."""
+    signals = dense_signals(sources, histories)
+    for r, (pool, (rows, best, values, ranks)) in enumerate(zip(sources.pools(histories, depth),
+                                                               dense_pools(sources, histories, depth))):
         assert set(pool.ranks) == set(ranks) == set(pool.values)
+        unseen = {name: np.delete(v[r], np.asarray(histories[r], dtype=np.int64)) for name, v in signals.items()}
+        ordered = {name: np.sort(v)[::-1] for name, v in unseen.items()}
+        for name in ranks:  # the item at rank a scores what the a-th best unseen item scores (a tie may swap them)
+            capped = pool.ranks[name] <= min(RANK_CAP, sources.n_items)
+            at_rank = ordered[name][pool.ranks[name][capped] - 1]
+            np.testing.assert_allclose(signals[name][r, pool.rows[capped]], at_rank, rtol=0, atol=TIE, err_msg=name)
+        for extra in set(pool.rows.tolist()) ^ set(rows.tolist()):  # in one pool only: tied with the cut's item
+            assert any(abs(signals[name][r, extra] - ordered[name][depth - 1]) <= TIE for name in sources.pool_sources
+                       if len(ordered[name]) >= depth), (r, extra)
+        same = np.intersect1d(pool.rows, rows)
         for name in ranks:
-            np.testing.assert_array_equal(pool.ranks[name], ranks[name], err_msg=name)
-            np.testing.assert_allclose(pool.values[name], values[name], rtol=1e-5, atol=1e-6, err_msg=name)
+            got = dict(zip(pool.rows.tolist(), np.asarray(pool.values[name]).tolist()))
+            want = dict(zip(rows.tolist(), np.asarray(values[name]).tolist()))
+            np.testing.assert_allclose([got[i] for i in same], [want[i] for i in same], rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+        exact = int(np.sum(pool.rows[:len(rows)] == rows[:len(pool.rows)])) if len(rows) else 0
+        assert exact >= 0.95 * len(rows), f"pool order differs beyond ties for user {r}"
 
 
 @pytest.fixture(scope="module")
