@@ -77,6 +77,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ml100k_dataset(shared_data):
+    """MovieLens-100k as recgen loads it (skipped where the shared data is absent)."""
+    from recgen.data import load_dataset
+
+    return load_dataset(str(shared_data / "ml-100k"))
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset_dir(tmp_path_factory, dataset) -> Path:
     """The synthetic dataset written to disk; its index is cached like any dataset's."""
     return write_generic_dataset(dataset, tmp_path_factory.mktemp("data") / "synthetic")

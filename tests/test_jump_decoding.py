@@ -114,20 +114,8 @@ def test_vllm_rounds_continue_prompt_and_written_tokens_and_ask_only_at_branches
     assert backend.generate_text([prompt], 2) == [tokenizer.decode(written[:2]).strip()]  # the budget cuts a run
 
 
-@pytest.fixture(scope="module")
-def ml100k():
-    from conftest import shared_data_dir
-
-    from recgen.data import load_dataset
-
-    found = shared_data_dir()
-    if not found:
-        pytest.skip("ml-100k is not in the shared data folder")
-    return load_dataset(str(found / "ml-100k"))
-
-
 @pytest.mark.slow
-def test_smollm2_writes_the_same_grammar_reasons_jumping(ml100k):
+def test_smollm2_writes_the_same_grammar_reasons_jumping(ml100k_dataset):
     """The served grammar prompts of 3 ml-100k users (10 items each, one batch per user as the reasoner sends
     them) through SmolLM2-135M in float32: the same sentences with and without jumping, in fewer model steps."""
     from recgen.config import LMSettings
@@ -138,7 +126,7 @@ def test_smollm2_writes_the_same_grammar_reasons_jumping(ml100k):
         backend = TransformersBackend.from_settings(LMSettings(threads=2))
     except ModelLoadError as exc:
         pytest.skip(f"the default LM is not converted yet (run `make setup` first): {exc}")
-    batches, budget = grammar_prompts(ml100k, 3, 10)
+    batches, budget = grammar_prompts(ml100k_dataset, 3, 10)
     out, steps = {}, {}
     for jump in (False, True):
         backend.jump_forward = jump

@@ -34,19 +34,7 @@ def test_memo_gives_the_longest_start_every_head_shares_cut_to_it():
     assert len(memo) == 2 and memo.lookup(None, [[1, 2, 3, 9, 9]])[0] == 3
 
 
-@pytest.fixture(scope="module")
-def ml100k():
-    from conftest import shared_data_dir
-
-    from recgen.data import load_dataset
-
-    found = shared_data_dir()
-    if not found:
-        pytest.skip("ml-100k is not in the shared data folder")
-    return load_dataset(str(found / "ml-100k"))
-
-
-def test_a_list_shares_the_instruction_and_each_item_adds_its_facts_only(ml100k, smollm_tokenizer_dir):
+def test_a_list_shares_the_instruction_and_each_item_adds_its_facts_only(ml100k_dataset, smollm_tokenizer_dir):
     """The per-item part of a served grammar prompt (after what one list's prompts share) holds the item's facts
     and the end of the turn, not the instruction: ~50 tokens (72 with the instruction after the facts)."""
     from transformers import AutoTokenizer
@@ -55,7 +43,7 @@ def test_a_list_shares_the_instruction_and_each_item_adds_its_facts_only(ml100k,
 
     encoder = ChatTokenizing()
     encoder.tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
-    batches, _ = grammar_prompts(ml100k, 3, 10)
+    batches, _ = grammar_prompts(ml100k_dataset, 3, 10)
     own = []
     for batch in batches:
         rows = [encoder.encode(p) for p in batch]
@@ -66,7 +54,7 @@ def test_a_list_shares_the_instruction_and_each_item_adds_its_facts_only(ml100k,
 
 
 @pytest.mark.slow
-def test_smollm2_reuses_the_shared_start_across_users_and_writes_the_same_reasons(ml100k):
+def test_smollm2_reuses_the_shared_start_across_users_and_writes_the_same_reasons(ml100k_dataset):
     """Three users' lists one after another, then merged into one call (as the scheduler does): with the memo the
     system prompt and worked example are run once, later calls copy them, and every sentence is the one written
     without the memo (float32)."""
@@ -77,7 +65,7 @@ def test_smollm2_reuses_the_shared_start_across_users_and_writes_the_same_reason
         backend = TransformersBackend.from_settings(LMSettings(threads=2))
     except ModelLoadError as exc:
         pytest.skip(f"the default LM is not converted yet (run `make setup` first): {exc}")
-    batches, budget = grammar_prompts(ml100k, 3, 10)
+    batches, budget = grammar_prompts(ml100k_dataset, 3, 10)
     merged = [p for batch in batches for p in batch]
     backend.prefix_memo = None
     plain = [backend.generate_text(batch, budget) for batch in batches] + [backend.generate_text(merged, budget)]
