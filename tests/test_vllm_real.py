@@ -40,9 +40,11 @@ FIGURES: dict = {}
 #: numbers: in bf16 on CPU a row's label log-probs may move in the last bits with the batch's composition (the
 #: other rows' adapters and lengths, prefix-cache hits). Measured: 0.0 in every mixed batch of the isolation runs
 #: (eval/results/vllm/adapter-isolation.json), 0.0903 once in a CI run on a loaded machine; adapters a and b
-#: differ by up to 0.35 on the same prompts. So a mixed batch must match a single-adapter engine within this many nats,
-#: with the same top label, and stay far closer to its own adapter than to the other one (a leak would not).
-ADAPTER_TOLERANCE = 0.15
+#: differ by up to 0.35 on the same prompts; 0.198 on a fresh clone on an AMD EPYC with AVX2 only (no native bf16
+#: instructions), quiet machine, session 32 (b's rows of a mixed batch vs a b-only batch of the same engine). So a
+#: mixed batch must match a single-adapter batch within this many nats, with the same top label, and stay far closer
+#: to its own adapter than to the other one on average (a leak would not).
+ADAPTER_TOLERANCE = 0.25
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -383,7 +385,10 @@ def test_two_adapters_in_one_engine_score_as_a_single_adapter_engine(engine, sin
     record("two_adapters_vs_single_adapter_engine", figures)
     assert_isolated(figures)
     b_rows = range(1, len(rank_prompts), 2)
-    assert max(abs(x - y) for n in b_rows for x, y in zip(mixed[n], only_b[n])) <= ADAPTER_TOLERANCE  # b is b
+    b_figures = isolation(mixed, only_b, single_adapter_scores, b_rows)  # b is b, and not a
+    record("two_adapters_b_rows_vs_b_only_batch", b_figures)
+    assert b_figures["max_abs_diff"] <= ADAPTER_TOLERANCE, b_figures
+    assert b_figures["mean_abs_diff"] < b_figures["mean_gap_to_other_adapter"] / 2, b_figures  # nearer b than a
     assert any(mixed[n] != single_adapter_scores[n] for n in b_rows)  # ... and not a
     with pytest.raises(UnknownAdapterError, match="use one of: base, a, b"):
         backend.score_labels(tagged(rank_prompts[:1], ["c"]), labels[:1])
