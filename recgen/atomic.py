@@ -273,6 +273,8 @@ def remove_claimed(folder: str | Path) -> bool:
     if listed is None:
         return not folder.exists()
     for name in listed:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            continue  # a marker edited to name "../x" or "/x" never reaches outside the folder
         path = folder / name
         if path.is_file() or path.is_symlink():
             path.unlink()
