@@ -28,10 +28,13 @@ ENDINGS = (": both are {shared}.", ", as both are {shared}.")
 #: Sentences that say why from the user's side.
 BECAUSE = ("Because you liked {related}.", "Recommended because you liked {related}.",
            "If you liked {related}, this is a close match.", "If you liked {related}, try this one.")
-#: Sentences for what both items have: genres, or the words both titles' main parts use.
-SHARED = ("Shares {shared} with {related}, which you liked.", "Another {words} pick, like {related}.")
+#: Sentences for what both items have: genres, or the words both titles' main parts use. They state the shared
+#: label as a fact of both, never "like {related}": v4c hand grades found "A Drama pick, like <a bleak art
+#: drama>" of a children's film partly true (the same label, not alike as "like" suggests), 3 of 30.
+SHARED = ("Shares {shared} with {related}, which you liked.", "Another {words} pick after {related}, which you liked.")
 SHARED_GENRES = ("If you liked {related}, this is also {shared}.", "Like {related}, which you liked, it is {shared}.",
-                 "{shared_cap}, just like {related}, which you liked.", "{a_shared} pick, like {related}.")
+                 "{shared_cap}, just like {related}, which you liked.",
+                 "{a_shared} pick, as is {related}, which you liked.")
 #: Sentences naming the item's own attributes beside the liked item.
 ATTRIBUTES = ("{a_attributes} pick, close to {related}.", "{a_attributes} pick for fans of {related}.")
 #: When the liked item is the closest in the history but not close (no shared attribute, embedding cosine

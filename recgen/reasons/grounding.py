@@ -262,14 +262,14 @@ def vocabulary_for(facts: PromptFacts, title_chars: int) -> Vocabulary:
 PATTERNS = {
     "shared": [
         "Shares {shared} with {related}, which you liked.",
-        "{a_shared} pick, like {related}, which you liked.",
+        "{a_shared} pick, as is {related}, which you liked.",
         "If you liked {related}, this is also {shared}.",
         "Like {related}, which you liked, it is {shared}.",
         "{shared_cap}, just like {related}, which you liked.",
     ],
     "words": [
         "Shares {words} with {related}, which you liked.",
-        "Another {words} pick, like {related}, which you liked.",
+        "Another {words} pick after {related}, which you liked.",
         "If you liked {related}, this {words} pick is a close match.",
     ],
     "related": [
