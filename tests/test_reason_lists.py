@@ -207,8 +207,9 @@ def test_request_clauses_vary_over_a_list_and_still_state_the_request():
     assert len({t.replace("Because you liked Batman: Arkham Origins", "") for t in texts}) >= 6
 
 
-def test_fans_of_a_liked_item_only_for_what_the_two_share_beyond_the_request():
-    """v3 hand grades: "Comedy from 1994, as you asked; a Romance pick for fans of The Flintstones" (the two share
+def test_fans_of_a_liked_item_only_when_two_users_had_both():
+    """v5 hand grades: "A Drama and Mystery pick for fans of Jack" (one shared genre, no co-likes): partly true.
+    v3 hand grades: "Comedy from 1994, as you asked; a Romance pick for fans of The Flintstones" (the two share
     Comedy, which the request clause says; Romance is not The Flintstones'): partly true. And a possessive title
     word meets the request ("Dr. Bronner's" for "a bronner" went unsaid)."""
     romcom = Catalog([Item("iq", "I.Q. (1994)", ("Comedy", "Romance"), 1994),
@@ -216,8 +217,9 @@ def test_fans_of_a_liked_item_only_for_what_the_two_share_beyond_the_request():
     asked = select_facts(romcom.get("iq"), [romcom.get("fl")], "a 90s comedy film")
     assert not any("for fans of" in s for s in reason_choices(asked, 60))
     assert any("for fans of" in s for s in reason_choices(asked, 60, co_liked=True))  # two users had both
-    plain = select_facts(romcom.get("iq"), [romcom.get("fl")], None)  # Comedy named and shared
-    assert " A Comedy and Romance pick for fans of The Flintstones (1994)." in reason_choices(plain, 60)
+    plain = select_facts(romcom.get("iq"), [romcom.get("fl")], None)  # Comedy named and shared: not enough (v5)
+    assert " A Comedy and Romance pick for fans of The Flintstones (1994)." not in reason_choices(plain, 60)
+    assert " A Comedy and Romance pick for fans of The Flintstones (1994)." in reason_choices(plain, 60, co_liked=True)
     shop = Catalog([Item("b", "Dr. Bronner's Citrus Hair Conditioning Rinse, 8 fl oz"), Item("c", "Other Rinse Deluxe")])
     said = asked_of(shop.get("b"), "a bronner", RequestReader(shop).read("a bronner"))
     assert said.title_words == ("Bronner's",)

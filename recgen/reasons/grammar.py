@@ -100,12 +100,12 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
         if co_liked:
             patterns += CO_LIKED
         patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
-        named = set(unrequested(values))
-        if named and ((facts.shares_genres and named & set(values["shared"])) or co_liked):
-            # "A Crime pick for fans of <an action film>" rests on nothing when they share no genre and no two
-            # users had both (hand-graded partly true), and so does "A Romance pick for fans of <a comedy>" when
-            # the shared Comedy went to the request clause (hand-graded partly true, v3); all attributes
-            # requested: "A pick, close to X" names none
+        if unrequested(values) and co_liked:
+            # "for fans of X" says something of X's fans: only when two or more other users had both. A shared
+            # genre is not enough: "A Drama and Mystery pick for fans of Jack" (a police drama for fans of a
+            # family comedy-drama, both Drama) was hand-graded partly true (v5), as were "A Crime pick for fans
+            # of <an action film>" (no shared genre) and "A Romance pick for fans of <a comedy>" (v3); all
+            # attributes requested: "A pick, close to X" names none
             patterns += ATTRIBUTES
         patterns += WEAK
         # likeness words only between alike items, and only beside what they share ("If you liked X, this is a
