@@ -18,25 +18,17 @@ import re
 
 from .grounding import PATTERNS, PromptFacts, fill_pattern, pattern_kind, prompt_values, unrequested
 
-#: Ways to say "close to the liked item", written only when :func:`alike` (the same genres, two or more) and
-#: always with what the two share (:data:`ENDINGS`): v4 hand grades found bare "A close match for Leaving Las
-#: Vegas" (of Chasing Amy) and "Just like Vampire in Brooklyn" (of Tin Cup) overstated though the genres are the
-#: same; "Similar to Leaving Las Vegas: both are Drama and Romance" says in what.
-SIMILAR_LEADS = ("Close to {related}", "Similar to {related}", "Much like {related}")
-#: Endings of a likeness sentence that names the liked item last: what the two share.
-ENDINGS = (": both are {shared}.", ", as both are {shared}.")
 #: Sentences that say why from the user's side.
 BECAUSE = ("Because you liked {related}.", "Recommended because you liked {related}.",
-           "If you liked {related}, this is a close match.", "If you liked {related}, try this one.")
+           "If you liked {related}, try this one.")
 #: Sentences for what both items have: genres, or the words both titles' main parts use. They state the shared
 #: label as a fact of both, never "like {related}": v4c hand grades found "A Drama pick, like <a bleak art
 #: drama>" of a children's film partly true (the same label, not alike as "like" suggests), 3 of 30.
 SHARED = ("Shares {shared} with {related}, which you liked.", "Another {words} pick after {related}, which you liked.")
 SHARED_GENRES = ("If you liked {related}, this is also {shared}.", "Like {related}, which you liked, it is {shared}.",
-                 "{shared_cap}, just like {related}, which you liked.",
-                 "{a_shared} pick, as is {related}, which you liked.")
+                 "{shared_cap}, as is {related}, which you liked.", "{a_shared} pick, as is {related}, which you liked.")
 #: Sentences naming the item's own attributes beside the liked item.
-ATTRIBUTES = ("{a_attributes} pick, close to {related}.", "{a_attributes} pick for fans of {related}.")
+ATTRIBUTES = ("{a_attributes} pick for fans of {related}.",)
 #: When the liked item is the closest in the history but not close (no shared attribute, embedding cosine
 #: under the catalog's related threshold, no co-purchase): a sentence that names it without calling the two
 #: close or similar ("A close match for <soap bar>" of an eye shadow was the hand-graded failure).
@@ -57,26 +49,12 @@ WEAK = ("Because you liked {related}.", "You liked {related}, so try this one.",
 CO_LIKED = ("Fans of {related} also liked this one.", "Also liked by fans of {related}, which you liked.")
 
 
-#: Words that call two items alike: written only on evidence a person accepts (:func:`alike`).
+#: Words that call two items alike in general. The grammar never says them: the catalog's facts support
+#: likeness only in what two items share, so a reason states that ("Like X, which you liked, it is Drama"). v4
+#: hand grades found bare "A close match for X" / "Just like X" overstated between films of the same genres; v5
+#: found "Much like Sense and Sensibility, as both are Drama and Romance" (of Jerry Maguire) overstated too,
+#: though it said in what; neither embedding cosine nor co-likes separated the accepted pairs from these.
 LIKENESS = re.compile(r"\b(?:close|closer|closest|similar|match|much like|just like)\b", re.IGNORECASE)
-#: A pattern slot that names what the item and the liked item share. Not the item's attributes: with a request
-#: they are what the request clause left ("a Thriller pick, close to <a crime thriller>" rests on one genre).
-_NAMES_SHARED = re.compile(r"\{(?:shared|shared_cap|a_shared)\}")
-
-
-def alike(facts: PromptFacts) -> bool:
-    """Whether a reason may call the item and the related liked item close or similar: they have the same
-    genres, two or more ("Close to Jurassic Park" of The Lost World: both Action, Adventure, Sci-Fi and
-    Thriller). Not when one has a genre the other lacks (French Kiss is not "just like" Grease, a musical), not
-    one shared genre (a 1957 drama is not "close to" Get Shorty because both
-    are dramas; hand-graded partly true), not co-interaction alone (on ml-100k two users had both for nearly any
-    two popular films: "Fans of <liked> also liked this one" says exactly that), not an embedding cosine above a
-    catalog-wide percentile (title-only catalogs clear it without being alike: "A close match for Lord of the
-    Rings" for Ghostbusters, hand-graded false), not title words both names use (a headset and a gamepad share
-    "Wireless"). A catalog without genres never calls two items alike."""
-    if facts.related is None or not facts.shares_genres or len(facts.shared) < 2:
-        return False
-    return set(facts.item.genres) == set(facts.related.genres) == set(facts.shared)
 
 
 def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False, weak: bool = False) -> list[str]:
@@ -84,8 +62,8 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
     prompt's ``Reason:``), the one a fallback serves first. Without a related history item: the request and
     attribute patterns of :data:`.grounding.PATTERNS`. ``co_liked``: two or more other users had both the item
     and the related one (the fans sentences); ``weak``: nothing links the two, so only :data:`WEAK` sentences.
-    Sentences calling the two close or similar (:data:`LIKENESS`) only when :func:`alike`; sentences naming the
-    item's attributes only when some are left after those the request already says."""
+    No sentence calls the two close or similar (:data:`LIKENESS`); sentences naming the item's attributes only
+    when some are left after those the request already says."""
     values = prompt_values(facts, title_chars)
     if facts.related is None:
         patterns = list(PATTERNS[pattern_kind(facts, values)])
@@ -99,16 +77,14 @@ def reason_choices(facts: PromptFacts, title_chars: int, co_liked: bool = False,
         patterns += list(PATTERNS[kind]) if kind != "transition" or co_liked else []
         if co_liked:
             patterns += CO_LIKED
-        patterns += [lead + end for lead in SIMILAR_LEADS for end in ENDINGS] + list(BECAUSE)
+        patterns += list(BECAUSE)
         if unrequested(values) and co_liked:
             # "for fans of X" says something of X's fans: only when two or more other users had both. A shared
             # genre is not enough: "A Drama and Mystery pick for fans of Jack" (a police drama for fans of a
             # family comedy-drama, both Drama) was hand-graded partly true (v5), as were "A Crime pick for fans
             # of <an action film>" (no shared genre) and "A Romance pick for fans of <a comedy>" (v3); all
-            # attributes requested: "A pick, close to X" names none
+            # attributes requested: "A pick for fans of X" names none
             patterns += ATTRIBUTES
         patterns += WEAK
-        # likeness words only between alike items, and only beside what they share ("If you liked X, this is a
-        # close match" alone is not said)
-        patterns = [p for p in patterns if not LIKENESS.search(p) or (alike(facts) and _NAMES_SHARED.search(p))]
+        patterns = [p for p in patterns if not LIKENESS.search(p)]  # e.g. the fact-built "Close to X"
     return list(dict.fromkeys(" " + fill_pattern(p, values) for p in patterns))

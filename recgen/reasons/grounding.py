@@ -265,17 +265,17 @@ PATTERNS = {
         "{a_shared} pick, as is {related}, which you liked.",
         "If you liked {related}, this is also {shared}.",
         "Like {related}, which you liked, it is {shared}.",
-        "{shared_cap}, just like {related}, which you liked.",
+        "{shared_cap}, as is {related}, which you liked.",
     ],
     "words": [
         "Shares {words} with {related}, which you liked.",
         "Another {words} pick after {related}, which you liked.",
-        "If you liked {related}, this {words} pick is a close match.",
+        "If you liked {related}, here is another {words} pick.",
     ],
     "related": [
-        "Close to {related}, which you liked.",
-        "If you liked {related}, this is a close match.",
-        "Similar to {related}, which you liked.",
+        "Because you liked {related}.",
+        "Recommended because you liked {related}.",
+        "If you liked {related}, try this one.",
     ],
     "transition": [
         "Fans of {related} also liked this one.",
