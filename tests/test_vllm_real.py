@@ -27,7 +27,7 @@ from recgen.config import LMSettings, PromptSettings  # noqa: E402
 from recgen.lm.adapters import UnknownAdapterError  # noqa: E402
 from recgen.lm.transformers_backend import TransformersBackend  # noqa: E402
 from recgen.lm.vllm_client import VLLMServerBackend  # noqa: E402
-from recgen.lm.vllm_engine import VLLMBackend  # noqa: E402
+from recgen.lm.vllm_engine import VLLMBackend, engine_dtype  # noqa: E402
 from recgen.lm.vllm_server import start_server  # noqa: E402
 from recgen.ranking.ranker import RankRequest, build_rank_prompt  # noqa: E402
 from recgen.reasons.prompts import build_reason_prompt  # noqa: E402
@@ -342,12 +342,13 @@ def first_difference_gap(backend, prompt, first: str, second: str) -> float:
 
 
 def test_score_mode_agrees_with_transformers(engine, transformers_backend, rank_prompts):
-    """bf16 (vLLM's auto dtype on CPU) against float32 transformers on the ranker's real prompts."""
+    """vLLM's auto dtype on this CPU (bf16 where native, else float32) against float32 transformers on the
+    ranker's real prompts."""
     labels, base = labels_of(rank_prompts), tagged(rank_prompts, ["base"])
     ours = live(engine).score_labels(base, labels)
     theirs = transformers_backend.score_labels(base, labels)
     figures = agreement(ours, theirs)
-    record("score_base_vs_transformers", {**figures, "vllm_dtype": "bfloat16 (auto on CPU)",
+    record("score_base_vs_transformers", {**figures, "vllm_dtype": engine_dtype(LMSettings(backend="vllm")),
                                           "transformers_dtype": "float32"})
     assert figures["top1"] >= 0.9 and figures["spearman_mean"] >= 0.99, figures  # bf16 vs fp32: 1 near-tie of 12 may flip
 

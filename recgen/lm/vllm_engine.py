@@ -20,6 +20,7 @@ from .backend import ChatTokenizing
 from .checks import LOAD_ERRORS, check_model_folder
 from .choices import ChoiceTrie, choices_of
 from .constrained import AllowedTokens
+from .cpu_precision import cpu_dtype, cpu_flags
 from .prompt import ChatPrompt
 from .resolve import resolve_lm
 from .vllm_client import VLLMServerBackend
@@ -55,8 +56,14 @@ def engine_kwargs(settings: LMSettings, **llm_options) -> dict:
     if adapters.adapters:
         lora = {"lora_rank": settings.max_lora_rank or adapters.max_rank,
                 "max_loras": settings.max_loras or len(adapters.adapters)}
-    return build_llm_kwargs(model, trust_remote_code=settings.trust_remote_code, dtype=settings.dtype,
+    return build_llm_kwargs(model, trust_remote_code=settings.trust_remote_code, dtype=engine_dtype(settings),
                             **lora, **options, **llm_options)
+
+
+def engine_dtype(settings: LMSettings) -> str:
+    """``lm.dtype`` for vLLM: on CPU, ``auto`` is bfloat16 only where the CPU has native bf16 (see
+    :mod:`.cpu_precision`); on other devices vLLM's own ``auto``."""
+    return cpu_dtype(settings.dtype, cpu_flags()) if settings.device == "cpu" else settings.dtype
 
 
 #: Largest automatic KV cache on CPU (vLLM's documented CPU default) and the share of free memory it may take.
