@@ -12,7 +12,14 @@ approximate (HNSW32, efSearch chosen for recall@100 >= 0.98) index at 100k and 1
 
     python benchmarks/embed_index.py index --sizes 100000 1000000 --out eval/results/scale/embed_index
 
-Vectors are generated, not embedded: unit vectors in 2,000 topic clusters on a 24-dimension subspace plus
+    python benchmarks/embed_index.py index --sizes 1000000 --vectors-from <cache>/indexes/L-all-MiniLM-L6-v2-<fp> \
+        --ef-construction 40 200 --out eval/results/scale/hnsw-ef-construction
+
+``--vectors-from`` takes the item vectors of a saved recgen index (real embedded titles, e.g. synth L's) instead
+of generated ones, the first ``size`` rows; ``--ef-construction`` builds HNSW with each value (FAISS's default is
+40, recgen's :data:`~recgen.retrieval.index.HNSW_EF_CONSTRUCTION`), same vectors and queries, one child each.
+
+Otherwise vectors are generated, not embedded: unit vectors in 2,000 topic clusters on a 24-dimension subspace plus
 isotropic noise, 384 dimensions, float32 (the shape of MiniLM title embeddings: many topics, few effective
 dimensions). Each (size, kind) runs in its own child process, so its peak RSS is its own; a finished case is kept
 in ``<out>.json`` and skipped when the command is run again (resumable). Latency is one query at a time (what a
@@ -58,12 +65,28 @@ def rss_mb() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def one_case(size: int, kind: str, queries: int) -> dict:
-    """Build one index over ``size`` generated vectors and time single queries against it."""
+def saved_index_vectors(folder: str, size: int) -> np.ndarray:
+    """The first ``size`` item vectors of a saved recgen index, checked as recgen checks it before reading."""
+    from recgen.retrieval.index import META_FILE, saved_vectors
+
+    meta = json.loads((Path(folder) / META_FILE).read_text())
+    vectors = saved_vectors(folder, meta["catalog_fingerprint"], meta["embedder"], meta["embed_backend"])
+    if vectors is None:
+        raise SystemExit(f"{folder} holds no readable recgen index")
+    return np.ascontiguousarray(vectors[:size])
+
+
+def one_case(size: int, kind: str, queries: int, vectors_from: str | None = None,
+             ef_construction: int | None = None) -> dict:
+    """Build one index over ``size`` generated (or saved) vectors and time single queries against it."""
+    from recgen.retrieval import index as index_module
     from recgen.retrieval.index import IndexChoice, build_index, make_index, query_sets
 
+    if ef_construction is not None:
+        index_module.HNSW_EF_CONSTRUCTION = ef_construction
     load_before = os.getloadavg()
-    vectors = clustered_vectors(size)
+    vectors = saved_index_vectors(vectors_from, size) if vectors_from else clustered_vectors(size)
+    size = len(vectors)
     base_mb = rss_mb()
     start, cpu = time.perf_counter(), time.process_time()
     if kind == "flat":
@@ -85,7 +108,11 @@ def one_case(size: int, kind: str, queries: int) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3, 1),
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
     }
+    if vectors_from:
+        out["vectors"] = "saved index (embedded titles)"
     if meta is not None:
+        out["ef_construction"] = meta.build_params.get("efConstruction")
+        out["choice"] = meta.reason
         out.update(factory=meta.factory, kind=meta.kind, search_params=meta.search_params,
                    tune_recall_at_100=meta.tune_recall, held_out_recall_at_100=meta.held_out_recall,
                    held_out_queries=meta.held_out_queries)
@@ -139,7 +166,9 @@ def write_table(results: list[dict], path: Path, command: str) -> None:
     for r in results:
         recall_text = (f"{r['held_out_recall_at_100']:.4f} / {r['probe_recall_at_100']:.4f}"
                        if "probe_recall_at_100" in r else "exact")
-        lines.append(f"| {r['items']:,} | {r.get('factory', 'Flat')} | {r.get('search_params', {})} | "
+        params = {**({"efConstruction": r["ef_construction"]} if r.get("ef_construction") else {}),
+                  **r.get("search_params", {})}
+        lines.append(f"| {r['items']:,} | {r.get('factory', 'Flat')} | {params} | "
                      f"{r['build_s']} ({r['build_cpu_s']}) | {r['query_ms_p50']} / {r['query_ms_p95']} | "
                      f"{recall_text} | {r['index_rss_mb']} | {r['peak_rss_mb']} | "
                      f"{r['load_before'][0]}→{r['load_after'][0]} |")
@@ -154,6 +183,9 @@ def main() -> None:
     idx.add_argument("--kinds", nargs="+", default=["flat", "hnsw"])
     idx.add_argument("--queries", type=int, default=300)
     idx.add_argument("--out", default="eval/results/scale/embed_index")
+    idx.add_argument("--vectors-from", help="a saved recgen index folder whose item vectors to use")
+    idx.add_argument("--ef-construction", type=int, nargs="+", default=[None],
+                     help="HNSW efConstruction values to build with (default: recgen's)")
     emb = sub.add_parser("embed", help="embedding speed per backend, interleaved, and agreement with torch")
     emb.add_argument("--dataset", default="amazon-beauty")
     emb.add_argument("--titles", type=int, default=3000)
@@ -164,9 +196,11 @@ def main() -> None:
     one.add_argument("size", type=int)
     one.add_argument("kind")
     one.add_argument("queries", type=int)
+    one.add_argument("--vectors-from")
+    one.add_argument("--ef-construction", type=int)
     args = parser.parse_args()
     if args.what == "one":
-        print(json.dumps(one_case(args.size, args.kind, args.queries)))
+        print(json.dumps(one_case(args.size, args.kind, args.queries, args.vectors_from, args.ef_construction)))
         return
     if args.what == "embed":
         result = {"command": "python benchmarks/embed_index.py " + shlex.join(sys.argv[1:]),
@@ -178,18 +212,27 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = json.loads(out.with_suffix(".json").read_text())["results"] if out.with_suffix(".json").is_file() else []
     command = "python benchmarks/embed_index.py " + shlex.join(sys.argv[1:])
-    for size in args.sizes:
-        for kind in args.kinds:
-            if any(r["items"] == size and r.get("requested", r["kind"]) == kind for r in done):
-                continue
-            print(f"{size} {kind} ...", flush=True)
-            child = subprocess.run([sys.executable, __file__, "one", str(size), kind, str(args.queries)],
-                                   check=True, capture_output=True, text=True)
-            result = {**json.loads(child.stdout.strip().splitlines()[-1]), "requested": kind}
-            print(result, flush=True)
-            done.append(result)
-            out.with_suffix(".json").write_text(json.dumps({"command": command, "results": done}, indent=1))
-            write_table(done, out.with_suffix(".md"), command)
+    if args.vectors_from:  # the cache's own path is this machine's: written as <cache>
+        from recgen.paths import cache_dir
+
+        command = command.replace(str(cache_dir()), "<cache>")
+    cases = [(size, kind, efc) for size in args.sizes for kind in args.kinds
+             for efc in (args.ef_construction if kind == "hnsw" else [None])]
+    for size, kind, efc in cases:
+        if any(r["items"] == size and r.get("requested", r["kind"]) == kind and r.get("requested_ef_construction") == efc
+               for r in done):
+            continue
+        print(f"{size} {kind} efConstruction {efc} ...", flush=True)
+        extra = ["--vectors-from", args.vectors_from] if args.vectors_from else []
+        extra += ["--ef-construction", str(efc)] if efc is not None else []
+        child = subprocess.run([sys.executable, __file__, "one", str(size), kind, str(args.queries), *extra],
+                               check=True, capture_output=True, text=True)
+        result = {**json.loads(child.stdout.strip().splitlines()[-1]), "requested": kind,
+                  "requested_ef_construction": efc}
+        print(result, flush=True)
+        done.append(result)
+        out.with_suffix(".json").write_text(json.dumps({"command": command, "results": done}, indent=1))
+        write_table(done, out.with_suffix(".md"), command)
 
 
 if __name__ == "__main__":

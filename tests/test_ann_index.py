@@ -115,3 +115,34 @@ def test_retriever_saves_the_kind_and_rebuilds_when_the_settings_ask_for_another
     assert loaded.retrieve(["1"], n=5) == built.retrieve(["1"], n=5)
     with pytest.raises(IndexStaleError):  # auto resolves to flat for 300 items: the hnsw index is stale
         Retriever.load(tmp_path / "idx", catalog, RetrievalSettings(embedder="fake"))
+
+
+def test_hnsw_is_built_with_the_construction_settings_it_records(hnsw):
+    _, index, meta, folder = hnsw
+    assert index.hnsw.efConstruction == index_module.HNSW_EF_CONSTRUCTION == 200
+    assert meta.build_params == {"M": 32, "efConstruction": 200}
+    assert load_index(folder, "fp", "fake", "hnsw")[1].build_params == meta.build_params
+
+
+def test_an_index_built_otherwise_is_stale_and_rebuilt_from_its_saved_vectors_without_embedding(tmp_path):
+    from recgen.retrieval.cache import load_or_build_index
+
+    catalog, vectors = make_catalog(300), clustered(300, seed=5)
+    settings = RetrievalSettings(index="hnsw", embedder="fake", collaborative_weight=0)
+    folder = tmp_path / "idx"
+    Retriever.from_vectors(catalog, vectors, settings).save(folder)
+    described = json.loads((folder / "index.json").read_text())
+    described.pop("build_params")  # as a version that built HNSW with FAISS's efConstruction (40) wrote it
+    (folder / "index.json").write_text(json.dumps(described))
+    with pytest.raises(IndexStaleError, match="this version builds a hnsw index with"):
+        Retriever.load(folder, catalog, settings)
+    assert index_module.saved_vectors(folder, catalog.fingerprint(), "other-model", described["embed_backend"]) is None
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the catalog was embedded again")
+
+    rebuilt = load_or_build_index(catalog, settings, folder, encode=no_embedding)
+    assert rebuilt.index_meta.build_params == index_module.build_params("hnsw")
+    assert np.array_equal(rebuilt.index.reconstruct_n(0, 300), vectors.astype(np.float32))
+    again = Retriever.load(folder, catalog, settings)  # saved in place: the next load is not stale
+    assert again.retrieve(["1"], n=5) == rebuilt.retrieve(["1"], n=5)

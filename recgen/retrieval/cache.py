@@ -15,7 +15,8 @@ from ..data.catalog import Catalog
 from ..errors import IndexCorruptError, IndexStaleError
 from ..paths import cache_dir
 from .embed_chunks import EMBED_CHUNK, remove_chunks, work_folder
-from .embedder import DEFAULT_EMBEDDER, Encoder
+from .embedder import DEFAULT_EMBEDDER, Encoder, resolve_backend
+from .index import saved_vectors
 from .retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,14 @@ def load_or_build_index(catalog: Catalog, settings: RetrievalSettings, folder: s
         except (IndexStaleError, IndexCorruptError) as exc:
             log.warning("rebuilding the index: %s", exc)
         check_replaceable(folder)  # before the (slow) embedding: a folder of someone else's files is refused now
+        vectors = saved_vectors(folder, catalog.fingerprint(), settings.embedder or DEFAULT_EMBEDDER,
+                                resolve_backend(settings.embed_backend))
+        if vectors is not None:
+            log.warning("re-indexing the %d saved item vectors (same catalog, embedder and backend): no embedding",
+                        len(vectors))
+            retriever = Retriever.from_vectors(catalog, vectors, settings, transitions=transitions)
+            retriever.save(folder)
+            return retriever
     return build_and_save(catalog, settings, folder, show_progress=show_progress, transitions=transitions,
                           encode=encode, chunk=chunk)
 

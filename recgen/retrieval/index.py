@@ -3,7 +3,8 @@
 The kind of index follows the catalog's size (faiss wiki, "Guidelines to choose an index"): exact inner-product
 search (``Flat``) below ``RetrievalSettings.ann_min_items``, a graph (``HNSW32,Flat``) or an inverted file
 (``IVF<n>,Flat``) above it. An approximate index's search parameter (``efSearch`` / ``nprobe``) is chosen by
-measuring recall@100 against exact search on one set of queries, and checked on a second, held-out set; both
+measuring recall@100 against exact search on one set of queries (the smallest value whose mean recall's lower
+95 % bound clears the target, so the choice does not sit on the edge), and checked on a second, held-out set; both
 recalls and the parameter are stored in the index's description (``index.json``) and shown by ``recgen index``.
 When no parameter reaches the target, the exact index is kept: recall is never traded silently.
 """
@@ -37,6 +38,11 @@ EF_SEARCH = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 NPROBE = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 #: HNSW graph degree; 32 is the faiss wiki's usual choice for 384-dimension embeddings at this scale.
 HNSW_M = 32
+#: HNSW candidates kept while the graph is built: hnswlib's default (FAISS's is 40). On 200k titles of synth L
+#: (MiniLM, scores of the 90th-100th neighbours within 0.0012) recall@100 0.98 took efSearch 1,024 with 40 and
+#: 256 with 200 (build 5.7x longer); at 1M items 40 reached only 0.9715 at efSearch 2,048
+#: (eval/results/scale/hnsw-ef-construction.json).
+HNSW_EF_CONSTRUCTION = 200
 #: The FAISS file tag each kind is written with (``faiss/impl/index_write.cpp``).
 FOURCC = {"flat": b"IxFI", "hnsw": b"IHNf", "ivf": b"IwFl"}
 
@@ -54,6 +60,9 @@ class IndexMeta:
     #: The kind the settings asked for (``flat`` when exact search was kept because no parameter reached the
     #: target recall): a saved index is stale when the settings now resolve to another kind.
     requested_kind: str = "flat"
+    #: How the requested kind is built (HNSW's ``M`` and ``efConstruction``): an index built otherwise, or exact
+    #: search kept after another build missed the target, is stale (:func:`build_params`).
+    build_params: dict = field(default_factory=dict)
     #: The search parameters set after loading (``{"efSearch": 128}``, ``{"nprobe": 16}``; none for flat).
     search_params: dict = field(default_factory=dict)
     #: recall@``recall_at`` against exact search: on the queries the parameter was chosen on, and held out.
@@ -128,6 +137,11 @@ def make_index(vectors: np.ndarray):
     return index
 
 
+def build_params(kind: str) -> dict:
+    """The construction settings of ``kind`` this version builds with (none for flat and IVF)."""
+    return {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION} if kind == "hnsw" else {}
+
+
 def factory_string(kind: str, n_items: int) -> str:
     if kind == "flat":
         return "Flat"
@@ -147,7 +161,7 @@ def build_index(vectors: np.ndarray, choice: IndexChoice | None = None, base: In
     meta = IndexMeta(**{**(base.__dict__ if base else {"embedder": "", "catalog_fingerprint": ""}),
                         "n_items": n, "dim": dim})
     kind, reason = choice.resolve(n)
-    meta = _with(meta, requested_kind=kind)
+    meta = _with(meta, requested_kind=kind, build_params=build_params(kind))
     if kind == "flat" or n <= RECALL_AT:
         return make_index(vectors), _with(meta, kind="flat", factory="Flat", search_params={}, reason=reason,
                                           tune_recall=1.0, held_out_recall=1.0, held_out_queries=0)
@@ -159,16 +173,19 @@ def build_index(vectors: np.ndarray, choice: IndexChoice | None = None, base: In
     name, ladder = ("efSearch", EF_SEARCH) if kind == "hnsw" else ("nprobe", NPROBE)
     if kind == "ivf":
         ladder = tuple(v for v in ladder if v <= index.nlist)
-    tried = {}
+    tried, bounds = {}, {}  # mean recall and its lower 95 % bound over the tuning queries
     for value in ladder:
         set_search_params(index, {name: value})
-        tried[value] = recall(index.search(tune, RECALL_AT)[1], truth_tune)
-        if tried[value] >= choice.target_recall:
+        per_query = query_recalls(index.search(tune, RECALL_AT)[1], truth_tune)
+        tried[value] = float(per_query.mean())
+        bounds[value] = tried[value] - 1.96 * float(per_query.std(ddof=1)) / math.sqrt(len(per_query))
+        if bounds[value] >= choice.target_recall:
             break
-    value = next((v for v, r in tried.items() if r >= choice.target_recall), None)
+    value = next((v for v, b in bounds.items() if b >= choice.target_recall), None)
     if value is None:
         best = max(tried.values())
-        why = (f"{kind} reached only recall@{RECALL_AT} {best:.4f} < {choice.target_recall} at the largest {name} "
+        why = (f"{kind} reached only recall@{RECALL_AT} {best:.4f} (its lower 95 % bound "
+               f"{bounds[max(tried, key=tried.get)]:.4f}) < {choice.target_recall} at the largest {name} "
                f"({max(tried)}); kept exact search")
         log.warning(why)
         return make_index(vectors), _with(meta, kind="flat", factory="Flat", search_params={}, reason=why,
@@ -179,7 +196,8 @@ def build_index(vectors: np.ndarray, choice: IndexChoice | None = None, base: In
     meta = _with(meta, kind=kind, factory=factory_string(kind, n), search_params={name: value},
                  tune_recall=round(tried[value], 5), held_out_recall=round(held_recall, 5),
                  held_out_queries=len(held),
-                 reason=f"{reason}; {name} = the smallest with tuning recall >= {choice.target_recall} ({ladder_text})")
+                 reason=f"{reason}; {name} = the smallest whose tuning recall's lower 95 % bound is >= "
+                        f"{choice.target_recall} ({ladder_text})")
     if held_recall < choice.target_recall:
         log.warning("index recall on held-out queries %.4f < %.2f: %s", held_recall, choice.target_recall,
                     meta.describe())
@@ -195,6 +213,8 @@ def _approximate(vectors: np.ndarray, kind: str):
 
     n, dim = vectors.shape
     index = faiss.index_factory(dim, factory_string(kind, n), faiss.METRIC_INNER_PRODUCT)
+    if kind == "hnsw":
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     if not index.is_trained:  # IVF: k-means on a sample (faiss needs 39-256 points per list)
         sample = np.random.default_rng(0).choice(n, size=min(n, 256 * index.nlist), replace=False)
         index.train(vectors[np.sort(sample)])
@@ -225,11 +245,16 @@ def query_sets(vectors: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarr
     return out[0], out[1]
 
 
+def query_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each query's share of its exact top-k found by the approximate search (ids, -1 = none)."""
+    return np.array([len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(int((t >= 0).sum()), 1)
+                     for f, t in zip(found, truth)], dtype=np.float64)
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean share of each query's exact top-k found by the approximate search (ids, -1 = none)."""
-    hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(int((t >= 0).sum()), 1)
-            for f, t in zip(found, truth)]
-    return float(np.mean(hits)) if hits else 1.0
+    """Mean share of each query's exact top-k found by the approximate search (1.0 for no queries)."""
+    hits = query_recalls(found, truth)
+    return float(hits.mean()) if len(hits) else 1.0
 
 
 def set_search_params(index, params: dict) -> None:
@@ -267,8 +292,6 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
                expect_kind: str | None = None, expect_backend: str | None = None):
     """Load and check an index folder; raise :class:`IndexStaleError` or :class:`IndexCorruptError`.
     ``expect_kind`` (the kind the current settings resolve to) makes an index of another kind stale."""
-    import faiss
-
     folder = Path(folder)
     meta_path, index_path = folder / META_FILE, folder / INDEX_FILE
     for path in (meta_path, index_path):
@@ -298,6 +321,16 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
     if expect_kind is not None and meta.requested_kind != expect_kind:
         raise IndexStaleError(f"index in {folder} was built as a {meta.requested_kind} index, the settings ask for "
                               f"{expect_kind}")
+    if expect_kind is not None and meta.build_params != build_params(expect_kind):
+        raise IndexStaleError(f"index in {folder} was built with {meta.build_params or 'older settings'}, this version "
+                              f"builds a {expect_kind} index with {build_params(expect_kind)}")
+    return _read_checked(index_path, meta), meta
+
+
+def _read_checked(index_path: Path, meta: IndexMeta):
+    """The FAISS index at ``index_path``, its file checked against ``meta`` before FAISS parses it."""
+    import faiss
+
     if meta.kind == "flat":
         check_flat_file(index_path, meta)
     else:
@@ -309,9 +342,32 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
         raise IndexCorruptError(f"{index_path} cannot be read ({exc}); rebuild the index") from None
     if index.ntotal != meta.n_items or index.d != meta.dim:
         raise IndexCorruptError(f"{index_path} holds {index.ntotal}x{index.d} vectors, expected {meta.n_items}x{meta.dim}")
-    if index.ntotal and not np.isfinite(index.reconstruct_n(0, index.ntotal)).all():
+    if index.ntotal and not np.isfinite(_vectors(index)).all():
         raise IndexCorruptError(f"{index_path} holds vectors that are not finite (nan or inf); rebuild the index")
-    return index, meta
+    return index
+
+
+def _vectors(index) -> np.ndarray:
+    """Every stored vector, in id order (an inverted file needs its direct map for this)."""
+    if hasattr(index, "make_direct_map") and index.direct_map.type == 0:
+        index.make_direct_map()
+    return index.reconstruct_n(0, index.ntotal)
+
+
+def saved_vectors(folder: str | Path, expect_fingerprint: str, expect_embedder: str,
+                  expect_backend: str) -> np.ndarray | None:
+    """The item vectors of a saved index built from this catalog with this embedder and backend, whatever kind
+    or build settings it has (checked as :func:`load_index` checks it); None when there is no such index. A
+    stale index is rebuilt from them: changing how items are indexed never re-embeds the catalog."""
+    folder = Path(folder)
+    try:
+        meta = IndexMeta(**json.loads((folder / META_FILE).read_text()))
+        if (meta.catalog_fingerprint, meta.embedder, meta.embed_backend) != (expect_fingerprint, expect_embedder,
+                                                                              expect_backend):
+            return None
+        return np.ascontiguousarray(_vectors(_read_checked(folder / INDEX_FILE, meta)), dtype=np.float32)
+    except (OSError, json.JSONDecodeError, TypeError, UnicodeDecodeError, KeyError, IndexCorruptError):
+        return None
 
 
 #: The header every FAISS index file starts with: fourcc, d (int32), ntotal (int64), two unused int64,
