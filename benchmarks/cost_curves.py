@@ -2,6 +2,7 @@
 
     RECGEN_DATA_DIR=<scratch>/data RECGEN_CACHE_DIR=<scratch>/cache \
         python benchmarks/cost_curves.py --sizes XS,S --out eval/results/scale/cost_curves.json
+    python benchmarks/cost_curves.py --sizes L --stages serve --dataset <data>/L --config <fit config> ...
     python benchmarks/cost_curves.py --sizes M --stages synth,load,embed,index --out eval/results/scale/cost_curves.json
 
 Each (size, stage) runs as its own process, reaped with ``os.wait4``: its rusage gives that process's CPU time
@@ -67,9 +68,11 @@ def _child(stage: str, size: str, work: Path, args) -> dict:
         out = {"index": type(index).__name__, "build_seconds": round(build, 2),
                "search_ms_per_query_top100": round(1000 * (time.perf_counter() - t0) / len(queries), 3)}
     elif stage == "serve":
+        from recgen.config import RecgenConfig
         from recgen.recommender import open_dataset
 
-        data, rec = open_dataset(name)
+        config = RecgenConfig.from_file(args.config) if args.config else None
+        data, rec = open_dataset(args.dataset or name, config)
         users = np.random.default_rng(0).choice(len(data.sequences), min(args.serve_calls + 20, len(data.sequences)),
                                                 replace=False)
         ids = list(data.sequences)
@@ -102,8 +105,9 @@ def _command(stage: str, size: str, work: Path, args) -> list[str]:
     if stage == "eval":
         return [*recgen, "eval", "run", "-d", name, "-s", "fusion", "--users", str(args.eval_users), "--results-dir",
                 str(work / "eval-results"), "--overwrite"]
+    extra = [*(["--dataset", args.dataset] if args.dataset else []), *(["--config", args.config] if args.config else [])]
     return [sys.executable, str(HERE), "--child", stage, "--size", size, "--work", str(work),
-            "--serve-calls", str(args.serve_calls)]
+            "--serve-calls", str(args.serve_calls), *extra]
 
 
 def _measure(cmd: list[str], work: Path) -> dict:
@@ -194,6 +198,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve-calls", type=int, default=200)
     parser.add_argument("--eval-users", type=int, default=2000)
+    parser.add_argument("--dataset", default=None, help="serve: a dataset folder or name instead of synth-<size>")
+    parser.add_argument("--config", default=None, help="serve: the config file the dataset was fitted with")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", default=None, help=argparse.SUPPRESS)
     ARGS = args = parser.parse_args()
@@ -220,7 +226,11 @@ def main() -> None:
                 row["detail"] = _eval_detail(work, size)
             measured.setdefault(size, {})[stage] = row
             results["exponents_vs_interactions"] = exponents(measured)
-            results["command"] = "python benchmarks/cost_curves.py " + " ".join(sys.argv[1:])
+            command = "python benchmarks/cost_curves.py " + " ".join(sys.argv[1:])
+            for path, tag in ((os.environ["RECGEN_DATA_DIR"], "<data>"), (str(cache_dir()), "<cache>")):
+                command = command.replace(path, tag)  # no path of this machine in a result
+            results.setdefault("commands", {})[f"{size} {stage}"] = command
+            results["command"] = command
             results["machine"] = {"cpus": os.cpu_count(), "note": "shared by ~8 jobs; see load_avg_* per row"}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1) + "\n")

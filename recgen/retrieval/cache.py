@@ -39,7 +39,7 @@ def load_or_build_index(catalog: Catalog, settings: RetrievalSettings, folder: s
     work = work_folder(folder)
     if folder.exists():
         try:
-            retriever = Retriever.load(folder, catalog, settings, transitions=transitions)
+            retriever = Retriever.load(folder, catalog, settings, transitions=transitions, current_build=True)
             remove_chunks(work)  # left by a build killed after its save
             return retriever
         except (IndexStaleError, IndexCorruptError) as exc:

@@ -289,9 +289,11 @@ def save_index(folder: str | Path, index, meta: IndexMeta) -> None:
 
 
 def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str | None = None,
-               expect_kind: str | None = None, expect_backend: str | None = None):
+               expect_kind: str | None = None, expect_backend: str | None = None, current_build: bool = False):
     """Load and check an index folder; raise :class:`IndexStaleError` or :class:`IndexCorruptError`.
-    ``expect_kind`` (the kind the current settings resolve to) makes an index of another kind stale."""
+    ``expect_kind`` (the kind the current settings resolve to) makes an index of another kind stale;
+    ``current_build`` one built with other construction settings than this version's (a cached index, rebuilt
+    from its vectors; a fitted folder serves the index its ranker was fitted with, its recall as measured)."""
     folder = Path(folder)
     meta_path, index_path = folder / META_FILE, folder / INDEX_FILE
     for path in (meta_path, index_path):
@@ -321,7 +323,7 @@ def load_index(folder: str | Path, expect_fingerprint: str, expect_embedder: str
     if expect_kind is not None and meta.requested_kind != expect_kind:
         raise IndexStaleError(f"index in {folder} was built as a {meta.requested_kind} index, the settings ask for "
                               f"{expect_kind}")
-    if expect_kind is not None and meta.build_params != build_params(expect_kind):
+    if current_build and expect_kind is not None and meta.build_params != build_params(expect_kind):
         raise IndexStaleError(f"index in {folder} was built with {meta.build_params or 'older settings'}, this version "
                               f"builds a {expect_kind} index with {build_params(expect_kind)}")
     return _read_checked(index_path, meta), meta

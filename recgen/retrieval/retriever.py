@@ -113,11 +113,13 @@ class Retriever:
 
     @classmethod
     def load(cls, folder: str | Path, catalog: Catalog, settings: RetrievalSettings | None = None, *,
-             transitions: ItemTransitions | None = None) -> "Retriever":
-        """The saved index; stale (another catalog, or another embedder than ``settings.embedder``) is an error."""
+             transitions: ItemTransitions | None = None, current_build: bool = False) -> "Retriever":
+        """The saved index; stale (another catalog, or another embedder than ``settings.embedder``; with
+        ``current_build``, other construction settings than this version's) is an error."""
         settings = settings or RetrievalSettings()
         index, meta = load_index(folder, catalog.fingerprint(), settings.embedder or DEFAULT_EMBEDDER,
-                                 index_choice(settings).resolve(len(catalog))[0], resolve_backend(settings.embed_backend))
+                                 index_choice(settings).resolve(len(catalog))[0], resolve_backend(settings.embed_backend),
+                                 current_build)
         return cls(catalog, index, settings, embedder_name=meta.embedder, transitions=transitions, index_meta=meta)
 
     def rebound(self, settings: RetrievalSettings, transitions: ItemTransitions | None = None) -> "Retriever":
