@@ -195,6 +195,9 @@ class LMSettings(_Settings):
     batch_prompts: int = Field(64, ge=1, description="most prompts the LM scheduler merges into one backend call "
                                "across concurrent requests (recgen.lm.scheduler); 64 = six 10-item reason lists "
                                "(a larger call still runs whole, alone)")
+    nice: int = Field(10, ge=0, le=19, description="how much lower (Linux nice) LM work runs than requests that "
+                      "need no LM, so ranked lists never wait for a core behind reason generation; 0 = same "
+                      "priority (recgen.lm.cpu_priority)")
     batch_wait_ms: float = Field(0.0, ge=0, description="ms the LM scheduler waits for other requests' prompts "
                                  "before starting a smaller batch; 0 = none (batches still form from calls queued "
                                  "while the LM works, so single-user paths pay nothing)")

@@ -167,3 +167,44 @@ def test_the_queue_estimate_counts_prompts_ahead_not_requests_one_after_another(
     assert per_prompt is not None and scheduler.prompts_per_call == 3
     assert scheduler.expected_seconds(2) == pytest.approx(6 * per_prompt)
     scheduler.close()
+
+
+def test_lm_calls_run_at_a_lower_cpu_priority_than_their_callers(tiny_backend):
+    """The scheduler's thread (every backend call) runs ``nice`` lower than the request threads that wait for
+    it, so requests without the LM get a core first; the callers keep their own priority."""
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+
+    class Recording:
+        name = "recording"
+
+        def generate_text(self, prompts, max_new_tokens):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return tiny_backend.generate_text(prompts, max_new_tokens)
+
+    scheduler = LMScheduler(Recording(), nice=5)
+    assert scheduler.generate_text(_prompts(0), 4) == tiny_backend.generate_text(_prompts(0), 4)
+    assert seen == [min(19, base + 5)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    scheduler.close()
+
+
+def test_an_engine_process_is_lowered_with_every_thread():
+    import subprocess
+    import sys
+
+    import psutil
+
+    from recgen.lm.cpu_priority import lower_processes
+
+    child = subprocess.Popen([sys.executable, "-c", "import threading, time; threading.Thread(target=time.sleep, "
+                              "args=(30,)).start(); time.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        base = psutil.Process(child.pid).nice()
+        assert lower_processes([child.pid, 2**22 + 7], 3) == {child.pid: min(19, base + 3)}  # a gone pid: skipped
+        threads = psutil.Process(child.pid).threads()
+        assert len(threads) >= 2 and {os.getpriority(os.PRIO_PROCESS, t.id) for t in threads} == {min(19, base + 3)}
+    finally:
+        child.kill()
+        child.wait()

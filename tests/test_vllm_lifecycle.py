@@ -85,6 +85,9 @@ def test_sigterm_stops_the_vllm_server_and_every_process_it_started(tmp_path):
         started = psutil.Process(server.pid).children(recursive=True)
         assert started, "the vLLM engine runs in child processes (EngineCore, Worker); none were found"
         names = sorted({proc.name() for proc in started if alive(proc)})
+        # the engine's processes run lm.nice (10) lower than the server's request lanes (recgen.lm.cpu_priority)
+        lowered = {proc.pid: proc.nice() for proc in started if alive(proc)}
+        assert set(lowered.values()) == {min(19, psutil.Process(server.pid).nice() + 10)}, lowered
 
         begun = time.monotonic()
         os.kill(server.pid, signal.SIGTERM)

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from .cpu_priority import lower_this_thread
 from .prompt import ChatPrompt
 
 #: The methods whose calls are merged: all take parallel per-prompt lists (and, for text, one token budget).
@@ -84,10 +85,11 @@ class LMScheduler:
     ``max_prompts``: most prompts in one merged call (a call larger than that still runs whole, alone).
     ``max_wait``: seconds the scheduler waits for more calls before starting a batch smaller than that."""
 
-    def __init__(self, backend, max_prompts: int = 64, max_wait: float = 0.0):
+    def __init__(self, backend, max_prompts: int = 64, max_wait: float = 0.0, nice: int = 0):
         self.backend = backend
         self.max_prompts = max_prompts
         self.max_wait = max_wait
+        self.nice = nice  # how much lower the scheduler thread (the backend's calls) runs (:mod:`.cpu_priority`)
         self._queue: list[_Call] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -214,6 +216,7 @@ class LMScheduler:
         return self.max_prompts - sum(c.size for c in self._queue if c.key == key)
 
     def _run(self) -> None:
+        lower_this_thread(self.nice)  # before the first backend call: torch's threads started here inherit it
         while True:
             batch = self._next_batch()
             if batch is None:
