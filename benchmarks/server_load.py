@@ -175,7 +175,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.mixed:
-        result = {"command": "python " + " ".join(sys.argv), "started_at": datetime.now(timezone.utc).isoformat(
+        result = {"command": "python " + " ".join(_portable(a) for a in sys.argv), "started_at": datetime.now(timezone.utc).isoformat(
                       timespec="seconds"),
                   "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                               "python": platform.python_version(),
@@ -352,6 +352,13 @@ def run_mixed_phase(url: str, users: list[str], clients: int, duration: float, k
             "first_errors": [r["error"] for r in mine if r["error"]][:3],
         }
     return out
+
+
+def _portable(arg: str) -> str:
+    """A --backend NAME@CHECKOUT argument with the checkout's folder name only: no path of this machine in a
+    result file."""
+    spec, at, checkout = arg.partition("@")
+    return f"{spec}@<checkout {Path(checkout).name}>" if at and os.sep in checkout else arg
 
 
 def run_mixed(args, users: list[str], result: dict) -> None:
