@@ -148,3 +148,21 @@ def test_an_index_built_otherwise_is_stale_and_rebuilt_from_its_saved_vectors_wi
     assert np.array_equal(rebuilt.index.reconstruct_n(0, 300), vectors.astype(np.float32))
     again = Retriever.load(folder, catalog, settings, current_build=True)  # saved in place: not stale now
     assert again.retrieve(["1"], n=5) == rebuilt.retrieve(["1"], n=5)
+
+
+def test_item_embeddings_are_the_index_s_own_vectors_and_keep_it_alive(tmp_path):
+    import gc
+
+    catalog, vectors = make_catalog(300), clustered(300, seed=6).astype(np.float32)
+    for kind in ("flat", "hnsw"):
+        built = Retriever.from_vectors(catalog, vectors, RetrievalSettings(index=kind, collaborative_weight=0),
+                                       embedder_name="fake")
+        embeddings = built.item_embeddings
+        assert np.array_equal(embeddings, vectors) and not embeddings.flags.writeable
+        assert not np.shares_memory(embeddings, vectors)  # the index's copy, not the caller's array
+        built.save(tmp_path / kind)
+        loaded = Retriever.load(tmp_path / kind, catalog, RetrievalSettings(index=kind, embedder="fake"))
+        rows = loaded.item_embeddings[5:9]
+        del built, loaded, embeddings
+        gc.collect()  # the view still holds the index: reading it is safe
+        assert np.array_equal(rows, vectors[5:9])

@@ -19,7 +19,16 @@ from .collaborative import ItemTransitions
 from .embed_chunks import EMBED_CHUNK, embed_in_chunks
 from .embedder import DEFAULT_EMBEDDER, Encoder, embed, embedder_identity, load_embedder, resolve_backend
 from .growth import grown_transitions, merged_catalog
-from .index import IndexChoice, IndexMeta, build_index, extended_index, load_index, save_index, search_pays
+from .index import (
+    IndexChoice,
+    IndexMeta,
+    build_index,
+    extended_index,
+    load_index,
+    save_index,
+    search_pays,
+    stored_vectors,
+)
 from .request_constraints import RequestConstraints, RequestReader
 
 log = logging.getLogger(__name__)
@@ -101,7 +110,8 @@ class Retriever:
         base = IndexMeta(name, catalog.fingerprint(), 0, 0, embed_backend=resolve_backend(settings.embed_backend))
         index, meta = build_index(vectors, index_choice(settings), base)
         retriever = cls(catalog, index, settings, embedder_name=name, transitions=transitions, index_meta=meta)
-        retriever._item_embeddings = vectors
+        stored = stored_vectors(index)  # the index copied the vectors: keep its copy, so ``vectors`` can be freed
+        retriever._item_embeddings = stored if stored is not None else vectors
         log.info("retrieval index: %s", meta.describe())
         return retriever
 
@@ -152,7 +162,8 @@ class Retriever:
         transitions = grown_transitions(self.transitions, len(catalog))
         other = Retriever(catalog, index, self.settings, embedder_name=self.embedder_name, transitions=transitions,
                           index_meta=meta)
-        other._item_embeddings = embeddings
+        stored = stored_vectors(index)
+        other._item_embeddings = stored if stored is not None else embeddings
         return other
 
     @property
@@ -166,7 +177,8 @@ class Retriever:
     def item_embeddings(self) -> np.ndarray:
         """[n_items, dim] normalized vectors; row i is ``catalog.items[i]``."""
         if self._item_embeddings is None:
-            self._item_embeddings = self.index.reconstruct_n(0, self.index.ntotal)
+            stored = stored_vectors(self.index)  # the index's own copy, not a second one
+            self._item_embeddings = stored if stored is not None else self.index.reconstruct_n(0, self.index.ntotal)
         return self._item_embeddings
 
     # -- queries ------------------------------------------------------------------------------
