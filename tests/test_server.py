@@ -70,6 +70,16 @@ def test_health_models_and_page(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/static/app.js" in page.text
 
 
+def test_health_says_where_recent_calls_spent_their_time(client, dataset):
+    user = next(iter(dataset.sequences))
+    for _ in range(3):
+        assert client.post("/v1/recommendations", json={"user": user, "k": 3, "reasons": False}).status_code == 200
+    fast = client.get("/healthz").json()["lanes"]["fast"]["recent_calls"]
+    assert fast["calls"] >= 3
+    assert 0 <= fast["queued_ms"]["p50"] <= fast["queued_ms"]["p95"]
+    assert 0 < fast["running_ms"]["p50"] <= fast["running_ms"]["p95"] < 60_000
+
+
 def test_models_list_the_adapter(tiny_recommender, tiny_backend, dataset, tmp_path):
     config = RecgenConfig(lm={"adapter": str(tmp_path / "movies-lora")}, retrieval={"n_candidates": 10})
     rec = Recommender(dataset.catalog, config, retriever=tiny_recommender.retriever, backend=tiny_backend)

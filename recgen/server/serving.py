@@ -27,11 +27,14 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
+
+import numpy as np
 
 from ..batch.requests import served_model_names
 from ..chat.state import ChatContext
@@ -67,6 +70,8 @@ QUEUE_TIME_SHARE = 0.8
 #: Threads of the fast lane: retrieval and the fused ranker take milliseconds; two keep one slow call (a
 #: first query embedding) from holding up the others without oversubscribing a small CPU.
 FAST_WORKERS = 2
+#: How many of a lane's last calls /healthz summarises (time queued, time running).
+RECENT_CALLS = 1000
 
 
 @dataclass
@@ -110,6 +115,8 @@ class Lane:
         self._admit_lock = threading.Lock()
         self.in_flight = 0
         self.call_seconds: float | None = None  # time per call, for admission (see _record_call)
+        #: (seconds queued, seconds running) of the last calls: where a slow answer's time went (/healthz)
+        self.recent: deque[tuple[float, float]] = deque(maxlen=RECENT_CALLS)
 
     def submit(self, fn: Callable, *args, ticket: Ticket | None = None, **kwargs) -> asyncio.Future:
         """Admit a call (or raise 429) and queue it; the call runs under ``ticket`` (its LM calls carry the
@@ -117,6 +124,8 @@ class Lane:
         with self._admit_lock:
             self._refuse_if_full()
             self.in_flight += 1
+
+        submitted = time.perf_counter()
 
         def job():
             start = time.perf_counter()
@@ -127,6 +136,7 @@ class Lane:
                     return fn(*args, **kwargs)
             finally:
                 self._record_call(time.perf_counter() - start)
+                self.recent.append((start - submitted, time.perf_counter() - start))
 
         try:
             future = self._executor.submit(job)
@@ -182,8 +192,16 @@ class Lane:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def health(self) -> dict:
-        return {"in_flight": self.in_flight, "call_seconds": None if self.call_seconds is None
-                else round(self.call_seconds, 3)}
+        out = {"in_flight": self.in_flight, "call_seconds": None if self.call_seconds is None
+               else round(self.call_seconds, 3)}
+        recent = list(self.recent)
+        if recent:
+            waited, ran = np.array(recent).T
+            out["recent_calls"] = {"calls": len(recent), **{
+                f"{name}_ms": {"p50": round(float(np.percentile(v, 50)) * 1e3, 2),
+                               "p95": round(float(np.percentile(v, 95)) * 1e3, 2)}
+                for name, v in (("queued", waited), ("running", ran))}}
+        return out
 
 
 class RecgenServing:
