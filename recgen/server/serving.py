@@ -115,8 +115,8 @@ class Lane:
         self._admit_lock = threading.Lock()
         self.in_flight = 0
         self.call_seconds: float | None = None  # time per call, for admission (see _record_call)
-        #: (seconds queued, seconds running) of the last calls: where a slow answer's time went (/healthz)
-        self.recent: deque[tuple[float, float]] = deque(maxlen=RECENT_CALLS)
+        #: (call, seconds queued, seconds running) of the last calls: where a slow answer's time went (/healthz)
+        self.recent: deque[tuple[str, float, float]] = deque(maxlen=RECENT_CALLS)
 
     def submit(self, fn: Callable, *args, ticket: Ticket | None = None, **kwargs) -> asyncio.Future:
         """Admit a call (or raise 429) and queue it; the call runs under ``ticket`` (its LM calls carry the
@@ -136,7 +136,7 @@ class Lane:
                     return fn(*args, **kwargs)
             finally:
                 self._record_call(time.perf_counter() - start)
-                self.recent.append((start - submitted, time.perf_counter() - start))
+                self.recent.append((call_name(fn), start - submitted, time.perf_counter() - start))
 
         try:
             future = self._executor.submit(job)
@@ -196,12 +196,22 @@ class Lane:
                else round(self.call_seconds, 3)}
         recent = list(self.recent)
         if recent:
-            waited, ran = np.array(recent).T
-            out["recent_calls"] = {"calls": len(recent), **{
-                f"{name}_ms": {"p50": round(float(np.percentile(v, 50)) * 1e3, 2),
-                               "p95": round(float(np.percentile(v, 95)) * 1e3, 2)}
-                for name, v in (("queued", waited), ("running", ran))}}
+            out["recent_calls"] = {"all": _timings([r[1:] for r in recent]), "by_call": {
+                name: _timings([r[1:] for r in recent if r[0] == name]) for name in sorted({r[0] for r in recent})}}
         return out
+
+
+def call_name(fn: Callable) -> str:
+    """What a lane call is, for its timings: the function's name (through ``functools.partial``)."""
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or "call"
+
+
+def _timings(calls: list[tuple[float, float]]) -> dict:
+    """p50 / p95 of calls' (seconds queued, seconds running), in ms."""
+    waited, ran = np.array(calls).T
+    return {"calls": len(calls), **{f"{name}_ms": {"p50": round(float(np.percentile(v, 50)) * 1e3, 2),
+                                                   "p95": round(float(np.percentile(v, 95)) * 1e3, 2)}
+                                    for name, v in (("queued", waited), ("running", ran))}}
 
 
 class RecgenServing:
@@ -370,7 +380,11 @@ class RecgenServing:
             ranked = inner.model_copy(update={"reasons": inner.reasons and not asked})
             if asked:
                 self.lm.check()  # its reasons could not be written in time: 429 now, before any work
-            return self.submit(lambda: self.recommender.recommend_batch([ranked])[0]), asked
+
+            def recommendation_ranking():
+                return self.recommender.recommend_batch([ranked])[0]
+
+            return self.submit(recommendation_ranking), asked
         return self.submit_lm(lambda: self.recommender.recommend_batch([inner])[0]), False  # the LM ranks
 
     async def recommendations(self, request: RecommendationsRequest, http_request=None) -> RecommendationsResponse:
@@ -530,13 +544,13 @@ class RecgenServing:
         if options.reasons:
             self.lm.check()  # its reasons could not be written in time: 429 now, before any work
 
-        def ranked() -> ChatReply:
+        def chat_ranking() -> ChatReply:
             reply = turn(reasons=False)
             if options.reasons and reply.popular and reply.recommendations:
                 reply = turn(reasons=True)  # the popularity list's reasons are fixed: no LM
             return reply
 
-        return self.submit(ranked), options.reasons
+        return self.submit(chat_ranking), options.reasons
 
     async def chat_with_reasons(self, request: ChatCompletionRequest, reply: ChatReply, start: float,
                                 http_request=None) -> tuple[ChatReply, bool]:
