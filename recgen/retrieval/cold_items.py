@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..progress import task
+
 
 def cold_rows(matrix: sp.spmatrix) -> np.ndarray:
     """Rows of items with no transition in or out (no interaction in the fitted sequences)."""
@@ -37,20 +39,22 @@ def neighbour_weights(embeddings: np.ndarray, cold: np.ndarray, k: int, index=No
     rows, cols, vals = [], [], []
     searched = index is not None and kind != "flat"
     warm_vectors = None if searched else np.ascontiguousarray(embeddings[warm], dtype=np.float32)  # copied once
-    for start in range(0, len(cold), 1024):
-        block = cold[start:start + 1024]
-        if searched:
-            sims, top = _searched(index, kind, embeddings[block], warm, n, k)
-        else:
-            sims, top = _exact(embeddings[block], warm_vectors, warm, k)
-        found = top >= 0
-        weights = np.where(found, np.clip(sims, 0, None), 0.0)
-        totals = weights.sum(axis=1, keepdims=True)
-        share = np.where(found, 1.0, 0.0) / np.maximum(found.sum(axis=1, keepdims=True), 1)
-        weights = np.where(totals > 0, weights / np.where(totals > 0, totals, 1), share)
-        rows.append(np.repeat(block, k)[found.ravel()])
-        cols.append(top[found])
-        vals.append(weights[found])
+    with task("cold items' nearest warm items", total=len(cold)) as advance:  # minutes at 260k cold items
+        for start in range(0, len(cold), 1024):
+            block = cold[start:start + 1024]
+            if searched:
+                sims, top = _searched(index, kind, embeddings[block], warm, n, k)
+            else:
+                sims, top = _exact(embeddings[block], warm_vectors, warm, k)
+            found = top >= 0
+            weights = np.where(found, np.clip(sims, 0, None), 0.0)
+            totals = weights.sum(axis=1, keepdims=True)
+            share = np.where(found, 1.0, 0.0) / np.maximum(found.sum(axis=1, keepdims=True), 1)
+            weights = np.where(totals > 0, weights / np.where(totals > 0, totals, 1), share)
+            rows.append(np.repeat(block, k)[found.ravel()])
+            cols.append(top[found])
+            vals.append(weights[found])
+            advance(len(block))
     return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(n, n))
 
