@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 from builders import make_catalog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recgen.config import RetrievalSettings
 from recgen.data import Catalog, Item
@@ -125,3 +127,13 @@ def test_request_embeddings_are_cached_and_warmed_in_batches(monkeypatch):
     monkeypatch.setattr(module, "QUERY_CACHE", 2)
     retriever.warm_queries(["x one", "x two", "x three"])
     assert len(retriever._query_cache) <= 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([-np.inf, -1.0, 0.0, 0.5, 0.5, 1.0, 2.0]), min_size=0, max_size=40),
+       st.integers(min_value=0, max_value=45))
+def test_stable_top_is_the_head_of_a_stable_sort(values, n):
+    from recgen.retrieval.retriever import stable_top
+
+    scores = np.array(values, dtype=np.float32)
+    assert stable_top(scores, n).tolist() == np.argsort(-scores, kind="stable")[:n].tolist()

@@ -348,7 +348,7 @@ class Retriever:
             rows = _top(np.where(allowed, by_request, -np.inf), size)
         else:
             rows = np.flatnonzero(allowed)
-        order = list(rows[np.argsort(-personal[rows], kind="stable")][:n])
+        order = list(rows[stable_top(personal[rows], n)])
         unmatched: list[int] = []
         if request.filters and len(order) < n:  # too few match: the closest other items, labelled
             rest = available & ~allowed
@@ -402,6 +402,18 @@ class Retriever:
 def index_choice(settings: RetrievalSettings) -> IndexChoice:
     """The index-building part of the retrieval settings."""
     return IndexChoice(settings.index, settings.ann_min_items, settings.ann_recall)
+
+
+def stable_top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` highest scores, best first, ties in position order: the first ``n`` of a stable
+    descending sort, without sorting everything (a request's allowed items can be most of a 1M catalog)."""
+    if len(scores) <= n:
+        return np.argsort(-scores, kind="stable")
+    if n <= 0:
+        return np.array([], dtype=np.int64)
+    threshold = np.partition(scores, len(scores) - n)[len(scores) - n]  # the n-th highest
+    tied_or_above = np.flatnonzero(scores >= threshold)  # position order; every tie of the n-th kept
+    return tied_or_above[np.argsort(-scores[tied_or_above], kind="stable")][:n]
 
 
 def _top(scores: np.ndarray, size: int) -> np.ndarray:
