@@ -26,6 +26,7 @@ from .ranking.ranker import Mode, Ranker, RankRequest
 from .reasons.asked import unused_words
 from .retrieval import Retriever
 from .retrieval.cache import index_folder
+from .retrieval.cold_items import ColdNeighbours
 from .retrieval.collaborative import ItemTransitions
 from .retrieval.growth import items_from_rows
 from .retrieval.retriever import Candidates
@@ -34,7 +35,7 @@ from .types import RankedBy, Recommendation, Recommendations, RecommendRequest
 log = logging.getLogger(__name__)
 
 _CONFIG, _CATALOG, _POPULARITY, _INDEX = "config.json", "catalog.jsonl", "popularity.json", "index"
-_TRANSITIONS, _SECOND_STAGE = "transitions.npz", "fusion"
+_TRANSITIONS, _COLD, _SECOND_STAGE = "transitions.npz", "cold_neighbours.npz", "fusion"
 
 
 class Recommender:
@@ -75,8 +76,9 @@ class Recommender:
                    show_progress=show_progress, **kwargs)
 
     def save(self, folder: str | Path) -> None:
-        """Write config, catalog, popularity, transitions, index and the fitted second stage (``fusion/``:
-        neighbours, popularity counts, LightGBM ranker text, SASRec safetensors) into ``folder``, atomically."""
+        """Write config, catalog, popularity, transitions (with the cold items' neighbours), index and the fitted
+        second stage (``fusion/``: neighbours, popularity counts, LightGBM ranker text, SASRec safetensors) into
+        ``folder``, atomically."""
         with atomic_dir(folder, what="saved recommender") as tmp:
             (tmp / _CONFIG).write_text(self.config.model_dump_json(indent=2))
             (tmp / _CATALOG).write_text(self.catalog.to_jsonl(), encoding="utf-8")
@@ -84,6 +86,8 @@ class Recommender:
             self.retriever.save(tmp / _INDEX)
             if self.retriever.transitions is not None:
                 self.retriever.transitions.save(tmp / _TRANSITIONS)
+                if self.retriever.borrows_for_cold_items:  # minutes of search at 1M items: done once, here
+                    self.retriever.cold_neighbours(self.retriever.transitions).save(tmp / _COLD)
             self.pipeline.state.save_second_stage(tmp / _SECOND_STAGE)
 
     @classmethod
@@ -109,7 +113,14 @@ class Recommender:
         if (folder / _TRANSITIONS).is_file():
             transitions = ItemTransitions.load(folder / _TRANSITIONS, n_items=len(catalog))
         state = FittedState(popularity, transitions).load_second_stage(folder / _SECOND_STAGE, catalog)
-        return cls(catalog, config, retriever=retriever, state=state, **kwargs)
+        recommender = cls(catalog, config, retriever=retriever, state=state, **kwargs)
+        if transitions is not None and (folder / _COLD).is_file():
+            try:
+                recommender.retriever.adopt_cold_neighbours(transitions, ColdNeighbours.load(folder / _COLD))
+            except (ValueError, OSError) as exc:
+                raise DataError(f"{folder / _COLD} is not the cold items' neighbours of this folder ({exc}); "
+                                "refit with `recgen fit`") from None
+        return recommender
 
     # -- components ---------------------------------------------------------------------------
     @property

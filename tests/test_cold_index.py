@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recgen.retrieval.cold_items import neighbour_weights
+from recgen.retrieval.cold_items import cold_neighbours
 from recgen.retrieval.index import IndexChoice, build_index, set_search_params
 
 
@@ -26,8 +26,8 @@ def catalog_vectors():
 def test_searched_neighbours_equal_the_product_when_the_search_is_exact(catalog_vectors):
     vectors, cold, index = catalog_vectors
     set_search_params(index, {"efSearch": 3000})
-    dense = neighbour_weights(vectors, cold, 10)
-    searched = neighbour_weights(vectors, cold, 10, index, "hnsw")
+    dense = cold_neighbours(vectors, cold, 10).weights
+    searched = cold_neighbours(vectors, cold, 10, index, "hnsw").weights
     assert searched.nnz == dense.nnz == 7000
     np.testing.assert_allclose(searched.toarray(), dense.toarray(), atol=1e-6)
 
@@ -35,7 +35,7 @@ def test_searched_neighbours_equal_the_product_when_the_search_is_exact(catalog_
 def test_searched_neighbours_are_warm_and_near_at_the_tuned_search(catalog_vectors):
     vectors, cold, index = catalog_vectors
     set_search_params(index, {"efSearch": 16})
-    dense, searched = neighbour_weights(vectors, cold, 10), neighbour_weights(vectors, cold, 10, index, "hnsw")
+    dense, searched = (cold_neighbours(vectors, cold, 10, *found).weights for found in ((), (index, "hnsw")))
     assert not np.isin(searched.indices, cold).any()  # only warm items lend their scores
     assert set(np.flatnonzero(np.diff(searched.indptr))) == set(cold.tolist())
     np.testing.assert_allclose(np.asarray(searched.sum(axis=1)).ravel()[cold], 1.0, rtol=1e-5)

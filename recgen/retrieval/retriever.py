@@ -14,7 +14,7 @@ from ..config import RetrievalSettings
 from ..data.catalog import Catalog, Item
 from ..errors import InvalidRequestError
 from ..text import has_negation
-from .cold_items import cold_rows, neighbour_weights
+from .cold_items import ColdCache, ColdNeighbours, cold_neighbours, cold_rows, updated_neighbours
 from .collaborative import ItemTransitions
 from .embed_chunks import EMBED_CHUNK, embed_in_chunks
 from .embedder import DEFAULT_EMBEDDER, Encoder, embed, embedder_identity, load_embedder, resolve_backend
@@ -75,7 +75,7 @@ class Retriever:
         #: cosine + ``settings.collaborative_weight`` × transition score (scaled to max 1 per user).
         self.transitions = transitions
         self._reader: RequestReader | None = None
-        self._cold_cache: tuple | None = None  # ``settings.cold_neighbours``' weights for one transition matrix
+        self._cold = ColdCache()  # the cold items' neighbours for the last transitions asked about
         self._prior_cache: tuple | None = None
         #: how the catalog was embedded when this retriever was built (chunks reused / embedded); None when loaded
         self.embedding_report: dict | None = None
@@ -138,6 +138,7 @@ class Retriever:
                           index_meta=self.index_meta)
         other._item_embeddings = self._item_embeddings
         other._reader = self._reader
+        other._cold = self._cold  # the same vectors: a feedback event's transitions update the same neighbours
         # the same embedder (``embedder_name`` is kept): a request's vector does not change, so the cache is shared
         other._query_cache, other._query_lock = self._query_cache, self._query_lock
         return other
@@ -164,6 +165,8 @@ class Retriever:
                           index_meta=meta)
         stored = stored_vectors(index)
         other._item_embeddings = stored if stored is not None else embeddings
+        if not updated_rows:  # the old rows' vectors are unchanged: the new items' rows are added, not all redone
+            other._cold.value = self._cold.value
         return other
 
     @property
@@ -281,7 +284,7 @@ class Retriever:
         if not history or transitions is None or self.settings.collaborative_weight <= 0:
             return cosine
         rows = np.array([self.catalog.index_of(i) for i in history], dtype=np.int64)
-        borrowed = self._cold_weights(transitions)
+        borrowed = self.cold_neighbours(transitions).weights
         transition = transitions.scores(rows)
         if borrowed.nnz:  # items without interactions borrow their text neighbours' transition scores
             transition = transition + borrowed @ transition
@@ -297,18 +300,46 @@ class Retriever:
             self._prior_cache = (key, degree / degree.max() if degree.max() > 0 else degree)
         return self._prior_cache[1]
 
-    def _cold_weights(self, transitions: ItemTransitions):
-        """:func:`~recgen.retrieval.cold_items.neighbour_weights` for these transitions, cached until the
-        matrix changes (another matrix, or entries added by an update)."""
-        key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape,
-               self.settings.cold_neighbours)
-        if self._cold_cache is None or self._cold_cache[0] != key:
-            searched = search_pays(self.index_meta)  # else the exact cold × warm product costs less
-            weights = neighbour_weights(self.item_embeddings, cold_rows(transitions.matrix),
-                                        self.settings.cold_neighbours, self.index if searched else None,
-                                        self.index_meta.kind)
-            self._cold_cache = (key, weights)
-        return self._cold_cache[1]
+    @property
+    def borrows_for_cold_items(self) -> bool:
+        """Whether scores use the cold items' neighbours (with transitions, or the request prior)."""
+        s = self.settings
+        return s.cold_neighbours > 0 and (s.collaborative_weight > 0 or s.request_prior > 0)
+
+    def cold_neighbours(self, transitions: ItemTransitions) -> ColdNeighbours:
+        """The cold items' neighbours (:mod:`~recgen.retrieval.cold_items`) for these transitions, kept until the
+        matrix changes (another matrix, or entries added by an update); a change redoes only the rows it moves."""
+        k = self.settings.cold_neighbours
+        key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape, k)
+        with self._cold.lock:  # one computation; a concurrent request waits for it rather than repeating it
+            if self._cold.key != key:
+                cold = cold_rows(transitions.matrix)
+                index = self.index if search_pays(self.index_meta) else None  # else the exact product costs less
+                previous = self._cold.value
+                if previous is not None and previous.k == k:
+                    value = updated_neighbours(previous, self.item_embeddings, cold, index, self.index_meta.kind)
+                else:
+                    value = cold_neighbours(self.item_embeddings, cold, k, index, self.index_meta.kind)
+                self._cold.key, self._cold.value = key, value
+            return self._cold.value
+
+    def adopt_cold_neighbours(self, transitions: ItemTransitions, neighbours: ColdNeighbours) -> bool:
+        """Use saved ``neighbours`` for ``transitions``; False when they were computed for another
+        ``cold_neighbours`` (this config's are then computed on first use). A ``ValueError`` when they do not
+        belong to these transitions (other cold rows or catalog size, or a warm row borrowing)."""
+        n = len(self.catalog)
+        if neighbours.k != self.settings.cold_neighbours:
+            return False
+        if neighbours.weights.shape != (n, n) or not np.array_equal(neighbours.cold, cold_rows(transitions.matrix)):
+            raise ValueError("computed for other transitions (other cold items or another catalog size)")
+        lending = np.flatnonzero(np.diff(neighbours.weights.indptr))
+        if not np.isin(lending, neighbours.cold).all() or np.isin(neighbours.weights.indices, neighbours.cold).any():
+            raise ValueError("a warm item borrows, or a cold item lends")
+        with self._cold.lock:
+            self._cold.key = (id(transitions.matrix), transitions.matrix.nnz, transitions.matrix.shape,
+                              self.settings.cold_neighbours)
+            self._cold.value = neighbours
+        return True
 
     def _for_request(self, history: list[str], query: str, n: int, skip: set[str],
                      transitions: ItemTransitions | None) -> Candidates:
@@ -329,7 +360,7 @@ class Retriever:
             # a new user's filtered request: among what it allows, what others took first (validated only for
             # filtered requests; free text keeps its own order, so an item named by its title is found first)
             prior = self._prior(transitions)
-            personal = personal + self.settings.request_prior * (prior + self._cold_weights(transitions) @ prior)
+            personal = personal + self.settings.request_prior * (prior + self.cold_neighbours(transitions).weights @ prior)
         skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
         available = np.ones(len(self.catalog), dtype=bool)
         available[skip_rows] = False
@@ -384,7 +415,7 @@ class Retriever:
         only those are scored. The same order as the dense scores wherever the index's search is exact."""
         skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
         part = transitions.sparse_scores(np.array([self.catalog.index_of(i) for i in history], dtype=np.int64))
-        borrowed = self._cold_weights(transitions)
+        borrowed = self.cold_neighbours(transitions).weights
         if borrowed.nnz:  # items without interactions borrow their text neighbours' transition scores
             part = (part + part @ borrowed.T).tocsr()
         part.sum_duplicates()
