@@ -129,6 +129,13 @@ def test_feature_batches_come_back_as_built_and_a_damaged_one_is_built_again(tmp
     [npz] = (tmp_path / "ck").glob("features-*.npz")
     npz.write_bytes(npz.read_bytes()[:-10])
     assert FeatureCheckpoints(tmp_path / "ck").groups(key, build) is made and calls == [1, 1]
+    # the request stage's batches keep each request's target position beside the groups
+    tagged = FeatureCheckpoints(tmp_path / "ck")
+    positions = np.array([3, 0, 17], dtype=np.int64)
+    other = FeatureCheckpoints.key("request stage", 100, ["a", "b", "c", "d"], [3, 5, 9])
+    assert tagged.tagged_groups(other, lambda: (made, positions))[1] is positions
+    groups, back = FeatureCheckpoints(tmp_path / "ck").tagged_groups(other, lambda: pytest.fail("built again"))
+    assert np.array_equal(back, positions) and back.dtype == np.int64 and len(groups) == 3
 
 
 # -- real `recgen fit` processes, killed -----------------------------------------------------------------------

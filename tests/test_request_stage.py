@@ -133,3 +133,22 @@ def test_the_request_first_order_is_kept_when_no_request_ranker_was_fitted(serve
     got = plain.recommend(history=history, query="a horror film", k=8, reasons=False)
     expected = plain.retriever.retrieve(history, "a horror film", n=plain.config.retrieval.n_candidates)
     assert [(r.item_id, r.score) for r in got] == expected[:8]
+
+
+def test_a_restarted_fit_reuses_the_request_stage_features(tmp_path, monkeypatch):
+    """The request stage's feature batches are checkpointed with the selection's: a fit restarted after them
+    builds none again and fits the same request ranker (at synth L they were ~1 h of a fit)."""
+    import recgen.fit.request_stage as stage
+    from recgen.fit.fusion import FusionFitter
+
+    data = EvalData.from_dataset(genre_chain())
+    settings = dict(threads=1, depths=[20], leaves=[7], prefixes=[], requests=True, batch=64)
+    first = FusionFitter(RecgenConfig(), **settings).fit(data, checkpoints=tmp_path / "ck")
+    built = first.info["checkpoints"]["request_stage"]
+    assert built["feature_batches_built"] >= 4 and built["feature_batches_reused"] == 0
+    monkeypatch.setattr(stage, "request_groups", lambda *a: pytest.fail("request features built again"))
+    again = FusionFitter(RecgenConfig(), **settings).fit(data, checkpoints=tmp_path / "ck")
+    reused = again.info["checkpoints"]["request_stage"]
+    assert reused["feature_batches_reused"] == built["feature_batches_built"] and reused["feature_batches_built"] == 0
+    keys = ("requests", "held_out_groups", "held_out_ndcg@10", "request_first_held_out_ndcg@10", "served")
+    assert {k: again.info["request_stage"][k] for k in keys} == {k: first.info["request_stage"][k] for k in keys}

@@ -14,8 +14,9 @@ file renamed into place when whole, its manifest last) and removed once the fit 
   file's size and SHA-256). LightGBM runs deterministically here (``deterministic``, the same threads: part of
   the fit key), so a reused trial predicts what an uninterrupted fit's would: same choice, same held-out NDCG.
 - :class:`FeatureCheckpoints` keeps each batch of feature groups (``FusionFitter._groups``: validation targets,
-  the learning curve's training users, the prefix targets) as float32 features, candidate rows and pool ranks,
-  keyed by what the batch is (its description, the pool depth, the feature names and the users' positions).
+  the learning curve's training users, the prefix targets; the request stage's requests) as float32 features,
+  candidate rows and pool ranks, keyed by what the batch is (its description, the pool depth, the feature names
+  and the users' positions): at synth L the request stage alone was ~1 h of features.
 """
 
 from __future__ import annotations
@@ -143,15 +144,23 @@ class FeatureCheckpoints:
 
     def groups(self, key: str, build: Callable[[], list[Group]]) -> list[Group]:
         """The batch under ``key`` from its checkpoint, or ``build()`` (then kept)."""
+        return self.tagged_groups(key, lambda: (build(), np.zeros(0, dtype=np.int64)))[0]
+
+    def tagged_groups(self, key: str, build: Callable[[], tuple[list[Group], np.ndarray]]
+                      ) -> tuple[list[Group], np.ndarray]:
+        """:meth:`groups` with an int64 array kept beside them (the request stage: each request's target position
+        in its candidates)."""
         found = self._load(key)
         if found is not None:
             self.reused += 1
             return found
-        groups = build()
+        groups, tags = build()
+        tags = np.asarray(tags, dtype=np.int64)
         sizes = np.array([len(g.rows) for g in groups], dtype=np.int64)
-        arrays = {"sizes": sizes, "rows": np.concatenate([g.rows for g in groups]),
-                  "X": np.concatenate([g.X for g in groups]).astype(np.float32, copy=False),
-                  "pool_rank": np.concatenate([g.pool_rank for g in groups])}
+        arrays = {"sizes": sizes, "rows": np.concatenate([g.rows for g in groups]) if groups else np.zeros(0, np.int64),
+                  "X": (np.concatenate([g.X for g in groups]) if groups else np.zeros((0, 0))).astype(np.float32),
+                  "pool_rank": np.concatenate([g.pool_rank for g in groups]) if groups else np.zeros(0, np.int64),
+                  "tags": tags}
 
         def write(tmp: Path) -> None:
             with tmp.open("wb") as handle:
@@ -159,17 +168,19 @@ class FeatureCheckpoints:
 
         _save(self.folder, f"features-{key}.npz", write, {"key": key})
         self.built += 1
-        return groups
+        return groups, tags
 
-    def _load(self, key: str) -> list[Group] | None:
+    def _load(self, key: str) -> tuple[list[Group], np.ndarray] | None:
         if _checked(self.folder, f"features-{key}.npz", key) is None:
             return None
         try:
             with np.load(self.folder / f"features-{key}.npz", allow_pickle=False) as data:
-                sizes, rows, X, pool_rank = (data[k] for k in ("sizes", "rows", "X", "pool_rank"))
+                sizes, rows, X, pool_rank, tags = (data[k] for k in ("sizes", "rows", "X", "pool_rank", "tags"))
         except (OSError, ValueError, KeyError):
             return None
         ends = np.cumsum(sizes)
-        if X.dtype != np.float32 or len(rows) != len(X) or len(pool_rank) != len(X) or (len(ends) and ends[-1] != len(X)):
+        if (X.dtype != np.float32 or len(rows) != len(X) or len(pool_rank) != len(X) or tags.dtype != np.int64
+                or (len(ends) and ends[-1] != len(X))):
             return None
-        return [Group(rows[a:b], X[a:b], pool_rank[a:b]) for a, b in zip(np.concatenate([[0], ends[:-1]]), ends)]
+        starts = np.concatenate([[0], ends[:-1]])
+        return [Group(rows[a:b], X[a:b], pool_rank[a:b]) for a, b in zip(starts, ends)], tags

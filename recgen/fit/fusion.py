@@ -359,12 +359,13 @@ class FusionFitter:
         if self.fit_requests:
             local = LocalRankerTrainer()  # the request stage's few groups are trained here
             request_trainer = local if checkpoints is None else CheckpointedTrainer(local, checkpoints)
+            request_saved = FeatureCheckpoints(checkpoints) if checkpoints is not None else None
             request = fit_request_stage(sources, data, held, path, leaves=[*self.leaves, best.leaves], seed=self.seed,
                                         users=self.request_users, batch=self.batch, max_rounds=self.max_rounds,
-                                        threads=self.threads, log=log, trainer=request_trainer)
+                                        threads=self.threads, log=log, trainer=request_trainer, saved=request_saved)
             info["request_stage"] = request.info
             if checkpoints is not None:
-                info["checkpoints"]["request_stage"] = request_trainer.report()
+                info["checkpoints"]["request_stage"] = {**request_trainer.report(), **request_saved.report()}
         stage = FusionStage(sources, ranker, best.depth, items, cold_pin)
         return FusionFit(sources, ranker, best.depth, stage, held, held_out, path, info, request, items)
 

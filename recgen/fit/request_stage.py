@@ -10,6 +10,7 @@ is the main ranker's. Served only if its held-out NDCG@10 is at least the reques
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..ranking.fusion import (
     request_feature_names,
 )
 from ..ranking.fusion.request_stage import matched_first, request_groups
+from .checkpoints import FeatureCheckpoints
 from .ranker_training import LocalRankerTrainer, RankerTrainer
 
 #: Fewer held-out users than this cannot tell a ranker from the hybrid order: the hybrid order is served.
@@ -49,9 +51,10 @@ class RequestFit:
 
 def fit_request_stage(sources: Sources, data: EvalData, held: np.ndarray, model_path: Path, *, leaves: list[int],
                       seed: int, users: int, batch: int, max_rounds: int, threads: int, log=None,
-                      trainer: RankerTrainer | None = None) -> RequestFit:
+                      trainer: RankerTrainer | None = None, saved: FeatureCheckpoints | None = None) -> RequestFit:
     """Fit, choose the number of leaves among ``leaves`` on the held-out groups, and save beside ``model_path``;
-    ``trainer`` runs each LightGBM trial (default: this process; a checkpointing one in ``recgen fit``)."""
+    ``trainer`` runs each LightGBM trial (default: this process; a checkpointing one in ``recgen fit``) and
+    ``saved`` keeps each batch of request features (a restarted fit reuses them)."""
     trainer = trainer or LocalRankerTrainer()
     started = time.perf_counter()
     catalog, ids = data.dataset.catalog, data.dataset.catalog.ids
@@ -69,24 +72,35 @@ def fit_request_stage(sources: Sources, data: EvalData, held: np.ndarray, model_
                 requests.negative(item, [catalog.get(ids[i]) for i in history[-10:]], words)]
         texts = dict.fromkeys(r.text for r in made if r is not None)
         cases += [(int(p), history, text, target) for text in texts if len(history)]
-    train, valid, first = [], [], []
+    names = request_feature_names(sources.sasrec is not None)
     retriever = sources.retriever
+
+    def build(part) -> tuple[list, np.ndarray]:
+        """The part's feature groups and each request's target position in its candidates (0: not found)."""
+        retriever.warm_queries([text for _, _, text, _ in part])  # one encoder call per 64 texts
+        found = [request_candidates(retriever, [ids[i] for i in h], text, REQUEST_DEPTH) for _, h, text, _ in part]
+        groups = request_groups(sources, builder, [h for _, h, _, _ in part], found)
+        at = [np.flatnonzero(cand.rows == target) for (_, _, _, target), cand in zip(part, found)]
+        return groups, np.array([int(a[0]) + 1 if len(a) else 0 for a in at], dtype=np.int64)
+
+    train, valid, first = [], [], []
     with task("request stage features (requests)", total=len(cases)) as advance:
         for start in range(0, len(cases), batch):
             part = cases[start:start + batch]
-            retriever.warm_queries([text for _, _, text, _ in part])  # one encoder call per 64 texts
-            found = [request_candidates(retriever, [ids[i] for i in h], text, REQUEST_DEPTH) for _, h, text, _ in part]
-            groups = request_groups(sources, builder, [h for _, h, _, _ in part], found)
-            for (p, _, _, target), group, cand in zip(part, groups, found):
+            if saved is None:
+                groups, positions = build(part)
+            else:
+                what = "request stage " + hashlib.sha256("\0".join(t for _, _, t, _ in part).encode()).hexdigest()[:16]
+                key = FeatureCheckpoints.key(what, REQUEST_DEPTH, names, [p for p, _, _, _ in part])
+                groups, positions = saved.tagged_groups(key, lambda: build(part))  # noqa: B023 (called at once)
+            for (p, _, _, target), group, position in zip(part, groups, positions):
                 y = group.label(target)
                 if held[p]:
                     valid.append((group.X, y))
-                    at = np.flatnonzero(cand.rows == target)
-                    first.append(int(at[0]) + 1 if len(at) else 0)
+                    first.append(int(position))
                 elif y.any():
                     train.append((group.X, y))
             advance(len(part))
-    names = request_feature_names(sources.sasrec is not None)
     info = {"requests": len(cases), "users": int(len(chosen)), "train_groups_with_target": len(train),
             "held_out_groups": len(valid)}
     trials = []
