@@ -235,13 +235,20 @@ CHAT_OPENINGS = ["a funny space adventure", "something scary but not gory", "a r
 
 def tree_rss(proc: psutil.Process) -> int:
     """RSS of a server and every process it started (vLLM's engine core and workers)."""
-    total = 0
+    return sum(rss_by_process(proc).values())
+
+
+def rss_by_process(proc: psutil.Process) -> dict[str, int]:
+    """RSS of the server and of each process it started, by name ("server", then e.g. VLLM::EngineCore): which
+    of them grows, when the total does."""
+    out: dict[str, int] = {}
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            name = "server" if p.pid == proc.pid else p.name()
+            out[name] = out.get(name, 0) + p.memory_info().rss
         except psutil.Error:
             pass
-    return total
+    return out
 
 
 class RssSampler(Sampler):
@@ -250,11 +257,13 @@ class RssSampler(Sampler):
     def run(self) -> None:
         while not self._stop_event.wait(self.every):
             try:
-                rss, cpu = tree_rss(self.proc), self.proc.cpu_percent(None)
+                parts, cpu = rss_by_process(self.proc), self.proc.cpu_percent(None)
             except psutil.Error:
-                rss, cpu = None, None
+                parts, cpu = {}, None
             self.samples.append({"t": round(time.time(), 1), "load1": os.getloadavg()[0],
-                                 "rss_mb": None if rss is None else round(rss / 2**20), "server_cpu_pct": cpu})
+                                 "rss_mb": round(sum(parts.values()) / 2**20) if parts else None,
+                                 "rss_mb_by_process": {n: round(v / 2**20) for n, v in parts.items()},
+                                 "server_cpu_pct": cpu})
 
 
 def _sse_events(response: httpx.Response):
