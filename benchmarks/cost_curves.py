@@ -86,9 +86,28 @@ def _child(stage: str, size: str, work: Path, args) -> dict:
                 first = time.perf_counter() - t0
             if n >= 20:  # the first 20 calls warm caches and are not counted
                 times.append(1000 * (time.perf_counter() - t0))
-        out = {"open_s": round(opened, 1), "first_call_s": round(first, 2), "calls": len(times), "p50_ms": round(float(np.percentile(times, 50)), 1),
+        out = {"open_s": round(opened, 1), "first_call_s": round(first, 2), "calls": len(times),
+               "p50_ms": round(float(np.percentile(times, 50)), 1),
                "p95_ms": round(float(np.percentile(times, 95)), 1), "second_stage": rec.config.ranking.second_stage
                if hasattr(rec.config, "ranking") else None}
+        if args.serve_requests:  # the same users with a request in words about their next item (genre or title word)
+            import random
+
+            from recgen.data.requests import RequestBuilder
+
+            builder, words, request_times = RequestBuilder(data.catalog), random.Random(0), []
+            for n, u in enumerate(users[: args.serve_requests + 1]):
+                *history, last = data.sequences[ids[u]]
+                request = builder.positive(data.catalog.get(last), words)
+                t0 = time.perf_counter()
+                rec.recommend(history, query=request.text if request else "something new", k=10, reasons=False)
+                if n == 0:  # the first request builds what requests need (the cold items' neighbours, if not saved)
+                    out["request_first_call_s"] = round(time.perf_counter() - t0, 2)
+                else:
+                    request_times.append(1000 * (time.perf_counter() - t0))
+            out |= {"request_calls": len(request_times),
+                    "request_p50_ms": round(float(np.percentile(request_times, 50)), 1),
+                    "request_p95_ms": round(float(np.percentile(request_times, 95)), 1)}
     else:
         raise SystemExit(f"unknown child stage {stage}")
     out["stage_seconds"] = round(time.perf_counter() - started, 1)
@@ -111,7 +130,7 @@ def _command(stage: str, size: str, work: Path, args) -> list[str]:
                 str(work / "eval-results"), "--overwrite"]
     extra = [*(["--dataset", args.dataset] if args.dataset else []), *(["--config", args.config] if args.config else [])]
     return [sys.executable, str(HERE), "--child", stage, "--size", size, "--work", str(work),
-            "--serve-calls", str(args.serve_calls), *extra]
+            "--serve-calls", str(args.serve_calls), "--serve-requests", str(args.serve_requests), *extra]
 
 
 def _measure(cmd: list[str], work: Path) -> dict:
@@ -201,6 +220,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch (vectors, eval runs); default: the cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve-calls", type=int, default=200)
+    parser.add_argument("--serve-requests", type=int, default=0, help="serve: calls with a request in words too")
     parser.add_argument("--eval-users", type=int, default=2000)
     parser.add_argument("--dataset", default=None, help="serve: a dataset folder or name instead of synth-<size>")
     parser.add_argument("--config", default=None, help="serve: the config file the dataset was fitted with")
