@@ -32,9 +32,9 @@ _BLOCK = 1024
 def cold_rows(matrix: sp.spmatrix) -> np.ndarray:
     """Rows of items with no transition in or out (no interaction in the fitted sequences)."""
     matrix = matrix.tocsr()
-    out_degree = np.diff(matrix.indptr)
-    in_degree = np.bincount(matrix.indices, minlength=matrix.shape[1])
-    return np.flatnonzero((out_degree == 0) & (in_degree[: matrix.shape[0]] == 0))
+    entered = np.zeros(matrix.shape[1], dtype=bool)
+    entered[matrix.indices] = True
+    return np.flatnonzero((np.diff(matrix.indptr) == 0) & ~entered[: matrix.shape[0]])
 
 
 @dataclass(frozen=True)
@@ -107,13 +107,13 @@ def updated_neighbours(previous: ColdNeighbours, embeddings: np.ndarray, cold: n
     cold = np.asarray(cold, dtype=np.int64)
     if previous.weights.shape[0] > n or k <= 0 or len(cold) == n or len(cold) == 0:
         return cold_neighbours(embeddings, cold, k, index, kind)
-    warmed = np.setdiff1d(previous.cold, cold)
-    new = np.setdiff1d(cold, previous.cold)
+    was_cold, is_cold = _mask(previous.cold, n), _mask(cold, n)  # masks, not set operations: O(n), no hashing
+    warmed, new = np.flatnonzero(was_cold & ~is_cold), np.flatnonzero(is_cold & ~was_cold)
     if (len(warmed) + len(new) > UPDATE_SHARE * len(cold) or len(warmed) > UPDATE_WARMED
             or len(previous.cold) == previous.weights.shape[0]):
         return cold_neighbours(embeddings, cold, k, index, kind)
     weights = _grown(previous.weights, n)
-    kept = np.intersect1d(cold, previous.cold)
+    kept = np.flatnonzero(is_cold & was_cold)
     kept_kth = previous.kth[np.searchsorted(previous.cold, kept)]
     redo = [new]
     if len(new) and len(kept):  # a kept row whose neighbour turned cold
@@ -132,8 +132,8 @@ def updated_neighbours(previous: ColdNeighbours, embeddings: np.ndarray, cold: n
             entering[start:start + step] = sims.max(axis=1) > kept_kth[start:start + step]
         redo.append(kept[entering])
     redo = np.unique(np.concatenate(redo))
-    keep = np.zeros(n, dtype=np.float32)
-    keep[np.setdiff1d(kept, redo)] = 1.0
+    keep = (is_cold & was_cold).astype(np.float32)
+    keep[redo] = 0.0
     weights = (sp.diags(keep) @ weights).tocsr()
     weights.eliminate_zeros()
     kth = np.full(len(cold), -np.inf, np.float32)
@@ -158,7 +158,7 @@ class ColdCache:
 def _rows(embeddings: np.ndarray, cold: np.ndarray, todo: np.ndarray, k: int, index, kind: str):
     """([n, n] weights with the rows ``todo`` filled, their ``k``-th cosines), neighbours among the non-cold rows."""
     n = len(embeddings)
-    warm = np.setdiff1d(np.arange(n), cold)
+    warm = np.flatnonzero(~_mask(cold, n))
     k_found = min(k, len(warm))
     rows, cols, vals, kths = [], [], [], []
     searched = index is not None and kind != "flat"
@@ -184,6 +184,12 @@ def _rows(embeddings: np.ndarray, cold: np.ndarray, todo: np.ndarray, k: int, in
     matrix = sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
                            shape=(n, n))
     return matrix, np.concatenate(kths)
+
+
+def _mask(rows: np.ndarray, n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    return mask
 
 
 def _grown(weights: sp.csr_matrix, n: int) -> sp.csr_matrix:
