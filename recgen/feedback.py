@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +182,12 @@ class Feedback:
         return ItemTransitions.fit(self.catalog, list(self.dataset.sequences.values()), params)
 
     def _count(self, sequences) -> np.ndarray:
-        flat = [self.catalog.index_of(i) for seq in sequences for i in seq]
-        return np.bincount(np.array(flat, dtype=np.int64), minlength=len(self.catalog)).astype(np.int64)
+        """Interactions per catalog row: counted by id first (in C), then one lookup per distinct item, not one per
+        interaction (10M lookups were 20 s of opening synth L)."""
+        by_id = Counter(chain.from_iterable(sequences))
+        rows = np.array([self.catalog.index_of(i) for i in by_id], dtype=np.int64)
+        return np.bincount(rows, weights=np.fromiter(by_id.values(), dtype=np.float64, count=len(by_id)),
+                           minlength=len(self.catalog)).astype(np.int64)
 
     def _updated(self, add: list[list[str]], remove: list[list[str]]) -> ItemTransitions | None:
         """The served transitions with these sequences added and removed, as a new value (call it before the
