@@ -17,21 +17,15 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
+from fitkit import fit_env, run_fit
 
 
 def _env(cache: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "RECGEN_CACHE_DIR": str(cache)}
+    return fit_env(cache)
 
 
 def _worker_usage() -> dict:
@@ -43,22 +37,8 @@ def _worker_usage() -> dict:
 
 
 def fit(data: Path, folder: Path, threads: int, extra: list[str]) -> dict:
-    """One `recgen fit --json` in a child process: its summary, wall, CPU and peak RSS (from wait4)."""
-    folder.mkdir(parents=True)
-    command = [sys.executable, "-m", "recgen.cli.main", "fit", "-d", str(data), "--threads", str(threads),
-               "--out", str(folder / "fitted"), "--json", *extra]
-    load, started = _load(), time.perf_counter()
-    with open(folder / "stdout.json", "wb") as out, open(folder / "stderr.log", "wb") as err:
-        proc = subprocess.Popen(command, env=_env(folder / "cache"), stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"fit failed: {(folder / 'stderr.log').read_text()[-3000:]}")
-    summary = json.loads((folder / "stdout.json").read_text())
-    return {"wall_seconds": round(wall, 1), "client_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-            "client_peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "load_before": load, "load_after": _load(),
-            "chosen": summary["chosen"], "stages": summary["stages"], "fusion_fit_seconds": summary["fusion_fit_seconds"],
-            "ran_on": summary["ran_on"]}
+    """One `recgen fit --json` in a child process (:func:`fitkit.run_fit`), written to ``folder/fitted``."""
+    return run_fit(data, folder, ["--threads", str(threads), "--out", str(folder / "fitted"), *extra])
 
 
 def markdown(result: dict) -> str:
