@@ -355,12 +355,11 @@ class Retriever:
             text = request.describe(negations=False) or None
         # only negations and no history: order by the catalog's centroid (typical items), not by the words
         vector = self.query_vector(history, text) if history or text else self._centroid()
-        personal = self.scores(history, vector, transitions) if history else self.item_embeddings @ vector
+        prior = None
         if not history and request.filters and self.settings.request_prior > 0 and transitions is not None:
             # a new user's filtered request: among what it allows, what others took first (validated only for
             # filtered requests; free text keeps its own order, so an item named by its title is found first)
             prior = self._prior(transitions)
-            personal = personal + self.settings.request_prior * (prior + self.cold_neighbours(transitions).weights @ prior)
         skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
         available = np.ones(len(self.catalog), dtype=bool)
         available[skip_rows] = False
@@ -373,22 +372,63 @@ class Retriever:
         # pools of 20 and 50 on both datasets: eval/results/requests/NOTES.md)
         pooled = (request.text is not None and not has_negation(request.text) and self.settings.request_pool > 0
                   and not request.filters)
+        # an approximate index (a large catalog): the pool comes from the index's search and only pooled rows are
+        # scored, never a catalog-wide product (two of them made a request cost ~200 ms at 1M items)
+        searched = self.index_meta.kind != "flat"
+        full = None if searched else self._request_scores(None, history, vector, transitions, prior)
         if pooled:
-            by_request = self.item_embeddings @ self.embed_query(request.text)
             size = min(max(self.settings.request_pool, n), int(allowed.sum()))
-            rows = _top(np.where(allowed, by_request, -np.inf), size)
+            rows = (self._nearest_allowed(self.embed_query(request.text), size, allowed) if searched else
+                    _top(np.where(allowed, self.item_embeddings @ self.embed_query(request.text), -np.inf), size))
         else:
             rows = np.flatnonzero(allowed)
-        order = list(rows[stable_top(personal[rows], n)])
+        personal = full[rows] if full is not None else self._request_scores(rows, history, vector, transitions, prior)
+        top = stable_top(personal, n)
+        order, scores = list(rows[top]), dict(zip(rows[top].tolist(), personal[top].tolist()))
         unmatched: list[int] = []
         if request.filters and len(order) < n:  # too few match: the closest other items, labelled
             rest = available & ~allowed
-            unmatched = list(_top(np.where(rest, personal, -np.inf), min(n - len(order), int(rest.sum()))))
+            if full is None:  # rare (the filters allow fewer than n items): the whole catalog is scored once
+                full = self._request_scores(None, history, vector, transitions, prior)
+            unmatched = list(_top(np.where(rest, full, -np.inf), min(n - len(order), int(rest.sum()))))
+            scores.update((int(r), float(full[r])) for r in unmatched)
             what = request.describe()
             note = (f"only {len(order)} item(s) match the request ({what}); the others are the closest items"
                     if order else f"no catalog item matches the request ({what}); these are the closest items")
-        items = [(self.catalog.items[r].item_id, float(personal[r])) for r in order + unmatched]
+        items = [(self.catalog.items[r].item_id, scores[int(r)]) for r in order + unmatched]
         return Candidates(items, frozenset(self.catalog.items[r].item_id for r in unmatched), note, request)
+
+    def _request_scores(self, rows: np.ndarray | None, history: list[str], vector: np.ndarray,
+                        transitions: ItemTransitions | None, prior: np.ndarray | None) -> np.ndarray:
+        """What a request's candidates are ordered by, at ``rows`` (None: every item): :meth:`scores` with a
+        history, the cosine to ``vector`` without one, plus the weighted ``prior`` (with its cold items' borrowed
+        share) when given. The same values either way; at ``rows`` the work is in proportion to the rows."""
+        if rows is None:
+            personal = self.scores(history, vector, transitions) if history else self.item_embeddings @ vector
+            if prior is not None:
+                personal = personal + self.settings.request_prior * (prior + self.cold_neighbours(transitions).weights @ prior)
+            return personal
+        personal = self.item_embeddings[rows] @ vector
+        if history and transitions is not None and self.settings.collaborative_weight > 0:
+            transition = transitions.scores(np.array([self.catalog.index_of(i) for i in history], dtype=np.int64))
+            borrowed = self.cold_neighbours(transitions).weights
+            at = transition[rows] + (borrowed[rows] @ transition if borrowed.nnz else 0)
+            personal = personal + self.settings.collaborative_weight * at
+        if prior is not None:
+            personal = personal + self.settings.request_prior * (prior[rows] + self.cold_neighbours(transitions).weights[rows] @ prior)
+        return personal
+
+    def _nearest_allowed(self, vector: np.ndarray, size: int, allowed: np.ndarray) -> np.ndarray:
+        """Rows of the ``size`` allowed items nearest to ``vector`` by the index's search, best first; the search
+        widens (doubling) while too few of what it found are allowed."""
+        want = size + int((~allowed).sum())
+        while True:
+            found = self.index.search(vector[None, :].astype(np.float32), min(want, len(self.catalog)))[1][0]
+            found = found[found >= 0]
+            rows = found[allowed[found]][:size]
+            if len(rows) == size or want >= len(self.catalog):
+                return rows
+            want *= 2
 
     def _centroid(self) -> np.ndarray:
         vector = self.item_embeddings.mean(axis=0)
