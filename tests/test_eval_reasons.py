@@ -221,6 +221,24 @@ def test_agreement_joins_hand_grades_to_verdicts(tmp_path):
         read_grades(tmp_path / "bad.jsonl")
 
 
+def test_two_graders_agreement_matches_run_id_and_text_and_lists_disagreements():
+    from recgen.evaluation.reason_agreement import graders_agreement
+
+    g = lambda i, grade, personal, run="a": {"id": i, "run": run, "text": "served", "grade": grade,  # noqa: E731
+                                             "supported": grade == "true", "personal": personal}
+    first = [g("u1-1", "true", True), g("u1-2", "true", False), g("u2-1", "partly", True), g("u3-1", "true", True),
+             g("u1-1", "true", True, run="b")]
+    second = [g("u1-1", "true", True), g("u1-2", "false", False), g("u2-1", "partly", False), g("u3-1", "true", True),
+              g("u9-9", "true", True)]
+    result = graders_agreement(first, second)
+    assert result["matched"] == 4  # run "b"'s u1-1 and the second's u9-9 have no partner
+    assert result["grade"]["percent_agreement"] == 75.0
+    assert result["grade"]["disagreements"] == [{"id": "u1-2", "run": "a", "first": "true", "second": "false"}]
+    assert result["supported"]["percent_agreement"] == 75.0 and result["supported"]["cohen_kappa"] == pytest.approx(0.5)
+    assert result["personal"]["first_yes"] == 3 and result["personal"]["second_yes"] == 2
+    assert graders_agreement(first, [])["matched"] == 0
+
+
 def test_a_claim_the_fact_check_catches_is_unsupported_even_in_backed_words():
     """"A thriller, which you liked." uses only backed words, but says the user liked something unnamed."""
     from recgen.reasons.checker import ReasonChecker

@@ -111,3 +111,28 @@ def agreement_markdown(result: dict, title: str) -> str:
                          f"{c['hand yes, auto no']} | {c['hand no, auto yes']} | {c['hand no, auto no']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def graders_agreement(first: Sequence[dict], second: Sequence[dict]) -> dict:
+    """Agreement between two people's hand grades of the same reasons (matched on run, id and text): for the whole
+    grade (true / partly / false) percent agreement, and for each graded property percent agreement and Cohen's
+    kappa; the reasons they disagree on are listed by id. Why: one grader's "0 unsupported" is one reading."""
+    key = lambda g: (g.get("run"), g["id"], g["text"])  # noqa: E731
+    seconds = {key(g): g for g in second}
+    pairs = [(g, seconds[key(g)]) for g in first if key(g) in seconds]
+    out: dict = {"first": len(first), "second": len(second), "matched": len(pairs)}
+    if not pairs:
+        return out
+    grade = lambda g: g.get("grade", "true" if g["supported"] else "false")  # noqa: E731
+    out["grade"] = {"first": {x: sum(grade(a) == x for a, _ in pairs) for x in GRADES},
+                    "second": {x: sum(grade(b) == x for _, b in pairs) for x in GRADES},
+                    "percent_agreement": round(100 * sum(grade(a) == grade(b) for a, b in pairs) / len(pairs), 1),
+                    "disagreements": [{"id": a["id"], "run": a.get("run"), "first": grade(a), "second": grade(b)}
+                                      for a, b in pairs if grade(a) != grade(b)]}
+    for prop in PROPERTIES:
+        one, two = [bool(a[prop]) for a, _ in pairs], [bool(b[prop]) for _, b in pairs]
+        kappa = cohen_kappa(one, two)
+        out[prop] = {"first_yes": sum(one), "second_yes": sum(two),
+                     "percent_agreement": round(100 * sum(x == y for x, y in zip(one, two)) / len(pairs), 1),
+                     "cohen_kappa": None if kappa is None else round(kappa, 3)}
+    return out
