@@ -11,7 +11,8 @@ same on both paths). Both retrievers hold the same vectors, transitions and cold
 flat index (exact path), the other HNSW with efSearch chosen for recall@100 >= 0.98 (searched path). Each
 request is timed on both, alternating which goes first. Kinds: free text (title words: the pool is the text's
 nearest ``request_pool`` items), a genre filter, a genre + decade filter for a new user (the request prior).
-Written: p50/p95 per kind and path, the top-20 overlap between the paths, setup times, peak RSS and the load
+Also timed: ``--feedback`` feedback events' statistics update (``ItemTransitions.updated``: one user's sequence
+and one more item) at this size. Written: p50/p95 per kind and path, the top-20 overlap between the paths, setup times, peak RSS and the load
 average. Only counts and timings, never the data.
 """
 
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--size", default="L", help="recgen synth size (XS, S, M, L)")
     parser.add_argument("--requests", type=int, default=200, help="requests of each kind")
     parser.add_argument("--n", type=int, default=20, help="candidates asked for")
+    parser.add_argument("--feedback", type=int, default=20, help="feedback events whose statistics update is timed")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (the generated data)")
     parser.add_argument("--out", type=Path, required=True, help="results path without extension (.json)")
     args = parser.parse_args()
@@ -102,12 +104,19 @@ def main() -> None:
                                                          / results[kind]["searched"]["p50_ms"], 1)
         results[kind]["top_overlap_mean"] = round(float(np.mean(overlap)), 4)
         print(kind, results[kind], file=sys.stderr)
+    # a feedback event's statistics update at this size (one user's sequence + one item; ItemTransitions.updated)
+    rows = [np.array([catalog.index_of(i) for i in sequences[u]], dtype=np.int64) for u in users[:args.feedback]]
+    update_ms = [_timed(lambda r=r: transitions.updated(add=[np.append(r, rng.randrange(len(catalog)))],  # noqa: B023
+                                                        remove=[r]))[0] for r in rows]
     load.append(os.getloadavg()[0])
     shown = [f"<{Path(a).name}>" if os.path.isabs(a) else a for a in sys.argv[1:]]  # no folder of this machine
     result = {"command": "python benchmarks/request_latency.py " + shlex.join(shown),
               "data": f"recgen synth --size {args.size} (seed 0): {len(catalog):,} items, {len(sequences):,} users",
               "index": searched.index_meta.describe(), "cold_items_borrowing": int(len(neighbours.cold)),
               "setup_s": setup, "requests_per_kind": args.requests, "n": args.n, "latency": results,
+              "feedback_update_ms": {"events": len(update_ms), "p50": round(percentile(update_ms, 50), 1),
+                                     "p95": round(percentile(update_ms, 95), 1),
+                                     "transition_entries": int(transitions.matrix.nnz)},
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "load_1min": {"start": load[0], "after_setup": load[1], "end": load[2]},
               "machine": f"{os.cpu_count()} cores, one request at a time, FAISS and BLAS on their default threads"}
