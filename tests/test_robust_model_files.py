@@ -336,3 +336,25 @@ def test_recgen_recommend_on_a_fitted_folder_with_an_edited_ranker_exits_2_not_1
                             errors="replace", env=env, timeout=600)
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "ranker.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_ranker_that_splits_missing_values_off_loads_and_predicts_as_trained(tmp_path):
+    """LightGBM writes ``threshold=inf`` for a split that sends every number one way and NaN (a feature a row
+    does not have, e.g. a request's cosine without request text) the other; such a file is a valid ranker, read
+    back with the same scores. A NaN threshold is still refused before LightGBM parses it."""
+    from recgen.errors import ModelLoadError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 3)).astype(np.float32)
+    missing = rng.random(2000) < 0.3
+    X[missing, 0] = np.nan
+    y = (missing | (X[:, 1] > 1)).astype(np.float32)
+    groups = [(X[s:s + 20], y[s:s + 20]) for s in range(0, 2000, 20)]
+    ranker = FusionRanker.train(groups[:80], groups[80:], NAMES, num_leaves=4, max_rounds=5, patience=5)
+    path = ranker.save(tmp_path / "ranker.txt")
+    assert re.search(r"^threshold=.*\binf\b", path.read_text(), flags=re.M)  # the case this test is about
+    loaded = FusionRanker.load(path, NAMES)
+    np.testing.assert_allclose(loaded.predict(X), ranker.predict(X))
+    path.write_text(re.sub(r"^(threshold=)inf", r"\1nan", path.read_text(), count=1, flags=re.M))
+    with pytest.raises(ModelLoadError, match="finite"):
+        FusionRanker.load(path, NAMES)

@@ -116,7 +116,7 @@ def _check_tree(fields: dict[str, str], n_features: int, where: str) -> None:
                               (_LEAF_INTS, int, leaves), (_LEAF_FLOATS, float, leaves)):
         for name in names:
             if name in fields:
-                values = _numbers(fields[name], kind, f"{where} {name}")
+                values = _numbers(fields[name], kind, f"{where} {name}", infinite=name == "threshold")
                 optional_empty = leaves == 1 and not values and name != "leaf_value"
                 if len(values) != size and not optional_empty:
                     raise _Bad(f"{where}: {name} has {len(values)} values for num_leaves={leaves} (expected {size})")
@@ -166,18 +166,23 @@ def _int(fields: dict[str, str], key: str, where: str, low: int) -> int:
     return value[0]
 
 
-def _numbers(text: str, kind: type, where: str) -> list:
+def _numbers(text: str, kind: type, where: str, infinite: bool = False) -> list:
+    """The numbers of a field; ``infinite``: ``inf`` / ``-inf`` are numbers here (a split threshold: LightGBM
+    writes ``inf`` for a split that sends every number one way and missing values (NaN) the other, and reads it
+    back). NaN is never a number."""
     if not text:
         return []
     parts = text.split(" ")
     pattern = _INT if kind is int else _FLOAT
     for part in parts:
+        if infinite and part in ("inf", "-inf"):
+            continue
         if not pattern.fullmatch(part):
             if kind is float and part.lstrip("+-").lower() in ("nan", "inf", "infinity", "-nan(ind)", "nan(ind)"):
                 raise _Bad(f"{where} holds {part!r}: every number must be finite")
             raise _Bad(f"{where}: {part[:40]!r} is not a {'whole number' if kind is int else 'number'}")
     values = [kind(part) for part in parts]
-    if kind is float and not all(math.isfinite(v) for v in values):
+    if kind is float and not infinite and not all(math.isfinite(v) for v in values):
         raise _Bad(f"{where} holds a number too large to be finite")
     return values
 
