@@ -88,3 +88,33 @@ def test_clean_reason_is_fast_on_long_text_without_a_full_stop():
     start = time.perf_counter()
     assert len(clean_reason("word " * 200_000)) <= 240
     assert time.perf_counter() - start < 1.0
+
+
+SHOP = Catalog([
+    Item("m1", "Moroccanoil"), Item("m2", "MOROCCANOIL The Original Oil Treatment 100ml"),
+    Item("b1", "Coastal Scents The Brush Guard, Variety Pack"),
+    Item("s1", "SODIAL(R) 10 Pair Long Black False Eyelashes"), Item("s2", "SODIAL(R) False Eyelash Glue"),
+])
+
+
+@pytest.mark.parametrize("reason, item, liked", [
+    ("Moroccanoil in its title, as you asked; because you liked Coastal Scents The Brush Guard.", "m2", "b1"),
+    ("Because you liked Coastal Scents The Brush Guard; a title with MOROCCANOIL, as requested.", "m2", "b1"),
+    ("Because you liked SODIAL(R) 10 Pair Long Black False Eyelashes; your request: False in its title.", "s2", "s1"),
+])
+def test_a_request_clause_naming_the_items_own_title_words_is_no_claim_about_another_item(reason, item, liked):
+    """Beauty, 200 users (session 36): 11 served reasons of 1,990 were flagged only because a request word is also
+    another item's whole title ("Moroccanoil") or the recommended item shares the liked item's brand; hand
+    graders found them true. Another item's title that is words of the item's own title says nothing of the other
+    item, and "liked" is looked for in the clause that says it, history titles aside."""
+    check = ReasonChecker(SHOP)
+    assert check.problems(reason, SHOP.get(item), [SHOP.get(liked)]) == []
+
+
+def test_liking_the_recommended_item_or_naming_another_is_still_caught():
+    check = ReasonChecker(SHOP)
+    glue, lashes, guard = SHOP.get("s2"), SHOP.get("s1"), SHOP.get("b1")
+    assert any("already liked" in p for p in check.problems("Because you liked SODIAL(R) False Eyelash Glue.", glue,
+                                                             [guard]))
+    assert any("not in the history" in p for p in check.problems(
+        "A title with Moroccanoil, as you asked; because you liked Coastal Scents The Brush Guard.", lashes, [guard]))

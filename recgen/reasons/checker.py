@@ -84,16 +84,22 @@ class ReasonChecker:
         named = lower
         for title in sorted(allowed_titles, key=len, reverse=True):
             named = named.replace(title, " ")  # "Jurassic Park" inside "The Lost World: Jurassic Park" is no other title
+        own = item.title.lower()
         for title, item_id in self._titles.items():
-            if item_id not in allowed_ids and _mentions(named, title):
+            # another item's title that is also words of this item's own title ("Moroccanoil" for a Moroccanoil
+            # oil, named by a request clause) says nothing of the other item
+            if item_id not in allowed_ids and _mentions(named, title) and not _mentions(own, title):
                 found.append(f"names {title!r}, not in the history")
         if _FIRST_PERSON.search(_without_titles(reason, [item, *history])):
             found.append("speaks in the first person")
         for name in unsupported_names(reason, [item.title, *(h.title for h in history)], self._genre_words):
             found.append(f"uses the name {name!r}, which is not a title it may name")
         if _LIKED.search(reason):
-            # "..., which you liked." is only true of a history item the reason names, never of the item itself
-            if _mentions(lower, short_title(item.title)):
+            # "..., which you liked." is only true of a history item the reason names, never of the item itself:
+            # looked for in the clauses that say "liked", history titles blanked ("Because you liked <brand> lashes;
+            # <brand's word> in its title, as you asked" names the item only in the request's clause)
+            liked = " ; ".join(c for c in _without_titles(reason, history).split(";") if _LIKED.search(c))
+            if _mentions(liked.lower(), short_title(item.title)):
                 found.append("says the user already liked the recommended item")
             if not history:
                 found.append("says the user liked something, but there is no history (a request only)")
