@@ -4,6 +4,7 @@
         python benchmarks/cost_curves.py --sizes XS,S --out eval/results/scale/cost_curves.json
     python benchmarks/cost_curves.py --sizes L --stages serve --dataset <data>/L --config <fit config> ...
     python benchmarks/cost_curves.py --sizes M --stages synth,load,embed,index --out eval/results/scale/cost_curves.json
+    python benchmarks/cost_curves.py --sizes L --stages fit --config eval/results/scale/fit-L-config.json
 
 Each (size, stage) runs as its own process, reaped with ``os.wait4``: its rusage gives that process's CPU time
 (user + system) and peak RSS exactly (not the running maximum over all children that ``RUSAGE_CHILDREN``
@@ -12,8 +13,9 @@ reports). Stages, in order: ``synth`` (``recgen synth``; the dataset goes to ``R
 ``--work``), ``index`` (``make_index`` over those vectors), ``fit`` (``recgen fit --json``: its per-stage
 seconds and RSS are kept too), ``serve`` (a fitted ``Recommender``, warm, one user per call, no reasons:
 p50/p95), ``eval`` (``recgen eval run -s fusion`` on a user sample, reusing the fit: users/s). A stage already
-in the output JSON is skipped (resumable; delete its entry to re-measure). The machine's load average is
-written next to every figure: 2 shared cores, so wall time under load is mostly waiting for a core; CPU time
+in the output JSON is skipped (resumable; delete its entry to re-measure). A stage's stderr (its progress) is
+kept in ``--work`` as ``<size>-<stage>.log``. The machine's load average is written next to every figure, and
+sampled each minute while a stage runs: 2 shared cores, so wall time under load is mostly waiting for a core; CPU time
 is the steadier figure. The growth exponent of a stage is the log-log slope of its cost against interactions
 over the sizes measured (sizes grow items, users and interactions together).
 """
@@ -26,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -124,7 +127,8 @@ def _command(stage: str, size: str, work: Path, args) -> list[str]:
             target = work / f"{name}-timing"
         return [*recgen, "synth", "--size", size, "--seed", str(args.seed), "--out", str(target), "--json"]
     if stage == "fit":
-        return [*recgen, "fit", "-d", name, "--threads", "2", "--json"]
+        return [*recgen, "fit", "-d", name, "--threads", "2", "--json",
+                *(["--config", args.config] if args.config else [])]
     if stage == "eval":
         return [*recgen, "eval", "run", "-d", name, "-s", "fusion", "--users", str(args.eval_users), "--results-dir",
                 str(work / "eval-results"), "--overwrite"]
@@ -133,22 +137,42 @@ def _command(stage: str, size: str, work: Path, args) -> list[str]:
             "--serve-calls", str(args.serve_calls), "--serve-requests", str(args.serve_requests), *extra]
 
 
-def _measure(cmd: list[str], work: Path) -> dict:
-    load_before = os.getloadavg()
-    with tempfile.TemporaryFile(dir=work) as out, tempfile.TemporaryFile(dir=work) as err:
+def _sample(pid: int, started: float, samples: list, done: threading.Event, every: float = 60.0) -> None:
+    """Every ``every`` seconds until ``done``: minutes since start, the 1-minute load and the child's RSS (MB), so
+    a long stage shows whether the machine was quiet throughout, not only at its ends."""
+    while not done.wait(every):
+        try:
+            rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                          if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+        samples.append([round((time.perf_counter() - started) / 60, 1), round(os.getloadavg()[0], 2),
+                        round(rss_kb / 1024)])
+
+
+def _measure(cmd: list[str], work: Path, log: Path) -> dict:
+    """One stage's process: its stderr goes to ``log`` (the stage's progress, to watch a long run)."""
+    load_before, samples, done = os.getloadavg(), [], threading.Event()
+    with tempfile.TemporaryFile(dir=work) as out, open(log, "wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=os.environ.copy())
+        sampler = threading.Thread(target=_sample, args=(proc.pid, started, samples, done), daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
         out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        stdout = out.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
     row = {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "load_avg_before": [round(x, 2) for x in load_before],
            "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
+    if samples:
+        loads = sorted(s[1] for s in samples)
+        row["load_1min_during"] = {"min": loads[0], "median": loads[len(loads) // 2], "max": loads[-1],
+                                   "samples_minute_load_rss_mb": samples}
     text = stdout.strip()
     if text.startswith("{"):  # without this machine's paths (results hold relative paths only)
         row["detail"] = {k: v for k, v in json.loads(text).items() if k not in ("folder", "events_log")}
@@ -223,7 +247,7 @@ def main() -> None:
     parser.add_argument("--serve-requests", type=int, default=0, help="serve: calls with a request in words too")
     parser.add_argument("--eval-users", type=int, default=2000)
     parser.add_argument("--dataset", default=None, help="serve: a dataset folder or name instead of synth-<size>")
-    parser.add_argument("--config", default=None, help="serve: the config file the dataset was fitted with")
+    parser.add_argument("--config", default=None, help="fit: the config file to fit with; serve: the one it was fitted with")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", default=None, help=argparse.SUPPRESS)
     ARGS = args = parser.parse_args()
@@ -245,7 +269,7 @@ def main() -> None:
             if stage in measured.get(size, {}):
                 print(f"{size} {stage}: already measured, skipped", flush=True)
                 continue
-            row = _measure(_command(stage, size, work, args), work)
+            row = _measure(_command(stage, size, work, args), work, work / f"{size}-{stage}.log")
             if stage == "eval":
                 row["detail"] = _eval_detail(work, size)
             measured.setdefault(size, {})[stage] = row
