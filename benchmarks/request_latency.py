@@ -10,7 +10,14 @@ the vectors mean); every request is run once on each path before timing, so its 
 same on both paths). Both retrievers hold the same vectors, transitions and cold items' neighbours; one has a
 flat index (exact path), the other HNSW with efSearch chosen for recall@100 >= 0.98 (searched path). Each
 request is timed on both, alternating which goes first. Kinds: free text (title words: the pool is the text's
-nearest ``request_pool`` items), a genre filter, a genre + decade filter for a new user (the request prior).
+nearest ``request_pool`` items), a genre filter, a negated genre filter ("anything but <genre>": most of the
+catalog allowed), a genre + decade filter for a new user (the request prior).
+With ``--dataset`` (a dataset ``recgen fit`` has fitted, and ``--config`` it was fitted with) the catalog, its
+real embedded vectors, the fit's approximate index, transitions and cold items' neighbours are the fitted
+folder's (opened as a server opens it) and the exact path gets a flat index over the same vectors:
+
+    python benchmarks/request_latency.py --dataset synth-L --config eval/results/scale/fit-L-config.json \
+        --work <scratch> --out eval/results/scale/request-latency-L-fitted
 Also timed: ``--feedback`` feedback events' statistics update (``ItemTransitions.updated``: one user's sequence
 and one more item) at this size. Written: p50/p95 per kind and path, the top-20 overlap between the paths, setup times, peak RSS and the load
 average. Only counts and timings, never the data.
@@ -26,6 +33,7 @@ import resource
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +54,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20, help="candidates asked for")
     parser.add_argument("--feedback", type=int, default=20, help="feedback events whose statistics update is timed")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder (the generated data)")
+    parser.add_argument("--dataset", default=None, help="a fitted dataset (name or folder): its folder's state")
+    parser.add_argument("--config", default=None, help="with --dataset: the config file it was fitted with")
     parser.add_argument("--out", type=Path, required=True, help="results path without extension (.json)")
     args = parser.parse_args()
     from recgen.config import RetrievalSettings
@@ -56,17 +66,30 @@ def main() -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)  # before the work: never lose it at the end
     setup, load = {}, [os.getloadavg()[0]]
-    data_dir = args.work / f"synth-{args.size}"
-    if not (data_dir / "items.jsonl").exists():
-        setup["synth_s"], _ = _timed(lambda: generate(SynthSpec.sized(args.size), data_dir))
-    setup["load_s"], data = _timed(lambda: load_dataset(str(data_dir)))
-    catalog, sequences = data.catalog, list(data.sequences.values())
-    setup["transitions_s"], transitions = _timed(lambda: ItemTransitions.fit(catalog, sequences))
-    vectors = clustered_vectors(len(catalog))
-    setup["hnsw_build_s"], searched = _timed(lambda: Retriever.from_vectors(
-        catalog, vectors, RetrievalSettings(index="hnsw"), transitions=transitions))
+    if args.dataset:  # the fitted folder's catalog, vectors, index, transitions and cold neighbours
+        from recgen.config import RecgenConfig
+        from recgen.recommender import open_dataset
+
+        config = RecgenConfig.from_file(args.config) if args.config else None
+        setup["open_s"], (data, rec) = _timed(lambda: open_dataset(args.dataset, config))
+        searched, catalog, sequences = rec.retriever, data.catalog, list(data.sequences.values())
+        transitions, vectors = searched.transitions, np.asarray(searched.item_embeddings)
+        settings, embedder = replace(searched.settings, index="flat"), searched.embedder_name
+        described = f"{args.dataset}, fitted ({len(catalog):,} items, {len(sequences):,} users; real embeddings)"
+    else:
+        data_dir = args.work / f"synth-{args.size}"
+        if not (data_dir / "items.jsonl").exists():
+            setup["synth_s"], _ = _timed(lambda: generate(SynthSpec.sized(args.size), data_dir))
+        setup["load_s"], data = _timed(lambda: load_dataset(str(data_dir)))
+        catalog, sequences = data.catalog, list(data.sequences.values())
+        setup["transitions_s"], transitions = _timed(lambda: ItemTransitions.fit(catalog, sequences))
+        vectors, settings, embedder = clustered_vectors(len(catalog)), RetrievalSettings(index="flat"), None
+        setup["hnsw_build_s"], searched = _timed(lambda: Retriever.from_vectors(
+            catalog, vectors, RetrievalSettings(index="hnsw"), transitions=transitions))
+        described = (f"recgen synth --size {args.size} (seed 0): {len(catalog):,} items, {len(sequences):,} users; "
+                     "generated vectors")
     setup["flat_build_s"], exact = _timed(lambda: Retriever.from_vectors(
-        catalog, vectors, RetrievalSettings(index="flat"), transitions=transitions))
+        catalog, vectors, settings, embedder_name=embedder, transitions=transitions))
     setup["cold_neighbours_s"], neighbours = _timed(lambda: searched.cold_neighbours(transitions))
     exact.adopt_cold_neighbours(transitions, neighbours)
     setup = {k: round(v / 1000, 1) for k, v in setup.items()}
@@ -80,6 +103,7 @@ def main() -> None:
         "free text (title words)": [(sequences[u][:-1], " ".join(catalog.items[rng.randrange(len(catalog))].title.split()[:2]))
                                     for u in users],
         "genre filter": [(sequences[u][:-1], f"a {rng.choice(genres)} pick") for u in users],
+        "negated genre filter": [(sequences[u][:-1], f"anything but {rng.choice(genres)}") for u in users],
         "genre + decade, new user": [([], f"a {rng.choice(genres)} pick from the {rng.choice(['1980s', '1990s', '2000s'])}")
                                      for _ in users],
     }
@@ -111,7 +135,7 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     shown = [f"<{Path(a).name}>" if os.path.isabs(a) else a for a in sys.argv[1:]]  # no folder of this machine
     result = {"command": "python benchmarks/request_latency.py " + shlex.join(shown),
-              "data": f"recgen synth --size {args.size} (seed 0): {len(catalog):,} items, {len(sequences):,} users",
+              "data": described,
               "index": searched.index_meta.describe(), "cold_items_borrowing": int(len(neighbours.cold)),
               "setup_s": setup, "requests_per_kind": args.requests, "n": args.n, "latency": results,
               "feedback_update_ms": {"events": len(update_ms), "p50": round(percentile(update_ms, 50), 1),

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..progress import task
+from .index import search_within
 
 #: Past this share of the cold rows changing side (cold <-> warm) in one update, or this many items turned warm
 #: (each one a product with every kept cold row), a full recomputation is cheaper.
@@ -213,17 +214,7 @@ def _exact(queries: np.ndarray, warm_vectors: np.ndarray, warm: np.ndarray, k: i
 
 def _searched(index, kind: str, queries: np.ndarray, warm: np.ndarray, n: int, k: int):
     """(cosines, catalog rows; -1 where fewer were found) of each query's ``k`` nearest warm items, searched in
-    the approximate index with FAISS's per-query search parameters: an ``IDSelectorBitmap`` of the warm rows and
-    the index's own efSearch / nprobe (faiss wiki, "Setting search parameters for one query")."""
-    import faiss
-
+    the approximate index restricted to the warm rows."""
     mask = np.zeros(n, dtype=bool)
     mask[warm] = True
-    bitmap = np.packbits(mask, bitorder="little")  # bit i of byte i // 8 = row i, as IDSelectorBitmap reads it
-    selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap))
-    if kind == "hnsw":
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(index.hnsw.efSearch), k))
-    else:
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=int(index.nprobe))
-    sims, top = index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
-    return sims, top.astype(np.int64)
+    return search_within(index, kind, queries, mask, k)

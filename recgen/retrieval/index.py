@@ -128,6 +128,33 @@ def search_pays(meta: "IndexMeta") -> bool:
     return True
 
 
+def restricted_search_pays(meta: "IndexMeta", allowed: int) -> bool:
+    """Whether a request's top items among ``allowed`` of the index's items are found by a search restricted to
+    them (:func:`search_within`) rather than by scoring them: on an approximate index (as every request there
+    is searched), from half the catalog allowed on. A restricted graph or list search visits about 1 / share
+    as many items as a plain one to find its k allowed ones, so at most twice a plain search from there, while
+    scoring half of a catalog that needed an approximate index costs far more (a negated request, "anything
+    but horror", allows nearly all of it)."""
+    return meta.kind != "flat" and 2 * allowed >= meta.n_items
+
+
+def search_within(index, kind: str, queries: np.ndarray, allowed: np.ndarray, k: int):
+    """(cosines, rows; -1 where fewer were found) of each query's ``k`` nearest items among those ``allowed``
+    (a boolean mask over the index's rows), searched in the approximate index with FAISS's per-query search
+    parameters: an ``IDSelectorBitmap`` of the allowed rows and the index's own efSearch / nprobe (faiss wiki,
+    "Setting search parameters for one query")."""
+    import faiss
+
+    bitmap = np.packbits(allowed, bitorder="little")  # bit i of byte i // 8 = row i, as IDSelectorBitmap reads it
+    selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+    if kind == "hnsw":
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(int(index.hnsw.efSearch), k))
+    else:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=int(index.nprobe))
+    sims, top = index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+    return sims, top.astype(np.int64)
+
+
 def make_index(vectors: np.ndarray):
     """Exact inner-product search: right for normalized vectors and catalogs below ~1M items."""
     import faiss

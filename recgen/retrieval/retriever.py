@@ -25,8 +25,10 @@ from .index import (
     build_index,
     extended_index,
     load_index,
+    restricted_search_pays,
     save_index,
     search_pays,
+    search_within,
     stored_vectors,
 )
 from .request_constraints import RequestConstraints, RequestReader
@@ -380,6 +382,8 @@ class Retriever:
             size = min(max(self.settings.request_pool, n), int(allowed.sum()))
             rows = (self._nearest_allowed(self.embed_query(request.text), size, allowed) if searched else
                     _top(np.where(allowed, self.item_embeddings @ self.embed_query(request.text), -np.inf), size))
+        elif searched and prior is None and restricted_search_pays(self.index_meta, int(allowed.sum())):
+            rows = self._reach(vector, n, allowed, history, transitions)  # "anything but X": not 1M rows scored
         else:
             rows = np.flatnonzero(allowed)
         personal = full[rows] if full is not None else self._request_scores(rows, history, vector, transitions, prior)
@@ -388,10 +392,17 @@ class Retriever:
         unmatched: list[int] = []
         if request.filters and len(order) < n:  # too few match: the closest other items, labelled
             rest = available & ~allowed
-            if full is None:  # rare (the filters allow fewer than n items): the whole catalog is scored once
-                full = self._request_scores(None, history, vector, transitions, prior)
-            unmatched = list(_top(np.where(rest, full, -np.inf), min(n - len(order), int(rest.sum()))))
-            scores.update((int(r), float(full[r])) for r in unmatched)
+            want = min(n - len(order), int(rest.sum()))
+            if full is None and prior is None and restricted_search_pays(self.index_meta, int(rest.sum())):
+                near = self._reach(vector, want, rest, history, transitions)
+                at = self._request_scores(near, history, vector, transitions, prior)
+                unmatched = list(near[stable_top(at, want)])
+                scores.update(zip(near.tolist(), at.tolist()))
+            else:
+                if full is None:  # a new user's (the request prior has no reach): the catalog is scored once
+                    full = self._request_scores(None, history, vector, transitions, prior)
+                unmatched = list(_top(np.where(rest, full, -np.inf), want))
+                scores.update((int(r), float(full[r])) for r in unmatched)
             what = request.describe()
             note = (f"only {len(order)} item(s) match the request ({what}); the others are the closest items"
                     if order else f"no catalog item matches the request ({what}); these are the closest items")
@@ -417,6 +428,31 @@ class Retriever:
         if prior is not None:
             personal = personal + self.settings.request_prior * (prior[rows] + self.cold_neighbours(transitions).weights[rows] @ prior)
         return personal
+
+    def _reach(self, vector: np.ndarray, n: int, allowed: np.ndarray, history: list[str],
+               transitions: ItemTransitions | None) -> np.ndarray:
+        """Rows that hold the top ``n`` allowed items by the blended request score (cosine to ``vector`` +
+        weight × transition score), found without scoring every allowed item: the ``n`` allowed items nearest to
+        ``vector`` (a search restricted to them) and every allowed item with a (borrowed) transition score. Both
+        parts outside the cosine are >= 0, so an item in neither set is outranked by the ``n`` nearest: the same
+        top as scoring all allowed items wherever the index's search is exact."""
+        n = min(n, int(allowed.sum()))
+        found = search_within(self.index, self.index_meta.kind, vector[None, :], allowed, n)[1][0]
+        rows = found[found >= 0]
+        if history and transitions is not None and self.settings.collaborative_weight > 0:
+            part = self._transition_part(history, transitions).indices
+            rows = np.union1d(rows, part[allowed[part]])
+        return rows
+
+    def _transition_part(self, history: list[str], transitions: ItemTransitions):
+        """The history's transition scores as a sparse row, cold items' borrowed share added: the only items
+        whose blended score is more than their cosine."""
+        part = transitions.sparse_scores(np.array([self.catalog.index_of(i) for i in history], dtype=np.int64))
+        borrowed = self.cold_neighbours(transitions).weights
+        if borrowed.nnz:  # items without interactions borrow their text neighbours' transition scores
+            part = (part + part @ borrowed.T).tocsr()
+        part.sum_duplicates()
+        return part
 
     def _nearest_allowed(self, vector: np.ndarray, size: int, allowed: np.ndarray) -> np.ndarray:
         """Rows of the ``size`` allowed items nearest to ``vector`` by the index's search, best first; the search
@@ -454,11 +490,7 @@ class Retriever:
         ``n`` (+ skipped) items or from the items with a transition score (+ the cold items borrowing one), so
         only those are scored. The same order as the dense scores wherever the index's search is exact."""
         skip_rows = np.array([self.catalog.index_of(i) for i in skip], dtype=np.int64)
-        part = transitions.sparse_scores(np.array([self.catalog.index_of(i) for i in history], dtype=np.int64))
-        borrowed = self.cold_neighbours(transitions).weights
-        if borrowed.nnz:  # items without interactions borrow their text neighbours' transition scores
-            part = (part + part @ borrowed.T).tocsr()
-        part.sum_duplicates()
+        part = self._transition_part(history, transitions)
         want = min(len(self.catalog), n + len(skip_rows))
         found = self.index.search(vector[None, :].astype(np.float32), want)[1][0]
         rows = np.union1d(found[found >= 0], part.indices)
