@@ -174,8 +174,9 @@ def _measure(cmd: list[str], work: Path, log: Path) -> dict:
         row["load_1min_during"] = {"min": loads[0], "median": loads[len(loads) // 2], "max": loads[-1],
                                    "samples_minute_load_rss_mb": samples}
     text = stdout.strip()
-    if text.startswith("{"):  # without this machine's paths (results hold relative paths only)
-        row["detail"] = {k: v for k, v in json.loads(text).items() if k not in ("folder", "events_log")}
+    start = 0 if text.startswith("{") else text.find("\n{") + 1  # the JSON summary, after any stray lines
+    if start or text.startswith("{"):  # without this machine's paths (results hold relative paths only)
+        row["detail"] = {k: v for k, v in json.loads(text[start:]).items() if k not in ("folder", "events_log")}
     return row
 
 

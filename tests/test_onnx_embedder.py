@@ -57,3 +57,18 @@ def test_a_changed_export_fails_its_manifest(tmp_path):
     assert _valid(copy, fingerprint) is None
     (copy / MANIFEST).write_text("{")
     assert _valid(copy, fingerprint) is None
+
+
+def test_the_export_writes_nothing_on_stdout(tmp_path, monkeypatch, capfd):
+    """`recgen fit --json` writes its summary on stdout; torch's exporter reports its steps there (a first fit
+    with the onnx backend printed them before the JSON, which no parser then read)."""
+    from recgen.retrieval.onnx_embedder import export
+
+    monkeypatch.setenv("RECGEN_CACHE_DIR", str(tmp_path))  # a fresh cache: the export runs
+    path = resolve_embedder(None)
+    model = load_embedder(None, "torch")
+    capfd.readouterr()
+    folder = export(model, path, quantized=False)
+    captured = capfd.readouterr()
+    assert folder.is_relative_to(tmp_path) and (folder / "model.onnx").is_file()
+    assert captured.out == "" and "torch.onnx" in captured.err

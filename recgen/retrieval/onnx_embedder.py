@@ -9,9 +9,11 @@ file sizes and SHA-256); a file that does not match its manifest is re-exported,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +92,8 @@ def export(st_model, model_path: str, quantized: bool) -> Path:
 
     sample = st_model.tokenizer(["a title", "a somewhat longer title of an item"], padding=True, return_tensors="pt")
     shapes = {k: {0: torch.export.Dim("batch"), 1: torch.export.Dim("seq")} for k in INPUTS}
-    with atomic_dir(folder) as tmp:
+    # torch's exporter reports its steps on stdout, where `recgen fit --json` writes its summary: to stderr
+    with atomic_dir(folder) as tmp, contextlib.redirect_stdout(sys.stderr):
         plain = tmp / "model.onnx"
         torch.onnx.export(Encoder(transformer), tuple(sample[k] for k in INPUTS), str(plain), input_names=list(INPUTS),
                           output_names=["last_hidden_state"], dynamic_shapes=shapes, dynamo=True,
