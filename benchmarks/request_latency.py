@@ -33,7 +33,6 @@ import resource
 import shlex
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +73,7 @@ def main() -> None:
         setup["open_s"], (data, rec) = _timed(lambda: open_dataset(args.dataset, config))
         searched, catalog, sequences = rec.retriever, data.catalog, list(data.sequences.values())
         transitions, vectors = searched.transitions, np.asarray(searched.item_embeddings)
-        settings, embedder = replace(searched.settings, index="flat"), searched.embedder_name
+        settings, embedder = searched.settings.model_copy(update={"index": "flat"}), searched.embedder_name
         described = f"{args.dataset}, fitted ({len(catalog):,} items, {len(sequences):,} users; real embeddings)"
     else:
         data_dir = args.work / f"synth-{args.size}"
